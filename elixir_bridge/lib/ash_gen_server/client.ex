@@ -1,0 +1,185 @@
+defmodule AshGenServer.Client do
+  @moduledoc """
+  Every call from the shim to a node, and the mapping of the node's error replies to Ash errors.
+
+  - Requests go to `{:ash_gen_server, node}` with `GenServer.call/3` (PROTOCOL.md "Requests").
+    An exit (node down, no server, timeout) becomes an `AshGenServer.Error.NodeUnavailable`
+    naming the node, never an exit in the caller.
+  - A resource is `define`d lazily, the first time it is used against a node; the fact is cached
+    in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}`. If a request
+    answers `{:error, {:unknown_resource, _}}` (the node restarted and lost its definitions) the
+    resource is defined again and the request retried once.
+  - Before the first `define` on a node, `AshGenServer.ExpiryHandler` is asked to subscribe to
+    that node, so expiry notices reach Ash from the first record on.
+  """
+
+  alias AshGenServer.DataLayer.Info
+  alias AshGenServer.Error.{NodeError, NodeUnavailable}
+
+  @server :ash_gen_server
+
+  @doc """
+  Sends `request` about `resource` to the resource's node, defining the resource there first if
+  needed. Returns the node's raw reply, or `{:error, exception}` when the node is unreachable
+  or the definition fails.
+  """
+  @spec request(Ash.Resource.t(), term) :: term
+  def request(resource, request) do
+    with {:ok, node} <- node_for(resource),
+         :ok <- ensure_defined(node, resource) do
+      case call(node, request, Info.call_timeout(resource), resource) do
+        {:error, {:unknown_resource, _}} ->
+          forget(node, resource)
+
+          with :ok <- ensure_defined(node, resource) do
+            call(node, request, Info.call_timeout(resource), resource)
+          end
+
+        reply ->
+          reply
+      end
+    end
+  end
+
+  @doc "Sends a cast about `resource` to its node (no reply, no definition)."
+  @spec cast(Ash.Resource.t(), term) :: :ok
+  def cast(resource, request) do
+    case node_for(resource) do
+      {:ok, node} -> GenServer.cast({@server, node}, request)
+      _ -> :ok
+    end
+  end
+
+  @doc "The node configured for `resource`."
+  @spec node_for(Ash.Resource.t()) :: {:ok, node} | {:error, Exception.t()}
+  def node_for(resource) do
+    case Info.node(resource) do
+      node when is_atom(node) and not is_nil(node) ->
+        {:ok, node}
+
+      _ ->
+        {:error, NodeUnavailable.exception(node: nil, resource: resource, reason: :no_node)}
+    end
+  end
+
+  @doc """
+  A raw `GenServer.call` to the node's `ash_gen_server`, with exits turned into
+  `{:error, %NodeUnavailable{}}`.
+  """
+  @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
+  def call(node, request, timeout \\ 5_000, resource \\ nil) do
+    GenServer.call({@server, node}, request, timeout)
+  catch
+    :exit, reason ->
+      {:error,
+       NodeUnavailable.exception(node: node, resource: resource, reason: exit_reason(reason))}
+  end
+
+  defp exit_reason({reason, {GenServer, :call, _}}), do: exit_reason(reason)
+  defp exit_reason({:nodedown, _node}), do: :noconnection
+  defp exit_reason(reason), do: reason
+
+  @doc "Defines `resource` on `node` unless this VM already did (see the moduledoc)."
+  @spec ensure_defined(node, Ash.Resource.t()) :: :ok | {:error, Exception.t()}
+  def ensure_defined(node, resource) do
+    if :persistent_term.get({__MODULE__, :defined, node, resource}, false) do
+      :ok
+    else
+      AshGenServer.ExpiryHandler.watch(node)
+      define(node, resource)
+    end
+  end
+
+  @doc "Sends `{define, Resource, Opts}` to `node` and caches the success."
+  @spec define(node, Ash.Resource.t()) :: :ok | {:error, Exception.t()}
+  def define(node, resource) do
+    request = {:define, resource, Info.define_options(resource)}
+
+    case call(node, request, Info.call_timeout(resource), resource) do
+      :ok ->
+        :persistent_term.put({__MODULE__, :defined, node, resource}, true)
+        :ok
+
+      {:error, %NodeUnavailable{}} = error ->
+        error
+
+      {:error, reason} ->
+        {:error,
+         NodeError.exception(node: node, resource: resource, request: :define, reason: reason)}
+
+      other ->
+        {:error,
+         NodeError.exception(node: node, resource: resource, request: :define, reason: other)}
+    end
+  end
+
+  @doc "Forgets that `resource` is defined on `node` (so the next request defines it again)."
+  @spec forget(node, Ash.Resource.t()) :: :ok
+  def forget(node, resource) do
+    :persistent_term.erase({__MODULE__, :defined, node, resource})
+    :ok
+  end
+
+  @doc """
+  Turns a node error reply into an Ash error.
+
+  `context` is a keyword list: `:resource`, `:request` (the request's name, for messages),
+  `:filter` (the changeset filter, for stale-record errors) and `:not_found` (what `not_found`
+  means here; `:stale` gives `Ash.Error.Changes.StaleRecord`, like `Ash.DataLayer.Ets` for an
+  update of a missing record).
+  """
+  @spec to_ash_error(term, keyword) :: Exception.t()
+  def to_ash_error(reason, context) do
+    resource = context[:resource]
+
+    case reason do
+      %_{} = exception when is_exception(exception) ->
+        exception
+
+      :stale ->
+        Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: context[:filter])
+
+      :not_found ->
+        case context[:not_found] do
+          :stale ->
+            Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: context[:filter])
+
+          _ ->
+            Ash.Error.Query.NotFound.exception(resource: resource)
+        end
+
+      {:already_exists, _pk} ->
+        taken(resource, Ash.Resource.Info.primary_key(resource), nil)
+
+      {:identity_conflict, name, values} ->
+        identity = resource && Ash.Resource.Info.identity(resource, name)
+        keys = if identity, do: identity.keys, else: Map.keys(values)
+        taken(resource, keys, identity && identity.message)
+
+      {:missing_primary_key, fields} ->
+        Ash.Error.Invalid.InvalidPrimaryKey.exception(resource: resource, value: fields)
+
+      other ->
+        NodeError.exception(
+          node: resource && Info.node(resource),
+          resource: resource,
+          request: context[:request],
+          reason: other
+        )
+    end
+  end
+
+  defp taken(_resource, [field], message) do
+    Ash.Error.Changes.InvalidAttribute.exception(
+      field: field,
+      message: message || "has already been taken"
+    )
+  end
+
+  defp taken(_resource, fields, message) do
+    Ash.Error.Changes.InvalidChanges.exception(
+      fields: fields,
+      message: message || "has already been taken"
+    )
+  end
+end

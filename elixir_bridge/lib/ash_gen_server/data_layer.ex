@@ -1,0 +1,597 @@
+defmodule AshGenServer.DataLayer do
+  @gen_server %Spark.Dsl.Section{
+    name: :gen_server,
+    describe: """
+    Where and how long this resource's records live on the Rust `ash_gen_server` node.
+    """,
+    examples: [
+      """
+      gen_server do
+        inactivity_timeout :timer.minutes(5)
+        maximum_lifetime :timer.hours(1)
+        node :"rust@127.0.0.1"
+      end
+      """
+    ],
+    schema: [
+      inactivity_timeout: [
+        type: :timeout,
+        default: :infinity,
+        doc:
+          "How long (ms) a record may go untouched before it expires and is destroyed. Defaults to `:infinity`."
+      ],
+      maximum_lifetime: [
+        type: :timeout,
+        default: :infinity,
+        doc:
+          "How long (ms) a record may live after its creation before it expires and is destroyed. Defaults to `:infinity`."
+      ],
+      node: [
+        type: :atom,
+        doc:
+          "The node holding the records, e.g. `:\"rust@127.0.0.1\"`. Defaults to `config :ash_gen_server, node: ...`."
+      ],
+      call_timeout: [
+        type: :timeout,
+        doc:
+          "Timeout (ms) of each call to the node. Defaults to `config :ash_gen_server, call_timeout: ...`, else 5000."
+      ],
+      max_restarts: [
+        type: :non_neg_integer,
+        doc:
+          "Restart intensity of each record's supervisor on the node: failures allowed within `max_seconds` (node default 3)."
+      ],
+      max_seconds: [
+        type: :pos_integer,
+        doc: "The window of `max_restarts`, in seconds (node default 5)."
+      ],
+      expiry_grace: [
+        type: :non_neg_integer,
+        doc:
+          "How long (ms) the node waits for the expiry handler to destroy an expired record before removing it itself (node default 5000)."
+      ]
+    ]
+  }
+
+  @moduledoc """
+  An Ash data layer whose records live on a Rust node of the BEAM cluster, one actor per
+  record: the Ash 3 counterpart of the `ash_gen_server` library.
+
+      defmodule MyApp.Session do
+        use Ash.Resource, domain: MyApp.Domain, data_layer: AshGenServer.DataLayer
+
+        gen_server do
+          inactivity_timeout :timer.minutes(5)   # default :infinity
+          maximum_lifetime :timer.hours(1)       # default :infinity
+          node :"rust@127.0.0.1"                 # else config :ash_gen_server, node: ...
+        end
+        ...
+      end
+
+  The node speaks `docs/PROTOCOL.md`; this module implements `Ash.DataLayer` on top of it:
+
+  - reads translate the filter and sort for the node where it evaluates them exactly and let
+    Ash evaluate the rest (`AshGenServer.Query`, `AshGenServer.Filter`); a filter on the whole
+    primary key is a single `get`;
+  - values are stored in their native (dumped) form (`AshGenServer.Values`);
+  - creates, updates and destroys are single requests; an update or destroy carrying a
+    `changeset.filter` (optimistic locking, atomic conditions) sends it as the request's
+    `filter`, checked atomically by the record's actor, and `{error, stale}` becomes
+    `Ash.Error.Changes.StaleRecord`;
+  - upserts (by primary key or identity) are atomic `upsert` requests; identities without a
+    `where` are enforced by the node;
+  - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
+  - expired records are destroyed through the primary destroy action
+    (`AshGenServer.ExpiryHandler`).
+
+  There are no transactions (`can?(_, :transact)` is false, as for `Ash.DataLayer.Ets`); Ash's
+  before/after action hooks still run in order.
+
+  Known limits: the node compares identity values exactly (an identity on a `ci_string` is
+  case-sensitive on the node), identities with a `where` are not enforced by the node,
+  multitenancy and atomic updates (`atomic_update`, bulk update/destroy by query) are not
+  supported. With Elixir 1.14, Ash's date arithmetic expressions (`ago`, `from_now`,
+  `date_add`...), `Duration`, Reactor-backed actions and `Ash.Info.defined_extensions/1` do not
+  work; that is Ash on Elixir 1.14, not this data layer.
+
+  ## DSL
+
+  #{Spark.Options.docs(@gen_server.schema)}
+  """
+
+  use Spark.Dsl.Extension, sections: [@gen_server]
+
+  # The `node` option shares its name with `Kernel.node/1`, which every module imports, and
+  # Spark only resolves import conflicts with non-Kernel modules. So the `gen_server` section
+  # macro Spark generated above is wrapped to un-import `Kernel.node/1` inside the section.
+  defoverridable gen_server: 1
+
+  @doc false
+  defmacro gen_server(body) do
+    body =
+      Keyword.update(body, :do, nil, fn block ->
+        quote do
+          import Kernel, except: [node: 1]
+          unquote(block)
+        end
+      end)
+
+    super(body)
+  end
+
+  @behaviour Ash.DataLayer
+
+  alias Ash.Changeset
+  alias AshGenServer.{Aggregates, Client, Filter, Query, Values}
+
+  # -- capabilities ---------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def can?(_, :create), do: true
+  def can?(_, :read), do: true
+  def can?(_, :update), do: true
+  def can?(_, :destroy), do: true
+  def can?(_, :filter), do: true
+  def can?(_, :boolean_filter), do: true
+  def can?(_, :nested_expressions), do: true
+  def can?(_, {:filter_expr, _}), do: true
+  def can?(_, :sort), do: true
+  def can?(_, {:sort, _}), do: true
+  def can?(_, :offset), do: true
+  def can?(_, :limit), do: true
+  def can?(_, :composite_primary_key), do: true
+  def can?(_, :upsert), do: true
+  def can?(_, :bulk_create), do: true
+  def can?(_, :bulk_create_with_partial_success), do: true
+  def can?(_, :changeset_filter), do: true
+  def can?(_, :async_engine), do: true
+  def can?(_, {:join, _}), do: true
+  def can?(_, {:filter_relationship, _}), do: true
+  def can?(_, {:aggregate_relationship, _}), do: true
+  def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)
+  def can?(_, {:query_aggregate, kind}), do: Aggregates.kind?(kind)
+  def can?(_, :aggregate_filter), do: true
+  def can?(_, :aggregate_sort), do: true
+  def can?(_, :transact), do: false
+  def can?(_, _), do: false
+
+  # -- query building -------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def resource_to_query(resource, domain), do: %Query{resource: resource, domain: domain}
+
+  @doc false
+  @impl true
+  def filter(%Query{filter: nil} = query, filter, _resource), do: {:ok, %{query | filter: filter}}
+
+  def filter(%Query{} = query, filter, _resource) do
+    with {:ok, filter} <- Ash.Filter.add_to_filter(query.filter, filter) do
+      {:ok, %{query | filter: filter}}
+    end
+  end
+
+  @doc false
+  @impl true
+  def sort(query, sort, _resource), do: {:ok, %{query | sort: sort}}
+
+  @doc false
+  @impl true
+  def limit(query, limit, _resource), do: {:ok, %{query | limit: limit}}
+
+  @doc false
+  @impl true
+  def offset(query, offset, _resource), do: {:ok, %{query | offset: offset}}
+
+  @doc false
+  @impl true
+  def set_context(_resource, query, context), do: {:ok, %{query | context: context}}
+
+  @doc false
+  @impl true
+  def set_tenant(_resource, query, tenant), do: {:ok, %{query | tenant: tenant}}
+
+  @doc false
+  @impl true
+  def add_aggregate(query, aggregate, _resource),
+    do: {:ok, %{query | aggregates: query.aggregates ++ [aggregate]}}
+
+  @doc false
+  @impl true
+  def add_aggregates(query, aggregates, _resource),
+    do: {:ok, %{query | aggregates: query.aggregates ++ aggregates}}
+
+  @doc false
+  @impl true
+  def in_transaction?(_resource), do: false
+
+  # -- reads ----------------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def run_query(query, _resource), do: Query.run(query)
+
+  @doc false
+  @impl true
+  def run_aggregate_query(query, aggregates, resource),
+    do: Aggregates.run(query, aggregates, resource)
+
+  # -- writes ---------------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def create(resource, changeset) do
+    with {:ok, stored} <- dump_new(resource, changeset) do
+      resource
+      |> Client.request({:create, resource, stored})
+      |> case do
+        {:ok, record} -> Values.cast_record(resource, record)
+        {:error, reason} -> error(reason, resource, :create)
+        other -> error(other, resource, :create)
+      end
+    end
+  end
+
+  @doc false
+  @impl true
+  def update(resource, changeset) do
+    with {:ok, pk} <- Values.primary_key(resource, changeset.data),
+         {:ok, changes} <- Values.dump_changes(resource, changeset.attributes),
+         {:ok, opts} <- condition(resource, changeset, pk) do
+      request =
+        case opts do
+          nil -> {:update, resource, pk, changes}
+          opts -> {:update, resource, pk, changes, opts}
+        end
+
+      case Client.request(resource, request) do
+        {:ok, stored} ->
+          with {:ok, record} <- Values.cast_record(resource, stored) do
+            {:ok, retain_loaded(record, changeset.data)}
+          end
+
+        {:error, reason} ->
+          error(reason, resource, :update, filter: changeset.filter, not_found: :stale)
+
+        other ->
+          error(other, resource, :update)
+      end
+    end
+  end
+
+  @doc false
+  @impl true
+  def destroy(resource, changeset) do
+    with {:ok, pk} <- Values.primary_key(resource, changeset.data),
+         {:ok, opts} <- condition(resource, changeset, pk) do
+      request =
+        case opts do
+          nil -> {:destroy, resource, pk}
+          opts -> {:destroy, resource, pk, opts}
+        end
+
+      case Client.request(resource, request) do
+        :ok ->
+          :ok
+
+        {:error, reason} ->
+          error(reason, resource, :destroy, filter: changeset.filter, not_found: :stale)
+
+        other ->
+          error(other, resource, :destroy)
+      end
+    end
+  end
+
+  # The `#{filter => Expr}` option of an update/destroy. A changeset filter the node evaluates
+  # exactly is sent as is. Otherwise Ash checks it against the current record first (stale if
+  # it does not hold) and the pushable part is still sent, so it stays atomic where it can.
+  defp condition(resource, %{filter: filter} = changeset, pk) do
+    if no_filter?(filter) do
+      {:ok, nil}
+    else
+      plan = Filter.translate(filter, resource)
+
+      with :ok <- unless(plan.exact?, do: runtime_check(resource, changeset, pk), else: :ok) do
+        case plan.expr do
+          true -> {:ok, nil}
+          expr -> {:ok, %{filter: expr}}
+        end
+      end
+    end
+  end
+
+  defp runtime_check(resource, changeset, pk) do
+    stale = fn ->
+      {:error,
+       Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: changeset.filter)}
+    end
+
+    case Client.request(resource, {:get, resource, pk}) do
+      {:ok, stored} ->
+        with {:ok, current} <- Values.cast_record(resource, stored) do
+          case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
+                 tenant: changeset.tenant,
+                 actor: changeset.context[:private][:actor]
+               ) do
+            {:ok, [_]} -> :ok
+            {:ok, []} -> stale.()
+            {:error, error} -> {:error, error}
+          end
+        end
+
+      {:error, :not_found} ->
+        stale.()
+
+      {:error, reason} ->
+        error(reason, resource, :get)
+    end
+  end
+
+  defp no_filter?(nil), do: true
+  defp no_filter?(true), do: true
+  defp no_filter?(%Ash.Filter{expression: expression}) when expression in [nil, true], do: true
+  defp no_filter?(_), do: false
+
+  # Keep what the changeset's data had loaded (relationships, calculations, metadata) and take
+  # the attributes from the stored record.
+  defp retain_loaded(record, %resource{} = data) do
+    names = Enum.map(Ash.Resource.Info.attributes(resource), & &1.name)
+    Map.merge(data, Map.take(record, [:__meta__ | names]))
+  end
+
+  defp retain_loaded(record, _data), do: record
+
+  defp dump_new(resource, changeset) do
+    with {:ok, record} <- Changeset.apply_attributes(changeset) do
+      Values.dump_record(resource, record)
+    end
+  end
+
+  # -- upserts --------------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def upsert(resource, changeset, keys, identity \\ nil) do
+    keys = keys || Ash.Resource.Info.primary_key(resource)
+
+    with {:ok, record} <- Changeset.apply_attributes(changeset),
+         {:ok, stored} <- Values.dump_record(resource, record),
+         {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)),
+         {:ok, condition} <- upsert_condition(resource, changeset, record, stored, keys) do
+      case condition do
+        {:skip, existing} ->
+          {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+        condition ->
+          request =
+            {:upsert, resource, stored,
+             %{keys: keys, set: set, condition: Filter.to_request(condition)}}
+
+          case Client.request(resource, request) do
+            {:ok, action, stored} when action in [:created, :updated, :skipped] ->
+              with {:ok, result} <- Values.cast_record(resource, stored) do
+                {:ok, upsert_metadata(result, action)}
+              end
+
+            {:error, reason} ->
+              error(reason, resource, :upsert, identity: identity)
+
+            other ->
+              error(other, resource, :upsert)
+          end
+      end
+    end
+  end
+
+  defp upsert_metadata(record, :skipped),
+    do: Ash.Resource.put_metadata(record, :upsert_skipped, true)
+
+  defp upsert_metadata(record, :created),
+    do: Ash.Resource.put_metadata(record, :upsert_action, :create)
+
+  defp upsert_metadata(record, :updated),
+    do: Ash.Resource.put_metadata(record, :upsert_action, :update)
+
+  # What an existing record gets on conflict: Ash's `set_on_upsert/2`, plus the update defaults
+  # (`update_default`) unless the action says not to touch them.
+  defp upsert_set(resource, changeset, keys) do
+    to_set = Changeset.set_on_upsert(changeset, keys)
+    touch? = changeset.context[:private][:touch_update_defaults?]
+    upsert_fields = changeset.context[:private][:upsert_fields]
+
+    update_defaults =
+      resource |> Ash.Resource.Info.attributes() |> Enum.filter(& &1.update_default)
+
+    if touch? == false or to_set == [] do
+      explicit? = fn name ->
+        if is_list(upsert_fields),
+          do: name in upsert_fields,
+          else:
+            Map.has_key?(changeset.attributes, name) and
+              name not in Map.get(changeset, :defaults, [])
+      end
+
+      default_names = MapSet.new(update_defaults, & &1.name)
+
+      Enum.reject(to_set, fn {name, _} ->
+        MapSet.member?(default_names, name) and not explicit?.(name)
+      end)
+    else
+      Enum.reduce(update_defaults, to_set, fn attribute, acc ->
+        if Keyword.has_key?(acc, attribute.name),
+          do: acc,
+          else: Keyword.put(acc, attribute.name, default_value(attribute.update_default))
+      end)
+    end
+  end
+
+  defp default_value(fun) when is_function(fun, 0), do: fun.()
+  defp default_value({m, f, a}) when is_atom(m) and is_atom(f) and is_list(a), do: apply(m, f, a)
+  defp default_value(value), do: value
+
+  # The upsert condition (`upsert_condition`, in `changeset.filter`). Exact ones go to the node
+  # and are checked atomically. Others (e.g. using `upsert_conflict/1`) are checked here
+  # against the existing record, and the pushable part is still sent.
+  defp upsert_condition(resource, %{filter: filter} = changeset, record, stored, keys) do
+    if no_filter?(filter) do
+      {:ok, true}
+    else
+      plan = Filter.translate(filter, resource)
+
+      if plan.exact? do
+        {:ok, plan.expr}
+      else
+        key_filter =
+          keys
+          |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
+          |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+        request = {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
+
+        with {:ok, found} <- query_request(resource, request),
+             {:ok, existing} <- Values.cast_records(resource, found) do
+          case existing do
+            [] ->
+              {:ok, plan.expr}
+
+            [existing] ->
+              case Ash.Filter.Runtime.filter_matches(changeset.domain, [existing], filter,
+                     tenant: changeset.tenant,
+                     actor: changeset.context[:private][:actor],
+                     conflicting_upsert_values: record
+                   ) do
+                {:ok, [_]} -> {:ok, plan.expr}
+                {:ok, []} -> {:ok, {:skip, existing}}
+                {:error, error} -> {:error, error}
+              end
+          end
+        end
+      end
+    end
+  end
+
+  defp query_request(resource, request) do
+    case Client.request(resource, request) do
+      {:ok, records} when is_list(records) -> {:ok, records}
+      {:error, reason} -> error(reason, resource, :query)
+      other -> error(other, resource, :query)
+    end
+  end
+
+  # -- bulk create ----------------------------------------------------------------------------
+
+  @doc false
+  @impl true
+  def bulk_create(resource, changesets, options) do
+    changesets = Enum.to_list(changesets)
+
+    results =
+      if options[:upsert?] do
+        bulk_upsert(resource, changesets, options)
+      else
+        bulk_insert(resource, changesets)
+      end
+
+    case results do
+      {:error, error} -> {:error, error}
+      results -> bulk_result(results, options)
+    end
+  end
+
+  # Plain creates: one `bulk_create` request for the batch; each record succeeds or fails alone.
+  defp bulk_insert(resource, changesets) do
+    prepared =
+      Enum.map(changesets, fn changeset ->
+        case dump_new(resource, changeset) do
+          {:ok, stored} -> {:ok, stored, changeset}
+          {:error, error} -> {:error, error, changeset}
+        end
+      end)
+
+    to_send = for {:ok, stored, _} <- prepared, do: stored
+
+    case Client.request(resource, {:bulk_create, resource, to_send, %{}}) do
+      {:ok, replies} when is_list(replies) and length(replies) == length(to_send) ->
+        merge_replies(prepared, replies, resource)
+
+      {:error, reason} ->
+        error(reason, resource, :bulk_create)
+
+      other ->
+        error(other, resource, :bulk_create)
+    end
+  end
+
+  defp merge_replies([], _replies, _resource), do: []
+
+  defp merge_replies([{:error, error, changeset} | rest], replies, resource),
+    do: [{:error, error, changeset} | merge_replies(rest, replies, resource)]
+
+  defp merge_replies([{:ok, _stored, changeset} | rest], [reply | replies], resource) do
+    result =
+      case reply do
+        {:ok, stored} ->
+          case Values.cast_record(resource, stored) do
+            {:ok, record} -> {:ok, record, changeset}
+            {:error, error} -> {:error, error, changeset}
+          end
+
+        {:error, reason} ->
+          {:error, Client.to_ash_error(reason, resource: resource, request: :create), changeset}
+      end
+
+    [result | merge_replies(rest, replies, resource)]
+  end
+
+  # Upserts: one `upsert` request per record, since what each one sets on conflict differs
+  # (the node's `bulk_create` takes a single `set` map for the whole batch).
+  defp bulk_upsert(resource, changesets, options) do
+    Enum.map(changesets, fn changeset ->
+      changeset =
+        Changeset.set_context(changeset, %{
+          private: %{
+            upsert_fields: options[:upsert_fields] || [],
+            touch_update_defaults?: Map.get(options, :touch_update_defaults?, true)
+          }
+        })
+
+      case upsert(resource, changeset, options[:upsert_keys], options[:identity]) do
+        {:ok, record} -> {:ok, record, changeset}
+        {:error, error} -> {:error, error, changeset}
+      end
+    end)
+  end
+
+  defp bulk_result(results, options) do
+    {ok, failed} =
+      Enum.reduce(results, {[], []}, fn
+        {:ok, record, changeset}, {ok, failed} ->
+          if Ash.Resource.get_metadata(record, :upsert_skipped) do
+            {ok, failed}
+          else
+            {[Ash.Actions.Helpers.Bulk.put_metadata(record, changeset) | ok], failed}
+          end
+
+        {:error, error, changeset}, {ok, failed} ->
+          {ok, [{error, changeset} | failed]}
+      end)
+
+    ok = Enum.reverse(ok)
+    failed = Enum.reverse(failed)
+
+    cond do
+      failed != [] -> {:partial_success, failed, if(options[:return_records?], do: ok, else: [])}
+      options[:return_records?] -> {:ok, ok}
+      true -> :ok
+    end
+  end
+
+  # -- errors ---------------------------------------------------------------------------------
+
+  defp error(reason, resource, request, context \\ []) do
+    {:error,
+     Client.to_ash_error(reason, Keyword.merge([resource: resource, request: request], context))}
+  end
+end

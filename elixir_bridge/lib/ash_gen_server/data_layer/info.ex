@@ -1,0 +1,71 @@
+defmodule AshGenServer.DataLayer.Info do
+  @moduledoc """
+  Reads the `gen_server` DSL section of a resource, and resolves the settings that may also come
+  from the application environment (`config :ash_gen_server, node: ..., call_timeout: ...`).
+  """
+  alias Spark.Dsl.Extension
+
+  @default_call_timeout 5_000
+
+  @doc "How long a record may stay untouched before it expires (ms or `:infinity`)."
+  @spec inactivity_timeout(Ash.Resource.t() | Spark.Dsl.t()) :: timeout
+  def inactivity_timeout(resource),
+    do: Extension.get_opt(resource, [:gen_server], :inactivity_timeout, :infinity)
+
+  @doc "How long a record may live after its creation (ms or `:infinity`)."
+  @spec maximum_lifetime(Ash.Resource.t() | Spark.Dsl.t()) :: timeout
+  def maximum_lifetime(resource),
+    do: Extension.get_opt(resource, [:gen_server], :maximum_lifetime, :infinity)
+
+  @doc """
+  The node holding the resource's records: the DSL `node`, else
+  `Application.get_env(:ash_gen_server, :node)`, else `nil`.
+  """
+  @spec node(Ash.Resource.t()) :: node() | nil
+  def node(resource) do
+    Extension.get_opt(resource, [:gen_server], :node, nil) ||
+      Application.get_env(:ash_gen_server, :node)
+  end
+
+  @doc """
+  The timeout of each call to the node: the DSL `call_timeout`, else
+  `Application.get_env(:ash_gen_server, :call_timeout)`, else #{@default_call_timeout} ms.
+  """
+  @spec call_timeout(Ash.Resource.t()) :: timeout
+  def call_timeout(resource) do
+    Extension.get_opt(resource, [:gen_server], :call_timeout, nil) ||
+      Application.get_env(:ash_gen_server, :call_timeout, @default_call_timeout)
+  end
+
+  @doc "The options sent to the node in the `define` request (see PROTOCOL.md)."
+  @spec define_options(Ash.Resource.t()) :: map
+  def define_options(resource) do
+    base = %{
+      primary_key: Ash.Resource.Info.primary_key(resource),
+      inactivity_timeout: inactivity_timeout(resource),
+      maximum_lifetime: maximum_lifetime(resource),
+      identities: node_identities(resource)
+    }
+
+    [:max_restarts, :max_seconds, :expiry_grace]
+    |> Enum.reduce(base, fn key, acc ->
+      case Extension.get_opt(resource, [:gen_server], key, nil) do
+        nil -> acc
+        value -> Map.put(acc, key, value)
+      end
+    end)
+  end
+
+  @doc """
+  The identities the node enforces: every identity whose keys are all attributes and that has
+  no `where` condition (the node has no partial unique keys; Ash evaluates those itself).
+  """
+  @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]}]
+  def node_identities(resource) do
+    for identity <- Ash.Resource.Info.identities(resource),
+        is_nil(identity.where),
+        Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)) do
+      {identity.name, identity.keys}
+    end
+  end
+end

@@ -1,0 +1,134 @@
+defmodule AshGenServer.Query do
+  @moduledoc """
+  The data layer query for `AshGenServer.DataLayer`, and how it runs.
+
+  Ash builds the struct through the data layer callbacks (`filter/3`, `sort/3`, `limit/3`...).
+  `run/1` then decides what the node does and what Ash does afterwards:
+
+  1. the filter is translated by `AshGenServer.Filter`; its pushable part is always sent;
+  2. a filter that is exactly equality on every primary-key field becomes one `get`;
+  3. the sort is sent when every sort field has a type the node orders like Ash, else Ash sorts
+     the results (`Ash.Actions.Sort.runtime_sort/3`);
+  4. offset and limit are sent only when the node evaluates both the filter and the sort
+     wholly; otherwise they are applied here after the runtime filter and sort;
+  5. when the filter was not wholly pushed down, `Ash.Filter.Runtime` checks it on every
+     record the node returned;
+  6. aggregates loaded on the records are added by `AshGenServer.Aggregates`.
+  """
+
+  alias AshGenServer.{Aggregates, Client, Filter, Values}
+
+  defstruct [
+    :resource,
+    :domain,
+    :filter,
+    :limit,
+    :tenant,
+    offset: 0,
+    sort: [],
+    aggregates: [],
+    calculations: [],
+    context: %{}
+  ]
+
+  @type t :: %__MODULE__{}
+
+  @typedoc "What `plan/1` decided: the node request and what is left to do in Elixir."
+  @type plan :: %{
+          request: {:get, map} | {:query, map},
+          runtime_filter?: boolean,
+          runtime_sort?: boolean,
+          runtime_page?: boolean
+        }
+
+  @doc "Decides which request goes to the node and what Ash must still do (see moduledoc)."
+  @spec plan(t) :: plan
+  def plan(%__MODULE__{resource: resource} = query) do
+    filter = Filter.translate(query.filter, resource)
+    sort = Filter.sort(query.sort, resource)
+    node_sort = if sort == :error, do: [], else: elem(sort, 1)
+    page_in_node? = filter.exact? and sort != :error
+    primary_key = Ash.Resource.Info.primary_key(resource)
+
+    request =
+      with true <- filter.exact?,
+           {:ok, pk} <- Filter.primary_key_lookup(filter.expr, primary_key) do
+        {:get, pk}
+      else
+        _ ->
+          {:query,
+           %{
+             filter: Filter.to_request(filter.expr),
+             sort: node_sort,
+             offset: if(page_in_node?, do: query.offset || 0, else: 0),
+             limit: if(page_in_node?, do: query.limit, else: nil)
+           }}
+      end
+
+    %{
+      request: request,
+      runtime_filter?: not filter.exact?,
+      runtime_sort?: sort == :error,
+      runtime_page?: match?({:get, _}, request) or not page_in_node?
+    }
+  end
+
+  @doc "Runs the query: the node request, then whatever `plan/1` left to Ash."
+  @spec run(t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
+  def run(%__MODULE__{resource: resource} = query) do
+    plan = plan(query)
+
+    with {:ok, stored} <- fetch(resource, plan.request),
+         {:ok, records} <- Values.cast_records(resource, stored),
+         {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
+         records <- maybe_runtime_sort(records, query, plan.runtime_sort?),
+         records <- maybe_page(records, query, plan.runtime_page?) do
+      Aggregates.add_loaded(records, query)
+    end
+  end
+
+  defp fetch(resource, {:get, pk}) do
+    case Client.request(resource, {:get, resource, pk}) do
+      {:ok, record} -> {:ok, [record]}
+      {:error, :not_found} -> {:ok, []}
+      {:error, reason} -> {:error, Client.to_ash_error(reason, resource: resource, request: :get)}
+    end
+  end
+
+  defp fetch(resource, {:query, request}) do
+    case Client.request(resource, {:query, resource, request}) do
+      {:ok, records} when is_list(records) ->
+        {:ok, records}
+
+      {:error, reason} ->
+        {:error, Client.to_ash_error(reason, resource: resource, request: :query)}
+
+      other ->
+        {:error, Client.to_ash_error(other, resource: resource, request: :query)}
+    end
+  end
+
+  @doc false
+  def maybe_runtime_filter(records, _query, false), do: {:ok, records}
+  def maybe_runtime_filter([], _query, _), do: {:ok, []}
+
+  def maybe_runtime_filter(records, query, true) do
+    Ash.Filter.Runtime.filter_matches(query.domain, records, query.filter,
+      tenant: query.tenant,
+      actor: get_in(query.context, [:private, :actor])
+    )
+  end
+
+  defp maybe_runtime_sort(records, _query, false), do: records
+
+  defp maybe_runtime_sort(records, query, true) do
+    Ash.Actions.Sort.runtime_sort(records, query.sort, domain: query.domain, rekey?: false)
+  end
+
+  defp maybe_page(records, _query, false), do: records
+
+  defp maybe_page(records, query, true) do
+    records = Enum.drop(records, query.offset || 0)
+    if query.limit, do: Enum.take(records, query.limit), else: records
+  end
+end

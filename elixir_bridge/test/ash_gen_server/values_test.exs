@@ -1,0 +1,77 @@
+defmodule AshGenServer.ValuesTest do
+  use ExUnit.Case, async: true
+
+  alias AshGenServer.Values
+  alias AshGenServer.Test.Thing
+
+  test "every attribute round-trips through its stored form" do
+    record =
+      struct(Thing,
+        id: Ash.UUID.generate(),
+        name: "name",
+        count: 12_345_678_901_234_567_890,
+        ratio: 1.5,
+        active: false,
+        kind: :big,
+        born_on: ~D[1999-12-31],
+        at: ~U[2024-01-02 03:04:05.123456Z],
+        price: Decimal.new("12.50"),
+        email: Ash.CiString.new("Some@Example.com"),
+        tags: ["a", "b"],
+        meta: %{"a" => 1}
+      )
+
+    assert {:ok, stored} = Values.dump_record(Thing, record)
+    assert byte_size(stored.id) == 16
+    assert stored.kind == "big"
+    assert stored.email == "Some@Example.com"
+
+    # what the node sends back is the same term, after a trip through the external format
+    stored = stored |> :erlang.term_to_binary() |> :erlang.binary_to_term()
+    assert {:ok, cast} = Values.cast_record(Thing, stored)
+
+    for field <- [:id, :name, :count, :ratio, :active, :kind, :born_on, :at, :tags, :meta] do
+      assert Map.get(cast, field) == Map.get(record, field), "#{field} did not round-trip"
+    end
+
+    assert Decimal.equal?(cast.price, record.price)
+    assert Ash.CiString.value(cast.email) == "Some@Example.com"
+    assert cast.__meta__.state == :loaded
+  end
+
+  test "nil and absent fields cast to nil" do
+    id = Ash.UUID.generate()
+    {:ok, stored} = Values.dump_record(Thing, struct(Thing, id: id))
+    assert stored.name == nil
+    assert {:ok, %{id: ^id, name: nil}} = Values.cast_record(Thing, Map.delete(stored, :name))
+  end
+
+  test "primary keys are dumped" do
+    id = Ash.UUID.generate()
+    {:ok, bytes} = Ecto.UUID.dump(id)
+    assert {:ok, %{id: ^bytes}} = Values.primary_key(Thing, %{id: id})
+  end
+
+  test "only types whose stored order is Ash's order are pushed down" do
+    assert Values.pushdown(Ash.Type.Integer) == :order
+    assert Values.pushdown(Ash.Type.String) == :order
+    assert Values.pushdown(Ash.Type.UUID) == :order
+    assert Values.pushdown(Ash.Type.Date) == :none
+    assert Values.pushdown(Ash.Type.Decimal) == :none
+    assert Values.pushdown(Ash.Type.CiString) == :none
+    assert Values.pushdown(Ash.Type.UtcDatetimeUsec) == :none
+  end
+
+  test "stored uuid bytes order like their text" do
+    uuids = for _ <- 1..200, do: Ash.UUID.generate()
+    by_text = Enum.sort(uuids)
+
+    by_bytes =
+      uuids
+      |> Enum.map(&elem(Ecto.UUID.dump(&1), 1))
+      |> Enum.sort()
+      |> Enum.map(&elem(Ecto.UUID.load(&1), 1))
+
+    assert by_text == by_bytes
+  end
+end
