@@ -1,0 +1,281 @@
+//! The `ash-gen-server` command: start a node, call one, or run a standalone EPMD.
+
+use ash_gen_server::client;
+use ash_gen_server::node::{EpmdMode, Node, NodeConfig};
+use ash_gen_server::term::parse_term;
+use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
+use clap::{Args, Parser, Subcommand};
+use erl_dist::node::NodeName;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ash-gen-server",
+    version,
+    about = "A hidden Erlang node in Rust hosting one actor per record (the AshGenServer data layer engine)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node in the foreground.
+    Start(StartArgs),
+    /// Call a process on a running node once and print the reply, e.g.
+    /// `ash-gen-server call --node rust@127.0.0.1 --cookie secret '{info, user}'`.
+    Call(CallArgs),
+    /// Run only an EPMD server (for machines without `epmd`).
+    Epmd {
+        /// Port to listen on.
+        #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+        port: u16,
+    },
+}
+
+#[derive(Args)]
+struct Naming {
+    /// Long node name, `name@host` (as `erl -name`).
+    #[arg(long, conflicts_with = "sname")]
+    name: Option<String>,
+    /// Short node name, `name` (as `erl -sname`); the host is this machine's short hostname.
+    #[arg(long)]
+    sname: Option<String>,
+    /// Magic cookie; defaults to the contents of ~/.erlang.cookie, as for `erl`.
+    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
+    cookie: Option<String>,
+    /// Port of EPMD.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+    epmd_port: u16,
+}
+
+#[derive(Args)]
+struct StartArgs {
+    #[command(flatten)]
+    naming: Naming,
+    /// Connect to this node at start (repeatable).
+    #[arg(long = "join", value_name = "NODE")]
+    join: Vec<String>,
+    /// Distribution port (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Use the running EPMD, start an embedded one when none runs (auto), or force either.
+    #[arg(long, value_enum, default_value_t = EpmdMode::Auto)]
+    epmd: EpmdMode,
+    /// Seconds of silence after which a peer is considered gone (as Erlang's net_ticktime).
+    #[arg(long, default_value_t = 60)]
+    net_ticktime: u64,
+    /// Serve the `fault` request, which makes a record's actor fail (for tests).
+    #[arg(long)]
+    enable_fault_injection: bool,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// The node to call, `name@host`.
+    #[arg(long)]
+    node: String,
+    /// Magic cookie; defaults to ~/.erlang.cookie.
+    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
+    cookie: Option<String>,
+    /// Port of EPMD.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+    epmd_port: u16,
+    /// Registered name to call.
+    #[arg(long, default_value = "ash_gen_server")]
+    to: String,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// The request, in Erlang syntax.
+    request: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Start(args) => start(args).await,
+            Command::Call(args) => call(args).await,
+            Command::Epmd { port } => epmd(port).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn home_cookie() -> Result<String, String> {
+    let home = std::env::var_os("HOME").ok_or("HOME is not set; pass --cookie")?;
+    let path = PathBuf::from(home).join(".erlang.cookie");
+    match std::fs::read_to_string(&path) {
+        Ok(cookie) => Ok(cookie.trim().to_string()),
+        Err(_) => Err(format!(
+            "no --cookie given and {} cannot be read; pass --cookie or start `erl` once to create it",
+            path.display()
+        )),
+    }
+}
+
+fn short_hostname() -> String {
+    let full = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| {
+            std::process::Command::new("hostname")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    full.trim()
+        .split('.')
+        .next()
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+fn node_name(naming: &Naming) -> Result<NodeName, String> {
+    let text = match (&naming.name, &naming.sname) {
+        (Some(name), _) if name.contains('@') => name.clone(),
+        (Some(name), _) => format!("{name}@127.0.0.1"),
+        (None, Some(sname)) if sname.contains('@') => sname.clone(),
+        (None, Some(sname)) => format!("{sname}@{}", short_hostname()),
+        (None, None) => {
+            return Err("give the node a name with --name name@host or --sname name".into());
+        }
+    };
+    text.parse()
+        .map_err(|e| format!("bad node name {text:?}: {e}"))
+}
+
+async fn start(args: StartArgs) -> Result<(), String> {
+    let name = node_name(&args.naming)?;
+    let cookie = match &args.naming.cookie {
+        Some(c) => c.clone(),
+        None => home_cookie()?,
+    };
+    let config = NodeConfig {
+        name,
+        cookie,
+        port: args.port,
+        bind: args.bind,
+        epmd_port: args.naming.epmd_port,
+        epmd_mode: args.epmd,
+        net_ticktime: Duration::from_secs(args.net_ticktime.max(1)),
+        fault_injection: args.enable_fault_injection,
+    };
+    let running = Node::start(config).await.map_err(|e| e.to_string())?;
+    for peer in &args.join {
+        let peer: NodeName = peer
+            .parse()
+            .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
+        match running.node.connect(&peer).await {
+            Ok(()) => tracing::info!(%peer, "joined"),
+            Err(e) => tracing::error!(%peer, error = %e, "could not join"),
+        }
+    }
+    println!(
+        "ready node={} port={} epmd={}",
+        running.node.config.name,
+        running.port,
+        if running.embedded_epmd {
+            "embedded"
+        } else {
+            "external"
+        }
+    );
+    let _ = std::io::stdout().flush();
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn call(args: CallArgs) -> Result<(), String> {
+    let node: NodeName = args
+        .node
+        .parse()
+        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
+    let cookie = match &args.cookie {
+        Some(c) => c.clone(),
+        None => home_cookie()?,
+    };
+    let request = parse_term(&args.request).map_err(|e| format!("cannot read the request: {e}"))?;
+    let reply = client::call(
+        &node,
+        &cookie,
+        args.epmd_port,
+        &args.to,
+        &request,
+        Duration::from_secs(args.timeout),
+    )
+    .await?;
+    println!("{reply:?}");
+    Ok(())
+}
+
+async fn epmd(port: u16) -> Result<(), String> {
+    let server = EpmdServer::bind(port)
+        .await
+        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    println!("ready epmd port={}", server.port());
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        _ = server.run() => {}
+        _ = wait_for_signal() => {}
+    }
+    Ok(())
+}

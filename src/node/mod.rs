@@ -1,0 +1,319 @@
+//! The node: its identity, its connections to peers, and how to send to a remote process.
+//!
+//! [`Node`] is shared by every task. Starting one ([`Node::start`]) binds the distribution port,
+//! makes sure an EPMD is there (running an embedded one if allowed and needed), registers, and
+//! spawns the accept loop and the record timers. [`connection`] runs each peer connection,
+//! [`dispatch`] routes what arrives, [`process`] keeps the local processes with their monitors
+//! and links, and [`genserver`] speaks the `gen_server` call/cast conventions.
+
+pub mod connection;
+pub mod dispatch;
+pub mod genserver;
+pub mod process;
+
+use crate::record::{Expiry, Store, Timers};
+use crate::term::{Atom, Value, to_term};
+use crate::wire::epmd::{self, EpmdServer, Registration};
+use connection::Conn;
+use eetf::{Pid, Reference, Term};
+use erl_dist::message::Message;
+use erl_dist::node::{LocalNode, NodeName};
+use parking_lot::{Mutex, RwLock};
+use process::ProcessTable;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the node finds EPMD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EpmdMode {
+    /// Use the running EPMD; start an embedded one if none answers.
+    Auto,
+    /// Use the running EPMD; fail if none answers.
+    External,
+    /// Always run the embedded EPMD (fails if the port is taken).
+    Embedded,
+}
+
+/// Everything needed to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Full node name, `name@host`.
+    pub name: NodeName,
+    /// The magic cookie.
+    pub cookie: String,
+    /// Distribution port (0: any free port).
+    pub port: u16,
+    /// Address the distribution port binds to.
+    pub bind: std::net::IpAddr,
+    /// EPMD port.
+    pub epmd_port: u16,
+    /// How to find EPMD.
+    pub epmd_mode: EpmdMode,
+    /// A peer silent for this long is disconnected; ticks go out every quarter of it.
+    pub net_ticktime: Duration,
+    /// Serve the `fault` request (tests only).
+    pub fault_injection: bool,
+}
+
+/// A running node.
+pub struct Node {
+    /// Startup configuration.
+    pub config: NodeConfig,
+    /// The node name as an atom.
+    pub name_atom: Atom,
+    /// This incarnation's creation, from EPMD.
+    pub creation: u32,
+    local: LocalNode,
+    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Local processes, monitors and links.
+    pub processes: ProcessTable,
+    /// The resources and their records.
+    pub store: Store,
+    /// Record lifetimes.
+    pub timers: Arc<Timers>,
+    /// Expiry handlers.
+    pub expiry: Expiry,
+    refs: AtomicU64,
+    conn_ids: AtomicU64,
+}
+
+/// A started node and its background tasks.
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The distribution port actually bound.
+    pub port: u16,
+    /// Whether this process runs the EPMD it registered with.
+    pub embedded_epmd: bool,
+    tasks: Vec<JoinHandle<()>>,
+    _registration: Registration,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The distribution port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// EPMD is missing or refused the registration.
+    #[error(transparent)]
+    Epmd(#[from] epmd::EpmdError),
+    /// The embedded EPMD could not start.
+    #[error("cannot start the embedded EPMD on port {port}: {source}")]
+    EmbeddedEpmd {
+        /// The EPMD port.
+        port: u16,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Node {
+    /// Starts a node: listen, EPMD, register, accept connections, run timers.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.port);
+
+        let mut tasks = Vec::new();
+        let mut embedded_epmd = false;
+        let run_embedded = match config.epmd_mode {
+            EpmdMode::Embedded => true,
+            EpmdMode::External => false,
+            EpmdMode::Auto => !epmd::is_running(config.epmd_port).await,
+        };
+        if run_embedded {
+            match EpmdServer::bind(config.epmd_port).await {
+                Ok(server) => {
+                    tracing::info!(
+                        port = config.epmd_port,
+                        "no EPMD running: started an embedded one"
+                    );
+                    tasks.push(tokio::spawn(server.run()));
+                    embedded_epmd = true;
+                }
+                // Someone else started one in the meantime: use it.
+                Err(e)
+                    if config.epmd_mode == EpmdMode::Auto
+                        && e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(source) => {
+                    return Err(StartError::EmbeddedEpmd {
+                        port: config.epmd_port,
+                        source,
+                    });
+                }
+            }
+        }
+        let registration = epmd::register(config.epmd_port, config.name.name(), port).await?;
+        let creation = registration.creation;
+
+        let name_atom = Atom::from_static(Box::leak(config.name.to_string().into_boxed_str()));
+        let local = crate::wire::handshake::local_node(&config.name, creation);
+        let timers = Arc::new(Timers::new());
+        let node = Arc::new(Node {
+            processes: ProcessTable::new(name_atom, creation),
+            store: Store::default(),
+            timers: timers.clone(),
+            expiry: Expiry::default(),
+            name_atom,
+            creation,
+            local,
+            conns: RwLock::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            refs: AtomicU64::new(1),
+            conn_ids: AtomicU64::new(1),
+            config,
+        });
+        tasks.push(tokio::spawn(connection::accept_loop(
+            node.clone(),
+            listener,
+        )));
+        tasks.push(tokio::spawn(timers.run(Arc::downgrade(&node))));
+        tracing::info!(node = %node.config.name, port, creation, "node started");
+        Ok(RunningNode {
+            node,
+            port,
+            embedded_epmd,
+            tasks,
+            _registration: registration,
+        })
+    }
+
+    /// The handshake identity of this node.
+    pub fn local_node(&self) -> LocalNode {
+        self.local.clone()
+    }
+
+    /// A fresh reference made by this node.
+    pub fn make_ref(&self) -> Reference {
+        let n = self.refs.fetch_add(1, Ordering::Relaxed);
+        Reference {
+            node: eetf::Atom::from(self.name_atom.as_str()),
+            id: vec![
+                (n & 0x3_ffff) as u32,
+                (n >> 18) as u32,
+                rand::random::<u32>(),
+            ],
+            creation: self.creation,
+        }
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The connection to `peer` (a full node name), if there is one.
+    pub fn conn(&self, peer: &str) -> Option<Arc<Conn>> {
+        self.conns.read().get(peer).cloned()
+    }
+
+    /// Names of the connected peers.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.conns.read().keys().cloned().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Registers a new connection, replacing (and cleaning up after) an older one to the same
+    /// peer, as happens when a peer restarts before its old connection timed out.
+    pub(crate) fn add_conn(self: &Arc<Self>, conn: Arc<Conn>) {
+        let old = self.conns.write().insert(conn.peer.clone(), conn.clone());
+        if let Some(old) = old {
+            tracing::info!(peer = %old.peer, "replacing an older connection from the same peer");
+            old.close();
+            self.peer_gone(&old.peer);
+        }
+    }
+
+    /// Removes a connection that ended, unless it was already replaced.
+    pub(crate) fn remove_conn(self: &Arc<Self>, conn: &Conn) {
+        let removed = {
+            let mut conns = self.conns.write();
+            match conns.get(&conn.peer) {
+                Some(current) if current.id == conn.id => conns.remove(&conn.peer).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            self.peer_gone(&conn.peer);
+        }
+    }
+
+    fn peer_gone(self: &Arc<Self>, peer: &str) {
+        self.processes.node_down(self, peer);
+        self.expiry.node_down(self, peer);
+    }
+
+    /// Connects to `peer` unless already connected.
+    pub async fn connect(self: &Arc<Self>, peer: &NodeName) -> Result<(), String> {
+        let key = peer.to_string();
+        if self.conn(&key).is_some() {
+            return Ok(());
+        }
+        let gate = self
+            .connecting
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = gate.lock().await;
+        if self.conn(&key).is_some() {
+            return Ok(());
+        }
+        connection::connect(self.clone(), peer).await
+    }
+
+    /// Sends a control message to `peer`, if connected. Returns whether it was queued.
+    pub fn send_ctrl(&self, peer: &str, message: Message) -> bool {
+        match self.conn(peer) {
+            Some(conn) => conn.send(message),
+            None => false,
+        }
+    }
+
+    /// Sends `message` to a remote process (dropped if its node is not connected, as in Erlang).
+    pub fn send(&self, to: &Pid, message: Term) -> bool {
+        self.send_ctrl(&to.node.name, Message::send(to.clone(), message))
+    }
+
+    /// Sends a [`Value`] to a remote process.
+    pub fn send_value(&self, to: &Pid, message: &Value) -> bool {
+        self.send(to, to_term(message))
+    }
+
+    /// Closes every connection (used at shutdown).
+    pub fn close_all(&self) {
+        for conn in self.conns.read().values() {
+            conn.close();
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops accepting, closes connections, and unregisters from EPMD.
+    pub async fn shutdown(self) {
+        self.node.close_all();
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Give writers a moment to flush what they hold.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tracing::info!(node = %self.node.config.name, "node stopped");
+    }
+}

@@ -1,0 +1,649 @@
+//! The record actor: one per record, with its own mailbox, state, pid and supervisor.
+//!
+//! Messages to a record go through [`RecordActor::deliver`]: they queue in the mailbox and are
+//! handled one at a time, in order. Like a BEAM process, an actor only occupies a thread while
+//! it has messages: whichever task delivers to an idle actor runs its turns until the mailbox is
+//! empty, so an idle record costs no task and a busy one never runs two messages at once.
+//!
+//! A turn works on the last committed record and ends in a [`Step`]: commit a new record, stop,
+//! start expiring, and what to reply. A panic or internal error in a turn is a failure: the
+//! caller gets `{error, {record_crashed, Reason}}`, the old pid exits with the reason, and the
+//! supervisor ([`super::supervisor`]) restarts the actor from its last committed record — or,
+//! past the restart intensity, removes the record.
+
+use super::registry::{Resource, StoreError};
+use super::supervisor::{Decision, RestartHistory, is_clean_exit};
+use crate::node::Node;
+use crate::query::filter::Expr;
+use crate::term::{Atom, Record, Value, atoms};
+use eetf::Pid;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// Why a record expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireReason {
+    /// Untouched for `inactivity_timeout`.
+    Inactivity,
+    /// Older than `maximum_lifetime`.
+    Lifetime,
+}
+
+impl ExpireReason {
+    /// The reason as the atom the protocol uses.
+    pub fn atom(self) -> Atom {
+        Atom::from_static(match self {
+            ExpireReason::Inactivity => "inactivity_timeout",
+            ExpireReason::Lifetime => "maximum_lifetime",
+        })
+    }
+
+    /// The exit reason of an expired record: `{shutdown, Reason}`.
+    pub fn exit_reason(self) -> Value {
+        Value::pair(Value::Atom(*atoms::SHUTDOWN), Value::Atom(self.atom()))
+    }
+}
+
+/// A fault to inject (tests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Panic while handling.
+    Panic,
+    /// Return an internal error while handling.
+    Error,
+}
+
+/// Arguments of an upsert.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// The record to create when none matches.
+    pub record: Record,
+    /// The fields that identify the existing record.
+    pub keys: Vec<Atom>,
+    /// What to merge into an existing record.
+    pub set: Record,
+    /// Only update when this holds for the existing record.
+    pub condition: Option<Expr>,
+}
+
+/// What a record can be asked to do.
+#[derive(Debug)]
+pub enum Op {
+    /// Read it.
+    Get,
+    /// Merge changes, if `filter` holds.
+    Update {
+        /// The changes.
+        changes: Record,
+        /// The condition.
+        filter: Option<Expr>,
+    },
+    /// Remove it, if `filter` holds.
+    Destroy {
+        /// The condition.
+        filter: Option<Expr>,
+    },
+    /// The update half of an upsert.
+    Upsert(Box<Upsert>),
+    /// Reset the inactivity timer.
+    KeepAlive,
+    /// Fail on purpose.
+    Fault(Fault),
+}
+
+/// How an upsert went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertKind {
+    /// No record matched: created.
+    Created,
+    /// A record matched and was updated.
+    Updated,
+    /// A record matched but the condition did not hold.
+    Skipped,
+}
+
+/// The result of an operation, before it is rendered as a reply term.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `ok`.
+    Ok,
+    /// `{ok, Record}`.
+    Record(Arc<Record>),
+    /// `{ok, created | updated | skipped, Record}`.
+    Upserted(UpsertKind, Arc<Record>),
+    /// `{error, Reason}`.
+    Error(StoreError),
+}
+
+/// Where an operation's result goes: the protocol layer's business, not the record's.
+pub trait Reply: Send {
+    /// Delivers the result.
+    fn send(self: Box<Self>, node: &Node, outcome: Outcome);
+    /// The record was already gone when the request reached it; `op` is handed back.
+    fn gone(self: Box<Self>, node: &Node, resource: &Arc<Resource>, op: Op);
+}
+
+/// Who waits for a turn's result, if anyone.
+pub type ReplyTo = Option<Box<dyn Reply>>;
+
+/// A message in a record's mailbox.
+pub enum Envelope {
+    /// A request, and where its result goes.
+    Call(ReplyTo, Op),
+    /// A deadline from [`super::timers`].
+    Timer {
+        /// The deadline, in node milliseconds.
+        at: u64,
+    },
+    /// An exit signal from a link or `exit/2`.
+    Exit {
+        /// Who sent it.
+        from: Pid,
+        /// The exit reason.
+        reason: Value,
+        /// Whether it came through a link.
+        link: bool,
+    },
+    /// The expiry handler this record waited on is gone.
+    HandlerGone,
+    /// The record was removed from the registry from outside (`clear`): stop with this reason.
+    Stop(Value),
+}
+
+struct Inner {
+    committed: Option<Arc<Record>>,
+    mailbox: VecDeque<Envelope>,
+    running: bool,
+    pid: Option<u64>,
+    born: u64,
+    last_touch: u64,
+    timer_at: Option<u64>,
+    expiring: Option<ExpireReason>,
+    history: Option<Box<RestartHistory>>,
+}
+
+/// What a turn starts from.
+struct Turn {
+    record: Arc<Record>,
+    born: u64,
+    last_touch: u64,
+    timer_at: Option<u64>,
+    expiring: Option<ExpireReason>,
+}
+
+/// What a turn decided.
+#[derive(Default)]
+struct Step {
+    reply: Option<Outcome>,
+    commit: Option<Arc<Record>>,
+    touch: bool,
+    /// The record ends with this exit reason (already removed from the registry).
+    stop: Option<Value>,
+    /// The record fails with this reason (supervisor decides).
+    fail: Option<Value>,
+    expiring: Option<ExpireReason>,
+    clear_timer: bool,
+    timer: Option<u64>,
+}
+
+/// One record's actor.
+pub struct RecordActor {
+    /// The resource the record belongs to.
+    pub resource: Arc<Resource>,
+    inner: Mutex<Inner>,
+}
+
+impl RecordActor {
+    /// A new actor holding `record`, born at `now` (node milliseconds).
+    pub fn new(resource: Arc<Resource>, record: Arc<Record>, now: u64) -> Arc<RecordActor> {
+        Arc::new(RecordActor {
+            resource,
+            inner: Mutex::new(Inner {
+                committed: Some(record),
+                mailbox: VecDeque::new(),
+                running: false,
+                pid: None,
+                born: now,
+                last_touch: now,
+                timer_at: None,
+                expiring: None,
+                history: None,
+            }),
+        })
+    }
+
+    /// The last committed record, or `None` once the record is gone.
+    pub fn committed(&self) -> Option<Arc<Record>> {
+        self.inner.lock().committed.clone()
+    }
+
+    /// Runs `f` on the committed record without cloning it (nothing if gone).
+    pub fn with_committed(&self, f: impl FnOnce(&Arc<Record>)) {
+        let inner = self.inner.lock();
+        if let Some(record) = &inner.committed {
+            f(record);
+        }
+    }
+
+    /// The actor's pid, giving it one if it has none yet. `None` once the record is gone.
+    pub fn pid(self: &Arc<Self>, node: &Node) -> Option<Pid> {
+        let mut inner = self.inner.lock();
+        inner.committed.as_ref()?;
+        let n = match inner.pid {
+            Some(n) => n,
+            None => {
+                let n = node.processes.spawn(self.clone());
+                inner.pid = Some(n);
+                n
+            }
+        };
+        Some(node.processes.pid(n))
+    }
+
+    /// Restarts recorded in the current restart-intensity window.
+    pub fn recent_restarts(&self) -> usize {
+        self.inner.lock().history.as_ref().map_or(0, |h| h.recent())
+    }
+
+    /// Resets the inactivity timer (a query returned the record, or it was created).
+    pub fn touch(self: &Arc<Self>, node: &Node) {
+        let now = node.timers.now();
+        let timer = {
+            let mut inner = self.inner.lock();
+            if inner.committed.is_none() {
+                return;
+            }
+            inner.last_touch = now;
+            self.arm(&mut inner)
+        };
+        if let Some(at) = timer {
+            node.timers.schedule(at, self);
+        }
+    }
+
+    /// An exit signal arrived from `from`.
+    pub fn exit_signal(self: &Arc<Self>, node: &Node, from: Pid, reason: Value, link: bool) {
+        self.deliver(node, Envelope::Exit { from, reason, link });
+    }
+
+    /// Queues `envelope` and, if the actor is idle, runs its turns until the mailbox is empty.
+    pub fn deliver(self: &Arc<Self>, node: &Node, envelope: Envelope) {
+        let mut inner = self.inner.lock();
+        if inner.committed.is_none() {
+            drop(inner);
+            return dead_letter(node, &self.resource, envelope);
+        }
+        inner.mailbox.push_back(envelope);
+        if inner.running {
+            return;
+        }
+        inner.running = true;
+        loop {
+            let Some(envelope) = inner.mailbox.pop_front() else {
+                inner.running = false;
+                return;
+            };
+            let turn = Turn {
+                record: inner
+                    .committed
+                    .clone()
+                    .expect("a running actor has a record"),
+                born: inner.born,
+                last_touch: inner.last_touch,
+                timer_at: inner.timer_at,
+                expiring: inner.expiring,
+            };
+            drop(inner);
+
+            let now = node.timers.now();
+            let (reply_to, body) = match envelope {
+                Envelope::Call(reply_to, op) => (reply_to, Body::Op(op)),
+                Envelope::Timer { at } => (None, Body::Timer(at)),
+                Envelope::Exit { from, reason, link } => (None, Body::Exit(from, reason, link)),
+                Envelope::HandlerGone => (None, Body::HandlerGone),
+                Envelope::Stop(reason) => (None, Body::Stop(reason)),
+            };
+            let step = match catch_unwind(AssertUnwindSafe(|| self.turn(node, &turn, body, now))) {
+                Ok(Ok(step)) => step,
+                Ok(Err(internal)) => Step {
+                    fail: Some(Value::pair(
+                        Value::Atom(Atom::from_static("internal_error")),
+                        Value::from(internal.as_str()),
+                    )),
+                    ..Step::default()
+                },
+                Err(panic) => Step {
+                    fail: Some(Value::pair(
+                        Value::Atom(Atom::from_static("panic")),
+                        Value::from(panic_message(&panic).as_str()),
+                    )),
+                    ..Step::default()
+                },
+            };
+
+            inner = self.inner.lock();
+            let after = self.apply(&mut inner, step, now);
+            let gone = inner.committed.is_none();
+            let leftovers: Vec<Envelope> = if gone {
+                inner.running = false;
+                inner.mailbox.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            drop(inner);
+
+            after.finish(node, self, reply_to);
+            for envelope in leftovers {
+                dead_letter(node, &self.resource, envelope);
+            }
+            if gone {
+                return;
+            }
+            inner = self.inner.lock();
+        }
+    }
+
+    /// Handles one message against the committed record. Runs without the state lock.
+    fn turn(
+        self: &Arc<Self>,
+        node: &Node,
+        turn: &Turn,
+        body: Body,
+        now: u64,
+    ) -> Result<Step, String> {
+        let mut step = Step::default();
+        match body {
+            Body::Op(Op::Get) => {
+                step.reply = Some(Outcome::Record(turn.record.clone()));
+                step.touch = true;
+            }
+            Body::Op(Op::KeepAlive) => {
+                step.reply = Some(Outcome::Ok);
+                step.touch = true;
+            }
+            Body::Op(Op::Update { changes, filter }) => {
+                step.touch = true;
+                if filter.is_some_and(|f| !f.matches(&turn.record)) {
+                    step.reply = Some(Outcome::Error(StoreError::Stale));
+                } else {
+                    let new = Arc::new(turn.record.merge(&changes));
+                    match self.resource.reindex(self, &turn.record, &new) {
+                        Ok(()) => {
+                            step.reply = Some(Outcome::Record(new.clone()));
+                            step.commit = Some(new);
+                        }
+                        Err(e) => step.reply = Some(Outcome::Error(e)),
+                    }
+                }
+            }
+            Body::Op(Op::Upsert(upsert)) => {
+                step.touch = true;
+                if upsert
+                    .condition
+                    .as_ref()
+                    .is_some_and(|c| !c.matches(&turn.record))
+                {
+                    step.reply = Some(Outcome::Upserted(UpsertKind::Skipped, turn.record.clone()));
+                } else {
+                    let new = Arc::new(turn.record.merge(&upsert.set));
+                    match self.resource.reindex(self, &turn.record, &new) {
+                        Ok(()) => {
+                            step.reply = Some(Outcome::Upserted(UpsertKind::Updated, new.clone()));
+                            step.commit = Some(new);
+                        }
+                        Err(e) => step.reply = Some(Outcome::Error(e)),
+                    }
+                }
+            }
+            Body::Op(Op::Destroy { filter }) => {
+                if filter.is_some_and(|f| !f.matches(&turn.record)) {
+                    step.reply = Some(Outcome::Error(StoreError::Stale));
+                    step.touch = true;
+                } else if self.resource.remove(self, &turn.record) {
+                    step.reply = Some(Outcome::Ok);
+                    step.stop = Some(match turn.expiring {
+                        Some(reason) => reason.exit_reason(),
+                        None => Value::Atom(*atoms::NORMAL),
+                    });
+                } else {
+                    step.reply = Some(Outcome::Error(StoreError::NotFound));
+                }
+            }
+            Body::Op(Op::Fault(Fault::Panic)) => panic!("fault injected by request"),
+            Body::Op(Op::Fault(Fault::Error)) => return Err("fault injected by request".into()),
+            Body::Timer(at) => {
+                if turn.timer_at != Some(at) {
+                    return Ok(step);
+                }
+                step.clear_timer = true;
+                if let Some(reason) = turn.expiring {
+                    tracing::warn!(
+                        resource = %self.resource.name,
+                        record = ?turn.record,
+                        "expiry handler did not destroy the record in time; removing it"
+                    );
+                    self.resource.remove(self, &turn.record);
+                    step.stop = Some(reason.exit_reason());
+                    return Ok(step);
+                }
+                let config = self.resource.config();
+                let lifetime = config.maximum_lifetime.map(|l| turn.born.saturating_add(l));
+                let inactivity = config
+                    .inactivity_timeout
+                    .map(|t| turn.last_touch.saturating_add(t));
+                let expired = if lifetime.is_some_and(|d| d <= now) {
+                    Some(ExpireReason::Lifetime)
+                } else if inactivity.is_some_and(|d| d <= now) {
+                    Some(ExpireReason::Inactivity)
+                } else {
+                    None
+                };
+                match expired {
+                    None => step.timer = [lifetime, inactivity].into_iter().flatten().min(),
+                    Some(reason) => self.expire(node, turn, reason, &mut step, now),
+                }
+            }
+            Body::Stop(reason) => step.stop = Some(reason),
+            Body::HandlerGone => {
+                if let Some(reason) = turn.expiring {
+                    tracing::warn!(
+                        resource = %self.resource.name,
+                        record = ?turn.record,
+                        "expiry handler gone before destroying the record; removing it"
+                    );
+                    self.resource.remove(self, &turn.record);
+                    step.stop = Some(reason.exit_reason());
+                }
+            }
+            Body::Exit(from, reason, link) => {
+                if matches!(&reason, Value::Atom(a) if *a == *atoms::NORMAL) {
+                    return Ok(step);
+                }
+                let reason = match reason {
+                    Value::Atom(a) if a == *atoms::KILL && !link => Value::Atom(*atoms::KILLED),
+                    other => other,
+                };
+                tracing::info!(resource = %self.resource.name, %from, ?reason, "record process got an exit signal");
+                if is_clean_exit(&reason) {
+                    self.resource.remove(self, &turn.record);
+                    step.stop = Some(reason);
+                } else {
+                    step.fail = Some(reason);
+                }
+            }
+        }
+        Ok(step)
+    }
+
+    fn expire(
+        self: &Arc<Self>,
+        node: &Node,
+        turn: &Turn,
+        reason: ExpireReason,
+        step: &mut Step,
+        now: u64,
+    ) {
+        let Ok(key) = self.resource.key_of(&turn.record) else {
+            return;
+        };
+        let notice = super::expiry::notice(
+            node.name_atom,
+            self.resource.name,
+            self.resource.pk_value(&key),
+            &turn.record,
+            reason.atom(),
+        );
+        if node.expiry.notify(node, self, &notice) {
+            step.expiring = Some(reason);
+            step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
+        } else {
+            tracing::info!(
+                resource = %self.resource.name,
+                record = ?turn.record,
+                reason = %reason.atom(),
+                "record expired with no expiry handler subscribed; removed it without running a destroy action"
+            );
+            self.resource.remove(self, &turn.record);
+            step.stop = Some(reason.exit_reason());
+        }
+    }
+
+    /// Applies a step to the state (under its lock); returns what to do after unlocking.
+    fn apply(&self, inner: &mut Inner, step: Step, now: u64) -> After {
+        let mut after = After {
+            reply: step.reply,
+            ..After::default()
+        };
+        if let Some(record) = step.commit {
+            inner.committed = Some(record);
+        }
+        if step.clear_timer {
+            inner.timer_at = None;
+        }
+        if let Some(reason) = step.expiring {
+            inner.expiring = Some(reason);
+        }
+        if let Some(at) = step.timer {
+            inner.timer_at = Some(inner.timer_at.map_or(at, |t| t.min(at)));
+            after.timer = Some(at);
+        }
+        if step.touch {
+            inner.last_touch = now;
+            after.timer = after.timer.or(self.arm(inner));
+        }
+        if let Some(reason) = step.stop {
+            inner.committed = None;
+            after.exit = inner.pid.take().map(|n| (n, reason));
+        } else if let Some(reason) = step.fail {
+            let policy = self.resource.config().restart;
+            let history = inner.history.get_or_insert_with(Default::default);
+            after.reply = Some(Outcome::Error(StoreError::RecordCrashed(reason.clone())));
+            match history.failed(policy, now) {
+                Decision::Restart => {
+                    tracing::warn!(
+                        resource = %self.resource.name,
+                        ?reason,
+                        restarts = history.recent(),
+                        "record actor failed; restarted with its last committed state"
+                    );
+                    after.exit = inner.pid.take().map(|n| (n, reason));
+                }
+                Decision::GiveUp => {
+                    tracing::error!(
+                        resource = %self.resource.name,
+                        record = ?inner.committed,
+                        ?reason,
+                        max_restarts = policy.max_restarts,
+                        max_seconds = policy.max_seconds,
+                        "record actor keeps failing; removed the record"
+                    );
+                    after.remove = inner.committed.take();
+                    let final_reason = Value::pair(
+                        Value::Atom(*atoms::SHUTDOWN),
+                        Value::pair(Value::Atom(Atom::from_static("max_restarts")), reason),
+                    );
+                    after.exit = inner.pid.take().map(|n| (n, final_reason));
+                }
+            }
+        }
+        after
+    }
+
+    /// Makes sure a deadline is pending when the resource has lifetimes; returns one to schedule.
+    fn arm(&self, inner: &mut Inner) -> Option<u64> {
+        if inner.expiring.is_some() {
+            return None;
+        }
+        let config = self.resource.config();
+        if !config.has_lifetimes() {
+            return None;
+        }
+        let lifetime = config
+            .maximum_lifetime
+            .map(|l| inner.born.saturating_add(l));
+        let inactivity = config
+            .inactivity_timeout
+            .map(|t| inner.last_touch.saturating_add(t));
+        let next = [lifetime, inactivity].into_iter().flatten().min()?;
+        match inner.timer_at {
+            Some(pending) if pending <= next => None,
+            _ => {
+                inner.timer_at = Some(next);
+                Some(next)
+            }
+        }
+    }
+}
+
+enum Body {
+    Op(Op),
+    Timer(u64),
+    Exit(Pid, Value, bool),
+    HandlerGone,
+    Stop(Value),
+}
+
+/// Effects of a turn that happen after the state lock is released.
+#[derive(Default)]
+struct After {
+    reply: Option<Outcome>,
+    timer: Option<u64>,
+    exit: Option<(u64, Value)>,
+    remove: Option<Arc<Record>>,
+}
+
+impl After {
+    fn finish(self, node: &Node, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
+        if let Some(removed) = &self.remove {
+            actor.resource.remove(actor, removed);
+        }
+        if let Some((n, reason)) = &self.exit {
+            node.processes.exit(node, *n, reason);
+        }
+        if let Some(at) = self.timer {
+            node.timers.schedule(at, actor);
+        }
+        if let (Some(outcome), Some(reply)) = (self.reply, reply_to) {
+            reply.send(node, outcome);
+        }
+    }
+}
+
+/// A message for a record that is already gone.
+fn dead_letter(node: &Node, resource: &Arc<Resource>, envelope: Envelope) {
+    if let Envelope::Call(Some(reply), op) = envelope {
+        reply.gone(node, resource, op);
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}

@@ -1,0 +1,151 @@
+//! Expiry handlers: the processes that destroy expired records through Ash.
+//!
+//! A process becomes a handler with the `subscribe` request; the node monitors it. When a record
+//! expires, one handler (round-robin) gets an `{ash_gen_server, expired, Info}` notice and is
+//! expected to destroy the record. If the handler dies first — or disconnects — every record
+//! waiting on it is told, and removes itself; if there is no handler at all, the record removes
+//! itself at once. Either way the node logs it.
+
+use super::actor::{Envelope, RecordActor};
+use crate::node::Node;
+use crate::node::process::SERVER_PID;
+use crate::term::Value;
+use eetf::{Pid, Reference};
+use erl_dist::message::Message;
+use erl_dist::term::PidOrAtom;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+struct Handler {
+    pid: Pid,
+    monitor: Reference,
+    waiting: Vec<Weak<RecordActor>>,
+}
+
+/// The node's expiry handlers.
+#[derive(Default)]
+pub struct Expiry {
+    handlers: Mutex<Vec<Handler>>,
+    next: AtomicUsize,
+}
+
+impl Expiry {
+    /// Makes `pid` a handler (idempotent) and monitors it.
+    pub fn subscribe(&self, node: &Node, pid: Pid) {
+        let mut handlers = self.handlers.lock();
+        if handlers.iter().any(|h| h.pid == pid) {
+            return;
+        }
+        let monitor = node.make_ref();
+        node.send_ctrl(
+            &pid.node.name,
+            Message::monitor_p(
+                node.processes.pid(SERVER_PID),
+                PidOrAtom::Pid(pid.clone()),
+                monitor.clone(),
+            ),
+        );
+        tracing::info!(handler = %pid, "expiry handler subscribed");
+        handlers.push(Handler {
+            pid,
+            monitor,
+            waiting: Vec::new(),
+        });
+    }
+
+    /// Stops `pid` being a handler; records it was handling remove themselves.
+    pub fn unsubscribe(&self, node: &Node, pid: &Pid) {
+        let removed = self.take(|h| &h.pid == pid);
+        for h in &removed {
+            node.send_ctrl(
+                &h.pid.node.name,
+                Message::demonitor_p(
+                    node.processes.pid(SERVER_PID),
+                    PidOrAtom::Pid(h.pid.clone()),
+                    h.monitor.clone(),
+                ),
+            );
+        }
+        self.orphan(node, removed);
+    }
+
+    /// Number of live handlers.
+    pub fn count(&self) -> usize {
+        self.handlers.lock().len()
+    }
+
+    /// Sends `notice` to the next handler and notes that `actor` waits on it. Returns false
+    /// when there is no handler.
+    pub fn notify(&self, node: &Node, actor: &Arc<RecordActor>, notice: &Value) -> bool {
+        let mut handlers = self.handlers.lock();
+        if handlers.is_empty() {
+            return false;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % handlers.len();
+        let handler = &mut handlers[i];
+        if handler.waiting.len() >= 64 && handler.waiting.len().is_power_of_two() {
+            handler.waiting.retain(|w| w.strong_count() > 0);
+        }
+        handler.waiting.push(Arc::downgrade(actor));
+        node.send_value(&handler.pid, notice)
+    }
+
+    /// A handler's monitor fired.
+    pub fn handler_down(&self, node: &Node, pid: &Pid, monitor: &Reference) {
+        let removed = self.take(|h| &h.pid == pid && &h.monitor == monitor);
+        for h in &removed {
+            tracing::warn!(handler = %h.pid, "expiry handler died");
+        }
+        self.orphan(node, removed);
+    }
+
+    /// A peer disconnected: its handlers are gone.
+    pub fn node_down(&self, node: &Node, peer: &str) {
+        let removed = self.take(|h| h.pid.node.name == peer);
+        for h in &removed {
+            tracing::warn!(handler = %h.pid, "expiry handler's node disconnected");
+        }
+        self.orphan(node, removed);
+    }
+
+    fn take(&self, pred: impl Fn(&Handler) -> bool) -> Vec<Handler> {
+        let mut handlers = self.handlers.lock();
+        let (gone, kept): (Vec<Handler>, Vec<Handler>) =
+            std::mem::take(&mut *handlers).into_iter().partition(pred);
+        *handlers = kept;
+        gone
+    }
+
+    fn orphan(&self, node: &Node, removed: Vec<Handler>) {
+        for handler in removed {
+            for actor in handler.waiting.iter().filter_map(Weak::upgrade) {
+                actor.deliver(node, Envelope::HandlerGone);
+            }
+        }
+    }
+}
+
+/// The notice an expiry handler gets:
+/// `{ash_gen_server, expired, #{node, resource, primary_key, record, reason}}`.
+pub fn notice(
+    node: crate::term::Atom,
+    resource: crate::term::Atom,
+    primary_key: Value,
+    record: &crate::term::Record,
+    reason: crate::term::Atom,
+) -> Value {
+    use crate::term::Atom;
+    let key = |s: &'static str| Value::Atom(Atom::from_static(s));
+    Value::tuple(vec![
+        key("ash_gen_server"),
+        key("expired"),
+        Value::map(vec![
+            (key("node"), Value::Atom(node)),
+            (key("resource"), Value::Atom(resource)),
+            (key("primary_key"), primary_key),
+            (key("record"), record.to_value()),
+            (key("reason"), Value::Atom(reason)),
+        ]),
+    ])
+}

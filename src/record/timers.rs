@@ -1,0 +1,128 @@
+//! Record timers: one task and one heap of deadlines for every record on the node.
+//!
+//! A record does not own a timer. It keeps its creation time and last-touch time, and at most one
+//! pending deadline in this heap; touching a record only moves its last-touch time. When a
+//! deadline comes due the record's actor gets a `Timer` message and checks its real deadlines:
+//! expire now, or schedule the next one. So a busy record costs one wake-up per timeout period,
+//! an idle one a single wake-up when it expires, and 100,000 records never mean 100,000 tasks.
+
+use super::actor::{Envelope, RecordActor};
+use crate::node::Node;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+struct Entry {
+    at: u64,
+    actor: Weak<RecordActor>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// The node's record timers.
+pub struct Timers {
+    epoch: Instant,
+    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
+    wake: Notify,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timers {
+    /// No timers yet; the clock starts now.
+    pub fn new() -> Timers {
+        Timers {
+            epoch: Instant::now(),
+            heap: Mutex::new(BinaryHeap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Milliseconds since the node started (the clock every record time uses).
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Delivers a `Timer` message to `actor` at `at` (node milliseconds).
+    pub fn schedule(&self, at: u64, actor: &Arc<RecordActor>) {
+        let earliest = {
+            let mut heap = self.heap.lock();
+            let earlier = heap.peek().is_none_or(|Reverse(e)| at < e.at);
+            heap.push(Reverse(Entry {
+                at,
+                actor: Arc::downgrade(actor),
+            }));
+            earlier
+        };
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Pending deadlines (stale ones included).
+    pub fn pending(&self) -> usize {
+        self.heap.lock().len()
+    }
+
+    /// Fires due timers until the node is gone.
+    pub async fn run(self: Arc<Self>, node: Weak<Node>) {
+        let mut due: Vec<(u64, Weak<RecordActor>)> = Vec::new();
+        loop {
+            let now = self.now();
+            let next = {
+                let mut heap = self.heap.lock();
+                while let Some(Reverse(e)) = heap.peek() {
+                    if e.at > now {
+                        break;
+                    }
+                    if let Some(Reverse(e)) = heap.pop() {
+                        due.push((e.at, e.actor));
+                    }
+                }
+                heap.peek().map(|Reverse(e)| e.at)
+            };
+            if !due.is_empty() {
+                let Some(node) = node.upgrade() else { return };
+                for (at, actor) in due.drain(..) {
+                    if let Some(actor) = actor.upgrade() {
+                        actor.deliver(&node, Envelope::Timer { at });
+                    }
+                }
+                continue;
+            }
+            match next {
+                Some(at) => {
+                    let sleep =
+                        tokio::time::sleep_until((self.epoch + Duration::from_millis(at)).into());
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+}

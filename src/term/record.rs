@@ -1,0 +1,270 @@
+//! Records: maps with atom keys, stored compactly.
+//!
+//! A [`Record`] is a [`Shape`] (its sorted field names, shared by every record with the same
+//! fields) plus one [`Value`] per field. Records are immutable: an update builds a new record,
+//! which is what lets a record actor keep its last committed state while it works on the next.
+
+use super::atom::Atom;
+use super::value::Value;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// The sorted field names of a record.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    fields: Box<[Atom]>,
+}
+
+impl Shape {
+    /// The fields, in term order.
+    pub fn fields(&self) -> &[Atom] {
+        &self.fields
+    }
+
+    /// Where `field` sits, if the shape has it.
+    pub fn position(&self, field: Atom) -> Option<usize> {
+        self.fields.iter().position(|f| *f == field)
+    }
+}
+
+/// Shapes seen so far; past this many distinct shapes new ones are not shared.
+const MAX_SHARED_SHAPES: usize = 100_000;
+
+type ShapeTable = HashMap<Box<[Atom]>, Arc<Shape>>;
+
+static SHAPES: LazyLock<RwLock<ShapeTable>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+
+fn shape_for(fields: &[Atom]) -> Arc<Shape> {
+    if let Some(shape) = SHAPES.read().get(fields) {
+        return shape.clone();
+    }
+    let shape = Arc::new(Shape {
+        fields: fields.into(),
+    });
+    let mut shapes = SHAPES.write();
+    if let Some(existing) = shapes.get(fields) {
+        return existing.clone();
+    }
+    if shapes.len() < MAX_SHARED_SHAPES {
+        shapes.insert(fields.into(), shape.clone());
+    }
+    shape
+}
+
+/// Why a term is not a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    /// The term is not a map.
+    #[error("a record must be a map with atom keys, got: {0}")]
+    NotAMap(String),
+    /// A key is not an atom.
+    #[error("record keys must be atoms, got key: {0}")]
+    KeyNotAtom(String),
+}
+
+/// A stored record.
+#[derive(Clone, PartialEq)]
+pub struct Record {
+    shape: Arc<Shape>,
+    values: Box<[Value]>,
+}
+
+impl Record {
+    /// Builds a record from a map value.
+    pub fn from_map(map: &Value) -> Result<Record, RecordError> {
+        let entries = map
+            .as_map()
+            .ok_or_else(|| RecordError::NotAMap(format!("{map:?}")))?;
+        Record::from_entries(entries.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    /// Builds a record from an owned map value, without copying its values.
+    pub fn from_map_owned(map: Value) -> Result<Record, RecordError> {
+        match map {
+            Value::Map(entries) => Record::from_entries(entries.into_vec()),
+            other => Err(RecordError::NotAMap(format!("{other:?}"))),
+        }
+    }
+
+    fn from_entries(
+        entries: impl IntoIterator<Item = (Value, Value)>,
+    ) -> Result<Record, RecordError> {
+        let mut pairs: Vec<(Atom, Value)> = Vec::new();
+        for (k, v) in entries {
+            match k {
+                Value::Atom(a) => pairs.push((a, v)),
+                other => return Err(RecordError::KeyNotAtom(format!("{other:?}"))),
+            }
+        }
+        // Map entries with atom keys are already in atom order; sort anyway for other callers.
+        pairs.sort_by_key(|pair| pair.0);
+        pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+        Ok(Record::from_sorted(pairs))
+    }
+
+    fn from_sorted(pairs: Vec<(Atom, Value)>) -> Record {
+        let fields: Vec<Atom> = pairs.iter().map(|(k, _)| *k).collect();
+        let values: Vec<Value> = pairs.into_iter().map(|(_, v)| v).collect();
+        Record {
+            shape: shape_for(&fields),
+            values: values.into_boxed_slice(),
+        }
+    }
+
+    /// The record's shape.
+    pub fn shape(&self) -> &Arc<Shape> {
+        &self.shape
+    }
+
+    /// The value of `field`, if the record has it.
+    pub fn get(&self, field: Atom) -> Option<&Value> {
+        self.shape.position(field).map(|i| &self.values[i])
+    }
+
+    /// The value at a position of the record's shape.
+    pub fn value_at(&self, position: usize) -> &Value {
+        &self.values[position]
+    }
+
+    /// Fields and values, in field order.
+    pub fn iter(&self) -> impl Iterator<Item = (Atom, &Value)> {
+        self.shape.fields.iter().copied().zip(self.values.iter())
+    }
+
+    /// A new record with `changes` (a map with atom keys) merged in.
+    pub fn merge(&self, changes: &Record) -> Record {
+        if Arc::ptr_eq(&self.shape, &changes.shape) {
+            return changes.clone();
+        }
+        let mut pairs: Vec<(Atom, Value)> = Vec::with_capacity(self.values.len());
+        let (mut i, mut j) = (0, 0);
+        let (a, b) = (self.shape.fields(), changes.shape.fields());
+        while i < a.len() || j < b.len() {
+            if j >= b.len() || (i < a.len() && a[i] < b[j]) {
+                pairs.push((a[i], self.values[i].clone()));
+                i += 1;
+            } else if i >= a.len() || b[j] < a[i] {
+                pairs.push((b[j], changes.values[j].clone()));
+                j += 1;
+            } else {
+                pairs.push((b[j], changes.values[j].clone()));
+                i += 1;
+                j += 1;
+            }
+        }
+        Record::from_sorted(pairs)
+    }
+
+    /// A new record with only `fields` kept (fields the record lacks are skipped).
+    pub fn select(&self, fields: &[Atom]) -> Record {
+        let pairs = self
+            .iter()
+            .filter(|(f, _)| fields.contains(f))
+            .map(|(f, v)| (f, v.clone()))
+            .collect();
+        Record::from_sorted(pairs)
+    }
+
+    /// The record as a map value.
+    pub fn to_value(&self) -> Value {
+        // Atom keys sorted by name are already in map-key order.
+        Value::Map(
+            self.iter()
+                .map(|(k, v)| (Value::Atom(k), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// Approximate heap bytes the record's values use (for memory accounting).
+    pub fn heap_size(&self) -> usize {
+        fn value_size(v: &Value) -> usize {
+            match v {
+                Value::Bin(b) => b.len(),
+                Value::BigInt(_) => 32,
+                Value::Tuple(items) | Value::List(items) => {
+                    items.len() * 24 + items.iter().map(value_size).sum::<usize>()
+                }
+                Value::ImproperList(pair) => {
+                    24 + pair.0.len() * 24
+                        + pair.0.iter().map(value_size).sum::<usize>()
+                        + value_size(&pair.1)
+                }
+                Value::Map(entries) => {
+                    entries.len() * 48
+                        + entries
+                            .iter()
+                            .map(|(k, v)| value_size(k) + value_size(v))
+                            .sum::<usize>()
+                }
+                Value::Opaque(_) => 64,
+                _ => 0,
+            }
+        }
+        self.values.len() * 24 + self.values.iter().map(value_size).sum::<usize>()
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Atom {
+        Atom::new(s).unwrap()
+    }
+
+    fn rec(pairs: &[(&str, Value)]) -> Record {
+        Record::from_map(&Value::map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::Atom(a(k)), v.clone()))
+                .collect(),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn records_with_the_same_fields_share_a_shape() {
+        let r1 = rec(&[("id", Value::Int(1)), ("name", Value::from("x"))]);
+        let r2 = rec(&[("name", Value::from("y")), ("id", Value::Int(2))]);
+        assert!(Arc::ptr_eq(r1.shape(), r2.shape()));
+        assert_eq!(r1.get(a("name")), Some(&Value::from("x")));
+        assert_eq!(r1.get(a("missing")), None);
+    }
+
+    #[test]
+    fn merge_overwrites_and_adds_fields() {
+        let r = rec(&[("id", Value::Int(1)), ("name", Value::from("x"))]);
+        let changes = rec(&[("name", Value::from("z")), ("age", Value::Int(3))]);
+        let merged = r.merge(&changes);
+        assert_eq!(merged.get(a("id")), Some(&Value::Int(1)));
+        assert_eq!(merged.get(a("name")), Some(&Value::from("z")));
+        assert_eq!(merged.get(a("age")), Some(&Value::Int(3)));
+        assert_eq!(merged.shape().fields().len(), 3);
+    }
+
+    #[test]
+    fn to_value_roundtrips() {
+        let r = rec(&[("b", Value::Int(1)), ("a", Value::nil())]);
+        assert_eq!(Record::from_map(&r.to_value()).unwrap(), r);
+    }
+
+    #[test]
+    fn non_atom_keys_are_refused() {
+        let m = Value::map(vec![(Value::from("k"), Value::Int(1))]);
+        assert!(matches!(
+            Record::from_map(&m),
+            Err(RecordError::KeyNotAtom(_))
+        ));
+        assert!(matches!(
+            Record::from_map(&Value::Int(1)),
+            Err(RecordError::NotAMap(_))
+        ));
+    }
+}
