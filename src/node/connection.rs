@@ -13,7 +13,7 @@ use crate::wire::frame::{self, Frame, FrameError};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
 use erl_dist::message::Message;
-use erl_dist::node::NodeName;
+use erl_dist::node::{NodeName, PeerNode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -74,10 +74,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                     .await
                     .unwrap_or(Err(handshake::HandshakeError::Timeout));
                     match accepted {
-                        Ok((stream, peer)) => {
-                            let flags = node.local_node().flags & peer.flags;
-                            run(node, stream, peer.name.to_string(), flags).await;
-                        }
+                        Ok((stream, peer)) => run(node, stream, peer).await,
                         Err(e) => {
                             tracing::warn!(%addr, error = %e, "refused an incoming connection");
                         }
@@ -109,28 +106,28 @@ pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), String> {
     .await
     .unwrap_or(Err(handshake::HandshakeError::Timeout))
     .map_err(|e| format!("handshake with {peer} failed: {e}"))?;
-    let flags = node.local_node().flags & peer_node.flags;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let name = peer_node.name.to_string();
     tokio::spawn(async move {
-        run_with(node, stream, name, flags, Some(ready_tx)).await;
+        run_with(node, stream, peer_node, Some(ready_tx)).await;
     });
     ready_rx
         .await
         .map_err(|_| format!("connection to {peer} closed at once"))
 }
 
-async fn run(node: Arc<Node>, stream: TcpStream, peer: String, flags: DistributionFlags) {
-    run_with(node, stream, peer, flags, None).await
+async fn run(node: Arc<Node>, stream: TcpStream, peer: PeerNode) {
+    run_with(node, stream, peer, None).await
 }
 
 async fn run_with(
     node: Arc<Node>,
     stream: TcpStream,
-    peer: String,
-    flags: DistributionFlags,
+    peer_node: PeerNode,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
+    let flags = node.local_node().flags & peer_node.flags;
+    let peer = peer_node.name.to_string();
+    let hidden = !peer_node.flags.contains(DistributionFlags::PUBLISHED);
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         peer: peer.clone(),
@@ -144,7 +141,7 @@ async fn run_with(
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     node.add_conn(conn.clone());
-    tracing::info!(%peer, hidden = !flags.contains(DistributionFlags::PUBLISHED), "peer connected");
+    tracing::info!(%peer, hidden, "peer connected");
     if let Some(ready) = ready {
         let _ = ready.send(());
     }

@@ -599,7 +599,7 @@ mod tests {
         );
         assert_eq!(
             err("{'and', true}"),
-            "and expects the form {'and', Expr, Expr}, got {and,true}"
+            "and expects the form {'and', Expr, Expr}, got {'and',true}"
         );
         // Errors inside a connective are reported as they are.
         assert_eq!(

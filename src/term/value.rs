@@ -267,9 +267,15 @@ impl fmt::Debug for Value {
             Value::Float(x) => write!(f, "{x:?}"),
             Value::Atom(a) => {
                 let s = a.as_str();
+                const RESERVED: [&str; 29] = [
+                    "after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr",
+                    "bxor", "case", "catch", "cond", "div", "else", "end", "fun", "if", "let",
+                    "maybe", "not", "of", "or", "orelse", "receive", "rem", "try", "when", "xor",
+                ];
                 let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
                     && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@');
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@')
+                    && !RESERVED.contains(&s);
                 if plain {
                     f.write_str(s)
                 } else {
@@ -365,7 +371,11 @@ mod tests {
             Value::from("hi"),
             Value::list(vec![Value::Int(1), Value::Float(2.5)]),
             Value::Atom(Atom::new("Elixir.Foo").unwrap()),
+            Value::Atom(Atom::new("and").unwrap()),
         ]);
-        assert_eq!(format!("{v:?}"), "{ok,<<\"hi\">>,[1,2.5],'Elixir.Foo'}");
+        assert_eq!(
+            format!("{v:?}"),
+            "{ok,<<\"hi\">>,[1,2.5],'Elixir.Foo','and'}"
+        );
     }
 }
