@@ -151,6 +151,8 @@ defmodule AshGenServer.DataLayer do
   def can?(_, {:aggregate_relationship, _}), do: true
   def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)
   def can?(_, {:query_aggregate, kind}), do: Aggregates.kind?(kind)
+  def can?(_, :expression_calculation), do: true
+  def can?(_, :expression_calculation_sort), do: true
   def can?(_, :aggregate_filter), do: true
   def can?(_, :aggregate_sort), do: true
   def can?(_, :transact), do: false
@@ -201,6 +203,11 @@ defmodule AshGenServer.DataLayer do
   @impl true
   def add_aggregates(query, aggregates, _resource),
     do: {:ok, %{query | aggregates: query.aggregates ++ aggregates}}
+
+  @doc false
+  @impl true
+  def add_calculations(query, calculations, _resource),
+    do: {:ok, %{query | calculations: query.calculations ++ calculations}}
 
   @doc false
   @impl true

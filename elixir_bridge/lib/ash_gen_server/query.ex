@@ -13,7 +13,9 @@ defmodule AshGenServer.Query do
      wholly; otherwise they are applied here after the runtime filter and sort;
   5. when the filter was not wholly pushed down, `Ash.Filter.Runtime` checks it on every
      record the node returned;
-  6. aggregates loaded on the records are added by `AshGenServer.Aggregates`.
+  6. aggregates loaded on the records are added by `AshGenServer.Aggregates`, and expression
+     calculations are evaluated on them by Ash (`Ash.Expr.eval_hydrated/2`): the node has no
+     expression language beyond filters.
   """
 
   alias AshGenServer.{Aggregates, Client, Filter, Values}
@@ -82,10 +84,48 @@ defmodule AshGenServer.Query do
          {:ok, records} <- Values.cast_records(resource, stored),
          {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
          records <- maybe_runtime_sort(records, query, plan.runtime_sort?),
-         records <- maybe_page(records, query, plan.runtime_page?) do
-      Aggregates.add_loaded(records, query)
+         records <- maybe_page(records, query, plan.runtime_page?),
+         {:ok, records} <- Aggregates.add_loaded(records, query) do
+      add_calculations(records, query)
     end
   end
+
+  defp add_calculations(records, %{calculations: []}), do: {:ok, records}
+
+  defp add_calculations(records, query) do
+    actor = get_in(query.context, [:private, :actor])
+
+    Enum.reduce_while(records, {:ok, []}, fn record, {:ok, acc} ->
+      query.calculations
+      |> Enum.reduce_while({:ok, record}, fn {calculation, expression}, {:ok, record} ->
+        case Ash.Expr.eval_hydrated(expression,
+               record: record,
+               resource: query.resource,
+               domain: query.domain,
+               actor: calculation.context.actor || actor,
+               tenant: calculation.context.tenant || query.tenant
+             ) do
+          {:ok, value} -> {:cont, {:ok, put_calculation(record, calculation, value)}}
+          :unknown -> {:cont, {:ok, put_calculation(record, calculation, nil)}}
+          {:error, error} -> {:halt, {:error, error}}
+        end
+      end)
+      |> case do
+        {:ok, record} -> {:cont, {:ok, [record | acc]}}
+        error -> {:halt, error}
+      end
+    end)
+    |> case do
+      {:ok, records} -> {:ok, Enum.reverse(records)}
+      error -> error
+    end
+  end
+
+  defp put_calculation(record, %{load: load}, value) when not is_nil(load),
+    do: Map.put(record, load, value)
+
+  defp put_calculation(record, %{name: name}, value),
+    do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
   defp fetch(resource, {:get, pk}) do
     case Client.request(resource, {:get, resource, pk}) do

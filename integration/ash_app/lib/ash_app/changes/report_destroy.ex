@@ -1,0 +1,30 @@
+defmodule AshApp.Changes.ReportDestroy do
+  @moduledoc """
+  After a destroy: sends `{:destroyed, resource, id, reason}` to the record's `owner` pid
+  (`reason` is the expiry reason from the changeset context, or `nil` for an ordinary destroy),
+  and records the destroy in `AshApp.ExpiryLog`.
+  """
+  use Ash.Resource.Change
+
+  @impl true
+  def change(changeset, _opts, _context) do
+    Ash.Changeset.after_action(changeset, fn changeset, record ->
+      reason = get_in(changeset.context, [:ash_gen_server, :expired])
+      resource = changeset.resource
+
+      if is_pid(record.owner), do: send(record.owner, {:destroyed, resource, record.id, reason})
+
+      AshApp.ExpiryLog
+      |> Ash.Changeset.for_create(:create, %{
+        resource: resource,
+        record_id: record.id,
+        reason: reason
+      })
+      |> Ash.create(authorize?: false)
+      |> case do
+        {:ok, _} -> {:ok, record}
+        {:error, error} -> {:error, error}
+      end
+    end)
+  end
+end

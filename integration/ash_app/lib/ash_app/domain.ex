@@ -1,0 +1,15 @@
+defmodule AshApp.Domain do
+  @moduledoc "The domain of the end-to-end test application."
+  use Ash.Domain
+
+  resources do
+    resource AshApp.Author
+    resource AshApp.Post
+    resource AshApp.Tag
+    resource AshApp.Session
+    resource AshApp.Token
+    resource AshApp.ExpiryLog
+    resource AshApp.Fragile
+    resource AshApp.Orphan
+  end
+end

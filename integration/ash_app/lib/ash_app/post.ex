@@ -1,0 +1,40 @@
+defmodule AshApp.Post do
+  @moduledoc """
+  A post, belonging to an author. Its create action has hooks that read and write the author
+  (another record of the same data layer): before the action it copies the author's name, after
+  it it bumps the author's `posts_written`.
+  """
+  use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
+
+  attributes do
+    uuid_primary_key :id
+    attribute :title, :string, allow_nil?: false, public?: true
+    attribute :likes, :integer, default: 0, public?: true
+    attribute :published_on, :date, public?: true
+    attribute :author_name, :string, public?: true
+  end
+
+  relationships do
+    belongs_to :author, AshApp.Author, public?: true, attribute_writable?: true
+  end
+
+  actions do
+    defaults [:read, :destroy]
+
+    create :create do
+      primary? true
+      accept [:title, :likes, :published_on, :author_id]
+      change AshApp.Changes.CopyAuthorName
+      change AshApp.Changes.CountPostOnAuthor
+    end
+
+    create :import do
+      accept [:title, :likes, :published_on, :author_id]
+    end
+
+    update :update do
+      primary? true
+      accept [:title, :likes, :published_on]
+    end
+  end
+end

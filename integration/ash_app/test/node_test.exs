@@ -1,0 +1,55 @@
+defmodule AshApp.NodeTest do
+  use AshApp.Case, async: false
+
+  test "the Rust node is hidden: in Node.list(:hidden), not in Node.list()" do
+    Ash.read!(Author)
+    assert rust_node() in Node.list(:hidden)
+    refute rust_node() in Node.list()
+    assert Node.ping(rust_node()) == :pong
+  end
+
+  test "the node knows the resources the shim defined" do
+    Ash.read!(Author)
+    assert {:ok, resources} = node_call(:resources)
+    assert Author in resources
+    assert {:ok, %{primary_key: [:id], identities: identities}} = node_call({:info, Author})
+    assert identities == [unique_email: [:email]] or identities == [{:unique_email, [:email]}]
+  end
+
+  test "an unreachable node is a clear Ash error naming the node" do
+    started = System.monotonic_time(:millisecond)
+    assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Orphan)
+    assert %AshGenServer.Error.NodeUnavailable{node: :"nobody_home@127.0.0.1"} = error
+    assert Exception.message(error) =~ "nobody_home@127.0.0.1"
+
+    assert {:error, %Ash.Error.Framework{}} =
+             Orphan |> Ash.Changeset.for_create(:create, %{name: "x"}) |> Ash.create()
+
+    assert System.monotonic_time(:millisecond) - started < 10_000
+  end
+
+  test "a node that lost its definitions gets them again (restart)" do
+    author = Author |> Ash.Changeset.for_create(:create, %{name: "before"}) |> Ash.create!()
+    node = rust_node()
+
+    AshApp.RustNode.stop(node)
+    wait_until(fn -> node not in Node.list(:hidden) end, 5_000)
+    assert {:error, %Ash.Error.Framework{}} = Ash.read(Author)
+
+    ^node = AshApp.RustNode.start!(name: node)
+
+    # the records are gone with the old process, but the resource works again
+    assert {:error, _} = Ash.get(Author, author.id)
+
+    assert %{name: "after"} =
+             Author |> Ash.Changeset.for_create(:create, %{name: "after"}) |> Ash.create!()
+
+    assert [%{name: "after"}] = Ash.read!(Author)
+
+    # and the expiry handler subscribed again: expiry still runs the destroy action
+    session = Session |> Ash.Changeset.for_create(:create, %{owner: self()}) |> Ash.create!()
+
+    session_id = session.id
+    assert_receive {:destroyed, Session, ^session_id, :inactivity_timeout}, 5_000
+  end
+end

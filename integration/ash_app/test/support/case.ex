@@ -1,0 +1,31 @@
+defmodule AshApp.Case do
+  @moduledoc """
+  The case template of the end-to-end tests: runs them one at a time (they share one node),
+  empties the test resources on the node before each test and imports the helpers.
+  """
+  use ExUnit.CaseTemplate
+
+  @resources [
+    AshApp.Author,
+    AshApp.Post,
+    AshApp.Tag,
+    AshApp.Session,
+    AshApp.Token,
+    AshApp.ExpiryLog,
+    AshApp.Fragile
+  ]
+
+  using do
+    quote do
+      import AshApp.Helpers
+      require Ash.Query
+      require Ash.Expr
+      alias AshApp.{Author, ExpiryLog, Fragile, Orphan, Post, Session, Tag, Token}
+    end
+  end
+
+  setup do
+    AshApp.Helpers.clear!(@resources)
+    :ok
+  end
+end

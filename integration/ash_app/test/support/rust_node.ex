@@ -1,0 +1,168 @@
+defmodule AshApp.RustNode do
+  @moduledoc """
+  Starts the real Rust `ash-gen-server` binary for the test suite and stops it at exit.
+
+  The binary is `$ASH_GEN_SERVER_BIN`, default `../../target/release/ash-gen-server` relative to
+  this project. Each start uses a fresh node name (`ash_rust_<unique>@127.0.0.1`), this VM's
+  cookie and `--enable-fault-injection`; its stdout and stderr go to `rust_node.log` here.
+  A process owns the port and kills the node (by OS pid) when it stops or the VM exits.
+  """
+  use GenServer
+
+  @ready_timeout 20_000
+
+  def default_bin do
+    System.get_env("ASH_GEN_SERVER_BIN") ||
+      Path.expand("../../target/release/ash-gen-server", File.cwd!())
+  end
+
+  @doc "Makes this VM a distributed node (epmd started if needed) unless it already is one."
+  def ensure_distributed! do
+    unless Node.alive?() do
+      System.cmd("epmd", ["-daemon"])
+      name = :"ash_test_#{System.unique_integer([:positive])}_#{System.pid()}@127.0.0.1"
+
+      case Node.start(name, :longnames) do
+        {:ok, _} -> :ok
+        {:error, reason} -> raise "could not make the test VM distributed: #{inspect(reason)}"
+      end
+
+      Node.set_cookie(:ash_gen_server_test_cookie)
+    end
+
+    :ok
+  end
+
+  @doc "Starts a node (a new unique name unless `:name` is given); returns its name."
+  def start!(opts \\ []) do
+    bin = Keyword.get(opts, :bin, default_bin())
+
+    unless File.regular?(bin) do
+      raise """
+      the Rust node binary #{bin} does not exist.
+      Build it first (`cargo build --release` at the repository root) or set ASH_GEN_SERVER_BIN.
+      """
+    end
+
+    name =
+      Keyword.get_lazy(opts, :name, fn ->
+        :"ash_rust_#{System.unique_integer([:positive])}_#{System.pid()}@127.0.0.1"
+      end)
+
+    {:ok, pid} = GenServer.start(__MODULE__, {bin, name})
+
+    case GenServer.call(pid, :await_ready, @ready_timeout + 1_000) do
+      :ok ->
+        name
+
+      {:error, reason} ->
+        stop(pid)
+        raise "the Rust node #{name} did not start: #{inspect(reason)} (see rust_node.log)"
+    end
+  end
+
+  @doc "Stops (kills) the node started under `name`."
+  def stop(name) when is_atom(name) do
+    case :global.whereis_name({__MODULE__, name}) do
+      :undefined -> :ok
+      pid -> stop(pid)
+    end
+  end
+
+  def stop(pid) when is_pid(pid) do
+    GenServer.stop(pid, :normal, 10_000)
+  catch
+    :exit, _ -> :ok
+  end
+
+  @impl true
+  def init({bin, name}) do
+    Process.flag(:trap_exit, true)
+    :global.register_name({__MODULE__, name}, self())
+    log = Path.expand("rust_node.log", File.cwd!())
+
+    args =
+      ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++
+        ["--enable-fault-injection"]
+
+    command =
+      "exec #{sh_escape(bin)} #{Enum.map_join(args, " ", &sh_escape/1)} 2>>#{sh_escape(log)}"
+
+    port =
+      Port.open({:spawn_executable, "/bin/sh"}, [
+        :binary,
+        :exit_status,
+        {:line, 4096},
+        {:args, ["-c", command]},
+        {:env, [{~c"RUST_LOG", String.to_charlist(System.get_env("RUST_LOG") || "info")}]}
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    File.write!(log, "== #{name} (os pid #{os_pid})\n", [:append])
+
+    deadline = System.monotonic_time(:millisecond) + @ready_timeout
+    send(self(), :poll)
+
+    {:ok,
+     %{
+       port: port,
+       os_pid: os_pid,
+       name: name,
+       log: log,
+       ready?: false,
+       stdout_ready?: false,
+       waiting: [],
+       deadline: deadline,
+       exit: nil
+     }}
+  end
+
+  @impl true
+  def handle_call(:await_ready, from, state) do
+    cond do
+      state.ready? -> {:reply, :ok, state}
+      state.exit -> {:reply, {:error, state.exit}, state}
+      true -> {:noreply, %{state | waiting: [from | state.waiting]}}
+    end
+  end
+
+  @impl true
+  def handle_info({port, {:data, {_, line}}}, %{port: port} = state) do
+    File.write!(state.log, ["stdout: ", line, "\n"], [:append])
+    stdout_ready? = state.stdout_ready? or String.starts_with?(line, "ready")
+    {:noreply, %{state | stdout_ready?: stdout_ready?}}
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    state = %{state | exit: {:exit_status, status}}
+    Enum.each(state.waiting, &GenServer.reply(&1, {:error, state.exit}))
+    {:noreply, %{state | waiting: []}}
+  end
+
+  def handle_info(:poll, %{ready?: false, exit: nil} = state) do
+    cond do
+      state.stdout_ready? and Node.ping(state.name) == :pong ->
+        Enum.each(state.waiting, &GenServer.reply(&1, :ok))
+        {:noreply, %{state | ready?: true, waiting: []}}
+
+      System.monotonic_time(:millisecond) > state.deadline ->
+        state = %{state | exit: :timeout}
+        Enum.each(state.waiting, &GenServer.reply(&1, {:error, :timeout}))
+        {:noreply, %{state | waiting: []}}
+
+      true ->
+        Process.send_after(self(), :poll, 50)
+        {:noreply, state}
+    end
+  end
+
+  def handle_info(_message, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(_reason, state) do
+    System.cmd("kill", ["-9", to_string(state.os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  defp sh_escape(arg), do: "'" <> String.replace(to_string(arg), "'", "'\\''") <> "'"
+end

@@ -1,0 +1,11 @@
+# The end-to-end suite runs against the real Rust node: make this VM distributed (run_ash.sh
+# starts it with --name already), start the node binary under a unique name, and point
+# :ash_gen_server at it. The node is killed when the suite ends.
+AshApp.RustNode.ensure_distributed!()
+rust_node = AshApp.RustNode.start!()
+Application.put_env(:ash_gen_server, :node, rust_node)
+System.at_exit(fn _ -> AshApp.RustNode.stop(rust_node) end)
+ExUnit.after_suite(fn _ -> AshApp.RustNode.stop(rust_node) end)
+
+IO.puts("ash_gen_server: testing against #{rust_node} from #{node()}")
+ExUnit.start(timeout: 60_000)

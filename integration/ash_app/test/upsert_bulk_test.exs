@@ -1,0 +1,143 @@
+defmodule AshApp.UpsertBulkTest do
+  use AshApp.Case, async: false
+
+  describe "upserts" do
+    test "by primary key: creates, then updates the same record" do
+      id = Ash.UUID.generate()
+
+      assert {:ok, created} =
+               Author
+               |> Ash.Changeset.for_create(:create, %{id: id, name: "first", score: 1})
+               |> Ash.create(upsert?: true)
+
+      assert created.id == id
+
+      assert {:ok, updated} =
+               Author
+               |> Ash.Changeset.for_create(:create, %{id: id, name: "second", score: 2})
+               |> Ash.create(upsert?: true)
+
+      assert %{id: ^id, name: "second", score: 2} = updated
+      assert [%{name: "second"}] = Ash.read!(Author)
+    end
+
+    test "by identity: keeps the existing primary key and sets only the upsert fields" do
+      first =
+        Author
+        |> Ash.Changeset.for_create(:upsert_by_email, %{name: "a", email: "a@x.io", score: 1})
+        |> Ash.create!()
+
+      second =
+        Author
+        |> Ash.Changeset.for_create(:upsert_by_email, %{name: "b", email: "a@x.io", score: 2})
+        |> Ash.create!()
+
+      assert second.id == first.id
+      assert %{name: "b", score: 2, email: "a@x.io"} = Ash.get!(Author, first.id)
+      assert Ash.count!(Author) == 1
+
+      third =
+        Author
+        |> Ash.Changeset.for_create(:upsert_by_email, %{name: "c", email: "c@x.io"})
+        |> Ash.create!()
+
+      assert third.id != first.id
+      assert Ash.count!(Author) == 2
+    end
+
+    test "with a condition: a failing condition leaves the record alone" do
+      id = Ash.UUID.generate()
+
+      Author
+      |> Ash.Changeset.for_create(:create, %{id: id, name: "keep", score: 10})
+      |> Ash.create!()
+
+      result =
+        Author
+        |> Ash.Changeset.for_create(:create, %{id: id, name: "replace", score: 1},
+          upsert?: true,
+          upsert_condition: Ash.Expr.expr(score < 5)
+        )
+        |> Ash.create()
+
+      assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Changes.StaleRecord{}]}} = result
+      assert %{name: "keep", score: 10} = Ash.get!(Author, id)
+
+      assert {:ok, %{name: "replace", score: 1}} =
+               Author
+               |> Ash.Changeset.for_create(:create, %{id: id, name: "replace", score: 1},
+                 upsert?: true,
+                 upsert_condition: Ash.Expr.expr(score > 5)
+               )
+               |> Ash.create()
+
+      assert Ash.count!(Author) == 1
+    end
+  end
+
+  describe "bulk create" do
+    test "creates every record and returns them" do
+      inputs = for i <- 1..25, do: %{scope: "bulk", slot: i, label: "l#{i}"}
+
+      result = Ash.bulk_create(inputs, Tag, :create, return_records?: true, return_errors?: true)
+
+      assert %Ash.BulkResult{status: :success, records: records} = result
+      assert length(records) == 25
+      assert Tag |> Ash.Query.filter(scope == "bulk") |> Ash.count!() == 25
+      assert %{label: "l7"} = Ash.get!(Tag, %{scope: "bulk", slot: 7})
+    end
+
+    test "a duplicate fails alone" do
+      Tag |> Ash.Changeset.for_create(:create, %{scope: "dup", slot: 2}) |> Ash.create!()
+      inputs = for i <- 1..3, do: %{scope: "dup", slot: i, label: "new"}
+
+      result =
+        Ash.bulk_create(inputs, Tag, :create,
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: false
+        )
+
+      assert %Ash.BulkResult{status: :partial_success, records: records, errors: [error]} = result
+
+      assert records |> Enum.map(& &1.slot) |> Enum.sort() == [1, 3]
+      assert Exception.message(error) =~ "has already been taken"
+      assert Tag |> Ash.Query.filter(scope == "dup") |> Ash.count!() == 3
+      assert %{label: nil} = Ash.get!(Tag, %{scope: "dup", slot: 2})
+    end
+
+    test "bulk upsert by identity" do
+      Author
+      |> Ash.Changeset.for_create(:create, %{name: "old", email: "u1@x.io", score: 1})
+      |> Ash.create!()
+
+      inputs = [
+        %{name: "new1", email: "u1@x.io", score: 10},
+        %{name: "new2", email: "u2@x.io", score: 20}
+      ]
+
+      assert %Ash.BulkResult{status: :success, records: records} =
+               Ash.bulk_create(inputs, Author, :upsert_by_email,
+                 return_records?: true,
+                 return_errors?: true
+               )
+
+      assert length(records) == 2
+
+      assert Author |> Ash.Query.sort(:email) |> Ash.read!() |> Enum.map(&{&1.email, &1.name}) ==
+               [{"u1@x.io", "new1"}, {"u2@x.io", "new2"}]
+    end
+
+    test "bulk create of posts runs the hooks for each record" do
+      author = Author |> Ash.Changeset.for_create(:create, %{name: "writer"}) |> Ash.create!()
+
+      inputs = for i <- 1..3, do: %{title: "t#{i}", author_id: author.id}
+
+      assert %Ash.BulkResult{status: :success} =
+               Ash.bulk_create(inputs, Post, :create, return_errors?: true)
+
+      assert %{posts_written: 3} = Ash.get!(Author, author.id)
+      assert Post |> Ash.read!() |> Enum.map(& &1.author_name) == ["writer", "writer", "writer"]
+    end
+  end
+end
