@@ -15,8 +15,8 @@ defmodule AshGenServer.Aggregates do
   stored values behave like Ash's (numbers for `sum`/`avg`, a type the node orders like Ash for
   `min`/`max`/`count uniq`, a pushable sort for `first`/`list`). A loaded aggregate goes to the
   node when it follows one `has_many`/`has_one`/`belongs_to` relationship to a resource of this
-  data layer, with no relationship filter: one `aggregate` request per record, filtered on the
-  relationship's destination attribute. Everything else is computed here from the records Ash
+  data layer, with no relationship filter: per record, one `aggregate` request (for all such
+  aggregates sharing a filter and sort), filtered on the relationship's destination attribute. Everything else is computed here from the records Ash
   reads (`compute/6`).
   """
 
@@ -67,6 +67,7 @@ defmodule AshGenServer.Aggregates do
         else: base_sort
 
     with true <- aggregate.resource in [nil, resource],
+         true <- query.distinct in [nil, []],
          true <- base.exact? and agg_filter.exact?,
          true <- not paged? or (agg_filter.expr == true and base_sort != :error),
          {:ok, node_sort} <- sort_for(aggregate.kind, sort),
@@ -158,19 +159,105 @@ defmodule AshGenServer.Aggregates do
   def add_loaded([], _query), do: {:ok, []}
 
   def add_loaded(records, query) do
-    Enum.reduce_while(query.aggregates, {:ok, records}, fn aggregate, {:ok, records} ->
-      plan = related_plan(aggregate, query.resource)
+    plans = Enum.map(query.aggregates, &{&1, related_plan(&1, query.resource)})
 
-      records
-      |> Enum.reduce_while({:ok, []}, fn record, {:ok, acc} ->
-        case loaded_value(record, aggregate, plan, query) do
-          {:ok, value} -> {:cont, {:ok, [put_value(record, aggregate, value) | acc]}}
-          {:error, error} -> {:halt, {:error, error}}
+    records
+    |> Enum.reduce_while({:ok, []}, fn record, {:ok, acc} ->
+      case record_values(record, plans, query) do
+        {:ok, values} ->
+          record =
+            Enum.reduce(values, record, fn {aggregate, value}, record ->
+              put_value(record, aggregate, value)
+            end)
+
+          {:cont, {:ok, [record | acc]}}
+
+        {:error, error} ->
+          {:halt, {:error, error}}
+      end
+    end)
+    |> case do
+      {:ok, records} -> {:ok, Enum.reverse(records)}
+      error -> error
+    end
+  end
+
+  # The values of every loaded aggregate of one record: the node ones batched into one
+  # `aggregate` request per destination and query, the others computed at runtime.
+  defp record_values(record, plans, query) do
+    {batches, others} =
+      Enum.reduce(plans, {%{}, []}, fn {aggregate, plan}, {batches, others} ->
+        case node_request_query(record, plan) do
+          {:ok, key} ->
+            {Map.update(batches, key, [{aggregate, plan}], &[{aggregate, plan} | &1]), others}
+
+          :empty ->
+            {batches, [{aggregate, {:value, compute_for([], aggregate)}} | others]}
+
+          :error ->
+            {batches, [{aggregate, :runtime} | others]}
         end
       end)
-      |> case do
-        {:ok, records} -> {:cont, {:ok, Enum.reverse(records)}}
-        error -> {:halt, error}
+
+    with {:ok, node_values} <- run_batches(batches) do
+      Enum.reduce_while(others, {:ok, node_values}, fn
+        {aggregate, {:value, value}}, {:ok, acc} ->
+          {:cont, {:ok, [{aggregate, value} | acc]}}
+
+        {aggregate, :runtime}, {:ok, acc} ->
+          case runtime_loaded_value(record, aggregate, query) do
+            {:ok, value} -> {:cont, {:ok, [{aggregate, value} | acc]}}
+            error -> {:halt, error}
+          end
+      end)
+    end
+  end
+
+  defp node_request_query(_record, :error), do: :error
+
+  defp node_request_query(record, {:ok, plan}) do
+    case Map.get(record, plan.source_attribute) do
+      nil ->
+        # no related records: the empty-set value, no need to ask
+        :empty
+
+      value ->
+        case Values.dump_comparable(plan.dest_attribute, value) do
+          {:ok, native} ->
+            {:ok,
+             {plan.destination,
+              %{
+                filter: and_({:eq, plan.dest_attribute.name, native}, plan.filter),
+                sort: plan.sort
+              }}}
+
+          :error ->
+            :error
+        end
+    end
+  end
+
+  defp run_batches(batches) do
+    Enum.reduce_while(batches, {:ok, []}, fn {{destination, request_query}, entries},
+                                             {:ok, acc} ->
+      specs = Enum.map(entries, fn {_aggregate, {:ok, plan}} -> plan.spec.request end)
+
+      case Client.request(destination, {:aggregate, destination, request_query, specs}) do
+        {:ok, values} when is_map(values) ->
+          acc =
+            Enum.reduce(entries, acc, fn {aggregate, {:ok, plan}}, acc ->
+              [{aggregate, finish(plan.spec, Map.get(values, aggregate.name), aggregate)} | acc]
+            end)
+
+          {:cont, {:ok, acc}}
+
+        {:error, reason} ->
+          {:halt,
+           {:error, Client.to_ash_error(reason, resource: destination, request: :aggregate)}}
+
+        other ->
+          {:halt,
+           {:error, Client.to_ash_error(other, resource: destination, request: :aggregate)}}
       end
     end)
   end
@@ -224,41 +311,7 @@ defmodule AshGenServer.Aggregates do
 
   defp related_sort(_aggregate, _rel, _destination), do: {:ok, []}
 
-  defp loaded_value(record, aggregate, {:ok, plan}, query) do
-    case Map.get(record, plan.source_attribute) do
-      nil ->
-        {:ok, compute_for([], aggregate)}
-
-      value ->
-        case Values.dump_comparable(plan.dest_attribute, value) do
-          {:ok, native} ->
-            request_query = %{
-              filter: and_({:eq, plan.dest_attribute.name, native}, plan.filter),
-              sort: plan.sort
-            }
-
-            request = {:aggregate, plan.destination, request_query, [plan.spec.request]}
-
-            case Client.request(plan.destination, request) do
-              {:ok, values} when is_map(values) ->
-                {:ok, finish(plan.spec, Map.get(values, aggregate.name), aggregate)}
-
-              {:error, reason} ->
-                {:error,
-                 Client.to_ash_error(reason, resource: plan.destination, request: :aggregate)}
-
-              other ->
-                {:error,
-                 Client.to_ash_error(other, resource: plan.destination, request: :aggregate)}
-            end
-
-          :error ->
-            loaded_value(record, aggregate, :error, query)
-        end
-    end
-  end
-
-  defp loaded_value(record, aggregate, :error, query) do
+  defp runtime_loaded_value(record, aggregate, query) do
     agg_query = aggregate.query
     context = aggregate.context || %{}
     path = aggregate.relationship_path

@@ -151,6 +151,8 @@ defmodule AshGenServer.DataLayer do
   def can?(_, {:aggregate_relationship, _}), do: true
   def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)
   def can?(_, {:query_aggregate, kind}), do: Aggregates.kind?(kind)
+  def can?(_, :distinct), do: true
+  def can?(_, :distinct_sort), do: true
   def can?(_, :expression_calculation), do: true
   def can?(_, :expression_calculation_sort), do: true
   def can?(_, :aggregate_filter), do: true
@@ -180,6 +182,15 @@ defmodule AshGenServer.DataLayer do
 
   @doc false
   @impl true
+  def distinct(query, distinct, _resource), do: {:ok, %{query | distinct: distinct}}
+
+  @doc false
+  @impl true
+  def distinct_sort(query, distinct_sort, _resource),
+    do: {:ok, %{query | distinct_sort: distinct_sort}}
+
+  @doc false
+  @impl true
   def limit(query, limit, _resource), do: {:ok, %{query | limit: limit}}
 
   @doc false
@@ -196,18 +207,27 @@ defmodule AshGenServer.DataLayer do
 
   @doc false
   @impl true
-  def add_aggregate(query, aggregate, _resource),
-    do: {:ok, %{query | aggregates: query.aggregates ++ [aggregate]}}
+  def add_aggregate(query, aggregate, resource), do: add_aggregates(query, [aggregate], resource)
 
+  # Ash may hand the same aggregates (and calculations) to the query twice, once while building
+  # it and once before running it: keep one of each name.
   @doc false
   @impl true
   def add_aggregates(query, aggregates, _resource),
-    do: {:ok, %{query | aggregates: query.aggregates ++ aggregates}}
+    do: {:ok, %{query | aggregates: merge_by_name(query.aggregates, aggregates, & &1)}}
 
   @doc false
   @impl true
   def add_calculations(query, calculations, _resource),
-    do: {:ok, %{query | calculations: query.calculations ++ calculations}}
+    do:
+      {:ok,
+       %{query | calculations: merge_by_name(query.calculations, calculations, &elem(&1, 0))}}
+
+  defp merge_by_name(existing, new, get) do
+    key = fn item -> {get.(item).name, get.(item).load} end
+    new_keys = MapSet.new(new, key)
+    Enum.reject(existing, &MapSet.member?(new_keys, key.(&1))) ++ new
+  end
 
   @doc false
   @impl true
@@ -376,21 +396,24 @@ defmodule AshGenServer.DataLayer do
             {:upsert, resource, stored,
              %{keys: keys, set: set, condition: Filter.to_request(condition)}}
 
-          case Client.request(resource, request) do
-            {:ok, action, stored} when action in [:created, :updated, :skipped] ->
-              with {:ok, result} <- Values.cast_record(resource, stored) do
-                {:ok, upsert_metadata(result, action)}
-              end
-
-            {:error, reason} ->
-              error(reason, resource, :upsert, identity: identity)
-
-            other ->
-              error(other, resource, :upsert)
-          end
+          resource
+          |> Client.request(request)
+          |> upsert_reply(resource, identity)
       end
     end
   end
+
+  defp upsert_reply({:ok, action, stored}, resource, _identity)
+       when action in [:created, :updated, :skipped] do
+    with {:ok, result} <- Values.cast_record(resource, stored) do
+      {:ok, upsert_metadata(result, action)}
+    end
+  end
+
+  defp upsert_reply({:error, reason}, resource, identity),
+    do: error(reason, resource, :upsert, identity: identity)
+
+  defp upsert_reply(other, resource, _identity), do: error(other, resource, :upsert)
 
   defp upsert_metadata(record, :skipped),
     do: Ash.Resource.put_metadata(record, :upsert_skipped, true)
@@ -552,23 +575,92 @@ defmodule AshGenServer.DataLayer do
     [result | merge_replies(rest, replies, resource)]
   end
 
-  # Upserts: one `upsert` request per record, since what each one sets on conflict differs
-  # (the node's `bulk_create` takes a single `set` map for the whole batch).
+  # Upserts. When every record of the batch sets, on conflict, the same fields with its own
+  # values and the condition is the same exact node expression, the batch is one `bulk_create`
+  # request with `upsert => true, fields => [...]`. Otherwise (update defaults that differ from
+  # the created values, conditions Ash must check...) each record is one `upsert` request.
   defp bulk_upsert(resource, changesets, options) do
-    Enum.map(changesets, fn changeset ->
-      changeset =
+    keys = options[:upsert_keys] || Ash.Resource.Info.primary_key(resource)
+
+    changesets =
+      Enum.map(changesets, fn changeset ->
         Changeset.set_context(changeset, %{
           private: %{
             upsert_fields: options[:upsert_fields] || [],
             touch_update_defaults?: Map.get(options, :touch_update_defaults?, true)
           }
         })
+      end)
 
-      case upsert(resource, changeset, options[:upsert_keys], options[:identity]) do
-        {:ok, record} -> {:ok, record, changeset}
-        {:error, error} -> {:error, error, changeset}
-      end
-    end)
+    case batch_upsert_plan(resource, changesets, keys) do
+      {:ok, prepared, fields, condition} ->
+        opts = %{
+          upsert: true,
+          keys: keys,
+          fields: fields,
+          condition: Filter.to_request(condition)
+        }
+
+        stored = Enum.map(prepared, & &1.stored)
+
+        case Client.request(resource, {:bulk_create, resource, stored, opts}) do
+          {:ok, replies} when is_list(replies) and length(replies) == length(stored) ->
+            prepared
+            |> Enum.zip(replies)
+            |> Enum.map(fn {%{changeset: changeset}, reply} ->
+              case upsert_reply(reply, resource, options[:identity]) do
+                {:ok, record} -> {:ok, record, changeset}
+                {:error, error} -> {:error, error, changeset}
+              end
+            end)
+
+          {:error, reason} ->
+            error(reason, resource, :bulk_create)
+
+          other ->
+            error(other, resource, :bulk_create)
+        end
+
+      :error ->
+        Enum.map(changesets, fn changeset ->
+          case upsert(resource, changeset, keys, options[:identity]) do
+            {:ok, record} -> {:ok, record, changeset}
+            {:error, error} -> {:error, error, changeset}
+          end
+        end)
+    end
+  end
+
+  defp batch_upsert_plan(resource, changesets, keys) do
+    prepared =
+      Enum.map(changesets, fn changeset ->
+        with {:ok, record} <- Changeset.apply_attributes(changeset),
+             {:ok, stored} <- Values.dump_record(resource, record),
+             {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)) do
+          condition =
+            if no_filter?(changeset.filter),
+              do: %{expr: true, exact?: true},
+              else: Filter.translate(changeset.filter, resource)
+
+          %{changeset: changeset, stored: stored, set: set, condition: condition}
+        end
+      end)
+
+    with [%{set: set, condition: %{expr: expr}} | _] <- prepared,
+         fields = set |> Map.keys() |> Enum.sort(),
+         true <-
+           Enum.all?(prepared, fn
+             %{set: set, stored: stored, condition: condition} ->
+               condition.exact? and condition.expr == expr and
+                 Enum.sort(Map.keys(set)) == fields and Map.take(stored, fields) == set
+
+             _error ->
+               false
+           end) do
+      {:ok, prepared, fields, expr}
+    else
+      _ -> :error
+    end
   end
 
   defp bulk_result(results, options) do

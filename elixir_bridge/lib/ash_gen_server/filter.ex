@@ -82,8 +82,9 @@ defmodule AshGenServer.Filter do
   def to_request(expr), do: expr
 
   @doc """
-  If `expr` is exactly equality on every primary-key field (and nothing else), the primary key
-  as a map of stored values, so the read can be a single `get`.
+  If `expr` is exactly equality on every primary-key field (and nothing else; `in` with one
+  value counts as equality), the primary key as a map of stored values, so the read can be a
+  single `get`.
   """
   @spec primary_key_lookup(node_expr, [atom]) :: {:ok, map} | :error
   def primary_key_lookup(expr, primary_key) do
@@ -92,6 +93,7 @@ defmodule AshGenServer.Filter do
     pairs =
       Enum.flat_map(conjuncts, fn
         {:eq, field, value} -> [{field, value}]
+        {:in, field, [value]} -> [{field, value}]
         _ -> []
       end)
 

@@ -11,6 +11,8 @@ defmodule AshGenServer.Query do
      the results (`Ash.Actions.Sort.runtime_sort/3`);
   4. offset and limit are sent only when the node evaluates both the filter and the sort
      wholly; otherwise they are applied here after the runtime filter and sort;
+     `distinct` (and `distinct_sort`) are always applied here
+     (`Ash.Actions.Sort.runtime_distinct/3`), so with them the sort and paging are too;
   5. when the filter was not wholly pushed down, `Ash.Filter.Runtime` checks it on every
      record the node returned;
   6. aggregates loaded on the records are added by `AshGenServer.Aggregates`, and expression
@@ -26,8 +28,10 @@ defmodule AshGenServer.Query do
     :filter,
     :limit,
     :tenant,
+    :distinct_sort,
     offset: 0,
     sort: [],
+    distinct: [],
     aggregates: [],
     calculations: [],
     context: %{}
@@ -47,7 +51,7 @@ defmodule AshGenServer.Query do
   @spec plan(t) :: plan
   def plan(%__MODULE__{resource: resource} = query) do
     filter = Filter.translate(query.filter, resource)
-    sort = Filter.sort(query.sort, resource)
+    sort = if distinct?(query), do: :error, else: Filter.sort(query.sort, resource)
     node_sort = if sort == :error, do: [], else: elem(sort, 1)
     page_in_node? = filter.exact? and sort != :error
     primary_key = Ash.Resource.Info.primary_key(resource)
@@ -159,10 +163,28 @@ defmodule AshGenServer.Query do
     )
   end
 
+  defp distinct?(query), do: query.distinct not in [nil, []]
+
   defp maybe_runtime_sort(records, _query, false), do: records
 
   defp maybe_runtime_sort(records, query, true) do
-    Ash.Actions.Sort.runtime_sort(records, query.sort, domain: query.domain, rekey?: false)
+    opts = [domain: query.domain, rekey?: false]
+
+    cond do
+      not distinct?(query) ->
+        Ash.Actions.Sort.runtime_sort(records, query.sort, opts)
+
+      query.distinct_sort in [nil, []] ->
+        records
+        |> Ash.Actions.Sort.runtime_sort(query.sort, opts)
+        |> Ash.Actions.Sort.runtime_distinct(query.distinct, opts)
+
+      true ->
+        records
+        |> Ash.Actions.Sort.runtime_sort(query.distinct_sort, opts)
+        |> Ash.Actions.Sort.runtime_distinct(query.distinct, opts)
+        |> Ash.Actions.Sort.runtime_sort(query.sort, opts)
+    end
   end
 
   defp maybe_page(records, _query, false), do: records

@@ -1,4 +1,5 @@
 defmodule AshApp.CrudTest do
+  @moduledoc "Create, get, filter, sort, offset/limit, update (primary key included), destroy, composite keys and the errors users see."
   use AshApp.Case, async: false
 
   defp author!(attrs) do

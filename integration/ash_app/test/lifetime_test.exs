@@ -1,4 +1,5 @@
 defmodule AshApp.LifetimeTest do
+  @moduledoc "Inactivity timeouts, maximum lifetimes, keep-alive, and destroy hooks run on expiry."
   use AshApp.Case, async: false
 
   defp session!(label \\ "s") do

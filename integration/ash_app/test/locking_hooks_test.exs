@@ -1,4 +1,5 @@
 defmodule AshApp.LockingHooksTest do
+  @moduledoc "Optimistic locking and changeset filters, and action hooks that read and write other records."
   use AshApp.Case, async: false
 
   setup do

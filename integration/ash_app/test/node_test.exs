@@ -1,4 +1,5 @@
 defmodule AshApp.NodeTest do
+  @moduledoc "The node itself: hidden, unreachable, restarted."
   use AshApp.Case, async: false
 
   test "the Rust node is hidden: in Node.list(:hidden), not in Node.list()" do

@@ -1,4 +1,5 @@
 defmodule AshApp.QueryTest do
+  @moduledoc "Filters and sorts Ash evaluates at runtime, query aggregates, relationships and relationship aggregates."
   use AshApp.Case, async: false
 
   setup do

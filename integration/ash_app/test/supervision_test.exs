@@ -1,4 +1,5 @@
 defmodule AshApp.SupervisionTest do
+  @moduledoc "Record actors: restarts with the last committed state, max restarts, monitors and links."
   # Needs the node to run with --enable-fault-injection (test_helper.exs starts it so).
   use AshApp.Case, async: false
 

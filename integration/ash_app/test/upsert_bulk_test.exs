@@ -1,4 +1,5 @@
 defmodule AshApp.UpsertBulkTest do
+  @moduledoc "Upserts by primary key and identity (with conditions) and bulk creates."
   use AshApp.Case, async: false
 
   describe "upserts" do
