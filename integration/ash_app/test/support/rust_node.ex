@@ -5,7 +5,10 @@ defmodule AshApp.RustNode do
   The binary is `$ASH_GEN_SERVER_BIN`, default `../../target/release/ash-gen-server` relative to
   this project. Each start uses a fresh node name (`ash_rust_<unique>@127.0.0.1`), this VM's
   cookie and `--enable-fault-injection`; its stdout and stderr go to `rust_node.log` here.
-  A process owns the port and kills the node (by OS pid) when it stops or the VM exits.
+
+  The node runs under a small `sh` wrapper that kills it as soon as the wrapper's stdin (the
+  port) closes, so the node never outlives the test VM, even one killed with SIGKILL. A process
+  owns the port; stopping it kills the node at once.
   """
   use GenServer
 
@@ -85,8 +88,16 @@ defmodule AshApp.RustNode do
       ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++
         ["--enable-fault-injection"]
 
-    command =
-      "exec #{sh_escape(bin)} #{Enum.map_join(args, " ", &sh_escape/1)} 2>>#{sh_escape(log)}"
+    # The node's stdout goes to the port; a background reader holds the port's stdin (fd 3, since
+    # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF.
+    command = """
+    exec 3<&0 2>>#{sh_escape(log)}
+    #{sh_escape(bin)} #{Enum.map_join(args, " ", &sh_escape/1)} 2>>#{sh_escape(log)} </dev/null &
+    child=$!
+    echo "node_os_pid $child"
+    ( while read -r _ <&3; do :; done; kill -9 "$child" 2>/dev/null ) &
+    wait "$child"
+    """
 
     port =
       Port.open({:spawn_executable, "/bin/sh"}, [
@@ -97,8 +108,7 @@ defmodule AshApp.RustNode do
         {:env, [{~c"RUST_LOG", String.to_charlist(System.get_env("RUST_LOG") || "info")}]}
       ])
 
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    File.write!(log, "== #{name} (os pid #{os_pid})\n", [:append])
+    File.write!(log, "== #{name}\n", [:append])
 
     deadline = System.monotonic_time(:millisecond) + @ready_timeout
     send(self(), :poll)
@@ -106,7 +116,7 @@ defmodule AshApp.RustNode do
     {:ok,
      %{
        port: port,
-       os_pid: os_pid,
+       os_pid: nil,
        name: name,
        log: log,
        ready?: false,
@@ -127,6 +137,10 @@ defmodule AshApp.RustNode do
   end
 
   @impl true
+  def handle_info({port, {:data, {_, "node_os_pid " <> pid}}}, %{port: port} = state) do
+    {:noreply, %{state | os_pid: String.trim(pid)}}
+  end
+
   def handle_info({port, {:data, {_, line}}}, %{port: port} = state) do
     File.write!(state.log, ["stdout: ", line, "\n"], [:append])
     stdout_ready? = state.stdout_ready? or String.starts_with?(line, "ready")
@@ -160,8 +174,11 @@ defmodule AshApp.RustNode do
 
   @impl true
   def terminate(_reason, state) do
-    System.cmd("kill", ["-9", to_string(state.os_pid)], stderr_to_stdout: true)
+    if state.os_pid, do: System.cmd("kill", ["-9", state.os_pid], stderr_to_stdout: true)
+    if state.exit == nil, do: Port.close(state.port)
     :ok
+  catch
+    _, _ -> :ok
   end
 
   defp sh_escape(arg), do: "'" <> String.replace(to_string(arg), "'", "'\\''") <> "'"
