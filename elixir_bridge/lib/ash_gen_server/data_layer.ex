@@ -123,6 +123,7 @@ defmodule AshGenServer.DataLayer do
 
   alias Ash.Changeset
   alias AshGenServer.{Aggregates, Client, Filter, Query, Values}
+  alias AshGenServer.DataLayer.Info
 
   # -- capabilities ---------------------------------------------------------------------------
 
@@ -392,16 +393,85 @@ defmodule AshGenServer.DataLayer do
           {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
 
         condition ->
-          request =
-            {:upsert, resource, stored,
-             %{keys: keys, set: set, condition: Filter.to_request(condition)}}
+          if node_upsert_keys?(resource, keys) do
+            request =
+              {:upsert, resource, stored,
+               %{keys: keys, set: set, condition: Filter.to_request(condition)}}
 
-          resource
-          |> Client.request(request)
-          |> upsert_reply(resource, identity)
+            resource
+            |> Client.request(request)
+            |> upsert_reply(resource, identity)
+          else
+            emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
+          end
       end
     end
   end
+
+  # The node upserts atomically on the primary key or an identity it enforces.
+  defp node_upsert_keys?(resource, keys) do
+    keys = Enum.sort(keys)
+
+    keys == Enum.sort(Ash.Resource.Info.primary_key(resource)) or
+      Enum.any?(Info.node_identities(resource), fn {_name, identity_keys} ->
+        Enum.sort(identity_keys) == keys
+      end)
+  end
+
+  # Upsert keys the node does not know (an identity with a `where`): look the record up, then
+  # update it (still only if its keys and the pushable condition hold) or create it. Not atomic.
+  defp emulated_upsert(resource, changeset, stored, set, keys, identity, condition) do
+    key_values = Map.take(stored, keys)
+
+    if Enum.any?(key_values, fn {_, value} -> is_nil(value) end) do
+      resource |> create(changeset) |> put_upsert_action(:create)
+    else
+      key_filter =
+        key_values
+        |> Enum.map(fn {key, value} -> {:eq, key, value} end)
+        |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+      with {:ok, found} <-
+             query_request(
+               resource,
+               {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: nil}}
+             ),
+           {:ok, found} <- Values.cast_records(resource, found),
+           {:ok, found} <-
+             Ash.Filter.Runtime.filter_matches(
+               changeset.domain,
+               found,
+               identity && identity.where && Ash.Filter.parse!(resource, identity.where)
+             ) do
+        case found do
+          [] ->
+            resource |> create(changeset) |> put_upsert_action(:create)
+
+          [existing | _] ->
+            {:ok, pk} = Values.primary_key(resource, existing)
+            guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
+
+            case Client.request(resource, {:update, resource, pk, set, %{filter: guard}}) do
+              {:ok, updated} ->
+                resource
+                |> Values.cast_record(updated)
+                |> put_upsert_action(:update)
+
+              {:error, :stale} ->
+                {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+              {:error, reason} ->
+                error(reason, resource, :upsert, identity: identity)
+            end
+        end
+      end
+    end
+  end
+
+  defp put_upsert_action({:ok, record}, action),
+    do: {:ok, Ash.Resource.put_metadata(record, :upsert_action, action)}
+
+  defp put_upsert_action(other, _action), do: other
 
   defp upsert_reply({:ok, action, stored}, resource, _identity)
        when action in [:created, :updated, :skipped] do
@@ -646,7 +716,8 @@ defmodule AshGenServer.DataLayer do
         end
       end)
 
-    with [%{set: set, condition: %{expr: expr}} | _] <- prepared,
+    with true <- node_upsert_keys?(resource, keys),
+         [%{set: set, condition: %{expr: expr}} | _] <- prepared,
          fields = set |> Map.keys() |> Enum.sort(),
          true <-
            Enum.all?(prepared, fn

@@ -76,6 +76,30 @@ defmodule AshApp.UpsertBulkTest do
     end
   end
 
+  test "upsert on an identity the node does not enforce (with a `where`) is emulated" do
+    Tag
+    |> Ash.Changeset.for_create(:create, %{scope: "other", slot: 1, label: "x"})
+    |> Ash.create!()
+
+    first =
+      Tag
+      |> Ash.Changeset.for_create(:pin, %{scope: "pinned", slot: 1, label: "x"})
+      |> Ash.create!()
+
+    assert %{scope: "pinned", slot: 1} = first
+
+    # same pinned label: the pinned record is updated (its slot, part of its key, changes)
+    second =
+      Tag
+      |> Ash.Changeset.for_create(:pin, %{scope: "pinned", slot: 2, label: "x"})
+      |> Ash.create!()
+
+    assert %{scope: "pinned", slot: 2, label: "x"} = second
+
+    assert Tag |> Ash.Query.sort([:scope, :slot]) |> Ash.read!() |> Enum.map(&{&1.scope, &1.slot}) ==
+             [{"other", 1}, {"pinned", 2}]
+  end
+
   describe "bulk create" do
     test "creates every record and returns them" do
       inputs = for i <- 1..25, do: %{scope: "bulk", slot: i, label: "l#{i}"}
