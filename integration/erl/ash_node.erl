@@ -1,0 +1,354 @@
+%% Helpers shared by the Common Test suites: start/stop the real Rust node binary as an Erlang
+%% port, call its protocol server, poll with deadlines, start peer erl nodes, read node logs.
+-module(ash_node).
+
+-export([bin/0, start/2, stop/1, stop/2, node/1, os_pid/1, log_file/1, log_lines/1,
+         wait_log/3, log_contains/2,
+         call/2, call/3, cast/2, req/2, req/3,
+         uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2,
+         define/3, start_peer/2, stop_peer/1, peer_call/4, os_kill/2,
+         flush/0, elapsed_ms/1]).
+
+-define(READY_TIMEOUT, 15000).
+-define(PING_TIMEOUT, 10000).
+-define(STOP_TIMEOUT, 5000).
+-define(CALL_TIMEOUT, 3000).
+
+%% ---------------------------------------------------------------------------------------------
+%% The binary
+
+bin() ->
+    case os:getenv("ASH_GEN_SERVER_BIN") of
+        false ->
+            %% <repo>/integration/erl/ash_node.beam -> <repo>/target/release/ash-gen-server
+            Here = filename:dirname(code:which(?MODULE)),
+            filename:absname(filename:join([Here, "..", "..", "target", "release",
+                                            "ash-gen-server"]));
+        "" -> bin_default();
+        Path -> Path
+    end.
+
+bin_default() ->
+    os:unsetenv("ASH_GEN_SERVER_BIN"),
+    bin().
+
+%% ---------------------------------------------------------------------------------------------
+%% Starting and stopping a node
+
+%% start(Config, Opts) -> Node map.
+%% Opts:
+%%   tag => string()           part of the node name (default "rust")
+%%   cookie => string()        default: this node's cookie
+%%   args => [string()]        extra arguments for `start` (e.g. ["--enable-fault-injection"])
+%%   ping => boolean()         wait for net_adm:ping/1 to pong (default true)
+start(Config, Opts) ->
+    Bin = bin(),
+    case filelib:is_regular(Bin) of
+        true -> ok;
+        false -> ct:fail({node_binary_missing, Bin})
+    end,
+    Tag = maps:get(tag, Opts, "rust"),
+    Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
+    NodeName = Name ++ "@127.0.0.1",
+    Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
+    Args = ["start", "--name", NodeName, "--cookie", Cookie] ++ maps:get(args, Opts, []),
+    LogDir = case proplists:get_value(priv_dir, Config) of
+                 undefined -> "/tmp";
+                 D -> D
+             end,
+    LogFile = filename:join(LogDir, Name ++ ".log"),
+    Parent = self(),
+    Owner = spawn(fun() -> owner_init(Parent, Bin, Args, LogFile) end),
+    Ref = erlang:monitor(process, Owner),
+    receive
+        {Owner, ready, OsPid, Line} ->
+            erlang:demonitor(Ref, [flush]),
+            ct:log("started ~s (os pid ~p): ~s~nargs: ~p~nlog: ~s",
+                   [NodeName, OsPid, Line, Args, LogFile]),
+            N = #{node => list_to_atom(NodeName), name => Name, owner => Owner,
+                  os_pid => OsPid, log => LogFile, cookie => Cookie, args => Args},
+            case maps:get(ping, Opts, true) of
+                true -> wait_ping(N);
+                false -> ok
+            end,
+            N;
+        {Owner, failed, Why} ->
+            erlang:demonitor(Ref, [flush]),
+            ct:fail({node_start_failed, NodeName, Why, read_file(LogFile)});
+        {'DOWN', Ref, process, Owner, Why} ->
+            ct:fail({node_owner_died, NodeName, Why, read_file(LogFile)})
+    after ?READY_TIMEOUT ->
+            Owner ! {stop, self()},
+            ct:fail({node_not_ready, NodeName, read_file(LogFile)})
+    end.
+
+wait_ping(#{node := Node} = N) ->
+    Ok = poll(fun() -> net_adm:ping(Node) =:= pong end, ?PING_TIMEOUT, 50),
+    case Ok of
+        true -> ok;
+        false -> ct:fail({node_does_not_pong, Node, read_file(maps:get(log, N))})
+    end.
+
+%% Stops the node with SIGTERM (or Signal); returns its exit status (or already_exited).
+stop(N) -> stop(N, "TERM").
+
+stop(#{owner := Owner}, Signal) ->
+    Ref = erlang:monitor(process, Owner),
+    Owner ! {stop, self(), Signal},
+    receive
+        {Owner, stopped, Status} ->
+            erlang:demonitor(Ref, [flush]),
+            Status;
+        {'DOWN', Ref, process, Owner, _} ->
+            already_exited
+    after ?STOP_TIMEOUT + 2000 ->
+            erlang:demonitor(Ref, [flush]),
+            timeout
+    end.
+
+node(#{node := Node}) -> Node.
+os_pid(#{os_pid := P}) -> P.
+log_file(#{log := F}) -> F.
+
+owner_init(Parent, Bin, Args, LogFile) ->
+    {ok, Log} = file:open(LogFile, [write, raw, binary]),
+    Env = [{"NO_COLOR", "1"},
+           {"RUST_LOG", case os:getenv("RUST_LOG") of
+                            false -> "info";
+                            "" -> "info";
+                            L -> L
+                        end}],
+    Port = open_port({spawn_executable, Bin},
+                     [{args, Args}, {env, Env}, {line, 65536}, binary, exit_status,
+                      stderr_to_stdout, use_stdio]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    PidFile = pid_file(OsPid),
+    owner_loop(#{parent => Parent, port => Port, log => Log, os_pid => OsPid,
+                 pid_file => PidFile, ready => false, partial => <<>>}).
+
+%% The run script passes ASH_ERL_PIDDIR: every node we start leaves its OS pid there, so the
+%% script can kill exactly our nodes should the Erlang VM die without stopping them.
+pid_file(OsPid) ->
+    case os:getenv("ASH_ERL_PIDDIR") of
+        false -> undefined;
+        "" -> undefined;
+        Dir ->
+            F = filename:join(Dir, integer_to_list(OsPid)),
+            ok = file:write_file(F, integer_to_list(OsPid)),
+            F
+    end.
+
+owner_loop(#{port := Port, log := Log, parent := Parent} = S) ->
+    receive
+        {Port, {data, {noeol, Bytes}}} ->
+            ok = file:write(Log, Bytes),
+            owner_loop(S#{partial := <<(maps:get(partial, S))/binary, Bytes/binary>>});
+        {Port, {data, {eol, Bytes}}} ->
+            ok = file:write(Log, [Bytes, $\n]),
+            Line = strip_ansi(<<(maps:get(partial, S))/binary, Bytes/binary>>),
+            S1 = S#{partial := <<>>},
+            case {maps:get(ready, S1), Line} of
+                {false, <<"ready ", _/binary>>} ->
+                    Parent ! {self(), ready, maps:get(os_pid, S1), Line},
+                    owner_loop(S1#{ready := true});
+                _ ->
+                    owner_loop(S1)
+            end;
+        {Port, {exit_status, Status}} ->
+            ok = file:write(Log, io_lib:format("~n[ash_node] exited with status ~p~n", [Status])),
+            case maps:get(ready, S) of
+                false -> Parent ! {self(), failed, {exit_status, Status}};
+                true -> ok
+            end,
+            remove_pid_file(S),
+            exited_loop(S, Status);
+        {stop, From} ->
+            do_stop(S, From, "TERM");
+        {stop, From, Signal} ->
+            do_stop(S, From, Signal)
+    end.
+
+exited_loop(S, Status) ->
+    receive
+        {stop, From} -> From ! {self(), stopped, {already_exited, Status}};
+        {stop, From, _} -> From ! {self(), stopped, {already_exited, Status}};
+        _ -> exited_loop(S, Status)
+    after 600000 -> ok
+    end.
+
+do_stop(#{os_pid := OsPid, port := Port, log := Log} = S, From, Signal) ->
+    _ = os:cmd(io_lib:format("kill -~s ~b", [Signal, OsPid])),
+    Status = wait_exit(Port, Log, erlang:monotonic_time(millisecond) + ?STOP_TIMEOUT),
+    Final = case Status of
+                timeout ->
+                    _ = os:cmd(io_lib:format("kill -KILL ~b", [OsPid])),
+                    {killed_after_timeout, wait_exit(Port, Log,
+                                                     erlang:monotonic_time(millisecond) + 2000)};
+                _ -> Status
+            end,
+    file:close(Log),
+    remove_pid_file(S),
+    catch port_close(Port),
+    From ! {self(), stopped, Final}.
+
+wait_exit(Port, Log, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {Port, {data, {_, Bytes}}} ->
+            file:write(Log, [Bytes, $\n]),
+            wait_exit(Port, Log, Deadline);
+        {Port, {exit_status, Status}} ->
+            file:write(Log, io_lib:format("~n[ash_node] exited with status ~p~n", [Status])),
+            Status
+    after Left -> timeout
+    end.
+
+remove_pid_file(#{pid_file := undefined}) -> ok;
+remove_pid_file(#{pid_file := F}) -> file:delete(F).
+
+strip_ansi(Bin) ->
+    iolist_to_binary(re:replace(Bin, <<"\e\\[[0-9;]*m">>, <<>>, [global])).
+
+read_file(F) ->
+    case file:read_file(F) of
+        {ok, B} -> strip_ansi(B);
+        _ -> <<>>
+    end.
+
+%% ---------------------------------------------------------------------------------------------
+%% Logs
+
+log_lines(N) ->
+    binary:split(read_file(log_file(N)), <<"\n">>, [global, trim_all]).
+
+log_contains(N, Patterns) when is_list(Patterns) ->
+    [L || L <- log_lines(N),
+          lists:all(fun(P) -> binary:match(L, iolist_to_binary(P)) =/= nomatch end, Patterns)].
+
+%% Waits until a log line contains every pattern; returns the matching lines or [].
+wait_log(N, Patterns, Timeout) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    wait_log_until(N, Patterns, Deadline).
+
+wait_log_until(N, Patterns, Deadline) ->
+    case log_contains(N, Patterns) of
+        [] ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true -> [];
+                false -> timer:sleep(25), wait_log_until(N, Patterns, Deadline)
+            end;
+        Lines -> Lines
+    end.
+
+%% ---------------------------------------------------------------------------------------------
+%% Calling the protocol server
+
+call(Node, Req) -> call(Node, Req, ?CALL_TIMEOUT).
+
+call(Node, Req, Timeout) when is_atom(Node) ->
+    gen_server:call({ash_gen_server, Node}, Req, Timeout);
+call(#{node := Node}, Req, Timeout) ->
+    call(Node, Req, Timeout).
+
+cast(Node, Req) when is_atom(Node) -> gen_server:cast({ash_gen_server, Node}, Req);
+cast(#{node := Node}, Req) -> cast(Node, Req).
+
+%% call/2 on the node kept in a Common Test config.
+req(Config, Req) -> call(proplists:get_value(node, Config), Req).
+req(Config, Req, Timeout) -> call(proplists:get_value(node, Config), Req, Timeout).
+
+define(Node, Res, Opts) ->
+    ok = call(Node, {define, Res, Opts}),
+    Res.
+
+%% ---------------------------------------------------------------------------------------------
+%% Unique names, polling, receiving
+
+uniq_int() -> erlang:unique_integer([positive]).
+
+uniq(Prefix) when is_atom(Prefix) -> uniq(atom_to_list(Prefix));
+uniq(Prefix) -> lists:flatten(io_lib:format("~s_~b", [Prefix, uniq_int()])).
+
+%% A fresh resource name: an atom unique to this run.
+uniq_res(Prefix) -> list_to_atom(uniq(Prefix)).
+
+%% poll(Fun, Timeout, Interval) -> true once Fun() is true, false at the deadline.
+poll(Fun, Timeout, Interval) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    poll_until(Fun, Deadline, Interval).
+
+poll_until(Fun, Deadline, Interval) ->
+    case Fun() of
+        true -> true;
+        _ ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true -> false;
+                false -> timer:sleep(Interval), poll_until(Fun, Deadline, Interval)
+            end
+    end.
+
+%% await(What, Fun, Timeout): like poll, but fails the test case with What on timeout.
+await(What, Fun, Timeout) ->
+    case poll(Fun, Timeout, 10) of
+        true -> ok;
+        false -> ct:fail({timeout_waiting_for, What, Timeout})
+    end.
+
+await(Fun, Timeout) -> await(condition, Fun, Timeout).
+
+%% recv(Match, Timeout): receives the first message for which Match returns {true, Value} and
+%% returns Value (or timeout). Messages that do not match are put back (at the end of the queue).
+recv(Match, Timeout) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    recv_until(Match, Deadline, []).
+
+recv_until(Match, Deadline, Seen) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        Msg ->
+            case Match(Msg) of
+                {true, V} -> requeue(lists:reverse(Seen)), V;
+                false -> recv_until(Match, Deadline, [Msg | Seen])
+            end
+    after Left ->
+            requeue(lists:reverse(Seen)),
+            timeout
+    end.
+
+requeue(Msgs) -> [self() ! M || M <- Msgs], ok.
+
+%% Asserts that no message matching Match arrives within Timeout ms.
+no_msg(Match, Timeout) ->
+    case recv(Match, Timeout) of
+        timeout -> ok;
+        V -> ct:fail({unexpected_message, V})
+    end.
+
+flush() ->
+    receive _ -> flush() after 0 -> ok end.
+
+elapsed_ms(T0) -> erlang:monotonic_time(millisecond) - T0.
+
+%% ---------------------------------------------------------------------------------------------
+%% Peer erl nodes (kept off the test node's own distribution: they talk over stdio)
+
+%% start_peer(Tag, Opts): Opts cookie => string(), args => [string()].
+start_peer(Tag, Opts) ->
+    Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
+    Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
+    {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
+                                    connection => standard_io,
+                                    args => ["-setcookie", Cookie] ++ maps:get(args, Opts, [])}),
+    {Peer, Node}.
+
+stop_peer(Peer) ->
+    catch peer:stop(Peer),
+    ok.
+
+peer_call(Peer, M, F, A) -> peer:call(Peer, M, F, A, 15000).
+
+os_kill(Signal, OsPid) ->
+    os:cmd(io_lib:format("kill -~s ~s", [Signal, to_list(OsPid)])).
+
+to_list(I) when is_integer(I) -> integer_to_list(I);
+to_list(L) -> L.
