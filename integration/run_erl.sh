@@ -75,6 +75,11 @@ if [[ -z "$summary" ]]; then
   echo "run_erl.sh: FAILED: the test run did not complete (ct_run exit status $status)" >&2
   exit 1
 fi
+total="$(sed -nE 's/.* of ([0-9]+) test cases.*/\1/p' <<<"$summary")"
+if [[ "${total:-0}" == 0 ]]; then
+  echo "run_erl.sh: FAILED: no test case ran (a suite failed to compile? see above)" >&2
+  exit 1
+fi
 failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")"
 auto="$(sed -nE 's/.*[( ]([0-9]+) auto.*/\1/p' <<<"$summary")"
 failed="${failed:-0}"
