@@ -1,14 +1,13 @@
 //! A one-shot caller: connect to a node as a hidden node, `gen_server:call` a registered process,
 //! return the reply. Used by `ash-gen-server call` so the node can be driven without any BEAM.
 
-use crate::term::{Value, from_term, to_term};
-use crate::wire::frame::{self, Frame};
-use crate::wire::{epmd, handshake};
-use eetf::{Pid, Term, Tuple};
-use erl_dist::message::Message;
+use crate::term::{Atom, Pid, Ref, Value};
+use crate::wire::dist::{self, Control};
+use crate::wire::frame::{Frame, FrameReader};
+use crate::wire::{epmd, etf, handshake};
 use erl_dist::node::NodeName;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Calls `{name, node}` with `request` and waits up to `timeout` for the reply.
@@ -31,58 +30,58 @@ pub async fn call(
         .parse()
         .map_err(|e| format!("{e}"))?;
     let creation = rand::random::<u32>().max(4);
-    let (stream, _peer) = handshake::connect(stream, handshake::local_node(&me, creation), cookie)
-        .await
-        .map_err(|e| format!("handshake with {node} failed: {e}"))?;
-    let (read_half, mut write_half) = stream.into_split();
+    let (mut stream, _peer) =
+        handshake::connect(stream, handshake::local_node(&me, creation), cookie)
+            .await
+            .map_err(|e| format!("handshake with {node} failed: {e}"))?;
 
-    let from = Pid::new(me.to_string(), 1, 0, creation);
-    let tag = eetf::Reference::from((me.to_string().as_str(), vec![1, 2, 3]));
-    let message = Term::from(Tuple::from(vec![
-        Term::from(eetf::Atom::from("$gen_call")),
-        Term::from(Tuple::from(vec![
-            Term::from(from.clone()),
-            Term::from(tag.clone()),
-        ])),
-        to_term(request),
-    ]));
+    let me_atom = Atom::new(&me.to_string()).map_err(|e| e.to_string())?;
+    let from = Pid {
+        node: me_atom,
+        id: 1,
+        serial: 0,
+        creation,
+    };
+    let tag = Value::Ref(Box::new(Ref::new(me_atom, creation, &[1, 2, 3])));
+    let message = Value::tuple(vec![
+        Value::Atom(Atom::from_static("$gen_call")),
+        Value::pair(Value::Pid(Box::new(from)), tag.clone()),
+        request.clone(),
+    ]);
+    let to = Atom::new(name).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    frame::encode(
-        Message::reg_send(from.clone(), eetf::Atom::from(name), message),
-        &mut out,
-    )?;
-    write_half
+    dist::reg_send(&mut out, &from, to, |o| etf::encode(&message, o));
+    stream
         .write_all(&out)
         .await
         .map_err(|e| format!("send failed: {e}"))?;
 
-    let mut reader = BufReader::new(read_half);
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::new();
     let wait = async {
         loop {
-            match frame::read_frame(&mut reader, &mut buf).await {
-                Ok(Frame::Message(m)) => {
-                    let payload = match *m {
-                        Message::Send(s) if s.to_pid == from => s.message,
-                        Message::SendSender(s) if s.to_pid == from => s.message,
-                        _ => continue,
-                    };
-                    if let Term::Tuple(t) = payload
-                        && t.elements.len() == 2
-                        && t.elements[0] == Term::from(tag.clone())
+            match frames.next_frame() {
+                Ok(Some(Frame::Control(control))) => {
+                    if let Control::Send { to, message, .. } = *control
+                        && to == from
+                        && let Value::Tuple(items) = message
+                        && items.len() == 2
+                        && items[0] == tag
                     {
-                        let reply = t
-                            .elements
-                            .into_iter()
-                            .nth(1)
-                            .unwrap_or(Term::from(eetf::List::nil()));
-                        return from_term(reply).map_err(|e| e.to_string());
+                        return Ok(items.into_vec().pop().unwrap_or_else(Value::nil));
                     }
+                    continue;
                 }
-                Ok(Frame::Tick) => {
-                    let _ = write_half.write_all(&[0, 0, 0, 0]).await;
+                Ok(Some(Frame::Tick)) => {
+                    let _ = stream.write_all(&[0, 0, 0, 0]).await;
+                    continue;
                 }
-                Ok(Frame::Undecodable(e)) => return Err(format!("undecodable reply: {e}")),
+                Ok(Some(Frame::Undecodable(e))) => return Err(format!("undecodable reply: {e}")),
+                Ok(None) => {}
+                Err(e) => return Err(format!("connection lost: {e}")),
+            }
+            match stream.read(frames.read_space()).await {
+                Ok(0) => return Err("connection closed before the reply".to_string()),
+                Ok(n) => frames.filled(n),
                 Err(e) => return Err(format!("connection lost: {e}")),
             }
         }

@@ -1,31 +1,31 @@
 //! One connection to a peer node: accepting or dialling it, then a reader task and a writer
-//! task.
+//! task sharing the socket.
 //!
-//! The reader decodes frames and hands each message to [`super::dispatch`]. The writer owns the
-//! socket's write half: it takes every message queued for the peer, encodes as many as are
-//! waiting into one buffer and writes them with one syscall, and sends a tick whenever a quarter
-//! of `net_ticktime` passes. A peer silent for a whole `net_ticktime` is disconnected. When
-//! either task ends the connection is removed and the peer's monitors and links are cleaned up.
+//! Outgoing messages are encoded straight into the connection's outbox. The reader cuts frames
+//! out of what it reads and hands each message to [`super::dispatch`]; replies produced while it
+//! dispatches are written by the reader itself, with one non-blocking write at the end of the
+//! batch, so a request costs no hop to another task. Messages sent from elsewhere (timers,
+//! other connections) wake the writer task, which also takes over whatever the socket would not
+//! accept at once, and sends a tick every quarter of `net_ticktime`. A peer silent for a whole
+//! `net_ticktime` is disconnected. When either task ends the connection is removed and the
+//! peer's monitors and links are cleaned up.
 
 use super::Node;
 use super::dispatch;
-use crate::wire::frame::{self, Frame, FrameError};
+use crate::wire::frame::{Frame, FrameError, FrameReader};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
-use erl_dist::message::Message;
 use erl_dist::node::{NodeName, PeerNode};
+use parking_lot::Mutex;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most bytes gathered into one write.
-const MAX_BATCH: usize = 256 * 1024;
 
 /// A live connection to a peer node.
 pub struct Conn {
@@ -35,15 +35,66 @@ pub struct Conn {
     pub flags: DistributionFlags,
     /// Unique among this node's connections.
     pub id: u64,
-    tx: mpsc::UnboundedSender<Message>,
+    stream: Arc<TcpStream>,
+    out: Mutex<Outbox>,
+    wake: Notify,
     closed: AtomicBool,
     close: Notify,
 }
 
+/// Encoded frames waiting to be written.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    /// The writer task holds bytes it is writing: nobody else may write now.
+    busy: bool,
+    /// The writer task was already woken for what is queued.
+    woken: bool,
+}
+
+thread_local! {
+    /// The connection whose reader is dispatching on this thread: its own replies are flushed
+    /// by the reader at the end of the batch instead of waking the writer task.
+    static READING: Cell<u64> = const { Cell::new(0) };
+}
+
 impl Conn {
-    /// Queues a message for the peer. Returns false if the connection is gone.
-    pub fn send(&self, message: Message) -> bool {
-        !self.closed.load(Ordering::Relaxed) && self.tx.send(message).is_ok()
+    /// Queues frames for the peer: `write` appends them (see [`crate::wire::dist`]). Returns
+    /// false if the connection is gone.
+    pub fn write(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut out = self.out.lock();
+        write(&mut out.buf);
+        if READING.with(Cell::get) != self.id && !out.busy && !out.woken {
+            out.woken = true;
+            drop(out);
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Writes what is queued without waiting; whatever the socket does not take now goes to
+    /// the writer task.
+    fn flush_now(&self) {
+        let mut out = self.out.lock();
+        if out.busy || out.buf.is_empty() {
+            return;
+        }
+        let mut written = 0;
+        while written < out.buf.len() {
+            match self.stream.try_write(&out.buf[written..]) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        out.buf.drain(..written);
+        if !out.buf.is_empty() && !out.woken {
+            out.woken = true;
+            drop(out);
+            self.wake.notify_one();
+        }
     }
 
     /// Whether the peer supports `flag`.
@@ -128,16 +179,16 @@ async fn run_with(
     let flags = node.local_node().flags & peer_node.flags;
     let peer = peer_node.name.to_string();
     let hidden = !peer_node.flags.contains(DistributionFlags::PUBLISHED);
-    let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         peer: peer.clone(),
         flags,
         id: node.next_conn_id(),
-        tx,
+        stream: Arc::new(stream),
+        out: Mutex::new(Outbox::default()),
+        wake: Notify::new(),
         closed: AtomicBool::new(false),
         close: Notify::new(),
     });
-    let (read_half, write_half) = stream.into_split();
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     node.add_conn(conn.clone());
@@ -149,13 +200,11 @@ async fn run_with(
     let mut reader = tokio::spawn(read_loop(
         node.clone(),
         conn.clone(),
-        read_half,
         last_read.clone(),
         started,
     ));
     let mut writer = tokio::spawn(write_loop(
-        write_half,
-        rx,
+        conn.clone(),
         node.config.net_ticktime,
         last_read,
         started,
@@ -175,33 +224,64 @@ async fn run_with(
     node.remove_conn(&conn);
 }
 
+/// Restores the reader marker even if dispatch panics.
+struct ReadingGuard;
+
+impl ReadingGuard {
+    fn enter(id: u64) -> ReadingGuard {
+        READING.with(|r| r.set(id));
+        ReadingGuard
+    }
+}
+
+impl Drop for ReadingGuard {
+    fn drop(&mut self) {
+        READING.with(|r| r.set(0));
+    }
+}
+
 async fn read_loop(
     node: Arc<Node>,
     conn: Arc<Conn>,
-    read_half: tokio::net::tcp::OwnedReadHalf,
     last_read: Arc<AtomicU64>,
     started: Instant,
 ) -> Result<(), String> {
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut buf = Vec::with_capacity(4096);
+    let mut frames = FrameReader::new();
     loop {
-        let frame = frame::read_frame(&mut reader, &mut buf).await;
-        last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        match frame {
-            Ok(Frame::Tick) => {}
-            Ok(Frame::Message(message)) => dispatch::dispatch(&node, &conn, *message),
-            Ok(Frame::Undecodable(why)) => {
-                tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
+        match conn.stream.try_read(frames.read_space()) {
+            Ok(0) => return Ok(()),
+            Ok(n) => frames.filled(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                conn.stream
+                    .readable()
+                    .await
+                    .map_err(|e| format!("read failed: {e}"))?;
+                continue;
             }
-            Err(FrameError::Closed) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(format!("read failed: {e}")),
         }
+        last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        {
+            let _reading = ReadingGuard::enter(conn.id);
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(Frame::Tick)) => {}
+                    Ok(Some(Frame::Control(control))) => dispatch::dispatch(&node, &conn, *control),
+                    Ok(Some(Frame::Undecodable(why))) => {
+                        tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
+                    }
+                    Ok(None) => break,
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        conn.flush_now();
     }
 }
 
 async fn write_loop(
-    mut write_half: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    conn: Arc<Conn>,
     net_ticktime: Duration,
     last_read: Arc<AtomicU64>,
     started: Instant,
@@ -209,36 +289,47 @@ async fn write_loop(
     let mut ticker = tokio::time::interval(net_ticktime / 4);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
-            biased;
-            message = rx.recv() => {
-                let Some(message) = message else { return Ok(()) };
-                buf.clear();
-                push(message, &mut buf);
-                while buf.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(message) => push(message, &mut buf),
-                        Err(_) => break,
-                    }
-                }
-                write_half.write_all(&buf).await.map_err(|e| format!("write failed: {e}"))?;
-            }
+            _ = conn.wake.notified() => {}
             _ = ticker.tick() => {
                 let silent_ms = (started.elapsed().as_millis() as u64)
                     .saturating_sub(last_read.load(Ordering::Relaxed));
                 if silent_ms > net_ticktime.as_millis() as u64 {
                     return Err(format!("no data from the peer for {silent_ms} ms (net_ticktime)"));
                 }
-                write_half.write_all(&[0, 0, 0, 0]).await.map_err(|e| format!("tick failed: {e}"))?;
+                conn.out.lock().buf.extend_from_slice(&[0, 0, 0, 0]);
             }
+        }
+        loop {
+            {
+                let mut out = conn.out.lock();
+                out.woken = false;
+                if out.buf.is_empty() {
+                    out.busy = false;
+                    break;
+                }
+                out.busy = true;
+                chunk.clear();
+                std::mem::swap(&mut chunk, &mut out.buf);
+            }
+            write_all(&conn.stream, &chunk).await?;
         }
     }
 }
 
-fn push(message: Message, buf: &mut Vec<u8>) {
-    if let Err(e) = frame::encode(message, buf) {
-        tracing::error!(error = %e, "could not encode an outgoing message; dropped it");
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), String> {
+    while !bytes.is_empty() {
+        stream
+            .writable()
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("write failed: {e}")),
+        }
     }
+    Ok(())
 }

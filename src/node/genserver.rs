@@ -6,10 +6,9 @@
 
 use super::Node;
 use super::process::SERVER_PID;
-use crate::term::{Value, to_term};
-use eetf::{Pid, Term, Tuple};
+use crate::term::{Pid, Ref, Value};
+use crate::wire::{dist, etf};
 use erl_dist::DistributionFlags;
-use erl_dist::message::Message;
 
 /// Who to reply to.
 #[derive(Debug, Clone)]
@@ -17,63 +16,55 @@ pub struct From {
     /// The calling process.
     pub pid: Pid,
     /// The call's tag, echoed in the reply.
-    pub tag: Term,
+    pub tag: Value,
 }
 
 /// A message to a `gen_server`-like process.
 #[derive(Debug)]
 pub enum GenMessage {
     /// `{'$gen_call', From, Request}`.
-    Call(From, Term),
+    Call(From, Value),
     /// `{'$gen_cast', Request}`.
-    Cast(Term),
+    Cast(Value),
     /// Anything else (kept for the log).
-    Info(Term),
+    Info(Value),
 }
 
-fn atom_is(term: &Term, name: &str) -> bool {
-    matches!(term, Term::Atom(a) if a.name == name)
+fn atom_is(v: &Value, name: &str) -> bool {
+    matches!(v, Value::Atom(a) if a.as_str() == name)
 }
 
 /// Sorts a message into call, cast, or other.
-pub fn classify(message: Term) -> GenMessage {
-    match message {
-        Term::Tuple(Tuple { mut elements }) if !elements.is_empty() => {
-            if elements.len() == 3 && atom_is(&elements[0], "$gen_call") {
-                let request = elements.pop().unwrap_or(Term::from(eetf::List::nil()));
-                let from = elements.pop().unwrap_or(Term::from(eetf::List::nil()));
-                if let Term::Tuple(Tuple { elements: mut from }) = from
-                    && from.len() == 2
-                {
-                    let tag = from.pop().unwrap_or(Term::from(eetf::List::nil()));
-                    if let Some(Term::Pid(pid)) = from.pop() {
-                        return GenMessage::Call(From { pid, tag }, request);
-                    }
-                }
-                return GenMessage::Info(Term::Tuple(Tuple {
-                    elements: vec![
-                        Term::from(eetf::Atom::from("$gen_call")),
-                        Term::from(eetf::Atom::from("malformed_from")),
-                        request,
-                    ],
-                }));
-            }
-            if elements.len() == 2 && atom_is(&elements[0], "$gen_cast") {
-                let request = elements.pop().unwrap_or(Term::from(eetf::List::nil()));
-                return GenMessage::Cast(request);
-            }
-            GenMessage::Info(Term::Tuple(Tuple { elements }))
+pub fn classify(message: Value) -> GenMessage {
+    let Value::Tuple(items) = message else {
+        return GenMessage::Info(message);
+    };
+    if items.len() == 3 && atom_is(&items[0], "$gen_call") {
+        if let Some([Value::Pid(pid), _tag]) = items[1].as_tuple() {
+            let pid = **pid;
+            let mut items = items.into_vec();
+            let request = items.pop().unwrap_or_else(Value::nil);
+            let tag = match items.pop() {
+                Some(Value::Tuple(from)) => from.into_vec().pop().unwrap_or_else(Value::nil),
+                _ => Value::nil(),
+            };
+            return GenMessage::Call(From { pid, tag }, request);
         }
-        other => GenMessage::Info(other),
+        return GenMessage::Info(Value::Tuple(items));
     }
+    if items.len() == 2 && atom_is(&items[0], "$gen_cast") {
+        let request = items.into_vec().pop().unwrap_or_else(Value::nil);
+        return GenMessage::Cast(request);
+    }
+    GenMessage::Info(Value::Tuple(items))
 }
 
 /// The alias reference of an OTP 24+ tag `[alias | Ref]`.
-fn alias_of(tag: &Term) -> Option<&eetf::Reference> {
+fn alias_of(tag: &Value) -> Option<&Ref> {
     match tag {
-        Term::ImproperList(l) if l.elements.len() == 1 && atom_is(&l.elements[0], "alias") => {
-            match &*l.last {
-                Term::Reference(r) => Some(r),
+        Value::ImproperList(pair) if pair.0.len() == 1 && atom_is(&pair.0[0], "alias") => {
+            match &pair.1 {
+                Value::Ref(r) => Some(r),
                 _ => None,
             }
         }
@@ -84,79 +75,81 @@ fn alias_of(tag: &Term) -> Option<&eetf::Reference> {
 impl Node {
     /// Sends the reply `{Tag, Reply}` to a caller.
     pub fn reply(&self, from: &From, reply: &Value) {
-        self.reply_term(from, to_term(reply))
+        self.reply_with(from, |out| etf::encode_term(reply, out));
     }
 
-    /// Sends a reply that is already a term.
-    pub fn reply_term(&self, from: &From, reply: Term) {
-        let message = Term::Tuple(Tuple {
-            elements: vec![from.tag.clone(), reply],
-        });
-        let Some(conn) = self.conn(&from.pid.node.name) else {
+    /// Sends `{Tag, Reply}` where `body` writes the reply term (without version byte).
+    pub fn reply_with(&self, from: &From, body: impl FnOnce(&mut Vec<u8>)) {
+        let Some(conn) = self.conn(from.pid.node.as_str()) else {
             tracing::debug!(to = %from.pid, "caller's node is gone; reply dropped");
             return;
         };
-        let msg = match alias_of(&from.tag) {
-            Some(alias) if conn.has(DistributionFlags::ALIAS) => {
-                Message::alias_send(self.processes.pid(SERVER_PID), alias.clone(), message)
-            }
-            _ => Message::send(from.pid.clone(), message),
+        let payload = |out: &mut Vec<u8>| {
+            out.push(131);
+            etf::encode_tuple_header(2, out);
+            etf::encode_term(&from.tag, out);
+            body(out);
         };
-        conn.send(msg);
+        conn.write(|out| match alias_of(&from.tag) {
+            Some(alias) if conn.has(DistributionFlags::ALIAS) => {
+                dist::alias_send(out, &self.processes.pid(SERVER_PID), alias, payload)
+            }
+            _ => dist::send(out, &from.pid, payload),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pid() -> Pid {
-        Pid::new("peer@127.0.0.1", 5, 0, 1)
-    }
+    use crate::term::parse_term;
 
     #[test]
     fn recognises_calls_with_plain_and_alias_tags() {
-        let reference = eetf::Reference::from(("peer@127.0.0.1", vec![1, 2, 3]));
-        let alias_tag = Term::ImproperList(eetf::ImproperList {
-            elements: vec![Term::from(eetf::Atom::from("alias"))],
-            last: Box::new(Term::from(reference.clone())),
-        });
-        for tag in [Term::from(reference.clone()), alias_tag.clone()] {
-            let msg = Term::from(Tuple::from(vec![
-                Term::from(eetf::Atom::from("$gen_call")),
-                Term::from(Tuple::from(vec![Term::from(pid()), tag.clone()])),
-                Term::from(eetf::Atom::from("ping")),
-            ]));
+        let pid = Pid {
+            node: crate::term::Atom::new("peer@127.0.0.1").unwrap(),
+            id: 5,
+            serial: 0,
+            creation: 1,
+        };
+        let r = Ref::new(pid.node, 1, &[1, 2, 3]);
+        let alias_tag = Value::ImproperList(Box::new((
+            vec![parse_term("alias").unwrap()].into_boxed_slice(),
+            Value::Ref(Box::new(r)),
+        )));
+        for tag in [Value::Ref(Box::new(r)), alias_tag.clone()] {
+            let msg = Value::tuple(vec![
+                parse_term("'$gen_call'").unwrap(),
+                Value::pair(Value::Pid(Box::new(pid)), tag.clone()),
+                parse_term("ping").unwrap(),
+            ]);
             match classify(msg) {
                 GenMessage::Call(from, request) => {
-                    assert_eq!(from.pid, pid());
+                    assert_eq!(from.pid, pid);
                     assert_eq!(from.tag, tag);
-                    assert_eq!(request, Term::from(eetf::Atom::from("ping")));
+                    assert_eq!(request, parse_term("ping").unwrap());
                 }
                 other => panic!("not a call: {other:?}"),
             }
         }
-        assert_eq!(alias_of(&alias_tag), Some(&reference));
-        assert_eq!(alias_of(&Term::from(reference)), None);
+        assert_eq!(alias_of(&alias_tag), Some(&r));
+        assert_eq!(alias_of(&Value::Ref(Box::new(r))), None);
     }
 
     #[test]
     fn recognises_casts_and_other_messages() {
-        let cast = Term::from(Tuple::from(vec![
-            Term::from(eetf::Atom::from("$gen_cast")),
-            Term::from(eetf::Atom::from("hello")),
-        ]));
-        assert!(matches!(classify(cast), GenMessage::Cast(_)));
         assert!(matches!(
-            classify(Term::from(eetf::Atom::from("x"))),
+            classify(parse_term("{'$gen_cast', hello}").unwrap()),
+            GenMessage::Cast(_)
+        ));
+        assert!(matches!(
+            classify(parse_term("x").unwrap()),
             GenMessage::Info(_)
         ));
         // A call whose From is not {Pid, Tag} cannot be answered.
-        let bad = Term::from(Tuple::from(vec![
-            Term::from(eetf::Atom::from("$gen_call")),
-            Term::from(eetf::Atom::from("nobody")),
-            Term::from(eetf::Atom::from("ping")),
-        ]));
-        assert!(matches!(classify(bad), GenMessage::Info(_)));
+        assert!(matches!(
+            classify(parse_term("{'$gen_call', nobody, ping}").unwrap()),
+            GenMessage::Info(_)
+        ));
     }
 }

@@ -12,11 +12,10 @@ pub mod genserver;
 pub mod process;
 
 use crate::record::{Expiry, Store, Timers};
-use crate::term::{Atom, Value, to_term};
+use crate::term::{Atom, Pid, Ref, Value};
 use crate::wire::epmd::{self, EpmdServer, Registration};
+use crate::wire::{dist, etf};
 use connection::Conn;
-use eetf::{Pid, Reference, Term};
-use erl_dist::message::Message;
 use erl_dist::node::{LocalNode, NodeName};
 use parking_lot::{Mutex, RwLock};
 use process::ProcessTable;
@@ -163,7 +162,10 @@ impl Node {
         let registration = epmd::register(config.epmd_port, config.name.name(), port).await?;
         let creation = registration.creation;
 
-        let name_atom = Atom::from_static(Box::leak(config.name.to_string().into_boxed_str()));
+        let name_atom = Atom::new(&config.name.to_string()).map_err(|e| StartError::Listen {
+            addr,
+            source: std::io::Error::other(e),
+        })?;
         let local = crate::wire::handshake::local_node(&config.name, creation);
         let timers = Arc::new(Timers::new());
         let node = Arc::new(Node {
@@ -201,17 +203,17 @@ impl Node {
     }
 
     /// A fresh reference made by this node.
-    pub fn make_ref(&self) -> Reference {
+    pub fn make_ref(&self) -> Ref {
         let n = self.refs.fetch_add(1, Ordering::Relaxed);
-        Reference {
-            node: eetf::Atom::from(self.name_atom.as_str()),
-            id: vec![
+        Ref::new(
+            self.name_atom,
+            self.creation,
+            &[
                 (n & 0x3_ffff) as u32,
                 (n >> 18) as u32,
                 rand::random::<u32>(),
             ],
-            creation: self.creation,
-        }
+        )
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -279,22 +281,19 @@ impl Node {
         connection::connect(self.clone(), peer).await
     }
 
-    /// Sends a control message to `peer`, if connected. Returns whether it was queued.
-    pub fn send_ctrl(&self, peer: &str, message: Message) -> bool {
-        match self.conn(peer) {
-            Some(conn) => conn.send(message),
+    /// Writes frames to `peer`, if connected. Returns whether they were queued.
+    pub fn write_to(&self, peer: Atom, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.conn(peer.as_str()) {
+            Some(conn) => conn.write(write),
             None => false,
         }
     }
 
     /// Sends `message` to a remote process (dropped if its node is not connected, as in Erlang).
-    pub fn send(&self, to: &Pid, message: Term) -> bool {
-        self.send_ctrl(&to.node.name, Message::send(to.clone(), message))
-    }
-
-    /// Sends a [`Value`] to a remote process.
-    pub fn send_value(&self, to: &Pid, message: &Value) -> bool {
-        self.send(to, to_term(message))
+    pub fn send(&self, to: &Pid, message: &Value) -> bool {
+        self.write_to(to.node, |out| {
+            dist::send(out, to, |o| etf::encode(message, o));
+        })
     }
 
     /// Closes every connection (used at shutdown).

@@ -9,10 +9,8 @@
 
 use super::Node;
 use crate::record::RecordActor;
-use crate::term::{Atom, Value, atoms, to_term};
-use eetf::{Pid, Reference};
-use erl_dist::message::Message;
-use erl_dist::term::PidOrAtom;
+use crate::term::{Atom, Pid, Ref, Value, atoms};
+use crate::wire::dist::{self, ProcRef};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +39,7 @@ pub enum Target {
 #[derive(Clone)]
 struct Watcher {
     pid: Pid,
-    reference: Reference,
+    reference: Ref,
 }
 
 /// Pids, monitors and links of this node's processes.
@@ -67,10 +65,10 @@ impl ProcessTable {
         }
     }
 
-    /// The wire pid of local pid number `n`.
+    /// The pid of local pid number `n`.
     pub fn pid(&self, n: u64) -> Pid {
         Pid {
-            node: eetf::Atom::from(self.node.as_str()),
+            node: self.node,
             id: (n & ((1 << ID_BITS) - 1)) as u32,
             serial: (n >> ID_BITS) as u32,
             creation: self.creation,
@@ -79,10 +77,7 @@ impl ProcessTable {
 
     /// The local pid number of `pid`, if it names a process of this node incarnation.
     pub fn number(&self, pid: &Pid) -> Option<u64> {
-        if pid.node.name != self.node.as_str()
-            || pid.creation != self.creation
-            || pid.id >= (1 << ID_BITS)
-        {
+        if pid.node != self.node || pid.creation != self.creation || pid.id >= (1 << ID_BITS) {
             return None;
         }
         Some(((pid.serial as u64) << ID_BITS) | pid.id as u64)
@@ -115,11 +110,11 @@ impl ProcessTable {
     }
 
     /// A remote process starts monitoring a local one.
-    pub fn monitor(&self, node: &Node, watcher: Pid, target: PidOrAtom, reference: Reference) {
+    pub fn monitor(&self, node: &Node, watcher: Pid, target: ProcRef, reference: Ref) {
         let n = match &target {
-            PidOrAtom::Atom(name) if Self::is_registered(&name.name) => return,
-            PidOrAtom::Atom(_) => None,
-            PidOrAtom::Pid(pid) => match self.number(pid) {
+            ProcRef::Name(name) if Self::is_registered(name.as_str()) => return,
+            ProcRef::Name(_) => None,
+            ProcRef::Pid(pid) => match self.number(pid) {
                 Some(SERVER_PID | NET_KERNEL_PID) => return,
                 Some(n) if self.records.read().contains_key(&n) => Some(n),
                 _ => None,
@@ -136,21 +131,15 @@ impl ProcessTable {
                 return;
             }
         }
-        let to = watcher.node.name.clone();
-        node.send_ctrl(
-            &to,
-            Message::monitor_p_exit(
-                target,
-                watcher,
-                reference,
-                to_term(&Value::Atom(*atoms::NOPROC)),
-            ),
-        );
+        let noproc = Value::Atom(*atoms::NOPROC);
+        node.write_to(watcher.node, |out| {
+            dist::monitor_exit(out, &target, &watcher, &reference, &noproc)
+        });
     }
 
     /// A remote process stops monitoring.
-    pub fn demonitor(&self, target: &PidOrAtom, reference: &Reference) {
-        let PidOrAtom::Pid(pid) = target else { return };
+    pub fn demonitor(&self, target: &ProcRef, reference: &Ref) {
+        let ProcRef::Pid(pid) = target else { return };
         let Some(n) = self.number(pid) else { return };
         let mut monitors = self.monitors.lock();
         if let Some(list) = monitors.get_mut(&n) {
@@ -182,11 +171,8 @@ impl ProcessTable {
     }
 
     fn refuse_link(&self, node: &Node, from: Pid, to: Pid) {
-        let peer = from.node.name.clone();
-        node.send_ctrl(
-            &peer,
-            Message::exit(to, from, to_term(&Value::Atom(*atoms::NOPROC))),
-        );
+        let noproc = Value::Atom(*atoms::NOPROC);
+        node.write_to(from.node, |out| dist::exit(out, &to, &from, &noproc));
     }
 
     /// Removes a link (either side asked).
@@ -219,22 +205,14 @@ impl ProcessTable {
             return;
         }
         let me = self.pid(n);
-        let reason = to_term(reason);
+        let from = ProcRef::Pid(me);
         for w in watchers {
-            let peer = w.pid.node.name.clone();
-            node.send_ctrl(
-                &peer,
-                Message::monitor_p_exit(
-                    PidOrAtom::Pid(me.clone()),
-                    w.pid,
-                    w.reference,
-                    reason.clone(),
-                ),
-            );
+            node.write_to(w.pid.node, |out| {
+                dist::monitor_exit(out, &from, &w.pid, &w.reference, reason)
+            });
         }
         for pid in linked {
-            let peer = pid.node.name.clone();
-            node.send_ctrl(&peer, Message::exit(me.clone(), pid, reason.clone()));
+            node.write_to(pid.node, |out| dist::exit(out, &me, &pid, reason));
         }
     }
 
@@ -243,7 +221,7 @@ impl ProcessTable {
         {
             let mut monitors = self.monitors.lock();
             monitors.retain(|_, list| {
-                list.retain(|w| w.pid.node.name != peer);
+                list.retain(|w| w.pid.node.as_str() != peer);
                 !list.is_empty()
             });
         }
@@ -252,8 +230,8 @@ impl ProcessTable {
             let mut links = self.links.lock();
             links.retain(|n, list| {
                 list.retain(|p| {
-                    if p.node.name == peer {
-                        broken.push((*n, p.clone()));
+                    if p.node.as_str() == peer {
+                        broken.push((*n, *p));
                         false
                     } else {
                         true

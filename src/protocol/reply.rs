@@ -1,7 +1,9 @@
 //! Reply terms: how results and errors look on the wire (see docs/PROTOCOL.md).
 
 use crate::record::{Outcome, StoreError, UpsertKind};
-use crate::term::{Atom, Value, atoms};
+use crate::term::{Atom, Record, Value, atoms};
+use crate::wire::etf;
+use std::sync::Arc;
 
 fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
@@ -72,20 +74,54 @@ pub fn reason(e: &StoreError) -> Value {
     }
 }
 
+fn upsert_atom(kind: UpsertKind) -> Value {
+    atom(match kind {
+        UpsertKind::Created => "created",
+        UpsertKind::Updated => "updated",
+        UpsertKind::Skipped => "skipped",
+    })
+}
+
+/// Writes the reply term of an outcome (no version byte), without building it first.
+pub fn encode_outcome(outcome: &Outcome, out: &mut Vec<u8>) {
+    match outcome {
+        Outcome::Record(record) => {
+            etf::encode_tuple_header(2, out);
+            etf::encode_atom(*atoms::OK, out);
+            etf::encode_record(record, out);
+        }
+        Outcome::Upserted(kind, record) => {
+            etf::encode_tuple_header(3, out);
+            etf::encode_atom(*atoms::OK, out);
+            etf::encode_term(&upsert_atom(*kind), out);
+            etf::encode_record(record, out);
+        }
+        other => etf::encode_term(&render(other), out),
+    }
+}
+
+/// Writes `{ok, [Record]}` (no version byte).
+pub fn encode_records(records: &[Arc<Record>], out: &mut Vec<u8>) {
+    etf::encode_tuple_header(2, out);
+    etf::encode_atom(*atoms::OK, out);
+    if !records.is_empty() {
+        out.push(108);
+        out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+        for record in records {
+            etf::encode_record(record, out);
+        }
+    }
+    out.push(106);
+}
+
 /// The reply term of an outcome.
 pub fn render(outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Ok => ok(),
         Outcome::Record(record) => ok_with(record.to_value()),
-        Outcome::Upserted(kind, record) => Value::tuple(vec![
-            ok(),
-            atom(match kind {
-                UpsertKind::Created => "created",
-                UpsertKind::Updated => "updated",
-                UpsertKind::Skipped => "skipped",
-            }),
-            record.to_value(),
-        ]),
+        Outcome::Upserted(kind, record) => {
+            Value::tuple(vec![ok(), upsert_atom(*kind), record.to_value()])
+        }
         Outcome::Error(e) => error(reason(e)),
     }
 }

@@ -13,14 +13,13 @@ use crate::query::{self, Aggregate, Query};
 use crate::record::{
     self, Envelope, Op, Outcome, RecordActor, Reply, Resource, StoreError, Upsert,
 };
-use crate::term::{Atom, Record, Value, from_term};
-use eetf::Term;
+use crate::term::{Atom, Record, Value};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Handles a message sent to `ash_gen_server`.
-pub fn handle(node: &Arc<Node>, message: Term) {
+pub fn handle(node: &Arc<Node>, message: Value) {
     match genserver::classify(message) {
         GenMessage::Call(from, request) => match parse(request) {
             Ok(request) => call(node, from, request),
@@ -31,35 +30,31 @@ pub fn handle(node: &Arc<Node>, message: Term) {
             Err(reason) => tracing::warn!(?reason, "ignored a malformed cast"),
         },
         GenMessage::Info(message) => {
-            tracing::warn!(%message, "ash_gen_server ignored a message that is neither a call nor a cast");
+            tracing::warn!(
+                ?message,
+                "ash_gen_server ignored a message that is neither a call nor a cast"
+            );
         }
     }
 }
 
 /// Handles a message sent to a record's pid.
-pub fn handle_record(node: &Arc<Node>, actor: &Arc<RecordActor>, message: Term) {
+pub fn handle_record(node: &Arc<Node>, actor: &Arc<RecordActor>, message: Value) {
     match genserver::classify(message) {
-        GenMessage::Call(from, request) => {
-            let parsed = from_term(request)
-                .map_err(|e| reply::bad_request(&e.to_string()))
-                .and_then(|v| request::parse_direct(&v).map_err(|e| request_error(e, &v)));
-            match parsed {
-                Ok(request) => actor.deliver(
-                    node,
-                    Envelope::Call(Some(Box::new(DirectReply(from))), direct_op(request)),
-                ),
-                Err(reason) => node.reply(&from, &reply::error(reason)),
-            }
-        }
+        GenMessage::Call(from, request) => match request::parse_direct(&request) {
+            Ok(parsed) => actor.deliver(
+                node,
+                Envelope::Call(Some(Box::new(DirectReply(from))), direct_op(parsed)),
+            ),
+            Err(e) => node.reply(&from, &reply::error(request_error(e, &request))),
+        },
         GenMessage::Cast(request) => {
-            if let Ok(Ok(DirectRequest::KeepAlive)) =
-                from_term(request).map(|v| request::parse_direct(&v))
-            {
+            if let Ok(DirectRequest::KeepAlive) = request::parse_direct(&request) {
                 actor.deliver(node, Envelope::Call(None, Op::KeepAlive));
             }
         }
         GenMessage::Info(message) => {
-            tracing::debug!(%message, "a record process ignored a plain message");
+            tracing::debug!(?message, "a record process ignored a plain message");
         }
     }
 }
@@ -73,8 +68,7 @@ fn direct_op(request: DirectRequest) -> Op {
     }
 }
 
-fn parse(term: Term) -> Result<Request, Value> {
-    let value = from_term(term).map_err(|e| reply::bad_request(&e.to_string()))?;
+fn parse(value: Value) -> Result<Request, Value> {
     request::parse(&value).map_err(|e| request_error(e, &value))
 }
 
@@ -114,8 +108,12 @@ fn outcome_of(result: Result<Outcome, StoreError>) -> Outcome {
 fn to_record(node: &Arc<Node>, from: From, name: Atom, pk: &Value, op: Op) {
     match find(node, name, pk) {
         Ok(actor) => actor.deliver(node, Envelope::Call(Some(Box::new(ServerReply(from))), op)),
-        Err(e) => node.reply(&from, &reply::render(&Outcome::Error(e))),
+        Err(e) => send_outcome(node, &from, &Outcome::Error(e)),
     }
+}
+
+fn send_outcome(node: &Node, from: &From, outcome: &Outcome) {
+    node.reply_with(from, |out| reply::encode_outcome(outcome, out));
 }
 
 fn call(node: &Arc<Node>, from: From, request: Request) {
@@ -135,11 +133,14 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
                 return to_record(node, from, name, &pk, Op::Fault(fault));
             }
         }
-        Request::Create(name, rec) => reply::render(&outcome_of(
-            resource(node, name)
-                .and_then(|r| record::create(node, &r, rec))
-                .map(Outcome::Record),
-        )),
+        Request::Create(name, rec) => {
+            let outcome = outcome_of(
+                resource(node, name)
+                    .and_then(|r| record::create(node, &r, rec))
+                    .map(Outcome::Record),
+            );
+            return send_outcome(node, &from, &outcome);
+        }
         Request::Upsert(name, rec, opts) => match resource(node, name) {
             Ok(r) => match upsert_args(&r, rec, &opts) {
                 Ok(args) => {
@@ -153,12 +154,10 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             return bulk_create(node, from, name, records, upsert);
         }
         Request::Query(name, q) => match resource(node, name) {
-            Ok(r) => reply::ok_list(
-                run_query(node, &r, &q)
-                    .into_iter()
-                    .map(|rec| rec.to_value())
-                    .collect(),
-            ),
+            Ok(r) => {
+                let records = run_query(node, &r, &q);
+                return node.reply_with(&from, |out| reply::encode_records(&records, out));
+            }
             Err(e) => reply::render(&Outcome::Error(e)),
         },
         Request::Aggregate(name, q, aggregates) => match resource(node, name) {
@@ -169,7 +168,7 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             Ok(actor) => match actor.pid(node) {
                 Some(pid) => {
                     actor.touch(node);
-                    reply::ok_with(Value::Opaque(Box::new(Term::Pid(pid))))
+                    reply::ok_with(Value::Pid(Box::new(pid)))
                 }
                 None => reply::render(&Outcome::Error(StoreError::NotFound)),
             },
@@ -180,7 +179,7 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             Err(e) => reply::render(&Outcome::Error(e)),
         },
         Request::Subscribe => {
-            node.expiry.subscribe(node, from.pid.clone());
+            node.expiry.subscribe(node, from.pid);
             reply::ok()
         }
         Request::Unsubscribe => {
@@ -370,7 +369,7 @@ struct ServerReply(From);
 
 impl Reply for ServerReply {
     fn send(self: Box<Self>, node: &Node, outcome: Outcome) {
-        node.reply(&self.0, &reply::render(&outcome));
+        send_outcome(node, &self.0, &outcome);
     }
 
     fn gone(self: Box<Self>, node: &Node, resource: &Arc<Resource>, op: Op) {
@@ -388,7 +387,7 @@ struct DirectReply(From);
 
 impl Reply for DirectReply {
     fn send(self: Box<Self>, node: &Node, outcome: Outcome) {
-        node.reply(&self.0, &reply::render(&outcome));
+        send_outcome(node, &self.0, &outcome);
     }
 
     fn gone(self: Box<Self>, _node: &Node, _resource: &Arc<Resource>, _op: Op) {}

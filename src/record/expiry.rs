@@ -9,17 +9,15 @@
 use super::actor::{Envelope, RecordActor};
 use crate::node::Node;
 use crate::node::process::SERVER_PID;
-use crate::term::Value;
-use eetf::{Pid, Reference};
-use erl_dist::message::Message;
-use erl_dist::term::PidOrAtom;
+use crate::term::{Pid, Ref, Value};
+use crate::wire::dist::{self, ProcRef};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 struct Handler {
     pid: Pid,
-    monitor: Reference,
+    monitor: Ref,
     waiting: Vec<Weak<RecordActor>>,
 }
 
@@ -38,14 +36,10 @@ impl Expiry {
             return;
         }
         let monitor = node.make_ref();
-        node.send_ctrl(
-            &pid.node.name,
-            Message::monitor_p(
-                node.processes.pid(SERVER_PID),
-                PidOrAtom::Pid(pid.clone()),
-                monitor.clone(),
-            ),
-        );
+        let me = node.processes.pid(SERVER_PID);
+        node.write_to(pid.node, |out| {
+            dist::monitor(out, &me, &ProcRef::Pid(pid), &monitor)
+        });
         tracing::info!(handler = %pid, "expiry handler subscribed");
         handlers.push(Handler {
             pid,
@@ -57,15 +51,11 @@ impl Expiry {
     /// Stops `pid` being a handler; records it was handling remove themselves.
     pub fn unsubscribe(&self, node: &Node, pid: &Pid) {
         let removed = self.take(|h| &h.pid == pid);
+        let me = node.processes.pid(SERVER_PID);
         for h in &removed {
-            node.send_ctrl(
-                &h.pid.node.name,
-                Message::demonitor_p(
-                    node.processes.pid(SERVER_PID),
-                    PidOrAtom::Pid(h.pid.clone()),
-                    h.monitor.clone(),
-                ),
-            );
+            node.write_to(h.pid.node, |out| {
+                dist::demonitor(out, &me, &ProcRef::Pid(h.pid), &h.monitor)
+            });
         }
         self.orphan(node, removed);
     }
@@ -88,11 +78,11 @@ impl Expiry {
             handler.waiting.retain(|w| w.strong_count() > 0);
         }
         handler.waiting.push(Arc::downgrade(actor));
-        node.send_value(&handler.pid, notice)
+        node.send(&handler.pid, notice)
     }
 
     /// A handler's monitor fired.
-    pub fn handler_down(&self, node: &Node, pid: &Pid, monitor: &Reference) {
+    pub fn handler_down(&self, node: &Node, pid: &Pid, monitor: &Ref) {
         let removed = self.take(|h| &h.pid == pid && &h.monitor == monitor);
         for h in &removed {
             tracing::warn!(handler = %h.pid, "expiry handler died");
@@ -102,7 +92,7 @@ impl Expiry {
 
     /// A peer disconnected: its handlers are gone.
     pub fn node_down(&self, node: &Node, peer: &str) {
-        let removed = self.take(|h| h.pid.node.name == peer);
+        let removed = self.take(|h| h.pid.node.as_str() == peer);
         for h in &removed {
             tracing::warn!(handler = %h.pid, "expiry handler's node disconnected");
         }

@@ -2,6 +2,7 @@
 //! stores). Both directions are lossless: a term converted to a value and back is the same term.
 
 use super::atom::{Atom, AtomTableFull};
+use super::pid::{Pid, Ref};
 use super::value::Value;
 use eetf::Term;
 
@@ -44,9 +45,9 @@ pub fn from_term(term: Term) -> Result<Value, AtomTableFull> {
             }
             Value::map(entries)
         }
-        other @ (Term::Pid(_)
-        | Term::Port(_)
-        | Term::Reference(_)
+        Term::Pid(pid) => Value::Pid(Box::new(Pid::from_eetf(&pid)?)),
+        Term::Reference(r) => Value::Ref(Box::new(Ref::from_eetf(&r)?)),
+        other @ (Term::Port(_)
         | Term::ExternalFun(_)
         | Term::InternalFun(_)
         | Term::BitBinary(_)) => Value::Opaque(Box::new(other)),
@@ -81,6 +82,8 @@ pub fn to_term(value: &Value) -> Term {
                 .map(|(k, v)| (to_term(k), to_term(v)))
                 .collect(),
         }),
+        Value::Pid(pid) => Term::Pid(pid.to_eetf()),
+        Value::Ref(r) => Term::Reference(Box::new(r.to_eetf())),
         Value::Opaque(term) => (**term).clone(),
     }
 }

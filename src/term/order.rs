@@ -14,11 +14,11 @@ fn class(v: &Value) -> u8 {
     match v {
         Value::Int(_) | Value::BigInt(_) | Value::Float(_) => 0,
         Value::Atom(_) => 1,
+        Value::Ref(_) => 2,
+        Value::Pid(_) => 5,
         Value::Opaque(term) => match **term {
-            eetf::Term::Reference(_) => 2,
             eetf::Term::ExternalFun(_) | eetf::Term::InternalFun(_) => 3,
             eetf::Term::Port(_) => 4,
-            eetf::Term::Pid(_) => 5,
             _ => 10,
         },
         Value::Tuple(_) => 6,
@@ -72,6 +72,14 @@ fn cmp(a: &Value, b: &Value, exact: bool) -> Ordering {
         _ if ca == 0 => cmp_numbers(a, b, exact),
         _ if ca == 8 || ca == 9 => cmp_lists(a, b, exact),
         _ if ca == 10 => cmp_bits(a, b),
+        (Value::Pid(x), Value::Pid(y)) => {
+            (x.node, x.serial, x.id, x.creation).cmp(&(y.node, y.serial, y.id, y.creation))
+        }
+        (Value::Ref(x), Value::Ref(y)) => x
+            .node
+            .cmp(&y.node)
+            .then_with(|| x.words().iter().rev().cmp(y.words().iter().rev()))
+            .then(x.creation.cmp(&y.creation)),
         (Value::Opaque(x), Value::Opaque(y)) => cmp_opaque(x, y),
         _ => Ordering::Equal,
     }
@@ -207,20 +215,8 @@ impl FromF64Lossless for BigInt {
 fn cmp_opaque(x: &eetf::Term, y: &eetf::Term) -> Ordering {
     use eetf::Term;
     match (x, y) {
-        (Term::Pid(a), Term::Pid(b)) => (a.node.name.as_str(), a.id, a.serial, a.creation).cmp(&(
-            b.node.name.as_str(),
-            b.id,
-            b.serial,
-            b.creation,
-        )),
         (Term::Port(a), Term::Port(b)) => {
             (a.node.name.as_str(), a.id, a.creation).cmp(&(b.node.name.as_str(), b.id, b.creation))
-        }
-        (Term::Reference(a), Term::Reference(b)) => {
-            // References compare by their numbers, most significant word last on the wire.
-            let ka: Vec<u32> = a.id.iter().rev().copied().collect();
-            let kb: Vec<u32> = b.id.iter().rev().copied().collect();
-            (a.node.name.as_str(), ka, a.creation).cmp(&(b.node.name.as_str(), kb, b.creation))
         }
         _ => x.to_string().cmp(&y.to_string()),
     }

@@ -8,6 +8,7 @@
 
 use super::atom::{Atom, atoms};
 use super::order::cmp_exact;
+use super::pid::{Pid, Ref};
 use num_bigint::BigInt;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -43,7 +44,11 @@ pub enum Value {
     ImproperList(Box<(Box<[Value]>, Value)>),
     /// A map, entries sorted by key in map-key order, keys unique.
     Map(Box<[(Value, Value)]>),
-    /// A pid, port, reference, fun or bit string, kept as received.
+    /// A pid.
+    Pid(Box<Pid>),
+    /// A reference.
+    Ref(Box<Ref>),
+    /// A port, fun or bit string, kept as received.
     Opaque(Box<eetf::Term>),
 }
 
@@ -66,6 +71,8 @@ impl Hash for Value {
                 pair.1.hash(state);
             }
             Value::Map(entries) => entries.hash(state),
+            Value::Pid(pid) => pid.hash(state),
+            Value::Ref(r) => r.hash(state),
             Value::Opaque(term) => term.hash(state),
         }
     }
@@ -225,6 +232,14 @@ impl Value {
         }
     }
 
+    /// The pid, if this is one.
+    pub fn as_pid(&self) -> Option<&Pid> {
+        match self {
+            Value::Pid(pid) => Some(pid),
+            _ => None,
+        }
+    }
+
     /// Whether this is a number.
     pub fn is_number(&self) -> bool {
         matches!(self, Value::Int(_) | Value::BigInt(_) | Value::Float(_))
@@ -317,6 +332,8 @@ impl fmt::Debug for Value {
                 }
                 f.write_str("}")
             }
+            Value::Pid(pid) => write!(f, "{pid:?}"),
+            Value::Ref(r) => write!(f, "{r:?}"),
             Value::Opaque(term) => write!(f, "{term}"),
         }
     }

@@ -2,28 +2,15 @@
 //!
 //! After the handshake every frame is a 4-byte big-endian length followed by that many bytes;
 //! length 0 is a tick. This node negotiates neither the atom cache nor fragments, so every other
-//! frame is a pass-through message: the byte 112, a control tuple, and for message-carrying
-//! operations a payload term. Decoding the control message and payload is `erl_dist`'s, after
-//! [`super::etf_guard`] has checked the bytes; this module owns the framing and its limits.
+//! frame is a pass-through message: the byte 112, then the terms [`super::dist`] decodes. This
+//! module owns cutting the byte stream into frames, and its limits.
 
-use erl_dist::message::Message;
-use tokio::io::{AsyncRead, AsyncReadExt};
+pub use super::dist::Frame;
 
 /// The largest frame accepted (a guard against garbage lengths).
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 const PASS_THROUGH: u8 = 112;
-
-/// One incoming frame.
-#[derive(Debug)]
-pub enum Frame {
-    /// A keep-alive tick.
-    Tick,
-    /// A decoded distribution message.
-    Message(Box<Message>),
-    /// A well-framed message this node could not decode; the connection stays usable.
-    Undecodable(String),
-}
 
 /// An error that leaves the stream unusable.
 #[derive(Debug, thiserror::Error)]
@@ -42,26 +29,75 @@ pub enum FrameError {
     BadTag(u8),
 }
 
-/// Reads one frame, reusing `buf` for its bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-) -> Result<Frame, FrameError> {
-    let len = match reader.read_u32().await {
-        Ok(n) => n as usize,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
-    };
-    if len == 0 {
-        return Ok(Frame::Tick);
+/// Accumulates bytes read from a socket and cuts whole frames out of them.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// Bytes read from the socket at a time, at least.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl FrameReader {
+    /// An empty reader.
+    pub fn new() -> FrameReader {
+        FrameReader::default()
     }
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+
+    /// The next whole frame already buffered, if any.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = if len == 0 {
+            Frame::Tick
+        } else {
+            decode(&avail[4..4 + len])?
+        };
+        self.start += 4 + len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(Some(frame))
     }
-    buf.clear();
-    buf.resize(len, 0);
-    reader.read_exact(buf).await?;
-    decode(buf)
+
+    /// Free space to read into (room for at least the frame being received).
+    pub fn read_space(&mut self) -> &mut [u8] {
+        if self.start > 0 && (self.start == self.end || self.start > self.buf.len() / 2) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let pending = &self.buf[self.start..self.end];
+        let want = if pending.len() >= 4 {
+            let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+            (4 + len.min(MAX_FRAME))
+                .saturating_sub(pending.len())
+                .max(READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Marks `n` bytes of [`Self::read_space`] as filled.
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
 }
 
 /// Decodes the bytes of one non-tick frame.
@@ -71,84 +107,78 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
         Some(&tag) => return Err(FrameError::BadTag(tag)),
         None => return Ok(Frame::Tick),
     }
-    if let Err(e) = super::etf_guard::check_terms(&bytes[1..]) {
-        return Ok(Frame::Undecodable(e.to_string()));
-    }
-    let mut rest = &bytes[1..];
-    match Message::read_from(&mut rest) {
-        Ok(message) => Ok(Frame::Message(Box::new(message))),
+    match super::dist::decode(&bytes[1..]) {
+        Ok(control) => Ok(Frame::Control(Box::new(control))),
         Err(e) => Ok(Frame::Undecodable(e.to_string())),
     }
-}
-
-/// Appends one framed message to `out`.
-pub fn encode(message: Message, out: &mut Vec<u8>) -> Result<(), String> {
-    if matches!(message, Message::Tick) {
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        return Ok(());
-    }
-    let start = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0, PASS_THROUGH]);
-    if let Err(e) = message.write_into(out) {
-        out.truncate(start);
-        return Err(e.to_string());
-    }
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eetf::{Atom, Pid, Term};
+    use crate::term::{Atom, Pid, Value};
+    use crate::wire::dist::{self, Control};
+    use crate::wire::etf;
 
-    #[tokio::test]
-    async fn messages_roundtrip_through_frames() {
-        let pid = Pid::new("a@127.0.0.1", 1, 2, 3);
-        let msg = Message::reg_send(pid.clone(), Atom::from("srv"), Term::from(Atom::from("hi")));
-        let mut bytes = Vec::new();
-        encode(Message::Tick, &mut bytes).unwrap();
-        encode(msg.clone(), &mut bytes).unwrap();
-        let mut reader = &bytes[..];
-        let mut buf = Vec::new();
-        assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Ok(Frame::Tick)
-        ));
-        match read_frame(&mut reader, &mut buf).await {
-            Ok(Frame::Message(m)) => assert_eq!(*m, msg),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Err(FrameError::Closed)
-        ));
+    fn feed(reader: &mut FrameReader, bytes: &[u8]) {
+        let space = reader.read_space();
+        space[..bytes.len()].copy_from_slice(bytes);
+        reader.filled(bytes.len());
     }
 
-    #[tokio::test]
-    async fn garbage_is_rejected_without_panicking() {
+    #[test]
+    fn frame_reader_cuts_frames_across_reads() {
+        let to = Pid {
+            node: Atom::new("a@127.0.0.1").unwrap(),
+            id: 1,
+            serial: 2,
+            creation: 3,
+        };
+        let hello = Value::Atom(Atom::new("hello").unwrap());
+        let mut bytes = Vec::new();
+        dist::send(&mut bytes, &to, |o| etf::encode(&hello, o));
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        dist::send(&mut bytes, &to, |o| etf::encode(&hello, o));
+        // Feed the bytes three at a time.
+        let mut reader = FrameReader::new();
+        let mut frames = Vec::new();
+        for chunk in bytes.chunks(3) {
+            feed(&mut reader, chunk);
+            while let Some(frame) = reader.next_frame().unwrap() {
+                frames.push(frame);
+            }
+        }
+        let expected = Control::Send {
+            from: None,
+            to,
+            message: hello,
+        };
+        assert_eq!(frames.len(), 3);
+        assert!(matches!(&frames[0], Frame::Control(c) if **c == expected));
+        assert!(matches!(frames[1], Frame::Tick));
+        assert!(matches!(&frames[2], Frame::Control(c) if **c == expected));
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panicking() {
         // An absurd length.
-        let mut reader = &[0xffu8, 0xff, 0xff, 0xff, 1, 2][..];
-        let mut buf = Vec::new();
-        assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Err(FrameError::TooLarge(_))
-        ));
+        let mut reader = FrameReader::new();
+        feed(&mut reader, &[0xff, 0xff, 0xff, 0xff, 1, 2]);
+        assert!(matches!(reader.next_frame(), Err(FrameError::TooLarge(_))));
         // A wrong tag.
-        let mut reader = &[0u8, 0, 0, 2, 200, 1][..];
-        assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Err(FrameError::BadTag(200))
-        ));
+        let mut reader = FrameReader::new();
+        feed(&mut reader, &[0, 0, 0, 2, 200, 1]);
+        assert!(matches!(reader.next_frame(), Err(FrameError::BadTag(200))));
         // A pass-through frame whose term is garbage stays a frame.
-        let mut reader = &[0u8, 0, 0, 4, 112, 131, 255, 0][..];
+        let mut reader = FrameReader::new();
+        feed(&mut reader, &[0, 0, 0, 4, 112, 131, 255, 0]);
         assert!(matches!(
-            read_frame(&mut reader, &mut buf).await,
-            Ok(Frame::Undecodable(_))
+            reader.next_frame(),
+            Ok(Some(Frame::Undecodable(_)))
         ));
-        // A truncated frame is an I/O error, not a panic.
-        let mut reader = &[0u8, 0, 0, 9, 112][..];
-        assert!(read_frame(&mut reader, &mut buf).await.is_err());
+        // A truncated frame waits for more bytes.
+        let mut reader = FrameReader::new();
+        feed(&mut reader, &[0, 0, 0, 9, 112]);
+        assert!(matches!(reader.next_frame(), Ok(None)));
     }
 }

@@ -1,0 +1,610 @@
+//! Distribution operations: the control messages of a connected channel, decoded and encoded
+//! with this node's own term codec ([`super::etf`]).
+//!
+//! `erl_dist` does the EPMD and handshake work; for the messages of a live connection the node
+//! uses its own types, because every call crosses this code twice and `erl_dist`'s messages are
+//! built from `eetf` term trees (a string per atom, a vector per tuple, a hash map per map). The
+//! control message is a tuple whose first element is the operation number; operations that
+//! carry a message or an exit reason have it as a second term. The tests check this against
+//! `erl_dist`'s own encoder.
+
+use super::etf::{self, DecodeError};
+use crate::term::{Atom, Pid, Ref, Value};
+
+/// A process named by pid or by registered name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcRef {
+    /// By pid.
+    Pid(Pid),
+    /// By registered name.
+    Name(Atom),
+}
+
+/// One incoming distribution operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// `SEND`, `SEND_TT`, `SEND_SENDER`, `SEND_SENDER_TT`: a message to a pid.
+    Send {
+        /// The sender, when the operation carries it.
+        from: Option<Pid>,
+        /// The receiver.
+        to: Pid,
+        /// The message.
+        message: Value,
+    },
+    /// `REG_SEND`, `REG_SEND_TT`: a message to a registered name.
+    RegSend {
+        /// The sender.
+        from: Pid,
+        /// The name.
+        to: Atom,
+        /// The message.
+        message: Value,
+    },
+    /// `ALIAS_SEND`, `ALIAS_SEND_TT`: a message to an alias.
+    AliasSend {
+        /// The sender.
+        from: Pid,
+        /// The alias.
+        alias: Ref,
+        /// The message.
+        message: Value,
+    },
+    /// `LINK`.
+    Link {
+        /// The linking process.
+        from: Pid,
+        /// The process linked to.
+        to: Pid,
+    },
+    /// `UNLINK` (no id) and `UNLINK_ID`.
+    Unlink {
+        /// The unlink id to acknowledge, if any.
+        id: Option<Value>,
+        /// The unlinking process.
+        from: Pid,
+        /// The process unlinked from.
+        to: Pid,
+    },
+    /// `UNLINK_ID_ACK`.
+    UnlinkAck,
+    /// `EXIT`/`EXIT_TT`/`PAYLOAD_EXIT`/`PAYLOAD_EXIT_TT` (a link broke, `link` is true) and
+    /// `EXIT2`/`EXIT2_TT`/`PAYLOAD_EXIT2`/`PAYLOAD_EXIT2_TT` (`exit/2`).
+    Exit {
+        /// Who exited, or who sent the signal.
+        from: Pid,
+        /// The receiver.
+        to: Pid,
+        /// The exit reason.
+        reason: Value,
+        /// Whether the signal travels along a link.
+        link: bool,
+    },
+    /// `MONITOR_P`.
+    Monitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: ProcRef,
+        /// The monitor reference.
+        reference: Ref,
+    },
+    /// `DEMONITOR_P`.
+    Demonitor {
+        /// The monitoring process.
+        from: Pid,
+        /// The monitored process.
+        to: ProcRef,
+        /// The monitor reference.
+        reference: Ref,
+    },
+    /// `MONITOR_P_EXIT`, `PAYLOAD_MONITOR_P_EXIT`: a monitored process died.
+    MonitorExit {
+        /// The process that died.
+        from: ProcRef,
+        /// The monitoring (local) process.
+        to: Pid,
+        /// The monitor reference.
+        reference: Ref,
+        /// Why it died.
+        reason: Value,
+    },
+    /// `SPAWN_REQUEST`, `SPAWN_REQUEST_TT`.
+    SpawnRequest {
+        /// The request id.
+        req_id: Ref,
+        /// The requesting process.
+        from: Pid,
+    },
+    /// An operation the node has no use for (`NODE_LINK`, `GROUP_LEADER`, `SPAWN_REPLY`...).
+    Ignored(i64),
+}
+
+/// An incoming frame.
+#[derive(Debug)]
+pub enum Frame {
+    /// A keep-alive tick.
+    Tick,
+    /// A decoded operation.
+    Control(Box<Control>),
+    /// A well-framed message this node could not decode; the connection stays usable.
+    Undecodable(String),
+}
+
+fn bad(reason: String) -> DecodeError {
+    DecodeError { offset: 0, reason }
+}
+
+fn pid(v: &Value, what: &str) -> Result<Pid, DecodeError> {
+    v.as_pid()
+        .copied()
+        .ok_or_else(|| bad(format!("{what} must be a pid, got {v:?}")))
+}
+
+fn reference(v: &Value, what: &str) -> Result<Ref, DecodeError> {
+    match v {
+        Value::Ref(r) => Ok(**r),
+        _ => Err(bad(format!("{what} must be a reference, got {v:?}"))),
+    }
+}
+
+fn proc_ref(v: &Value) -> Result<ProcRef, DecodeError> {
+    match v {
+        Value::Pid(p) => Ok(ProcRef::Pid(**p)),
+        Value::Atom(a) => Ok(ProcRef::Name(*a)),
+        _ => Err(bad(format!("a process must be a pid or a name, got {v:?}"))),
+    }
+}
+
+/// Decodes the body of a pass-through frame (after the 112 tag).
+pub fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
+    let (control, used) = etf::decode(bytes)?;
+    let payload = if used < bytes.len() {
+        let (payload, used2) = etf::decode(&bytes[used..]).map_err(|e| DecodeError {
+            offset: used + e.offset,
+            reason: e.reason,
+        })?;
+        if used + used2 != bytes.len() {
+            return Err(bad("trailing bytes after the payload".into()));
+        }
+        Some(payload)
+    } else {
+        None
+    };
+    let items = control
+        .as_tuple()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            bad(format!(
+                "a control message must be a tuple, got {control:?}"
+            ))
+        })?;
+    let op = items[0]
+        .as_int()
+        .ok_or_else(|| bad(format!("unknown control message {control:?}")))?;
+    let arity = |n: usize| -> Result<(), DecodeError> {
+        if items.len() == n {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "operation {op} needs {n} elements, got {control:?}"
+            )))
+        }
+    };
+    let payload = |what: &str| -> Result<Value, DecodeError> {
+        payload
+            .clone()
+            .ok_or_else(|| bad(format!("operation {op} lacks its {what}")))
+    };
+    Ok(match op {
+        2 | 12 => {
+            arity(if op == 2 { 3 } else { 4 })?;
+            Control::Send {
+                from: None,
+                to: pid(&items[2], "SEND receiver")?,
+                message: payload("message")?,
+            }
+        }
+        22 | 23 => {
+            arity(if op == 22 { 3 } else { 4 })?;
+            Control::Send {
+                from: Some(pid(&items[1], "sender")?),
+                to: pid(&items[2], "receiver")?,
+                message: payload("message")?,
+            }
+        }
+        6 | 16 => {
+            arity(if op == 6 { 4 } else { 5 })?;
+            Control::RegSend {
+                from: pid(&items[1], "sender")?,
+                to: items[3]
+                    .as_atom()
+                    .ok_or_else(|| bad(format!("REG_SEND name must be an atom: {control:?}")))?,
+                message: payload("message")?,
+            }
+        }
+        33 | 34 => {
+            arity(if op == 33 { 3 } else { 4 })?;
+            Control::AliasSend {
+                from: pid(&items[1], "sender")?,
+                alias: reference(&items[2], "alias")?,
+                message: payload("message")?,
+            }
+        }
+        1 => {
+            arity(3)?;
+            Control::Link {
+                from: pid(&items[1], "linker")?,
+                to: pid(&items[2], "linked")?,
+            }
+        }
+        4 => {
+            arity(3)?;
+            Control::Unlink {
+                id: None,
+                from: pid(&items[1], "unlinker")?,
+                to: pid(&items[2], "unlinked")?,
+            }
+        }
+        35 => {
+            arity(4)?;
+            Control::Unlink {
+                id: Some(items[1].clone()),
+                from: pid(&items[2], "unlinker")?,
+                to: pid(&items[3], "unlinked")?,
+            }
+        }
+        36 => Control::UnlinkAck,
+        3 | 8 => {
+            arity(4)?;
+            Control::Exit {
+                from: pid(&items[1], "exiting process")?,
+                to: pid(&items[2], "receiver")?,
+                reason: items[3].clone(),
+                link: op == 3,
+            }
+        }
+        13 | 18 => {
+            arity(5)?;
+            Control::Exit {
+                from: pid(&items[1], "exiting process")?,
+                to: pid(&items[2], "receiver")?,
+                reason: items[4].clone(),
+                link: op == 13,
+            }
+        }
+        24..=27 => {
+            arity(if op == 24 || op == 26 { 3 } else { 4 })?;
+            Control::Exit {
+                from: pid(&items[1], "exiting process")?,
+                to: pid(&items[2], "receiver")?,
+                reason: payload("reason")?,
+                link: op == 24 || op == 25,
+            }
+        }
+        19 | 20 => {
+            arity(4)?;
+            let (from, to, reference) = (
+                pid(&items[1], "monitoring process")?,
+                proc_ref(&items[2])?,
+                reference(&items[3], "monitor reference")?,
+            );
+            if op == 19 {
+                Control::Monitor {
+                    from,
+                    to,
+                    reference,
+                }
+            } else {
+                Control::Demonitor {
+                    from,
+                    to,
+                    reference,
+                }
+            }
+        }
+        21 | 28 => {
+            arity(if op == 21 { 5 } else { 4 })?;
+            Control::MonitorExit {
+                from: proc_ref(&items[1])?,
+                to: pid(&items[2], "monitoring process")?,
+                reference: reference(&items[3], "monitor reference")?,
+                reason: if op == 21 {
+                    items[4].clone()
+                } else {
+                    payload("reason")?
+                },
+            }
+        }
+        29 | 30 => Control::SpawnRequest {
+            req_id: reference(items.get(1).unwrap_or(&Value::nil()), "spawn request id")?,
+            from: pid(items.get(2).unwrap_or(&Value::nil()), "spawning process")?,
+        },
+        other => Control::Ignored(other),
+    })
+}
+
+/// Appends one pass-through frame: `[Len][112][131 Control]` and, if `payload` writes one,
+/// the payload term (the closure must write the 131 version byte itself).
+pub fn frame(out: &mut Vec<u8>, control: &Value, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, 112]);
+    etf::encode(control, out);
+    payload(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn op(n: i64) -> Value {
+    Value::Int(n)
+}
+
+fn pid_value(p: &Pid) -> Value {
+    Value::Pid(Box::new(*p))
+}
+
+fn ref_value(r: &Ref) -> Value {
+    Value::Ref(Box::new(*r))
+}
+
+fn proc_value(p: &ProcRef) -> Value {
+    match p {
+        ProcRef::Pid(pid) => pid_value(pid),
+        ProcRef::Name(name) => Value::Atom(*name),
+    }
+}
+
+/// `SEND` to `to`; `payload` writes the message (with its version byte).
+pub fn send(out: &mut Vec<u8>, to: &Pid, payload: impl FnOnce(&mut Vec<u8>)) {
+    let control = Value::tuple(vec![
+        op(2),
+        Value::Atom(Atom::from_static("")),
+        pid_value(to),
+    ]);
+    frame(out, &control, payload);
+}
+
+/// `ALIAS_SEND` from `from` to `alias`.
+pub fn alias_send(out: &mut Vec<u8>, from: &Pid, alias: &Ref, payload: impl FnOnce(&mut Vec<u8>)) {
+    let control = Value::tuple(vec![op(33), pid_value(from), ref_value(alias)]);
+    frame(out, &control, payload);
+}
+
+/// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
+pub fn monitor_exit(out: &mut Vec<u8>, from: &ProcRef, to: &Pid, reference: &Ref, reason: &Value) {
+    let control = Value::tuple(vec![
+        op(21),
+        proc_value(from),
+        pid_value(to),
+        ref_value(reference),
+        reason.clone(),
+    ]);
+    frame(out, &control, |_| {});
+}
+
+/// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
+pub fn exit(out: &mut Vec<u8>, from: &Pid, to: &Pid, reason: &Value) {
+    let control = Value::tuple(vec![op(3), pid_value(from), pid_value(to), reason.clone()]);
+    frame(out, &control, |_| {});
+}
+
+/// `MONITOR_P` from a local process.
+pub fn monitor(out: &mut Vec<u8>, from: &Pid, to: &ProcRef, reference: &Ref) {
+    let control = Value::tuple(vec![
+        op(19),
+        pid_value(from),
+        proc_value(to),
+        ref_value(reference),
+    ]);
+    frame(out, &control, |_| {});
+}
+
+/// `DEMONITOR_P` from a local process.
+pub fn demonitor(out: &mut Vec<u8>, from: &Pid, to: &ProcRef, reference: &Ref) {
+    let control = Value::tuple(vec![
+        op(20),
+        pid_value(from),
+        proc_value(to),
+        ref_value(reference),
+    ]);
+    frame(out, &control, |_| {});
+}
+
+/// `UNLINK_ID_ACK`.
+pub fn unlink_ack(out: &mut Vec<u8>, id: &Value, from: &Pid, to: &Pid) {
+    let control = Value::tuple(vec![op(36), id.clone(), pid_value(from), pid_value(to)]);
+    frame(out, &control, |_| {});
+}
+
+/// `SPAWN_REPLY` refusing a spawn request with `reason`.
+pub fn spawn_refused(out: &mut Vec<u8>, req_id: &Ref, to: &Pid, reason: Atom) {
+    let control = Value::tuple(vec![
+        op(31),
+        ref_value(req_id),
+        pid_value(to),
+        op(0),
+        Value::Atom(reason),
+    ]);
+    frame(out, &control, |_| {});
+}
+
+/// `REG_SEND` from `from` to the name `to`.
+pub fn reg_send(out: &mut Vec<u8>, from: &Pid, to: Atom, payload: impl FnOnce(&mut Vec<u8>)) {
+    let control = Value::tuple(vec![
+        op(6),
+        pid_value(from),
+        Value::Atom(Atom::from_static("")),
+        Value::Atom(to),
+    ]);
+    frame(out, &control, payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use erl_dist::message::Message;
+    use erl_dist::term::PidOrAtom;
+
+    fn via_erl_dist(message: Message) -> Control {
+        let mut bytes = Vec::new();
+        message.write_into(&mut bytes).unwrap();
+        decode(&bytes).unwrap()
+    }
+
+    fn our_pid(p: &eetf::Pid) -> Pid {
+        Pid::from_eetf(p).unwrap()
+    }
+
+    #[test]
+    fn decodes_what_erl_dist_encodes() {
+        let a = eetf::Pid::new("a@h", 1, 0, 5);
+        let b = eetf::Pid::new("b@h", 2, 0, 6);
+        let r = eetf::Reference::from(("a@h", vec![7, 8, 9]));
+        let hello = eetf::Term::from(eetf::Atom::from("hello"));
+        let hello_v = Value::Atom(Atom::new("hello").unwrap());
+
+        assert_eq!(
+            via_erl_dist(Message::send(b.clone(), hello.clone())),
+            Control::Send {
+                from: None,
+                to: our_pid(&b),
+                message: hello_v.clone()
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::send_sender(a.clone(), b.clone(), hello.clone())),
+            Control::Send {
+                from: Some(our_pid(&a)),
+                to: our_pid(&b),
+                message: hello_v.clone()
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::reg_send(
+                a.clone(),
+                eetf::Atom::from("srv"),
+                hello.clone()
+            )),
+            Control::RegSend {
+                from: our_pid(&a),
+                to: Atom::new("srv").unwrap(),
+                message: hello_v.clone()
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::alias_send(a.clone(), r.clone(), hello.clone())),
+            Control::AliasSend {
+                from: our_pid(&a),
+                alias: Ref::from_eetf(&r).unwrap(),
+                message: hello_v.clone()
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::monitor_p(
+                a.clone(),
+                PidOrAtom::Atom(eetf::Atom::from("srv")),
+                r.clone()
+            )),
+            Control::Monitor {
+                from: our_pid(&a),
+                to: ProcRef::Name(Atom::new("srv").unwrap()),
+                reference: Ref::from_eetf(&r).unwrap()
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::payload_exit(a.clone(), b.clone(), hello.clone())),
+            Control::Exit {
+                from: our_pid(&a),
+                to: our_pid(&b),
+                reason: hello_v.clone(),
+                link: true
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::exit2(a.clone(), b.clone(), hello.clone())),
+            Control::Exit {
+                from: our_pid(&a),
+                to: our_pid(&b),
+                reason: hello_v.clone(),
+                link: false
+            }
+        );
+        assert_eq!(
+            via_erl_dist(Message::unlink_id(
+                eetf::Term::from(eetf::FixInteger::from(3)),
+                a.clone(),
+                b.clone()
+            )),
+            Control::Unlink {
+                id: Some(Value::Int(3)),
+                from: our_pid(&a),
+                to: our_pid(&b)
+            }
+        );
+        assert_eq!(via_erl_dist(Message::node_link()), Control::Ignored(5));
+    }
+
+    #[test]
+    fn erl_dist_decodes_what_we_encode() {
+        let a = Pid {
+            node: Atom::new("a@h").unwrap(),
+            id: 1,
+            serial: 0,
+            creation: 5,
+        };
+        let b = Pid {
+            node: Atom::new("b@h").unwrap(),
+            id: 2,
+            serial: 0,
+            creation: 6,
+        };
+        let r = Ref::new(Atom::new("a@h").unwrap(), 5, &[1, 2, 3]);
+        let mut out = Vec::new();
+        send(&mut out, &b, |o| etf::encode(&Value::Int(42), o));
+        monitor_exit(
+            &mut out,
+            &ProcRef::Pid(a),
+            &b,
+            &r,
+            &Value::Atom(Atom::new("noproc").unwrap()),
+        );
+        exit(&mut out, &a, &b, &Value::Atom(Atom::new("normal").unwrap()));
+        alias_send(&mut out, &a, &r, |o| etf::encode(&Value::Int(1), o));
+        let mut rest = &out[..];
+        let mut decoded = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            assert_eq!(rest[4], 112);
+            let mut body = &rest[5..4 + len];
+            decoded.push(Message::read_from(&mut body).unwrap());
+            rest = &rest[4 + len..];
+        }
+        assert!(matches!(&decoded[0], Message::Send(s) if s.to_pid == b.to_eetf()));
+        assert!(matches!(&decoded[1], Message::MonitorPExit(m) if m.to_pid == b.to_eetf()));
+        assert!(matches!(&decoded[2], Message::Exit(e) if e.from_pid == a.to_eetf()));
+        assert!(matches!(&decoded[3], Message::AliasSend(s) if s.alias == r.to_eetf()));
+    }
+
+    #[test]
+    fn malformed_control_messages_are_errors() {
+        let mut bytes = Vec::new();
+        etf::encode(&Value::tuple(vec![Value::Int(2), Value::nil()]), &mut bytes);
+        assert!(decode(&bytes).is_err());
+        let mut bytes = Vec::new();
+        etf::encode(&Value::Int(2), &mut bytes);
+        assert!(decode(&bytes).is_err());
+        // SEND without its message.
+        let mut bytes = Vec::new();
+        let to = Pid {
+            node: Atom::new("a@h").unwrap(),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        etf::encode(
+            &Value::tuple(vec![Value::Int(2), Value::nil(), Value::Pid(Box::new(to))]),
+            &mut bytes,
+        );
+        assert!(decode(&bytes).is_err());
+    }
+}
