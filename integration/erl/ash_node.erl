@@ -7,7 +7,7 @@
          call/2, call/3, cast/2, req/2, req/3,
          uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2,
          define/3, start_peer/2, stop_peer/1, peer_call/4, os_kill/2,
-         flush/0, elapsed_ms/1]).
+         flush/0, elapsed_ms/1, alive/1]).
 
 -define(READY_TIMEOUT, 15000).
 -define(PING_TIMEOUT, 10000).
@@ -107,6 +107,10 @@ stop(#{owner := Owner}, Signal) ->
     end.
 
 node(#{node := Node}) -> Node.
+
+%% Whether the node's OS process is still running.
+alive(#{os_pid := OsPid}) ->
+    string:trim(os:cmd(io_lib:format("kill -0 ~b 2>&1 && echo yes", [OsPid]))) =:= "yes".
 os_pid(#{os_pid := P}) -> P.
 log_file(#{log := F}) -> F.
 
