@@ -304,6 +304,14 @@ impl Node {
     }
 }
 
+/// This process's resident memory, from `/proc` (Linux), if it can be read.
+pub fn rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 impl RunningNode {
     /// Stops accepting, closes connections, and unregisters from EPMD.
     pub async fn shutdown(self) {

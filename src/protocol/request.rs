@@ -58,6 +58,8 @@ pub enum Request {
     Clear(Atom),
     /// `ping`.
     Ping,
+    /// `stats`.
+    Stats,
     /// `{fault, Resource, PK, panic | error}`.
     Fault(Atom, Value, Fault),
 }
@@ -229,6 +231,7 @@ pub fn parse(v: &Value) -> Result<Request, RequestError> {
             "unsubscribe" => Ok(Request::Unsubscribe),
             "resources" => Ok(Request::Resources),
             "ping" => Ok(Request::Ping),
+            "stats" => Ok(Request::Stats),
             _ => Err(RequestError::Unknown),
         };
     }
@@ -437,6 +440,7 @@ mod tests {
             "unsubscribe",
             "resources",
             "ping",
+            "stats",
         ];
         for case in cases {
             assert!(

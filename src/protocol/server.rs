@@ -209,6 +209,7 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             Err(e) => reply::render(&Outcome::Error(e)),
         },
         Request::Ping => reply_atom("pong"),
+        Request::Stats => reply::ok_with(stats(node)),
     };
     node.reply(&from, &answer);
 }
@@ -322,6 +323,23 @@ fn aggregate(resource: &Arc<Resource>, q: &Query, aggregates: &[Aggregate]) -> V
         Ok(values) => reply::ok_with(values),
         Err(e) => reply::error(e.reason()),
     }
+}
+
+fn stats(node: &Node) -> Value {
+    let int = |n: usize| Value::Int(n as i64);
+    Value::map(vec![
+        (reply_atom("records"), int(node.store.total_records())),
+        (reply_atom("resources"), int(node.store.names().len())),
+        (reply_atom("connections"), int(node.peers().len())),
+        (reply_atom("record_pids"), int(node.processes.count())),
+        (reply_atom("pending_timers"), int(node.timers.pending())),
+        (reply_atom("expiry_handlers"), int(node.expiry.count())),
+        (reply_atom("uptime_ms"), Value::Int(node.timers.now() as i64)),
+        (
+            reply_atom("rss_bytes"),
+            crate::node::rss_bytes().map_or_else(|| reply_atom("undefined"), |n| int(n)),
+        ),
+    ])
 }
 
 fn info(resource: &Resource) -> Value {
