@@ -342,7 +342,10 @@ start_peer(Tag, Opts) ->
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
     {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
                                     connection => standard_io,
-                                    args => ["-setcookie", Cookie] ++ maps:get(args, Opts, [])}),
+                                    args => ["-setcookie", Cookie,
+                                             %% our modules (and funs of our suites) there too
+                                             "-pa", filename:dirname(code:which(?MODULE))]
+                                        ++ maps:get(args, Opts, [])}),
     {Peer, Node}.
 
 stop_peer(Peer) ->
