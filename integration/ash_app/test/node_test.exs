@@ -9,6 +9,13 @@ defmodule AshApp.NodeTest do
     assert Node.ping(rust_node()) == :pong
   end
 
+  test "this VM's expiry handler is subscribed to the node" do
+    Ash.read!(Author)
+    assert rust_node() in AshGenServer.ExpiryHandler.subscribed_nodes()
+    assert {:ok, %{expiry_handlers: handlers}} = node_call(:stats)
+    assert handlers >= 1
+  end
+
   test "the node knows the resources the shim defined" do
     Ash.read!(Author)
     assert {:ok, resources} = node_call(:resources)
@@ -48,6 +55,8 @@ defmodule AshApp.NodeTest do
     assert [%{name: "after"}] = Ash.read!(Author)
 
     # and the expiry handler subscribed again: expiry still runs the destroy action
+    assert {:ok, %{expiry_handlers: 1}} = node_call(:stats)
+
     session = Session |> Ash.Changeset.for_create(:create, %{owner: self()}) |> Ash.create!()
 
     session_id = session.id
