@@ -48,20 +48,29 @@ logdir="$(cd "$logdir" && pwd)"
 piddir="$(mktemp -d "${TMPDIR:-/tmp}/ash_erl_pids.XXXXXX")"
 export ASH_ERL_PIDDIR="$piddir"
 out="$(mktemp "${TMPDIR:-/tmp}/ash_erl_out.XXXXXX")"
+bindir="$(mktemp -d "${TMPDIR:-/tmp}/ash_erl_bin.XXXXXX")"
 cleanup() {
   for f in "$piddir"/*; do
     [[ -e "$f" ]] || continue
     pid="$(basename "$f")"
     kill -TERM "$pid" 2>/dev/null || true
   done
-  rm -rf "$piddir" "$out"
+  rm -rf "$piddir" "$out" "$bindir"
 }
 trap cleanup EXIT
+
+# Every suite runs the same bytes: a private copy of the binary, taken now, so a `cargo build`
+# running meanwhile (or a by-name cleanup of other sessions' nodes) does not change or stop the
+# nodes of this run half-way.
+tested_bin="$ASH_GEN_SERVER_BIN"
+cp "$ASH_GEN_SERVER_BIN" "$bindir/ash-gen-server-erl-e2e"
+export ASH_GEN_SERVER_BIN="$bindir/ash-gen-server-erl-e2e"
 
 unique="$$_${RANDOM}${RANDOM}"
 cookie="ash_erl_${RANDOM}${RANDOM}${RANDOM}"
 
-echo "== Common Test suites in $suites against $ASH_GEN_SERVER_BIN"
+echo "== Common Test suites in $suites against $tested_bin"
+echo "   (sha256 $(sha256sum "$ASH_GEN_SERVER_BIN" | cut -c1-16), built $(date -r "$tested_bin" '+%F %T'))"
 echo "   logs: $logdir"
 set +e
 ct_run -noshell \
