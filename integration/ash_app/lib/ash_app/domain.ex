@@ -11,5 +11,6 @@ defmodule AshApp.Domain do
     resource AshApp.ExpiryLog
     resource AshApp.Fragile
     resource AshApp.Orphan
+    resource AshApp.Everything
   end
 end

@@ -12,7 +12,8 @@ defmodule AshApp.Case do
     AshApp.Session,
     AshApp.Token,
     AshApp.ExpiryLog,
-    AshApp.Fragile
+    AshApp.Fragile,
+    AshApp.Everything
   ]
 
   using do
@@ -20,7 +21,7 @@ defmodule AshApp.Case do
       import AshApp.Helpers
       require Ash.Query
       require Ash.Expr
-      alias AshApp.{Author, ExpiryLog, Fragile, Orphan, Post, Session, Tag, Token}
+      alias AshApp.{Author, Everything, ExpiryLog, Fragile, Orphan, Post, Session, Tag, Token}
     end
   end
 
