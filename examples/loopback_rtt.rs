@@ -23,7 +23,12 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut options = Options { iters: 20_000, warmup: 2_000, size: 64, json: false };
+    let mut options = Options {
+        iters: 20_000,
+        warmup: 2_000,
+        size: 64,
+        json: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> Result<usize, String> {
@@ -108,7 +113,11 @@ async fn main() -> std::io::Result<()> {
         read_frame(&mut client, &mut reply).await?;
         let elapsed = started.elapsed();
         if reply.len() != options.size {
-            eprintln!("loopback_rtt: echo of {} bytes, expected {}", reply.len(), options.size);
+            eprintln!(
+                "loopback_rtt: echo of {} bytes, expected {}",
+                reply.len(),
+                options.size
+            );
             std::process::exit(1);
         }
         if round >= options.warmup {
