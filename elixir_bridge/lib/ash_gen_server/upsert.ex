@@ -1,0 +1,311 @@
+defmodule AshGenServer.Upsert do
+  @moduledoc """
+  Upserts for `AshGenServer.DataLayer`, single and bulk.
+
+  On the primary key or an identity the node enforces, an upsert is the node's atomic `upsert`
+  request: what the existing record gets is Ash's `set_on_upsert/2` plus the update defaults,
+  and an `upsert_condition` the node can evaluate exactly is its `condition`. A condition it
+  cannot evaluate (e.g. one using `upsert_conflict/1`) is checked by Ash against the existing
+  record first. On keys the node does not know (an identity with a `where`) the upsert is
+  emulated: look the record up, then update it or create it (not atomic).
+
+  A bulk upsert whose records each set their own values for the same fields is one
+  `bulk_create` request with `upsert => true, fields => [...]`; otherwise one `upsert` per record.
+  """
+
+  alias Ash.Changeset
+  alias AshGenServer.{Client, Filter, Values, Write}
+  alias AshGenServer.DataLayer.Info
+
+  import Write, only: [error: 3, error: 4, no_filter?: 1]
+
+  @doc "Upserts one record (`c:Ash.DataLayer.upsert/4`)."
+  def upsert(resource, changeset, keys, identity \\ nil) do
+    keys = keys || Ash.Resource.Info.primary_key(resource)
+
+    with {:ok, record} <- Changeset.apply_attributes(changeset),
+         {:ok, stored} <- Values.dump_record(resource, record),
+         {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)),
+         {:ok, condition} <- upsert_condition(resource, changeset, record, stored, keys) do
+      case condition do
+        {:skip, existing} ->
+          {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+        condition ->
+          if node_upsert_keys?(resource, keys) do
+            request =
+              {:upsert, resource, stored,
+               %{keys: keys, set: set, condition: Filter.to_request(condition)}}
+
+            resource
+            |> Client.request(request)
+            |> upsert_reply(resource, identity)
+          else
+            emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
+          end
+      end
+    end
+  end
+
+  # The node upserts atomically on the primary key or an identity it enforces.
+  defp node_upsert_keys?(resource, keys) do
+    keys = Enum.sort(keys)
+
+    keys == Enum.sort(Ash.Resource.Info.primary_key(resource)) or
+      Enum.any?(Info.node_identities(resource), fn {_name, identity_keys} ->
+        Enum.sort(identity_keys) == keys
+      end)
+  end
+
+  # Upsert keys the node does not know (an identity with a `where`): look the record up, then
+  # update it (still only if its keys and the pushable condition hold) or create it. Not atomic.
+  defp emulated_upsert(resource, changeset, stored, set, keys, identity, condition) do
+    key_values = Map.take(stored, keys)
+
+    if Enum.any?(key_values, fn {_, value} -> is_nil(value) end) do
+      resource |> Write.create(changeset) |> put_upsert_action(:create)
+    else
+      key_filter =
+        key_values
+        |> Enum.map(fn {key, value} -> {:eq, key, value} end)
+        |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+      with {:ok, found} <-
+             query_request(
+               resource,
+               {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: nil}}
+             ),
+           {:ok, found} <- Values.cast_records(resource, found),
+           {:ok, found} <-
+             Ash.Filter.Runtime.filter_matches(
+               changeset.domain,
+               found,
+               identity && identity.where && Ash.Filter.parse!(resource, identity.where)
+             ) do
+        case found do
+          [] ->
+            resource |> Write.create(changeset) |> put_upsert_action(:create)
+
+          [existing | _] ->
+            {:ok, pk} = Values.primary_key(resource, existing)
+            guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
+
+            case Client.request(resource, {:update, resource, pk, set, %{filter: guard}}) do
+              {:ok, updated} ->
+                resource
+                |> Values.cast_record(updated)
+                |> put_upsert_action(:update)
+
+              {:error, :stale} ->
+                {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+              {:error, reason} ->
+                error(reason, resource, :upsert, identity: identity)
+            end
+        end
+      end
+    end
+  end
+
+  defp put_upsert_action({:ok, record}, action),
+    do: {:ok, Ash.Resource.put_metadata(record, :upsert_action, action)}
+
+  defp put_upsert_action(other, _action), do: other
+
+  defp upsert_reply({:ok, action, stored}, resource, _identity)
+       when action in [:created, :updated, :skipped] do
+    with {:ok, result} <- Values.cast_record(resource, stored) do
+      {:ok, upsert_metadata(result, action)}
+    end
+  end
+
+  defp upsert_reply({:error, reason}, resource, identity),
+    do: error(reason, resource, :upsert, identity: identity)
+
+  defp upsert_reply(other, resource, _identity), do: error(other, resource, :upsert)
+
+  defp upsert_metadata(record, :skipped),
+    do: Ash.Resource.put_metadata(record, :upsert_skipped, true)
+
+  defp upsert_metadata(record, :created),
+    do: Ash.Resource.put_metadata(record, :upsert_action, :create)
+
+  defp upsert_metadata(record, :updated),
+    do: Ash.Resource.put_metadata(record, :upsert_action, :update)
+
+  # What an existing record gets on conflict: Ash's `set_on_upsert/2`, plus the update defaults
+  # (`update_default`) unless the action says not to touch them.
+  defp upsert_set(resource, changeset, keys) do
+    to_set = Changeset.set_on_upsert(changeset, keys)
+    touch? = changeset.context[:private][:touch_update_defaults?]
+    upsert_fields = changeset.context[:private][:upsert_fields]
+
+    update_defaults =
+      resource |> Ash.Resource.Info.attributes() |> Enum.filter(& &1.update_default)
+
+    if touch? == false or to_set == [] do
+      explicit? = fn name ->
+        if is_list(upsert_fields),
+          do: name in upsert_fields,
+          else:
+            Map.has_key?(changeset.attributes, name) and
+              name not in Map.get(changeset, :defaults, [])
+      end
+
+      default_names = MapSet.new(update_defaults, & &1.name)
+
+      Enum.reject(to_set, fn {name, _} ->
+        MapSet.member?(default_names, name) and not explicit?.(name)
+      end)
+    else
+      Enum.reduce(update_defaults, to_set, fn attribute, acc ->
+        if Keyword.has_key?(acc, attribute.name),
+          do: acc,
+          else: Keyword.put(acc, attribute.name, default_value(attribute.update_default))
+      end)
+    end
+  end
+
+  defp default_value(fun) when is_function(fun, 0), do: fun.()
+  defp default_value({m, f, a}) when is_atom(m) and is_atom(f) and is_list(a), do: apply(m, f, a)
+  defp default_value(value), do: value
+
+  # The upsert condition (`upsert_condition`, in `changeset.filter`). Exact ones go to the node
+  # and are checked atomically. Others (e.g. using `upsert_conflict/1`) are checked here
+  # against the existing record, and the pushable part is still sent.
+  defp upsert_condition(resource, %{filter: filter} = changeset, record, stored, keys) do
+    if no_filter?(filter) do
+      {:ok, true}
+    else
+      plan = Filter.translate(filter, resource)
+
+      if plan.exact? do
+        {:ok, plan.expr}
+      else
+        key_filter =
+          keys
+          |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
+          |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+        request = {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
+
+        with {:ok, found} <- query_request(resource, request),
+             {:ok, existing} <- Values.cast_records(resource, found) do
+          case existing do
+            [] ->
+              {:ok, plan.expr}
+
+            [existing] ->
+              case Ash.Filter.Runtime.filter_matches(changeset.domain, [existing], filter,
+                     tenant: changeset.tenant,
+                     actor: changeset.context[:private][:actor],
+                     conflicting_upsert_values: record
+                   ) do
+                {:ok, [_]} -> {:ok, plan.expr}
+                {:ok, []} -> {:ok, {:skip, existing}}
+                {:error, error} -> {:error, error}
+              end
+          end
+        end
+      end
+    end
+  end
+
+  defp query_request(resource, request) do
+    case Client.request(resource, request) do
+      {:ok, records} when is_list(records) -> {:ok, records}
+      {:error, reason} -> error(reason, resource, :query)
+      other -> error(other, resource, :query)
+    end
+  end
+
+  # Upserts. When every record of the batch sets, on conflict, the same fields with its own
+  # values and the condition is the same exact node expression, the batch is one `bulk_create`
+  # request with `upsert => true, fields => [...]`. Otherwise (update defaults that differ from
+  # the created values, conditions Ash must check...) each record is one `upsert` request.
+  @doc false
+  def bulk_upsert(resource, changesets, options) do
+    keys = options[:upsert_keys] || Ash.Resource.Info.primary_key(resource)
+
+    changesets =
+      Enum.map(changesets, fn changeset ->
+        Changeset.set_context(changeset, %{
+          private: %{
+            upsert_fields: options[:upsert_fields] || [],
+            touch_update_defaults?: Map.get(options, :touch_update_defaults?, true)
+          }
+        })
+      end)
+
+    case batch_upsert_plan(resource, changesets, keys) do
+      {:ok, prepared, fields, condition} ->
+        opts = %{
+          upsert: true,
+          keys: keys,
+          fields: fields,
+          condition: Filter.to_request(condition)
+        }
+
+        stored = Enum.map(prepared, & &1.stored)
+
+        case Client.request(resource, {:bulk_create, resource, stored, opts}) do
+          {:ok, replies} when is_list(replies) and length(replies) == length(stored) ->
+            prepared
+            |> Enum.zip(replies)
+            |> Enum.map(fn {%{changeset: changeset}, reply} ->
+              case upsert_reply(reply, resource, options[:identity]) do
+                {:ok, record} -> {:ok, record, changeset}
+                {:error, error} -> {:error, error, changeset}
+              end
+            end)
+
+          {:error, reason} ->
+            error(reason, resource, :bulk_create)
+
+          other ->
+            error(other, resource, :bulk_create)
+        end
+
+      :error ->
+        Enum.map(changesets, fn changeset ->
+          case upsert(resource, changeset, keys, options[:identity]) do
+            {:ok, record} -> {:ok, record, changeset}
+            {:error, error} -> {:error, error, changeset}
+          end
+        end)
+    end
+  end
+
+  defp batch_upsert_plan(resource, changesets, keys) do
+    prepared =
+      Enum.map(changesets, fn changeset ->
+        with {:ok, record} <- Changeset.apply_attributes(changeset),
+             {:ok, stored} <- Values.dump_record(resource, record),
+             {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)) do
+          condition =
+            if no_filter?(changeset.filter),
+              do: %{expr: true, exact?: true},
+              else: Filter.translate(changeset.filter, resource)
+
+          %{changeset: changeset, stored: stored, set: set, condition: condition}
+        end
+      end)
+
+    with true <- node_upsert_keys?(resource, keys),
+         [%{set: set, condition: %{expr: expr}} | _] <- prepared,
+         fields = set |> Map.keys() |> Enum.sort(),
+         true <-
+           Enum.all?(prepared, fn
+             %{set: set, stored: stored, condition: condition} ->
+               condition.exact? and condition.expr == expr and
+                 Enum.sort(Map.keys(set)) == fields and Map.take(stored, fields) == set
+
+             _error ->
+               false
+           end) do
+      {:ok, prepared, fields, expr}
+    else
+      _ -> :error
+    end
+  end
+end

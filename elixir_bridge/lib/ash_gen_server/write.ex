@@ -1,0 +1,237 @@
+defmodule AshGenServer.Write do
+  @moduledoc """
+  Creates, updates, destroys and bulk creates for `AshGenServer.DataLayer`.
+
+  Each write is one request to the node. An update or destroy carrying a `changeset.filter`
+  (optimistic locking, atomic conditions) sends the filter as the request's `filter` option,
+  checked atomically by the record's actor; a filter the node cannot evaluate exactly is first
+  checked by Ash against the current record, and its pushable part is still sent. A bulk create
+  is one `bulk_create` request whose records succeed or fail one by one (Ash's partial success).
+  Upserts are in `AshGenServer.Upsert`.
+  """
+
+  alias Ash.Changeset
+  alias AshGenServer.{Client, Filter, Upsert, Values}
+
+  @doc false
+  def create(resource, changeset) do
+    with {:ok, stored} <- dump_new(resource, changeset) do
+      resource
+      |> Client.request({:create, resource, stored})
+      |> case do
+        {:ok, record} -> Values.cast_record(resource, record)
+        {:error, reason} -> error(reason, resource, :create)
+        other -> error(other, resource, :create)
+      end
+    end
+  end
+
+  @doc false
+  def update(resource, changeset) do
+    with {:ok, pk} <- Values.primary_key(resource, changeset.data),
+         {:ok, changes} <- Values.dump_changes(resource, changeset.attributes),
+         {:ok, opts} <- condition(resource, changeset, pk) do
+      request =
+        case opts do
+          nil -> {:update, resource, pk, changes}
+          opts -> {:update, resource, pk, changes, opts}
+        end
+
+      case Client.request(resource, request) do
+        {:ok, stored} ->
+          with {:ok, record} <- Values.cast_record(resource, stored) do
+            {:ok, retain_loaded(record, changeset.data)}
+          end
+
+        {:error, reason} ->
+          error(reason, resource, :update, filter: changeset.filter, not_found: :stale)
+
+        other ->
+          error(other, resource, :update)
+      end
+    end
+  end
+
+  @doc false
+  def destroy(resource, changeset) do
+    with {:ok, pk} <- Values.primary_key(resource, changeset.data),
+         {:ok, opts} <- condition(resource, changeset, pk) do
+      request =
+        case opts do
+          nil -> {:destroy, resource, pk}
+          opts -> {:destroy, resource, pk, opts}
+        end
+
+      case Client.request(resource, request) do
+        :ok ->
+          :ok
+
+        {:error, reason} ->
+          error(reason, resource, :destroy, filter: changeset.filter, not_found: :stale)
+
+        other ->
+          error(other, resource, :destroy)
+      end
+    end
+  end
+
+  # The `#{filter => Expr}` option of an update/destroy. A changeset filter the node evaluates
+  # exactly is sent as is. Otherwise Ash checks it against the current record first (stale if
+  # it does not hold) and the pushable part is still sent, so it stays atomic where it can.
+  defp condition(resource, %{filter: filter} = changeset, pk) do
+    if no_filter?(filter) do
+      {:ok, nil}
+    else
+      plan = Filter.translate(filter, resource)
+
+      with :ok <- unless(plan.exact?, do: runtime_check(resource, changeset, pk), else: :ok) do
+        case plan.expr do
+          true -> {:ok, nil}
+          expr -> {:ok, %{filter: expr}}
+        end
+      end
+    end
+  end
+
+  defp runtime_check(resource, changeset, pk) do
+    stale = fn ->
+      {:error,
+       Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: changeset.filter)}
+    end
+
+    case Client.request(resource, {:get, resource, pk}) do
+      {:ok, stored} ->
+        with {:ok, current} <- Values.cast_record(resource, stored) do
+          case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
+                 tenant: changeset.tenant,
+                 actor: changeset.context[:private][:actor]
+               ) do
+            {:ok, [_]} -> :ok
+            {:ok, []} -> stale.()
+            {:error, error} -> {:error, error}
+          end
+        end
+
+      {:error, :not_found} ->
+        stale.()
+
+      {:error, reason} ->
+        error(reason, resource, :get)
+    end
+  end
+
+  @doc false
+  def no_filter?(nil), do: true
+  def no_filter?(true), do: true
+  def no_filter?(%Ash.Filter{expression: expression}) when expression in [nil, true], do: true
+  def no_filter?(_), do: false
+
+  # Keep what the changeset's data had loaded (relationships, calculations, metadata) and take
+  # the attributes from the stored record.
+  defp retain_loaded(record, %resource{} = data) do
+    names = Enum.map(Ash.Resource.Info.attributes(resource), & &1.name)
+    Map.merge(data, Map.take(record, [:__meta__ | names]))
+  end
+
+  defp retain_loaded(record, _data), do: record
+
+  @doc false
+  def dump_new(resource, changeset) do
+    with {:ok, record} <- Changeset.apply_attributes(changeset) do
+      Values.dump_record(resource, record)
+    end
+  end
+
+  @doc false
+  def bulk_create(resource, changesets, options) do
+    changesets = Enum.to_list(changesets)
+
+    results =
+      if options[:upsert?] do
+        Upsert.bulk_upsert(resource, changesets, options)
+      else
+        bulk_insert(resource, changesets)
+      end
+
+    case results do
+      {:error, error} -> {:error, error}
+      results -> bulk_result(results, options)
+    end
+  end
+
+  # Plain creates: one `bulk_create` request for the batch; each record succeeds or fails alone.
+  defp bulk_insert(resource, changesets) do
+    prepared =
+      Enum.map(changesets, fn changeset ->
+        case dump_new(resource, changeset) do
+          {:ok, stored} -> {:ok, stored, changeset}
+          {:error, error} -> {:error, error, changeset}
+        end
+      end)
+
+    to_send = for {:ok, stored, _} <- prepared, do: stored
+
+    case Client.request(resource, {:bulk_create, resource, to_send, %{}}) do
+      {:ok, replies} when is_list(replies) and length(replies) == length(to_send) ->
+        merge_replies(prepared, replies, resource)
+
+      {:error, reason} ->
+        error(reason, resource, :bulk_create)
+
+      other ->
+        error(other, resource, :bulk_create)
+    end
+  end
+
+  defp merge_replies([], _replies, _resource), do: []
+
+  defp merge_replies([{:error, error, changeset} | rest], replies, resource),
+    do: [{:error, error, changeset} | merge_replies(rest, replies, resource)]
+
+  defp merge_replies([{:ok, _stored, changeset} | rest], [reply | replies], resource) do
+    result =
+      case reply do
+        {:ok, stored} ->
+          case Values.cast_record(resource, stored) do
+            {:ok, record} -> {:ok, record, changeset}
+            {:error, error} -> {:error, error, changeset}
+          end
+
+        {:error, reason} ->
+          {:error, Client.to_ash_error(reason, resource: resource, request: :create), changeset}
+      end
+
+    [result | merge_replies(rest, replies, resource)]
+  end
+
+  @doc false
+  def bulk_result(results, options) do
+    {ok, failed} =
+      Enum.reduce(results, {[], []}, fn
+        {:ok, record, changeset}, {ok, failed} ->
+          if Ash.Resource.get_metadata(record, :upsert_skipped) do
+            {ok, failed}
+          else
+            {[Ash.Actions.Helpers.Bulk.put_metadata(record, changeset) | ok], failed}
+          end
+
+        {:error, error, changeset}, {ok, failed} ->
+          {ok, [{error, changeset} | failed]}
+      end)
+
+    ok = Enum.reverse(ok)
+    failed = Enum.reverse(failed)
+
+    cond do
+      failed != [] -> {:partial_success, failed, if(options[:return_records?], do: ok, else: [])}
+      options[:return_records?] -> {:ok, ok}
+      true -> :ok
+    end
+  end
+
+  @doc false
+  def error(reason, resource, request, context \\ []) do
+    {:error,
+     Client.to_ash_error(reason, Keyword.merge([resource: resource, request: request], context))}
+  end
+end
