@@ -96,6 +96,15 @@ defmodule AshApp.LifetimeTest do
     assert Ash.count!(ExpiryLog) == 5
   end
 
+  test "a slow expiry hook does not hold up the others" do
+    %{id: slow} = session!("slow")
+    %{id: fast} = session!("fast")
+
+    assert_receive {:destroyed, Session, first, :inactivity_timeout}, 3_000
+    assert first == fast
+    assert_receive {:destroyed, Session, ^slow, :inactivity_timeout}, 3_000
+  end
+
   test "an ordinary destroy runs the same action, without an expiry reason" do
     session = session!()
     id = session.id

@@ -2,7 +2,8 @@ defmodule AshApp.Changes.ReportDestroy do
   @moduledoc """
   After a destroy: sends `{:destroyed, resource, id, reason}` to the record's `owner` pid
   (`reason` is the expiry reason from the changeset context, or `nil` for an ordinary destroy),
-  and records the destroy in `AshApp.ExpiryLog`.
+  and records the destroy in `AshApp.ExpiryLog`. A record labelled `"slow"` takes 800 ms to
+  destroy (to show that one slow expiry does not hold up the others).
   """
   use Ash.Resource.Change
 
@@ -10,6 +11,7 @@ defmodule AshApp.Changes.ReportDestroy do
   def change(changeset, _opts, _context) do
     Ash.Changeset.after_action(changeset, fn changeset, record ->
       reason = get_in(changeset.context, [:ash_gen_server, :expired])
+      if Map.get(record, :label) == "slow", do: Process.sleep(800)
       resource = changeset.resource
 
       if is_pid(record.owner), do: send(record.owner, {:destroyed, resource, record.id, reason})
