@@ -17,7 +17,8 @@ all() ->
      exit_kill_restarts_with_last_state, exit_custom_reason_restarts, exit_normal_ignored,
      exit_shutdown_removes_record, exit_shutdown_tuple_removes_record, unlink_stops_propagation,
      link_to_dead_record_pid, peer_monitor_gets_down, peer_disconnect_drops_links_and_monitors,
-     peer_killed_drops_links_and_monitors, node_stop_downs_monitors].
+     peer_killed_drops_links_and_monitors, peer_disconnect_loses_no_record,
+     node_stop_downs_monitors].
 
 init_per_suite(Config) ->
     N = ash_node:start(Config, #{tag => "dist"}),
@@ -423,6 +424,33 @@ peer_goes_away(Config, Kill) ->
     ?assertEqual(normal, down(MonA, 2000)),
     ?assertEqual(normal, down(MonB, 2000)),
     ?assertEqual(pong, ?REQ(ping)).
+
+%% What a wrong disconnect handling costs: with max_restarts 0, a record a peer node had linked
+%% to must survive the peer going away.
+peer_disconnect_loses_no_record(Config) ->
+    R = ash_node:uniq_res(no_restarts),
+    ok = ?REQ({define, R, #{primary_key => [id], max_restarts => 0}}),
+    {ok, _} = ?REQ({create, R, #{id => 1, precious => true}}),
+    {ok, Pid} = ?REQ({whereis, R, #{id => 1}}),
+    {Peer, PeerNode} = ash_node:start_peer("dist_link0", #{}),
+    ready = ash_node:peer_call(Peer, erlang, apply,
+                               [fun() ->
+                                        Parent = self(),
+                                        spawn(fun() ->
+                                                      link(Pid),
+                                                      {ok, _} = gen_server:call(Pid, get, 2000),
+                                                      Parent ! ready,
+                                                      receive never -> ok end
+                                              end),
+                                        receive ready -> ready after 5000 -> timeout end
+                                end, []]),
+    ash_node:stop_peer(Peer),
+    ?assertNotEqual([], ash_node:wait_log(?config(rust, Config),
+                                          [<<"peer disconnected">>, atom_to_binary(PeerNode)],
+                                          5000)),
+    timer:sleep(100),
+    ?assertEqual({ok, #{id => 1, precious => true}}, ?REQ({get, R, #{id => 1}})),
+    ?assertEqual({ok, Pid}, ?REQ({whereis, R, #{id => 1}})).
 
 %% When the node itself goes away, monitors on its processes and names fire with noconnection.
 node_stop_downs_monitors(Config) ->

@@ -124,11 +124,10 @@ aggregate(Records, PK, Query, {_Name, Kind, Field, Opts}) ->
                 list when Uniq -> uniq(NonNil);
                 list -> NonNil
             end,
-    Empty = case Kind of
-                count -> false;
-                exists -> false;
-                list -> Value =:= [];
-                _ -> Value =:= nil
+    %% PROTOCOL.md: "empty" means no non-nil value is left (no record at all for a nil Field)
+    Empty = case Field of
+                nil -> Rs =:= [];
+                _ -> NonNil =:= []
             end,
     case {Empty, maps:find(default, Opts)} of
         {true, {ok, D}} -> D;

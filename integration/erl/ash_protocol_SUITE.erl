@@ -23,20 +23,23 @@ groups() ->
                    update_rekey_conflict, update_rekey_composite, update_same_key,
                    update_pk_to_nil, update_filter, update_filter_not_found, update_bad]},
      {destroy, [], [destroy_ok, destroy_filter, destroy_filter_not_found, destroy_bad]},
-     {upsert, [], [upsert_by_pk, upsert_set, upsert_by_identity, upsert_condition,
+     {upsert, [], [upsert_by_pk, upsert_set, upsert_by_identity, upsert_fields,
+                   upsert_identity_default_fields_rekeys, upsert_condition,
                    upsert_condition_ignored_on_create, upsert_unknown_keys,
                    upsert_nil_key_is_plain_create, upsert_create_conflicts,
                    upsert_identity_conflict_on_update, upsert_bad]},
      {bulk_create, [], [bulk_plain, bulk_identity, bulk_non_map_item, bulk_upsert,
-                        bulk_upsert_identity_keys, bulk_empty, bulk_bad]},
+                        bulk_upsert_identity_keys, bulk_upsert_fields, bulk_empty, bulk_bad]},
      {query, [], [query_all, query_comparisons_term_order, query_in_is_nil,
                   query_contains, query_logic_hardcoded, query_logic_model,
                   query_sort_directions, query_sort_multi_and_ties, query_offset_limit,
-                  query_filter_sort_page, query_select, query_bad]},
+                  query_filter_sort_page, query_unsorted_pages_in_pk_order, query_select,
+                  query_filter_depth_limit, query_bad]},
      {aggregate, [], [agg_hardcoded, agg_model, agg_mixed_types_min_max, agg_defaults,
-                      agg_over_page, agg_not_a_number, agg_bad]},
+                      agg_defaults_count_exists_list, agg_uniq_is_exact, agg_over_page,
+                      agg_not_a_number, agg_float_overflow, agg_names_and_nil_fields, agg_bad]},
      {misc, [], [whereis, keep_alive_call, keep_alive_cast, info_count, resources_list, clear,
-                 ping]},
+                 ping, stats]},
      {record_pid, [], [pid_get_update_destroy, pid_update_filter]},
      {identities, [], [identity_conflict_create, identity_nils_distinct, identity_update,
                        identity_rekey_and_destroy_free]}].
@@ -465,6 +468,42 @@ upsert_by_identity(Config) ->
                        #{keys => [email], set => #{name => c}}})),
     ?assertEqual(2, count(Config, R)).
 
+upsert_fields(Config) ->
+    R = def(Config, #{primary_key => [id], identities => [{email, [email]}]}),
+    create(Config, R, #{id => 1, email => e, a => 1, b => 1}),
+    %% only the chosen fields of Record are merged
+    ?assertEqual({ok, updated, #{id => 1, email => e, a => 2, b => 1}},
+                 ?REQ({upsert, R, #{id => 2, email => e, a => 2, b => 2},
+                       #{keys => [email], fields => [a]}})),
+    ?assertEqual({ok, updated, #{id => 1, email => e, a => 2, b => 1}},
+                 ?REQ({upsert, R, #{id => 2, email => e, a => 3, b => 3},
+                       #{keys => [email], fields => []}})),
+    %% an explicit set overrides fields
+    ?assertEqual({ok, updated, #{id => 1, email => e, a => 2, b => 9}},
+                 ?REQ({upsert, R, #{id => 2, email => e, a => 4, b => 4},
+                       #{keys => [email], fields => [a], set => #{b => 9}}})),
+    %% by primary key, fields => all is the default
+    ?assertEqual({ok, updated, #{id => 1, email => e, a => 5, b => 5}},
+                 ?REQ({upsert, R, #{id => 1, a => 5, b => 5}, #{fields => all}})),
+    %% a created record is Record, whatever the fields
+    ?assertEqual({ok, created, #{id => 3, email => f, a => 1, b => 1}},
+                 ?REQ({upsert, R, #{id => 3, email => f, a => 1, b => 1},
+                       #{keys => [email], fields => [a]}})),
+    assert_bad_request(Config, {upsert, R, #{id => 1}, #{fields => bogus}}),
+    assert_bad_request(Config, {upsert, R, #{id => 1}, #{fields => [<<"a">>]}}),
+    ?assertEqual(2, count(Config, R)).
+
+%% PROTOCOL.md: fields defaults to "all: Record's fields but the keys". With an identity as the
+%% keys, the primary key is one of those fields, so the matched record takes Record's key.
+upsert_identity_default_fields_rekeys(Config) ->
+    R = def(Config, #{primary_key => [id], identities => [{email, [email]}]}),
+    create(Config, R, #{id => 1, email => e, name => a}),
+    ?assertEqual({ok, updated, #{id => 2, email => e, name => b}},
+                 ?REQ({upsert, R, #{id => 2, email => e, name => b}, #{keys => [email]}})),
+    ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})),
+    ?assertEqual({ok, #{id => 2, email => e, name => b}}, ?REQ({get, R, #{id => 2}})),
+    ?assertEqual(1, count(Config, R)).
+
 upsert_condition(Config) ->
     R = def(Config),
     create(Config, R, #{id => 1, n => 10}),
@@ -591,6 +630,18 @@ bulk_upsert_identity_keys(Config) ->
                   #{upsert => true, keys => [email], set => #{hits => 2}}}),
     ?assertEqual({ok, [{ok, updated, #{id => 1, email => a, hits => 2}},
                        {ok, created, #{id => 11, email => b, hits => 0}}]}, Reply).
+
+%% "use fields so each record contributes its own values"
+bulk_upsert_fields(Config) ->
+    R = def(Config),
+    create(Config, R, #{id => 1, a => 0, b => 0}),
+    create(Config, R, #{id => 2, a => 0, b => 0}),
+    ?assertEqual({ok, [{ok, updated, #{id => 1, a => 11, b => 0}},
+                       {ok, updated, #{id => 2, a => 22, b => 0}},
+                       {ok, created, #{id => 3, a => 33, b => 33}}]},
+                 ?REQ({bulk_create, R, [#{id => 1, a => 11, b => 11}, #{id => 2, a => 22, b => 22},
+                                        #{id => 3, a => 33, b => 33}],
+                       #{upsert => true, fields => [a]}})).
 
 bulk_empty(Config) ->
     R = def(Config),
@@ -821,6 +872,38 @@ query_filter_sort_page(Config) ->
     {ok, Sel} = ?REQ({query, R, Q2}),
     ?assertEqual([#{id => I, n => N} || #{id := I, n := N} <- Got], Sel).
 
+%% Without sort the order is unspecified, except that with offset or limit records come in
+%% primary-key order, so pages are stable.
+query_unsorted_pages_in_pk_order(Config) ->
+    R = def(Config),
+    Ids = [7, 3, 9, 1, 5, 2, 8, 4, 6, 10],
+    [create(Config, R, #{id => I}) || I <- Ids],
+    Page = fun(Q) -> {ok, Rs} = ?REQ({query, R, Q}), [maps:get(id, X) || X <- Rs] end,
+    ?assertEqual([1, 2, 3], Page(#{limit => 3})),
+    ?assertEqual([4, 5, 6], Page(#{offset => 3, limit => 3})),
+    ?assertEqual([8, 9, 10], Page(#{offset => 7})),
+    ?assertEqual([2, 4, 6], Page(#{filter => {'or', {eq, id, 2}, {in, id, [4, 6]}}, limit => 5})),
+    R2 = new_res(Config, #{primary_key => [org, id]}),
+    [create(Config, R2, #{org => O, id => I}) || {O, I} <- [{b, 1}, {a, 2}, {a, 1}, {b, 0}]],
+    {ok, P2} = ?REQ({query, R2, #{limit => 4}}),
+    ?assertEqual([{a, 1}, {a, 2}, {b, 0}, {b, 1}], [{O, I} || #{org := O, id := I} <- P2]).
+
+%% "Filters nest at most 256 levels": 256 levels are served, deeper ones refused with an error
+%% (promptly: the caller must not be left waiting for a reply that never comes).
+query_filter_depth_limit(Config) ->
+    R = def(Config),
+    create(Config, R, #{id => 1, v => 1}),
+    create(Config, R, #{id => 2, v => 2}),
+    Nest = fun Nest(0) -> {eq, v, 1}; Nest(K) -> {'not', Nest(K - 1)} end,
+    Q = fun(D) -> catch ash_node:req(Config, {query, R, #{filter => Nest(D)}}, 2000) end,
+    ?assertMatch({ok, [#{id := 1}]}, Q(250)),
+    ?assertMatch({ok, [#{id := 1}]}, Q(254)),
+    ?assertMatch({ok, [#{id := 1}]}, Q(256)),
+    ?assertMatch({ok, [#{id := 2}]}, Q(255)),
+    ?assert(bad_request(Q(257))),
+    ?assert(bad_request(Q(1000))),
+    ?assertEqual(pong, ?REQ(ping)).
+
 query_select(Config) ->
     R = def(Config, #{primary_key => [org, id]}),
     Recs = [#{org => o, id => I, name => I * 2, extra => x, other => y} || I <- lists:seq(1, 3)],
@@ -971,6 +1054,29 @@ agg_defaults(Config) ->
     ?assertEqual(#{s => 10, a => 10.0, mn => 10, mx => 10, f => <<"x">>},
                  agg(Config, R, #{filter => {eq, id, 1}, sort => [{id, asc}]}, Aggs)).
 
+%% "default => Value replaces the empty-set value; "empty" means no non-nil value is left"
+agg_defaults_count_exists_list(Config) ->
+    R = def(Config),
+    [create(Config, R, Rec) || Rec <- agg_data()],
+    Aggs = [{c, count, nil, #{default => none}}, {cv, count, score, #{default => none}},
+            {e, exists, nil, #{default => none}}, {l, list, score, #{default => none}}],
+    ?assertEqual(#{c => none, cv => none, e => none, l => none},
+                 agg(Config, R, #{filter => false, sort => [{id, asc}]}, Aggs)),
+    %% record 6 exists but has no score: count of records and exists are not empty
+    ?assertEqual(#{c => 1, cv => none, e => true, l => none},
+                 agg(Config, R, #{filter => {eq, id, 6}, sort => [{id, asc}]}, Aggs)),
+    ?assertEqual(#{c => 1, cv => 1, e => true, l => [10]},
+                 agg(Config, R, #{filter => {eq, id, 1}, sort => [{id, asc}]}, Aggs)).
+
+%% uniq uses exact equality: 1 and 1.0 are two values.
+agg_uniq_is_exact(Config) ->
+    R = def(Config),
+    [create(Config, R, #{id => I, f => F}) || {I, F} <- [{1, 1}, {2, 1.0}, {3, 1}, {4, <<"x">>},
+                                                          {5, <<"x">>}, {6, nil}]],
+    ?assertEqual(#{c => 3, l => [1, 1.0, <<"x">>]},
+                 agg(Config, R, #{sort => [{id, asc}]},
+                     [{c, count, f, #{uniq => true}}, {l, list, f, #{uniq => true}}])).
+
 agg_over_page(Config) ->
     R = def(Config),
     [create(Config, R, Rec) || Rec <- agg_data()],
@@ -995,6 +1101,29 @@ agg_not_a_number(Config) ->
     ?assert(lists:member(V, [<<"x">>, <<"y">>, <<"z">>])),
     {error, {not_a_number, grp, G}} = ?REQ({aggregate, R, #{}, [{s, sum, grp, #{}}]}),
     ?assert(lists:member(G, [a, b])).
+
+agg_float_overflow(Config) ->
+    R = def(Config),
+    create(Config, R, #{id => 1, f => 1.0e308}),
+    create(Config, R, #{id => 2, f => 1.0e308}),
+    create(Config, R, #{id => 3, f => 1.0}),
+    ?assertEqual({error, {float_overflow, f}}, ?REQ({aggregate, R, #{}, [{s, sum, f, #{}}]})),
+    ?assertEqual({error, {float_overflow, f}}, ?REQ({aggregate, R, #{}, [{a, avg, f, #{}}]})),
+    ?assertEqual({ok, #{s => 1.0e308 + 1.0}},
+                 ?REQ({aggregate, R, #{filter => {neq, id, 2}}, [{s, sum, f, #{}}]})).
+
+%% "Aggregate names must be distinct; Field may be nil only for count and exists"
+agg_names_and_nil_fields(Config) ->
+    R = def(Config),
+    create(Config, R, #{id => 1, v => 1}),
+    assert_bad_request(Config, {aggregate, R, #{}, [{a, count, nil, #{}}, {a, sum, v, #{}}]}),
+    [assert_bad_request(Config, {aggregate, R, #{}, [{a, Kind, nil, #{}}]})
+     || Kind <- [sum, avg, min, max, first, list]],
+    ?assertEqual({ok, #{c => 1, e => true}},
+                 ?REQ({aggregate, R, #{}, [{c, count, nil, #{}}, {e, exists, nil, #{}}]})),
+    %% names are any terms
+    ?assertEqual({ok, #{<<"n">> => 1, {n, 2} => 1}},
+                 ?REQ({aggregate, R, #{}, [{<<"n">>, count, nil, #{}}, {{n, 2}, count, v, #{}}]})).
 
 agg_bad(Config) ->
     R = def(Config),
@@ -1095,6 +1224,49 @@ ping(Config) ->
     Node = ?config(node, Config),
     ?assertEqual(pong, gen_server:call({ash_gen_server, Node}, ping, infinity)),
     ?assertEqual(pong, net_adm:ping(Node)).
+
+%% stats, on a node of its own so the numbers are ours alone
+stats(Config) ->
+    N2 = ash_node:start(Config, #{tag => "stats"}),
+    Node = ash_node:node(N2),
+    C = fun(Req) -> ash_node:call(Node, Req) end,
+    try
+        {ok, S0} = C(stats),
+        ct:log("fresh node: ~p", [S0]),
+        ?assertMatch(#{records := 0, resources := 0, record_pids := 0, pending_timers := 0,
+                       expiry_handlers := 0}, S0),
+        #{connections := Conns, uptime_ms := Up0, rss_bytes := Rss} = S0,
+        ?assert(Conns >= 1),
+        ?assert(is_integer(Up0) andalso Up0 >= 0),
+        ?assert(Rss =:= undefined orelse (is_integer(Rss) andalso Rss > 0)),
+        ok = C({define, s1, #{primary_key => [id]}}),
+        ok = C({define, s2, #{primary_key => [id], inactivity_timeout => 60000}}),
+        [{ok, _} = C({create, s1, #{id => I}}) || I <- lists:seq(1, 5)],
+        [{ok, _} = C({create, s2, #{id => I}}) || I <- lists:seq(1, 3)],
+        Parent = self(),
+        H = spawn(fun() -> ok = gen_server:call({ash_gen_server, Node}, subscribe),
+                           Parent ! subscribed,
+                           receive stop -> ok end
+                  end),
+        receive subscribed -> ok after 2000 -> ct:fail(not_subscribed) end,
+        timer:sleep(5),
+        {ok, S1} = C(stats),
+        ct:log("after 8 records, 1 handler: ~p", [S1]),
+        ?assertMatch(#{records := 8, resources := 2, expiry_handlers := 1}, S1),
+        #{record_pids := Pids, pending_timers := Timers, uptime_ms := Up1} = S1,
+        ?assert(is_integer(Pids) andalso Pids >= 0 andalso Pids =< 8),
+        ?assert(Timers >= 1),
+        ?assert(Up1 >= Up0),
+        H ! stop,
+        {ok, 5} = C({clear, s1}),
+        ash_node:await(handler_gone_and_cleared,
+                       fun() -> {ok, S} = C(stats),
+                                maps:get(records, S) =:= 3 andalso
+                                    maps:get(expiry_handlers, S) =:= 0
+                       end, 2000)
+    after
+        ash_node:stop(N2)
+    end.
 
 %% ---------------------------------------------------------------------------------------------
 %% record pids
