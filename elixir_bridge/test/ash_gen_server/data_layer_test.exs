@@ -1,5 +1,6 @@
 defmodule AshGenServer.DataLayerTest do
-  use ExUnit.Case, async: true
+  # not async: one test changes the application environment
+  use ExUnit.Case, async: false
 
   alias AshGenServer.DataLayer.Info
   alias AshGenServer.Test.{Pair, Thing}
