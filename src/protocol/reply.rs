@@ -3,7 +3,6 @@
 use crate::record::{Outcome, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
 use crate::wire::etf;
-use std::sync::Arc;
 
 fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
@@ -101,7 +100,7 @@ pub fn encode_outcome(outcome: &Outcome, out: &mut Vec<u8>) {
 }
 
 /// Writes `{ok, [Record]}` (no version byte).
-pub fn encode_records(records: &[Arc<Record>], out: &mut Vec<u8>) {
+pub fn encode_records(records: &[Record], out: &mut Vec<u8>) {
     etf::encode_tuple_header(2, out);
     etf::encode_atom(*atoms::OK, out);
     if !records.is_empty() {
@@ -130,13 +129,11 @@ pub fn render(outcome: &Outcome) -> Value {
 mod tests {
     use super::*;
     use crate::term::Record;
-    use std::sync::Arc;
 
     #[test]
     fn outcomes_render_as_documented() {
         assert_eq!(format!("{:?}", render(&Outcome::Ok)), "ok");
-        let record =
-            Arc::new(Record::from_map(&Value::map(vec![(atom("id"), Value::Int(1))])).unwrap());
+        let record = Record::from_map(&Value::map(vec![(atom("id"), Value::Int(1))])).unwrap();
         assert_eq!(
             format!("{:?}", render(&Outcome::Record(record.clone()))),
             "{ok,#{id => 1}}"

@@ -279,13 +279,9 @@ fn bulk_create(
 }
 
 /// Filter during the scan, then sort and page the matches; the returned records are touched.
-fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Arc<Record>> {
-    let mut matched: Vec<Arc<Record>> = Vec::new();
-    resource.scan(|_, rec| {
-        if q.filter.as_ref().is_none_or(|f| f.matches(rec)) {
-            matched.push(rec.clone());
-        }
-    });
+fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Record> {
+    let mut matched: Vec<Record> = Vec::new();
+    resource.scan(q.filter.as_ref(), |_, rec| matched.push(rec.clone()));
     let config = resource.config();
     let page = Query {
         filter: None,
@@ -302,19 +298,15 @@ fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Arc<Record
     if let Some(select) = &q.select {
         result = result
             .into_iter()
-            .map(|rec| Arc::new(query::project(&rec, select, &config.primary_key)))
+            .map(|rec| query::project(&rec, select, &config.primary_key))
             .collect();
     }
     result
 }
 
 fn aggregate(resource: &Arc<Resource>, q: &Query, aggregates: &[Aggregate]) -> Value {
-    let mut matched: Vec<Arc<Record>> = Vec::new();
-    resource.scan(|_, rec| {
-        if q.filter.as_ref().is_none_or(|f| f.matches(rec)) {
-            matched.push(rec.clone());
-        }
-    });
+    let mut matched: Vec<Record> = Vec::new();
+    resource.scan(q.filter.as_ref(), |_, rec| matched.push(rec.clone()));
     let page = Query {
         filter: None,
         ..q.clone()
@@ -334,10 +326,13 @@ fn stats(node: &Node) -> Value {
         (reply_atom("record_pids"), int(node.processes.count())),
         (reply_atom("pending_timers"), int(node.timers.pending())),
         (reply_atom("expiry_handlers"), int(node.expiry.count())),
-        (reply_atom("uptime_ms"), Value::Int(node.timers.now() as i64)),
+        (
+            reply_atom("uptime_ms"),
+            Value::Int(node.timers.now() as i64),
+        ),
         (
             reply_atom("rss_bytes"),
-            crate::node::rss_bytes().map_or_else(|| reply_atom("undefined"), |n| int(n)),
+            crate::node::rss_bytes().map_or_else(|| reply_atom("undefined"), int),
         ),
     ])
 }

@@ -6,7 +6,7 @@ use crate::term::{Atom, Record, Value, cmp_term};
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 /// The value an absent field reads as.
 static NIL: LazyLock<Value> = LazyLock::new(Value::nil);
@@ -207,7 +207,7 @@ impl Aggregate {
     }
 
     /// Computes the aggregate over `records`, in the order given.
-    pub fn compute(&self, records: &[Arc<Record>]) -> Result<Value, AggregateError> {
+    pub fn compute(&self, records: &[Record]) -> Result<Value, AggregateError> {
         let Some(field) = self.field else {
             // Over records: only count and exists get here.
             return Ok(match (self.kind, records.len()) {
@@ -257,10 +257,7 @@ impl Aggregate {
 }
 
 /// Computes every aggregate over `records`, as the reply map `#{Name => Value}`.
-pub fn compute_all(
-    aggregates: &[Aggregate],
-    records: &[Arc<Record>],
-) -> Result<Value, AggregateError> {
+pub fn compute_all(aggregates: &[Aggregate], records: &[Record]) -> Result<Value, AggregateError> {
     let entries = aggregates
         .iter()
         .map(|a| Ok((a.name.clone(), a.compute(records)?)))
@@ -334,7 +331,7 @@ mod tests {
     use crate::query::tests::{a, rec, term};
 
     /// Records with ids 1.. and these `x` values (`absent` leaves `x` out).
-    fn xs(values: &[&str]) -> Vec<Arc<Record>> {
+    fn xs(values: &[&str]) -> Vec<Record> {
         values
             .iter()
             .enumerate()

@@ -62,6 +62,22 @@ impl CmpOp {
     }
 }
 
+/// Whether `a Op b` holds in term order, with direct paths for the common same-kind cases.
+fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {
+    let equality = matches!(op, CmpOp::Eq | CmpOp::Neq);
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => op.holds(x.cmp(y)),
+        // Short binaries are zero-padded, so equal values have equal arrays.
+        (Value::SmallBin { len: la, data: da }, Value::SmallBin { len: lb, data: db })
+            if equality =>
+        {
+            (la == lb && da == db) == (op == CmpOp::Eq)
+        }
+        (Value::Atom(x), Value::Atom(y)) if equality => (x == y) == (op == CmpOp::Eq),
+        _ => op.holds(cmp_term(a, b)),
+    }
+}
+
 /// A parsed filter expression.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
@@ -106,12 +122,37 @@ impl Expr {
         parse_at(term, 0)
     }
 
+    /// The fields the expression reads, each once (what a scan should have in cache).
+    pub fn fields(&self) -> Vec<Atom> {
+        fn walk(e: &Expr, out: &mut Vec<Atom>) {
+            match e {
+                Expr::Const(_) => {}
+                Expr::Compare { field, .. }
+                | Expr::In { field, .. }
+                | Expr::Contains { field, .. }
+                | Expr::IsNil(field) => {
+                    if !out.contains(field) {
+                        out.push(*field);
+                    }
+                }
+                Expr::And(a, b) | Expr::Or(a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                Expr::Not(a) => walk(a, out),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
     /// Whether `record` satisfies the filter (an absent field reads as `nil`).
     pub fn matches(&self, record: &Record) -> bool {
         let read = |field: Atom| record.get(field).unwrap_or(&NIL);
         match self {
             Expr::Const(b) => *b,
-            Expr::Compare { op, field, value } => op.holds(cmp_term(read(*field), value)),
+            Expr::Compare { op, field, value } => compare(*op, read(*field), value),
             Expr::In { field, set } => set.contains(read(*field)),
             Expr::IsNil(field) => read(*field).is_nil(),
             Expr::Contains { field, needle } => read(*field)

@@ -16,7 +16,6 @@ pub use sort::{Dir, Sort};
 
 use crate::term::{Atom, Record, Value};
 use num_bigint::Sign;
-use std::sync::Arc;
 
 /// A parsed query map: `#{filter, sort, offset, limit, select}`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -99,14 +98,14 @@ fn fields(option: &str, value: &Value) -> Result<Vec<Atom>, String> {
 /// except that a query with an offset or a limit is ordered by primary key so that pages are
 /// stable. When only the first `offset + limit` records are wanted, only those are sorted.
 pub fn run(
-    records: impl IntoIterator<Item = Arc<Record>>,
+    records: impl IntoIterator<Item = Record>,
     query: &Query,
     primary_key: &[Atom],
-) -> Vec<Arc<Record>> {
+) -> Vec<Record> {
     if query.limit == Some(0) {
         return Vec::new();
     }
-    let mut matches: Vec<Arc<Record>> = match &query.filter {
+    let mut matches: Vec<Record> = match &query.filter {
         None => records.into_iter().collect(),
         Some(expr) => records.into_iter().filter(|r| expr.matches(r)).collect(),
     };
@@ -114,7 +113,7 @@ pub fn run(
     if query.sort.is_empty() && !paged {
         return matches;
     }
-    let compare = |a: &Arc<Record>, b: &Arc<Record>| query.sort.compare(a, b, primary_key);
+    let compare = |a: &Record, b: &Record| query.sort.compare(a, b, primary_key);
     let wanted = query
         .limit
         .map_or(usize::MAX, |limit| query.offset.saturating_add(limit));
@@ -137,7 +136,7 @@ pub fn project(record: &Record, select: &[Atom], primary_key: &[Atom]) -> Record
 /// Runs `query` over `records` (filter, sort, offset, limit; `select` is ignored) and computes
 /// `aggregates` over the result, as the reply map `#{Name => Value}`.
 pub fn aggregate(
-    records: impl IntoIterator<Item = Arc<Record>>,
+    records: impl IntoIterator<Item = Record>,
     query: &Query,
     aggregates: &[Aggregate],
     primary_key: &[Atom],
@@ -185,8 +184,8 @@ mod tests {
     }
 
     /// A record from a map written in Erlang syntax.
-    pub(super) fn rec(text: &str) -> Arc<Record> {
-        Arc::new(Record::from_map(&term(text)).unwrap())
+    pub(super) fn rec(text: &str) -> Record {
+        Record::from_map(&term(text)).unwrap()
     }
 
     struct TermParser<'s> {
@@ -281,14 +280,14 @@ mod tests {
         }
     }
 
-    fn ids(records: &[Arc<Record>]) -> Vec<i64> {
+    fn ids(records: &[Record]) -> Vec<i64> {
         records
             .iter()
             .map(|r| r.get(a("id")).and_then(Value::as_int).unwrap())
             .collect()
     }
 
-    fn people() -> Vec<Arc<Record>> {
+    fn people() -> Vec<Record> {
         [
             "#{id => 1, age => 30, team => <<\"a\">>}",
             "#{id => 2, age => 50, team => <<\"b\">>}",
@@ -435,7 +434,7 @@ mod tests {
 
     #[test]
     fn partial_sort_agrees_with_full_sort() {
-        let records: Vec<Arc<Record>> = (0..300)
+        let records: Vec<Record> = (0..300)
             .map(|n| rec(&format!("#{{id => {n}, k => {}}}", (n * 37) % 11)))
             .collect();
         let pk = [a("id")];
@@ -493,23 +492,21 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_filter_scan() {
-        let records: Vec<Arc<Record>> = (0..100_000i64)
+        let records: Vec<Record> = (0..100_000i64)
             .map(|n| {
-                Arc::new(
-                    Record::from_map(&Value::map(vec![
-                        (Value::Atom(a("id")), Value::Int(n)),
-                        (Value::Atom(a("age")), Value::Int(n % 80)),
-                        (
-                            Value::Atom(a("team")),
-                            Value::from(format!("team-{}", n % 100).as_str()),
-                        ),
-                        (
-                            Value::Atom(a("name")),
-                            Value::from(format!("a person called number {n}").as_str()),
-                        ),
-                    ]))
-                    .unwrap(),
-                )
+                Record::from_map(&Value::map(vec![
+                    (Value::Atom(a("id")), Value::Int(n)),
+                    (Value::Atom(a("age")), Value::Int(n % 80)),
+                    (
+                        Value::Atom(a("team")),
+                        Value::from(format!("team-{}", n % 100).as_str()),
+                    ),
+                    (
+                        Value::Atom(a("name")),
+                        Value::from(format!("a person called number {n}").as_str()),
+                    ),
+                ]))
+                .unwrap()
             })
             .collect();
         let pk = [a("id")];

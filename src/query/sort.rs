@@ -147,7 +147,6 @@ impl Sort {
 mod tests {
     use super::*;
     use crate::query::tests::{a, rec, term};
-    use std::sync::Arc;
 
     fn sort(text: &str) -> Sort {
         Sort::parse(&term(text)).unwrap()
@@ -156,7 +155,7 @@ mod tests {
     /// The ids of the records after sorting by `spec` (ties by `id`).
     fn order(spec: &str, records: &[&str]) -> Vec<i64> {
         let s = sort(spec);
-        let mut rs: Vec<Arc<Record>> = records.iter().map(|r| rec(r)).collect();
+        let mut rs: Vec<Record> = records.iter().map(|r| rec(r)).collect();
         rs.sort_by(|x, y| s.compare(x, y, &[a("id")]));
         rs.iter()
             .map(|r| r.get(a("id")).and_then(Value::as_int).unwrap())

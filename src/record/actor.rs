@@ -109,9 +109,9 @@ pub enum Outcome {
     /// `ok`.
     Ok,
     /// `{ok, Record}`.
-    Record(Arc<Record>),
+    Record(Record),
     /// `{ok, created | updated | skipped, Record}`.
-    Upserted(UpsertKind, Arc<Record>),
+    Upserted(UpsertKind, Record),
     /// `{error, Reason}`.
     Error(StoreError),
 }
@@ -152,7 +152,7 @@ pub enum Envelope {
 }
 
 struct Inner {
-    committed: Option<Arc<Record>>,
+    committed: Option<Record>,
     mailbox: VecDeque<Envelope>,
     running: bool,
     pid: Option<u64>,
@@ -165,7 +165,7 @@ struct Inner {
 
 /// What a turn starts from.
 struct Turn {
-    record: Arc<Record>,
+    record: Record,
     born: u64,
     last_touch: u64,
     timer_at: Option<u64>,
@@ -176,7 +176,7 @@ struct Turn {
 #[derive(Default)]
 struct Step {
     reply: Option<Outcome>,
-    commit: Option<Arc<Record>>,
+    commit: Option<Record>,
     touch: bool,
     /// The record ends with this exit reason (already removed from the registry).
     stop: Option<Value>,
@@ -196,7 +196,7 @@ pub struct RecordActor {
 
 impl RecordActor {
     /// A new actor holding `record`, born at `now` (node milliseconds).
-    pub fn new(resource: Arc<Resource>, record: Arc<Record>, now: u64) -> Arc<RecordActor> {
+    pub fn new(resource: Arc<Resource>, record: Record, now: u64) -> Arc<RecordActor> {
         Arc::new(RecordActor {
             resource,
             inner: Mutex::new(Inner {
@@ -214,12 +214,12 @@ impl RecordActor {
     }
 
     /// The last committed record, or `None` once the record is gone.
-    pub fn committed(&self) -> Option<Arc<Record>> {
+    pub fn committed(&self) -> Option<Record> {
         self.inner.lock().committed.clone()
     }
 
     /// Runs `f` on the committed record without cloning it (nothing if gone).
-    pub fn with_committed(&self, f: impl FnOnce(&Arc<Record>)) {
+    pub fn with_committed(&self, f: impl FnOnce(&Record)) {
         let inner = self.inner.lock();
         if let Some(record) = &inner.committed {
             f(record);
@@ -367,8 +367,8 @@ impl RecordActor {
                 if filter.is_some_and(|f| !f.matches(&turn.record)) {
                     step.reply = Some(Outcome::Error(StoreError::Stale));
                 } else {
-                    let new = Arc::new(turn.record.merge(&changes));
-                    match self.resource.reindex(self, &turn.record, &new) {
+                    let new = turn.record.merge(&changes);
+                    match self.resource.commit(self, &turn.record, &new) {
                         Ok(()) => {
                             step.reply = Some(Outcome::Record(new.clone()));
                             step.commit = Some(new);
@@ -386,8 +386,8 @@ impl RecordActor {
                 {
                     step.reply = Some(Outcome::Upserted(UpsertKind::Skipped, turn.record.clone()));
                 } else {
-                    let new = Arc::new(turn.record.merge(&upsert.set));
-                    match self.resource.reindex(self, &turn.record, &new) {
+                    let new = turn.record.merge(&upsert.set);
+                    match self.resource.commit(self, &turn.record, &new) {
                         Ok(()) => {
                             step.reply = Some(Outcome::Upserted(UpsertKind::Updated, new.clone()));
                             step.commit = Some(new);
@@ -610,7 +610,7 @@ struct After {
     reply: Option<Outcome>,
     timer: Option<u64>,
     exit: Option<(u64, Value)>,
-    remove: Option<Arc<Record>>,
+    remove: Option<Record>,
 }
 
 impl After {

@@ -28,12 +28,8 @@ pub fn respond(node: &Node, reply: ReplyTo, outcome: Outcome) {
 }
 
 /// Creates a record: its actor starts, and its lifetime timers with it.
-pub fn create(
-    node: &Node,
-    resource: &Arc<Resource>,
-    record: Record,
-) -> Result<Arc<Record>, StoreError> {
-    let (actor, record) = resource.insert(node, record)?;
+pub fn create(node: &Node, resource: &Arc<Resource>, record: Record) -> Result<Record, StoreError> {
+    let (actor, record) = resource.insert(record, node.timers.now())?;
     actor.touch(node);
     Ok(record)
 }

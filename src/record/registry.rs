@@ -1,18 +1,26 @@
 //! The registry: resources, and each resource's records by primary key.
 //!
 //! A [`Resource`] holds its configuration (primary key, lifetimes, identities, restart
-//! intensity) and an index from primary [`Key`] to record actor, plus one index per identity.
-//! Everything that changes which key maps to which actor — create, re-key, destroy, identity
-//! changes — happens under the index's write lock, so uniqueness holds; reads and scans share the
-//! read lock. Lock order: a resource's index before any actor's state, never the reverse.
+//! intensity) and its index: primary [`Key`] → the record's actor and its last committed record,
+//! split into shards so that a commit only contends with its own shard, plus one index per
+//! identity. Keeping the committed record in the index lets a query scan a shard as a flat table
+//! under one read lock, without visiting each actor. Everything that changes which key maps to
+//! which actor — create, re-key, destroy, identity changes — happens under write locks taken in
+//! one order (identities, then shards by number), so uniqueness holds.
 
 use super::actor::RecordActor;
 use super::supervisor::RestartPolicy;
-use crate::node::Node;
+use crate::query::filter::Expr;
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Index shards per resource.
+const SHARDS: usize = 16;
 
 /// A primary-key (or identity) value: one value per key field, in key-field order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -136,30 +144,38 @@ impl Store {
     }
 }
 
-struct Index {
-    records: HashMap<Key, Arc<RecordActor>>,
-    identities: Vec<HashMap<Key, Key>>,
+/// One indexed record: its actor and its last committed state.
+struct Entry {
+    actor: Arc<RecordActor>,
+    record: Record,
 }
+
+type Shard = FxHashMap<Key, Entry>;
 
 /// One resource and its records.
 pub struct Resource {
     /// The resource's name.
     pub name: Atom,
     config: RwLock<Arc<ResourceConfig>>,
-    index: RwLock<Index>,
+    shards: Box<[RwLock<Shard>]>,
+    identities: RwLock<Vec<FxHashMap<Key, Key>>>,
+    len: AtomicUsize,
 }
 
 impl Resource {
     fn new(name: Atom, config: ResourceConfig) -> Resource {
-        let identities = vec![HashMap::new(); config.identities.len()];
+        let identities = vec![FxHashMap::default(); config.identities.len()];
         Resource {
             name,
             config: RwLock::new(Arc::new(config)),
-            index: RwLock::new(Index {
-                records: HashMap::new(),
-                identities,
-            }),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            identities: RwLock::new(identities),
+            len: AtomicUsize::new(0),
         }
+    }
+
+    fn shard(&self, key: &Key) -> usize {
+        (FxBuildHasher.hash_one(key) as usize) % SHARDS
     }
 
     /// The current configuration.
@@ -168,24 +184,24 @@ impl Resource {
     }
 
     fn reconfigure(&self, config: ResourceConfig) -> Result<(), StoreError> {
-        let mut index = self.index.write();
+        let mut identities = self.identities.write();
         let old = self.config();
-        if old.primary_key != config.primary_key && !index.records.is_empty() {
+        if old.primary_key != config.primary_key && !self.is_empty() {
             return Err(StoreError::PrimaryKeyMismatch(old.primary_key.clone()));
         }
         if old.identities != config.identities {
-            // Rebuild the identity indexes from the records' committed state.
-            let mut rebuilt = vec![HashMap::new(); config.identities.len()];
-            for (key, actor) in &index.records {
-                if let Some(record) = actor.committed() {
+            // Rebuild the identity indexes from the committed records.
+            let mut rebuilt = vec![FxHashMap::default(); config.identities.len()];
+            for shard in self.shards.iter() {
+                for (key, entry) in shard.read().iter() {
                     for (i, identity) in config.identities.iter().enumerate() {
-                        if let Some(values) = identity_key(&identity.fields, &record) {
+                        if let Some(values) = identity_key(&identity.fields, &entry.record) {
                             rebuilt[i].entry(values).or_insert_with(|| key.clone());
                         }
                     }
                 }
             }
-            index.identities = rebuilt;
+            *identities = rebuilt;
         }
         *self.config.write() = Arc::new(config);
         Ok(())
@@ -193,7 +209,7 @@ impl Resource {
 
     /// Number of live records.
     pub fn len(&self) -> usize {
-        self.index.read().records.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether the resource holds no record.
@@ -233,7 +249,10 @@ impl Resource {
 
     /// The actor of the record with `key`.
     pub fn lookup(&self, key: &Key) -> Option<Arc<RecordActor>> {
-        self.index.read().records.get(key).cloned()
+        self.shards[self.shard(key)]
+            .read()
+            .get(key)
+            .map(|e| e.actor.clone())
     }
 
     /// The actor of the record whose `fields` equal those of `record`, for upserts: `fields`
@@ -255,39 +274,49 @@ impl Resource {
         let Some(values) = identity_key(&config.identities[i].fields, record) else {
             return Ok(None);
         };
-        let index = self.index.read();
-        Ok(index.identities[i]
-            .get(&values)
-            .and_then(|key| index.records.get(key))
-            .cloned())
+        let key = self
+            .identities
+            .read()
+            .get(i)
+            .and_then(|ix| ix.get(&values).cloned());
+        Ok(key.and_then(|k| self.lookup(&k)))
     }
 
-    /// Adds a new record and its actor.
+    /// Adds a new record and its actor, born at `now` (node milliseconds).
     pub fn insert(
         self: &Arc<Self>,
-        node: &Node,
         record: Record,
-    ) -> Result<(Arc<RecordActor>, Arc<Record>), StoreError> {
+        now: u64,
+    ) -> Result<(Arc<RecordActor>, Record), StoreError> {
         let config = self.config();
         let key = key_from(&config.primary_key, |f| record.get(f))?;
-        let record = Arc::new(record);
-        let mut index = self.index.write();
-        if index.records.contains_key(&key) {
-            drop(index);
+        let claims = identity_claims(&config, &record);
+        let mut identities = self.identities.write();
+        let mut shard = self.shards[self.shard(&key)].write();
+        if shard.contains_key(&key) {
+            drop(shard);
+            drop(identities);
             return Err(StoreError::AlreadyExists(self.pk_value(&key)));
         }
-        let claims = identity_claims(&config, &record);
-        check_identities(&config, &index, &claims, None)?;
-        let actor = RecordActor::new(self.clone(), record.clone(), node.timers.now());
+        check_identities(&config, &identities, &claims, None)?;
+        let actor = RecordActor::new(self.clone(), record.clone(), now);
         for (i, values) in claims {
-            index.identities[i].insert(values, key.clone());
+            identities[i].insert(values, key.clone());
         }
-        index.records.insert(key, actor.clone());
+        shard.insert(
+            key,
+            Entry {
+                actor: actor.clone(),
+                record: record.clone(),
+            },
+        );
+        self.len.fetch_add(1, Ordering::Relaxed);
         Ok((actor, record))
     }
 
-    /// Moves `actor` from `old`'s keys to `new`'s, refusing a key or identity in use.
-    pub fn reindex(
+    /// Commits `new` as `actor`'s record (it was `old`): moves it to its new key if the key
+    /// changed and updates the identities, refusing a key or identity value in use.
+    pub fn commit(
         &self,
         actor: &Arc<RecordActor>,
         old: &Record,
@@ -298,27 +327,53 @@ impl Resource {
         let new_key = key_from(&config.primary_key, |f| new.get(f))?;
         let old_claims = identity_claims(&config, old);
         let new_claims = identity_claims(&config, new);
+        let owned =
+            |shard: &Shard, key: &Key| shard.get(key).is_some_and(|e| Arc::ptr_eq(&e.actor, actor));
         if old_key == new_key && old_claims == new_claims {
-            return Ok(());
+            let mut shard = self.shards[self.shard(&old_key)].write();
+            return match shard.get_mut(&old_key) {
+                Some(entry) if Arc::ptr_eq(&entry.actor, actor) => {
+                    entry.record = new.clone();
+                    Ok(())
+                }
+                _ => Err(StoreError::NotFound),
+            };
         }
-        let mut index = self.index.write();
-        if old_key != new_key && index.records.contains_key(&new_key) {
-            drop(index);
-            return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
-        }
-        check_identities(&config, &index, &new_claims, Some(&old_key))?;
-        for (i, values) in &old_claims {
-            if index.identities[*i].get(values) == Some(&old_key) {
-                index.identities[*i].remove(values);
+        let mut identities = self.identities.write();
+        check_identities(&config, &identities, &new_claims, Some(&old_key))?;
+        let (a, b) = (self.shard(&old_key), self.shard(&new_key));
+        if a == b {
+            let mut shard = self.shards[a].write();
+            if !owned(&shard, &old_key) {
+                return Err(StoreError::NotFound);
+            }
+            if old_key != new_key && shard.contains_key(&new_key) {
+                return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
+            }
+            if let Some(mut entry) = shard.remove(&old_key) {
+                entry.record = new.clone();
+                shard.insert(new_key.clone(), entry);
+            }
+        } else {
+            // Two shards, locked in shard order.
+            let (mut lo, mut hi) = (self.shards[a.min(b)].write(), self.shards[a.max(b)].write());
+            let (old_shard, new_shard) = if a < b {
+                (&mut *lo, &mut *hi)
+            } else {
+                (&mut *hi, &mut *lo)
+            };
+            if !owned(old_shard, &old_key) {
+                return Err(StoreError::NotFound);
+            }
+            if new_shard.contains_key(&new_key) {
+                return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
+            }
+            if let Some(mut entry) = old_shard.remove(&old_key) {
+                entry.record = new.clone();
+                new_shard.insert(new_key.clone(), entry);
             }
         }
-        for (i, values) in new_claims {
-            index.identities[i].insert(values, new_key.clone());
-        }
-        if old_key != new_key {
-            index.records.remove(&old_key);
-            index.records.insert(new_key, actor.clone());
-        }
+        move_claims(&mut identities, &old_key, &old_claims, &new_key, new_claims);
         Ok(())
     }
 
@@ -328,15 +383,17 @@ impl Resource {
         let Ok(key) = key_from(&config.primary_key, |f| record.get(f)) else {
             return false;
         };
-        let mut index = self.index.write();
-        match index.records.get(&key) {
-            Some(current) if Arc::ptr_eq(current, actor) => {}
+        let mut identities = self.identities.write();
+        let mut shard = self.shards[self.shard(&key)].write();
+        match shard.get(&key) {
+            Some(entry) if Arc::ptr_eq(&entry.actor, actor) => {}
             _ => return false,
         }
-        index.records.remove(&key);
+        shard.remove(&key);
+        self.len.fetch_sub(1, Ordering::Relaxed);
         for (i, values) in identity_claims(&config, record) {
-            if index.identities[i].get(&values) == Some(&key) {
-                index.identities[i].remove(&values);
+            if identities[i].get(&values) == Some(&key) {
+                identities[i].remove(&values);
             }
         }
         true
@@ -344,19 +401,65 @@ impl Resource {
 
     /// Removes every record; returns the actors removed (for their exit notifications).
     pub fn take_all(&self) -> Vec<Arc<RecordActor>> {
-        let mut index = self.index.write();
-        for identity in &mut index.identities {
+        let mut identities = self.identities.write();
+        for identity in identities.iter_mut() {
             identity.clear();
         }
-        index.records.drain().map(|(_, actor)| actor).collect()
+        let mut actors = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            self.len.fetch_sub(shard.len(), Ordering::Relaxed);
+            actors.extend(shard.drain().map(|(_, entry)| entry.actor));
+        }
+        actors
     }
 
-    /// Calls `visit` with every live record and its actor, under the read lock.
-    pub fn scan(&self, mut visit: impl FnMut(&Arc<RecordActor>, &Arc<Record>)) {
-        let index = self.index.read();
-        for actor in index.records.values() {
-            actor.with_committed(|record| visit(actor, record));
+    /// Calls `hit` with the actor and committed state of every live record that `filter`
+    /// matches (every record without a filter), a shard at a time under its read lock.
+    ///
+    /// Records are checked in batches: first one read of each record of the batch (cheap loads
+    /// the CPU can overlap), then the filter on records already in cache.
+    pub fn scan(&self, filter: Option<&Expr>, mut hit: impl FnMut(&Arc<RecordActor>, &Record)) {
+        const BATCH: usize = 32;
+        let hint = filter.map(Expr::fields).unwrap_or_default();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            let mut batch: Vec<&Entry> = Vec::with_capacity(BATCH);
+            let mut entries = shard.values();
+            loop {
+                batch.clear();
+                batch.extend(entries.by_ref().take(BATCH));
+                if batch.is_empty() {
+                    break;
+                }
+                let warmed = batch
+                    .iter()
+                    .fold(0u64, |acc, e| acc.wrapping_add(e.record.warm(&hint)));
+                std::hint::black_box(warmed);
+                for entry in &batch {
+                    if filter.is_none_or(|f| f.matches(&entry.record)) {
+                        hit(&entry.actor, &entry.record);
+                    }
+                }
+            }
         }
+    }
+}
+
+fn move_claims(
+    identities: &mut [FxHashMap<Key, Key>],
+    old_key: &Key,
+    old_claims: &[(usize, Key)],
+    new_key: &Key,
+    new_claims: Vec<(usize, Key)>,
+) {
+    for (i, values) in old_claims {
+        if identities[*i].get(values) == Some(old_key) {
+            identities[*i].remove(values);
+        }
+    }
+    for (i, values) in new_claims {
+        identities[i].insert(values, new_key.clone());
     }
 }
 
@@ -402,12 +505,12 @@ fn identity_claims(config: &ResourceConfig, record: &Record) -> Vec<(usize, Key)
 
 fn check_identities(
     config: &ResourceConfig,
-    index: &Index,
+    identities: &[FxHashMap<Key, Key>],
     claims: &[(usize, Key)],
     owner: Option<&Key>,
 ) -> Result<(), StoreError> {
     for (i, values) in claims {
-        if let Some(holder) = index.identities[*i].get(values)
+        if let Some(holder) = identities[*i].get(values)
             && Some(holder) != owner
         {
             let identity = &config.identities[*i];
@@ -423,4 +526,172 @@ fn check_identities(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term::parse_term;
+
+    fn atom(s: &str) -> Atom {
+        Atom::new(s).unwrap()
+    }
+
+    fn rec(text: &str) -> Record {
+        Record::from_map(&parse_term(text).unwrap()).unwrap()
+    }
+
+    fn resource(identities: Vec<Identity>) -> Arc<Resource> {
+        let store = Store::default();
+        let mut config = ResourceConfig::new(vec![atom("id")]);
+        config.identities = identities;
+        store.define(atom("users"), config).unwrap();
+        store.get(atom("users")).unwrap()
+    }
+
+    fn email_identity() -> Identity {
+        Identity {
+            name: Value::Atom(atom("unique_email")),
+            fields: vec![atom("email")],
+        }
+    }
+
+    #[test]
+    fn insert_refuses_a_key_in_use_and_a_missing_key() {
+        let r = resource(vec![]);
+        r.insert(rec("#{id => 1, n => a}"), 0).unwrap();
+        assert!(matches!(
+            r.insert(rec("#{id => 1, n => b}"), 0),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            r.insert(rec("#{n => c}"), 0),
+            Err(StoreError::MissingPrimaryKey(_))
+        ));
+        assert!(matches!(
+            r.insert(rec("#{id => nil}"), 0),
+            Err(StoreError::MissingPrimaryKey(_))
+        ));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn commit_rekeys_and_keeps_identities_unique() {
+        let r = resource(vec![email_identity()]);
+        let (a, ra) = r
+            .insert(rec("#{id => 1, email => <<\"a@x\">>}"), 0)
+            .unwrap();
+        let (_b, _) = r
+            .insert(rec("#{id => 2, email => <<\"b@x\">>}"), 0)
+            .unwrap();
+        // A second record with the same email is refused.
+        assert!(matches!(
+            r.insert(rec("#{id => 3, email => <<\"a@x\">>}"), 0),
+            Err(StoreError::IdentityConflict(..))
+        ));
+        // Nils are distinct.
+        r.insert(rec("#{id => 4, email => nil}"), 0).unwrap();
+        r.insert(rec("#{id => 5, email => nil}"), 0).unwrap();
+        // Re-key 1 -> 10: the old key is gone, the new one is found, the scan sees it once.
+        let moved = rec("#{id => 10, email => <<\"a@x\">>}");
+        r.commit(&a, &ra, &moved).unwrap();
+        assert!(r.lookup(&r.key_of(&ra).unwrap()).is_none());
+        assert!(r.lookup(&r.key_of(&moved).unwrap()).is_some());
+        let mut seen = 0;
+        r.scan(None, |_, rec| {
+            if rec.get(atom("id")) == Some(&Value::Int(10)) {
+                seen += 1;
+            }
+        });
+        assert_eq!(seen, 1);
+        // Re-keying onto a key in use, or taking another's email, changes nothing.
+        let clash = rec("#{id => 2, email => <<\"a@x\">>}");
+        assert!(matches!(
+            r.commit(&a, &moved, &clash),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        let steal = rec("#{id => 10, email => <<\"b@x\">>}");
+        assert!(matches!(
+            r.commit(&a, &moved, &steal),
+            Err(StoreError::IdentityConflict(..))
+        ));
+        // Upserts find records by identity.
+        let probe = rec("#{email => <<\"a@x\">>}");
+        assert!(Arc::ptr_eq(
+            &r.find_by(&[atom("email")], &probe).unwrap().unwrap(),
+            &a
+        ));
+        assert!(matches!(
+            r.find_by(&[atom("other")], &probe),
+            Err(StoreError::UnknownUpsertKeys(_))
+        ));
+        // Removing frees the key and the email.
+        assert!(r.remove(&a, &moved));
+        r.insert(rec("#{id => 11, email => <<\"a@x\">>}"), 0)
+            .unwrap();
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn redefining_with_another_primary_key_needs_an_empty_resource() {
+        let store = Store::default();
+        store
+            .define(atom("t"), ResourceConfig::new(vec![atom("id")]))
+            .unwrap();
+        let r = store.get(atom("t")).unwrap();
+        r.insert(rec("#{id => 1}"), 0).unwrap();
+        assert!(matches!(
+            store.define(atom("t"), ResourceConfig::new(vec![atom("other")])),
+            Err(StoreError::PrimaryKeyMismatch(_))
+        ));
+        let mut longer = ResourceConfig::new(vec![atom("id")]);
+        longer.inactivity_timeout = Some(5);
+        store.define(atom("t"), longer).unwrap();
+        assert_eq!(r.config().inactivity_timeout, Some(5));
+    }
+
+    #[test]
+    fn scan_filters_every_record_once() {
+        let r = resource(vec![]);
+        for i in 0..1000 {
+            r.insert(rec(&format!("#{{id => {i}, age => {}}}", i % 80)), 0)
+                .unwrap();
+        }
+        let filter = Expr::parse(&parse_term("{gt, age, 40}").unwrap()).unwrap();
+        let mut ids = Vec::new();
+        r.scan(Some(&filter), |_, rec| {
+            ids.push(rec.get(atom("id")).cloned())
+        });
+        let expected = (0..1000).filter(|i| i % 80 > 40).count();
+        ids.sort_by(|a, b| crate::term::cmp_term(a.as_ref().unwrap(), b.as_ref().unwrap()));
+        ids.dedup();
+        assert_eq!(ids.len(), expected);
+    }
+
+    /// `cargo test --release --lib registry::tests::bench_scan -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_scan() {
+        let r = resource(vec![]);
+        for i in 0..100_000i64 {
+            let text = format!(
+                "#{{id => {i}, name => <<\"user-{i}\">>, age => {}, team => <<\"team-{}\">>}}",
+                i % 80,
+                i % 100
+            );
+            r.insert(rec(&text), 0).unwrap();
+        }
+        let filter =
+            Expr::parse(&parse_term("{'and', {gt, age, 40}, {eq, team, <<\"team-7\">>}}").unwrap())
+                .unwrap();
+        let mut best = u128::MAX;
+        for _ in 0..30 {
+            let start = std::time::Instant::now();
+            let mut n = 0;
+            r.scan(Some(&filter), |_, _| n += 1);
+            best = best.min(start.elapsed().as_micros());
+            assert_eq!(n, 500);
+        }
+        println!("scan of 100k records: best {best} us");
+    }
 }
