@@ -1,0 +1,213 @@
+//! The node as a library: started in-process with its own EPMD on a free port, driven over real
+//! TCP by the crate's one-shot caller and by a real `erl` node pointed at that EPMD.
+
+use ash_gen_server::client;
+use ash_gen_server::node::{EpmdMode, Node, NodeConfig, RunningNode};
+use ash_gen_server::term::{Value, parse_term};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+const COOKIE: &str = "node-test-cookie";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
+    let epmd_port = free_port();
+    let config = NodeConfig {
+        name: format!("{name}@127.0.0.1").parse().unwrap(),
+        cookie: COOKIE.into(),
+        port: 0,
+        bind: "127.0.0.1".parse().unwrap(),
+        epmd_port,
+        epmd_mode: EpmdMode::Embedded,
+        net_ticktime: Duration::from_secs(60),
+        fault_injection,
+    };
+    let running = Node::start(config).await.expect("node starts");
+    assert!(running.embedded_epmd);
+    (running, epmd_port)
+}
+
+async fn call(running: &RunningNode, epmd_port: u16, request: &str) -> Value {
+    client::call(
+        &running.node.config.name,
+        COOKIE,
+        epmd_port,
+        "ash_gen_server",
+        &parse_term(request).unwrap(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{request}: {e}"))
+}
+
+fn t(text: &str) -> Value {
+    parse_term(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_protocol_over_real_connections() {
+    let (node, epmd) = start(&format!("lib_crud_{}", std::process::id()), false).await;
+    assert_eq!(call(&node, epmd, "ping").await, t("pong"));
+    assert_eq!(
+        call(&node, epmd, "{define, user, #{primary_key => [id]}}").await,
+        t("ok")
+    );
+    assert_eq!(
+        call(
+            &node,
+            epmd,
+            "{create, user, #{id => 1, name => <<\"ann\">>, age => 40}}"
+        )
+        .await,
+        t("{ok, #{id => 1, name => <<\"ann\">>, age => 40}}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{create, user, #{id => 1}}").await,
+        t("{error, {already_exists, #{id => 1}}}")
+    );
+    assert_eq!(
+        call(
+            &node,
+            epmd,
+            "{update, user, #{id => 1}, #{id => 2, age => 41}}"
+        )
+        .await,
+        t("{ok, #{id => 2, name => <<\"ann\">>, age => 41}}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{get, user, #{id => 1}}").await,
+        t("{error, not_found}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{query, user, #{filter => {gt, age, 40}}}").await,
+        t("{ok, [#{id => 2, name => <<\"ann\">>, age => 41}]}")
+    );
+    assert_eq!(
+        call(
+            &node,
+            epmd,
+            "{destroy, user, #{id => 2}, #{filter => {eq, age, 0}}}"
+        )
+        .await,
+        t("{error, stale}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{destroy, user, #{id => 2}}").await,
+        t("ok")
+    );
+    assert_eq!(
+        call(&node, epmd, "{get, nobody, #{id => 1}}").await,
+        t("{error, {unknown_resource, nobody}}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{get, user, 1}").await,
+        t("{error, {bad_request, <<\"a primary key must be a map of its fields, got: 1\">>}}")
+    );
+    assert_eq!(
+        call(&node, epmd, "{fault, user, #{id => 1}, panic}").await,
+        t("{error, fault_injection_disabled}")
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_record_comes_back_with_its_last_committed_state() {
+    let (node, epmd) = start(&format!("lib_fault_{}", std::process::id()), true).await;
+    call(
+        &node,
+        epmd,
+        "{define, item, #{primary_key => [id], max_restarts => 1, max_seconds => 60}}",
+    )
+    .await;
+    call(&node, epmd, "{create, item, #{id => 7, n => 0}}").await;
+    call(&node, epmd, "{update, item, #{id => 7}, #{n => 1}}").await;
+    call(&node, epmd, "{update, item, #{id => 7}, #{n => 2}}").await;
+    let crashed = call(&node, epmd, "{fault, item, #{id => 7}, panic}").await;
+    assert!(
+        format!("{crashed:?}").starts_with("{error,{record_crashed,{panic,"),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        call(&node, epmd, "{get, item, #{id => 7}}").await,
+        t("{ok, #{id => 7, n => 2}}")
+    );
+    // The second failure within the window is one too many: the record is removed.
+    let crashed = call(&node, epmd, "{fault, item, #{id => 7}, error}").await;
+    assert!(
+        format!("{crashed:?}").contains("internal_error"),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        call(&node, epmd, "{get, item, #{id => 7}}").await,
+        t("{error, not_found}")
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_erl_node_uses_the_embedded_epmd_and_sees_a_hidden_node() {
+    if Command::new("erl").arg("-version").output().is_err() {
+        panic!("erl is not installed: run scripts/setup.sh (the test suite needs Erlang/OTP)");
+    }
+    let name = format!("lib_erl_{}", std::process::id());
+    let (node, epmd) = start(&name, false).await;
+    call(&node, epmd, "{define, kv, #{primary_key => [k]}}").await;
+    let script = format!(
+        "N = '{name}@127.0.0.1', \
+         pong = net_adm:ping(N), \
+         true = lists:member(N, nodes(hidden)), \
+         false = lists:member(N, nodes()), \
+         {{ok, _}} = gen_server:call({{ash_gen_server, N}}, {{create, kv, #{{k => <<\"a\">>, v => [1, 2.5, {{x}}]}}}}), \
+         {{ok, #{{v := [1, 2.5, {{x}}]}}}} = gen_server:call({{ash_gen_server, N}}, {{get, kv, #{{k => <<\"a\">>}}}}), \
+         io:format(\"erl-ok~n\"), halt(0)."
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("erl")
+            .env("ERL_EPMD_PORT", epmd.to_string())
+            .args([
+                "-name",
+                &format!("lib_peer_{}@127.0.0.1", std::process::id()),
+                "-setcookie",
+                COOKIE,
+                "-noshell",
+                "-eval",
+                &script,
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("erl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("erl-ok"),
+        "erl failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused() {
+    let (node, epmd) = start(&format!("lib_cookie_{}", std::process::id()), false).await;
+    let refused = client::call(
+        &node.node.config.name,
+        "not-the-cookie",
+        epmd,
+        "ash_gen_server",
+        &t("ping"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(refused.is_err(), "a wrong cookie got through: {refused:?}");
+    // The node is still fine.
+    assert_eq!(call(&node, epmd, "ping").await, t("pong"));
+    node.shutdown().await;
+}
