@@ -1,0 +1,37 @@
+defmodule AshGenServerBench.MixProject do
+  use Mix.Project
+
+  # Build against the package sources in $ASH_GEN_SERVER_OFFLINE_DEPS (no Hex) when it is set
+  # (bench/run.sh sets it to <repo>/../shared/hex when that folder exists).
+  @offline_dir System.get_env("ASH_GEN_SERVER_OFFLINE_DEPS")
+
+  if @offline_dir do
+    Code.require_file("offline_deps.exs", @offline_dir)
+  end
+
+  def project do
+    [
+      app: :ash_gen_server_bench,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: false,
+      deps: deps()
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger], mod: {Bench.Application, []}]
+  end
+
+  if @offline_dir do
+    defp deps, do: OfflineDeps.deps() ++ [{:ash_gen_server, path: "../../elixir_bridge"}]
+  else
+    defp deps do
+      [
+        {:ash, "~> 3.30"},
+        {:jason, "~> 1.4"},
+        {:ash_gen_server, path: "../../elixir_bridge"}
+      ]
+    end
+  end
+end

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The benchmark: the Rust node against a BEAM baseline that keeps records the way the original
+# ash_gen_server library does. One command builds what it needs, starts EPMD, the nodes and a
+# driver, runs every workload against both sides and writes bench/out/results-<timestamp>.{md,json,svg}.
+#
+#   bench/run.sh            full run (about 5-8 minutes on 2 cores)
+#   bench/run.sh --smoke    tiny sizes, every workload end to end, then checks every row is there
+#   bench/run.sh --help     the size flags (--records, --ops, --callers, --no-big, ...)
+#
+# Environment: ASH_GEN_SERVER_OFFLINE_DEPS (package sources instead of Hex; defaults to
+# <repo>/../shared/hex when that exists), BENCH_OUT (output folder, default bench/out),
+# BENCH_TIMEOUT (seconds the driver may run, default 1500, 300 with --smoke).
+# Every process started here is stopped on exit; waits are bounded.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+app="$here/bench_app"
+
+smoke=false
+run_big=true
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) smoke=true ;;
+    --no-big) run_big=false ;;
+    -h | --help) exec sed -n '/^  @usage """/,/^  """/p' "$app/lib/bench/driver.ex" ;;
+  esac
+done
+
+for tool in cargo elixir mix epmd; do
+  command -v "$tool" >/dev/null || {
+    echo "bench: $tool not found (cargo from rustup; apt-get install erlang-nox erlang-dev elixir rebar3)" >&2
+    exit 2
+  }
+done
+
+if [[ -z "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" && -d "$repo/../shared/hex" ]]; then
+  ASH_GEN_SERVER_OFFLINE_DEPS="$(cd "$repo/../shared/hex" && pwd)"
+fi
+if [[ -n "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" ]]; then
+  export ASH_GEN_SERVER_OFFLINE_DEPS
+  echo "bench: offline dependencies from $ASH_GEN_SERVER_OFFLINE_DEPS" >&2
+fi
+
+echo "bench: building the node and the loopback example (release)" >&2
+(cd "$repo" && cargo build --release --quiet --bin ash-gen-server --example loopback_rtt)
+node_bin="$repo/target/release/ash-gen-server"
+loopback_bin="$repo/target/release/examples/loopback_rtt"
+
+echo "bench: compiling the bench app (MIX_ENV=prod)" >&2
+export MIX_ENV=prod
+(cd "$app" && mix deps.get >/dev/null && mix compile 2>&1 | grep -Ev 'requires Elixir|^==>|Nothing to be done|yamerl|Analyzing applications' >&2 || true)
+(cd "$app" && mix compile --no-deps-check >/dev/null) # fails the run if the app does not build
+ebin="$app/_build/prod/lib/ash_gen_server_bench/ebin"
+
+out="${BENCH_OUT:-$here/out}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+timestamp="$(date -u +%Y%m%dT%H%M%SZ)"
+logs="$out/logs-$timestamp"
+mkdir -p "$logs"
+
+suffix="$$_$RANDOM"
+cookie="bench_${RANDOM}${RANDOM}${RANDOM}"
+rust_node="bench_rust_$suffix@127.0.0.1"
+big_node="bench_big_$suffix@127.0.0.1"
+baseline_node="bench_base_$suffix@127.0.0.1"
+driver_node="bench_drv_$suffix@127.0.0.1"
+
+pids=()
+started_epmd=false
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  # Stop EPMD only if this run started it and no other node uses it now.
+  if $started_epmd && [[ -z "$(epmd -names 2>/dev/null | grep '^name ' || true)" ]]; then
+    epmd -kill >/dev/null 2>&1 || true
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if ! epmd -names >/dev/null 2>&1; then
+  epmd -daemon
+  started_epmd=true
+  for _ in $(seq 50); do epmd -names >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# wait_ready LOG PID NAME: until LOG has a line starting "ready " (60 s at most).
+wait_ready() {
+  local log="$1" pid="$2" name="$3"
+  for _ in $(seq 600); do
+    grep -q '^ready ' "$log" 2>/dev/null && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "bench: $name exited before it was ready; its log ($log):" >&2
+      tail -20 "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "bench: $name not ready after 60 s; its log ($log):" >&2
+  tail -20 "$log" >&2
+  exit 1
+}
+
+echo "bench: starting the nodes" >&2
+"$node_bin" start --name "$rust_node" --cookie "$cookie" --epmd external >"$logs/rust.log" 2>&1 &
+rust_pid=$!
+pids+=("$rust_pid")
+big_pid=""
+if $run_big; then
+  "$node_bin" start --name "$big_node" --cookie "$cookie" --epmd external >"$logs/big.log" 2>&1 &
+  big_pid=$!
+  pids+=("$big_pid")
+fi
+elixir --name "$baseline_node" --cookie "$cookie" -pa "$ebin" \
+  -e 'Bench.Baseline.main()' >"$logs/baseline.log" 2>&1 </dev/null &
+baseline_pid=$!
+pids+=("$baseline_pid")
+
+wait_ready "$logs/rust.log" "$rust_pid" "Rust node $rust_node"
+[[ -n "$big_pid" ]] && wait_ready "$logs/big.log" "$big_pid" "Rust node $big_node"
+wait_ready "$logs/baseline.log" "$baseline_pid" "baseline node $baseline_node"
+
+if $smoke; then timeout_s="${BENCH_TIMEOUT:-300}"; else timeout_s="${BENCH_TIMEOUT:-1500}"; fi
+echo "bench: driver $driver_node (at most ${timeout_s} s)" >&2
+
+export BENCH_RUST_NODE="$rust_node" BENCH_BIG_NODE="$big_node" BENCH_BASELINE_NODE="$baseline_node"
+export BENCH_RUST_OS_PID="$rust_pid" BENCH_BIG_OS_PID="$big_pid" BENCH_BASELINE_OS_PID="$baseline_pid"
+export BENCH_LOOPBACK_BIN="$loopback_bin" BENCH_OUT="$out" BENCH_TIMESTAMP="$timestamp"
+
+set +e
+(
+  cd "$app"
+  exec timeout --kill-after=10 "$timeout_s" elixir --name "$driver_node" --cookie "$cookie" \
+    -S mix run --no-compile --no-deps-check -e 'Bench.Driver.main(System.argv())' -- "$@"
+) </dev/null &
+driver_pid=$!
+pids+=("$driver_pid")
+wait "$driver_pid"
+driver_status=$?
+set -e
+
+result="$out/results-$timestamp"
+if [[ $driver_status -eq 124 ]]; then
+  echo "bench: the driver did not finish within ${timeout_s} s" >&2
+  exit 1
+fi
+
+if $smoke; then
+  echo "bench: checking that $result.md has every row" >&2
+  (cd "$app" && mix run --no-compile --no-deps-check --no-start \
+    -e 'Bench.Report.check_main(System.argv())' -- "$result.json")
+fi
+
+if [[ $driver_status -ne 0 ]]; then
+  echo "bench: the driver failed (exit $driver_status); logs in $logs" >&2
+  exit "$driver_status"
+fi
+echo "bench: done: $result.md (.json, .svg)" >&2
