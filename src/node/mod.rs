@@ -258,7 +258,7 @@ impl Node {
     }
 
     fn peer_gone(self: &Arc<Self>, peer: &str) {
-        self.processes.node_down(self, peer);
+        self.processes.node_down(peer);
         self.expiry.node_down(self, peer);
     }
 

@@ -216,36 +216,22 @@ impl ProcessTable {
         }
     }
 
-    /// `peer` disconnected: drop its monitors, and break its links with `noconnection`.
-    pub fn node_down(&self, node: &Node, peer: &str) {
-        {
-            let mut monitors = self.monitors.lock();
-            monitors.retain(|_, list| {
-                list.retain(|w| w.pid.node.as_str() != peer);
-                !list.is_empty()
-            });
-        }
-        let mut broken: Vec<(u64, Pid)> = Vec::new();
-        {
-            let mut links = self.links.lock();
-            links.retain(|n, list| {
-                list.retain(|p| {
-                    if p.node.as_str() == peer {
-                        broken.push((*n, *p));
-                        false
-                    } else {
-                        true
-                    }
-                });
-                !list.is_empty()
-            });
-        }
-        for (n, from) in broken {
-            let actor = self.records.read().get(&n).cloned();
-            if let Some(actor) = actor {
-                actor.exit_signal(node, from, Value::Atom(*atoms::NOCONNECTION), true);
-            }
-        }
+    /// `peer` disconnected: forget its monitors and links.
+    ///
+    /// Unlike a BEAM process, a record is not killed with `noconnection` when a linked peer
+    /// goes away: losing a client's connection is not the record failing, and a record must
+    /// never be lost to a network event. Only an exit signal a live process actually sends (it
+    /// exited, or called `exit/2`) reaches a record.
+    pub fn node_down(&self, peer: &str) {
+        let from_peer = |pid: &Pid| pid.node.as_str() == peer;
+        self.monitors.lock().retain(|_, list| {
+            list.retain(|w| !from_peer(&w.pid));
+            !list.is_empty()
+        });
+        self.links.lock().retain(|_, list| {
+            list.retain(|p| !from_peer(p));
+            !list.is_empty()
+        });
     }
 
     /// The node name atom.

@@ -46,8 +46,8 @@ pub enum Request {
     Whereis(Atom, Value),
     /// `{keep_alive, Resource, PK}`.
     KeepAlive(Atom, Value),
-    /// `subscribe`.
-    Subscribe,
+    /// `subscribe` (every resource) or `{subscribe, [Resource]}`.
+    Subscribe(Option<Vec<Atom>>),
     /// `unsubscribe`.
     Unsubscribe,
     /// `{info, Resource}`.
@@ -227,7 +227,7 @@ fn fault(v: &Value) -> Result<Fault, RequestError> {
 pub fn parse(v: &Value) -> Result<Request, RequestError> {
     if let Value::Atom(a) = v {
         return match a.as_str() {
-            "subscribe" => Ok(Request::Subscribe),
+            "subscribe" => Ok(Request::Subscribe(None)),
             "unsubscribe" => Ok(Request::Unsubscribe),
             "resources" => Ok(Request::Resources),
             "ping" => Ok(Request::Ping),
@@ -352,6 +352,10 @@ pub fn parse(v: &Value) -> Result<Request, RequestError> {
             arity(&[2], "{keep_alive, Resource, PK}")?;
             Ok(Request::KeepAlive(resource(&args[0])?, pk(&args[1])?))
         }
+        "subscribe" => {
+            arity(&[1], "{subscribe, [Resource]}")?;
+            Ok(Request::Subscribe(Some(fields(&args[0], "the resources to subscribe to")?)))
+        }
         "info" => {
             arity(&[1], "{info, Resource}")?;
             Ok(Request::Info(resource(&args[0])?))
@@ -437,6 +441,7 @@ mod tests {
             "{clear, r}",
             "{fault, r, #{id => 1}, panic}",
             "subscribe",
+            "{subscribe, [user, post]}",
             "unsubscribe",
             "resources",
             "ping",

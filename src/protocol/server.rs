@@ -178,8 +178,8 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             Ok(()) => reply::ok(),
             Err(e) => reply::render(&Outcome::Error(e)),
         },
-        Request::Subscribe => {
-            node.expiry.subscribe(node, from.pid);
+        Request::Subscribe(resources) => {
+            node.expiry.subscribe(node, from.pid, resources);
             reply::ok()
         }
         Request::Unsubscribe => {
@@ -232,10 +232,13 @@ fn upsert_args(
         (Some(set), _) => set.clone(),
         (None, Some(fields)) => record.select(fields),
         (None, None) => {
+            // Everything but the keys, and never the primary key: an upsert on an identity
+            // updates the record it finds, it does not move it to the new record's key.
+            let primary_key = resource.config().primary_key.clone();
             let rest: Vec<Atom> = record
                 .iter()
                 .map(|(f, _)| f)
-                .filter(|f| !keys.contains(f))
+                .filter(|f| !keys.contains(f) && !primary_key.contains(f))
                 .collect();
             record.select(&rest)
         }

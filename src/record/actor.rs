@@ -494,7 +494,7 @@ impl RecordActor {
             &turn.record,
             reason.atom(),
         );
-        if node.expiry.notify(node, self, &notice) {
+        if node.expiry.notify(node, self.resource.name, self, &notice) {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
@@ -618,14 +618,16 @@ impl After {
         if let Some(removed) = &self.remove {
             actor.resource.remove(actor, removed);
         }
+        // The reply goes before the exit signals: a caller of the record's own pid that asked
+        // for `destroy` gets its `ok` before its monitor's 'DOWN'.
+        if let (Some(outcome), Some(reply)) = (self.reply, reply_to) {
+            reply.send(node, outcome);
+        }
         if let Some((n, reason)) = &self.exit {
             node.processes.exit(node, *n, reason);
         }
         if let Some(at) = self.timer {
             node.timers.schedule(at, actor);
-        }
-        if let (Some(outcome), Some(reply)) = (self.reply, reply_to) {
-            reply.send(node, outcome);
         }
     }
 }

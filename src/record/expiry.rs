@@ -1,7 +1,8 @@
 //! Expiry handlers: the processes that destroy expired records through Ash.
 //!
-//! A process becomes a handler with the `subscribe` request; the node monitors it. When a record
-//! expires, one handler (round-robin) gets an `{ash_gen_server, expired, Info}` notice and is
+//! A process becomes a handler with the `subscribe` request (of every resource, or of a list);
+//! the node monitors it. When a record expires, one handler of its resource (round-robin) gets
+//! an `{ash_gen_server, expired, Info}` notice and is
 //! expected to destroy the record. If the handler dies first — or disconnects — every record
 //! waiting on it is told, and removes itself; if there is no handler at all, the record removes
 //! itself at once. Either way the node logs it.
@@ -9,7 +10,7 @@
 use super::actor::{Envelope, RecordActor};
 use crate::node::Node;
 use crate::node::process::SERVER_PID;
-use crate::term::{Pid, Ref, Value};
+use crate::term::{Atom, Pid, Ref, Value};
 use crate::wire::dist::{self, ProcRef};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,8 @@ use std::sync::{Arc, Weak};
 struct Handler {
     pid: Pid,
     monitor: Ref,
+    /// The resources it handles; `None` for all.
+    resources: Option<Vec<Atom>>,
     waiting: Vec<Weak<RecordActor>>,
 }
 
@@ -29,10 +32,12 @@ pub struct Expiry {
 }
 
 impl Expiry {
-    /// Makes `pid` a handler (idempotent) and monitors it.
-    pub fn subscribe(&self, node: &Node, pid: Pid) {
+    /// Makes `pid` a handler of `resources` (all when `None`) and monitors it. Subscribing
+    /// again replaces the resources.
+    pub fn subscribe(&self, node: &Node, pid: Pid, resources: Option<Vec<Atom>>) {
         let mut handlers = self.handlers.lock();
-        if handlers.iter().any(|h| h.pid == pid) {
+        if let Some(existing) = handlers.iter_mut().find(|h| h.pid == pid) {
+            existing.resources = resources;
             return;
         }
         let monitor = node.make_ref();
@@ -40,10 +45,11 @@ impl Expiry {
         node.write_to(pid.node, |out| {
             dist::monitor(out, &me, &ProcRef::Pid(pid), &monitor)
         });
-        tracing::info!(handler = %pid, "expiry handler subscribed");
+        tracing::info!(handler = %pid, ?resources, "expiry handler subscribed");
         handlers.push(Handler {
             pid,
             monitor,
+            resources,
             waiting: Vec::new(),
         });
     }
@@ -65,14 +71,28 @@ impl Expiry {
         self.handlers.lock().len()
     }
 
-    /// Sends `notice` to the next handler and notes that `actor` waits on it. Returns false
-    /// when there is no handler.
-    pub fn notify(&self, node: &Node, actor: &Arc<RecordActor>, notice: &Value) -> bool {
+    /// Sends `notice` about a record of `resource` to the next handler of that resource and
+    /// notes that `actor` waits on it. Returns false when no handler takes the resource.
+    pub fn notify(
+        &self,
+        node: &Node,
+        resource: Atom,
+        actor: &Arc<RecordActor>,
+        notice: &Value,
+    ) -> bool {
         let mut handlers = self.handlers.lock();
-        if handlers.is_empty() {
+        let eligible: Vec<usize> = (0..handlers.len())
+            .filter(|&i| {
+                handlers[i]
+                    .resources
+                    .as_ref()
+                    .is_none_or(|rs| rs.contains(&resource))
+            })
+            .collect();
+        if eligible.is_empty() {
             return false;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % handlers.len();
+        let i = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
         let handler = &mut handlers[i];
         if handler.waiting.len() >= 64 && handler.waiting.len().is_power_of_two() {
             handler.waiting.retain(|w| w.strong_count() > 0);

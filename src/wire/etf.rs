@@ -10,8 +10,9 @@
 use crate::term::{Atom, Pid, Ref, Value};
 use num_bigint::{BigInt, Sign};
 
-/// Deepest nesting accepted.
-pub const MAX_DEPTH: usize = 256;
+/// Deepest nesting accepted: room for a filter of the protocol's 256 levels inside the
+/// `{'$gen_call', From, {query, R, #{filter => ...}}}` around it.
+pub const MAX_DEPTH: usize = 300;
 
 const VERSION: u8 = 131;
 
@@ -520,12 +521,30 @@ mod tests {
         assert!(decode(&[131, 200]).is_err());
         assert!(decode(&[130, 106]).is_err());
         assert!(decode(&[131, 119, 2, 0xff, 0xfe]).is_err());
-        let mut deep = vec![131u8];
-        for _ in 0..(MAX_DEPTH + 5) {
-            deep.extend_from_slice(&[104, 1]);
-        }
-        deep.push(106);
-        assert!(decode(&deep).is_err());
+    }
+
+    /// Nesting at the limit decodes, one level more is refused: on the node's 8 MiB worker
+    /// stacks (see main.rs), even in a debug build.
+    #[test]
+    fn nesting_is_limited() {
+        let nested = |levels: usize| {
+            let mut bytes = vec![131u8];
+            for _ in 0..levels {
+                bytes.extend_from_slice(&[104, 1]);
+            }
+            bytes.push(106);
+            bytes
+        };
+        std::thread::Builder::new()
+            .stack_size(8 * 1024 * 1024)
+            .spawn(move || {
+                assert!(decode(&nested(MAX_DEPTH)).is_ok());
+                assert!(decode(&nested(MAX_DEPTH + 1)).is_err());
+                assert!(decode(&nested(100_000)).is_err());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! channel without atom cache never carries (compressed terms, atom cache references, `LOCAL_EXT`).
 
 /// Deepest nesting of tuples, lists and maps accepted.
-pub const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = super::etf::MAX_DEPTH;
 
 /// Why bytes are not an acceptable term.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

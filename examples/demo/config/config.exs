@@ -1,0 +1,4 @@
+import Config
+
+config :logger, level: :warning
+config :demo, ash_domains: [Demo.Library]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: formatting and lints, the Rust unit and integration
+# tests, the Erlang end-to-end suites, the Ash end-to-end suite, and a smoke run of the
+# benchmark. Exits non-zero on the first failure.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo/scripts/setup.sh"
+cd "$repo"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "rust: fmt, clippy"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+section "rust: unit and integration tests"
+epmd -daemon
+cargo test --quiet
+
+section "erlang: end-to-end suites against the node"
+integration/run_erl.sh
+
+section "ash: data layer unit tests and end-to-end suite"
+integration/run_ash.sh
+
+section "demo app: formatting and compile"
+(cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)
+
+section "benchmark: smoke run"
+bench/run.sh --smoke
+
+section "all tests passed"
