@@ -28,8 +28,12 @@ echo "demo: node $DEMO_NODE is up (log: $log)"
 
 echo "demo: compiling the demo app (Ash and the AshGenServer data layer; the first time takes a couple of minutes)"
 cd "$repo/examples/demo"
-mix deps.get >/dev/null
-mix compile >/dev/null
+build_log="$(mktemp "${TMPDIR:-/tmp}/ash-gen-server-demo-build.XXXXXX.log")"
+if ! { mix deps.get && mix compile; } >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  echo "demo: building the demo app failed (log above)" >&2
+  exit 1
+fi
 elixir --name "demo_$$@127.0.0.1" --cookie "$cookie" -S mix run demo.exs
 
 cat <<MSG

@@ -137,7 +137,7 @@ defmodule Bench.Driver do
 
     mode =
       cond do
-        opts[:smoke] and not custom? -> "smoke"
+        opts[:smoke] == true and not custom? -> "smoke"
         opts[:smoke] -> "smoke (custom sizes)"
         custom? -> "custom"
         true -> "full"
