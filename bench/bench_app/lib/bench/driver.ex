@@ -30,6 +30,8 @@ defmodule Bench.Driver do
     --batch N               records per bulk_create batch (1000)
     --scan-iters-small N    BEAM scans timed over the small set (10)
     --scan-iters-large N    BEAM scans timed over the large set (3)
+    --rounds N              get/update/Ash measurements are split in N rounds, the sides
+                            taking turns (3)
     --loopback-iters N      loopback_rtt rounds (20000)
     --quiet                 no progress lines on stderr
   """
@@ -49,6 +51,7 @@ defmodule Bench.Driver do
     scan_iters_small: 10,
     scan_iters_large: 3,
     loopback_iters: 20_000,
+    rounds: 3,
     verbose: true
   }
 
@@ -64,7 +67,8 @@ defmodule Bench.Driver do
       batch: 200,
       scan_iters_small: 2,
       scan_iters_large: 2,
-      loopback_iters: 1_000
+      loopback_iters: 1_000,
+      rounds: 2
   }
 
   @switches [
@@ -83,6 +87,7 @@ defmodule Bench.Driver do
     scan_iters_small: :integer,
     scan_iters_large: :integer,
     loopback_iters: :integer,
+    rounds: :integer,
     quiet: :boolean,
     help: :boolean
   ]
@@ -183,6 +188,7 @@ defmodule Bench.Driver do
       os_pids: %{
         driver: System.pid(),
         rust: System.get_env("BENCH_RUST_OS_PID"),
+        big: System.get_env("BENCH_BIG_OS_PID"),
         baseline:
           System.get_env("BENCH_BASELINE_OS_PID") || :erpc.call(baseline, System, :pid, [])
       }

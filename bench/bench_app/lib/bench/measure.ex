@@ -23,7 +23,13 @@ defmodule Bench.Measure do
   stats of the latencies.
   """
   @spec run(pos_integer, pos_integer, (non_neg_integer, non_neg_integer -> any)) :: stats
-  def run(ops, callers, fun) do
+  def run(ops, callers, fun), do: merge([run_raw(ops, callers, fun)])
+
+  @doc """
+  `run/3` without the statistics: `%{latencies: [native], wall: native}`, to be combined with
+  other rounds by `merge/1`. `offset` is added to `i` (distinct ids across rounds).
+  """
+  def run_raw(ops, callers, fun, offset \\ 0) do
     per = max(div(ops, callers), 1)
     parent = self()
     go = make_ref()
@@ -31,13 +37,13 @@ defmodule Bench.Measure do
     workers =
       for worker <- 0..(callers - 1) do
         spawn_monitor(fn ->
-          :rand.seed(:exsss, {worker + 1, 7, 13})
+          :rand.seed(:exsss, {worker + 1, offset + 7, 13})
 
           receive do
             ^go -> :ok
           end
 
-          latencies = loop(fun, worker, 0, per, [])
+          latencies = loop(fun, worker, offset, offset + per, [])
           send(parent, {:latencies, self(), latencies})
         end)
       end
@@ -59,16 +65,58 @@ defmodule Bench.Measure do
         end
       end)
 
-    wall = System.monotonic_time() - started
-    stats(latencies, wall)
+    %{latencies: latencies, wall: System.monotonic_time() - started}
   end
 
-  defp loop(_fun, _worker, n, n, acc), do: acc
+  @doc "Stats over several raw rounds (latencies pooled, wall times added, CPU added)."
+  def merge(raws) do
+    stats = stats(Enum.flat_map(raws, & &1.latencies), raws |> Enum.map(& &1.wall) |> Enum.sum())
 
-  defp loop(fun, worker, i, n, acc) do
+    case Enum.filter(raws, &Map.has_key?(&1, :cpu)) do
+      [] ->
+        stats
+
+      with_cpu ->
+        cpu =
+          with_cpu
+          |> Enum.map(& &1.cpu)
+          |> Enum.reduce(fn a, b ->
+            Map.merge(a, b, fn
+              _k, x, y when is_number(x) and is_number(y) -> Float.round(x + y, 2)
+              _k, _, _ -> nil
+            end)
+          end)
+
+        stats |> Map.put(:cpu, cpu) |> Map.put(:rounds, length(raws))
+    end
+  end
+
+  @doc "`sequential/2` without the statistics (see `run_raw/4`)."
+  def sequential_raw(iterations, fun) do
+    started = System.monotonic_time()
+
+    latencies =
+      for i <- 0..(iterations - 1) do
+        t0 = System.monotonic_time()
+        fun.(i)
+        System.monotonic_time() - t0
+      end
+
+    %{latencies: latencies, wall: System.monotonic_time() - started}
+  end
+
+  @doc "Runs `fun` (returning a raw round) and adds the CPU used meanwhile to it."
+  def raw_with_cpu(processes, fun) do
+    {raw, cpu} = with_cpu(processes, fun)
+    Map.put(raw, :cpu, cpu)
+  end
+
+  defp loop(_fun, _worker, last, last, acc), do: acc
+
+  defp loop(fun, worker, i, last, acc) do
     t0 = System.monotonic_time()
     fun.(worker, i)
-    loop(fun, worker, i + 1, n, [System.monotonic_time() - t0 | acc])
+    loop(fun, worker, i + 1, last, [System.monotonic_time() - t0 | acc])
   end
 
   @doc "Times `fun.(i)` `iterations` times in a row (for slow operations such as scans)."

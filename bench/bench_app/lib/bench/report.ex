@@ -180,7 +180,7 @@ defmodule Bench.Report do
     | # | Row | Rust | Reference | Rust / reference | Target | Result |
     |---|---|--:|--:|--:|---|---|
     #{Enum.map_join(values, "\n", &values_line/1)}
-
+    #{values_notes(values)}
     ## Targets
 
     #{Enum.map_join(targets, "\n", &target_line/1)}
@@ -271,6 +271,40 @@ defmodule Bench.Report do
 
     "| " <> Enum.join(cells, " | ") <> " |"
   end
+
+  defp values_notes(values) do
+    notes =
+      for row <- values do
+        case row do
+          %{id: "memory", detail: d} ->
+            "- Memory (workload 3): Rust RSS #{fmt_bytes(d.rust_rss_before)} → " <>
+              "#{fmt_bytes(d.rust_rss_after)}; BEAM `:erlang.memory(:total)` " <>
+              "#{fmt_bytes(d.beam_memory_total_before)} → #{fmt_bytes(d.beam_memory_total_after)}."
+
+          %{id: "big_create", detail: d} ->
+            tenths = Enum.map_join(d.big_tenths_us_per_record, ", ", &fmt_num/1)
+            small = Enum.map_join(d.small_runs_us_per_record, ", ", &fmt_num/1)
+            cs = d.cpu_us_per_record_small
+            cb = d.cpu_us_per_record_big
+
+            "- Workload 6, µs per record for each tenth of the big load: #{tenths} " <>
+              "(the small runs: #{small}). CPU µs per record, driver / node: " <>
+              "#{fmt_num(cs[:driver])} / #{fmt_num(cs[:node])} at the small size, " <>
+              "#{fmt_num(cb[:driver])} / #{fmt_num(cb[:node])} at the big one."
+
+          _ ->
+            nil
+        end
+      end
+
+    case Enum.reject(notes, &is_nil/1) do
+      [] -> ""
+      notes -> "\n" <> Enum.join(notes, "\n") <> "\n"
+    end
+  end
+
+  defp fmt_num(nil), do: "?"
+  defp fmt_num(v), do: :erlang.float_to_binary(v / 1, decimals: 2)
 
   defp result_text(%{result: nil}), do: "—"
   defp result_text(%{result: result, counted: false}), do: "(#{String.downcase(result)})"

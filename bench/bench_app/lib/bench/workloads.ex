@@ -72,16 +72,38 @@ defmodule Bench.Workloads do
   end
 
   defp cpu_of(ctx, side) do
-    node_pid = if side == :rust, do: ctx.os_pids.rust, else: ctx.os_pids.baseline
+    node_pid = if side == :beam, do: ctx.os_pids.baseline, else: ctx.os_pids.rust
     %{driver: ctx.os_pids.driver, node: node_pid}
   end
 
-  # One measured closed-loop run after a warm-up of a tenth of the operations.
-  defp closed_loop(ctx, side, ops, callers, fun) do
-    Measure.run(max(div(ops, 10), callers), callers, fun)
+  # Rounds of closed-loop runs, the sides taking turns (the order rotates every round), each
+  # run after a short warm-up; a side's rounds are pooled by Measure.merge/1.
+  defp interleaved(ctx, funs, ops, callers, cpu_of) do
+    rounds = ctx.cfg.rounds
+    per_round = max(div(ops, rounds), callers)
+    sides = Map.keys(funs) |> Enum.sort()
 
-    {stats, cpu} = Measure.with_cpu(cpu_of(ctx, side), fn -> Measure.run(ops, callers, fun) end)
-    Map.put(stats, :cpu, cpu)
+    raws =
+      for round <- 0..(rounds - 1), side <- rotate(sides, round), reduce: %{} do
+        acc ->
+          fun = Map.fetch!(funs, side)
+          offset = round * per_round
+          Measure.run_raw(max(div(per_round, 10), callers), callers, fun, 1_000_000_000 + offset)
+
+          raw =
+            Measure.raw_with_cpu(cpu_of.(side), fn ->
+              Measure.run_raw(per_round, callers, fun, offset)
+            end)
+
+          Map.update(acc, side, [raw], &[raw | &1])
+      end
+
+    Map.new(raws, fn {side, list} -> {side, Measure.merge(list)} end)
+  end
+
+  defp rotate(list, n) do
+    k = rem(n, length(list))
+    Enum.drop(list, k) ++ Enum.take(list, k)
   end
 
   defp log(ctx, message), do: if(ctx.cfg.verbose, do: IO.puts(:stderr, "  " <> message))
@@ -264,10 +286,10 @@ defmodule Bench.Workloads do
 
   defp get_update_rows(ctx, name, workload, funs, callers, rust_how, pid_how) do
     ops = ctx.cfg.ops
-    log(ctx, "#{name}, #{callers} callers, #{ops} ops per side")
-    beam = closed_loop(ctx, :beam, ops, callers, funs.beam)
-    rust = closed_loop(ctx, :rust, ops, callers, funs.rust)
-    rust_pid = closed_loop(ctx, :rust, ops, callers, funs.rust_pid)
+    log(ctx, "#{name}, #{callers} callers, #{ops} ops per side in #{ctx.cfg.rounds} rounds")
+
+    %{beam: beam, rust: rust, rust_pid: rust_pid} =
+      interleaved(ctx, funs, ops, callers, &cpu_of(ctx, &1))
 
     target =
       cond do
@@ -345,13 +367,19 @@ defmodule Bench.Workloads do
       beam_scan.(0)
       rust_query.(0)
 
-      {beam, beam_cpu} =
-        Measure.with_cpu(cpu_of(ctx, :beam), fn -> Measure.sequential(iters, beam_scan) end)
+      # Interleaved: one baseline scan, then `rust_per` node queries, `iters` times.
+      rust_per = if iters > 1, do: 10, else: 1
 
-      rust_iters = max(iters, min(iters * 10, 50))
+      raws =
+        for _ <- 1..iters do
+          {Measure.raw_with_cpu(cpu_of(ctx, :beam), fn -> Measure.sequential_raw(1, beam_scan) end),
+           Measure.raw_with_cpu(cpu_of(ctx, :rust), fn ->
+             Measure.sequential_raw(rust_per, rust_query)
+           end)}
+        end
 
-      {rust, rust_cpu} =
-        Measure.with_cpu(cpu_of(ctx, :rust), fn -> Measure.sequential(rust_iters, rust_query) end)
+      beam = raws |> Enum.map(&elem(&1, 0)) |> Measure.merge()
+      rust = raws |> Enum.map(&elem(&1, 1)) |> Measure.merge()
 
       %{
         id: "filter_#{size_name}",
@@ -360,8 +388,8 @@ defmodule Bench.Workloads do
         label:
           "filter #{Data.filter_text()} over #{fmt_int(n)} " <>
             "(#{expected} match#{if expected == 1, do: "", else: "es"})",
-        rust: Map.put(rust, :cpu, rust_cpu),
-        beam: Map.put(beam, :cpu, beam_cpu),
+        rust: rust,
+        beam: beam,
         target:
           if(size_name == "large",
             do: %{metric: "p50_us", op: "<=", value: 1 / 50, text: "≥ 50× faster (p50 ≤ 0.02×)"}
@@ -401,30 +429,46 @@ defmodule Bench.Workloads do
 
     for {side, r} <- @ash_resources, do: ash_clear(ctx, side, r)
     first = 10_000_001
-    ids = List.to_tuple(Enum.to_list(first..(first + ops - 1)))
-    pick = fn -> elem(ids, :rand.uniform(ops) - 1) end
+    log(ctx, "through Ash: create, get, update (#{ops} each per side, #{ctx.cfg.rounds} rounds)")
 
-    log(ctx, "through Ash: create, get, update (#{ops} each per side)")
+    cpu = fn side ->
+      %{driver: ctx.os_pids.driver, node: if(side == :rust, do: ctx.os_pids.rust)}
+    end
 
     create =
-      Map.new(@ash_resources, fn {side, r} ->
-        {side,
-         closed_loop_once(ctx, side, ops, fn _w, i -> Ash.create!(r, Data.person(first + i)) end)}
-      end)
+      interleaved(
+        ctx,
+        Map.new(@ash_resources, fn {side, r} ->
+          {side, fn _w, i -> Ash.create!(r, Data.person(first + i)) end}
+        end),
+        ops,
+        1,
+        cpu
+      )
+
+    # The ids every side created (the warm-up rounds' ids are far above).
+    created = max(div(ops, ctx.cfg.rounds), 1) * ctx.cfg.rounds
+    ids = List.to_tuple(Enum.to_list(first..(first + created - 1)))
+    pick = fn -> elem(ids, :rand.uniform(created) - 1) end
 
     get =
-      Map.new(@ash_resources, fn {side, r} ->
-        Measure.run(max(div(ops, 10), 1), 1, fn _w, _i -> Ash.get!(r, pick.()) end)
-        {side, closed_loop_once(ctx, side, ops, fn _w, _i -> Ash.get!(r, pick.()) end)}
-      end)
+      interleaved(
+        ctx,
+        Map.new(@ash_resources, fn {side, r} -> {side, fn _w, _i -> Ash.get!(r, pick.()) end} end),
+        ops,
+        1,
+        cpu
+      )
 
-    update =
+    update_funs =
       Map.new(@ash_resources, fn {side, r} ->
         records = ids |> Tuple.to_list() |> Enum.map(&Ash.get!(r, &1)) |> List.to_tuple()
-        one = fn _w, i -> Ash.update!(elem(records, :rand.uniform(ops) - 1), %{score: i}) end
-        Measure.run(max(div(ops, 10), 1), 1, one)
-        {side, closed_loop_once(ctx, side, ops, one)}
+
+        {side,
+         fn _w, i -> Ash.update!(elem(records, :rand.uniform(created) - 1), %{score: i}) end}
       end)
+
+    update = interleaved(ctx, update_funs, ops, 1, cpu)
 
     action_rows =
       for {name, stats} <- [{"create", create}, {"get", get}, {"update", update}] do
@@ -446,12 +490,6 @@ defmodule Bench.Workloads do
     read_rows = ash_filtered_reads(ctx)
     for {side, r} <- @ash_resources, do: ash_clear(ctx, side, r)
     action_rows ++ read_rows
-  end
-
-  defp closed_loop_once(ctx, side, ops, fun) do
-    cpu = %{driver: ctx.os_pids.driver, node: if(side == :rust, do: ctx.os_pids.rust)}
-    {stats, cpu} = Measure.with_cpu(cpu, fn -> Measure.run(ops, 1, fun) end)
-    Map.put(stats, :cpu, cpu)
   end
 
   defp ash_load(resource, first, last, batch) do
@@ -500,17 +538,21 @@ defmodule Bench.Workloads do
             end
           end
 
-          stats =
-            Map.new(@ash_resources, fn {side, r} ->
-              read.(r).(0)
-              side_iters = if side == :rust, do: max(iters, min(iters * 10, 50)), else: iters
+          for {_side, r} <- @ash_resources, do: read.(r).(0)
+          rust_per = if iters > 1, do: 10, else: 1
+
+          # Interleaved: one in-process read, then `rust_per` reads through the node, `iters` times.
+          raws =
+            for _ <- 1..iters, {side, r} <- @ash_resources do
               cpu = %{driver: ctx.os_pids.driver, node: if(side == :rust, do: ctx.os_pids.rust)}
+              times = if side == :rust, do: rust_per, else: 1
+              {side, Measure.raw_with_cpu(cpu, fn -> Measure.sequential_raw(times, read.(r)) end)}
+            end
 
-              {stats, cpu} =
-                Measure.with_cpu(cpu, fn -> Measure.sequential(side_iters, read.(r)) end)
-
-              {side, Map.put(stats, :cpu, cpu)}
-            end)
+          stats =
+            raws
+            |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+            |> Map.new(fn {side, list} -> {side, Measure.merge(list)} end)
 
           row = %{
             id: "ash_filter_#{size_name}",
@@ -556,16 +598,40 @@ defmodule Bench.Workloads do
 
     rust_load(node, :big_warmup, 1, min(small, 5 * batch), batch)
 
+    cpu = %{driver: ctx.os_pids.driver, node: ctx.os_pids[:big]}
+
     small_runs =
       for r <- [:big_small_1, :big_small_2, :big_small_3] do
-        {us, :ok} = Measure.timed(fn -> rust_load(node, r, 1, small, batch) end)
-        us / small
+        {{us, :ok}, cpu_used} =
+          Measure.with_cpu(cpu, fn ->
+            Measure.timed(fn -> rust_load(node, r, 1, small, batch) end)
+          end)
+
+        %{us_per_record: us / small, cpu: cpu_used}
       end
 
-    small_per = small_runs |> Enum.sort() |> Enum.at(1)
+    small_median = small_runs |> Enum.sort_by(& &1.us_per_record) |> Enum.at(1)
+    small_per = small_median.us_per_record
     log(ctx, "create #{big} records on a fresh Rust node (bulk_create, batches of #{batch})")
     rss_before = rss!(node)
-    {us, :ok} = Measure.timed(fn -> rust_load(node, :big_large, 1, big, batch) end)
+
+    # Timed as a whole, and by tenths to show whether the per-record time grows with the count.
+    tenth = max(div(big, 10), 1)
+
+    {tenths, big_cpu} =
+      Measure.with_cpu(cpu, fn ->
+        for start <- 1..big//tenth do
+          {us, :ok} =
+            Measure.timed(fn ->
+              rust_load(node, :big_large, start, min(start + tenth - 1, big), batch)
+            end)
+
+          {us, min(start + tenth - 1, big) - start + 1}
+        end
+      end)
+
+    us = tenths |> Enum.map(&elem(&1, 0)) |> Enum.sum()
+    tenths = Enum.map(tenths, fn {us, n} -> us / n end)
     Process.sleep(200)
     rss_after = rss!(node)
     count = rust_count(node, :big_large)
@@ -573,6 +639,10 @@ defmodule Bench.Workloads do
     {:ok, %{records: total_records}} = rust_call(node, :stats)
     big_per = us / big
     ram = ctx.machine[:ram_bytes]
+
+    per_record_cpu = fn cpu_used, n ->
+      Map.new(cpu_used, fn {k, v} -> {k, v && v * 1.0e6 / n} end)
+    end
 
     [
       %{
@@ -587,7 +657,10 @@ defmodule Bench.Workloads do
         target: %{op: "<=", value: 1.0, text: "not slower than at #{fmt_int(small)} (≤ 1.0×)"},
         counted: true,
         detail: %{
-          small_runs_us_per_record: small_runs,
+          small_runs_us_per_record: Enum.map(small_runs, & &1.us_per_record),
+          big_tenths_us_per_record: tenths,
+          cpu_us_per_record_small: per_record_cpu.(small_median.cpu, small),
+          cpu_us_per_record_big: per_record_cpu.(big_cpu, big),
           big_total_s: us / 1.0e6,
           batch: batch,
           how: "one caller, {bulk_create, r, batch, %{}} requests; 10k: median of 3 runs"
