@@ -24,7 +24,7 @@ groups() ->
                    update_pk_to_nil, update_filter, update_filter_not_found, update_bad]},
      {destroy, [], [destroy_ok, destroy_filter, destroy_filter_not_found, destroy_bad]},
      {upsert, [], [upsert_by_pk, upsert_set, upsert_by_identity, upsert_fields,
-                   upsert_identity_default_fields_rekeys, upsert_condition,
+                   upsert_identity_keeps_primary_key, upsert_condition,
                    upsert_condition_ignored_on_create, upsert_unknown_keys,
                    upsert_nil_key_is_plain_create, upsert_create_conflicts,
                    upsert_identity_conflict_on_update, upsert_bad]},
@@ -493,15 +493,15 @@ upsert_fields(Config) ->
     assert_bad_request(Config, {upsert, R, #{id => 1}, #{fields => [<<"a">>]}}),
     ?assertEqual(2, count(Config, R)).
 
-%% PROTOCOL.md: fields defaults to "all: Record's fields but the keys". With an identity as the
-%% keys, the primary key is one of those fields, so the matched record takes Record's key.
-upsert_identity_default_fields_rekeys(Config) ->
+%% PROTOCOL.md: fields defaults to "all: Record's fields but the keys and the primary key", so an
+%% upsert on an identity updates the record it finds and keeps that record's primary key.
+upsert_identity_keeps_primary_key(Config) ->
     R = def(Config, #{primary_key => [id], identities => [{email, [email]}]}),
     create(Config, R, #{id => 1, email => e, name => a}),
-    ?assertEqual({ok, updated, #{id => 2, email => e, name => b}},
+    ?assertEqual({ok, updated, #{id => 1, email => e, name => b}},
                  ?REQ({upsert, R, #{id => 2, email => e, name => b}, #{keys => [email]}})),
-    ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})),
-    ?assertEqual({ok, #{id => 2, email => e, name => b}}, ?REQ({get, R, #{id => 2}})),
+    ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 2}})),
+    ?assertEqual({ok, #{id => 1, email => e, name => b}}, ?REQ({get, R, #{id => 1}})),
     ?assertEqual(1, count(Config, R)).
 
 upsert_condition(Config) ->

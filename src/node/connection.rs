@@ -267,6 +267,7 @@ async fn read_loop(
                 match frames.next_frame() {
                     Ok(Some(Frame::Tick)) => {}
                     Ok(Some(Frame::Control(control))) => dispatch::dispatch(&node, &conn, *control),
+                    Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(&node, &conn, *control),
                     Ok(Some(Frame::Undecodable(why))) => {
                         tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
                     }

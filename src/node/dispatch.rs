@@ -53,6 +53,27 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
     }
 }
 
+/// A message nested too deeply to serve: a caller gets an error instead of a timeout.
+pub fn too_deep(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
+    let message = match control {
+        Control::RegSend { message, .. } | Control::Send { message, .. } => message,
+        _ => {
+            tracing::warn!(peer = %conn.peer, "dropped a control message nested too deeply");
+            return;
+        }
+    };
+    match genserver::classify(message) {
+        GenMessage::Call(from, _) => {
+            let reason = crate::protocol::reply::bad_request(&format!(
+                "the request nests deeper than {} levels",
+                crate::wire::etf::MAX_DEPTH
+            ));
+            node.reply(&from, &crate::protocol::reply::error(reason));
+        }
+        _ => tracing::warn!(peer = %conn.peer, "dropped a message nested too deeply"),
+    }
+}
+
 fn to_name(node: &Arc<Node>, name: Atom, sender: Pid, message: Value) {
     match name.as_str() {
         SERVER_NAME => crate::protocol::server::handle(node, message),

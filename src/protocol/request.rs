@@ -354,7 +354,10 @@ pub fn parse(v: &Value) -> Result<Request, RequestError> {
         }
         "subscribe" => {
             arity(&[1], "{subscribe, [Resource]}")?;
-            Ok(Request::Subscribe(Some(fields(&args[0], "the resources to subscribe to")?)))
+            Ok(Request::Subscribe(Some(fields(
+                &args[0],
+                "the resources to subscribe to",
+            )?)))
         }
         "info" => {
             arity(&[1], "{info, Resource}")?;

@@ -127,6 +127,9 @@ pub enum Frame {
     Tick,
     /// A decoded operation.
     Control(Box<Control>),
+    /// An operation whose terms nest too deeply to serve, with the deep parts cut off (see
+    /// [`etf::decode_truncated`]): enough to tell the sender.
+    TooDeep(Box<Control>),
     /// A well-framed message this node could not decode; the connection stays usable.
     Undecodable(String),
 }
@@ -158,9 +161,21 @@ fn proc_ref(v: &Value) -> Result<ProcRef, DecodeError> {
 
 /// Decodes the body of a pass-through frame (after the 112 tag).
 pub fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
-    let (control, used) = etf::decode(bytes)?;
+    decode_with(bytes, etf::decode)
+}
+
+/// Decodes a frame [`decode`] refused as too deep, cutting the deep parts off.
+pub fn decode_truncated(bytes: &[u8]) -> Result<Control, DecodeError> {
+    decode_with(bytes, etf::decode_truncated)
+}
+
+fn decode_with(
+    bytes: &[u8],
+    term: fn(&[u8]) -> Result<(Value, usize), DecodeError>,
+) -> Result<Control, DecodeError> {
+    let (control, used) = term(bytes)?;
     let payload = if used < bytes.len() {
-        let (payload, used2) = etf::decode(&bytes[used..]).map_err(|e| DecodeError {
+        let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
             offset: used + e.offset,
             reason: e.reason,
         })?;

@@ -16,6 +16,9 @@ pub const MAX_DEPTH: usize = 300;
 
 const VERSION: u8 = 131;
 
+/// The error reason of a term nested deeper than [`MAX_DEPTH`].
+pub const TOO_DEEP_REASON: &str = "term nests too deeply";
+
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed term at byte {offset}: {reason}")]
@@ -29,13 +32,32 @@ pub struct DecodeError {
 struct Decoder<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Replace terms nested too deeply by [`TOO_DEEP`] instead of failing.
+    truncate: bool,
 }
+
+/// The atom that stands for a term cut off by [`decode_truncated`].
+pub const TOO_DEEP: &str = "$too_deep";
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
 /// Decodes one term starting with the version byte; returns it and the bytes used.
 pub fn decode(bytes: &[u8]) -> Result<(Value, usize)> {
-    let mut d = Decoder { bytes, pos: 0 };
+    decode_with(bytes, false)
+}
+
+/// Like [`decode`], but terms nested deeper than [`MAX_DEPTH`] become the atom [`TOO_DEEP`]:
+/// enough to read who sent a message too deep to serve, and answer them.
+pub fn decode_truncated(bytes: &[u8]) -> Result<(Value, usize)> {
+    decode_with(bytes, true)
+}
+
+fn decode_with(bytes: &[u8], truncate: bool) -> Result<(Value, usize)> {
+    let mut d = Decoder {
+        bytes,
+        pos: 0,
+        truncate,
+    };
     if d.u8()? != VERSION {
         return d.fail("missing version byte 131");
     }
@@ -192,7 +214,18 @@ impl<'a> Decoder<'a> {
 
     fn term(&mut self, depth: usize) -> Result<Value> {
         if depth > MAX_DEPTH {
-            return self.fail("term nests too deeply");
+            if !self.truncate {
+                return self.fail(TOO_DEEP_REASON);
+            }
+            let len =
+                super::etf_guard::skip_term(&self.bytes[self.pos..]).map_err(|e| DecodeError {
+                    offset: self.pos + e.offset,
+                    reason: e.reason.to_string(),
+                })?;
+            self.pos += len;
+            return Atom::new(TOO_DEEP)
+                .map(Value::Atom)
+                .or_else(|e| self.fail(e.to_string()));
         }
         let start = self.pos;
         let tag = self.u8()?;
@@ -541,6 +574,11 @@ mod tests {
                 assert!(decode(&nested(MAX_DEPTH)).is_ok());
                 assert!(decode(&nested(MAX_DEPTH + 1)).is_err());
                 assert!(decode(&nested(100_000)).is_err());
+                // Truncated: the deep part becomes '$too_deep', the rest is read.
+                let mut two = nested(100_000);
+                two.extend_from_slice(&[131, 97, 7]);
+                let (_, used) = decode_truncated(&two).unwrap();
+                assert_eq!(decode(&two[used..]).unwrap().0, Value::Int(7));
             })
             .unwrap()
             .join()

@@ -77,6 +77,18 @@ pub fn check_term(bytes: &[u8]) -> Result<usize, TermError> {
     if c.u8()? != 131 {
         return c.fail("missing version byte 131");
     }
+    walk(&mut c, MAX_DEPTH)?;
+    Ok(c.pos)
+}
+
+/// Finds the end of one term (no version byte) however deep it nests; returns its length.
+pub fn skip_term(bytes: &[u8]) -> Result<usize, TermError> {
+    let mut c = Cursor { bytes, pos: 0 };
+    walk(&mut c, usize::MAX)?;
+    Ok(c.pos)
+}
+
+fn walk(c: &mut Cursor<'_>, max_depth: usize) -> Result<(), TermError> {
     // Each entry is how many more terms remain to be read at that nesting level.
     let mut pending: Vec<usize> = vec![1];
     while let Some(top) = pending.last_mut() {
@@ -85,15 +97,15 @@ pub fn check_term(bytes: &[u8]) -> Result<usize, TermError> {
             continue;
         }
         *top -= 1;
-        let children = element(&mut c)?;
+        let children = element(c)?;
         if children > 0 {
-            if pending.len() >= MAX_DEPTH {
+            if pending.len() >= max_depth {
                 return c.fail("term nests too deeply");
             }
             pending.push(children);
         }
     }
-    Ok(c.pos)
+    Ok(())
 }
 
 /// Checks a sequence of whole terms (a control message and its payload) filling `bytes`.

@@ -109,6 +109,12 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
     }
     match super::dist::decode(&bytes[1..]) {
         Ok(control) => Ok(Frame::Control(Box::new(control))),
+        Err(e) if e.reason == super::etf::TOO_DEEP_REASON => {
+            match super::dist::decode_truncated(&bytes[1..]) {
+                Ok(control) => Ok(Frame::TooDeep(Box::new(control))),
+                Err(e) => Ok(Frame::Undecodable(e.to_string())),
+            }
+        }
         Err(e) => Ok(Frame::Undecodable(e.to_string())),
     }
 }
