@@ -169,10 +169,10 @@ pub fn decode_truncated(bytes: &[u8]) -> Result<Control, DecodeError> {
     decode_with(bytes, etf::decode_truncated)
 }
 
-fn decode_with(
-    bytes: &[u8],
-    term: fn(&[u8]) -> Result<(Value, usize), DecodeError>,
-) -> Result<Control, DecodeError> {
+/// A term decoder: [`etf::decode`] or [`etf::decode_truncated`].
+type TermDecoder = fn(&[u8]) -> Result<(Value, usize), DecodeError>;
+
+fn decode_with(bytes: &[u8], term: TermDecoder) -> Result<Control, DecodeError> {
     let (control, used) = term(bytes)?;
     let payload = if used < bytes.len() {
         let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
