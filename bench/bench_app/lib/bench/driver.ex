@@ -194,6 +194,7 @@ defmodule Bench.Driver do
       }
     }
 
+    load_start = loadavg()
     progress(cfg, "loopback floor")
     {loopback, errors} = attempt("loopback", [], fn -> Workloads.loopback(ctx) end)
 
@@ -218,6 +219,8 @@ defmodule Bench.Driver do
         {rows ++ (new_rows || []), errors}
       end)
 
+    progress(cfg, "loopback floor again")
+    {loopback_end, errors} = attempt("loopback (end)", errors, fn -> Workloads.loopback(ctx) end)
     rows = order(Report.evaluate(rows))
     timestamp = System.get_env("BENCH_TIMESTAMP") || timestamp()
 
@@ -227,6 +230,8 @@ defmodule Bench.Driver do
       mode_text: mode_text(cfg.mode),
       machine: ctx.machine,
       loopback: loopback || %{},
+      loopback_end: loopback_end || %{},
+      load_average: %{start: load_start, end: loadavg()},
       config: Map.drop(cfg, [:loopback_bin, :verbose, :mode]),
       nodes: %{rust: rust, baseline: baseline, big: big, driver: node()},
       rows: rows,
@@ -280,6 +285,14 @@ defmodule Bench.Driver do
     File.write!(base <> ".svg", Chart.svg(doc))
     IO.puts(markdown)
     IO.puts(:stderr, "bench: wrote #{base}.md, .json and .svg")
+  end
+
+  # The 1-minute load average: other work on a shared machine shows here.
+  defp loadavg do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> text |> String.split(" ") |> hd() |> String.to_float()
+      _ -> nil
+    end
   end
 
   defp timestamp do

@@ -161,8 +161,11 @@ defmodule Bench.Report do
     #{machine_text(doc.machine)}
 
     **Physical floor**: a TCP round trip of a #{lb["frame_bytes"]}-byte frame over 127.0.0.1
-    (`examples/loopback_rtt.rs`, #{fmt_int(lb["iters"])} rounds): p50 #{fmt_us(lb["p50_us"])},
-    p99 #{fmt_us(lb["p99_us"])}. Every call below crosses loopback once each way.
+    (`examples/loopback_rtt.rs`, #{fmt_int(lb["iters"] || 0)} rounds): p50 #{fmt_us(lb["p50_us"])},
+    p99 #{fmt_us(lb["p99_us"])} before the workloads; p50 #{fmt_us(doc.loopback_end["p50_us"])},
+    p99 #{fmt_us(doc.loopback_end["p99_us"])} after them. Every call below crosses loopback once
+    each way. 1-minute load average #{doc.load_average.start} at the start,
+    #{doc.load_average.end} at the end (on a shared machine, other work inflates every number).
 
     ## Latency and throughput
 
