@@ -6,7 +6,7 @@ use ash_gen_server::term::parse_term;
 use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
 use clap::{Args, Parser, Subcommand};
 use erl_dist::node::NodeName;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -187,6 +187,15 @@ impl Node {
             listener,
         )));
         tasks.push(tokio::spawn(timers.run(Arc::downgrade(&node))));
+        let weak = Arc::downgrade(&node);
+        tasks.push(tokio::spawn(async move {
+            let mut every_second = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every_second.tick().await;
+                let Some(node) = weak.upgrade() else { return };
+                node.expiry.flush_log(node.timers.now());
+            }
+        }));
         tracing::info!(node = %node.config.name, port, creation, "node started");
         Ok(RunningNode {
             node,

@@ -498,12 +498,8 @@ impl RecordActor {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
-            tracing::info!(
-                resource = %self.resource.name,
-                record = ?turn.record,
-                reason = %reason.atom(),
-                "record expired with no expiry handler subscribed; removed it without running a destroy action"
-            );
+            node.expiry
+                .unhandled(self.resource.name, &turn.record, reason.atom(), now);
             self.resource.remove(self, &turn.record);
             step.stop = Some(reason.exit_reason());
         }

@@ -29,7 +29,18 @@ struct Handler {
 pub struct Expiry {
     handlers: Mutex<Vec<Handler>>,
     next: AtomicUsize,
+    unhandled: Mutex<Unhandled>,
 }
+
+/// Records removed without a handler since the last log line, per resource.
+#[derive(Default)]
+struct Unhandled {
+    counts: Vec<(Atom, u64)>,
+    logged_at: Option<u64>,
+}
+
+/// At most one summary line per this many milliseconds.
+const UNHANDLED_LOG_EVERY_MS: u64 = 1_000;
 
 impl Expiry {
     /// Makes `pid` a handler of `resources` (all when `None`) and monitors it. Subscribing
@@ -99,6 +110,53 @@ impl Expiry {
         }
         handler.waiting.push(Arc::downgrade(actor));
         node.send(&handler.pid, notice)
+    }
+
+    /// Logs a record that expired with no handler for its resource, so the node removed it
+    /// without a destroy action. The first one is logged in full; then one summary line per
+    /// second counts the rest (each record is still logged at debug level).
+    pub fn unhandled(&self, resource: Atom, record: &crate::term::Record, reason: Atom, now: u64) {
+        tracing::debug!(%resource, ?record, %reason, "expired with no expiry handler; removed");
+        let mut u = self.unhandled.lock();
+        match u.logged_at {
+            None => {
+                tracing::warn!(
+                    %resource, ?record, %reason,
+                    "record expired with no expiry handler subscribed: the node removed it itself, \
+                     no destroy action ran"
+                );
+                u.logged_at = Some(now);
+                return;
+            }
+            Some(_) => match u.counts.iter_mut().find(|(r, _)| *r == resource) {
+                Some((_, n)) => *n += 1,
+                None => u.counts.push((resource, 1)),
+            },
+        }
+        Self::flush(&mut u, now);
+    }
+
+    /// Writes the pending summary of unhandled expiries if a second has passed (the node calls
+    /// this every second, so a burst is always reported).
+    pub fn flush_log(&self, now: u64) {
+        Self::flush(&mut self.unhandled.lock(), now);
+    }
+
+    fn flush(u: &mut Unhandled, now: u64) {
+        if u.counts.is_empty()
+            || u.logged_at
+                .is_some_and(|t| now.saturating_sub(t) < UNHANDLED_LOG_EVERY_MS)
+        {
+            return;
+        }
+        for (resource, n) in u.counts.drain(..) {
+            tracing::warn!(
+                %resource, count = n,
+                "records expired with no expiry handler subscribed: the node removed them itself, \
+                 no destroy action ran"
+            );
+        }
+        u.logged_at = Some(now);
     }
 
     /// A handler's monitor fired.
