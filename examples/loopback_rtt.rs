@@ -1,15 +1,22 @@
 //! The physical floor of every benchmark row: the round-trip time of a small frame over TCP on
 //! 127.0.0.1, with nothing behind it (no Erlang distribution, no term codec, no actor).
 //!
-//! A tokio echo server and a client in one process; the client sends a length-prefixed frame
-//! (4-byte big-endian length, as Erlang distribution frames after the handshake) and waits for
-//! the echo, `--iters` times after `--warmup` rounds, with `TCP_NODELAY` on both ends.
+//! A tokio echo server and a client in one process, each on its own thread with a
+//! single-threaded runtime; the client sends a length-prefixed frame (4-byte big-endian length,
+//! as Erlang distribution frames after the handshake) and waits for the echo, `--iters` times
+//! after `--warmup` rounds, with `TCP_NODELAY` on both ends.
+//!
+//! `--server-cpu N` / `--client-cpu N` pin the two threads (Linux `sched_setaffinity`): on one
+//! CPU a round trip costs no cross-CPU wake-up, on two it costs two, which on some virtual
+//! machines is most of the time.
 //!
 //!     cargo build --release --example loopback_rtt
-//!     target/release/examples/loopback_rtt [--iters N] [--warmup N] [--size BYTES] [--json]
+//!     target/release/examples/loopback_rtt [--iters N] [--warmup N] [--size BYTES]
+//!                                          [--server-cpu N] [--client-cpu N] [--json]
 //!
 //! Prints p50 / p99 / mean round-trip time in microseconds (one JSON object with `--json`).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +26,8 @@ struct Options {
     iters: usize,
     warmup: usize,
     size: usize,
+    server_cpu: Option<usize>,
+    client_cpu: Option<usize>,
     json: bool,
 }
 
@@ -27,6 +36,8 @@ fn parse_options() -> Result<Options, String> {
         iters: 20_000,
         warmup: 2_000,
         size: 64,
+        server_cpu: None,
+        client_cpu: None,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -40,9 +51,13 @@ fn parse_options() -> Result<Options, String> {
             "--iters" => options.iters = number("--iters")?.max(1),
             "--warmup" => options.warmup = number("--warmup")?,
             "--size" => options.size = number("--size")?,
+            "--server-cpu" => options.server_cpu = Some(number("--server-cpu")?),
+            "--client-cpu" => options.client_cpu = Some(number("--client-cpu")?),
             "--json" => options.json = true,
             "-h" | "--help" => {
-                println!("loopback_rtt [--iters N] [--warmup N] [--size BYTES] [--json]");
+                println!(
+                    "loopback_rtt [--iters N] [--warmup N] [--size BYTES] [--server-cpu N] [--client-cpu N] [--json]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -82,8 +97,69 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> std::io::Result<()> {
+/// Pins the calling thread to one CPU (Linux); a no-op elsewhere.
+fn pin_to(cpu: Option<usize>) -> Result<(), String> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    #[cfg(target_os = "linux")]
+    {
+        unsafe extern "C" {
+            fn sched_setaffinity(pid: i32, cpusetsize: usize, mask: *const u64) -> i32;
+        }
+        let mut mask = [0u64; 16];
+        if cpu >= mask.len() * 64 {
+            return Err(format!("cpu {cpu} out of range"));
+        }
+        mask[cpu / 64] |= 1 << (cpu % 64);
+        // SAFETY: the mask is a valid cpu_set_t-sized buffer; pid 0 is the calling thread.
+        let rc = unsafe { sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr()) };
+        if rc != 0 {
+            return Err(format!(
+                "sched_setaffinity({cpu}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn run_client(address: SocketAddr, options: &Options) -> std::io::Result<Vec<f64>> {
+    runtime().block_on(async {
+        let mut client = TcpStream::connect(address).await?;
+        client.set_nodelay(true)?;
+        let mut frame = Vec::with_capacity(4 + options.size);
+        frame.extend_from_slice(&(options.size as u32).to_be_bytes());
+        frame.extend((0..options.size).map(|i| i as u8));
+        let mut reply = Vec::new();
+        let mut samples = Vec::with_capacity(options.iters);
+
+        for round in 0..options.warmup + options.iters {
+            let started = Instant::now();
+            client.write_all(&frame).await?;
+            read_frame(&mut client, &mut reply).await?;
+            let elapsed = started.elapsed();
+            if reply.len() != options.size {
+                return Err(std::io::Error::other(format!(
+                    "echo of {} bytes, expected {}",
+                    reply.len(),
+                    options.size
+                )));
+            }
+            if round >= options.warmup {
+                samples.push(elapsed.as_secs_f64() * 1e6);
+            }
+        }
+        Ok(samples)
+    })
+}
+
+fn main() {
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {
@@ -91,49 +167,41 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Err(e) = run(options) {
+        eprintln!("loopback_rtt: {e}");
+        std::process::exit(1);
+    }
+}
 
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await?;
-        echo(stream).await
+    let server_cpu = options.server_cpu;
+    let server = std::thread::spawn(move || -> Result<(), String> {
+        pin_to(server_cpu)?;
+        runtime().block_on(async move {
+            let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            echo(stream).await.map_err(|e| e.to_string())
+        })
     });
 
-    let mut client = TcpStream::connect(address).await?;
-    client.set_nodelay(true)?;
-    let mut frame = Vec::with_capacity(4 + options.size);
-    frame.extend_from_slice(&(options.size as u32).to_be_bytes());
-    frame.extend((0..options.size).map(|i| i as u8));
-    let mut reply = Vec::new();
-    let mut samples = Vec::with_capacity(options.iters);
-
-    for round in 0..options.warmup + options.iters {
-        let started = Instant::now();
-        client.write_all(&frame).await?;
-        read_frame(&mut client, &mut reply).await?;
-        let elapsed = started.elapsed();
-        if reply.len() != options.size {
-            eprintln!(
-                "loopback_rtt: echo of {} bytes, expected {}",
-                reply.len(),
-                options.size
-            );
-            std::process::exit(1);
-        }
-        if round >= options.warmup {
-            samples.push(elapsed.as_secs_f64() * 1e6);
-        }
-    }
-    drop(client);
-    server.await.expect("echo task panicked")?;
+    pin_to(options.client_cpu)?;
+    let mut samples = run_client(address, &options)?;
+    server.join().map_err(|_| "echo thread panicked")??;
 
     samples.sort_by(|a, b| a.total_cmp(b));
     let p50 = percentile(&samples, 50.0);
     let p99 = percentile(&samples, 99.0);
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    let cpus = match (options.server_cpu, options.client_cpu) {
+        (Some(s), Some(c)) => format!("\"server_cpu\":{s},\"client_cpu\":{c},"),
+        _ => String::new(),
+    };
     if options.json {
         println!(
-            "{{\"iters\":{},\"frame_bytes\":{},\"p50_us\":{:.2},\"p99_us\":{:.2},\"mean_us\":{:.2}}}",
+            "{{{cpus}\"iters\":{},\"frame_bytes\":{},\"p50_us\":{:.2},\"p99_us\":{:.2},\"mean_us\":{:.2}}}",
             samples.len(),
             options.size + 4,
             p50,

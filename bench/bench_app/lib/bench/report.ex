@@ -161,10 +161,14 @@ defmodule Bench.Report do
     #{machine_text(doc.machine)}
 
     **Physical floor**: a TCP round trip of a #{lb["frame_bytes"]}-byte frame over 127.0.0.1
-    (`examples/loopback_rtt.rs`, #{fmt_int(lb["iters"] || 0)} rounds): p50 #{fmt_us(lb["p50_us"])},
-    p99 #{fmt_us(lb["p99_us"])} before the workloads; p50 #{fmt_us(doc.loopback_end["p50_us"])},
-    p99 #{fmt_us(doc.loopback_end["p99_us"])} after them. Every call below crosses loopback once
-    each way. 1-minute load average #{doc.load_average.start} at the start,
+    (`examples/loopback_rtt.rs`, #{fmt_int(lb["iters"] || 0)} rounds), p50 / p99:
+
+    | loopback round trip | before the workloads | after them |
+    |---|--:|--:|
+    #{loopback_lines(lb, doc.loopback_end)}
+
+    Every call below crosses loopback once each way, between processes that the kernel places on
+    either CPU. 1-minute load average #{doc.load_average.start} at the start,
     #{doc.load_average.end} at the end (on a shared machine, other work inflates every number).
 
     ## Latency and throughput
@@ -212,6 +216,19 @@ defmodule Bench.Report do
     #{Jason.encode!(doc.config, pretty: true)}
     ```
     """
+  end
+
+  defp loopback_lines(start, finish) do
+    for {key, name} <- [
+          {nil, "threads placed by the kernel"},
+          {"same_cpu", "both ends on one CPU"},
+          {"cross_cpu", "ends on two CPUs"}
+        ] do
+      pick = fn doc -> if key, do: (doc || %{})[key] || %{}, else: doc || %{} end
+      cell = fn doc -> "#{fmt_us(pick.(doc)["p50_us"])} / #{fmt_us(pick.(doc)["p99_us"])}" end
+      "| #{name} | #{cell.(start)} | #{cell.(finish)} |"
+    end
+    |> Enum.join("\n")
   end
 
   defp machine_text(m) do

@@ -110,16 +110,28 @@ defmodule Bench.Workloads do
 
   # -- 0. loopback floor -----------------------------------------------------------------------
 
+  @doc """
+  The loopback floor: `loopback_rtt` unpinned, then with both threads on CPU 0 and with them on
+  CPUs 0 and 1 (a wake-up across CPUs is what most calls between processes pay). Returns the
+  unpinned result with the pinned ones under `"same_cpu"` and `"cross_cpu"`.
+  """
   def loopback(ctx) do
     bin = ctx.cfg.loopback_bin
+    unless bin && File.exists?(bin), do: raise("loopback_rtt binary not found: #{inspect(bin)}")
+    iters = Integer.to_string(ctx.cfg.loopback_iters)
 
-    if bin && File.exists?(bin) do
-      iters = Integer.to_string(ctx.cfg.loopback_iters)
-      {out, 0} = System.cmd(bin, ["--json", "--iters", iters])
+    run = fn extra ->
+      {out, 0} = System.cmd(bin, ["--json", "--iters", iters | extra])
       out |> String.trim() |> String.split("\n") |> List.last() |> Jason.decode!()
-    else
-      raise "loopback_rtt binary not found: #{inspect(bin)}"
     end
+
+    cross =
+      if System.schedulers_online() > 1,
+        do: run.(["--server-cpu", "0", "--client-cpu", "1"])
+
+    run.([])
+    |> Map.put("same_cpu", run.(["--server-cpu", "0", "--client-cpu", "0"]))
+    |> Map.put("cross_cpu", cross)
   end
 
   # -- 3. create + memory per record (runs first, on fresh nodes) ------------------------------
