@@ -283,8 +283,7 @@ fn bulk_create(
 
 /// Filter during the scan, then sort and page the matches; the returned records are touched.
 fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Record> {
-    let mut matched: Vec<Record> = Vec::new();
-    resource.scan(q.filter.as_ref(), |_, rec| matched.push(rec.clone()));
+    let matched = resource.select(q.filter.as_ref());
     let config = resource.config();
     let page = Query {
         filter: None,
@@ -308,8 +307,7 @@ fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Record> {
 }
 
 fn aggregate(resource: &Arc<Resource>, q: &Query, aggregates: &[Aggregate]) -> Value {
-    let mut matched: Vec<Record> = Vec::new();
-    resource.scan(q.filter.as_ref(), |_, rec| matched.push(rec.clone()));
+    let matched = resource.select(q.filter.as_ref());
     let page = Query {
         filter: None,
         ..q.clone()
