@@ -20,7 +20,7 @@ defmodule Bench.Driver do
     --smoke                 tiny sizes, every workload, checks the report has every row
     --records N             records created in workload 3, the large filter set (100000)
     --small N               the small filter set (10000)
-    --ops N                 operations per side per get/update measurement (20000)
+    --ops N                 operations per side per get/update measurement (30000)
     --callers LIST          concurrent callers for get/update (1,8,64)
     --keys N                distinct records get/update pick from (10000)
     --create-callers N      concurrent callers for workload 3's creates (8)
@@ -31,7 +31,7 @@ defmodule Bench.Driver do
     --scan-iters-small N    BEAM scans timed over the small set (10)
     --scan-iters-large N    BEAM scans timed over the large set (3)
     --rounds N              get/update/Ash measurements are split in N rounds, the sides
-                            taking turns (3)
+                            taking turns (5); ops/s is the median round's
     --loopback-iters N      loopback_rtt rounds (20000)
     --quiet                 no progress lines on stderr
   """
@@ -39,7 +39,7 @@ defmodule Bench.Driver do
   @full %{
     records: 100_000,
     small: 10_000,
-    ops: 20_000,
+    ops: 30_000,
     callers: [1, 8, 64],
     keys: 10_000,
     create_callers: 8,
@@ -51,7 +51,7 @@ defmodule Bench.Driver do
     scan_iters_small: 10,
     scan_iters_large: 3,
     loopback_iters: 20_000,
-    rounds: 3,
+    rounds: 5,
     verbose: true
   }
 

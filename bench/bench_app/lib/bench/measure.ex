@@ -68,9 +68,24 @@ defmodule Bench.Measure do
     %{latencies: latencies, wall: System.monotonic_time() - started}
   end
 
-  @doc "Stats over several raw rounds (latencies pooled, wall times added, CPU added)."
+  @doc """
+  Stats over several raw rounds: latencies pooled (p50, p99, mean), wall times and CPU added;
+  `ops_s` is the median of the rounds' throughputs (a round disturbed by other work on the
+  machine moves it less than a pooled figure), `ops_s_pooled` all operations over all wall time.
+  """
   def merge(raws) do
     stats = stats(Enum.flat_map(raws, & &1.latencies), raws |> Enum.map(& &1.wall) |> Enum.sum())
+
+    round_ops =
+      raws
+      |> Enum.map(fn raw -> length(raw.latencies) / max(to_us(raw.wall) / 1.0e6, 1.0e-9) end)
+      |> Enum.sort()
+
+    stats =
+      stats
+      |> Map.put(:ops_s_pooled, stats.ops_s)
+      |> Map.put(:ops_s, median(round_ops))
+      |> Map.put(:round_ops_s, round_ops)
 
     case Enum.filter(raws, &Map.has_key?(&1, :cpu)) do
       [] ->
@@ -155,6 +170,16 @@ defmodule Bench.Measure do
   defp percentile(sorted, p) do
     rank = ceil(p / 100 * tuple_size(sorted))
     elem(sorted, min(max(rank, 1), tuple_size(sorted)) - 1)
+  end
+
+  defp median([]), do: 0.0
+
+  defp median(sorted) do
+    n = length(sorted)
+
+    if rem(n, 2) == 1,
+      do: Enum.at(sorted, div(n, 2)),
+      else: (Enum.at(sorted, div(n, 2) - 1) + Enum.at(sorted, div(n, 2))) / 2
   end
 
   def to_us(native), do: System.convert_time_unit(native, :native, :nanosecond) / 1000

@@ -177,6 +177,8 @@ defmodule Bench.Report do
     DynamicSupervisor) for workloads 1–4, and `Bench.InProcessDataLayer` (the same design on the
     Ash node itself) for workload 5. Ratios are Rust / BEAM: below 1 is better for latency, above
     1 is better for ops/s. Closed loop: each caller sends its next request when the reply is in.
+    Each side runs in #{doc.config.rounds} rounds, the sides taking turns: ops/s is the median
+    round's, p50 and p99 are over every operation of every round.
 
     | # | Row | Rust ops/s | BEAM ops/s | ops/s × | Rust p50 | BEAM p50 | p50 × | Rust p99 | BEAM p99 | p99 × | Target | Result |
     |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|
