@@ -8,7 +8,6 @@ use crate::wire::{epmd, etf, handshake};
 use erl_dist::node::NodeName;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Calls `{name, node}` with `request` and waits up to `timeout` for the reply.
 pub async fn call(
@@ -19,13 +18,7 @@ pub async fn call(
     request: &Value,
     timeout: Duration,
 ) -> Result<Value, String> {
-    let port = epmd::lookup(node.host(), epmd_port, node.name())
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{node} is not registered with EPMD on {}", node.host()))?;
-    let stream = TcpStream::connect((node.host(), port))
-        .await
-        .map_err(|e| format!("cannot reach {node}: {e}"))?;
+    let stream = epmd::dial(node, epmd_port).await?;
     let me: NodeName = format!("call{}@{}", std::process::id(), node.host())
         .parse()
         .map_err(|e| format!("{e}"))?;

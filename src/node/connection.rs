@@ -142,14 +142,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
 
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
 pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), String> {
-    let port = epmd::lookup(peer.host(), node.config.epmd_port, peer.name())
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{peer} is not registered with EPMD on {}", peer.host()))?;
-    let stream = TcpStream::connect((peer.host(), port))
-        .await
-        .map_err(|e| format!("cannot reach {peer} on port {port}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let stream = epmd::dial(peer, node.config.epmd_port).await?;
     let (stream, peer_node) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake::connect(stream, node.local_node(), &node.config.cookie),

@@ -418,13 +418,7 @@ impl RecordActor {
                 }
                 step.clear_timer = true;
                 if let Some(reason) = turn.expiring {
-                    tracing::warn!(
-                        resource = %self.resource.name,
-                        record = ?turn.record,
-                        "expiry handler did not destroy the record in time; removing it"
-                    );
-                    self.resource.remove(self, &turn.record);
-                    step.stop = Some(reason.exit_reason());
+                    self.remove_expired(turn, reason, &mut step, "did not destroy it in time");
                     return Ok(step);
                 }
                 let config = self.resource.config();
@@ -447,13 +441,7 @@ impl RecordActor {
             Body::Stop(reason) => step.stop = Some(reason),
             Body::HandlerGone => {
                 if let Some(reason) = turn.expiring {
-                    tracing::warn!(
-                        resource = %self.resource.name,
-                        record = ?turn.record,
-                        "expiry handler gone before destroying the record; removing it"
-                    );
-                    self.resource.remove(self, &turn.record);
-                    step.stop = Some(reason.exit_reason());
+                    self.remove_expired(turn, reason, &mut step, "is gone");
                 }
             }
             Body::Exit(from, reason, link) => {
@@ -474,6 +462,23 @@ impl RecordActor {
             }
         }
         Ok(step)
+    }
+
+    /// The expiry handler of this expired record failed it (`why`): the node removes it.
+    fn remove_expired(
+        self: &Arc<Self>,
+        turn: &Turn,
+        reason: ExpireReason,
+        step: &mut Step,
+        why: &str,
+    ) {
+        tracing::warn!(
+            resource = %self.resource.name,
+            record = ?turn.record,
+            "the expiry handler of an expired record {why}; the node removed the record itself"
+        );
+        self.resource.remove(self, &turn.record);
+        step.stop = Some(reason.exit_reason());
     }
 
     fn expire(

@@ -97,6 +97,19 @@ pub async fn lookup(host: &str, epmd_port: u16, name: &str) -> Result<Option<u16
         })
 }
 
+/// Looks `node` up in its host's EPMD and opens a TCP connection to its distribution port.
+pub async fn dial(node: &erl_dist::node::NodeName, epmd_port: u16) -> Result<TcpStream, String> {
+    let port = lookup(node.host(), epmd_port, node.name())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{node} is not registered with EPMD on {}", node.host()))?;
+    let stream = TcpStream::connect((node.host(), port))
+        .await
+        .map_err(|e| format!("cannot reach {node} on port {port}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// Whether an EPMD answers on this machine's `port`.
 pub async fn is_running(port: u16) -> bool {
     match connect("127.0.0.1", port).await {
