@@ -121,6 +121,43 @@ defmodule Bench.Report do
     end
   end
 
+  @doc """
+  A Markdown table of the target rows' ratios across several results JSON files (to see how
+  much runs vary): `mix run --no-start -e 'Bench.Report.compare_main(System.argv())' -- a.json b.json`.
+  """
+  def compare_main(paths) do
+    docs = Enum.map(paths, &(&1 |> File.read!() |> Jason.decode!()))
+
+    ids =
+      docs
+      |> Enum.flat_map(& &1["rows"])
+      |> Enum.filter(&(&1["target"] && &1["counted"]))
+      |> Enum.uniq_by(& &1["id"])
+
+    header = "| Row | target | " <> Enum.map_join(docs, " | ", & &1["timestamp"]) <> " |"
+    rule = "|---|---|" <> String.duplicate("--:|", length(docs))
+
+    lines =
+      for row <- ids do
+        cells =
+          for doc <- docs do
+            case Enum.find(doc["rows"], &(&1["id"] == row["id"])) do
+              nil -> "—"
+              r -> "#{fmt_ratio(target_value(r))} #{r["result"]}"
+            end
+          end
+
+        "| #{row["label"]} | #{row["target"]["text"]} | " <> Enum.join(cells, " | ") <> " |"
+      end
+
+    IO.puts(Enum.join([header, rule | lines], "\n"))
+  end
+
+  defp target_value(%{"table" => "latency", "ratio" => ratio, "target" => %{"metric" => m}}),
+    do: ratio[m]
+
+  defp target_value(%{"ratio" => ratio}), do: ratio
+
   defp row_problem(id, nil, _md), do: "row #{id} is missing"
 
   defp row_problem(id, row, md) do
