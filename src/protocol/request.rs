@@ -40,8 +40,9 @@ pub enum Request {
     Destroy(Atom, Value, Option<Expr>),
     /// `{query, Resource, Query}`.
     Query(Atom, Query),
-    /// `{aggregate, Resource, Query, [Aggregate]}`.
-    Aggregate(Atom, Query, Vec<Aggregate>),
+    /// `{aggregate, Resource, Query, [Aggregate]}`, or per group with
+    /// `{aggregate, Resource, Query, [Aggregate], #{group_by => Field}}`.
+    Aggregate(Atom, Query, Vec<Aggregate>, Option<Atom>),
     /// `{whereis, Resource, PK}`.
     Whereis(Atom, Value),
     /// `{keep_alive, Resource, PK}`.
@@ -337,11 +338,29 @@ pub fn parse(v: &Value) -> Result<Request, RequestError> {
             ))
         }
         "aggregate" => {
-            arity(&[3], "{aggregate, Resource, Query, [Aggregate]}")?;
+            arity(
+                &[3, 4],
+                "{aggregate, Resource, Query, [Aggregate]} or {aggregate, Resource, Query, [Aggregate], Opts}",
+            )?;
+            let mut group_by = None;
+            if let Some(o) = args.get(3) {
+                for (k, v) in opts(o, "aggregate")? {
+                    match (k.as_atom().map(|a| a.as_str()), v) {
+                        (Some("group_by"), Value::Atom(f)) if !v.is_nil() => group_by = Some(*f),
+                        (Some("group_by"), _) if v.is_nil() => group_by = None,
+                        _ => {
+                            return bad(format!(
+                                "unknown aggregate option {k:?} => {v:?} (expected group_by => Field)"
+                            ));
+                        }
+                    }
+                }
+            }
             Ok(Request::Aggregate(
                 resource(&args[0])?,
                 Query::parse(&args[1]).map_err(RequestError::Bad)?,
                 Aggregate::parse_list(&args[2]).map_err(RequestError::Bad)?,
+                group_by,
             ))
         }
         "whereis" => {
@@ -438,6 +457,7 @@ mod tests {
             "{destroy, r, #{id => 1}, #{filter => nil}}",
             "{query, r, #{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2}}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}]}",
+            "{aggregate, r, #{}, [{c, count, nil, #{}}], #{group_by => author_id}}",
             "{whereis, r, #{id => 1}}",
             "{keep_alive, r, #{id => 1}}",
             "{info, r}",

@@ -160,8 +160,8 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             }
             Err(e) => reply::render(&Outcome::Error(e)),
         },
-        Request::Aggregate(name, q, aggregates) => match resource(node, name) {
-            Ok(r) => aggregate(&r, &q, &aggregates),
+        Request::Aggregate(name, q, aggregates, group_by) => match resource(node, name) {
+            Ok(r) => aggregate(&r, &q, &aggregates, group_by),
             Err(e) => reply::render(&Outcome::Error(e)),
         },
         Request::Whereis(name, pk) => match find(node, name, &pk) {
@@ -306,13 +306,23 @@ fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Record> {
     result
 }
 
-fn aggregate(resource: &Arc<Resource>, q: &Query, aggregates: &[Aggregate]) -> Value {
+fn aggregate(
+    resource: &Arc<Resource>,
+    q: &Query,
+    aggregates: &[Aggregate],
+    group_by: Option<Atom>,
+) -> Value {
     let matched = resource.select(q.filter.as_ref());
     let page = Query {
         filter: None,
         ..q.clone()
     };
-    match query::aggregate(matched, &page, aggregates, &resource.config().primary_key) {
+    let pk = &resource.config().primary_key;
+    let result = match group_by {
+        None => query::aggregate(matched, &page, aggregates, pk),
+        Some(field) => query::aggregate_grouped(matched, &page, aggregates, pk, field),
+    };
+    match result {
         Ok(values) => reply::ok_with(values),
         Err(e) => reply::error(e.reason()),
     }

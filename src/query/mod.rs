@@ -145,6 +145,35 @@ pub fn aggregate(
     aggregate::compute_all(aggregates, &records)
 }
 
+/// Like [`aggregate`], per group of records with the same `group_by` value (exact equality;
+/// an absent field is `nil`): `[{GroupValue, #{Name => Value}}]`, groups in term order. The
+/// query's sort, offset and limit apply within each group. Groups without records are absent.
+pub fn aggregate_grouped(
+    records: impl IntoIterator<Item = Record>,
+    query: &Query,
+    aggregates: &[Aggregate],
+    primary_key: &[Atom],
+    group_by: Atom,
+) -> Result<Value, AggregateError> {
+    let nil = Value::nil();
+    let mut groups: rustc_hash::FxHashMap<Value, Vec<Record>> = Default::default();
+    for record in records {
+        let key = record.get(group_by).unwrap_or(&nil).clone();
+        groups.entry(key).or_default().push(record);
+    }
+    let mut groups: Vec<(Value, Vec<Record>)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| crate::term::cmp_exact(&a.0, &b.0));
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, members) in groups {
+        let members = run(members, query, primary_key);
+        out.push(Value::pair(
+            key,
+            aggregate::compute_all(aggregates, &members)?,
+        ));
+    }
+    Ok(Value::list(out))
+}
+
 /// A term for an error message, cut short when long.
 fn show(value: &Value) -> String {
     const MAX: usize = 200;
@@ -539,6 +568,35 @@ mod tests {
             "no filter, sort by age desc (full sort)",
             &query("#{sort => [{age, desc}]}"),
             100_000,
+        );
+    }
+
+    #[test]
+    fn aggregates_per_group() {
+        let records = vec![
+            rec("#{id => 1, author => a, n => 1}"),
+            rec("#{id => 2, author => b, n => 10}"),
+            rec("#{id => 3, author => a, n => 2}"),
+            rec("#{id => 4, n => 100}"),
+        ];
+        let specs = Aggregate::parse_list(&term(
+            "[{c, count, nil, #{}}, {s, sum, n, #{}}, {f, first, n, #{}}]",
+        ))
+        .unwrap();
+        let q = Query::parse(&term("#{sort => [{n, desc}]}")).unwrap();
+        let out = aggregate_grouped(
+            records,
+            &q,
+            &specs,
+            &[Atom::new("id").unwrap()],
+            Atom::new("author").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            term(
+                "[{a, #{c => 2, s => 3, f => 2}}, {b, #{c => 1, s => 10, f => 10}}, {nil, #{c => 1, s => 100, f => 100}}]"
+            )
         );
     }
 }
