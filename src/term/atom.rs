@@ -6,7 +6,7 @@
 //! [`MAX_ATOMS`] so a hostile peer cannot grow it without bound.
 
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::LazyLock;
@@ -18,8 +18,8 @@ pub const MAX_ATOMS: usize = 1 << 20;
 #[derive(Clone, Copy)]
 pub struct Atom(&'static str);
 
-static TABLE: LazyLock<RwLock<HashMap<&'static str, Atom>>> =
-    LazyLock::new(|| RwLock::new(HashMap::with_capacity(1024)));
+static TABLE: LazyLock<RwLock<FxHashMap<&'static str, Atom>>> =
+    LazyLock::new(|| RwLock::new(FxHashMap::with_capacity_and_hasher(1024, Default::default())));
 
 /// The table is full: no new atom can be made.
 #[derive(Debug, Clone, thiserror::Error)]
