@@ -213,19 +213,6 @@ impl RecordActor {
         })
     }
 
-    /// The last committed record, or `None` once the record is gone.
-    pub fn committed(&self) -> Option<Record> {
-        self.inner.lock().committed.clone()
-    }
-
-    /// Runs `f` on the committed record without cloning it (nothing if gone).
-    pub fn with_committed(&self, f: impl FnOnce(&Record)) {
-        let inner = self.inner.lock();
-        if let Some(record) = &inner.committed {
-            f(record);
-        }
-    }
-
     /// The actor's pid, giving it one if it has none yet. `None` once the record is gone.
     pub fn pid(self: &Arc<Self>, node: &Node) -> Option<Pid> {
         let mut inner = self.inner.lock();
@@ -239,11 +226,6 @@ impl RecordActor {
             }
         };
         Some(node.processes.pid(n))
-    }
-
-    /// Restarts recorded in the current restart-intensity window.
-    pub fn recent_restarts(&self) -> usize {
-        self.inner.lock().history.as_ref().map_or(0, |h| h.recent())
     }
 
     /// Resets the inactivity timer (a query returned the record, or it was created).

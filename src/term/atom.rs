@@ -18,8 +18,12 @@ pub const MAX_ATOMS: usize = 1 << 20;
 #[derive(Clone, Copy)]
 pub struct Atom(&'static str);
 
-static TABLE: LazyLock<RwLock<FxHashMap<&'static str, Atom>>> =
-    LazyLock::new(|| RwLock::new(FxHashMap::with_capacity_and_hasher(1024, Default::default())));
+static TABLE: LazyLock<RwLock<FxHashMap<&'static str, Atom>>> = LazyLock::new(|| {
+    RwLock::new(FxHashMap::with_capacity_and_hasher(
+        1024,
+        Default::default(),
+    ))
+});
 
 /// The table is full: no new atom can be made.
 #[derive(Debug, Clone, thiserror::Error)]
