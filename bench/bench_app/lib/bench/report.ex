@@ -273,7 +273,7 @@ defmodule Bench.Report do
   defp machine_text(m) do
     "**Machine**: #{m[:nproc]} cores (`nproc`), #{m[:cpu_model]}, #{fmt_bytes(m[:ram_bytes])} RAM; " <>
       "#{m[:os]} (Linux #{m[:kernel]}); Erlang/OTP #{m[:otp]} (ERTS #{m[:erts]}), " <>
-      "Elixir #{m[:elixir]}, #{m[:rustc]}; Ash #{m[:ash]}."
+      "Elixir #{m[:elixir]}, #{m[:rustc]}; Ash #{m[:ash]}. Date #{m[:date]}."
   end
 
   defp latency_line(row) do
