@@ -23,7 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=true ;;
     --no-big) run_big=false ;;
-    -h | --help) exec sed -n '/^  @usage """/,/^  """/p' "$app/lib/bench/driver.ex" ;;
+    -h | --help) exec sed -n '/^  @usage """/,/^  """/{/"""/d;s/^  //;p}' "$app/lib/bench/driver.ex" ;;
   esac
 done
 
@@ -42,17 +42,6 @@ if [[ -n "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" ]]; then
   echo "bench: offline dependencies from $ASH_GEN_SERVER_OFFLINE_DEPS" >&2
 fi
 
-echo "bench: building the node and the loopback example (release)" >&2
-(cd "$repo" && cargo build --release --quiet --bin ash-gen-server --example loopback_rtt)
-node_bin="$repo/target/release/ash-gen-server"
-loopback_bin="$repo/target/release/examples/loopback_rtt"
-
-echo "bench: compiling the bench app (MIX_ENV=prod)" >&2
-export MIX_ENV=prod
-(cd "$app" && mix deps.get >/dev/null && mix compile 2>&1 | grep -Ev 'requires Elixir|^==>|Nothing to be done|yamerl|Analyzing applications' >&2 || true)
-(cd "$app" && mix compile --no-deps-check >/dev/null) # fails the run if the app does not build
-ebin="$app/_build/prod/lib/ash_gen_server_bench/ebin"
-
 out="${BENCH_OUT:-$here/out}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -60,15 +49,15 @@ timestamp="$(date -u +%Y%m%dT%H%M%SZ)"
 logs="$out/logs-$timestamp"
 mkdir -p "$logs"
 
-suffix="$$_$RANDOM"
-cookie="bench_${RANDOM}${RANDOM}${RANDOM}"
-rust_node="bench_rust_$suffix@127.0.0.1"
-big_node="bench_big_$suffix@127.0.0.1"
-baseline_node="bench_base_$suffix@127.0.0.1"
-driver_node="bench_drv_$suffix@127.0.0.1"
-
+# Processes to stop at exit. A pid is dropped once waited for (it could be reused after that).
 pids=()
 started_epmd=false
+
+forget_pid() {
+  local keep=() pid
+  for pid in "${pids[@]}"; do [[ "$pid" == "$1" ]] || keep+=("$pid"); done
+  pids=("${keep[@]}")
+}
 
 cleanup() {
   local status=$?
@@ -93,6 +82,44 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# step LOG COMMAND...: runs a build step in the background (so a signal stops the run at once
+# and cleanup stops the step), its output in LOG, shown when it fails.
+step() {
+  local log="$1"
+  shift
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local status=0
+  wait "$pid" || status=$?
+  forget_pid "$pid"
+  if [[ $status -ne 0 ]]; then
+    echo "bench: failed: $* (output in $log):" >&2
+    tail -40 "$log" >&2
+    exit 1
+  fi
+}
+
+echo "bench: building the node and the loopback example (release)" >&2
+step "$logs/cargo.log" cargo build --release --manifest-path "$repo/Cargo.toml" \
+  --bin ash-gen-server --example loopback_rtt
+node_bin="$repo/target/release/ash-gen-server"
+loopback_bin="$repo/target/release/examples/loopback_rtt"
+
+echo "bench: compiling the bench app (MIX_ENV=prod)" >&2
+export MIX_ENV=prod
+cd "$app"
+step "$logs/mix-deps.log" mix deps.get
+step "$logs/mix-compile.log" mix compile
+ebin="$app/_build/prod/lib/ash_gen_server_bench/ebin"
+
+suffix="$$_$RANDOM"
+cookie="bench_${RANDOM}${RANDOM}${RANDOM}"
+rust_node="bench_rust_$suffix@127.0.0.1"
+big_node="bench_big_$suffix@127.0.0.1"
+baseline_node="bench_base_$suffix@127.0.0.1"
+driver_node="bench_drv_$suffix@127.0.0.1"
 
 if ! epmd -names >/dev/null 2>&1; then
   epmd -daemon
@@ -145,7 +172,6 @@ export BENCH_LOOPBACK_BIN="$loopback_bin" BENCH_OUT="$out" BENCH_TIMESTAMP="$tim
 
 set +e
 (
-  cd "$app"
   exec timeout --kill-after=10 "$timeout_s" elixir --name "$driver_node" --cookie "$cookie" \
     -S mix run --no-compile --no-deps-check -e 'Bench.Driver.main(System.argv())' -- "$@"
 ) </dev/null &
@@ -153,6 +179,7 @@ driver_pid=$!
 pids+=("$driver_pid")
 wait "$driver_pid"
 driver_status=$?
+forget_pid "$driver_pid"
 set -e
 
 result="$out/results-$timestamp"
@@ -163,8 +190,8 @@ fi
 
 if $smoke; then
   echo "bench: checking that $result.md has every row" >&2
-  (cd "$app" && mix run --no-compile --no-deps-check --no-start \
-    -e 'Bench.Report.check_main(System.argv())' -- "$result.json")
+  mix run --no-compile --no-deps-check --no-start \
+    -e 'Bench.Report.check_main(System.argv())' -- "$result.json"
 fi
 
 if [[ $driver_status -ne 0 ]]; then
