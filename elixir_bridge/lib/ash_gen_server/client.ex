@@ -9,8 +9,9 @@ defmodule AshGenServer.Client do
     in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}`. If a request
     answers `{:error, {:unknown_resource, _}}` (the node restarted and lost its definitions) the
     resource is defined again and the request retried once.
-  - Before the first `define` on a node, `AshGenServer.ExpiryHandler` is asked to subscribe to
-    that node, so expiry notices reach Ash from the first record on.
+  - Before a resource is first defined on a node, `AshGenServer.ExpiryHandler` is asked to
+    subscribe to that resource's expiries there, so expiry notices reach Ash from the first
+    record on.
   """
 
   alias AshGenServer.DataLayer.Info
@@ -85,7 +86,7 @@ defmodule AshGenServer.Client do
     if :persistent_term.get({__MODULE__, :defined, node, resource}, false) do
       :ok
     else
-      AshGenServer.ExpiryHandler.watch(node)
+      AshGenServer.ExpiryHandler.watch(node, resource)
       define(node, resource)
     end
   end

@@ -2,17 +2,32 @@ defmodule AshGenServer.ExpiryHandler do
   @moduledoc """
   Receives the node's expiry notices and destroys expired records through Ash.
 
-  When a record's inactivity timeout or maximum lifetime passes, the node sends one subscribed
-  process (PROTOCOL.md "Lifetimes")
+  When a record's inactivity timeout or maximum lifetime passes, the node sends one process
+  subscribed to the record's resource (PROTOCOL.md "Lifetimes")
 
       {:ash_gen_server, :expired, %{node: node, resource: resource, primary_key: pk,
                                      record: record, reason: reason}}
 
-  and expects it to destroy the record. This process subscribes to every node the shim talks to
-  (`watch/1`, called by `AshGenServer.Client` before it first defines a resource on a node), and
-  subscribes again whenever such a node reconnects: it monitors all nodes with
-  `:net_kernel.monitor_nodes(true, node_type: :all)` because the Rust node is hidden. The set of
-  watched nodes is kept in `:persistent_term`, so a restarted handler subscribes again at once.
+  and expects it to destroy the record.
+
+  ## Subscriptions
+
+  This process subscribes, on each node, to **the resources this VM has defined there** and no
+  others (`{subscribe, [Resource]}`): several applications (several VMs) can share one node, and
+  each gets the notices of its own resources only, so their destroy actions and hooks run
+  where the resources are known. `AshGenServer.Client` calls `watch/2` before it first defines
+  a resource on a node; the handler then subscribes again with the longer list (subscribing
+  again replaces the list on the node), synchronously, so notices for records created right
+  after reach Ash.
+
+  The resources watched per node are kept in `:persistent_term`, so a restarted handler
+  subscribes again at once, and the handler monitors all nodes
+  (`:net_kernel.monitor_nodes(true, node_type: :all)`, the Rust node being hidden) to subscribe
+  again, with the whole list, whenever a watched node reconnects (after a network failure or a
+  restart of the node). A node too old to know `{subscribe, [Resource]}` gets a plain
+  `subscribe` (every resource), with a warning.
+
+  ## Destroying
 
   For each notice it starts a task (under `AshGenServer.TaskSupervisor`, so one slow destroy
   hook does not hold up the others) that rebuilds the Ash record and runs the resource's primary
@@ -26,6 +41,7 @@ defmodule AshGenServer.ExpiryHandler do
 
   alias AshGenServer.{Client, Values}
 
+  # %{node => MapSet of resources}: what this VM has defined on each node.
   @watched {__MODULE__, :watched}
   @subscribe_timeout 5_000
 
@@ -33,11 +49,12 @@ defmodule AshGenServer.ExpiryHandler do
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
   @doc """
-  Makes sure this VM's handler is subscribed to `node` (synchronously, so expiry notices for
-  records created right after reach Ash). A no-op when the handler is not running.
+  Makes sure this VM's handler is subscribed to `resource`'s expiries on `node` (synchronously,
+  so expiry notices for records created right after reach Ash). A no-op when the handler is not
+  running.
   """
-  @spec watch(node) :: :ok
-  def watch(node) do
+  @spec watch(node, Ash.Resource.t()) :: :ok
+  def watch(node, resource) do
     case Process.whereis(__MODULE__) do
       nil ->
         :ok
@@ -47,7 +64,7 @@ defmodule AshGenServer.ExpiryHandler do
 
       _pid ->
         try do
-          GenServer.call(__MODULE__, {:watch, node}, @subscribe_timeout * 2)
+          GenServer.call(__MODULE__, {:watch, node, resource}, @subscribe_timeout * 2)
         catch
           :exit, _ -> :ok
         end
@@ -60,35 +77,49 @@ defmodule AshGenServer.ExpiryHandler do
     GenServer.call(__MODULE__, :subscribed_nodes)
   end
 
+  @doc """
+  What this VM's handler is subscribed to right now, per node: the sorted list of resources
+  sent in `{subscribe, [Resource]}`, or `:all` (a node that only knows plain `subscribe`).
+  """
+  @spec subscriptions() :: %{node => [Ash.Resource.t()] | :all}
+  def subscriptions do
+    GenServer.call(__MODULE__, :subscriptions)
+  end
+
   @impl true
   def init(_opts) do
     :ok = :net_kernel.monitor_nodes(true, node_type: :all)
-    {:ok, %{subscribed: MapSet.new()}, {:continue, :resubscribe}}
+    {:ok, %{subscribed: %{}}, {:continue, :resubscribe}}
   end
 
   @impl true
   def handle_continue(:resubscribe, state) do
     state =
-      @watched
-      |> :persistent_term.get(MapSet.new())
+      watched()
+      |> Map.keys()
       |> Enum.reduce(state, &subscribe/2)
 
     {:noreply, state}
   end
 
   @impl true
-  def handle_call({:watch, node}, _from, state) do
-    watched = :persistent_term.get(@watched, MapSet.new())
+  def handle_call({:watch, node, resource}, _from, state) do
+    watched = watched()
+    resources = Map.get(watched, node, MapSet.new())
 
-    unless MapSet.member?(watched, node) do
-      :persistent_term.put(@watched, MapSet.put(watched, node))
+    unless MapSet.member?(resources, resource) do
+      :persistent_term.put(@watched, Map.put(watched, node, MapSet.put(resources, resource)))
     end
 
     {:reply, :ok, subscribe(node, state)}
   end
 
   def handle_call(:subscribed_nodes, _from, state) do
-    {:reply, MapSet.to_list(state.subscribed), state}
+    {:reply, Map.keys(state.subscribed), state}
+  end
+
+  def handle_call(:subscriptions, _from, state) do
+    {:reply, state.subscribed, state}
   end
 
   @impl true
@@ -98,15 +129,15 @@ defmodule AshGenServer.ExpiryHandler do
   end
 
   def handle_info({:nodeup, node, _info}, state) do
-    if MapSet.member?(:persistent_term.get(@watched, MapSet.new()), node) do
-      {:noreply, subscribe(node, %{state | subscribed: MapSet.delete(state.subscribed, node)})}
+    if Map.has_key?(watched(), node) do
+      {:noreply, subscribe(node, %{state | subscribed: Map.delete(state.subscribed, node)})}
     else
       {:noreply, state}
     end
   end
 
   def handle_info({:nodedown, node, _info}, state) do
-    {:noreply, %{state | subscribed: MapSet.delete(state.subscribed, node)}}
+    {:noreply, %{state | subscribed: Map.delete(state.subscribed, node)}}
   end
 
   def handle_info(message, state) do
@@ -114,21 +145,56 @@ defmodule AshGenServer.ExpiryHandler do
     {:noreply, state}
   end
 
+  defp watched, do: :persistent_term.get(@watched, %{})
+
+  # Subscribes to the resources watched on `node`, unless the node already has that list.
   defp subscribe(node, state) do
-    if MapSet.member?(state.subscribed, node) do
-      state
-    else
-      case Client.call(node, :subscribe, @subscribe_timeout) do
-        :ok ->
-          %{state | subscribed: MapSet.put(state.subscribed, node)}
+    resources = watched() |> Map.get(node, MapSet.new()) |> Enum.sort()
 
-        other ->
-          Logger.debug(
-            "ash_gen_server: could not subscribe to #{inspect(node)}: #{inspect(other)}"
-          )
+    case Map.get(state.subscribed, node) do
+      ^resources ->
+        state
 
-          state
-      end
+      :all ->
+        state
+
+      _ ->
+        case subscribe_request(node, resources) do
+          {:ok, subscription} ->
+            %{state | subscribed: Map.put(state.subscribed, node, subscription)}
+
+          {:error, reason} ->
+            Logger.debug(
+              "ash_gen_server: could not subscribe to #{inspect(node)}: #{inspect(reason)}"
+            )
+
+            state
+        end
+    end
+  end
+
+  defp subscribe_request(node, resources) do
+    case Client.call(node, {:subscribe, resources}, @subscribe_timeout) do
+      :ok ->
+        {:ok, resources}
+
+      {:error, {kind, _}} when kind in [:unknown_request, :bad_request] ->
+        # a node from before per-resource subscriptions
+        case Client.call(node, :subscribe, @subscribe_timeout) do
+          :ok ->
+            Logger.warning(
+              "ash_gen_server: #{inspect(node)} does not know per-resource expiry " <>
+                "subscriptions; this VM now receives the expiry notices of every resource there"
+            )
+
+            {:ok, :all}
+
+          other ->
+            {:error, other}
+        end
+
+      other ->
+        {:error, other}
     end
   end
 

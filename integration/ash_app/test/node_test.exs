@@ -16,6 +16,54 @@ defmodule AshApp.NodeTest do
     assert handlers >= 1
   end
 
+  test "this VM's expiry handler subscribes to the resources it defined, and only those" do
+    Ash.read!(Session)
+    subscribed = AshGenServer.ExpiryHandler.subscriptions() |> Map.fetch!(rust_node())
+    assert Session in subscribed
+    assert Author in subscribed
+    # defined for AshApp.Orphan's node, which does not exist: never subscribed there
+    refute Orphan in subscribed
+  end
+
+  test "the expiry handler subscribes again after the connection to the node is lost" do
+    Ash.read!(Session)
+    node = rust_node()
+    true = Node.disconnect(node)
+    wait_until(fn -> node not in Node.list(:hidden) end, 5_000)
+
+    # reconnect without defining anything (every resource is defined already)
+    assert Node.ping(node) == :pong
+
+    wait_until(fn ->
+      match?({:ok, %{expiry_handlers: 1}}, node_call(:stats)) and
+        Session in Map.get(AshGenServer.ExpiryHandler.subscriptions(), node, [])
+    end)
+
+    session = Session |> Ash.Changeset.for_create(:create, %{owner: self()}) |> Ash.create!()
+    session_id = session.id
+    assert_receive {:destroyed, Session, ^session_id, :inactivity_timeout}, 5_000
+  end
+
+  test "a restarted expiry handler subscribes again at once" do
+    Ash.read!(Session)
+    old = Process.whereis(AshGenServer.ExpiryHandler)
+    ref = Process.monitor(old)
+    Process.exit(old, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^old, :killed}
+
+    wait_until(fn ->
+      pid = Process.whereis(AshGenServer.ExpiryHandler)
+
+      pid not in [nil, old] and
+        Session in Map.get(AshGenServer.ExpiryHandler.subscriptions(), rust_node(), [])
+    end)
+
+    wait_until(fn -> match?({:ok, %{expiry_handlers: 1}}, node_call(:stats)) end)
+    session = Session |> Ash.Changeset.for_create(:create, %{owner: self()}) |> Ash.create!()
+    session_id = session.id
+    assert_receive {:destroyed, Session, ^session_id, :inactivity_timeout}, 5_000
+  end
+
   test "the node knows the resources the shim defined" do
     Ash.read!(Author)
     assert {:ok, resources} = node_call(:resources)
@@ -56,6 +104,7 @@ defmodule AshApp.NodeTest do
 
     # and the expiry handler subscribed again: expiry still runs the destroy action
     assert {:ok, %{expiry_handlers: 1}} = node_call(:stats)
+    assert Session in Map.fetch!(AshGenServer.ExpiryHandler.subscriptions(), node)
 
     session = Session |> Ash.Changeset.for_create(:create, %{owner: self()}) |> Ash.create!()
 
