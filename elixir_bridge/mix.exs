@@ -41,7 +41,8 @@ defmodule AshGenServer.MixProject do
     defp deps do
       [
         {:ash, "~> 3.30"},
-        {:spark, "~> 2.7"}
+        {:spark, "~> 2.7"},
+        {:telemetry, "~> 1.0"}
       ]
     end
   end

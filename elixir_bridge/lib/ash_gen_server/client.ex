@@ -9,6 +9,12 @@ defmodule AshGenServer.Client do
     in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}`. If a request
     answers `{:error, {:unknown_resource, _}}` (the node restarted and lost its definitions) the
     resource is defined again and the request retried once.
+  - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
+    `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
+    `duration`, in native time units) carry the metadata `node`, `resource` (the resource the
+    request is about, or `nil`), `request` (its name: `:get`, `:query`, `:aggregate`...) and
+    `message` (the whole request); the stop event adds `reply` (the node's raw reply, or
+    `{:error, %NodeUnavailable{}}`). Casts (`keep_alive`) emit nothing.
   - Before a resource is first defined on a node, `AshGenServer.ExpiryHandler` is asked to
     subscribe to that resource's expiries there, so expiry notices reach Ash from the first
     record on.
@@ -18,6 +24,7 @@ defmodule AshGenServer.Client do
   alias AshGenServer.Error.{NodeError, NodeUnavailable}
 
   @server :ash_gen_server
+  @event [:ash_gen_server, :request]
 
   @doc """
   Sends `request` about `resource` to the resource's node, defining the resource there first if
@@ -69,12 +76,37 @@ defmodule AshGenServer.Client do
   """
   @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
   def call(node, request, timeout \\ 5_000, resource \\ nil) do
+    metadata = %{
+      node: node,
+      resource: resource || request_resource(request),
+      request: request_name(request),
+      message: request
+    }
+
+    :telemetry.span(@event, metadata, fn ->
+      reply = do_call(node, request, timeout, resource)
+      {reply, Map.put(metadata, :reply, reply)}
+    end)
+  end
+
+  defp do_call(node, request, timeout, resource) do
     GenServer.call({@server, node}, request, timeout)
   catch
     :exit, reason ->
       {:error,
        NodeUnavailable.exception(node: node, resource: resource, reason: exit_reason(reason))}
   end
+
+  defp request_name(request) when is_tuple(request) and tuple_size(request) > 0,
+    do: elem(request, 0)
+
+  defp request_name(request), do: request
+
+  defp request_resource(request)
+       when is_tuple(request) and tuple_size(request) > 1 and is_atom(elem(request, 1)),
+       do: elem(request, 1)
+
+  defp request_resource(_request), do: nil
 
   defp exit_reason({reason, {GenServer, :call, _}}), do: exit_reason(reason)
   defp exit_reason({:nodedown, _node}), do: :noconnection

@@ -46,4 +46,41 @@ defmodule AshApp.Helpers do
 
     :ok
   end
+
+  @doc """
+  Runs `fun` and returns `{result, requests}`: every request any process of this VM sent to a
+  node meanwhile, in order, as the metadata of the bridge's `[:ash_gen_server, :request, :stop]`
+  telemetry event (`resource`, `request` (the name), `message`, `reply`...).
+  """
+  def with_requests(fun) do
+    ref = make_ref()
+    id = {__MODULE__, ref}
+
+    :ok =
+      :telemetry.attach(
+        id,
+        [:ash_gen_server, :request, :stop],
+        &__MODULE__.forward_request/4,
+        {self(), ref}
+      )
+
+    try do
+      result = fun.()
+      {result, collect_requests(ref, [])}
+    after
+      :telemetry.detach(id)
+    end
+  end
+
+  @doc false
+  def forward_request(_event, _measurements, metadata, {pid, ref}),
+    do: send(pid, {ref, metadata})
+
+  defp collect_requests(ref, acc) do
+    receive do
+      {^ref, metadata} -> collect_requests(ref, [metadata | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
 end

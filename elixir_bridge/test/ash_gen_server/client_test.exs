@@ -1,0 +1,36 @@
+defmodule AshGenServer.ClientTest do
+  use ExUnit.Case, async: true
+
+  alias AshGenServer.Client
+  alias AshGenServer.Error.NodeUnavailable
+  alias AshGenServer.Test.Thing
+
+  # handlers run in the process that emits the event: keep this test's own calls
+  @doc false
+  def forward(event, measurements, metadata, pid) do
+    if self() == pid, do: send(pid, {event, measurements, metadata})
+  end
+
+  test "every call is a telemetry span naming the request and the resource" do
+    id = {__MODULE__, make_ref()}
+    events = [[:ash_gen_server, :request, :start], [:ash_gen_server, :request, :stop]]
+    :ok = :telemetry.attach_many(id, events, &__MODULE__.forward/4, self())
+    on_exit(fn -> :telemetry.detach(id) end)
+
+    request = {:get, Thing, %{id: "x"}}
+    assert {:error, %NodeUnavailable{}} = Client.call(:"nowhere@127.0.0.1", request, 100)
+
+    assert_receive {[:ash_gen_server, :request, :start], %{system_time: _},
+                    %{node: :"nowhere@127.0.0.1", resource: Thing, request: :get} = start}
+
+    assert start.message == request
+
+    assert_receive {[:ash_gen_server, :request, :stop], %{duration: duration},
+                    %{request: :get, resource: Thing, reply: {:error, %NodeUnavailable{}}}}
+
+    assert is_integer(duration)
+
+    assert {:error, _} = Client.call(:"nowhere@127.0.0.1", :stats, 100)
+    assert_receive {[:ash_gen_server, :request, :stop], _, %{request: :stats, resource: nil}}
+  end
+end
