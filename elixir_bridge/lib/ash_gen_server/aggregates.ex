@@ -1,4 +1,7 @@
 defmodule AshGenServer.Aggregates do
+  # Parents per grouped `aggregate` request: the `in` filter holds at most this many values.
+  @batch_size 1_000
+
   @moduledoc """
   Aggregates: the node's `aggregate` request where it answers exactly, Ash at runtime otherwise.
 
@@ -13,11 +16,22 @@ defmodule AshGenServer.Aggregates do
   An aggregate goes to the node when everything about it is exact there: its query's filter is
   wholly pushable (see `AshGenServer.Filter`), its kind is one the node knows, and its field's
   stored values behave like Ash's (numbers for `sum`/`avg`, a type the node orders like Ash for
-  `min`/`max`/`count uniq`, a pushable sort for `first`/`list`). A loaded aggregate goes to the
-  node when it follows one `has_many`/`has_one`/`belongs_to` relationship to a resource of this
-  data layer, with no relationship filter: per record, one `aggregate` request (for all such
-  aggregates sharing a filter and sort), filtered on the relationship's destination attribute. Everything else is computed here from the records Ash
-  reads (`compute/6`).
+  `min`/`max`/`count uniq`, a pushable sort for `first`/`list`).
+
+  A loaded aggregate goes to the node when it follows one `has_many`/`has_one`/`belongs_to`
+  relationship to a resource of this data layer, with no relationship filter, and the
+  relationship's destination attribute is of a type the node compares and groups exactly. It is
+  computed for all the records at once: one grouped `aggregate` request
+  (`{aggregate, Destination, Query, Aggregates, \#{group_by => DestAttribute}}`, the query
+  filtered on `{in, DestAttribute, ParentValues}`) per destination attribute, aggregate filter
+  and sort, and per batch of #{@batch_size} parents; every aggregate sharing the filter goes in
+  the same request (those that do not depend on the order share it with one that does). A parent
+  without related records (absent from the groups, or with a `nil` source attribute) gets the
+  empty-set value. Everything else is computed here from the records Ash loads, with one
+  `Ash.load/3` of the related records per aggregate for all the records (`compute/6`).
+
+  Every request goes through `AshGenServer.Client`, so the `[:ash_gen_server, :request, ...]`
+  telemetry events count them.
   """
 
   alias AshGenServer.{Client, Filter, Values}
@@ -159,94 +173,104 @@ defmodule AshGenServer.Aggregates do
   def add_loaded([], _query), do: {:ok, []}
 
   def add_loaded(records, query) do
-    plans = Enum.map(query.aggregates, &{&1, related_plan(&1, query.resource)})
+    records = List.to_tuple(records)
+    indices = Enum.to_list(0..(tuple_size(records) - 1))
 
-    records
-    |> Enum.reduce_while({:ok, []}, fn record, {:ok, acc} ->
-      case record_values(record, plans, query) do
-        {:ok, values} ->
-          record =
-            Enum.reduce(values, record, fn {aggregate, value}, record ->
-              put_value(record, aggregate, value)
-            end)
+    {node_plans, runtime} =
+      Enum.reduce(query.aggregates, {[], []}, fn aggregate, {node_plans, runtime} ->
+        case related_plan(aggregate, query.resource) do
+          {:ok, plan} -> {[{aggregate, plan} | node_plans], runtime}
+          :error -> {node_plans, [{aggregate, indices} | runtime]}
+        end
+      end)
 
-          {:cont, {:ok, [record | acc]}}
+    with {:ok, values, leftovers} <- node_loaded(records, Enum.reverse(node_plans)),
+         {:ok, values} <- runtime_loaded(records, Enum.reverse(runtime, leftovers), values, query) do
+      {:ok,
+       for i <- indices do
+         Enum.reduce(query.aggregates, elem(records, i), fn aggregate, record ->
+           put_value(record, aggregate, Map.fetch!(values, {i, key(aggregate)}))
+         end)
+       end}
+    end
+  end
+
+  defp key(aggregate), do: {aggregate.name, aggregate.load}
+
+  # The aggregates over one relationship to a resource of this data layer, for every record at
+  # once: one `aggregate` request per (destination attribute, aggregate filter, sort) and batch
+  # of parents, `{in, DestAttribute, ParentValues}` grouped by the destination attribute; a
+  # parent without a group gets the empty-set value. Aggregates that do not depend on the order
+  # share a request with those that do. Returns the values by `{index, aggregate key}` and what
+  # is left to compute at runtime (parents whose key the node cannot compare).
+  defp node_loaded(_records, []), do: {:ok, %{}, []}
+
+  defp node_loaded(records, plans) do
+    plans
+    |> Enum.group_by(fn {_aggregate, plan} ->
+      {plan.destination, plan.source_attribute, plan.dest_attribute, plan.filter}
+    end)
+    |> Enum.reduce_while({:ok, %{}, []}, fn {{destination, source, dest, filter}, entries},
+                                            {:ok, values, leftovers} ->
+      parents = parent_keys(records, source, dest)
+      natives = for {_i, {:ok, native}} <- parents, uniq: true, do: native
+
+      case grouped(destination, dest.name, filter, entries, natives) do
+        {:ok, groups} ->
+          {values, leftovers} = spread(parents, entries, groups, values, leftovers)
+          {:cont, {:ok, values, leftovers}}
 
         {:error, error} ->
           {:halt, {:error, error}}
       end
     end)
-    |> case do
-      {:ok, records} -> {:ok, Enum.reverse(records)}
-      error -> error
-    end
   end
 
-  # The values of every loaded aggregate of one record: the node ones batched into one
-  # `aggregate` request per destination and query, the others computed at runtime.
-  defp record_values(record, plans, query) do
-    {batches, others} =
-      Enum.reduce(plans, {%{}, []}, fn {aggregate, plan}, {batches, others} ->
-        case node_request_query(record, plan) do
-          {:ok, key} ->
-            {Map.update(batches, key, [{aggregate, plan}], &[{aggregate, plan} | &1]), others}
+  # Each record's key as the destination stores it: `{i, {:ok, native}}`, `{i, :empty}` (nil:
+  # no related records) or `{i, :error}` (a value the node cannot compare exactly).
+  defp parent_keys(records, source, dest) do
+    for i <- 0..(tuple_size(records) - 1) do
+      case Map.get(elem(records, i), source) do
+        nil ->
+          {i, :empty}
 
-          :empty ->
-            {batches, [{aggregate, {:value, compute_for([], aggregate)}} | others]}
-
-          :error ->
-            {batches, [{aggregate, :runtime} | others]}
-        end
-      end)
-
-    with {:ok, node_values} <- run_batches(batches) do
-      Enum.reduce_while(others, {:ok, node_values}, fn
-        {aggregate, {:value, value}}, {:ok, acc} ->
-          {:cont, {:ok, [{aggregate, value} | acc]}}
-
-        {aggregate, :runtime}, {:ok, acc} ->
-          case runtime_loaded_value(record, aggregate, query) do
-            {:ok, value} -> {:cont, {:ok, [{aggregate, value} | acc]}}
-            error -> {:halt, error}
+        value ->
+          case Values.dump_comparable(dest, value) do
+            {:ok, native} -> {i, {:ok, native}}
+            :error -> {i, :error}
           end
-      end)
+      end
     end
   end
 
-  defp node_request_query(_record, :error), do: :error
+  # `%{GroupValue => %{Name => Value}}` for the parents' keys, over as many requests as there
+  # are sorts (and batches of keys).
+  defp grouped(_destination, _field, _filter, _entries, []), do: {:ok, %{}}
 
-  defp node_request_query(record, {:ok, plan}) do
-    case Map.get(record, plan.source_attribute) do
-      nil ->
-        # no related records: the empty-set value, no need to ask
-        :empty
+  defp grouped(destination, field, filter, entries, natives) do
+    {sorted, free} = Enum.split_with(entries, fn {_aggregate, plan} -> plan.sort != [] end)
 
-      value ->
-        case Values.dump_comparable(plan.dest_attribute, value) do
-          {:ok, native} ->
-            {:ok,
-             {plan.destination,
-              %{
-                filter: and_({:eq, plan.dest_attribute.name, native}, plan.filter),
-                sort: plan.sort
-              }}}
+    requests =
+      case Enum.group_by(sorted, fn {_aggregate, plan} -> plan.sort end) |> Enum.sort() do
+        [] -> [{[], free}]
+        [{sort, first} | rest] -> [{sort, first ++ free} | rest]
+      end
 
-          :error ->
-            :error
-        end
+    for {sort, entries} <- requests, batch <- Enum.chunk_every(natives, @batch_size) do
+      {sort, entries, batch}
     end
-  end
+    |> Enum.reduce_while({:ok, %{}}, fn {sort, entries, batch}, {:ok, acc} ->
+      specs = Enum.map(entries, fn {_aggregate, plan} -> plan.spec.request end)
+      request_query = %{filter: and_({:in, field, batch}, filter), sort: sort}
 
-  defp run_batches(batches) do
-    Enum.reduce_while(batches, {:ok, []}, fn {{destination, request_query}, entries},
-                                             {:ok, acc} ->
-      specs = Enum.map(entries, fn {_aggregate, {:ok, plan}} -> plan.spec.request end)
-
-      case Client.request(destination, {:aggregate, destination, request_query, specs}) do
-        {:ok, values} when is_map(values) ->
+      case Client.request(
+             destination,
+             {:aggregate, destination, request_query, specs, %{group_by: field}}
+           ) do
+        {:ok, groups} when is_list(groups) ->
           acc =
-            Enum.reduce(entries, acc, fn {aggregate, {:ok, plan}}, acc ->
-              [{aggregate, finish(plan.spec, Map.get(values, aggregate.name), aggregate)} | acc]
+            Enum.reduce(groups, acc, fn {group, group_values}, acc ->
+              Map.update(acc, group, group_values, &Map.merge(&1, group_values))
             end)
 
           {:cont, {:ok, acc}}
@@ -262,13 +286,43 @@ defmodule AshGenServer.Aggregates do
     end)
   end
 
+  defp spread(parents, entries, groups, values, leftovers) do
+    Enum.reduce(parents, {values, leftovers}, fn
+      {i, :error}, {values, leftovers} ->
+        {values, Enum.map(entries, fn {aggregate, _plan} -> {aggregate, [i]} end) ++ leftovers}
+
+      {i, parent}, {values, leftovers} ->
+        group =
+          case parent do
+            {:ok, native} -> Map.get(groups, native)
+            :empty -> nil
+          end
+
+        values =
+          Enum.reduce(entries, values, fn {aggregate, plan}, values ->
+            value =
+              case group do
+                # no related records: the empty-set value
+                nil -> compute_for([], aggregate)
+                group -> finish(plan.spec, Map.get(group, aggregate.name), aggregate)
+              end
+
+            Map.put(values, {i, key(aggregate)}, value)
+          end)
+
+        {values, leftovers}
+    end)
+  end
+
   defp put_value(record, %{load: load}, value) when not is_nil(load),
     do: Map.put(record, load, value)
 
   defp put_value(record, %{name: name}, value),
     do: Map.update!(record, :aggregates, &Map.put(&1, name, value))
 
-  # The node plan for an aggregate over one relationship, or :error.
+  # The node plan for an aggregate over one relationship, or :error. The destination attribute
+  # must compare exactly (`:order`) and group exactly: the node groups by exact equality, which
+  # is `==` for every ordered type but floats (`1 == 1.0`).
   defp related_plan(aggregate, resource) do
     with true <- Map.get(aggregate, :related?, true),
          [name] <- aggregate.relationship_path,
@@ -282,6 +336,7 @@ defmodule AshGenServer.Aggregates do
          %{} = dest_attribute <-
            Ash.Resource.Info.attribute(destination, rel.destination_attribute),
          :order <- Values.pushdown(dest_attribute.type),
+         false <- dest_attribute.type == Ash.Type.Float,
          agg_query = aggregate.query,
          true <- is_nil(agg_query) or (is_nil(agg_query.limit) and agg_query.offset in [nil, 0]),
          %{exact?: true, expr: agg_expr} <-
@@ -311,7 +366,32 @@ defmodule AshGenServer.Aggregates do
 
   defp related_sort(_aggregate, _rel, _destination), do: {:ok, []}
 
-  defp runtime_loaded_value(record, aggregate, query) do
+  # Aggregates Ash computes: for each, the related records of every record that needs it are
+  # loaded at once (one `Ash.load/3`), then filtered, sorted and aggregated per record.
+  defp runtime_loaded(records, runtime, values, query) do
+    runtime
+    |> Enum.group_by(fn {aggregate, _indices} -> aggregate end, fn {_, indices} -> indices end)
+    |> Enum.reduce_while({:ok, values}, fn {aggregate, indices}, {:ok, values} ->
+      indices = indices |> List.flatten() |> Enum.uniq()
+
+      case runtime_loaded_values(Enum.map(indices, &elem(records, &1)), aggregate, query) do
+        {:ok, computed} ->
+          values =
+            indices
+            |> Enum.zip(computed)
+            |> Enum.reduce(values, fn {i, value}, values ->
+              Map.put(values, {i, key(aggregate)}, value)
+            end)
+
+          {:cont, {:ok, values}}
+
+        {:error, error} ->
+          {:halt, {:error, error}}
+      end
+    end)
+  end
+
+  defp runtime_loaded_values(records, aggregate, query) do
     agg_query = aggregate.query
     context = aggregate.context || %{}
     path = aggregate.relationship_path
@@ -328,22 +408,40 @@ defmodule AshGenServer.Aggregates do
       end
 
     with {:ok, loaded} <-
-           Ash.load(record, nested_load(path, related_query),
+           Ash.load(records, nested_load(path, related_query),
              domain: query.domain,
              tenant: context[:tenant],
              actor: context[:actor],
              authorize?: false
-           ),
-         related <-
+           ) do
+      records
+      |> Enum.zip(loaded)
+      |> Enum.reduce_while({:ok, []}, fn {record, loaded}, {:ok, acc} ->
+        case related_value(record, loaded, aggregate, query) do
+          {:ok, value} -> {:cont, {:ok, [value | acc]}}
+          {:error, error} -> {:halt, {:error, error}}
+        end
+      end)
+      |> case do
+        {:ok, computed} -> {:ok, Enum.reverse(computed)}
+        error -> error
+      end
+    end
+  end
+
+  defp related_value(record, loaded, aggregate, query) do
+    agg_query = aggregate.query
+    context = aggregate.context || %{}
+
+    with related when is_list(related) <-
            Ash.Filter.Runtime.get_related(
              loaded,
-             path,
+             aggregate.relationship_path,
              false,
              aggregate.join_filters || %{},
              [record],
              query.domain
            ),
-         related when is_list(related) <- related,
          {:ok, related} <-
            Ash.Filter.Runtime.filter_matches(
              query.domain,
