@@ -2,9 +2,10 @@
 //! return the reply. Used by `ash-gen-server call` so the node can be driven without any BEAM.
 
 use crate::term::{Atom, Pid, Ref, Value};
-use crate::wire::dist::{self, Control};
+use crate::wire::dist::{Control, FrameWriter};
 use crate::wire::frame::{Frame, FrameReader};
-use crate::wire::{epmd, etf, handshake};
+use crate::wire::{epmd, handshake};
+use erl_dist::DistributionFlags;
 use erl_dist::node::NodeName;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +24,12 @@ pub async fn call(
         .parse()
         .map_err(|e| format!("{e}"))?;
     let creation = rand::random::<u32>().max(4);
-    let (mut stream, _peer) =
-        handshake::connect(stream, handshake::local_node(&me, creation), cookie)
-            .await
-            .map_err(|e| format!("handshake with {node} failed: {e}"))?;
+    let local = handshake::local_node(&me, creation);
+    let offered = local.flags;
+    let (mut stream, peer) = handshake::connect(stream, local, cookie)
+        .await
+        .map_err(|e| format!("handshake with {node} failed: {e}"))?;
+    let atom_cache = (offered & peer.flags).contains(DistributionFlags::DIST_HDR_ATOM_CACHE);
 
     let me_atom = Atom::new(&me.to_string()).map_err(|e| e.to_string())?;
     let from = Pid {
@@ -42,10 +45,10 @@ pub async fn call(
         request.clone(),
     ]);
     let to = Atom::new(name).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    dist::reg_send(&mut out, &from, to, |o| etf::encode(&message, o));
+    let mut writer = FrameWriter::new(atom_cache);
+    writer.reg_send(&from, to, |w| w.term(&message));
     stream
-        .write_all(&out)
+        .write_all(&writer.buf)
         .await
         .map_err(|e| format!("send failed: {e}"))?;
 

@@ -11,7 +11,8 @@
 
 all() ->
     [binaries, integers, floats, atoms, special_atoms, lists, improper_lists, strings,
-     tuples, maps_as_values, pids_and_refs, everything_in_one_record, values_as_primary_keys,
+     tuples, maps_as_values, pids_and_refs, ports_funs_and_bitstrings, everything_in_one_record,
+     values_as_primary_keys,
      values_through_update_query_aggregate, large_record].
 
 init_per_suite(Config) ->
@@ -123,6 +124,14 @@ pids_and_refs(Config) ->
                        #{pid => Self, ref => Ref}]),
     Other ! stop,
     unalias(Alias).
+
+%% Terms the node keeps without looking inside. Over a connection with the atom cache, the
+%% node names and module names in them arrive as cache references.
+ports_funs_and_bitstrings(Config) ->
+    Port = open_port({spawn, "cat"}, []),
+    roundtrip(Config, [Port, fun lists:map/2, fun erlang:self/0, <<1:3>>, <<255, 7:5>>,
+                       {Port, fun lists:reverse/1}, [<<1:1>>, Port]]),
+    port_close(Port).
 
 everything_in_one_record(Config) ->
     R = ?config(res, Config),

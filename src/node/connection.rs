@@ -12,6 +12,7 @@
 
 use super::Node;
 use super::dispatch;
+use crate::wire::dist::FrameWriter;
 use crate::wire::frame::{Frame, FrameError, FrameReader};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
@@ -43,9 +44,8 @@ pub struct Conn {
 }
 
 /// Encoded frames waiting to be written.
-#[derive(Default)]
 struct Outbox {
-    buf: Vec<u8>,
+    frames: FrameWriter,
     /// The writer task holds bytes it is writing: nobody else may write now.
     busy: bool,
     /// The writer task was already woken for what is queued.
@@ -59,14 +59,14 @@ thread_local! {
 }
 
 impl Conn {
-    /// Queues frames for the peer: `write` appends them (see [`crate::wire::dist`]). Returns
-    /// false if the connection is gone.
-    pub fn write(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+    /// Queues frames for the peer: `write` appends them with the connection's
+    /// [`FrameWriter`]. Returns false if the connection is gone.
+    pub fn write(&self, write: impl FnOnce(&mut FrameWriter)) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let mut out = self.out.lock();
-        write(&mut out.buf);
+        write(&mut out.frames);
         if READING.with(Cell::get) != self.id && !out.busy && !out.woken {
             out.woken = true;
             drop(out);
@@ -79,18 +79,18 @@ impl Conn {
     /// the writer task.
     fn flush_now(&self) {
         let mut out = self.out.lock();
-        if out.busy || out.buf.is_empty() {
+        if out.busy || out.frames.buf.is_empty() {
             return;
         }
         let mut written = 0;
-        while written < out.buf.len() {
-            match self.stream.try_write(&out.buf[written..]) {
+        while written < out.frames.buf.len() {
+            match self.stream.try_write(&out.frames.buf[written..]) {
                 Ok(n) => written += n,
                 Err(_) => break,
             }
         }
-        out.buf.drain(..written);
-        if !out.buf.is_empty() && !out.woken {
+        out.frames.buf.drain(..written);
+        if !out.frames.buf.is_empty() && !out.woken {
             out.woken = true;
             drop(out);
             self.wake.notify_one();
@@ -177,7 +177,11 @@ async fn run_with(
         flags,
         id: node.next_conn_id(),
         stream: Arc::new(stream),
-        out: Mutex::new(Outbox::default()),
+        out: Mutex::new(Outbox {
+            frames: FrameWriter::new(flags.contains(DistributionFlags::DIST_HDR_ATOM_CACHE)),
+            busy: false,
+            woken: false,
+        }),
         wake: Notify::new(),
         closed: AtomicBool::new(false),
         close: Notify::new(),
@@ -293,20 +297,20 @@ async fn write_loop(
                 if silent_ms > net_ticktime.as_millis() as u64 {
                     return Err(format!("no data from the peer for {silent_ms} ms (net_ticktime)"));
                 }
-                conn.out.lock().buf.extend_from_slice(&[0, 0, 0, 0]);
+                conn.out.lock().frames.tick();
             }
         }
         loop {
             {
                 let mut out = conn.out.lock();
                 out.woken = false;
-                if out.buf.is_empty() {
+                if out.frames.buf.is_empty() {
                     out.busy = false;
                     break;
                 }
                 out.busy = true;
                 chunk.clear();
-                std::mem::swap(&mut chunk, &mut out.buf);
+                std::mem::swap(&mut chunk, &mut out.frames.buf);
             }
             write_all(&conn.stream, &chunk).await?;
         }

@@ -9,7 +9,7 @@ use super::connection::Conn;
 use super::genserver::{self, GenMessage};
 use super::process::{SERVER_NAME, Target};
 use crate::term::{Atom, Pid, Value};
-use crate::wire::dist::{self, Control, ProcRef};
+use crate::wire::dist::{Control, ProcRef};
 use std::sync::Arc;
 
 /// Handles one operation from `conn`.
@@ -37,7 +37,7 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
         Control::Unlink { id, from, to } => {
             node.processes.unlink(&to, &from);
             if let Some(id) = id {
-                conn.write(|out| dist::unlink_ack(out, &id, &to, &from));
+                conn.write(|w| w.unlink_ack(&id, &to, &from));
             }
         }
         Control::Exit {
@@ -47,7 +47,7 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
             link,
         } => exit_signal(node, from, &to, reason, link),
         Control::SpawnRequest { req_id, from } => {
-            conn.write(|out| dist::spawn_refused(out, &req_id, &from, Atom::from_static("notsup")));
+            conn.write(|w| w.spawn_refused(&req_id, &from, Atom::from_static("notsup")));
         }
         Control::UnlinkAck | Control::Ignored(_) => {}
     }

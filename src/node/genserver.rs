@@ -7,7 +7,7 @@
 use super::Node;
 use super::process::SERVER_PID;
 use crate::term::{Pid, Ref, Value};
-use crate::wire::{dist, etf};
+use crate::wire::etf::TermWriter;
 use erl_dist::DistributionFlags;
 
 /// Who to reply to.
@@ -75,26 +75,25 @@ fn alias_of(tag: &Value) -> Option<&Ref> {
 impl Node {
     /// Sends the reply `{Tag, Reply}` to a caller.
     pub fn reply(&self, from: &From, reply: &Value) {
-        self.reply_with(from, |out| etf::encode_term(reply, out));
+        self.reply_with(from, |w| w.term(reply));
     }
 
-    /// Sends `{Tag, Reply}` where `body` writes the reply term (without version byte).
-    pub fn reply_with(&self, from: &From, body: impl FnOnce(&mut Vec<u8>)) {
+    /// Sends `{Tag, Reply}` where `body` writes the reply term.
+    pub fn reply_with(&self, from: &From, mut body: impl FnMut(&mut TermWriter)) {
         let Some(conn) = self.conn(from.pid.node.as_str()) else {
             tracing::debug!(to = %from.pid, "caller's node is gone; reply dropped");
             return;
         };
-        let payload = |out: &mut Vec<u8>| {
-            out.push(131);
-            etf::encode_tuple_header(2, out);
-            etf::encode_term(&from.tag, out);
-            body(out);
+        let payload = |w: &mut TermWriter| {
+            w.tuple_header(2);
+            w.term(&from.tag);
+            body(w);
         };
-        conn.write(|out| match alias_of(&from.tag) {
+        conn.write(|w| match alias_of(&from.tag) {
             Some(alias) if conn.has(DistributionFlags::ALIAS) => {
-                dist::alias_send(out, &self.processes.pid(SERVER_PID), alias, payload)
+                w.alias_send(&self.processes.pid(SERVER_PID), alias, payload)
             }
-            _ => dist::send(out, &from.pid, payload),
+            _ => w.send(&from.pid, payload),
         });
     }
 }

@@ -13,8 +13,8 @@ pub mod process;
 
 use crate::record::{Expiry, Store, Timers};
 use crate::term::{Atom, Pid, Ref, Value};
+use crate::wire::dist::FrameWriter;
 use crate::wire::epmd::{self, EpmdServer, Registration};
-use crate::wire::{dist, etf};
 use connection::Conn;
 use erl_dist::node::{LocalNode, NodeName};
 use parking_lot::{Mutex, RwLock};
@@ -291,7 +291,7 @@ impl Node {
     }
 
     /// Writes frames to `peer`, if connected. Returns whether they were queued.
-    pub fn write_to(&self, peer: Atom, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+    pub fn write_to(&self, peer: Atom, write: impl FnOnce(&mut FrameWriter)) -> bool {
         match self.conn(peer.as_str()) {
             Some(conn) => conn.write(write),
             None => false,
@@ -300,9 +300,7 @@ impl Node {
 
     /// Sends `message` to a remote process (dropped if its node is not connected, as in Erlang).
     pub fn send(&self, to: &Pid, message: &Value) -> bool {
-        self.write_to(to.node, |out| {
-            dist::send(out, to, |o| etf::encode(message, o));
-        })
+        self.write_to(to.node, |w| w.send(to, |t| t.term(message)))
     }
 
     /// Closes every connection (used at shutdown).

@@ -10,7 +10,7 @@
 use super::Node;
 use crate::record::RecordActor;
 use crate::term::{Atom, Pid, Ref, Value, atoms};
-use crate::wire::dist::{self, ProcRef};
+use crate::wire::dist::ProcRef;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,8 +132,8 @@ impl ProcessTable {
             }
         }
         let noproc = Value::Atom(*atoms::NOPROC);
-        node.write_to(watcher.node, |out| {
-            dist::monitor_exit(out, &target, &watcher, &reference, &noproc)
+        node.write_to(watcher.node, |w| {
+            w.monitor_exit(&target, &watcher, &reference, &noproc)
         });
     }
 
@@ -172,7 +172,7 @@ impl ProcessTable {
 
     fn refuse_link(&self, node: &Node, from: Pid, to: Pid) {
         let noproc = Value::Atom(*atoms::NOPROC);
-        node.write_to(from.node, |out| dist::exit(out, &to, &from, &noproc));
+        node.write_to(from.node, |w| w.exit(&to, &from, &noproc));
     }
 
     /// Removes a link (either side asked).
@@ -208,11 +208,11 @@ impl ProcessTable {
         let from = ProcRef::Pid(me);
         for w in watchers {
             node.write_to(w.pid.node, |out| {
-                dist::monitor_exit(out, &from, &w.pid, &w.reference, reason)
+                out.monitor_exit(&from, &w.pid, &w.reference, reason)
             });
         }
         for pid in linked {
-            node.write_to(pid.node, |out| dist::exit(out, &me, &pid, reason));
+            node.write_to(pid.node, |w| w.exit(&me, &pid, reason));
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::record::{Outcome, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
-use crate::wire::etf;
+use crate::wire::etf::TermWriter;
 
 fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
@@ -81,36 +81,29 @@ fn upsert_atom(kind: UpsertKind) -> Value {
     })
 }
 
-/// Writes the reply term of an outcome (no version byte), without building it first.
-pub fn encode_outcome(outcome: &Outcome, out: &mut Vec<u8>) {
+/// Writes the reply term of an outcome, without building it first.
+pub fn encode_outcome(outcome: &Outcome, w: &mut TermWriter) {
     match outcome {
         Outcome::Record(record) => {
-            etf::encode_tuple_header(2, out);
-            etf::encode_atom(*atoms::OK, out);
-            etf::encode_record(record, out);
+            w.tuple_header(2);
+            w.atom(*atoms::OK);
+            w.record(record);
         }
         Outcome::Upserted(kind, record) => {
-            etf::encode_tuple_header(3, out);
-            etf::encode_atom(*atoms::OK, out);
-            etf::encode_term(&upsert_atom(*kind), out);
-            etf::encode_record(record, out);
+            w.tuple_header(3);
+            w.atom(*atoms::OK);
+            w.term(&upsert_atom(*kind));
+            w.record(record);
         }
-        other => etf::encode_term(&render(other), out),
+        other => w.term(&render(other)),
     }
 }
 
-/// Writes `{ok, [Record]}` (no version byte).
-pub fn encode_records(records: &[Record], out: &mut Vec<u8>) {
-    etf::encode_tuple_header(2, out);
-    etf::encode_atom(*atoms::OK, out);
-    if !records.is_empty() {
-        out.push(108);
-        out.extend_from_slice(&(records.len() as u32).to_be_bytes());
-        for record in records {
-            etf::encode_record(record, out);
-        }
-    }
-    out.push(106);
+/// Writes `{ok, [Record]}`.
+pub fn encode_records(records: &[Record], w: &mut TermWriter) {
+    w.tuple_header(2);
+    w.atom(*atoms::OK);
+    w.list(records, |w, record| w.record(record));
 }
 
 /// The reply term of an outcome.

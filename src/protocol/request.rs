@@ -346,11 +346,16 @@ pub fn parse(v: &Value) -> Result<Request, RequestError> {
             if let Some(o) = args.get(3) {
                 for (k, v) in opts(o, "aggregate")? {
                     match (k.as_atom().map(|a| a.as_str()), v) {
-                        (Some("group_by"), Value::Atom(f)) if !v.is_nil() => group_by = Some(*f),
                         (Some("group_by"), _) if v.is_nil() => group_by = None,
+                        (Some("group_by"), Value::Atom(f)) => group_by = Some(*f),
+                        (Some("group_by"), other) => {
+                            return bad(format!(
+                                "group_by must be an atom naming a field, got: {other:?}"
+                            ));
+                        }
                         _ => {
                             return bad(format!(
-                                "unknown aggregate option {k:?} => {v:?} (expected group_by => Field)"
+                                "unknown aggregate option {k:?} (expected group_by)"
                             ));
                         }
                     }

@@ -178,6 +178,11 @@ fn call(node: &Arc<Node>, from: From, request: Request) {
             Ok(()) => reply::ok(),
             Err(e) => reply::render(&Outcome::Error(e)),
         },
+        Request::Subscribe(Some(resources)) if resources.is_empty() => {
+            // Handling no resource is not handling: the same as unsubscribing.
+            node.expiry.unsubscribe(node, &from.pid);
+            reply::ok()
+        }
         Request::Subscribe(resources) => {
             node.expiry.subscribe(node, from.pid, resources);
             reply::ok()

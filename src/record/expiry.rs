@@ -11,7 +11,7 @@ use super::actor::{Envelope, RecordActor};
 use crate::node::Node;
 use crate::node::process::SERVER_PID;
 use crate::term::{Atom, Pid, Ref, Value};
-use crate::wire::dist::{self, ProcRef};
+use crate::wire::dist::ProcRef;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -53,9 +53,7 @@ impl Expiry {
         }
         let monitor = node.make_ref();
         let me = node.processes.pid(SERVER_PID);
-        node.write_to(pid.node, |out| {
-            dist::monitor(out, &me, &ProcRef::Pid(pid), &monitor)
-        });
+        node.write_to(pid.node, |w| w.monitor(&me, &ProcRef::Pid(pid), &monitor));
         tracing::info!(handler = %pid, ?resources, "expiry handler subscribed");
         handlers.push(Handler {
             pid,
@@ -70,8 +68,8 @@ impl Expiry {
         let removed = self.take(|h| &h.pid == pid);
         let me = node.processes.pid(SERVER_PID);
         for h in &removed {
-            node.write_to(h.pid.node, |out| {
-                dist::demonitor(out, &me, &ProcRef::Pid(h.pid), &h.monitor)
+            node.write_to(h.pid.node, |w| {
+                w.demonitor(&me, &ProcRef::Pid(h.pid), &h.monitor)
             });
         }
         self.orphan(node, removed);

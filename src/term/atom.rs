@@ -137,5 +137,6 @@ pub mod atoms {
         ALIAS = "alias",
         GEN_CALL = "$gen_call",
         GEN_CAST = "$gen_cast",
+        EMPTY = "",
     }
 }

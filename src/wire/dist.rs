@@ -8,8 +8,9 @@
 //! carry a message or an exit reason have it as a second term. The tests check this against
 //! `erl_dist`'s own encoder.
 
-use super::etf::{self, DecodeError};
-use crate::term::{Atom, Pid, Ref, Value};
+use super::atom_cache::OutCache;
+use super::etf::{self, DecodeError, TermWriter};
+use crate::term::{Atom, Pid, Ref, Value, atoms};
 
 /// A process named by pid or by registered name.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,23 +160,38 @@ fn proc_ref(v: &Value) -> Result<ProcRef, DecodeError> {
     }
 }
 
-/// Decodes the body of a pass-through frame (after the 112 tag).
-pub fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
-    decode_with(bytes, etf::decode)
+/// Decodes the terms of a frame: a control message and maybe its payload. Without a
+/// distribution header each term starts with the version byte (`refs` is `None`); after one, none
+/// does and atoms may be references into the header's list `refs`.
+pub fn decode(bytes: &[u8], refs: Option<&[Atom]>) -> Result<Control, DecodeError> {
+    decode_with(bytes, refs, false)
 }
 
 /// Decodes a frame [`decode`] refused as too deep, cutting the deep parts off.
-pub fn decode_truncated(bytes: &[u8]) -> Result<Control, DecodeError> {
-    decode_with(bytes, etf::decode_truncated)
+pub fn decode_truncated(bytes: &[u8], refs: Option<&[Atom]>) -> Result<Control, DecodeError> {
+    decode_with(bytes, refs, true)
 }
 
-/// A term decoder: [`etf::decode`] or [`etf::decode_truncated`].
-type TermDecoder = fn(&[u8]) -> Result<(Value, usize), DecodeError>;
+fn term(
+    bytes: &[u8],
+    refs: Option<&[Atom]>,
+    truncate: bool,
+) -> Result<(Value, usize), DecodeError> {
+    match (refs, truncate) {
+        (Some(refs), _) => etf::decode_body(bytes, refs, truncate),
+        (None, false) => etf::decode(bytes),
+        (None, true) => etf::decode_truncated(bytes),
+    }
+}
 
-fn decode_with(bytes: &[u8], term: TermDecoder) -> Result<Control, DecodeError> {
-    let (control, used) = term(bytes)?;
+fn decode_with(
+    bytes: &[u8],
+    refs: Option<&[Atom]>,
+    truncate: bool,
+) -> Result<Control, DecodeError> {
+    let (control, used) = term(bytes, refs, truncate)?;
     let payload = if used < bytes.len() {
-        let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
+        let (payload, used2) = term(&bytes[used..], refs, truncate).map_err(|e| DecodeError {
             offset: used + e.offset,
             reason: e.reason,
         })?;
@@ -339,15 +355,147 @@ fn decode_with(bytes: &[u8], term: TermDecoder) -> Result<Control, DecodeError> 
     })
 }
 
-/// Appends one pass-through frame: `[Len][112][131 Control]` and, if `payload` writes one,
-/// the payload term (the closure must write the 131 version byte itself).
-pub fn frame(out: &mut Vec<u8>, control: &Value, payload: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0, 112]);
-    etf::encode(control, out);
-    payload(out);
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+/// Encodes a connection's outgoing frames, through the atom cache when the peer agreed to it.
+pub struct FrameWriter {
+    /// Encoded frames not yet written to the socket.
+    pub buf: Vec<u8>,
+    cache: Option<Box<OutCache>>,
+    scratch: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// A writer for a connection that negotiated the atom cache (`atom_cache`) or not.
+    pub fn new(atom_cache: bool) -> FrameWriter {
+        FrameWriter {
+            buf: Vec::new(),
+            cache: atom_cache.then(Box::default),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A tick (an empty frame).
+    pub fn tick(&mut self) {
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+    }
+
+    /// One frame: `control` and, if `payload` is given, the term it writes.
+    fn frame(&mut self, control: &Value, payload: Option<&mut dyn FnMut(&mut TermWriter)>) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        match self.cache.as_deref_mut() {
+            None => {
+                self.buf.push(112);
+                self.buf.push(131);
+                TermWriter::plain(&mut self.buf).term(control);
+                if let Some(payload) = payload {
+                    self.buf.push(131);
+                    payload(&mut TermWriter::plain(&mut self.buf));
+                }
+            }
+            Some(cache) => {
+                // The header lists the atoms the terms use, so the terms are written first.
+                let mut refs = cache.message();
+                self.scratch.clear();
+                {
+                    let mut w = TermWriter::cached(&mut self.scratch, &mut refs);
+                    w.term(control);
+                    if let Some(payload) = payload {
+                        payload(&mut w);
+                    }
+                }
+                refs.write_header(&mut self.buf);
+                self.buf.extend_from_slice(&self.scratch);
+            }
+        }
+        let len = (self.buf.len() - start - 4) as u32;
+        self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// `SEND` to `to`; `payload` writes the message.
+    pub fn send(&mut self, to: &Pid, mut payload: impl FnMut(&mut TermWriter)) {
+        let control = Value::tuple(vec![op(2), Value::Atom(*atoms::EMPTY), pid_value(to)]);
+        self.frame(&control, Some(&mut payload));
+    }
+
+    /// `ALIAS_SEND` from `from` to `alias`; `payload` writes the message.
+    pub fn alias_send(
+        &mut self,
+        from: &Pid,
+        alias: &Ref,
+        mut payload: impl FnMut(&mut TermWriter),
+    ) {
+        let control = Value::tuple(vec![op(33), pid_value(from), ref_value(alias)]);
+        self.frame(&control, Some(&mut payload));
+    }
+
+    /// `REG_SEND` from `from` to the name `to`; `payload` writes the message.
+    pub fn reg_send(&mut self, from: &Pid, to: Atom, mut payload: impl FnMut(&mut TermWriter)) {
+        let control = Value::tuple(vec![
+            op(6),
+            pid_value(from),
+            Value::Atom(*atoms::EMPTY),
+            Value::Atom(to),
+        ]);
+        self.frame(&control, Some(&mut payload));
+    }
+
+    /// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
+    pub fn monitor_exit(&mut self, from: &ProcRef, to: &Pid, reference: &Ref, reason: &Value) {
+        let control = Value::tuple(vec![
+            op(21),
+            proc_value(from),
+            pid_value(to),
+            ref_value(reference),
+            reason.clone(),
+        ]);
+        self.frame(&control, None);
+    }
+
+    /// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
+    pub fn exit(&mut self, from: &Pid, to: &Pid, reason: &Value) {
+        let control = Value::tuple(vec![op(3), pid_value(from), pid_value(to), reason.clone()]);
+        self.frame(&control, None);
+    }
+
+    /// `MONITOR_P` from a local process.
+    pub fn monitor(&mut self, from: &Pid, to: &ProcRef, reference: &Ref) {
+        let control = Value::tuple(vec![
+            op(19),
+            pid_value(from),
+            proc_value(to),
+            ref_value(reference),
+        ]);
+        self.frame(&control, None);
+    }
+
+    /// `DEMONITOR_P` from a local process.
+    pub fn demonitor(&mut self, from: &Pid, to: &ProcRef, reference: &Ref) {
+        let control = Value::tuple(vec![
+            op(20),
+            pid_value(from),
+            proc_value(to),
+            ref_value(reference),
+        ]);
+        self.frame(&control, None);
+    }
+
+    /// `UNLINK_ID_ACK`.
+    pub fn unlink_ack(&mut self, id: &Value, from: &Pid, to: &Pid) {
+        let control = Value::tuple(vec![op(36), id.clone(), pid_value(from), pid_value(to)]);
+        self.frame(&control, None);
+    }
+
+    /// `SPAWN_REPLY` refusing a spawn request with `reason`.
+    pub fn spawn_refused(&mut self, req_id: &Ref, to: &Pid, reason: Atom) {
+        let control = Value::tuple(vec![
+            op(31),
+            ref_value(req_id),
+            pid_value(to),
+            op(0),
+            Value::Atom(reason),
+        ]);
+        self.frame(&control, None);
+    }
 }
 
 fn op(n: i64) -> Value {
@@ -369,91 +517,6 @@ fn proc_value(p: &ProcRef) -> Value {
     }
 }
 
-/// `SEND` to `to`; `payload` writes the message (with its version byte).
-pub fn send(out: &mut Vec<u8>, to: &Pid, payload: impl FnOnce(&mut Vec<u8>)) {
-    let control = Value::tuple(vec![
-        op(2),
-        Value::Atom(Atom::from_static("")),
-        pid_value(to),
-    ]);
-    frame(out, &control, payload);
-}
-
-/// `ALIAS_SEND` from `from` to `alias`.
-pub fn alias_send(out: &mut Vec<u8>, from: &Pid, alias: &Ref, payload: impl FnOnce(&mut Vec<u8>)) {
-    let control = Value::tuple(vec![op(33), pid_value(from), ref_value(alias)]);
-    frame(out, &control, payload);
-}
-
-/// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
-pub fn monitor_exit(out: &mut Vec<u8>, from: &ProcRef, to: &Pid, reference: &Ref, reason: &Value) {
-    let control = Value::tuple(vec![
-        op(21),
-        proc_value(from),
-        pid_value(to),
-        ref_value(reference),
-        reason.clone(),
-    ]);
-    frame(out, &control, |_| {});
-}
-
-/// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
-pub fn exit(out: &mut Vec<u8>, from: &Pid, to: &Pid, reason: &Value) {
-    let control = Value::tuple(vec![op(3), pid_value(from), pid_value(to), reason.clone()]);
-    frame(out, &control, |_| {});
-}
-
-/// `MONITOR_P` from a local process.
-pub fn monitor(out: &mut Vec<u8>, from: &Pid, to: &ProcRef, reference: &Ref) {
-    let control = Value::tuple(vec![
-        op(19),
-        pid_value(from),
-        proc_value(to),
-        ref_value(reference),
-    ]);
-    frame(out, &control, |_| {});
-}
-
-/// `DEMONITOR_P` from a local process.
-pub fn demonitor(out: &mut Vec<u8>, from: &Pid, to: &ProcRef, reference: &Ref) {
-    let control = Value::tuple(vec![
-        op(20),
-        pid_value(from),
-        proc_value(to),
-        ref_value(reference),
-    ]);
-    frame(out, &control, |_| {});
-}
-
-/// `UNLINK_ID_ACK`.
-pub fn unlink_ack(out: &mut Vec<u8>, id: &Value, from: &Pid, to: &Pid) {
-    let control = Value::tuple(vec![op(36), id.clone(), pid_value(from), pid_value(to)]);
-    frame(out, &control, |_| {});
-}
-
-/// `SPAWN_REPLY` refusing a spawn request with `reason`.
-pub fn spawn_refused(out: &mut Vec<u8>, req_id: &Ref, to: &Pid, reason: Atom) {
-    let control = Value::tuple(vec![
-        op(31),
-        ref_value(req_id),
-        pid_value(to),
-        op(0),
-        Value::Atom(reason),
-    ]);
-    frame(out, &control, |_| {});
-}
-
-/// `REG_SEND` from `from` to the name `to`.
-pub fn reg_send(out: &mut Vec<u8>, from: &Pid, to: Atom, payload: impl FnOnce(&mut Vec<u8>)) {
-    let control = Value::tuple(vec![
-        op(6),
-        pid_value(from),
-        Value::Atom(Atom::from_static("")),
-        Value::Atom(to),
-    ]);
-    frame(out, &control, payload);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +526,7 @@ mod tests {
     fn via_erl_dist(message: Message) -> Control {
         let mut bytes = Vec::new();
         message.write_into(&mut bytes).unwrap();
-        decode(&bytes).unwrap()
+        decode(&bytes, None).unwrap()
     }
 
     fn our_pid(p: &eetf::Pid) -> Pid {
@@ -574,18 +637,17 @@ mod tests {
             creation: 6,
         };
         let r = Ref::new(Atom::new("a@h").unwrap(), 5, &[1, 2, 3]);
-        let mut out = Vec::new();
-        send(&mut out, &b, |o| etf::encode(&Value::Int(42), o));
-        monitor_exit(
-            &mut out,
+        let mut out = FrameWriter::new(false);
+        out.send(&b, |w| w.term(&Value::Int(42)));
+        out.monitor_exit(
             &ProcRef::Pid(a),
             &b,
             &r,
             &Value::Atom(Atom::new("noproc").unwrap()),
         );
-        exit(&mut out, &a, &b, &Value::Atom(Atom::new("normal").unwrap()));
-        alias_send(&mut out, &a, &r, |o| etf::encode(&Value::Int(1), o));
-        let mut rest = &out[..];
+        out.exit(&a, &b, &Value::Atom(Atom::new("normal").unwrap()));
+        out.alias_send(&a, &r, |w| w.term(&Value::Int(1)));
+        let mut rest = &out.buf[..];
         let mut decoded = Vec::new();
         while !rest.is_empty() {
             let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -604,10 +666,10 @@ mod tests {
     fn malformed_control_messages_are_errors() {
         let mut bytes = Vec::new();
         etf::encode(&Value::tuple(vec![Value::Int(2), Value::nil()]), &mut bytes);
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, None).is_err());
         let mut bytes = Vec::new();
         etf::encode(&Value::Int(2), &mut bytes);
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, None).is_err());
         // SEND without its message.
         let mut bytes = Vec::new();
         let to = Pid {
@@ -620,6 +682,6 @@ mod tests {
             &Value::tuple(vec![Value::Int(2), Value::nil(), Value::Pid(Box::new(to))]),
             &mut bytes,
         );
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, None).is_err());
     }
 }

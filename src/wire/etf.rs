@@ -7,6 +7,7 @@
 //! length against the bytes actually present and limits nesting, so hostile input gets an error,
 //! never an allocation it cannot back or a stack overflow.
 
+use super::atom_cache::AtomRefs;
 use crate::term::{Atom, Pid, Ref, Value};
 use num_bigint::{BigInt, Sign};
 
@@ -34,6 +35,8 @@ struct Decoder<'a> {
     pos: usize,
     /// Replace terms nested too deeply by [`TOO_DEEP`] instead of failing.
     truncate: bool,
+    /// The atoms `ATOM_CACHE_REF` indexes into (the message's distribution header).
+    refs: &'a [Atom],
 }
 
 /// The atom that stands for a term cut off by [`decode_truncated`].
@@ -43,32 +46,43 @@ type Result<T> = std::result::Result<T, DecodeError>;
 
 /// Decodes one term starting with the version byte; returns it and the bytes used.
 pub fn decode(bytes: &[u8]) -> Result<(Value, usize)> {
-    decode_with(bytes, false)
+    decode_versioned(bytes, false)
 }
 
 /// Like [`decode`], but terms nested deeper than [`MAX_DEPTH`] become the atom [`TOO_DEEP`]:
 /// enough to read who sent a message too deep to serve, and answer them.
 pub fn decode_truncated(bytes: &[u8]) -> Result<(Value, usize)> {
-    decode_with(bytes, true)
+    decode_versioned(bytes, true)
 }
 
-fn decode_with(bytes: &[u8], truncate: bool) -> Result<(Value, usize)> {
+fn decode_versioned(bytes: &[u8], truncate: bool) -> Result<(Value, usize)> {
+    if bytes.first() != Some(&VERSION) {
+        return Err(DecodeError {
+            offset: 0,
+            reason: "missing version byte 131".into(),
+        });
+    }
+    let (value, used) = decode_body(&bytes[1..], &[], truncate)?;
+    Ok((value, used + 1))
+}
+
+/// Decodes one term that follows a distribution header: no version byte, and atoms may be
+/// `ATOM_CACHE_REF`s into `refs` (the header's list).
+pub fn decode_body(bytes: &[u8], refs: &[Atom], truncate: bool) -> Result<(Value, usize)> {
     let mut d = Decoder {
         bytes,
         pos: 0,
         truncate,
+        refs,
     };
-    if d.u8()? != VERSION {
-        return d.fail("missing version byte 131");
-    }
     let value = d.term(0)?;
     Ok((value, d.pos))
 }
 
-/// Appends `value`, with the version byte, to `out`.
+/// Appends `value`, with the version byte, to `out` (atoms spelled out).
 pub fn encode(value: &Value, out: &mut Vec<u8>) {
     out.push(VERSION);
-    encode_term(value, out);
+    TermWriter::plain(out).term(value);
 }
 
 impl<'a> Decoder<'a> {
@@ -144,6 +158,13 @@ impl<'a> Decoder<'a> {
             100 => {
                 let n = self.u16()?;
                 self.atom_text(n, true)
+            }
+            82 => {
+                let i = self.u8()? as usize;
+                match self.refs.get(i) {
+                    Some(atom) => Ok(*atom),
+                    None => self.fail("atom cache reference outside the header's list"),
+                }
             }
             _ => self.fail("expected an atom"),
         }
@@ -244,7 +265,7 @@ impl<'a> Decoder<'a> {
                     Err(_) => return self.fail("bad FLOAT_EXT"),
                 }
             }
-            119 | 118 | 115 | 100 => {
+            119 | 118 | 115 | 100 | 82 => {
                 self.pos = start;
                 Value::Atom(self.atom()?)
             }
@@ -316,9 +337,44 @@ impl<'a> Decoder<'a> {
                 Value::Ref(Box::new(Ref::new(node, creation, &[id])))
             }
             // Ports, funs, bit strings: find the term's extent, let eetf decode the slice.
-            89 | 102 | 120 | 113 | 112 | 117 | 77 => self.opaque(start)?,
+            // Ports and external funs are read here, so cached node and module atoms resolve.
+            89 | 102 | 120 => {
+                let node = self.atom()?;
+                let id = match tag {
+                    120 => {
+                        let b = self.take(8)?;
+                        u64::from_be_bytes(b.try_into().unwrap_or_default())
+                    }
+                    _ => self.u32()? as u64,
+                };
+                let creation = if tag == 102 {
+                    self.u8()? as u32
+                } else {
+                    self.u32()?
+                };
+                Value::Opaque(Box::new(eetf::Term::Port(eetf::Port {
+                    node: eetf::Atom::from(node.as_str()),
+                    id,
+                    creation,
+                })))
+            }
+            113 => {
+                let module = self.atom()?;
+                let function = self.atom()?;
+                let arity = match self.term(depth + 1)? {
+                    Value::Int(n) if (0..=255).contains(&n) => n as u8,
+                    _ => return self.fail("bad arity in EXPORT_EXT"),
+                };
+                Value::Opaque(Box::new(eetf::Term::ExternalFun(Box::new(
+                    eetf::ExternalFun {
+                        module: eetf::Atom::from(module.as_str()),
+                        function: eetf::Atom::from(function.as_str()),
+                        arity,
+                    },
+                ))))
+            }
+            112 | 117 | 77 => self.opaque(start)?,
             80 => return self.fail("compressed terms are not accepted"),
-            82 => return self.fail("atom cache references were not negotiated"),
             _ => return self.fail(format!("unknown term tag {tag}")),
         })
     }
@@ -332,146 +388,181 @@ fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&(n as u32).to_be_bytes());
 }
 
-/// Appends an atom.
-pub fn encode_atom(atom: Atom, out: &mut Vec<u8>) {
-    let s = atom.as_str().as_bytes();
-    if s.len() <= 255 {
-        out.push(119);
-        out.push(s.len() as u8);
-    } else {
-        out.push(118);
-        put_u16(out, s.len());
+/// Writes terms (without version byte) into a buffer; atoms go through the distribution
+/// header's atom cache when the message has one (see [`super::atom_cache`]).
+pub struct TermWriter<'a, 'c> {
+    /// Where the bytes go.
+    pub out: &'a mut Vec<u8>,
+    atoms: Option<&'a mut AtomRefs<'c>>,
+}
+
+impl<'a, 'c> TermWriter<'a, 'c> {
+    /// A writer that spells every atom out.
+    pub fn plain(out: &'a mut Vec<u8>) -> TermWriter<'a, 'c> {
+        TermWriter { out, atoms: None }
     }
-    out.extend_from_slice(s);
-}
 
-/// Appends a pid.
-pub fn encode_pid(pid: &Pid, out: &mut Vec<u8>) {
-    out.push(88);
-    encode_atom(pid.node, out);
-    out.extend_from_slice(&pid.id.to_be_bytes());
-    out.extend_from_slice(&pid.serial.to_be_bytes());
-    out.extend_from_slice(&pid.creation.to_be_bytes());
-}
-
-/// Appends a small integer.
-pub fn encode_int(i: i64, out: &mut Vec<u8>) {
-    if (0..=255).contains(&i) {
-        out.push(97);
-        out.push(i as u8);
-    } else if let Ok(small) = i32::try_from(i) {
-        out.push(98);
-        out.extend_from_slice(&small.to_be_bytes());
-    } else {
-        let magnitude = i.unsigned_abs().to_le_bytes();
-        let n = 8 - magnitude.iter().rev().take_while(|&&b| b == 0).count();
-        out.push(110);
-        out.push(n as u8);
-        out.push(u8::from(i < 0));
-        out.extend_from_slice(&magnitude[..n]);
+    /// A writer that refers to atoms through a message's atom cache references.
+    pub fn cached(out: &'a mut Vec<u8>, atoms: &'a mut AtomRefs<'c>) -> TermWriter<'a, 'c> {
+        TermWriter {
+            out,
+            atoms: Some(atoms),
+        }
     }
-}
 
-/// Appends a tuple header of `arity` elements.
-pub fn encode_tuple_header(arity: usize, out: &mut Vec<u8>) {
-    if arity <= 255 {
-        out.push(104);
-        out.push(arity as u8);
-    } else {
-        out.push(105);
-        put_u32(out, arity);
+    /// An atom.
+    pub fn atom(&mut self, atom: Atom) {
+        if let Some(index) = self.atoms.as_mut().and_then(|refs| refs.index(atom)) {
+            self.out.push(82);
+            self.out.push(index);
+            return;
+        }
+        let s = atom.as_str().as_bytes();
+        if s.len() <= 255 {
+            self.out.push(119);
+            self.out.push(s.len() as u8);
+        } else {
+            self.out.push(118);
+            put_u16(self.out, s.len());
+        }
+        self.out.extend_from_slice(s);
     }
-}
 
-/// Appends a term (no version byte).
-pub fn encode_term(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Int(i) => encode_int(*i, out),
-        Value::BigInt(b) => {
-            let (sign, bytes) = b.to_bytes_le();
-            if bytes.len() <= 255 {
-                out.push(110);
-                out.push(bytes.len() as u8);
-            } else {
-                out.push(111);
-                put_u32(out, bytes.len());
+    /// A pid.
+    pub fn pid(&mut self, pid: &Pid) {
+        self.out.push(88);
+        self.atom(pid.node);
+        self.out.extend_from_slice(&pid.id.to_be_bytes());
+        self.out.extend_from_slice(&pid.serial.to_be_bytes());
+        self.out.extend_from_slice(&pid.creation.to_be_bytes());
+    }
+
+    /// A reference.
+    pub fn reference(&mut self, r: &Ref) {
+        self.out.push(90);
+        put_u16(self.out, r.words().len());
+        self.atom(r.node);
+        self.out.extend_from_slice(&r.creation.to_be_bytes());
+        for w in r.words() {
+            self.out.extend_from_slice(&w.to_be_bytes());
+        }
+    }
+
+    /// An integer, in its smallest encoding.
+    pub fn int(&mut self, i: i64) {
+        let out = &mut *self.out;
+        if (0..=255).contains(&i) {
+            out.push(97);
+            out.push(i as u8);
+        } else if let Ok(small) = i32::try_from(i) {
+            out.push(98);
+            out.extend_from_slice(&small.to_be_bytes());
+        } else {
+            let magnitude = i.unsigned_abs().to_le_bytes();
+            let n = 8 - magnitude.iter().rev().take_while(|&&b| b == 0).count();
+            out.push(110);
+            out.push(n as u8);
+            out.push(u8::from(i < 0));
+            out.extend_from_slice(&magnitude[..n]);
+        }
+    }
+
+    /// The header of a tuple of `arity` elements (the elements follow).
+    pub fn tuple_header(&mut self, arity: usize) {
+        if arity <= 255 {
+            self.out.push(104);
+            self.out.push(arity as u8);
+        } else {
+            self.out.push(105);
+            put_u32(self.out, arity);
+        }
+    }
+
+    /// A proper list of `items`, each written by `item`.
+    pub fn list<T>(&mut self, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
+        if !items.is_empty() {
+            self.out.push(108);
+            put_u32(self.out, items.len());
+            for i in items {
+                item(self, i);
             }
-            out.push(u8::from(sign == Sign::Minus));
-            out.extend_from_slice(&bytes);
         }
-        Value::Float(f) => {
-            out.push(70);
-            out.extend_from_slice(&f.to_be_bytes());
+        self.out.push(106);
+    }
+
+    /// A record-shaped map (atom keys), without building a map value first.
+    pub fn record(&mut self, record: &crate::term::Record) {
+        self.out.push(116);
+        put_u32(self.out, record.shape().fields().len());
+        for (field, value) in record.iter() {
+            self.atom(field);
+            self.term(value);
         }
-        Value::Atom(a) => encode_atom(*a, out),
-        Value::SmallBin { .. } | Value::Bin(_) => {
-            let bytes = value.as_bytes().unwrap_or_default();
-            out.push(109);
-            put_u32(out, bytes.len());
-            out.extend_from_slice(bytes);
-        }
-        Value::Tuple(items) => {
-            encode_tuple_header(items.len(), out);
-            for item in items.iter() {
-                encode_term(item, out);
+    }
+
+    /// Any term.
+    pub fn term(&mut self, value: &Value) {
+        match value {
+            Value::Int(i) => self.int(*i),
+            Value::BigInt(b) => {
+                let (sign, bytes) = b.to_bytes_le();
+                if bytes.len() <= 255 {
+                    self.out.push(110);
+                    self.out.push(bytes.len() as u8);
+                } else {
+                    self.out.push(111);
+                    put_u32(self.out, bytes.len());
+                }
+                self.out.push(u8::from(sign == Sign::Minus));
+                self.out.extend_from_slice(&bytes);
             }
-        }
-        Value::List(items) => {
-            if !items.is_empty() {
-                out.push(108);
-                put_u32(out, items.len());
+            Value::Float(f) => {
+                self.out.push(70);
+                self.out.extend_from_slice(&f.to_be_bytes());
+            }
+            Value::Atom(a) => self.atom(*a),
+            Value::SmallBin { .. } | Value::Bin(_) => {
+                let bytes = value.as_bytes().unwrap_or_default();
+                self.out.push(109);
+                put_u32(self.out, bytes.len());
+                self.out.extend_from_slice(bytes);
+            }
+            Value::Tuple(items) => {
+                self.tuple_header(items.len());
                 for item in items.iter() {
-                    encode_term(item, out);
+                    self.term(item);
                 }
             }
-            out.push(106);
-        }
-        Value::ImproperList(pair) => {
-            out.push(108);
-            put_u32(out, pair.0.len());
-            for item in pair.0.iter() {
-                encode_term(item, out);
+            Value::List(items) => self.list(items, |w, item| w.term(item)),
+            Value::ImproperList(pair) => {
+                self.out.push(108);
+                put_u32(self.out, pair.0.len());
+                for item in pair.0.iter() {
+                    self.term(item);
+                }
+                self.term(&pair.1);
             }
-            encode_term(&pair.1, out);
-        }
-        Value::Map(entries) => {
-            out.push(116);
-            put_u32(out, entries.len());
-            for (k, v) in entries.iter() {
-                encode_term(k, out);
-                encode_term(v, out);
+            Value::Map(entries) => {
+                self.out.push(116);
+                put_u32(self.out, entries.len());
+                for (k, v) in entries.iter() {
+                    self.term(k);
+                    self.term(v);
+                }
             }
-        }
-        Value::Pid(pid) => encode_pid(pid, out),
-        Value::Ref(r) => {
-            out.push(90);
-            put_u16(out, r.words().len());
-            encode_atom(r.node, out);
-            out.extend_from_slice(&r.creation.to_be_bytes());
-            for w in r.words() {
-                out.extend_from_slice(&w.to_be_bytes());
-            }
-        }
-        Value::Opaque(term) => {
-            let mut buf = Vec::new();
-            if term.encode(&mut buf).is_ok() && buf.len() > 1 {
-                out.extend_from_slice(&buf[1..]);
-            } else {
-                // eetf cannot encode it (it never fails for terms it decoded); keep the frame
-                // well-formed with a recognisable placeholder.
-                encode_atom(Atom::from_static("undefined"), out);
+            Value::Pid(pid) => self.pid(pid),
+            Value::Ref(r) => self.reference(r),
+            Value::Opaque(term) => {
+                let mut buf = Vec::new();
+                if term.encode(&mut buf).is_ok() && buf.len() > 1 {
+                    self.out.extend_from_slice(&buf[1..]);
+                } else {
+                    // eetf cannot encode it (it never fails for terms it decoded); keep the
+                    // frame well-formed with a recognisable placeholder.
+                    self.atom(Atom::from_static("undefined"));
+                }
             }
         }
-    }
-}
-
-/// Appends a record-shaped map (atom keys) without building an intermediate map value.
-pub fn encode_record(record: &crate::term::Record, out: &mut Vec<u8>) {
-    out.push(116);
-    put_u32(out, record.shape().fields().len());
-    for (field, value) in record.iter() {
-        encode_atom(field, out);
-        encode_term(value, out);
     }
 }
 

@@ -5,7 +5,7 @@
 //! a term nested a million levels deep overflows the stack. This guard walks the bytes without
 //! allocating or recursing and rejects any term whose declared sizes exceed the bytes that are
 //! actually there, that nests deeper than [`MAX_DEPTH`], or that uses encodings a distribution
-//! channel without atom cache never carries (compressed terms, atom cache references, `LOCAL_EXT`).
+//! channel never carries (compressed terms, `LOCAL_EXT`).
 
 /// Deepest nesting of tuples, lists and maps accepted.
 pub const MAX_DEPTH: usize = super::etf::MAX_DEPTH;
@@ -266,7 +266,7 @@ fn element(c: &mut Cursor<'_>) -> Result<usize, TermError> {
             4 + num_free
         }
         80 => return c.fail("compressed terms are not accepted on a distribution channel"),
-        82 => return c.fail("atom cache references were not negotiated"),
+        82 => c.skip(1).map(|_| 0)?, // ATOM_CACHE_REF (after a distribution header)
         121 => return c.fail("LOCAL_EXT terms are not accepted"),
         _ => return c.fail("unknown term tag"),
     })
@@ -283,6 +283,7 @@ fn atom_inline(c: &mut Cursor<'_>) -> Result<(), TermError> {
             let n = c.u8()? as usize;
             c.skip(n)
         }
+        82 => c.skip(1),
         _ => c.fail("expected an atom for a node name"),
     }
 }
@@ -333,7 +334,6 @@ mod tests {
             "term nests too deeply"
         );
         assert!(check_term(&[131, 80, 0, 0, 0, 1, 0]).is_err());
-        assert!(check_term(&[131, 82, 0]).is_err());
         assert!(check_term(&[131, 7]).is_err());
     }
 }

@@ -5,7 +5,9 @@
 //! frame is a pass-through message: the byte 112, then the terms [`super::dist`] decodes. This
 //! module owns cutting the byte stream into frames, and its limits.
 
+use super::atom_cache::InCache;
 pub use super::dist::Frame;
+use crate::term::Atom;
 
 /// The largest frame accepted (a guard against garbage lengths).
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -24,9 +26,12 @@ pub enum FrameError {
     /// The length prefix is implausible: the stream is not a distribution channel.
     #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(usize),
-    /// The frame does not start with the pass-through tag.
-    #[error("unexpected frame tag {0} (no atom cache or fragments were negotiated)")]
+    /// The frame is neither pass-through nor a normal distribution header.
+    #[error("unexpected frame tag {0} (fragments were not negotiated)")]
     BadTag(u8),
+    /// A distribution header could not be read.
+    #[error("bad distribution header: {0}")]
+    BadHeader(String),
 }
 
 /// Accumulates bytes read from a socket and cuts whole frames out of them.
@@ -35,6 +40,10 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The atoms the peer cached with us (when the atom cache was negotiated).
+    cache: InCache,
+    /// The current frame's atom cache references.
+    refs: Vec<Atom>,
 }
 
 /// Bytes read from the socket at a time, at least.
@@ -62,7 +71,7 @@ impl FrameReader {
         let frame = if len == 0 {
             Frame::Tick
         } else {
-            decode(&avail[4..4 + len])?
+            decode(&avail[4..4 + len], &mut self.cache, &mut self.refs)?
         };
         self.start += 4 + len;
         if self.start == self.end {
@@ -100,17 +109,24 @@ impl FrameReader {
     }
 }
 
-/// Decodes the bytes of one non-tick frame.
-pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
-    match bytes.first() {
-        Some(&PASS_THROUGH) => {}
-        Some(&tag) => return Err(FrameError::BadTag(tag)),
-        None => return Ok(Frame::Tick),
-    }
-    match super::dist::decode(&bytes[1..]) {
+/// Decodes the bytes of one non-tick frame: pass-through (`112`), or a normal distribution
+/// header (`131, 68`) with atom cache references.
+fn decode(bytes: &[u8], cache: &mut InCache, refs: &mut Vec<Atom>) -> Result<Frame, FrameError> {
+    let (body, refs) = match bytes {
+        [PASS_THROUGH, rest @ ..] => (rest, None),
+        [131, 68, rest @ ..] => match cache.read_header(rest, refs) {
+            Ok(used) => (&rest[used..], Some(refs.as_slice())),
+            // A header we cannot read leaves the cache out of step with the peer's.
+            Err(e) => return Err(FrameError::BadHeader(e.to_string())),
+        },
+        [131, tag, ..] => return Err(FrameError::BadTag(*tag)),
+        [tag, ..] => return Err(FrameError::BadTag(*tag)),
+        [] => return Ok(Frame::Tick),
+    };
+    match super::dist::decode(body, refs) {
         Ok(control) => Ok(Frame::Control(Box::new(control))),
         Err(e) if e.reason == super::etf::TOO_DEEP_REASON => {
-            match super::dist::decode_truncated(&bytes[1..]) {
+            match super::dist::decode_truncated(body, refs) {
                 Ok(control) => Ok(Frame::TooDeep(Box::new(control))),
                 Err(e) => Ok(Frame::Undecodable(e.to_string())),
             }
@@ -123,8 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
 mod tests {
     use super::*;
     use crate::term::{Atom, Pid, Value};
-    use crate::wire::dist::{self, Control};
-    use crate::wire::etf;
+    use crate::wire::dist::{Control, FrameWriter};
 
     fn feed(reader: &mut FrameReader, bytes: &[u8]) {
         let space = reader.read_space();
@@ -141,28 +156,40 @@ mod tests {
             creation: 3,
         };
         let hello = Value::Atom(Atom::new("hello").unwrap());
-        let mut bytes = Vec::new();
-        dist::send(&mut bytes, &to, |o| etf::encode(&hello, o));
-        bytes.extend_from_slice(&[0, 0, 0, 0]);
-        dist::send(&mut bytes, &to, |o| etf::encode(&hello, o));
-        // Feed the bytes three at a time.
-        let mut reader = FrameReader::new();
-        let mut frames = Vec::new();
-        for chunk in bytes.chunks(3) {
-            feed(&mut reader, chunk);
-            while let Some(frame) = reader.next_frame().unwrap() {
-                frames.push(frame);
-            }
-        }
         let expected = Control::Send {
             from: None,
             to,
-            message: hello,
+            message: hello.clone(),
         };
-        assert_eq!(frames.len(), 3);
-        assert!(matches!(&frames[0], Frame::Control(c) if **c == expected));
-        assert!(matches!(frames[1], Frame::Tick));
-        assert!(matches!(&frames[2], Frame::Control(c) if **c == expected));
+        // With and without the atom cache (the second message reuses cached atoms).
+        for atom_cache in [false, true] {
+            let mut writer = FrameWriter::new(atom_cache);
+            writer.send(&to, |w| w.term(&hello));
+            writer.tick();
+            writer.send(&to, |w| w.term(&hello));
+            assert_eq!(writer.buf[4] == 131, atom_cache);
+            // Feed the bytes three at a time.
+            let mut reader = FrameReader::new();
+            let mut frames = Vec::new();
+            for chunk in writer.buf.chunks(3) {
+                feed(&mut reader, chunk);
+                while let Some(frame) = reader.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            assert_eq!(frames.len(), 3);
+            assert!(matches!(&frames[0], Frame::Control(c) if **c == expected));
+            assert!(matches!(frames[1], Frame::Tick));
+            assert!(matches!(&frames[2], Frame::Control(c) if **c == expected));
+        }
+    }
+
+    #[test]
+    fn a_header_naming_an_unknown_cache_slot_is_an_error() {
+        let mut reader = FrameReader::new();
+        // 131, 68, one reference, not new, segment 0, slot 7: never filled.
+        feed(&mut reader, &[0, 0, 0, 6, 131, 68, 1, 0, 7, 106]);
+        assert!(matches!(reader.next_frame(), Err(FrameError::BadHeader(_))));
     }
 
     #[test]

@@ -14,10 +14,11 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 /// The flags this node offers.
 ///
 /// The OTP 25/26 mandatory set, plus distributed monitors (by pid and by name), exit payloads,
-/// aliases and `SEND_SENDER`. Not `PUBLISHED`: this is a hidden node. No atom cache and no
-/// fragments: frames are always whole, with pass-through headers.
+/// aliases, `SEND_SENDER` and the distribution header's atom cache. Not `PUBLISHED`: this is a
+/// hidden node. No fragments: frames are always whole.
 pub fn offered_flags() -> F {
     F::mandatory()
+        | F::DIST_HDR_ATOM_CACHE
         | F::DIST_MONITOR
         | F::DIST_MONITOR_NAME
         | F::EXIT_PAYLOAD

@@ -3,6 +3,7 @@
 //! [`epmd`] finds nodes, [`handshake`] authenticates a new connection, [`frame`] cuts the
 //! connected stream into messages, and [`etf_guard`] checks untrusted term bytes first.
 
+pub mod atom_cache;
 pub mod dist;
 pub mod epmd;
 pub mod etf;
