@@ -13,9 +13,9 @@ use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,8 +23,45 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const SHARDS: usize = 16;
 
 /// A primary-key (or identity) value: one value per key field, in key-field order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key(pub Box<[Value]>);
+///
+/// Its hash is computed once, when the key is made: the index shards, hash-table lookups and
+/// the rehashing of a growing table all reuse it.
+#[derive(Debug, Clone)]
+pub struct Key {
+    hash: u64,
+    values: Box<[Value]>,
+}
+
+impl Key {
+    /// A key of these values.
+    pub fn new(values: Box<[Value]>) -> Key {
+        let mut hasher = rustc_hash::FxHasher::default();
+        values.hash(&mut hasher);
+        Key {
+            hash: hasher.finish(),
+            values,
+        }
+    }
+
+    /// The values, in key-field order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.values == other.values
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 /// A unique identity besides the primary key.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +212,9 @@ impl Resource {
     }
 
     fn shard(&self, key: &Key) -> usize {
-        (FxBuildHasher.hash_one(key) as usize) % SHARDS
+        // Middle bits: a shard's hash table takes its bucket from the low bits and its
+        // control byte from the top ones.
+        (key.hash >> 32) as usize % SHARDS
     }
 
     /// The current configuration.
@@ -241,7 +280,7 @@ impl Resource {
             config
                 .primary_key
                 .iter()
-                .zip(key.0.iter())
+                .zip(key.values().iter())
                 .map(|(f, v)| (Value::Atom(*f), v.clone()))
                 .collect(),
         )
@@ -524,7 +563,7 @@ fn key_from<'a>(
         }
     }
     if missing.is_empty() {
-        Ok(Key(values.into_boxed_slice()))
+        Ok(Key::new(values.into_boxed_slice()))
     } else {
         Err(StoreError::MissingPrimaryKey(missing))
     }
@@ -539,7 +578,7 @@ fn identity_key(fields: &[Atom], record: &Record) -> Option<Key> {
             _ => return None,
         }
     }
-    Some(Key(values.into_boxed_slice()))
+    Some(Key::new(values.into_boxed_slice()))
 }
 
 fn identity_claims(config: &ResourceConfig, record: &Record) -> Vec<(usize, Key)> {
@@ -566,7 +605,7 @@ fn check_identities(
                 identity
                     .fields
                     .iter()
-                    .zip(values.0.iter())
+                    .zip(values.values().iter())
                     .map(|(f, v)| (Value::Atom(*f), v.clone()))
                     .collect(),
             );
