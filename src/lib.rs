@@ -12,6 +12,7 @@
 //! - [`term`]: the term representation everything above shares.
 
 pub mod client;
+pub mod config;
 pub mod node;
 pub mod protocol;
 pub mod query;

@@ -80,6 +80,9 @@ struct StartArgs {
     /// Serve the `fault` request, which makes a record's actor fail (for tests).
     #[arg(long)]
     enable_fault_injection: bool,
+    /// Define the resources listed in this JSON file at start (see src/config.rs).
+    #[arg(long, value_name = "FILE")]
+    resources: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -215,6 +218,12 @@ async fn start(args: StartArgs) -> Result<(), String> {
         fault_injection: args.enable_fault_injection,
     };
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
+    if let Some(path) = &args.resources {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = ash_gen_server::config::define_from_json(&running.node.store, &json)?;
+        tracing::info!(file = %path.display(), resources = n, "defined resources from file");
+    }
     for peer in &args.join {
         let peer: NodeName = peer
             .parse()

@@ -78,6 +78,9 @@ pub struct Node {
     pub timers: Arc<Timers>,
     /// Expiry handlers.
     pub expiry: Expiry,
+    /// Unique to this run of the node: a client seeing it change knows the node restarted
+    /// (and lost its records and definitions).
+    pub instance: uuid::Uuid,
     refs: AtomicU64,
     conn_ids: AtomicU64,
 }
@@ -173,6 +176,7 @@ impl Node {
             store: Store::default(),
             timers: timers.clone(),
             expiry: Expiry::default(),
+            instance: uuid::Uuid::new_v4(),
             name_atom,
             creation,
             local,
@@ -196,7 +200,7 @@ impl Node {
                 node.expiry.flush_log(node.timers.now());
             }
         }));
-        tracing::info!(node = %node.config.name, port, creation, "node started");
+        tracing::info!(node = %node.config.name, port, creation, instance = %node.instance, "node started");
         Ok(RunningNode {
             node,
             port,

@@ -347,6 +347,10 @@ fn stats(node: &Node) -> Value {
             Value::Int(node.timers.now() as i64),
         ),
         (
+            reply_atom("instance_id"),
+            Value::from(node.instance.hyphenated().to_string().as_str()),
+        ),
+        (
             reply_atom("rss_bytes"),
             crate::node::rss_bytes().map_or_else(|| reply_atom("undefined"), int),
         ),
