@@ -6,7 +6,10 @@ step = fn text -> IO.puts("\n== " <> text) end
 
 step.("connecting to #{node}")
 true = Node.connect(node)
-IO.puts("   hidden nodes: #{inspect(Node.list(:hidden))}   visible nodes: #{inspect(Node.list())}")
+
+IO.puts(
+  "   hidden nodes: #{inspect(Node.list(:hidden))}   visible nodes: #{inspect(Node.list())}"
+)
 
 step.("creating books through Ash (each becomes an actor on the node)")
 

@@ -24,8 +24,11 @@ defmodule Demo.Book do
 
       change after_action(fn changeset, book, _context ->
                case changeset.context[:ash_gen_server][:expired] do
-                 nil -> :ok
-                 reason -> IO.puts("   expired (#{reason}): #{book.title}, via the destroy action")
+                 nil ->
+                   :ok
+
+                 reason ->
+                   IO.puts("   expired (#{reason}): #{book.title}, via the destroy action")
                end
 
                {:ok, book}
