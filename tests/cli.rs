@@ -2,18 +2,10 @@
 //! a resources file), `call` against it, and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ash-gen-server");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Node(Child);
 
@@ -56,14 +48,12 @@ fn start_call_and_stop() {
         r#"[{"resource": "session", "primary_key": ["id"], "inactivity_timeout": 60000}]"#,
     )
     .unwrap();
-    let epmd = free_port();
     let name = format!("cli{}@127.0.0.1", std::process::id());
     let mut child = Command::new(BIN)
         .args([
             "start", "--name", &name, "--cookie", "cli-test", "--epmd", "embedded",
         ])
-        .arg("--epmd-port")
-        .arg(epmd.to_string())
+        .args(["--epmd-port", "0"])
         .arg("--resources")
         .arg(&resources)
         .stdout(Stdio::piped())
@@ -92,6 +82,11 @@ fn start_call_and_stop() {
         ready.contains(&name) && ready.contains("epmd=embedded"),
         "{ready}"
     );
+    let epmd: u16 = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("epmd_port="))
+        .and_then(|p| p.parse().ok())
+        .expect("the ready line names the EPMD port");
 
     // The resource from the file is defined; the protocol works through `call`.
     assert!(call(&name, epmd, "{info, session}").contains("inactivity_timeout => 60000"));

@@ -4,33 +4,28 @@
 use ash_gen_server::client;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig, RunningNode};
 use ash_gen_server::term::{Value, parse_term};
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
 const COOKIE: &str = "node-test-cookie";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
-    let epmd_port = free_port();
     let config = NodeConfig {
         name: format!("{name}@127.0.0.1").parse().unwrap(),
         cookie: COOKIE.into(),
         port: 0,
         bind: "127.0.0.1".parse().unwrap(),
-        epmd_port,
+        // Any free port, taken by the node itself: no race with other tests.
+        epmd_port: 0,
         epmd_mode: EpmdMode::Embedded,
         net_ticktime: Duration::from_secs(60),
         fault_injection,
+        busy_poll: Duration::from_micros(100),
     };
     let running = Node::start(config).await.expect("node starts");
     assert!(running.embedded_epmd);
+    let epmd_port = running.node.config.epmd_port;
+    assert_ne!(epmd_port, 0);
     (running, epmd_port)
 }
 

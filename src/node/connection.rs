@@ -244,11 +244,33 @@ async fn read_loop(
     started: Instant,
 ) -> Result<(), String> {
     let mut frames = FrameReader::new();
+    let spin = node.config.busy_poll;
     loop {
         match conn.stream.try_read(frames.read_space()) {
             Ok(0) => return Ok(()),
             Ok(n) => frames.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Like a BEAM scheduler, keep polling a moment before sleeping: a busy peer's
+                // next request usually arrives within microseconds, and waking a sleeping
+                // thread (on a virtual machine, across CPUs) costs tens of them.
+                if !spin.is_zero() {
+                    match spin_for(&conn.stream, &mut frames, spin) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => {
+                            frames.filled(n);
+                            last_read
+                                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            {
+                                let _reading = ReadingGuard::enter(conn.id);
+                                drain(&node, &conn, &mut frames)?;
+                            }
+                            conn.flush_now();
+                            continue;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(format!("read failed: {e}")),
+                    }
+                }
                 conn.stream
                     .readable()
                     .await
@@ -260,21 +282,26 @@ async fn read_loop(
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         {
             let _reading = ReadingGuard::enter(conn.id);
-            loop {
-                match frames.next_frame() {
-                    Ok(Some(Frame::Tick)) => {}
-                    Ok(Some(Frame::Control(control))) => dispatch::dispatch(&node, &conn, *control),
-                    Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(&node, &conn, *control),
-                    Ok(Some(Frame::Undecodable(why))) => {
-                        tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
-                    }
-                    Ok(None) => break,
-                    Err(FrameError::Closed) => return Ok(()),
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
+            drain(&node, &conn, &mut frames)?;
         }
         conn.flush_now();
+    }
+}
+
+/// Dispatches every whole frame buffered.
+fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<(), String> {
+    loop {
+        match frames.next_frame() {
+            Ok(Some(Frame::Tick)) => {}
+            Ok(Some(Frame::Control(control))) => dispatch::dispatch(node, conn, *control),
+            Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(node, conn, *control),
+            Ok(Some(Frame::Undecodable(why))) => {
+                tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
+            }
+            Ok(None) => return Ok(()),
+            Err(FrameError::Closed) => return Err("connection closed".into()),
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -330,4 +357,24 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Polls the socket for up to `spin` before the reader goes to sleep, reading straight from the
+/// descriptor (tokio's readiness only changes when its I/O driver runs). Returns the bytes read.
+fn spin_for(
+    stream: &TcpStream,
+    frames: &mut FrameReader,
+    spin: Duration,
+) -> std::io::Result<usize> {
+    use std::io::Read;
+    let socket = socket2::SockRef::from(stream);
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        match (&*socket).read(frames.read_space()) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::ErrorKind::WouldBlock.into())
 }

@@ -34,7 +34,7 @@ pub enum EpmdMode {
     Auto,
     /// Use the running EPMD; fail if none answers.
     External,
-    /// Always run the embedded EPMD (fails if the port is taken).
+    /// Always run the embedded EPMD (fails if the port is taken; port 0 takes any free port).
     Embedded,
 }
 
@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub net_ticktime: Duration,
     /// Serve the `fault` request (tests only).
     pub fault_injection: bool,
+    /// How long a connection's reader keeps polling for input before it sleeps.
+    pub busy_poll: Duration,
 }
 
 /// A running node.
@@ -122,17 +124,8 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Starts a node: listen, EPMD, register, accept connections, run timers.
-    pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
-        let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
-        let port = listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or(config.port);
-
+    /// Starts a node: EPMD, listen, register, accept connections, run timers.
+    pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         let mut tasks = Vec::new();
         let mut embedded_epmd = false;
         let run_embedded = match config.epmd_mode {
@@ -143,6 +136,8 @@ impl Node {
         if run_embedded {
             match EpmdServer::bind(config.epmd_port).await {
                 Ok(server) => {
+                    // Port 0 asks for any free port (tests use that): the node registers there.
+                    config.epmd_port = server.port();
                     tracing::info!(
                         port = config.epmd_port,
                         "no EPMD running: started an embedded one"
@@ -162,6 +157,15 @@ impl Node {
                 }
             }
         }
+        // EPMD first, so the distribution port (any free one by default) cannot take its port.
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.port);
         let registration = epmd::register(config.epmd_port, config.name.name(), port).await?;
         let creation = registration.creation;
 
