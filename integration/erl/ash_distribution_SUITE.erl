@@ -18,7 +18,7 @@ all() ->
      exit_shutdown_removes_record, exit_shutdown_tuple_removes_record, unlink_stops_propagation,
      link_to_dead_record_pid, peer_monitor_gets_down, peer_disconnect_drops_links_and_monitors,
      peer_killed_drops_links_and_monitors, peer_disconnect_loses_no_record,
-     node_stop_downs_monitors].
+     node_stop_downs_monitors, rust_nodes_and_beam_nodes_form_one_cluster].
 
 init_per_suite(Config) ->
     N = ash_node:start(Config, #{tag => "dist"}),
@@ -114,6 +114,38 @@ hidden_node(Config) ->
     ?assertNot(lists:member(Node, nodes(visible))),
     ?assert(lists:member(Node, nodes(connected))),
     ?assertEqual(pong, ?REQ(ping)).
+
+%% A mixed cluster: a second Rust node joins the first at start (Rust to Rust distribution), and
+%% this BEAM node, connected to both, keeps each one's records apart; record pids from either
+%% node work from here, and neither Rust node is a visible member of the cluster.
+rust_nodes_and_beam_nodes_form_one_cluster(Config) ->
+    First = ?config(node, Config),
+    Second = ash_node:start(Config, #{tag => "dist_second",
+                                      args => ["--join", atom_to_list(First)]}),
+    SecondNode = ash_node:node(Second),
+    try
+        %% The join happened at start: each Rust node counts the other as a connection.
+        {ok, #{connections := C2}} = gen_server:call({ash_gen_server, SecondNode}, stats),
+        ?assert(C2 >= 2),
+        ?assert(lists:member(SecondNode, nodes(hidden))),
+        ?assertNot(lists:member(SecondNode, nodes())),
+        R = ash_node:uniq_res("cluster"),
+        [ok = gen_server:call({ash_gen_server, N}, {define, R, #{primary_key => [id]}})
+         || N <- [First, SecondNode]],
+        {ok, _} = gen_server:call({ash_gen_server, First}, {create, R, #{id => 1, at => first}}),
+        {ok, _} = gen_server:call({ash_gen_server, SecondNode}, {create, R, #{id => 1, at => second}}),
+        ?assertEqual({ok, #{id => 1, at => first}},
+                     gen_server:call({ash_gen_server, First}, {get, R, #{id => 1}})),
+        ?assertEqual({ok, #{id => 1, at => second}},
+                     gen_server:call({ash_gen_server, SecondNode}, {get, R, #{id => 1}})),
+        {ok, P1} = gen_server:call({ash_gen_server, First}, {whereis, R, #{id => 1}}),
+        {ok, P2} = gen_server:call({ash_gen_server, SecondNode}, {whereis, R, #{id => 1}}),
+        ?assertEqual(First, node(P1)),
+        ?assertEqual(SecondNode, node(P2)),
+        ?assertEqual({ok, #{id => 1, at => second}}, gen_server:call(P2, get))
+    after
+        ash_node:stop(Second)
+    end.
 
 monitor_server_by_name(Config) ->
     Node = ?config(node, Config),
