@@ -35,12 +35,14 @@ defmodule AshGenServer.Client do
   def request(resource, request) do
     with {:ok, node} <- node_for(resource),
          :ok <- ensure_defined(node, resource) do
-      case call(node, request, Info.call_timeout(resource), resource) do
+      timeout = Info.call_timeout(resource)
+
+      case call(node, request, timeout, resource) do
         {:error, {:unknown_resource, _}} ->
           forget(node, resource)
 
           with :ok <- ensure_defined(node, resource) do
-            call(node, request, Info.call_timeout(resource), resource)
+            call(node, request, timeout, resource)
           end
 
         reply ->

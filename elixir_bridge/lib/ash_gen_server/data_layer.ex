@@ -99,7 +99,9 @@ defmodule AshGenServer.DataLayer do
   #{Spark.Options.docs(@gen_server.schema)}
   """
 
-  use Spark.Dsl.Extension, sections: [@gen_server]
+  use Spark.Dsl.Extension,
+    sections: [@gen_server],
+    persisters: [AshGenServer.DataLayer.Layout.Persister]
 
   # The `node` option shares its name with `Kernel.node/1`, which every module imports, and
   # Spark only resolves import conflicts with non-Kernel modules. So the `gen_server` section

@@ -87,6 +87,9 @@ defmodule AshGenServer.Filter do
   single `get`.
   """
   @spec primary_key_lookup(node_expr, [atom]) :: {:ok, map} | :error
+  def primary_key_lookup({:eq, field, value}, [field]), do: {:ok, %{field => value}}
+  def primary_key_lookup({:in, field, [value]}, [field]), do: {:ok, %{field => value}}
+
   def primary_key_lookup(expr, primary_key) do
     conjuncts = conjuncts(expr)
 
@@ -247,20 +250,19 @@ defmodule AshGenServer.Filter do
   defp guarded(field, {:eq, _, _} = cmp), do: {cmp, and_(not_nil(field), not_(cmp)), true}
   defp guarded(field, cmp), do: {and_(not_nil(field), cmp), and_(not_nil(field), not_(cmp)), true}
 
+  # `attribute OP literal` (`:normal`) or `literal OP attribute` (`:flipped`); each side's
+  # attribute is looked up once.
   defp orient(left, right, resource) do
-    cond do
-      match?({:ok, _}, field(left, resource)) and literal?(right) ->
-        {:ok, attribute} = field(left, resource)
-        {:ok, attribute, right, :normal}
-
-      match?({:ok, _}, field(right, resource)) and literal?(left) ->
-        {:ok, attribute} = field(right, resource)
-        {:ok, attribute, left, :flipped}
-
-      true ->
-        :error
+    with :error <- oriented(field(left, resource), right, :normal) do
+      oriented(field(right, resource), left, :flipped)
     end
   end
+
+  defp oriented({:ok, attribute}, value, side) do
+    if literal?(value), do: {:ok, attribute, value, side}, else: :error
+  end
+
+  defp oriented(:error, _value, _side), do: :error
 
   defp literal?(value), do: not Ash.Expr.expr?(value)
 

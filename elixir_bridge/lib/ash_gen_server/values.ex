@@ -7,12 +7,18 @@ defmodule AshGenServer.Values do
   form (a UUID as its 16 raw bytes, an atom as its name, a date as a `%Date{}` map, an embedded
   resource as a plain map...). A record on the node is a map with one key per attribute.
 
+  For the types whose stored form is the value itself (see `plain_kind/1`: integers, floats,
+  strings, booleans), a value of the expected shape is passed through as is: that is exactly
+  what their `dump_to_native/3` and `cast_stored/3` return, without the calls. Every other
+  value, and every value of another type, goes through Ash. Which attributes are which is
+  worked out once per resource (`AshGenServer.DataLayer.Layout`).
+
   This module also says which attribute types the node can compare exactly (see
   `pushdown/1`): only where Erlang term order on the stored form is the order Ash uses on the
   cast values does a comparison or a sort go to the node.
   """
 
-  alias Ash.Resource.Info
+  alias AshGenServer.DataLayer.Layout
 
   @type pushdown :: :order | :none
 
@@ -42,6 +48,47 @@ defmodule AshGenServer.Values do
     if Map.has_key?(@ordered_types, type), do: :order, else: :none
   end
 
+  @typedoc "See `plain_kind/1`."
+  @type plain_kind :: :integer | :float | :string | :boolean | nil
+
+  # Types whose `dump_to_native/3` and `cast_stored/3` return a value of this shape unchanged
+  # (`Ecto.Type.dump/2` and `Ecto.Type.load/2` of the primitive type; a float's `cast_stored`
+  # also turns an integer into a float, which is not this shape, so it still goes through Ash).
+  @plain_kinds %{
+    Ash.Type.Integer => :integer,
+    Ash.Type.Float => :float,
+    Ash.Type.String => :string,
+    Ash.Type.Boolean => :boolean
+  }
+
+  @doc """
+  For a type whose stored form is the value itself, the shape of such values: `:integer`,
+  `:float` (a float), `:string` (a binary) or `:boolean`. A value of that shape (or `nil`) is
+  stored and read back unchanged, with no call to `Ash.Type`. `nil` for every other type
+  (only exactly these Ash types count, not `NewType`s of them).
+  """
+  @spec plain_kind(Ash.Type.t()) :: plain_kind
+  def plain_kind(type), do: Map.get(@plain_kinds, type)
+
+  # A value's stored form, with no call to Ash when it is the value itself.
+  defp dump(kind, attribute, value) do
+    if plain?(kind, value), do: {:ok, value}, else: dump_value(attribute, value)
+  end
+
+  # A stored value cast back, with no call to Ash when it is the value itself.
+  defp cast(kind, attribute, value) do
+    if plain?(kind, value), do: {:ok, value}, else: cast_stored(attribute, value)
+  end
+
+  # Whether `value` is stored (and read back) as itself for an attribute of this kind.
+  @compile {:inline, plain?: 2}
+  defp plain?(_kind, nil), do: true
+  defp plain?(:integer, value), do: is_integer(value)
+  defp plain?(:string, value), do: is_binary(value)
+  defp plain?(:boolean, value), do: is_boolean(value)
+  defp plain?(:float, value), do: is_float(value)
+  defp plain?(nil, _value), do: false
+
   @doc "Whether the attribute's values are numbers on the node (so `sum`/`avg` can run there)."
   @spec numeric?(Ash.Type.t()) :: boolean
   def numeric?(type), do: type in [Ash.Type.Integer, Ash.Type.Float]
@@ -54,7 +101,7 @@ defmodule AshGenServer.Values do
   def dump_comparable(%{type: type} = attribute, value) do
     with kind when not is_nil(kind) <- Map.get(@ordered_types, type),
          false <- is_nil(value),
-         {:ok, native} <- dump_value(attribute, value),
+         {:ok, native} <- dump(plain_kind(type), attribute, value),
          true <- kind?(kind, native) do
       {:ok, native}
     else
@@ -93,32 +140,30 @@ defmodule AshGenServer.Values do
   @doc "Dumps every attribute of a record (a resource struct) to the map stored on the node."
   @spec dump_record(Ash.Resource.t(), struct) :: {:ok, map} | {:error, term}
   def dump_record(resource, record) do
-    resource
-    |> Info.attributes()
-    |> dump_fields(fn attribute -> Map.fetch(record, attribute.name) end)
+    dump_fields(Layout.get(resource).attributes, record, [])
   end
 
   @doc "Dumps a map or keyword of attribute changes (`%{name => value}`)."
   @spec dump_changes(Ash.Resource.t(), map | keyword) :: {:ok, map} | {:error, term}
   def dump_changes(resource, changes) do
-    changes = Map.new(changes)
-
-    resource
-    |> Info.attributes()
-    |> Enum.filter(&Map.has_key?(changes, &1.name))
-    |> dump_fields(fn attribute -> Map.fetch(changes, attribute.name) end)
+    dump_fields(Layout.get(resource).attributes, Map.new(changes), [])
   end
 
-  defp dump_fields(attributes, fetch) do
-    Enum.reduce_while(attributes, {:ok, %{}}, fn attribute, {:ok, acc} ->
-      with {:ok, value} <- fetch.(attribute),
-           {:ok, native} <- dump_value(attribute, value) do
-        {:cont, {:ok, Map.put(acc, attribute.name, native)}}
-      else
-        :error -> {:cont, {:ok, acc}}
-        {:error, error} -> {:halt, {:error, error}}
-      end
-    end)
+  # Dumps, in attribute order, the fields that `values` has (a missing key is left out); the
+  # first value that does not dump is the error.
+  defp dump_fields([], _values, acc), do: {:ok, :maps.from_list(acc)}
+
+  defp dump_fields([{name, kind, attribute} | fields], values, acc) do
+    case values do
+      %{^name => value} ->
+        case dump(kind, attribute, value) do
+          {:ok, native} -> dump_fields(fields, values, [{name, native} | acc])
+          {:error, error} -> {:error, error}
+        end
+
+      _ ->
+        dump_fields(fields, values, acc)
+    end
   end
 
   @doc """
@@ -126,42 +171,44 @@ defmodule AshGenServer.Values do
   """
   @spec primary_key(Ash.Resource.t(), map) :: {:ok, map} | {:error, term}
   def primary_key(resource, record) do
-    resource
-    |> Info.primary_key()
-    |> Enum.map(&Info.attribute(resource, &1))
-    |> dump_fields(fn attribute -> {:ok, Map.get(record, attribute.name)} end)
+    primary_key_fields(Layout.get(resource).primary_key, record, [])
+  end
+
+  # Like dump_fields/3, but a missing field is `nil`.
+  defp primary_key_fields([], _record, acc), do: {:ok, :maps.from_list(acc)}
+
+  defp primary_key_fields([{name, kind, attribute} | fields], record, acc) do
+    case dump(kind, attribute, Map.get(record, name)) do
+      {:ok, native} -> primary_key_fields(fields, record, [{name, native} | acc])
+      {:error, error} -> {:error, error}
+    end
   end
 
   @doc "Casts a stored record (a map from the node) back into a loaded resource struct."
   @spec cast_record(Ash.Resource.t(), map) :: {:ok, struct} | {:error, term}
   def cast_record(resource, stored) when is_map(stored) do
-    resource
-    |> Info.attributes()
-    |> Enum.reduce_while({:ok, %{}}, fn attribute, {:ok, acc} ->
-      case cast_stored(attribute, Map.get(stored, attribute.name)) do
-        {:ok, value} ->
-          {:cont, {:ok, Map.put(acc, attribute.name, value)}}
-
-        :error ->
-          {:halt,
-           {:error,
-            Ash.Error.Invalid.InvalidStoredData.exception(
-              resource: resource,
-              field: attribute.name
-            )}}
-      end
-    end)
-    |> case do
-      {:ok, attrs} ->
+    case cast_fields(Layout.get(resource).attributes, stored, []) do
+      {:ok, attributes} ->
         record =
-          resource
-          |> struct(attrs)
+          resource.__struct__()
+          |> Map.merge(:maps.from_list(attributes))
           |> Map.put(:__meta__, %Ecto.Schema.Metadata{state: :loaded, schema: resource})
 
         {:ok, record}
 
-      error ->
-        error
+      {:error, field} ->
+        {:error, Ash.Error.Invalid.InvalidStoredData.exception(resource: resource, field: field)}
+    end
+  end
+
+  # Every attribute's stored value (a missing key is `nil`), cast; the first that does not
+  # cast is `{:error, name}`.
+  defp cast_fields([], _stored, acc), do: {:ok, acc}
+
+  defp cast_fields([{name, kind, attribute} | fields], stored, acc) do
+    case cast(kind, attribute, Map.get(stored, name)) do
+      {:ok, value} -> cast_fields(fields, stored, [{name, value} | acc])
+      :error -> {:error, name}
     end
   end
 

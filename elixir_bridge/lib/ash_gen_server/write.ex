@@ -12,6 +12,7 @@ defmodule AshGenServer.Write do
 
   alias Ash.Changeset
   alias AshGenServer.{Client, Filter, Upsert, Values}
+  alias AshGenServer.DataLayer.Layout
 
   @doc false
   def create(resource, changeset) do
@@ -129,7 +130,7 @@ defmodule AshGenServer.Write do
   # Keep what the changeset's data had loaded (relationships, calculations, metadata) and take
   # the attributes from the stored record.
   defp retain_loaded(record, %resource{} = data) do
-    names = Enum.map(Ash.Resource.Info.attributes(resource), & &1.name)
+    names = Layout.get(resource).attribute_names
     Map.merge(data, Map.take(record, [:__meta__ | names]))
   end
 

@@ -52,6 +52,39 @@ defmodule AshGenServer.ValuesTest do
     assert {:ok, %{id: ^bytes}} = Values.primary_key(Thing, %{id: id})
   end
 
+  test "the layout of a resource is persisted when it compiles" do
+    layout = Spark.Dsl.Extension.get_persisted(Thing, :ash_gen_server_layout)
+    assert %AshGenServer.DataLayer.Layout{node: :"nowhere@127.0.0.1", call_timeout: 500} = layout
+    assert layout == AshGenServer.DataLayer.Layout.build(Thing)
+    assert layout.attribute_names == Enum.map(Ash.Resource.Info.attributes(Thing), & &1.name)
+    assert [{:id, nil, %{name: :id}}] = layout.primary_key
+
+    kinds = Map.new(layout.attributes, fn {name, kind, _} -> {name, kind} end)
+    assert %{name: :string, count: :integer, ratio: :float, active: :boolean} = kinds
+    assert %{id: nil, kind: nil, price: nil, email: nil, tags: nil} = kinds
+
+    assert [{:left, :string, _}, {:right, :integer, _}] =
+             AshGenServer.DataLayer.Layout.get(AshGenServer.Test.Pair).primary_key
+  end
+
+  test "values of a plain type but of another shape still go through Ash" do
+    id = Ash.UUID.generate()
+    {:ok, bytes} = Ecto.UUID.dump(id)
+
+    # Ash.Type.Integer parses a stored string, Ash.Type.Float widens a stored integer
+    assert {:ok, %{count: 7, ratio: 2.0}} =
+             Values.cast_record(Thing, %{id: bytes, count: "7", ratio: 2})
+
+    assert {:error, %Ash.Error.Invalid.InvalidStoredData{field: :active}} =
+             Values.cast_record(Thing, %{id: bytes, active: 0})
+
+    assert {:error, %Ash.Error.Changes.InvalidAttribute{field: :ratio}} =
+             Values.dump_changes(Thing, %{ratio: 2})
+
+    assert {:error, %Ash.Error.Changes.InvalidAttribute{field: :count}} =
+             Values.dump_record(Thing, struct(Thing, id: id, count: "x"))
+  end
+
   test "only types whose stored order is Ash's order are pushed down" do
     assert Values.pushdown(Ash.Type.Integer) == :order
     assert Values.pushdown(Ash.Type.String) == :order

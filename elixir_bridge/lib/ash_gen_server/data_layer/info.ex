@@ -2,7 +2,12 @@ defmodule AshGenServer.DataLayer.Info do
   @moduledoc """
   Reads the `gen_server` DSL section of a resource, and resolves the settings that may also come
   from the application environment (`config :ash_gen_server, node: ..., call_timeout: ...`).
+
+  `node/1` and `call_timeout/1`, read on every request, take the DSL value from the resource's
+  `AshGenServer.DataLayer.Layout` (worked out when it compiled) and only the application
+  environment at run time.
   """
+  alias AshGenServer.DataLayer.Layout
   alias Spark.Dsl.Extension
 
   @default_call_timeout 5_000
@@ -23,8 +28,7 @@ defmodule AshGenServer.DataLayer.Info do
   """
   @spec node(Ash.Resource.t()) :: node() | nil
   def node(resource) do
-    Extension.get_opt(resource, [:gen_server], :node, nil) ||
-      Application.get_env(:ash_gen_server, :node)
+    Layout.get(resource).node || Application.get_env(:ash_gen_server, :node)
   end
 
   @doc """
@@ -33,7 +37,7 @@ defmodule AshGenServer.DataLayer.Info do
   """
   @spec call_timeout(Ash.Resource.t()) :: timeout
   def call_timeout(resource) do
-    Extension.get_opt(resource, [:gen_server], :call_timeout, nil) ||
+    Layout.get(resource).call_timeout ||
       Application.get_env(:ash_gen_server, :call_timeout, @default_call_timeout)
   end
 

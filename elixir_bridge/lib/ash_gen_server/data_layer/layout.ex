@@ -1,0 +1,85 @@
+defmodule AshGenServer.DataLayer.Layout do
+  @moduledoc """
+  What `AshGenServer.DataLayer` needs about a resource on every request, worked out once when
+  the resource compiles (by `AshGenServer.DataLayer.Layout.Persister`) instead of on every
+  call: the DSL options read per request (`node`, `call_timeout`), and the attributes with
+  what converting each one's values takes.
+
+  - `attributes`: `{name, kind, attribute}` for every attribute, in the resource's order;
+    `kind` is `AshGenServer.Values.plain_kind/1` of its type (`nil` when values go through
+    `Ash.Type.dump_to_native/3` and `Ash.Type.cast_stored/3`).
+  - `primary_key`: the same triples for the primary-key fields, in primary-key order.
+  - `attribute_names`: the attribute names, in order.
+  - `node`, `call_timeout`: the DSL options (`nil` when not set; the application environment
+    fallbacks are read per request by `AshGenServer.DataLayer.Info`, since they may change at
+    run time).
+
+  The layout is a Spark persisted value, so it is rebuilt whenever the resource is recompiled.
+  """
+
+  alias AshGenServer.Values
+  alias Spark.Dsl.Extension
+
+  @key :ash_gen_server_layout
+
+  @type field :: {atom, Values.plain_kind(), Ash.Resource.Attribute.t()}
+
+  @type t :: %__MODULE__{
+          node: node | nil,
+          call_timeout: timeout | nil,
+          attributes: [field],
+          primary_key: [field],
+          attribute_names: [atom]
+        }
+
+  defstruct [:node, :call_timeout, attributes: [], primary_key: [], attribute_names: []]
+
+  @doc """
+  The layout of `resource`: the one persisted when it compiled, else (a resource compiled
+  without the persister, or a DSL state during compilation) built now.
+  """
+  @spec get(Ash.Resource.t() | Spark.Dsl.t()) :: t
+  def get(resource) when is_atom(resource) do
+    case Extension.get_persisted(resource, @key) do
+      %__MODULE__{} = layout -> layout
+      _ -> build(resource)
+    end
+  end
+
+  def get(dsl_state), do: build(dsl_state)
+
+  @doc "Builds the layout from a resource module or a DSL state."
+  @spec build(Ash.Resource.t() | Spark.Dsl.t()) :: t
+  def build(resource) do
+    attributes =
+      for attribute <- Ash.Resource.Info.attributes(resource),
+          do: {attribute.name, Values.plain_kind(attribute.type), attribute}
+
+    by_name = Map.new(attributes, fn {name, _, _} = field -> {name, field} end)
+
+    %__MODULE__{
+      node: Extension.get_opt(resource, [:gen_server], :node, nil),
+      call_timeout: Extension.get_opt(resource, [:gen_server], :call_timeout, nil),
+      attributes: attributes,
+      primary_key:
+        for(name <- Ash.Resource.Info.primary_key(resource), do: Map.fetch!(by_name, name)),
+      attribute_names: Enum.map(attributes, &elem(&1, 0))
+    }
+  end
+
+  defmodule Persister do
+    @moduledoc false
+    # Persists `AshGenServer.DataLayer.Layout.build/1` of the final DSL state, after every
+    # transformer and persister that adds or changes attributes.
+    use Spark.Dsl.Transformer
+
+    @impl true
+    def after?(_), do: true
+
+    @impl true
+    def transform(dsl_state) do
+      layout = AshGenServer.DataLayer.Layout.build(dsl_state)
+      {:ok, Spark.Dsl.Transformer.persist(dsl_state, :ash_gen_server_layout, layout)}
+    end
+  end
+end
