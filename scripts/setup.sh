@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq erlang-nox erlang-dev elixir rebar3 >/dev/null
+  $sudo apt-get install -y -qq erlang-nox erlang-dev elixir rebar3 erlang-common-test >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
