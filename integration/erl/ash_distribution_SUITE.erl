@@ -53,16 +53,6 @@ updates(Config, Id, N) ->
     [{ok, _} = ?REQ({update, R, #{id => Id}, #{n => K}}) || K <- lists:seq(1, N)],
     #{id => Id, n => N}.
 
-down(Mon, Timeout) ->
-    receive {'DOWN', Mon, process, _, Reason} -> Reason
-    after Timeout -> no_down
-    end.
-
-no_down(Mon, Timeout) ->
-    receive {'DOWN', Mon, process, _, Reason} -> ct:fail({unexpected_down, Reason})
-    after Timeout -> ok
-    end.
-
 %% Waits for the record to come back under another pid; returns the new pid.
 restarted(Config, Id, OldPid) ->
     ash_node:await({restarted, Id},
@@ -150,10 +140,10 @@ rust_nodes_and_beam_nodes_form_one_cluster(Config) ->
 monitor_server_by_name(Config) ->
     Node = ?config(node, Config),
     Mon = erlang:monitor(process, {ash_gen_server, Node}),
-    no_down(Mon, 200),
+    ash_node:no_down(Mon, 200),
     ?assertEqual(pong, ?REQ(ping)),
     ?assert(erlang:demonitor(Mon, [flush])),
-    no_down(Mon, 50).
+    ash_node:no_down(Mon, 50).
 
 monitor_unknown_name_noproc(Config) ->
     Node = ?config(node, Config),
@@ -197,16 +187,16 @@ old_style_call_tag_and_alias(Config) ->
 monitor_record_destroy_normal(Config) ->
     Pid = mk(Config, 1),
     Mon = erlang:monitor(process, Pid),
-    no_down(Mon, 100),
+    ash_node:no_down(Mon, 100),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    ?assertEqual(normal, down(Mon, 2000)).
+    ?assertEqual(normal, ash_node:down(Mon, 2000)).
 
 monitor_dead_pid_noproc(Config) ->
     Pid = mk(Config, 1),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
     T0 = erlang:monotonic_time(millisecond),
     Mon = erlang:monitor(process, Pid),
-    ?assertEqual(noproc, down(Mon, 2000)),
+    ?assertEqual(noproc, ash_node:down(Mon, 2000)),
     ?assert(ash_node:elapsed_ms(T0) < 1000).
 
 call_dead_pid_noproc_promptly(Config) ->
@@ -229,8 +219,8 @@ demonitor(Config) ->
     %% a second monitor, kept, so we know when the DOWN would have come
     Mon2 = erlang:monitor(process, Pid),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    ?assertEqual(normal, down(Mon2, 2000)),
-    no_down(Mon, 100).
+    ?assertEqual(normal, ash_node:down(Mon2, 2000)),
+    ash_node:no_down(Mon, 100).
 
 many_monitors(Config) ->
     Pid = mk(Config, 1),
@@ -246,7 +236,7 @@ many_monitors(Config) ->
     [receive {monitoring, O} -> ok after 2000 -> ct:fail(monitor_not_set) end || O <- Others],
     _ = gen_server:call(Pid, get),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    [?assertEqual(normal, down(M, 2000)) || M <- Mons],
+    [?assertEqual(normal, ash_node:down(M, 2000)) || M <- Mons],
     [receive {down, O, Why} -> ?assertEqual(normal, Why) after 3000 -> ct:fail(no_down) end
      || O <- Others].
 
@@ -256,7 +246,7 @@ linked_process_abnormal_exit_restarts_record(Config) ->
     Mon = erlang:monitor(process, Pid),
     L = linker(Pid, false),
     L ! {exit, boom},
-    ?assertEqual(boom, down(Mon, 2000)),
+    ?assertEqual(boom, ash_node:down(Mon, 2000)),
     New = restarted(Config, 1, Pid),
     ?assertNotEqual(Pid, New),
     ?assertEqual({ok, Last}, ?REQ({get, ?config(res, Config), #{id => 1}})),
@@ -276,7 +266,7 @@ exit_kill_restarts_with_last_state(Config) ->
     Mon = erlang:monitor(process, Pid),
     L = linker(Pid, true),
     exit(Pid, kill),
-    ?assertEqual(killed, down(Mon, 2000)),
+    ?assertEqual(killed, ash_node:down(Mon, 2000)),
     ?assertEqual({Pid, killed}, got_exit(L, 2000)),
     New = restarted(Config, 1, Pid),
     ?assertEqual({ok, Last}, ?REQ({get, ?config(res, Config), #{id => 1}})),
@@ -290,7 +280,7 @@ exit_custom_reason_restarts(Config) ->
     Last = updates(Config, 1, 2),
     Mon = erlang:monitor(process, Pid),
     exit(Pid, {custom, reason}),
-    ?assertEqual({custom, reason}, down(Mon, 2000)),
+    ?assertEqual({custom, reason}, ash_node:down(Mon, 2000)),
     _ = restarted(Config, 1, Pid),
     ?assertEqual({ok, Last}, ?REQ({get, ?config(res, Config), #{id => 1}})).
 
@@ -298,7 +288,7 @@ exit_normal_ignored(Config) ->
     Pid = mk(Config, 1),
     Mon = erlang:monitor(process, Pid),
     exit(Pid, normal),
-    no_down(Mon, 300),
+    ash_node:no_down(Mon, 300),
     ?assertEqual({ok, Pid}, whereis_(Config, 1)),
     ?assertEqual({ok, #{id => 1, n => 0}}, gen_server:call(Pid, get, 2000)).
 
@@ -307,7 +297,7 @@ exit_shutdown_removes_record(Config) ->
     _ = mk(Config, 2),
     Mon = erlang:monitor(process, Pid),
     exit(Pid, shutdown),
-    ?assertEqual(shutdown, down(Mon, 2000)),
+    ?assertEqual(shutdown, ash_node:down(Mon, 2000)),
     ash_node:await(record_removed,
                    fun() -> whereis_(Config, 1) =:= {error, not_found} end, 2000),
     ?assertEqual({error, not_found}, ?REQ({get, ?config(res, Config), #{id => 1}})),
@@ -319,7 +309,7 @@ exit_shutdown_tuple_removes_record(Config) ->
     Mon = erlang:monitor(process, Pid),
     L = linker(Pid, true),
     exit(Pid, {shutdown, bye}),
-    ?assertEqual({shutdown, bye}, down(Mon, 2000)),
+    ?assertEqual({shutdown, bye}, ash_node:down(Mon, 2000)),
     ?assertEqual({Pid, {shutdown, bye}}, got_exit(L, 2000)),
     ash_node:await(record_removed,
                    fun() -> whereis_(Config, 1) =:= {error, not_found} end, 2000),
@@ -333,14 +323,14 @@ unlink_stops_propagation(Config) ->
     L ! unlink,
     receive {L, unlinked} -> ok after 2000 -> ct:fail(not_unlinked) end,
     L ! {exit, boom},
-    no_down(Mon, 300),
+    ash_node:no_down(Mon, 300),
     ?assertEqual({ok, Pid}, whereis_(Config, 1)),
     %% and the record no longer tells the old linker about its death
     L2 = linker(Pid, true),
     L2 ! unlink,
     receive {L2, unlinked} -> ok after 2000 -> ct:fail(not_unlinked) end,
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    ?assertEqual(normal, down(Mon, 2000)),
+    ?assertEqual(normal, ash_node:down(Mon, 2000)),
     ?assertEqual(no_exit, got_exit(L2, 300)),
     L2 ! stop.
 
@@ -446,15 +436,15 @@ peer_goes_away(Config, Kill) ->
     ?assertNotEqual([], ash_node:wait_log(?config(rust, Config),
                                           [<<"peer disconnected">>, atom_to_binary(PeerNode)],
                                           5000)),
-    no_down(MonA, 300),
-    no_down(MonB, 0),
+    ash_node:no_down(MonA, 300),
+    ash_node:no_down(MonB, 0),
     ?assertEqual({ok, A}, whereis_(Config, 1)),
     ?assertEqual({ok, B}, whereis_(Config, 2)),
     ?assertEqual({ok, Last}, gen_server:call(A, get, 2000)),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 2}}),
-    ?assertEqual(normal, down(MonA, 2000)),
-    ?assertEqual(normal, down(MonB, 2000)),
+    ?assertEqual(normal, ash_node:down(MonA, 2000)),
+    ?assertEqual(normal, ash_node:down(MonB, 2000)),
     ?assertEqual(pong, ?REQ(ping)).
 
 %% What a wrong disconnect handling costs: with max_restarts 0, a record a peer node had linked
@@ -495,8 +485,8 @@ node_stop_downs_monitors(Config) ->
     MonPid = erlang:monitor(process, Pid),
     MonName = erlang:monitor(process, {ash_gen_server, Node2}),
     0 = ash_node:stop(N2),
-    ?assertEqual(noconnection, down(MonPid, 3000)),
-    ?assertEqual(noconnection, down(MonName, 3000)),
+    ?assertEqual(noconnection, ash_node:down(MonPid, 3000)),
+    ?assertEqual(noconnection, ash_node:down(MonName, 3000)),
     T0 = erlang:monotonic_time(millisecond),
     ?assertMatch({'EXIT', _}, catch ash_node:call(Node2, ping, 5000)),
     ?assert(ash_node:elapsed_ms(T0) < 2000).

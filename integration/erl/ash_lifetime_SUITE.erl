@@ -74,16 +74,6 @@ mk(Config, R, Id) ->
 
 now_ms() -> erlang:monotonic_time(millisecond).
 
-down(Mon, Timeout) ->
-    receive {'DOWN', Mon, process, _, Reason} -> Reason
-    after Timeout -> no_down
-    end.
-
-no_down(Mon, Timeout) ->
-    receive {'DOWN', Mon, process, _, Reason} -> ct:fail({unexpected_down, Reason})
-    after Timeout -> ok
-    end.
-
 %% Touches the record with Touch every Interval ms for Duration ms, failing if it goes away.
 keep_touching(Mon, Touch, Interval, Duration) ->
     Deadline = now_ms() + Duration,
@@ -94,7 +84,7 @@ keep_touching_until(Mon, Touch, Interval, Deadline) ->
         true -> ok;
         false ->
             Touch(),
-            no_down(Mon, Interval),
+            ash_node:no_down(Mon, Interval),
             keep_touching_until(Mon, Touch, Interval, Deadline)
     end.
 
@@ -117,8 +107,8 @@ inactivity_removes_record(Config) ->
                       after 3000 -> Parent ! {self(), no_exit}
                       end
               end),
-    no_down(Mon, ?TIMEOUT - 60),
-    Reason = down(Mon, 2000),
+    ash_node:no_down(Mon, ?TIMEOUT - 60),
+    Reason = ash_node:down(Mon, 2000),
     Elapsed = now_ms() - T0,
     ct:log("removed after ~b ms with ~p", [Elapsed, Reason]),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
@@ -136,7 +126,7 @@ no_handler_removal_does_not_wait_for_grace(Config) ->
     R = def(Config, #{inactivity_timeout => ?TIMEOUT, expiry_grace => 3000}),
     T0 = now_ms(),
     Mon = erlang:monitor(process, mk(Config, R, 1)),
-    ?assertEqual({shutdown, inactivity_timeout}, down(Mon, 2500)),
+    ?assertEqual({shutdown, inactivity_timeout}, ash_node:down(Mon, 2500)),
     ?assert(now_ms() - T0 < 1500).
 
 maximum_lifetime_removes_touched_record(Config) ->
@@ -169,18 +159,18 @@ lifetime_beats_inactivity(Config) ->
     T0 = now_ms(),
     Mon = erlang:monitor(process, mk(Config, R, 1)),
     keep_touching(Mon, fun() -> ok = req(Config, {keep_alive, R, #{id => 1}}) end, 50, 400),
-    Reason = down(Mon, 1500),
+    Reason = ash_node:down(Mon, 1500),
     ?assertEqual({shutdown, maximum_lifetime}, Reason),
     ?assert(now_ms() - T0 < 1500).
 
 redefine_applies_from_next_touch(Config) ->
     R = def(Config, #{}),
     Mon = erlang:monitor(process, mk(Config, R, 1)),
-    no_down(Mon, 300),
+    ash_node:no_down(Mon, 300),
     ok = req(Config, {define, R, #{primary_key => [id], inactivity_timeout => ?TIMEOUT}}),
     T0 = now_ms(),
     {ok, _} = req(Config, {get, R, #{id => 1}}),
-    ?assertEqual({shutdown, inactivity_timeout}, down(Mon, 2000)),
+    ?assertEqual({shutdown, inactivity_timeout}, ash_node:down(Mon, 2000)),
     ?assert(now_ms() - T0 >= ?TIMEOUT - 20).
 
 %% "a query that returns it" touches a record; one that does not return it does not.
@@ -202,7 +192,7 @@ query_not_returning_does_not_touch(Config) ->
               end)(),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
     %% record 2 was returned by every query: still there
-    no_down(Mon2, 0),
+    ash_node:no_down(Mon2, 0),
     ?assertMatch({ok, #{id := 2}}, req(Config, {get, R, #{id => 2}})).
 
 many_records_expire(Config) ->
@@ -245,7 +235,7 @@ touch_case(Config, Touch) ->
     Mon = erlang:monitor(process, Pid),
     keep_touching(Mon, fun() -> Touch(R, Pid) end, 60, 3 * ?TIMEOUT + 100),
     T0 = now_ms(),
-    Reason = down(Mon, 2000),
+    Reason = ash_node:down(Mon, 2000),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
     ?assert(now_ms() - T0 >= ?TIMEOUT - 80).
 
@@ -337,12 +327,12 @@ handler_gets_inactivity_notice_and_destroys(Config) ->
     ?assertEqual(#{node => Node, resource => R, primary_key => #{id => 1},
                    record => #{id => 1, n => 0}, reason => inactivity_timeout}, Info),
     %% the record waits for its handler
-    no_down(Mon, 300),
+    ash_node:no_down(Mon, 300),
     ?assertEqual({ok, Pid}, req(Config, {whereis, R, #{id => 1}})),
     ?assertEqual(ok, req(Config, {destroy, R, #{id => 1}})),
     %% an expired record destroyed by its handler still exits with the expiry reason, so
     %% monitors learn why it went away
-    ?assertEqual({shutdown, inactivity_timeout}, down(Mon, 2000)),
+    ?assertEqual({shutdown, inactivity_timeout}, ash_node:down(Mon, 2000)),
     ?assertEqual({error, not_found}, req(Config, {get, R, #{id => 1}})),
     no_notice(200).
 
@@ -367,9 +357,9 @@ handler_gets_maximum_lifetime_notice(Config) ->
     ?assertEqual(#{node => Node, resource => R, primary_key => #{id => 7},
                    record => #{id => 7, n => 0}, reason => maximum_lifetime}, Notice),
     ?assert(now_ms() - T0 >= 280),
-    no_down(Mon, 100),
+    ash_node:no_down(Mon, 100),
     ok = req(Config, {destroy, R, #{id => 7}}),
-    ?assertEqual({shutdown, maximum_lifetime}, down(Mon, 2000)).
+    ?assertEqual({shutdown, maximum_lifetime}, ash_node:down(Mon, 2000)).
 
 notice_has_last_committed_record(Config) ->
     R = def(Config, #{inactivity_timeout => ?TIMEOUT, expiry_grace => 2000}),
@@ -388,7 +378,7 @@ handler_does_nothing_removed_after_grace(Config) ->
     Mon = erlang:monitor(process, mk(Config, R, 1)),
     {H, _} = notice(2000),
     T1 = now_ms(),
-    Reason = down(Mon, 3000),
+    Reason = ash_node:down(Mon, 3000),
     Waited = now_ms() - T1,
     ct:log("removed ~b ms after the notice, with ~p", [Waited, Reason]),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
@@ -411,7 +401,7 @@ touching_after_expiry_does_not_cancel(Config) ->
                                ok = req(Config, {keep_alive, R, #{id => 1}}),
                                {ok, _} = gen_server:call(Pid, get, 2000)
                        end, 50, Grace - 150),
-    Reason = down(Mon, 3000),
+    Reason = ash_node:down(Mon, 3000),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
     ?assert(now_ms() - T1 < Grace + 1500),
     no_notice(100).
@@ -421,10 +411,10 @@ handler_dies_record_removed_promptly(Config) ->
     H = handler(Config),
     Mon = erlang:monitor(process, mk(Config, R, 1)),
     {H, _} = notice(2000),
-    no_down(Mon, 100),
+    ash_node:no_down(Mon, 100),
     T1 = now_ms(),
     exit(H, kill),
-    Reason = down(Mon, 3000),
+    Reason = ash_node:down(Mon, 3000),
     Waited = now_ms() - T1,
     ct:log("removed ~b ms after the handler died, with ~p", [Waited, Reason]),
     ?assertNotEqual(no_down, Reason),
@@ -457,7 +447,7 @@ unsubscribe_stops_notices(Config) ->
     T0 = now_ms(),
     Mon = erlang:monitor(process, mk(Config, R, 1)),
     %% no handler left: the node removes the record itself, without a notice or the grace
-    ?assertEqual({shutdown, inactivity_timeout}, down(Mon, 3000)),
+    ?assertEqual({shutdown, inactivity_timeout}, ash_node:down(Mon, 3000)),
     ?assert(now_ms() - T0 < 1500),
     no_notice(100).
 

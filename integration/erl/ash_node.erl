@@ -5,7 +5,7 @@
 -export([bin/0, start/2, stop/1, stop/2, node/1, os_pid/1, log_file/1, log_lines/1,
          wait_log/3, log_contains/2,
          call/2, call/3, cast/2, req/2, req/3,
-         uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2,
+         uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2, down/2, no_down/2,
          define/3, start_peer/2, stop_peer/1, peer_call/4, os_kill/2,
          flush/0, elapsed_ms/1, alive/1]).
 
@@ -302,6 +302,18 @@ await(Fun, Timeout) -> await(condition, Fun, Timeout).
 
 %% recv(Match, Timeout): receives the first message for which Match returns {true, Value} and
 %% returns Value (or timeout). Messages that do not match are put back (at the end of the queue).
+%% down(Mon, Timeout) -> the reason of monitor Mon's 'DOWN', or no_down at the deadline.
+down(Mon, Timeout) ->
+    receive {'DOWN', Mon, process, _, Reason} -> Reason
+    after Timeout -> no_down
+    end.
+
+%% no_down(Mon, Timeout) -> ok if monitor Mon sends no 'DOWN' before the deadline.
+no_down(Mon, Timeout) ->
+    receive {'DOWN', Mon, process, _, Reason} -> ct:fail({unexpected_down, Reason})
+    after Timeout -> ok
+    end.
+
 recv(Match, Timeout) ->
     Deadline = erlang:monotonic_time(millisecond) + Timeout,
     recv_until(Match, Deadline, []).

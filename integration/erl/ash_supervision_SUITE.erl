@@ -44,11 +44,6 @@ updates(Config, R, Id, N) ->
     [{ok, _} = ?REQ({update, R, #{id => Id}, #{n => K}}) || K <- lists:seq(1, N)],
     #{id => Id, n => N}.
 
-down(Mon, Timeout) ->
-    receive {'DOWN', Mon, process, _, Reason} -> Reason
-    after Timeout -> no_down
-    end.
-
 pid_of(Config, R, Id) ->
     case ?REQ({whereis, R, #{id => Id}}) of
         {ok, P} -> P;
@@ -63,7 +58,7 @@ crash_and_restart(Config, R, Id, Kind, Last) ->
     Reply = ?REQ({fault, R, #{id => Id}, Kind}),
     ?assertMatch({error, {record_crashed, _}}, Reply),
     {error, {record_crashed, Reason}} = Reply,
-    Down = down(Mon, 2000),
+    Down = ash_node:down(Mon, 2000),
     ct:log("fault ~p: reply reason ~p, DOWN reason ~p", [Kind, Reason, Down]),
     ?assertNotEqual(no_down, Down),
     ?assertNotEqual(normal, Down),
@@ -130,7 +125,7 @@ more_than_max_restarts_removes_record(Config) ->
     %% the third failure within the window is one too many
     Mon = erlang:monitor(process, P2),
     ?assertMatch({error, {record_crashed, _}}, ?REQ({fault, R, #{id => 1}, panic})),
-    Down = down(Mon, 2000),
+    Down = ash_node:down(Mon, 2000),
     ct:log("DOWN after giving up: ~p", [Down]),
     ?assertMatch({shutdown, {max_restarts, _}}, Down),
     ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})),
@@ -157,7 +152,7 @@ restart_window_slides(Config) ->
     P = crash_and_restart(Config, R, 1, panic, Last),
     Mon = erlang:monitor(process, P),
     ?assertMatch({error, {record_crashed, _}}, ?REQ({fault, R, #{id => 1}, error})),
-    ?assertMatch({shutdown, {max_restarts, _}}, down(Mon, 2000)),
+    ?assertMatch({shutdown, {max_restarts, _}}, ash_node:down(Mon, 2000)),
     ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})).
 
 max_restarts_zero(Config) ->
@@ -165,7 +160,7 @@ max_restarts_zero(Config) ->
     P = mk(Config, R, 1),
     Mon = erlang:monitor(process, P),
     ?assertMatch({error, {record_crashed, _}}, ?REQ({fault, R, #{id => 1}, panic})),
-    ?assertMatch({shutdown, {max_restarts, _}}, down(Mon, 2000)),
+    ?assertMatch({shutdown, {max_restarts, _}}, ash_node:down(Mon, 2000)),
     ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})).
 
 exit_signals_count_towards_intensity(Config) ->
@@ -174,14 +169,14 @@ exit_signals_count_towards_intensity(Config) ->
     Last = updates(Config, R, 1, 2),
     M1 = erlang:monitor(process, P1),
     exit(P1, kill),
-    ?assertEqual(killed, down(M1, 2000)),
+    ?assertEqual(killed, ash_node:down(M1, 2000)),
     ash_node:await(restarted, fun() -> is_pid(pid_of(Config, R, 1)) andalso
                                            pid_of(Config, R, 1) =/= P1 end, 2000),
     ?assertEqual({ok, Last}, ?REQ({get, R, #{id => 1}})),
     P2 = pid_of(Config, R, 1),
     M2 = erlang:monitor(process, P2),
     exit(P2, kill),
-    ?assertEqual({shutdown, {max_restarts, killed}}, down(M2, 2000)),
+    ?assertEqual({shutdown, {max_restarts, killed}}, ash_node:down(M2, 2000)),
     ash_node:await(removed, fun() -> pid_of(Config, R, 1) =:= {error, not_found} end, 2000),
     ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 1}})).
 
