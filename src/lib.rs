@@ -10,6 +10,9 @@
 //!   lifetimes and expiry.
 //! - [`query`]: filter evaluation, sorting, paging and aggregates over a resource's records.
 //! - [`term`]: the term representation everything above shares.
+//!
+//! Beside them: [`client`], a one-shot caller (`ash-gen-server call`), and [`config`], resources
+//! defined at start from a JSON file.
 
 pub mod client;
 pub mod config;

@@ -1,7 +1,9 @@
 //! The wire: everything between a socket and a decoded distribution message.
 //!
 //! [`epmd`] finds nodes, [`handshake`] authenticates a new connection, [`frame`] cuts the
-//! connected stream into messages, and [`etf_guard`] checks untrusted term bytes first.
+//! connected stream into frames, [`atom_cache`] reads and writes their distribution headers,
+//! [`dist`] turns them into distribution operations (and back), [`etf`] is the term codec, and
+//! [`etf_guard`] checks term bytes that go to `eetf`.
 
 pub mod atom_cache;
 pub mod dist;
