@@ -145,7 +145,7 @@ pub fn aggregate(
     aggregate::compute_all(aggregates, &records)
 }
 
-/// Like [`aggregate`], per group of records with the same `group_by` value (exact equality;
+/// Like [`aggregate()`], per group of records with the same `group_by` value (exact equality;
 /// an absent field is `nil`): `[{GroupValue, #{Name => Value}}]`, groups in term order. The
 /// query's sort, offset and limit apply within each group. Groups without records are absent.
 pub fn aggregate_grouped(

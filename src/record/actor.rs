@@ -5,7 +5,7 @@
 //! it has messages: whichever task delivers to an idle actor runs its turns until the mailbox is
 //! empty, so an idle record costs no task and a busy one never runs two messages at once.
 //!
-//! A turn works on the last committed record and ends in a [`Step`]: commit a new record, stop,
+//! A turn works on the last committed record and ends in a `Step`: commit a new record, stop,
 //! start expiring, and what to reply. A panic or internal error in a turn is a failure: the
 //! caller gets `{error, {record_crashed, Reason}}`, the old pid exits with the reason, and the
 //! supervisor ([`super::supervisor`]) restarts the actor from its last committed record — or,
