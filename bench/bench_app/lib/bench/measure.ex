@@ -137,16 +137,8 @@ defmodule Bench.Measure do
   @doc "Times `fun.(i)` `iterations` times in a row (for slow operations such as scans)."
   @spec sequential(pos_integer, (non_neg_integer -> any)) :: stats
   def sequential(iterations, fun) do
-    started = System.monotonic_time()
-
-    latencies =
-      for i <- 0..(iterations - 1) do
-        t0 = System.monotonic_time()
-        fun.(i)
-        System.monotonic_time() - t0
-      end
-
-    stats(latencies, System.monotonic_time() - started)
+    %{latencies: latencies, wall: wall} = sequential_raw(iterations, fun)
+    stats(latencies, wall)
   end
 
   @doc "Stats of latencies in native time units and the wall time they took."

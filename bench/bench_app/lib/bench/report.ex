@@ -147,7 +147,7 @@ defmodule Bench.Report do
             end
           end
 
-        "| #{row["label"]} | #{row["target"]["text"]} | " <> Enum.join(cells, " | ") <> " |"
+        table_row([row["label"], row["target"]["text"] | cells])
       end
 
     IO.puts(Enum.join([header, rule | lines], "\n"))
@@ -292,11 +292,11 @@ defmodule Bench.Report do
       fmt_us(r.p99_us),
       fmt_us(b.p99_us),
       fmt_ratio(row.ratio.p99_us),
-      (row[:target] && row.target.text) || "—",
+      target_text(row),
       result_text(row)
     ]
 
-    "| " <> Enum.join(cells, " | ") <> " |"
+    table_row(cells)
   end
 
   defp values_line(row) do
@@ -324,11 +324,11 @@ defmodule Bench.Report do
       fmt_value(row.rust, row.unit) <> extra,
       reference,
       fmt_ratio(row.ratio),
-      (row[:target] && row.target.text) || "—",
+      target_text(row),
       result_text(row)
     ]
 
-    "| " <> Enum.join(cells, " | ") <> " |"
+    table_row(cells)
   end
 
   defp values_notes(values) do
@@ -398,8 +398,12 @@ defmodule Bench.Report do
       [fmt_s(stats.wall_s), fmt_s(cpu[:driver]), fmt_s(cpu[:node])]
     end
 
-    "| " <> Enum.join([row.label | side.(row.rust) ++ side.(row.beam)], " | ") <> " |"
+    table_row([row.label | side.(row.rust) ++ side.(row.beam)])
   end
+
+  defp table_row(cells), do: "| " <> Enum.join(cells, " | ") <> " |"
+
+  defp target_text(row), do: (row[:target] && row.target.text) || "—"
 
   defp how_line(row),
     do: "- #{row.workload}. #{row.label}: Rust `#{row.rust_how}`; BEAM `#{row.beam_how}`"
