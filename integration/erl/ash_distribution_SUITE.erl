@@ -21,12 +21,10 @@ all() ->
      node_stop_downs_monitors, rust_nodes_and_beam_nodes_form_one_cluster].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "dist"}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "dist"}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_testcase(TC, Config) ->
     R = ash_node:uniq_res(TC),

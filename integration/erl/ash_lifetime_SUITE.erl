@@ -88,6 +88,17 @@ keep_touching_until(Mon, Touch, Interval, Deadline) ->
             keep_touching_until(Mon, Touch, Interval, Deadline)
     end.
 
+%% Touch() every Interval ms until Mon's 'DOWN' (its reason) or until Deadline (no_down).
+touch_until_down(Mon, Touch, Interval, Deadline) ->
+    Touch(),
+    receive {'DOWN', Mon, process, _, Why} -> Why
+    after Interval ->
+            case now_ms() > Deadline of
+                true -> no_down;
+                false -> touch_until_down(Mon, Touch, Interval, Deadline)
+            end
+    end.
+
 %% ---------------------------------------------------------------------------------------------
 %% without handlers
 
@@ -136,16 +147,7 @@ maximum_lifetime_removes_touched_record(Config) ->
     Touch = fun() -> _ = req(Config, {update, R, #{id => 1}, #{n => now_ms()}}) end,
     keep_touching(Mon, Touch, 40, 220),
     Reason = receive {'DOWN', Mon, process, _, Why} -> Why
-             after 0 -> (fun Loop() ->
-                                 Touch(),
-                                 receive {'DOWN', Mon, process, _, W} -> W
-                                 after 40 ->
-                                         case now_ms() - T0 > 2000 of
-                                             true -> no_down;
-                                             false -> Loop()
-                                         end
-                                 end
-                         end)()
+             after 0 -> touch_until_down(Mon, Touch, 40, T0 + 2000)
              end,
     Elapsed = now_ms() - T0,
     ct:log("removed after ~b ms with ~p", [Elapsed, Reason]),
@@ -180,16 +182,7 @@ query_not_returning_does_not_touch(Config) ->
     Mon2 = erlang:monitor(process, mk(Config, R, 2)),
     T0 = now_ms(),
     Touch = fun() -> {ok, [_]} = req(Config, {query, R, #{filter => {eq, id, 2}}}) end,
-    Reason = (fun Loop() ->
-                      Touch(),
-                      receive {'DOWN', Mon1, process, _, W} -> W
-                      after 40 ->
-                              case now_ms() - T0 > 2000 of
-                                  true -> no_down;
-                                  false -> Loop()
-                              end
-                      end
-              end)(),
+    Reason = touch_until_down(Mon1, Touch, 40, T0 + 2000),
     ?assertEqual({shutdown, inactivity_timeout}, Reason),
     %% record 2 was returned by every query: still there
     ash_node:no_down(Mon2, 0),

@@ -2,7 +2,8 @@
 %% port, call its protocol server, poll with deadlines, start peer erl nodes, read node logs.
 -module(ash_node).
 
--export([bin/0, start/2, stop/1, stop/2, node/1, os_pid/1, log_file/1, log_lines/1,
+-export([bin/0, start/2, stop/1, stop/2, start_suite/2, stop_suite/1, node/1, os_pid/1,
+         log_file/1, log_lines/1,
          wait_log/3, log_contains/2,
          call/2, call/3, cast/2, req/2, req/3,
          uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2, down/2, no_down/2,
@@ -107,6 +108,17 @@ stop(#{owner := Owner}, Signal) ->
     end.
 
 node(#{node := Node}) -> Node.
+
+%% For init_per_suite: starts a node (Opts as for start/2) and keeps it in Config as `rust`
+%% (for stop_suite/1, log_lines/1, ...) and its name as `node` (for req/2).
+start_suite(Config, Opts) ->
+    #{node := Node} = N = start(Config, Opts),
+    [{rust, N}, {node, Node} | Config].
+
+%% For end_per_suite: stops the node of start_suite/2.
+stop_suite(Config) ->
+    stop(proplists:get_value(rust, Config)),
+    ok.
 
 %% Whether the node's OS process is still running.
 alive(#{os_pid := OsPid}) ->

@@ -45,12 +45,10 @@ groups() ->
                        identity_rekey_and_destroy_free]}].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "proto"}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "proto"}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_testcase(TC, Config) ->
     [{res, ash_node:uniq_res(TC)} | Config].

@@ -19,12 +19,10 @@ all() ->
      stops_on_sigterm, stops_on_sigint].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "robust"}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "robust"}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_testcase(TC, Config) ->
     R = ash_node:uniq_res(TC),
@@ -228,7 +226,7 @@ raw_garbage_before_handshake(Config) ->
          ok = gen_tcp:send(S, Bytes),
          Closed = case Kind of
                       immediate_close -> gen_tcp:close(S), true;
-                      _ -> closed_raw(S, 3000)
+                      _ -> ash_raw_dist:closed_within(S, 3000)
                   end,
          gen_tcp:close(S),
          ?assertEqual({Kind, closed}, {Kind, case Closed of true -> closed; false -> open end})
@@ -236,19 +234,6 @@ raw_garbage_before_handshake(Config) ->
     ?assertNotEqual([], ash_node:log_contains(?config(rust, Config),
                                               [<<"refused an incoming connection">>])),
     assert_healthy(Config).
-
-closed_raw(S, Timeout) ->
-    Deadline = erlang:monotonic_time(millisecond) + Timeout,
-    closed_raw_until(S, Deadline).
-
-closed_raw_until(S, Deadline) ->
-    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
-    case gen_tcp:recv(S, 0, Left) of
-        {error, timeout} -> false;
-        {error, _} -> true;
-        {ok, _} when Left =:= 0 -> false;
-        {ok, _} -> closed_raw_until(S, Deadline)
-    end.
 
 %% A client that connects and says nothing holds one socket, not the node.
 raw_silent_client_does_no_harm(Config) ->
@@ -329,7 +314,7 @@ raw_oversized_frame(Config) ->
     {ok, S, _} = ash_raw_dist:connect(Node, my_name("raw_huge"), cookie()),
     ok = inet:setopts(S, [{packet, raw}]),
     ok = gen_tcp:send(S, <<255, 255, 255, 255, 112, 131>>),
-    ?assert(closed_raw(S, 3000)),
+    ?assert(ash_raw_dist:closed_within(S, 3000)),
     gen_tcp:close(S),
     assert_healthy(Config).
 

@@ -16,12 +16,10 @@ all() ->
      concurrent_callers_never_hang, fault_bad_requests, fault_injection_disabled].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "sup", args => ["--enable-fault-injection"]}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "sup", args => ["--enable-fault-injection"]}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_testcase(TC, Config) ->
     [{res, ash_node:uniq_res(TC)} | Config].

@@ -18,13 +18,11 @@ groups() ->
     [{ticks, [parallel], [idle_connection_stays_up, silent_peer_is_dropped]}].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "ticks", ping => false,
-                                 args => ["--net-ticktime", integer_to_list(?TICKTIME)]}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "ticks", ping => false,
+                                   args => ["--net-ticktime", integer_to_list(?TICKTIME)]}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_group(_, Config) -> Config.
 end_per_group(_, _) -> ok.

@@ -16,12 +16,10 @@ all() ->
      values_through_update_query_aggregate, large_record].
 
 init_per_suite(Config) ->
-    N = ash_node:start(Config, #{tag => "values"}),
-    [{rust, N}, {node, ash_node:node(N)} | Config].
+    ash_node:start_suite(Config, #{tag => "values"}).
 
 end_per_suite(Config) ->
-    ash_node:stop(?config(rust, Config)),
-    ok.
+    ash_node:stop_suite(Config).
 
 init_per_testcase(TC, Config) ->
     R = ash_node:uniq_res(TC),
