@@ -34,7 +34,7 @@ defmodule AshGenServer.Aggregates do
   telemetry events count them.
   """
 
-  alias AshGenServer.{Client, Filter, Values}
+  alias AshGenServer.{Client, Filter, Results, Values}
 
   @node_kinds [:count, :exists, :sum, :avg, :min, :max, :first, :list]
 
@@ -416,16 +416,9 @@ defmodule AshGenServer.Aggregates do
            ) do
       records
       |> Enum.zip(loaded)
-      |> Enum.reduce_while({:ok, []}, fn {record, loaded}, {:ok, acc} ->
-        case related_value(record, loaded, aggregate, query) do
-          {:ok, value} -> {:cont, {:ok, [value | acc]}}
-          {:error, error} -> {:halt, {:error, error}}
-        end
+      |> Results.map_ok(fn {record, loaded} ->
+        related_value(record, loaded, aggregate, query)
       end)
-      |> case do
-        {:ok, computed} -> {:ok, Enum.reverse(computed)}
-        error -> error
-      end
     end
   end
 

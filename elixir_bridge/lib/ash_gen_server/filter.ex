@@ -44,7 +44,7 @@ defmodule AshGenServer.Filter do
     NotEq
   }
 
-  alias AshGenServer.Values
+  alias AshGenServer.{Results, Values}
 
   @type node_expr :: term
 
@@ -123,20 +123,16 @@ defmodule AshGenServer.Filter do
   def sort(nil, _resource), do: {:ok, []}
 
   def sort(sort, resource) do
-    Enum.reduce_while(sort, {:ok, []}, fn {field, dir}, {:ok, acc} ->
+    Results.map_ok(sort, fn {field, dir} ->
       with name when is_atom(name) <- sort_field_name(field),
            %{} = attribute <- Ash.Resource.Info.attribute(resource, name),
            :order <- Values.pushdown(attribute.type),
            {:ok, dir} <- sort_dir(dir) do
-        {:cont, {:ok, [{name, dir} | acc]}}
+        {:ok, {name, dir}}
       else
-        _ -> {:halt, :error}
+        _ -> :error
       end
     end)
-    |> case do
-      {:ok, sort} -> {:ok, Enum.reverse(sort)}
-      :error -> :error
-    end
   end
 
   defp sort_field_name(name) when is_atom(name), do: name
@@ -269,14 +265,9 @@ defmodule AshGenServer.Filter do
   defp dump_all(attribute, values) do
     values
     |> Enum.reject(&is_nil/1)
-    |> Enum.reduce_while({:ok, []}, fn value, {:ok, acc} ->
-      case Values.dump_comparable(attribute, value) do
-        {:ok, native} -> {:cont, {:ok, [native | acc]}}
-        :error -> {:halt, :error}
-      end
-    end)
+    |> Results.map_ok(&Values.dump_comparable(attribute, &1))
     |> case do
-      {:ok, values} -> {:ok, values |> Enum.reverse() |> Enum.uniq()}
+      {:ok, values} -> {:ok, Enum.uniq(values)}
       :error -> :error
     end
   end

@@ -20,7 +20,7 @@ defmodule AshGenServer.Query do
      expression language beyond filters.
   """
 
-  alias AshGenServer.{Aggregates, Client, Filter, Values}
+  alias AshGenServer.{Aggregates, Client, Filter, Results, Values}
 
   defstruct [
     :resource,
@@ -98,31 +98,25 @@ defmodule AshGenServer.Query do
 
   defp add_calculations(records, query) do
     actor = get_in(query.context, [:private, :actor])
+    Results.map_ok(records, &calculate(&1, query, actor))
+  end
 
-    Enum.reduce_while(records, {:ok, []}, fn record, {:ok, acc} ->
-      query.calculations
-      |> Enum.reduce_while({:ok, record}, fn {calculation, expression}, {:ok, record} ->
-        case Ash.Expr.eval_hydrated(expression,
-               record: record,
-               resource: query.resource,
-               domain: query.domain,
-               actor: calculation.context.actor || actor,
-               tenant: calculation.context.tenant || query.tenant
-             ) do
-          {:ok, value} -> {:cont, {:ok, put_calculation(record, calculation, value)}}
-          :unknown -> {:cont, {:ok, put_calculation(record, calculation, nil)}}
-          {:error, error} -> {:halt, {:error, error}}
-        end
-      end)
-      |> case do
-        {:ok, record} -> {:cont, {:ok, [record | acc]}}
-        error -> {:halt, error}
+  # The record with every calculation of the query evaluated on it.
+  defp calculate(record, query, actor) do
+    Enum.reduce_while(query.calculations, {:ok, record}, fn {calculation, expression},
+                                                            {:ok, record} ->
+      case Ash.Expr.eval_hydrated(expression,
+             record: record,
+             resource: query.resource,
+             domain: query.domain,
+             actor: calculation.context.actor || actor,
+             tenant: calculation.context.tenant || query.tenant
+           ) do
+        {:ok, value} -> {:cont, {:ok, put_calculation(record, calculation, value)}}
+        :unknown -> {:cont, {:ok, put_calculation(record, calculation, nil)}}
+        {:error, error} -> {:halt, {:error, error}}
       end
     end)
-    |> case do
-      {:ok, records} -> {:ok, Enum.reverse(records)}
-      error -> error
-    end
   end
 
   defp put_calculation(record, %{load: load}, value) when not is_nil(load),

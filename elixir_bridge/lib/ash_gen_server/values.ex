@@ -19,6 +19,7 @@ defmodule AshGenServer.Values do
   """
 
   alias AshGenServer.DataLayer.Layout
+  alias AshGenServer.Results
 
   @type pushdown :: :order | :none
 
@@ -214,19 +215,8 @@ defmodule AshGenServer.Values do
 
   @doc "Casts many stored records, stopping at the first that does not cast."
   @spec cast_records(Ash.Resource.t(), [map]) :: {:ok, [struct]} | {:error, term}
-  def cast_records(resource, stored) do
-    stored
-    |> Enum.reduce_while({:ok, []}, fn record, {:ok, acc} ->
-      case cast_record(resource, record) do
-        {:ok, record} -> {:cont, {:ok, [record | acc]}}
-        error -> {:halt, error}
-      end
-    end)
-    |> case do
-      {:ok, records} -> {:ok, Enum.reverse(records)}
-      error -> error
-    end
-  end
+  def cast_records(resource, stored),
+    do: Results.map_ok(stored, &cast_record(resource, &1))
 
   @doc "Casts one stored value of `attribute` (or of `{type, constraints}`)."
   @spec cast_stored(Ash.Resource.Attribute.t() | {Ash.Type.t(), keyword}, term) ::
