@@ -6,6 +6,17 @@ defmodule AshApp.LifetimeTest do
     Session |> Ash.Changeset.for_create(:create, %{owner: self(), label: label}) |> Ash.create!()
   end
 
+  # Runs `fun` every 50 ms until `ms` have passed.
+  defp every_50ms_for(ms, fun) do
+    stop_at = System.monotonic_time(:millisecond) + ms
+
+    Stream.repeatedly(fn ->
+      Process.sleep(50)
+      fun.()
+    end)
+    |> Enum.take_while(fn _ -> System.monotonic_time(:millisecond) < stop_at end)
+  end
+
   test "an inactive record expires and its destroy action runs" do
     session = session!()
     id = session.id
@@ -23,14 +34,9 @@ defmodule AshApp.LifetimeTest do
   test "touching a record (a read or an update) resets its inactivity timer" do
     session = session!()
     id = session.id
-    stop_at = System.monotonic_time(:millisecond) + 600
 
     # 600 ms of activity, every 50 ms, against a 200 ms timeout
-    Stream.repeatedly(fn ->
-      Process.sleep(50)
-      Ash.get!(Session, id)
-    end)
-    |> Enum.take_while(fn _ -> System.monotonic_time(:millisecond) < stop_at end)
+    every_50ms_for(600, fn -> Ash.get!(Session, id) end)
 
     refute_received {:destroyed, Session, ^id, _}
     assert exists_on_node?(session)
@@ -40,13 +46,8 @@ defmodule AshApp.LifetimeTest do
   test "keep_alive keeps a record without reading it" do
     session = session!()
     id = session.id
-    stop_at = System.monotonic_time(:millisecond) + 600
 
-    Stream.repeatedly(fn ->
-      Process.sleep(50)
-      AshGenServer.keep_alive(session)
-    end)
-    |> Enum.take_while(fn _ -> System.monotonic_time(:millisecond) < stop_at end)
+    every_50ms_for(600, fn -> AshGenServer.keep_alive(session) end)
 
     refute_received {:destroyed, Session, ^id, _}
     assert exists_on_node?(session)
