@@ -2,6 +2,7 @@
 
 use ash_gen_server::client;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig};
+use ash_gen_server::protocol::{self, Server};
 use ash_gen_server::term::parse_term;
 use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
 use clap::{Args, Parser, Subcommand};
@@ -220,14 +221,19 @@ async fn start(args: StartArgs) -> Result<(), String> {
         epmd_port: args.naming.epmd_port,
         epmd_mode: args.epmd,
         net_ticktime: Duration::from_secs(args.net_ticktime.max(1)),
-        fault_injection: args.enable_fault_injection,
         busy_poll: Duration::from_micros(args.busy_poll_us),
     };
+    // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
+    let options = protocol::Options {
+        fault_injection: args.enable_fault_injection,
+    };
+    let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
     if let Some(path) = &args.resources {
         let json = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let n = ash_gen_server::config::define_from_json(&running.node.store, &json)?;
+        let store = &server.service.records.store;
+        let n = ash_gen_server::config::define_from_json(store, &json)?;
         tracing::info!(file = %path.display(), resources = n, "defined resources from file");
     }
     for peer in &args.join {
@@ -254,6 +260,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    server.stop();
     running.shutdown().await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use ash_gen_server::client;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig, RunningNode};
+use ash_gen_server::protocol::{Options, Server};
 use ash_gen_server::term::{Value, parse_term};
 use std::process::Command;
 use std::time::Duration;
@@ -19,10 +20,11 @@ async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
         epmd_port: 0,
         epmd_mode: EpmdMode::Embedded,
         net_ticktime: Duration::from_secs(60),
-        fault_injection,
         busy_poll: Duration::from_micros(100),
     };
     let running = Node::start(config).await.expect("node starts");
+    // The server lives as long as the node (its tasks end with the runtime).
+    Server::start(&running.node, Options { fault_injection }).expect("server starts");
     assert!(running.embedded_epmd);
     let epmd_port = running.node.config.epmd_port;
     assert_ne!(epmd_port, 0);

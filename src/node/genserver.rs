@@ -5,7 +5,7 @@
 //! supports aliases, so a caller that gave up waiting never receives a stale reply.
 
 use super::Node;
-use super::process::SERVER_PID;
+use super::process::NODE_PID;
 use crate::term::{Pid, Ref, Value};
 use crate::wire::etf::TermWriter;
 use erl_dist::DistributionFlags;
@@ -74,24 +74,32 @@ fn alias_of(tag: &Value) -> Option<&Ref> {
 
 impl Node {
     /// Sends the reply `{Tag, Reply}` to a caller.
-    pub fn reply(&self, from: &From, reply: &Value) {
+    pub fn reply(self: &std::sync::Arc<Self>, from: &From, reply: &Value) {
         self.reply_with(from, |w| w.term(reply));
     }
 
     /// Sends `{Tag, Reply}` where `body` writes the reply term.
-    pub fn reply_with(&self, from: &From, mut body: impl FnMut(&mut TermWriter)) {
-        let Some(conn) = self.conn(from.pid.node.as_str()) else {
-            tracing::debug!(to = %from.pid, "caller's node is gone; reply dropped");
-            return;
-        };
+    pub fn reply_with(
+        self: &std::sync::Arc<Self>,
+        from: &From,
+        mut body: impl FnMut(&mut TermWriter),
+    ) {
         let payload = |w: &mut TermWriter| {
             w.tuple_header(2);
             w.term(&from.tag);
             body(w);
         };
+        if self.processes.is_local(&from.pid) {
+            self.send_with(&from.pid, payload);
+            return;
+        }
+        let Some(conn) = self.conn(from.pid.node.as_str()) else {
+            tracing::debug!(to = %from.pid, "caller's node is gone; reply dropped");
+            return;
+        };
         conn.write(|w| match alias_of(&from.tag) {
             Some(alias) if conn.has(DistributionFlags::ALIAS) => {
-                w.alias_send(&self.processes.pid(SERVER_PID), alias, payload)
+                w.alias_send(&self.processes.pid(NODE_PID), alias, payload)
             }
             _ => w.send(&from.pid, payload),
         });

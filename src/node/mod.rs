@@ -1,18 +1,29 @@
-//! The node: its identity, its connections to peers, and how to send to a remote process.
+//! The node: its identity, its connections to peers, and its processes.
 //!
-//! [`Node`] is shared by every task. Starting one ([`Node::start`]) binds the distribution port,
-//! makes sure an EPMD is there (running an embedded one if allowed and needed), registers, and
-//! spawns the accept loop and the record timers. [`connection`] runs each peer connection,
-//! [`dispatch`] routes what arrives, [`process`] keeps the local processes with their monitors
-//! and links, and [`genserver`] speaks the `gen_server` call/cast conventions.
+//! [`Node`] is shared by every task. It is a platform for processes and knows nothing of what
+//! they do: anything implementing [`Process`] can be registered under a name or spawned, and
+//! gets what peers send to its pid. [`Node::new`] builds a node without sockets (for unit tests
+//! and in-process use: local processes talk to each other through it); [`Node::start`] also
+//! binds the distribution port, makes sure an EPMD is there (running an embedded one if allowed
+//! and needed), registers, and accepts connections.
+//!
+//! [`connection`] runs each peer connection, [`dispatch`] routes what arrives, [`process`] keeps
+//! the local processes with their monitors and links, [`signals`] sends messages, exits and
+//! monitors to local and remote processes alike, [`genserver`] speaks the `gen_server`
+//! call/cast conventions, and [`net_kernel`] answers pings.
 
 pub mod connection;
 pub mod dispatch;
 pub mod genserver;
+pub mod mailbox;
+pub mod net_kernel;
 pub mod process;
+pub mod signals;
 
-use crate::record::{Expiry, Store, Timers};
-use crate::term::{Atom, Pid, Ref, Value};
+pub use mailbox::{Mailbox, Signal};
+pub use process::Process;
+
+use crate::term::{Atom, Ref};
 use crate::wire::dist::FrameWriter;
 use crate::wire::epmd::{self, EpmdServer, Registration};
 use connection::Conn;
@@ -55,10 +66,26 @@ pub struct NodeConfig {
     pub epmd_mode: EpmdMode,
     /// A peer silent for this long is disconnected; ticks go out every quarter of it.
     pub net_ticktime: Duration,
-    /// Serve the `fault` request (tests only).
-    pub fault_injection: bool,
     /// How long a connection's reader keeps polling for input before it sleeps.
     pub busy_poll: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults of `ash-gen-server start`: any free port on
+    /// 127.0.0.1, the EPMD on its usual port (embedded if none runs), a 60 s `net_ticktime`,
+    /// 100 µs of busy polling.
+    pub fn new(name: NodeName, cookie: String) -> NodeConfig {
+        NodeConfig {
+            name,
+            cookie,
+            port: 0,
+            bind: std::net::IpAddr::from([127, 0, 0, 1]),
+            epmd_port: epmd::DEFAULT_EPMD_PORT,
+            epmd_mode: EpmdMode::Auto,
+            net_ticktime: Duration::from_secs(60),
+            busy_poll: Duration::from_micros(100),
+        }
+    }
 }
 
 /// A running node.
@@ -74,18 +101,13 @@ pub struct Node {
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Local processes, monitors and links.
     pub processes: ProcessTable,
-    /// The resources and their records.
-    pub store: Store,
-    /// Record lifetimes.
-    pub timers: Arc<Timers>,
-    /// Expiry handlers.
-    pub expiry: Expiry,
-    /// Unique to this run of the node: a client seeing it change knows the node restarted
-    /// (and lost its records and definitions).
-    pub instance: uuid::Uuid,
+    node_down: Mutex<Vec<NodeDownHook>>,
     refs: AtomicU64,
     conn_ids: AtomicU64,
 }
+
+/// Called with the name of a peer whose connection ended.
+pub type NodeDownHook = Box<dyn Fn(&Arc<Node>, &str) + Send + Sync>;
 
 /// A started node and its background tasks.
 pub struct RunningNode {
@@ -113,6 +135,9 @@ pub enum StartError {
     /// EPMD is missing or refused the registration.
     #[error(transparent)]
     Epmd(#[from] epmd::EpmdError),
+    /// The node name does not fit in the atom table.
+    #[error("the node name cannot be an atom: {0}")]
+    Name(#[from] crate::term::AtomTableFull),
     /// The embedded EPMD could not start.
     #[error("cannot start the embedded EPMD on port {port}: {source}")]
     EmbeddedEpmd {
@@ -124,7 +149,29 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Starts a node: EPMD, listen, register, accept connections, run timers.
+    /// A node without sockets: its processes can talk to each other, and it can dial peers,
+    /// but nobody can connect to it. `creation` tells this incarnation's pids apart from an
+    /// earlier one's. Fails only when the name does not fit in an atom.
+    pub fn new(config: NodeConfig, creation: u32) -> Result<Arc<Node>, crate::term::AtomTableFull> {
+        let name_atom = Atom::new(&config.name.to_string())?;
+        let local = crate::wire::handshake::local_node(&config.name, creation);
+        let node = Arc::new(Node {
+            processes: ProcessTable::new(name_atom, creation),
+            name_atom,
+            creation,
+            local,
+            conns: RwLock::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            node_down: Mutex::new(Vec::new()),
+            refs: AtomicU64::new(1),
+            conn_ids: AtomicU64::new(1),
+            config,
+        });
+        net_kernel::register(&node);
+        Ok(node)
+    }
+
+    /// Starts a node: EPMD, listen, register, accept connections.
     pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
         let mut tasks = Vec::new();
         let mut embedded_epmd = false;
@@ -169,42 +216,12 @@ impl Node {
         let registration = epmd::register(config.epmd_port, config.name.name(), port).await?;
         let creation = registration.creation;
 
-        let name_atom = Atom::new(&config.name.to_string()).map_err(|e| StartError::Listen {
-            addr,
-            source: std::io::Error::other(e),
-        })?;
-        let local = crate::wire::handshake::local_node(&config.name, creation);
-        let timers = Arc::new(Timers::new());
-        let node = Arc::new(Node {
-            processes: ProcessTable::new(name_atom, creation),
-            store: Store::default(),
-            timers: timers.clone(),
-            expiry: Expiry::default(),
-            instance: uuid::Uuid::new_v4(),
-            name_atom,
-            creation,
-            local,
-            conns: RwLock::new(HashMap::new()),
-            connecting: Mutex::new(HashMap::new()),
-            refs: AtomicU64::new(1),
-            conn_ids: AtomicU64::new(1),
-            config,
-        });
+        let node = Node::new(config, creation)?;
         tasks.push(tokio::spawn(connection::accept_loop(
             node.clone(),
             listener,
         )));
-        tasks.push(tokio::spawn(timers.run(Arc::downgrade(&node))));
-        let weak = Arc::downgrade(&node);
-        tasks.push(tokio::spawn(async move {
-            let mut every_second = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every_second.tick().await;
-                let Some(node) = weak.upgrade() else { return };
-                node.expiry.flush_log(node.timers.now());
-            }
-        }));
-        tracing::info!(node = %node.config.name, port, creation, instance = %node.instance, "node started");
+        tracing::info!(node = %node.config.name, port, creation, "node started");
         Ok(RunningNode {
             node,
             port,
@@ -274,9 +291,17 @@ impl Node {
         }
     }
 
-    fn peer_gone(self: &Arc<Self>, peer: &str) {
-        self.processes.node_down(peer);
-        self.expiry.node_down(self, peer);
+    pub(crate) fn peer_gone(self: &Arc<Self>, peer: &str) {
+        self.node_down_signals(peer);
+        for hook in self.node_down.lock().iter() {
+            hook(self, peer);
+        }
+    }
+
+    /// Calls `hook` with the name of every peer whose connection ends from now on (as
+    /// `net_kernel:monitor_nodes/1`).
+    pub fn on_node_down(&self, hook: NodeDownHook) {
+        self.node_down.lock().push(hook);
     }
 
     /// Connects to `peer` unless already connected.
@@ -304,11 +329,6 @@ impl Node {
             Some(conn) => conn.write(write),
             None => false,
         }
-    }
-
-    /// Sends `message` to a remote process (dropped if its node is not connected, as in Erlang).
-    pub fn send(&self, to: &Pid, message: &Value) -> bool {
-        self.write_to(to.node, |w| w.send(to, |t| t.term(message)))
     }
 
     /// Closes every connection (used at shutdown).

@@ -1,55 +1,82 @@
-//! Local processes: their pids, and the monitors and links remote processes hold on them.
+//! Local processes: the [`Process`] behaviour, the table of live processes with their pids and
+//! registered names, and the monitors and links that tie them to other processes.
 //!
-//! Two processes live as long as the node: `ash_gen_server` (the protocol server) and
-//! `net_kernel`. Every other local process is a record actor, which gets a pid the first time
-//! one is asked for. Monitors and links are kept here, outside the actors, so a record nobody
-//! watches costs nothing for them. When a local process exits, [`ProcessTable::exit`] sends
-//! `'DOWN'` to its monitors and exit signals to its links; when a peer disconnects,
-//! [`ProcessTable::node_down`] forgets its monitors and breaks its links, as the BEAM does.
+//! The node knows nothing of what its processes do: anything that implements [`Process`] can be
+//! registered under a name or spawned with a fresh pid, and the node delivers to it what arrives
+//! for that pid — messages, exit signals, and `'DOWN'` for the monitors it holds. When a local
+//! process exits, [`ProcessTable::exit`] tells its monitors and links; when a peer disconnects,
+//! [`ProcessTable::node_down`] forgets that peer's monitors and links on local processes and
+//! reports `noconnection` to local processes that monitored the peer's processes, as the BEAM
+//! does.
 
-use super::Node;
-use crate::record::RecordActor;
-use crate::term::{Atom, Pid, Ref, Value, atoms};
-use crate::wire::dist::ProcRef;
+use crate::term::{Atom, Pid, Ref, Value};
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Pid number of the `ash_gen_server` process.
-pub const SERVER_PID: u64 = 1;
-/// Pid number of the `net_kernel` process.
-pub const NET_KERNEL_PID: u64 = 2;
-const FIRST_DYNAMIC_PID: u64 = 1000;
-const ID_BITS: u32 = 28;
+use super::Node;
 
-/// The registered name of the protocol server.
-pub const SERVER_NAME: &str = "ash_gen_server";
+/// A process of this node: what a pid on this node stands for.
+///
+/// Every method runs on the task that delivers (a connection's reader, a timer, another
+/// process): implementations queue or handle the signal quickly and must not block.
+pub trait Process: Send + Sync + 'static {
+    /// A message arrived for this process (`from` is the sender when the peer said).
+    fn deliver(&self, node: &Arc<Node>, from: Option<Pid>, message: Value);
 
-/// A local process a message can be delivered to.
-pub enum Target {
-    /// The protocol server.
-    Server,
-    /// `net_kernel`.
-    NetKernel,
-    /// A record actor.
-    Record(Arc<RecordActor>),
+    /// A message arrived that nests deeper than the node decodes; `message` is what could be
+    /// decoded, with the deepest parts cut off. By default it is dropped.
+    fn too_deep(&self, _node: &Arc<Node>, _message: Value) {
+        tracing::warn!("dropped a message nested too deeply");
+    }
+
+    /// An exit signal: `from` exited with `reason` and was linked (`link`), or called
+    /// `exit(Pid, Reason)`. By default it is ignored, as by a process trapping exits.
+    fn exit_signal(&self, _node: &Arc<Node>, _from: Pid, _reason: Value, _link: bool) {}
+
+    /// A monitor this process holds fired: `{'DOWN', Reference, process, Target, Reason}`.
+    fn down(&self, _node: &Arc<Node>, _reference: Ref, _target: Pid, _reason: Value) {}
 }
 
+/// Pid number 0: the node itself, as the sender of what no process sends (spawn refusals,
+/// replies to aliases).
+pub const NODE_PID: u64 = 0;
+const FIRST_PID: u64 = 1;
+const ID_BITS: u32 = 28;
+
+/// Someone watching a local process.
 #[derive(Clone)]
 struct Watcher {
     pid: Pid,
     reference: Ref,
+    /// The name the watcher monitored the process by, if it did by name.
+    name: Option<Atom>,
 }
 
-/// Pids, monitors and links of this node's processes.
+/// Pids, names, monitors and links of this node's processes.
 pub struct ProcessTable {
     node: Atom,
     creation: u32,
     next: AtomicU64,
-    records: RwLock<HashMap<u64, Arc<RecordActor>>>,
-    monitors: Mutex<HashMap<u64, Vec<Watcher>>>,
-    links: Mutex<HashMap<u64, Vec<Pid>>>,
+    live: RwLock<FxHashMap<u64, Arc<dyn Process>>>,
+    names: RwLock<HashMap<Atom, u64>>,
+    /// Monitors on local processes, by the watched process's number.
+    monitors: Mutex<FxHashMap<u64, Vec<Watcher>>>,
+    /// Monitors local processes hold on remote ones: reference → (watcher number, target).
+    watching: Mutex<HashMap<Ref, (u64, Pid)>>,
+    /// Links of local processes, by the local process's number.
+    links: Mutex<FxHashMap<u64, Vec<Pid>>>,
+}
+
+/// What [`ProcessTable::exit`] found to tell about an exited process.
+#[derive(Default)]
+pub struct Exited {
+    /// The monitors that fire: `(watcher, reference, the name it monitored by)`.
+    pub watchers: Vec<(Pid, Ref, Option<Atom>)>,
+    /// The linked processes.
+    pub linked: Vec<Pid>,
 }
 
 impl ProcessTable {
@@ -58,10 +85,12 @@ impl ProcessTable {
         ProcessTable {
             node,
             creation,
-            next: AtomicU64::new(FIRST_DYNAMIC_PID),
-            records: RwLock::new(HashMap::new()),
-            monitors: Mutex::new(HashMap::new()),
-            links: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(FIRST_PID),
+            live: RwLock::new(FxHashMap::default()),
+            names: RwLock::new(HashMap::new()),
+            monitors: Mutex::new(FxHashMap::default()),
+            watching: Mutex::new(HashMap::new()),
+            links: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -83,64 +112,86 @@ impl ProcessTable {
         Some(((pid.serial as u64) << ID_BITS) | pid.id as u64)
     }
 
-    /// Whether `name` is a process registered on this node.
-    pub fn is_registered(name: &str) -> bool {
-        name == SERVER_NAME || name == "net_kernel"
+    /// Whether `pid` belongs to this node (any incarnation).
+    pub fn is_local(&self, pid: &Pid) -> bool {
+        pid.node == self.node
+    }
+
+    /// Gives `process` a new pid. `make` gets the pid before the process is reachable.
+    pub fn spawn(&self, make: impl FnOnce(Pid) -> Arc<dyn Process>) -> Pid {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let pid = self.pid(n);
+        let process = make(pid);
+        self.live.write().insert(n, process);
+        pid
+    }
+
+    /// Spawns `make`'s process under the registered name `name`; `None` if the name is taken.
+    pub fn register(&self, name: Atom, make: impl FnOnce(Pid) -> Arc<dyn Process>) -> Option<Pid> {
+        let mut names = self.names.write();
+        if names.contains_key(&name) {
+            return None;
+        }
+        let pid = self.spawn(make);
+        names.insert(name, self.number(&pid).expect("a pid of this node"));
+        Some(pid)
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: Atom) -> Option<Pid> {
+        self.names.read().get(&name).map(|&n| self.pid(n))
     }
 
     /// The process `pid` names, if it is alive.
-    pub fn resolve(&self, pid: &Pid) -> Option<Target> {
-        match self.number(pid)? {
-            SERVER_PID => Some(Target::Server),
-            NET_KERNEL_PID => Some(Target::NetKernel),
-            n => self.records.read().get(&n).cloned().map(Target::Record),
-        }
+    pub fn resolve(&self, pid: &Pid) -> Option<Arc<dyn Process>> {
+        let n = self.number(pid)?;
+        self.live.read().get(&n).cloned()
     }
 
-    /// Gives a record actor a new pid number.
-    pub fn spawn(&self, actor: Arc<RecordActor>) -> u64 {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.records.write().insert(n, actor);
-        n
+    /// The process registered under `name`.
+    pub fn resolve_name(&self, name: Atom) -> Option<Arc<dyn Process>> {
+        let n = *self.names.read().get(&name)?;
+        self.live.read().get(&n).cloned()
     }
 
-    /// Number of record processes that have a pid.
+    /// Number of live processes.
     pub fn count(&self) -> usize {
-        self.records.read().len()
+        self.live.read().len()
     }
 
-    /// A remote process starts monitoring a local one.
-    pub fn monitor(&self, node: &Node, watcher: Pid, target: ProcRef, reference: Ref) {
-        let n = match &target {
-            ProcRef::Name(name) if Self::is_registered(name.as_str()) => return,
-            ProcRef::Name(_) => None,
-            ProcRef::Pid(pid) => match self.number(pid) {
-                Some(SERVER_PID | NET_KERNEL_PID) => return,
-                Some(n) if self.records.read().contains_key(&n) => Some(n),
-                _ => None,
-            },
+    fn alive(&self, n: u64) -> bool {
+        self.live.read().contains_key(&n)
+    }
+
+    /// `watcher` starts monitoring the local process `target` (by `name`, if it named it) under
+    /// `reference`. Returns false (and records nothing) when the target is not alive: the
+    /// caller reports `noproc`.
+    pub fn add_monitor(
+        &self,
+        watcher: Pid,
+        target: &Pid,
+        reference: Ref,
+        name: Option<Atom>,
+    ) -> bool {
+        let Some(n) = self.number(target) else {
+            return false;
         };
-        if let Some(n) = n {
-            let mut monitors = self.monitors.lock();
-            // Checked again under the lock that `exit` takes, so no 'DOWN' is missed.
-            if self.records.read().contains_key(&n) {
-                monitors.entry(n).or_default().push(Watcher {
-                    pid: watcher,
-                    reference,
-                });
-                return;
-            }
+        let mut monitors = self.monitors.lock();
+        // Checked under the lock that `exit` takes, so no 'DOWN' is missed.
+        if !self.alive(n) {
+            return false;
         }
-        let noproc = Value::Atom(*atoms::NOPROC);
-        node.write_to(watcher.node, |w| {
-            w.monitor_exit(&target, &watcher, &reference, &noproc)
+        monitors.entry(n).or_default().push(Watcher {
+            pid: watcher,
+            reference,
+            name,
         });
+        true
     }
 
-    /// A remote process stops monitoring.
-    pub fn demonitor(&self, target: &ProcRef, reference: &Ref) {
-        let ProcRef::Pid(pid) = target else { return };
-        let Some(n) = self.number(pid) else { return };
+    /// Removes the monitor `reference` on the local process `target`.
+    pub fn remove_monitor(&self, target: &Pid, reference: &Ref) {
+        let Some(n) = self.number(target) else { return };
         let mut monitors = self.monitors.lock();
         if let Some(list) = monitors.get_mut(&n) {
             list.retain(|w| &w.reference != reference);
@@ -150,33 +201,37 @@ impl ProcessTable {
         }
     }
 
-    /// A remote process links to a local one.
-    pub fn link(&self, node: &Node, from: Pid, to: Pid) {
-        let Some(n) = self.number(&to) else {
-            return self.refuse_link(node, from, to);
+    /// Notes that the local process `watcher` monitors the remote process `target`.
+    pub fn watch(&self, watcher: &Pid, target: Pid, reference: Ref) {
+        if let Some(n) = self.number(watcher) {
+            self.watching.lock().insert(reference, (n, target));
+        }
+    }
+
+    /// A monitor a local process held on a remote one fired or was removed: who held it, on what.
+    pub fn unwatch(&self, reference: &Ref) -> Option<(Pid, Pid)> {
+        let (n, target) = self.watching.lock().remove(reference)?;
+        Some((self.pid(n), target))
+    }
+
+    /// Links the local process `local` with `other`. Returns false when `local` is not alive.
+    pub fn add_link(&self, local: &Pid, other: Pid) -> bool {
+        let Some(n) = self.number(local) else {
+            return false;
         };
-        if n == SERVER_PID || n == NET_KERNEL_PID {
-            return;
-        }
         let mut links = self.links.lock();
-        if self.records.read().contains_key(&n) {
-            let list = links.entry(n).or_default();
-            if !list.contains(&from) {
-                list.push(from);
-            }
-            return;
+        if !self.alive(n) {
+            return false;
         }
-        drop(links);
-        self.refuse_link(node, from, to);
+        let list = links.entry(n).or_default();
+        if !list.contains(&other) {
+            list.push(other);
+        }
+        true
     }
 
-    fn refuse_link(&self, node: &Node, from: Pid, to: Pid) {
-        let noproc = Value::Atom(*atoms::NOPROC);
-        node.write_to(from.node, |w| w.exit(&to, &from, &noproc));
-    }
-
-    /// Removes a link (either side asked).
-    pub fn unlink(&self, local: &Pid, remote: &Pid) -> bool {
+    /// Removes a link (either side asked). Returns whether there was one.
+    pub fn unlink(&self, local: &Pid, other: &Pid) -> bool {
         let Some(n) = self.number(local) else {
             return false;
         };
@@ -185,7 +240,7 @@ impl ProcessTable {
             return false;
         };
         let before = list.len();
-        list.retain(|p| p != remote);
+        list.retain(|p| p != other);
         let removed = list.len() != before;
         if list.is_empty() {
             links.remove(&n);
@@ -193,36 +248,40 @@ impl ProcessTable {
         removed
     }
 
-    /// Local process `n` has exited with `reason`: tell its monitors and links.
-    pub fn exit(&self, node: &Node, n: u64, reason: &Value) {
+    /// Local process `pid` has exited: it is removed (with its name), and what watched it or
+    /// was linked to it is returned for the node to tell.
+    pub fn exit(&self, pid: &Pid) -> Exited {
+        let Some(n) = self.number(pid) else {
+            return Exited::default();
+        };
         let watchers = {
             let mut monitors = self.monitors.lock();
-            self.records.write().remove(&n);
+            if self.live.write().remove(&n).is_none() {
+                return Exited::default();
+            }
             monitors.remove(&n).unwrap_or_default()
         };
+        self.names.write().retain(|_, m| *m != n);
         let linked = self.links.lock().remove(&n).unwrap_or_default();
-        if watchers.is_empty() && linked.is_empty() {
-            return;
-        }
-        let me = self.pid(n);
-        let from = ProcRef::Pid(me);
-        for w in watchers {
-            node.write_to(w.pid.node, |out| {
-                out.monitor_exit(&from, &w.pid, &w.reference, reason)
-            });
-        }
-        for pid in linked {
-            node.write_to(pid.node, |w| w.exit(&me, &pid, reason));
+        let mut watching = self.watching.lock();
+        watching.retain(|_, (watcher, _)| *watcher != n);
+        Exited {
+            watchers: watchers
+                .into_iter()
+                .map(|w| (w.pid, w.reference, w.name))
+                .collect(),
+            linked,
         }
     }
 
-    /// `peer` disconnected: forget its monitors and links.
+    /// `peer` disconnected: its monitors and links on local processes are forgotten; returns the
+    /// monitors local processes held on its processes, `(watcher, reference, target)`, which
+    /// fire with `noconnection`.
     ///
-    /// Unlike a BEAM process, a record is not killed with `noconnection` when a linked peer
-    /// goes away: losing a client's connection is not the record failing, and a record must
-    /// never be lost to a network event. Only an exit signal a live process actually sends (it
-    /// exited, or called `exit/2`) reaches a record.
-    pub fn node_down(&self, peer: &str) {
+    /// Unlike a BEAM process, a local process is not sent an exit signal for a link to a
+    /// process of the lost peer: a client's connection going away is not the local process
+    /// failing (a record must never be lost to a network event).
+    pub fn node_down(&self, peer: &str) -> Vec<(Pid, Ref, Pid)> {
         let from_peer = |pid: &Pid| pid.node.as_str() == peer;
         self.monitors.lock().retain(|_, list| {
             list.retain(|w| !from_peer(&w.pid));
@@ -232,6 +291,27 @@ impl ProcessTable {
             list.retain(|p| !from_peer(p));
             !list.is_empty()
         });
+        let mut fired = Vec::new();
+        self.watching.lock().retain(|reference, (watcher, target)| {
+            if from_peer(target) {
+                fired.push((self.pid(*watcher), *reference, *target));
+                false
+            } else {
+                true
+            }
+        });
+        fired
+    }
+
+    /// Counts of what the table holds: `(processes, monitors on local processes, monitors held
+    /// on remote ones, links)`.
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.count(),
+            self.monitors.lock().values().map(Vec::len).sum(),
+            self.watching.lock().len(),
+            self.links.lock().values().map(Vec::len).sum(),
+        )
     }
 
     /// The node name atom.

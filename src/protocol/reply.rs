@@ -1,12 +1,13 @@
-//! Reply terms: how results and errors look on the wire (see docs/PROTOCOL.md).
+//! Reply terms — how results look on the wire (docs/PROTOCOL.md) — and [`ToCaller`], the way a
+//! record's result reaches the caller of `ash_gen_server`.
 
-use crate::record::{Outcome, StoreError, UpsertKind};
+use super::error::Error;
+use crate::node::Node;
+use crate::node::genserver::{self, From, GenMessage};
+use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
 use crate::wire::etf::TermWriter;
-
-fn atom(name: &'static str) -> Value {
-    Value::Atom(Atom::from_static(name))
-}
+use std::sync::Arc;
 
 /// `ok`.
 pub fn ok() -> Value {
@@ -23,54 +24,9 @@ pub fn ok_list(items: Vec<Value>) -> Value {
     ok_with(Value::list(items))
 }
 
-/// `{error, Reason}`.
-pub fn error(reason: Value) -> Value {
-    Value::pair(Value::Atom(*atoms::ERROR), reason)
-}
-
-/// The reason of a malformed request: `{bad_request, <<"what is wrong">>}`.
-pub fn bad_request(message: &str) -> Value {
-    Value::pair(atom("bad_request"), Value::from(message))
-}
-
-/// The reason of a request this node does not know.
-pub fn unknown_request(request: &Value) -> Value {
-    Value::pair(atom("unknown_request"), request.clone())
-}
-
-fn atoms_list(fields: &[Atom]) -> Value {
-    Value::list(fields.iter().map(|f| Value::Atom(*f)).collect())
-}
-
-/// The reason term of a store error.
-pub fn reason(e: &StoreError) -> Value {
-    match e {
-        StoreError::NotFound => atom("not_found"),
-        StoreError::Stale => atom("stale"),
-        StoreError::AlreadyExists(pk) => Value::pair(atom("already_exists"), pk.clone()),
-        StoreError::IdentityConflict(name, values) => Value::tuple(vec![
-            atom("identity_conflict"),
-            name.clone(),
-            values.clone(),
-        ]),
-        StoreError::UnknownResource(r) => Value::pair(atom("unknown_resource"), Value::Atom(*r)),
-        StoreError::MissingPrimaryKey(fields) => {
-            Value::pair(atom("missing_primary_key"), atoms_list(fields))
-        }
-        StoreError::PrimaryKeyMismatch(fields) => {
-            Value::pair(atom("primary_key_mismatch"), atoms_list(fields))
-        }
-        StoreError::UnknownUpsertKeys(fields) => {
-            Value::pair(atom("unknown_upsert_keys"), atoms_list(fields))
-        }
-        StoreError::BadRequest(message) => bad_request(message),
-        StoreError::RecordCrashed(reason) => Value::pair(atom("record_crashed"), reason.clone()),
-        StoreError::NotANumber(field, value) => Value::tuple(vec![
-            atom("not_a_number"),
-            Value::Atom(*field),
-            value.clone(),
-        ]),
-    }
+/// An atom reply, such as `pong`.
+pub fn atom(name: &'static str) -> Value {
+    Value::Atom(Atom::from_static(name))
 }
 
 fn upsert_atom(kind: UpsertKind) -> Value {
@@ -114,14 +70,51 @@ pub fn render(outcome: &Outcome) -> Value {
         Outcome::Upserted(kind, record) => {
             Value::tuple(vec![ok(), upsert_atom(*kind), record.to_value()])
         }
-        Outcome::Error(e) => error(reason(e)),
+        Outcome::Error(e) => Error::Store(e.clone()).to_reply(),
+    }
+}
+
+/// Sends an outcome to the caller `from`.
+pub fn send_outcome(svc: &RecordService, from: &From, outcome: &Outcome) {
+    svc.node()
+        .reply_with(from, |out| encode_outcome(outcome, out));
+}
+
+/// Answers a call nested too deeply to decode with `{error, {bad_request, ...}}` instead of
+/// letting the caller time out; anything else is dropped.
+pub fn refuse_too_deep(node: &Arc<Node>, message: Value) {
+    match genserver::classify(message) {
+        GenMessage::Call(from, _) => {
+            let error = Error::BadRequest(format!(
+                "the request nests deeper than {} levels",
+                crate::wire::etf::MAX_DEPTH
+            ));
+            node.reply(&from, &error.to_reply());
+        }
+        _ => tracing::warn!("dropped a message nested too deeply"),
+    }
+}
+
+/// The caller of `ash_gen_server` waiting for a record's result.
+pub struct ToCaller(pub From);
+
+impl Reply for ToCaller {
+    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
+        send_outcome(svc, &self.0, &outcome);
+    }
+
+    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op) {
+        match op {
+            // The record went away between lookup and delivery: start the upsert over.
+            Op::Upsert(args) => svc.upsert(resource, *args, Some(self)),
+            _ => self.send(svc, Outcome::Error(StoreError::NotFound)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term::Record;
 
     #[test]
     fn outcomes_render_as_documented() {
@@ -141,18 +134,6 @@ mod tests {
         assert_eq!(
             format!("{:?}", render(&Outcome::Error(StoreError::NotFound))),
             "{error,not_found}"
-        );
-        let pk = Value::map(vec![(atom("id"), Value::Int(1))]);
-        assert_eq!(
-            format!(
-                "{:?}",
-                render(&Outcome::Error(StoreError::AlreadyExists(pk)))
-            ),
-            "{error,{already_exists,#{id => 1}}}"
-        );
-        assert_eq!(
-            format!("{:?}", error(bad_request("no"))),
-            "{error,{bad_request,<<\"no\">>}}"
         );
     }
 }

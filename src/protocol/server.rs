@@ -1,468 +1,356 @@
 //! The `ash_gen_server` process: serves every request of docs/PROTOCOL.md.
 //!
-//! A call arrives from [`crate::node::dispatch`], is parsed by [`super::request`], and is served
-//! here: record operations go to the record's actor, which replies when its turn is done;
-//! creates, queries and aggregates are served on the spot. Messages sent to a record's own pid
-//! also come through here ([`handle_record`]) to be parsed.
+//! A message arrives from the node ([`Process::deliver`]), is sorted into call or cast, parsed by
+//! [`super::request`], and served by the request's module: record operations go to the record's
+//! actor, which replies when its turn is done; creates, queries and aggregates are served on the
+//! spot. The server owns the record service, and its monitors on expiry handlers report here.
 
 use super::reply;
-use super::request::{self, DirectRequest, Request, RequestError, UpsertOpts};
-use crate::node::Node;
-use crate::node::genserver::{self, From, GenMessage};
-use crate::query::{self, Aggregate, Query};
-use crate::record::{
-    self, Envelope, Op, Outcome, RecordActor, Reply, Resource, StoreError, Upsert,
-};
-use crate::term::{Atom, Record, Value};
-use parking_lot::Mutex;
+use super::request::Request;
+use super::service::{Options, Service};
+use crate::node::genserver::{self, GenMessage};
+use crate::node::{Node, Process};
+use crate::record::RecordService;
+use crate::term::{Pid, Ref, Value};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::task::JoinHandle;
 
-/// Handles a message sent to `ash_gen_server`.
-pub fn handle(node: &Arc<Node>, message: Value) {
-    match genserver::classify(message) {
-        GenMessage::Call(from, request) => match parse(request) {
-            Ok(request) => call(node, from, request),
-            Err(reason) => node.reply(&from, &reply::error(reason)),
-        },
-        GenMessage::Cast(request) => match parse(request) {
-            Ok(request) => cast(node, request),
-            Err(reason) => tracing::warn!(?reason, "ignored a malformed cast"),
-        },
-        GenMessage::Info(message) => {
-            tracing::warn!(
-                ?message,
-                "ash_gen_server ignored a message that is neither a call nor a cast"
-            );
-        }
-    }
+/// The name the server is registered under.
+pub const SERVER_NAME: &str = "ash_gen_server";
+
+/// The `ash_gen_server` process.
+pub struct Server {
+    service: Arc<Service>,
 }
 
-/// Handles a message sent to a record's pid.
-pub fn handle_record(node: &Arc<Node>, actor: &Arc<RecordActor>, message: Value) {
-    match genserver::classify(message) {
-        GenMessage::Call(from, request) => match request::parse_direct(&request) {
-            Ok(parsed) => actor.deliver(
-                node,
-                Envelope::Call(Some(Box::new(DirectReply(from))), direct_op(parsed)),
-            ),
-            Err(e) => node.reply(&from, &reply::error(request_error(e, &request))),
-        },
-        GenMessage::Cast(request) => {
-            if let Ok(DirectRequest::KeepAlive) = request::parse_direct(&request) {
-                actor.deliver(node, Envelope::Call(None, Op::KeepAlive));
-            }
-        }
-        GenMessage::Info(message) => {
-            tracing::debug!(?message, "a record process ignored a plain message");
-        }
-    }
+/// A started server: its pid, its state and its background tasks.
+pub struct RunningServer {
+    /// The server's pid.
+    pub pid: Pid,
+    /// What it serves with.
+    pub service: Arc<Service>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
-fn direct_op(request: DirectRequest) -> Op {
-    match request {
-        DirectRequest::Get => Op::Get,
-        DirectRequest::Update(changes, filter) => Op::Update { changes, filter },
-        DirectRequest::Destroy => Op::Destroy { filter: None },
-        DirectRequest::KeepAlive => Op::KeepAlive,
-    }
-}
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the name {SERVER_NAME} is already registered on this node")]
+pub struct AlreadyRegistered;
 
-fn parse(value: Value) -> Result<Request, Value> {
-    request::parse(&value).map_err(|e| request_error(e, &value))
-}
-
-fn request_error(e: RequestError, request: &Value) -> Value {
-    match e {
-        RequestError::Bad(message) => reply::bad_request(&message),
-        RequestError::Unknown => reply::unknown_request(request),
-    }
-}
-
-fn cast(node: &Arc<Node>, request: Request) {
-    match request {
-        Request::KeepAlive(resource, pk) => {
-            if let Ok(actor) = find(node, resource, &pk) {
-                actor.deliver(node, Envelope::Call(None, Op::KeepAlive));
-            }
-        }
-        other => tracing::warn!(request = ?other, "ignored a cast that only makes sense as a call"),
-    }
-}
-
-fn resource(node: &Node, name: Atom) -> Result<Arc<Resource>, StoreError> {
-    node.store.get(name)
-}
-
-fn find(node: &Node, name: Atom, pk: &Value) -> Result<Arc<RecordActor>, StoreError> {
-    let resource = resource(node, name)?;
-    let key = resource.key_from_pk(pk)?;
-    resource.lookup(&key).ok_or(StoreError::NotFound)
-}
-
-fn outcome_of(result: Result<Outcome, StoreError>) -> Outcome {
-    result.unwrap_or_else(Outcome::Error)
-}
-
-/// Sends an operation to a record's actor; the actor replies.
-fn to_record(node: &Arc<Node>, from: From, name: Atom, pk: &Value, op: Op) {
-    match find(node, name, pk) {
-        Ok(actor) => actor.deliver(node, Envelope::Call(Some(Box::new(ServerReply(from))), op)),
-        Err(e) => send_outcome(node, &from, &Outcome::Error(e)),
-    }
-}
-
-fn send_outcome(node: &Node, from: &From, outcome: &Outcome) {
-    node.reply_with(from, |out| reply::encode_outcome(outcome, out));
-}
-
-fn call(node: &Arc<Node>, from: From, request: Request) {
-    let answer: Value = match request {
-        Request::Get(name, pk) => return to_record(node, from, name, &pk, Op::Get),
-        Request::Update(name, pk, changes, filter) => {
-            return to_record(node, from, name, &pk, Op::Update { changes, filter });
-        }
-        Request::Destroy(name, pk, filter) => {
-            return to_record(node, from, name, &pk, Op::Destroy { filter });
-        }
-        Request::KeepAlive(name, pk) => return to_record(node, from, name, &pk, Op::KeepAlive),
-        Request::Fault(name, pk, fault) => {
-            if !node.config.fault_injection {
-                reply::error(reply_atom("fault_injection_disabled"))
-            } else {
-                return to_record(node, from, name, &pk, Op::Fault(fault));
-            }
-        }
-        Request::Create(name, rec) => {
-            let outcome = outcome_of(
-                resource(node, name)
-                    .and_then(|r| record::create(node, &r, rec))
-                    .map(Outcome::Record),
-            );
-            return send_outcome(node, &from, &outcome);
-        }
-        Request::Upsert(name, rec, opts) => match resource(node, name) {
-            Ok(r) => match upsert_args(&r, rec, &opts) {
-                Ok(args) => {
-                    return record::upsert(node, &r, args, Some(Box::new(ServerReply(from))));
-                }
-                Err(e) => reply::render(&Outcome::Error(e)),
-            },
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::BulkCreate(name, records, upsert) => {
-            return bulk_create(node, from, name, records, upsert);
-        }
-        Request::Query(name, q) => match resource(node, name) {
-            Ok(r) => {
-                let records = run_query(node, &r, &q);
-                return node.reply_with(&from, |out| reply::encode_records(&records, out));
-            }
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Aggregate(name, q, aggregates, group_by) => match resource(node, name) {
-            Ok(r) => aggregate(&r, &q, &aggregates, group_by),
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Whereis(name, pk) => match find(node, name, &pk) {
-            Ok(actor) => match actor.pid(node) {
-                Some(pid) => {
-                    actor.touch(node);
-                    reply::ok_with(Value::Pid(Box::new(pid)))
-                }
-                None => reply::render(&Outcome::Error(StoreError::NotFound)),
-            },
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Define(name, config) => match node.store.define(name, config) {
-            Ok(()) => reply::ok(),
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Subscribe(Some(resources)) if resources.is_empty() => {
-            // Handling no resource is not handling: the same as unsubscribing.
-            node.expiry.unsubscribe(node, &from.pid);
-            reply::ok()
-        }
-        Request::Subscribe(resources) => {
-            node.expiry.subscribe(node, from.pid, resources);
-            reply::ok()
-        }
-        Request::Unsubscribe => {
-            node.expiry.unsubscribe(node, &from.pid);
-            reply::ok()
-        }
-        Request::Info(name) => match resource(node, name) {
-            Ok(r) => reply::ok_with(info(&r)),
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Resources => {
-            reply::ok_list(node.store.names().into_iter().map(Value::Atom).collect())
-        }
-        Request::Clear(name) => match resource(node, name) {
-            Ok(r) => {
-                let actors = r.take_all();
-                let n = actors.len();
-                let reason = Value::pair(
-                    Value::Atom(crate::term::atoms::SHUTDOWN.to_owned()),
-                    reply_atom("cleared"),
-                );
-                for actor in actors {
-                    actor.deliver(node, Envelope::Stop(reason.clone()));
-                }
-                reply::ok_with(Value::Int(n as i64))
-            }
-            Err(e) => reply::render(&Outcome::Error(e)),
-        },
-        Request::Ping => reply_atom("pong"),
-        Request::Stats => reply::ok_with(stats(node)),
-    };
-    node.reply(&from, &answer);
-}
-
-fn reply_atom(name: &'static str) -> Value {
-    Value::Atom(Atom::from_static(name))
-}
-
-/// Builds the upsert for `record` from the request's options.
-fn upsert_args(
-    resource: &Resource,
-    record: Record,
-    opts: &UpsertOpts,
-) -> Result<Upsert, StoreError> {
-    let keys = opts
-        .keys
-        .clone()
-        .unwrap_or_else(|| resource.config().primary_key.clone());
-    let set = match (&opts.set, &opts.fields) {
-        (Some(set), _) => set.clone(),
-        (None, Some(fields)) => record.select(fields),
-        (None, None) => {
-            // Everything but the keys, and never the primary key: an upsert on an identity
-            // updates the record it finds, it does not move it to the new record's key.
-            let primary_key = resource.config().primary_key.clone();
-            let rest: Vec<Atom> = record
-                .iter()
-                .map(|(f, _)| f)
-                .filter(|f| !keys.contains(f) && !primary_key.contains(f))
-                .collect();
-            record.select(&rest)
-        }
-    };
-    Ok(Upsert {
-        record,
-        keys,
-        set,
-        condition: opts.condition.clone(),
-    })
-}
-
-fn bulk_create(
-    node: &Arc<Node>,
-    from: From,
-    name: Atom,
-    records: Vec<Record>,
-    upsert: Option<UpsertOpts>,
-) {
-    let resource = match resource(node, name) {
-        Ok(r) => r,
-        Err(e) => return node.reply(&from, &reply::render(&Outcome::Error(e))),
-    };
-    if records.is_empty() {
-        return node.reply(&from, &reply::ok_list(Vec::new()));
-    }
-    let collector = Collector::new(from, records.len());
-    for (i, rec) in records.into_iter().enumerate() {
-        let slot = Box::new(SlotReply(collector.clone(), i));
-        match &upsert {
-            None => slot.send(
-                node,
-                outcome_of(record::create(node, &resource, rec).map(Outcome::Record)),
-            ),
-            Some(opts) => match upsert_args(&resource, rec, opts) {
-                Ok(args) => record::upsert(node, &resource, args, Some(slot)),
-                Err(e) => slot.send(node, Outcome::Error(e)),
-            },
-        }
-    }
-}
-
-/// Filter during the scan, then sort and page the matches; the returned records are touched.
-fn run_query(node: &Node, resource: &Arc<Resource>, q: &Query) -> Vec<Record> {
-    let matched = resource.select(q.filter.as_ref());
-    let config = resource.config();
-    let page = Query {
-        filter: None,
-        ..q.clone()
-    };
-    let mut result = query::run(matched, &page, &config.primary_key);
-    if config.has_lifetimes() {
-        for rec in &result {
-            if let Some(actor) = resource.key_of(rec).ok().and_then(|k| resource.lookup(&k)) {
-                actor.touch(node);
-            }
-        }
-    }
-    if let Some(select) = &q.select {
-        result = result
-            .into_iter()
-            .map(|rec| query::project(&rec, select, &config.primary_key))
-            .collect();
-    }
-    result
-}
-
-fn aggregate(
-    resource: &Arc<Resource>,
-    q: &Query,
-    aggregates: &[Aggregate],
-    group_by: Option<Atom>,
-) -> Value {
-    let matched = resource.select(q.filter.as_ref());
-    let page = Query {
-        filter: None,
-        ..q.clone()
-    };
-    let pk = &resource.config().primary_key;
-    let result = match group_by {
-        None => query::aggregate(matched, &page, aggregates, pk),
-        Some(field) => query::aggregate_grouped(matched, &page, aggregates, pk, field),
-    };
-    match result {
-        Ok(values) => reply::ok_with(values),
-        Err(e) => reply::error(e.reason()),
-    }
-}
-
-fn stats(node: &Node) -> Value {
-    let int = |n: usize| Value::Int(n as i64);
-    Value::map(vec![
-        (reply_atom("records"), int(node.store.total_records())),
-        (reply_atom("resources"), int(node.store.names().len())),
-        (reply_atom("connections"), int(node.peers().len())),
-        (reply_atom("record_pids"), int(node.processes.count())),
-        (reply_atom("pending_timers"), int(node.timers.pending())),
-        (reply_atom("expiry_handlers"), int(node.expiry.count())),
-        (
-            reply_atom("uptime_ms"),
-            Value::Int(node.timers.now() as i64),
-        ),
-        (
-            reply_atom("instance_id"),
-            Value::from(node.instance.hyphenated().to_string().as_str()),
-        ),
-        (
-            reply_atom("rss_bytes"),
-            crate::node::rss_bytes().map_or_else(|| reply_atom("undefined"), int),
-        ),
-    ])
-}
-
-fn info(resource: &Resource) -> Value {
-    let config = resource.config();
-    let ms = |v: Option<u64>| match v {
-        Some(n) => Value::Int(n as i64),
-        None => reply_atom("infinity"),
-    };
-    let atoms = |fields: &[Atom]| Value::list(fields.iter().map(|f| Value::Atom(*f)).collect());
-    Value::map(vec![
-        (reply_atom("primary_key"), atoms(&config.primary_key)),
-        (reply_atom("count"), Value::Int(resource.len() as i64)),
-        (
-            reply_atom("inactivity_timeout"),
-            ms(config.inactivity_timeout),
-        ),
-        (reply_atom("maximum_lifetime"), ms(config.maximum_lifetime)),
-        (
-            reply_atom("identities"),
-            Value::list(
-                config
-                    .identities
-                    .iter()
-                    .map(|id| Value::pair(id.name.clone(), atoms(&id.fields)))
-                    .collect(),
-            ),
-        ),
-        (
-            reply_atom("max_restarts"),
-            Value::Int(config.restart.max_restarts as i64),
-        ),
-        (
-            reply_atom("max_seconds"),
-            Value::Int(config.restart.max_seconds as i64),
-        ),
-        (
-            reply_atom("expiry_grace"),
-            Value::Int(config.expiry_grace as i64),
-        ),
-    ])
-}
-
-/// Replies to a caller of `ash_gen_server`.
-struct ServerReply(From);
-
-impl Reply for ServerReply {
-    fn send(self: Box<Self>, node: &Node, outcome: Outcome) {
-        send_outcome(node, &self.0, &outcome);
-    }
-
-    fn gone(self: Box<Self>, node: &Node, resource: &Arc<Resource>, op: Op) {
-        match op {
-            // The record went away between lookup and delivery: start the upsert over.
-            Op::Upsert(args) => record::upsert(node, resource, *args, Some(self)),
-            _ => self.send(node, Outcome::Error(StoreError::NotFound)),
-        }
-    }
-}
-
-/// Replies to a caller of a record's own pid. If the record is gone the caller's monitor
-/// reports it (`noproc`), exactly as for any dead process, so nothing is sent.
-struct DirectReply(From);
-
-impl Reply for DirectReply {
-    fn send(self: Box<Self>, node: &Node, outcome: Outcome) {
-        send_outcome(node, &self.0, &outcome);
-    }
-
-    fn gone(self: Box<Self>, _node: &Node, _resource: &Arc<Resource>, _op: Op) {}
-}
-
-/// Gathers the results of a bulk request and replies once all are in.
-struct Collector {
-    from: From,
-    results: Mutex<Vec<Value>>,
-    remaining: AtomicUsize,
-}
-
-impl Collector {
-    fn new(from: From, n: usize) -> Arc<Collector> {
-        Arc::new(Collector {
-            from,
-            results: Mutex::new(vec![Value::nil(); n]),
-            remaining: AtomicUsize::new(n),
+impl Server {
+    /// Registers the server under [`SERVER_NAME`] on `node`, with a new record service, and
+    /// starts the service's timers. Needs a tokio runtime.
+    pub fn start(node: &Arc<Node>, options: Options) -> Result<RunningServer, AlreadyRegistered> {
+        let mut service = None;
+        let pid = node
+            .register(SERVER_NAME, |pid| {
+                let svc = Arc::new(Service {
+                    records: RecordService::new(node.clone(), pid),
+                    options,
+                    instance: uuid::Uuid::new_v4(),
+                });
+                service = Some(svc.clone());
+                Arc::new(Server { service: svc })
+            })
+            .ok_or(AlreadyRegistered)?;
+        let service = service.expect("the server was made");
+        let tasks = service.records.spawn_tasks();
+        tracing::info!(%pid, instance = %service.instance, "{SERVER_NAME} started");
+        Ok(RunningServer {
+            pid,
+            service,
+            tasks,
         })
     }
+}
 
-    fn put(&self, node: &Node, i: usize, value: Value) {
-        self.results.lock()[i] = value;
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results = std::mem::take(&mut *self.results.lock());
-            node.reply(&self.from, &reply::ok_list(results));
+impl RunningServer {
+    /// Stops the background tasks.
+    pub fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
 
-/// One position of a bulk reply.
-struct SlotReply(Arc<Collector>, usize);
-
-impl Reply for SlotReply {
-    fn send(self: Box<Self>, node: &Node, outcome: Outcome) {
-        self.0.put(node, self.1, reply::render(&outcome));
+impl Process for Server {
+    fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
+        let svc = &self.service;
+        match genserver::classify(message) {
+            GenMessage::Call(from, request) => match Request::parse(&request) {
+                Ok(request) => request.execute(svc, from),
+                Err(e) => svc.reply(&from, &e.to_reply()),
+            },
+            GenMessage::Cast(request) => match Request::parse(&request) {
+                Ok(request) => request.cast(svc),
+                Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),
+            },
+            GenMessage::Info(message) => {
+                tracing::warn!(
+                    ?message,
+                    "{SERVER_NAME} ignored a message that is neither a call nor a cast"
+                );
+            }
+        }
     }
 
-    fn gone(self: Box<Self>, node: &Node, resource: &Arc<Resource>, op: Op) {
-        match op {
-            Op::Upsert(args) => record::upsert(node, resource, *args, Some(self)),
-            _ => self.send(node, Outcome::Error(StoreError::NotFound)),
+    fn too_deep(&self, node: &Arc<Node>, message: Value) {
+        reply::refuse_too_deep(node, message);
+    }
+
+    fn down(&self, _node: &Arc<Node>, reference: Ref, target: Pid, reason: Value) {
+        let records = &self.service.records;
+        records
+            .expiry
+            .handler_down(records, &target, &reference, &reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Mailbox, NodeConfig, Signal};
+    use crate::term::parse_term;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn t(s: &str) -> Value {
+        parse_term(s).unwrap()
+    }
+
+    /// A node without sockets, with the server registered and fault injection on.
+    fn serve(name: &str) -> (Arc<Node>, RunningServer) {
+        let config = NodeConfig::new(format!("{name}@127.0.0.1").parse().unwrap(), "c".into());
+        let node = Node::new(config, 3).unwrap();
+        let server = Server::start(
+            &node,
+            Options {
+                fault_injection: true,
+            },
+        )
+        .unwrap();
+        (node, server)
+    }
+
+    async fn call(mailbox: &Mailbox, request: &str) -> Value {
+        mailbox.call(SERVER_NAME, t(request), WAIT).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_requests_without_sockets() {
+        let (node, _server) = serve("unit_crud");
+        assert!(Server::start(&node, Options::default()).is_err());
+        let me = Mailbox::new(&node);
+        assert_eq!(call(&me, "ping").await, t("pong"));
+        assert_eq!(
+            call(
+                &me,
+                "{define, user, #{primary_key => [id], identities => [{email, [email]}]}}"
+            )
+            .await,
+            t("ok")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{create, user, #{id => 1, email => <<\"a\">>, n => 1}}"
+            )
+            .await,
+            t("{ok, #{id => 1, email => <<\"a\">>, n => 1}}")
+        );
+        assert_eq!(
+            call(&me, "{create, user, #{id => 2, email => <<\"a\">>}}").await,
+            t("{error, {identity_conflict, email, #{email => <<\"a\">>}}}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{update, user, #{id => 1}, #{n => 2}, #{filter => {eq, n, 5}}}"
+            )
+            .await,
+            t("{error, stale}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{update, user, #{id => 1}, #{n => 2}, #{filter => {eq, n, 1}}}"
+            )
+            .await,
+            t("{ok, #{id => 1, email => <<\"a\">>, n => 2}}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{upsert, user, #{id => 9, email => <<\"a\">>, n => 7}, #{keys => [email]}}"
+            )
+            .await,
+            t("{ok, updated, #{id => 1, email => <<\"a\">>, n => 7}}")
+        );
+        assert_eq!(
+            call(&me, "{bulk_create, user, [#{id => 3}, #{id => 1}], #{}}").await,
+            t("{ok, [{ok, #{id => 3}}, {error, {already_exists, #{id => 1}}}]}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{query, user, #{sort => [{id, desc}], limit => 1, select => [id]}}"
+            )
+            .await,
+            t("{ok, [#{id => 3}]}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{aggregate, user, #{}, [{c, count, nil, #{}}, {s, sum, n, #{}}]}"
+            )
+            .await,
+            t("{ok, #{c => 2, s => 7}}")
+        );
+        assert_eq!(call(&me, "{destroy, user, #{id => 3}}").await, t("ok"));
+        assert_eq!(
+            call(&me, "{get, user, #{id => 3}}").await,
+            t("{error, not_found}")
+        );
+        assert_eq!(
+            call(&me, "{get, nobody, #{id => 3}}").await,
+            t("{error, {unknown_resource, nobody}}")
+        );
+        assert_eq!(
+            call(&me, "{frob}").await,
+            t("{error, {unknown_request, {frob}}}")
+        );
+        assert_eq!(call(&me, "resources").await, t("{ok, [user]}"));
+        assert_eq!(call(&me, "{clear, user}").await, t("{ok, 1}"));
+    }
+
+    #[tokio::test]
+    async fn a_record_pid_answers_calls_and_exits_when_destroyed() {
+        let (node, server) = serve("unit_pid");
+        let me = Mailbox::new(&node);
+        call(&me, "{define, post, #{primary_key => [id]}}").await;
+        call(&me, "{create, post, #{id => 1, n => 0}}").await;
+        let Value::Tuple(reply) = call(&me, "{whereis, post, #{id => 1}}").await else {
+            panic!("whereis")
+        };
+        let Value::Pid(pid) = &reply[1] else {
+            panic!("not a pid")
+        };
+        let pid = **pid;
+        assert_eq!(server.service.records.pids(), 1);
+        let reference = me.monitor(&pid);
+        assert_eq!(
+            me.call_pid(&pid, t("{update, #{n => 1}}"), WAIT)
+                .await
+                .unwrap(),
+            t("{ok, #{id => 1, n => 1}}")
+        );
+        assert_eq!(
+            me.call_pid(&pid, t("bogus"), WAIT).await.unwrap(),
+            t("{error, {unknown_request, bogus}}")
+        );
+        assert_eq!(
+            me.call_pid(&pid, t("destroy"), WAIT).await.unwrap(),
+            t("ok")
+        );
+        assert_eq!(
+            me.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: pid,
+                reason: t("normal")
+            })
+        );
+        assert_eq!(server.service.records.pids(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_record_restarts_from_its_last_commit_then_is_given_up() {
+        let (node, _server) = serve("unit_supervision");
+        let me = Mailbox::new(&node);
+        call(
+            &me,
+            "{define, job, #{primary_key => [id], max_restarts => 1, max_seconds => 60}}",
+        )
+        .await;
+        call(&me, "{create, job, #{id => 1, n => 5}}").await;
+        let Value::Tuple(reply) = call(&me, "{whereis, job, #{id => 1}}").await else {
+            panic!("whereis")
+        };
+        let Value::Pid(first) = &reply[1] else {
+            panic!("not a pid")
+        };
+        let first = **first;
+        me.monitor(&first);
+        assert_eq!(
+            call(&me, "{fault, job, #{id => 1}, error}").await,
+            t("{error, {record_crashed, {internal_error, <<\"fault injected by request\">>}}}")
+        );
+        // The old pid exited with the failure; the record lives on with its committed state.
+        assert!(matches!(
+            me.recv(WAIT).await,
+            Some(Signal::Down { target, reason, .. })
+                if target == first && reason == t("{internal_error, <<\"fault injected by request\">>}")
+        ));
+        assert_eq!(
+            call(&me, "{get, job, #{id => 1}}").await,
+            t("{ok, #{id => 1, n => 5}}")
+        );
+        // Past the restart intensity the record is removed.
+        call(&me, "{fault, job, #{id => 1}, error}").await;
+        assert_eq!(
+            call(&me, "{get, job, #{id => 1}}").await,
+            t("{error, not_found}")
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_records_go_to_a_handler_and_are_removed_when_it_dies() {
+        let (node, _server) = serve("unit_expiry");
+        let handler = Mailbox::new(&node);
+        let me = Mailbox::new(&node);
+        call(
+            &me,
+            "{define, session, #{primary_key => [id], inactivity_timeout => 30, expiry_grace => 60000}}",
+        )
+        .await;
+        assert_eq!(call(&handler, "{subscribe, [session]}").await, t("ok"));
+        call(&me, "{create, session, #{id => 1}}").await;
+        let notice = handler
+            .recv_matching(WAIT, |s| matches!(s, Signal::Message(_)))
+            .await;
+        let Some(Signal::Message(Value::Tuple(notice))) = notice else {
+            panic!("no expiry notice: {notice:?}")
+        };
+        assert_eq!(notice[1], t("expired"));
+        assert_eq!(
+            notice[2],
+            t(
+                "#{node => 'unit_expiry@127.0.0.1', resource => session, primary_key => #{id => 1}, \
+               record => #{id => 1}, reason => inactivity_timeout}"
+            )
+        );
+        // The handler has the grace period to destroy the record; it dies instead.
+        assert_eq!(
+            call(&me, "{get, session, #{id => 1}}").await,
+            t("{ok, #{id => 1}}")
+        );
+        drop(handler);
+        let mut left = t("{ok, #{id => 1}}");
+        for _ in 0..500 {
+            left = call(&me, "{get, session, #{id => 1}}").await;
+            if left == t("{error, not_found}") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert_eq!(left, t("{error, not_found}"));
+        let Value::Tuple(stats) = call(&me, "stats").await else {
+            panic!("stats")
+        };
+        let Value::Map(stats) = &stats[1] else {
+            panic!("stats map")
+        };
+        assert!(stats.contains(&(t("expiry_handlers"), Value::Int(0))));
     }
 }

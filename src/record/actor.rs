@@ -12,8 +12,9 @@
 //! past the restart intensity, removes the record.
 
 use super::registry::{Resource, StoreError};
+use super::service::RecordService;
 use super::supervisor::{Decision, RestartHistory, is_clean_exit};
-use crate::node::Node;
+use crate::node::Process;
 use crate::query::filter::Expr;
 use crate::term::{Atom, Pid, Record, Value, atoms};
 use parking_lot::Mutex;
@@ -119,9 +120,9 @@ pub enum Outcome {
 /// Where an operation's result goes: the protocol layer's business, not the record's.
 pub trait Reply: Send {
     /// Delivers the result.
-    fn send(self: Box<Self>, node: &Node, outcome: Outcome);
+    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome);
     /// The record was already gone when the request reached it; `op` is handed back.
-    fn gone(self: Box<Self>, node: &Node, resource: &Arc<Resource>, op: Op);
+    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op);
 }
 
 /// Who waits for a turn's result, if anyone.
@@ -155,7 +156,7 @@ struct Inner {
     committed: Option<Record>,
     mailbox: VecDeque<Envelope>,
     running: bool,
-    pid: Option<u64>,
+    pid: Option<Pid>,
     born: u64,
     last_touch: u64,
     timer_at: Option<u64>,
@@ -213,24 +214,27 @@ impl RecordActor {
         })
     }
 
-    /// The actor's pid, giving it one if it has none yet. `None` once the record is gone.
-    pub fn pid(self: &Arc<Self>, node: &Node) -> Option<Pid> {
+    /// The actor's pid, giving it one if it has none yet: `process` makes what the node
+    /// delivers that pid's messages to. `None` once the record is gone.
+    pub fn pid(
+        self: &Arc<Self>,
+        svc: &RecordService,
+        process: impl FnOnce(Arc<RecordActor>) -> Arc<dyn Process>,
+    ) -> Option<Pid> {
         let mut inner = self.inner.lock();
         inner.committed.as_ref()?;
-        let n = match inner.pid {
-            Some(n) => n,
-            None => {
-                let n = node.processes.spawn(self.clone());
-                inner.pid = Some(n);
-                n
-            }
-        };
-        Some(node.processes.pid(n))
+        if let Some(pid) = inner.pid {
+            return Some(pid);
+        }
+        let pid = svc.node().spawn(|_| process(self.clone()));
+        svc.count_pid(true);
+        inner.pid = Some(pid);
+        Some(pid)
     }
 
     /// Resets the inactivity timer (a query returned the record, or it was created).
-    pub fn touch(self: &Arc<Self>, node: &Node) {
-        let now = node.timers.now();
+    pub fn touch(self: &Arc<Self>, svc: &RecordService) {
+        let now = svc.timers.now();
         let timer = {
             let mut inner = self.inner.lock();
             if inner.committed.is_none() {
@@ -240,21 +244,16 @@ impl RecordActor {
             self.arm(&mut inner)
         };
         if let Some(at) = timer {
-            node.timers.schedule(at, self);
+            svc.timers.schedule(at, self);
         }
     }
 
-    /// An exit signal arrived from `from`.
-    pub fn exit_signal(self: &Arc<Self>, node: &Node, from: Pid, reason: Value, link: bool) {
-        self.deliver(node, Envelope::Exit { from, reason, link });
-    }
-
     /// Queues `envelope` and, if the actor is idle, runs its turns until the mailbox is empty.
-    pub fn deliver(self: &Arc<Self>, node: &Node, envelope: Envelope) {
+    pub fn deliver(self: &Arc<Self>, svc: &RecordService, envelope: Envelope) {
         let mut inner = self.inner.lock();
         if inner.committed.is_none() {
             drop(inner);
-            return dead_letter(node, &self.resource, envelope);
+            return dead_letter(svc, &self.resource, envelope);
         }
         inner.mailbox.push_back(envelope);
         if inner.running {
@@ -278,7 +277,7 @@ impl RecordActor {
             };
             drop(inner);
 
-            let now = node.timers.now();
+            let now = svc.timers.now();
             let (reply_to, body) = match envelope {
                 Envelope::Call(reply_to, op) => (reply_to, Body::Op(op)),
                 Envelope::Timer { at } => (None, Body::Timer(at)),
@@ -286,7 +285,7 @@ impl RecordActor {
                 Envelope::HandlerGone => (None, Body::HandlerGone),
                 Envelope::Stop(reason) => (None, Body::Stop(reason)),
             };
-            let step = match catch_unwind(AssertUnwindSafe(|| self.turn(node, &turn, body, now))) {
+            let step = match catch_unwind(AssertUnwindSafe(|| self.turn(svc, &turn, body, now))) {
                 Ok(Ok(step)) => step,
                 Ok(Err(internal)) => Step {
                     fail: Some(Value::pair(
@@ -315,9 +314,9 @@ impl RecordActor {
             };
             drop(inner);
 
-            after.finish(node, self, reply_to);
+            after.finish(svc, self, reply_to);
             for envelope in leftovers {
-                dead_letter(node, &self.resource, envelope);
+                dead_letter(svc, &self.resource, envelope);
             }
             if gone {
                 return;
@@ -329,7 +328,7 @@ impl RecordActor {
     /// Handles one message against the committed record. Runs without the state lock.
     fn turn(
         self: &Arc<Self>,
-        node: &Node,
+        svc: &RecordService,
         turn: &Turn,
         body: Body,
         now: u64,
@@ -417,7 +416,7 @@ impl RecordActor {
                 };
                 match expired {
                     None => step.timer = [lifetime, inactivity].into_iter().flatten().min(),
-                    Some(reason) => self.expire(node, turn, reason, &mut step, now),
+                    Some(reason) => self.expire(svc, turn, reason, &mut step, now),
                 }
             }
             Body::Stop(reason) => step.stop = Some(reason),
@@ -465,7 +464,7 @@ impl RecordActor {
 
     fn expire(
         self: &Arc<Self>,
-        node: &Node,
+        svc: &RecordService,
         turn: &Turn,
         reason: ExpireReason,
         step: &mut Step,
@@ -475,17 +474,17 @@ impl RecordActor {
             return;
         };
         let notice = super::expiry::notice(
-            node.name_atom,
+            svc.node().name_atom,
             self.resource.name,
             self.resource.pk_value(&key),
             &turn.record,
             reason.atom(),
         );
-        if node.expiry.notify(node, self.resource.name, self, &notice) {
+        if svc.expiry.notify(svc, self.resource.name, self, &notice) {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
-            node.expiry
+            svc.expiry
                 .unhandled(self.resource.name, &turn.record, reason.atom(), now);
             self.resource.remove(self, &turn.record);
             step.stop = Some(reason.exit_reason());
@@ -517,7 +516,7 @@ impl RecordActor {
         }
         if let Some(reason) = step.stop {
             inner.committed = None;
-            after.exit = inner.pid.take().map(|n| (n, reason));
+            after.exit = inner.pid.take().map(|pid| (pid, reason));
         } else if let Some(reason) = step.fail {
             let policy = self.resource.config().restart;
             let history = inner.history.get_or_insert_with(Default::default);
@@ -530,7 +529,7 @@ impl RecordActor {
                         restarts = history.recent(),
                         "record actor failed; restarted with its last committed state"
                     );
-                    after.exit = inner.pid.take().map(|n| (n, reason));
+                    after.exit = inner.pid.take().map(|pid| (pid, reason));
                 }
                 Decision::GiveUp => {
                     tracing::error!(
@@ -546,7 +545,7 @@ impl RecordActor {
                         Value::Atom(*atoms::SHUTDOWN),
                         Value::pair(Value::Atom(Atom::from_static("max_restarts")), reason),
                     );
-                    after.exit = inner.pid.take().map(|n| (n, final_reason));
+                    after.exit = inner.pid.take().map(|pid| (pid, final_reason));
                 }
             }
         }
@@ -592,33 +591,34 @@ enum Body {
 struct After {
     reply: Option<Outcome>,
     timer: Option<u64>,
-    exit: Option<(u64, Value)>,
+    exit: Option<(Pid, Value)>,
     remove: Option<Record>,
 }
 
 impl After {
-    fn finish(self, node: &Node, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
+    fn finish(self, svc: &RecordService, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
         if let Some(removed) = &self.remove {
             actor.resource.remove(actor, removed);
         }
         // The reply goes before the exit signals: a caller of the record's own pid that asked
         // for `destroy` gets its `ok` before its monitor's 'DOWN'.
         if let (Some(outcome), Some(reply)) = (self.reply, reply_to) {
-            reply.send(node, outcome);
+            reply.send(svc, outcome);
         }
-        if let Some((n, reason)) = &self.exit {
-            node.processes.exit(node, *n, reason);
+        if let Some((pid, reason)) = &self.exit {
+            svc.count_pid(false);
+            svc.node().exit(pid, reason);
         }
         if let Some(at) = self.timer {
-            node.timers.schedule(at, actor);
+            svc.timers.schedule(at, actor);
         }
     }
 }
 
 /// A message for a record that is already gone.
-fn dead_letter(node: &Node, resource: &Arc<Resource>, envelope: Envelope) {
+fn dead_letter(svc: &RecordService, resource: &Arc<Resource>, envelope: Envelope) {
     if let Envelope::Call(Some(reply), op) = envelope {
-        reply.gone(node, resource, op);
+        reply.gone(svc, resource, op);
     }
 }
 

@@ -8,10 +8,8 @@
 //! itself at once. Either way the node logs it.
 
 use super::actor::{Envelope, RecordActor};
-use crate::node::Node;
-use crate::node::process::SERVER_PID;
-use crate::term::{Atom, Pid, Ref, Value};
-use crate::wire::dist::ProcRef;
+use super::service::RecordService;
+use crate::term::{Atom, Pid, Ref, Value, atoms};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -45,15 +43,14 @@ const UNHANDLED_LOG_EVERY_MS: u64 = 1_000;
 impl Expiry {
     /// Makes `pid` a handler of `resources` (all when `None`) and monitors it. Subscribing
     /// again replaces the resources.
-    pub fn subscribe(&self, node: &Node, pid: Pid, resources: Option<Vec<Atom>>) {
+    pub fn subscribe(&self, svc: &RecordService, pid: Pid, resources: Option<Vec<Atom>>) {
         let mut handlers = self.handlers.lock();
         if let Some(existing) = handlers.iter_mut().find(|h| h.pid == pid) {
             existing.resources = resources;
             return;
         }
-        let monitor = node.make_ref();
-        let me = node.processes.pid(SERVER_PID);
-        node.write_to(pid.node, |w| w.monitor(&me, &ProcRef::Pid(pid), &monitor));
+        // A handler already gone fires its monitor later, on another task: no deadlock here.
+        let monitor = svc.node().monitor(&svc.owner(), &pid);
         tracing::info!(handler = %pid, ?resources, "expiry handler subscribed");
         handlers.push(Handler {
             pid,
@@ -64,15 +61,12 @@ impl Expiry {
     }
 
     /// Stops `pid` being a handler; records it was handling remove themselves.
-    pub fn unsubscribe(&self, node: &Node, pid: &Pid) {
+    pub fn unsubscribe(&self, svc: &RecordService, pid: &Pid) {
         let removed = self.take(|h| &h.pid == pid);
-        let me = node.processes.pid(SERVER_PID);
         for h in &removed {
-            node.write_to(h.pid.node, |w| {
-                w.demonitor(&me, &ProcRef::Pid(h.pid), &h.monitor)
-            });
+            svc.node().demonitor(&svc.owner(), &h.pid, &h.monitor);
         }
-        self.orphan(node, removed);
+        self.orphan(svc, removed);
     }
 
     /// Number of live handlers.
@@ -84,7 +78,7 @@ impl Expiry {
     /// notes that `actor` waits on it. Returns false when no handler takes the resource.
     pub fn notify(
         &self,
-        node: &Node,
+        svc: &RecordService,
         resource: Atom,
         actor: &Arc<RecordActor>,
         notice: &Value,
@@ -107,7 +101,7 @@ impl Expiry {
             handler.waiting.retain(|w| w.strong_count() > 0);
         }
         handler.waiting.push(Arc::downgrade(actor));
-        node.send(&handler.pid, notice)
+        svc.node().send(&handler.pid, notice)
     }
 
     /// Logs a record that expired with no handler for its resource, so the node removed it
@@ -157,22 +151,18 @@ impl Expiry {
         u.logged_at = Some(now);
     }
 
-    /// A handler's monitor fired.
-    pub fn handler_down(&self, node: &Node, pid: &Pid, monitor: &Ref) {
+    /// A handler's monitor fired: it exited, or its node disconnected (`noconnection`).
+    pub fn handler_down(&self, svc: &RecordService, pid: &Pid, monitor: &Ref, reason: &Value) {
         let removed = self.take(|h| &h.pid == pid && &h.monitor == monitor);
+        let disconnected = matches!(reason, Value::Atom(a) if *a == *atoms::NOCONNECTION);
         for h in &removed {
-            tracing::warn!(handler = %h.pid, "expiry handler died");
+            if disconnected {
+                tracing::warn!(handler = %h.pid, "expiry handler's node disconnected");
+            } else {
+                tracing::warn!(handler = %h.pid, ?reason, "expiry handler died");
+            }
         }
-        self.orphan(node, removed);
-    }
-
-    /// A peer disconnected: its handlers are gone.
-    pub fn node_down(&self, node: &Node, peer: &str) {
-        let removed = self.take(|h| h.pid.node.as_str() == peer);
-        for h in &removed {
-            tracing::warn!(handler = %h.pid, "expiry handler's node disconnected");
-        }
-        self.orphan(node, removed);
+        self.orphan(svc, removed);
     }
 
     fn take(&self, pred: impl Fn(&Handler) -> bool) -> Vec<Handler> {
@@ -183,10 +173,10 @@ impl Expiry {
         gone
     }
 
-    fn orphan(&self, node: &Node, removed: Vec<Handler>) {
+    fn orphan(&self, svc: &RecordService, removed: Vec<Handler>) {
         for handler in removed {
             for actor in handler.waiting.iter().filter_map(Weak::upgrade) {
-                actor.deliver(node, Envelope::HandlerGone);
+                actor.deliver(svc, Envelope::HandlerGone);
             }
         }
     }

@@ -109,30 +109,38 @@ impl ResourceConfig {
 }
 
 /// Why a registry operation failed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// No record with that key.
+    #[error("no such record")]
     NotFound,
     /// A condition did not hold.
+    #[error("the record does not match the condition")]
     Stale,
     /// The key is taken (the primary-key map is attached).
+    #[error("a record with primary key {0:?} already exists")]
     AlreadyExists(Value),
     /// An identity would be duplicated: its name and the clashing values.
+    #[error("identity {0:?} is taken by {1:?}")]
     IdentityConflict(Value, Value),
     /// The resource was never defined.
+    #[error("unknown resource {0}")]
     UnknownResource(Atom),
     /// Key fields are missing or nil.
+    #[error("primary key fields missing: {0:?}")]
     MissingPrimaryKey(Vec<Atom>),
     /// Redefinition with another primary key while records exist.
+    #[error("the resource has records with primary key {0:?}")]
     PrimaryKeyMismatch(Vec<Atom>),
     /// Upsert keys are neither the primary key nor an identity.
+    #[error("upsert keys {0:?} are neither the primary key nor an identity")]
     UnknownUpsertKeys(Vec<Atom>),
     /// The request is malformed.
+    #[error("{0}")]
     BadRequest(String),
     /// The record's actor failed while handling the request.
+    #[error("the record's actor crashed: {0:?}")]
     RecordCrashed(Value),
-    /// An aggregate met a non-number where it needs one.
-    NotANumber(Atom, Value),
 }
 
 /// All resources.

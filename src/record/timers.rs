@@ -7,7 +7,7 @@
 //! an idle one a single wake-up when it expires, and 100,000 records never mean 100,000 tasks.
 
 use super::actor::{Envelope, RecordActor};
-use crate::node::Node;
+use super::service::RecordService;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -86,8 +86,8 @@ impl Timers {
         self.heap.lock().len()
     }
 
-    /// Fires due timers until the node is gone.
-    pub async fn run(self: Arc<Self>, node: Weak<Node>) {
+    /// Fires due timers until the record service is gone.
+    pub async fn run(self: Arc<Self>, svc: Weak<RecordService>) {
         let mut due: Vec<(u64, Weak<RecordActor>)> = Vec::new();
         loop {
             let now = self.now();
@@ -104,10 +104,10 @@ impl Timers {
                 heap.peek().map(|Reverse(e)| e.at)
             };
             if !due.is_empty() {
-                let Some(node) = node.upgrade() else { return };
+                let Some(svc) = svc.upgrade() else { return };
                 for (at, actor) in due.drain(..) {
                     if let Some(actor) = actor.upgrade() {
-                        actor.deliver(&node, Envelope::Timer { at });
+                        actor.deliver(&svc, Envelope::Timer { at });
                     }
                 }
                 continue;

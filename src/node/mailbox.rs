@@ -1,0 +1,317 @@
+//! A mailbox: a process whose signals queue up for Rust code to receive, as a shell process
+//! does for a person. Rust code uses it to call `gen_server`s of its own node (or of a connected
+//! peer) and to watch processes; the tests use it to drive a node built without sockets.
+
+use super::Node;
+use super::process::Process;
+use crate::term::{Pid, Ref, Value, atoms};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// Something a mailbox received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// A message.
+    Message(Value),
+    /// An exit signal (the mailbox does not die of it).
+    Exit {
+        /// Who sent it.
+        from: Pid,
+        /// The reason.
+        reason: Value,
+        /// Whether it came along a link.
+        link: bool,
+    },
+    /// A monitor fired.
+    Down {
+        /// The monitor.
+        reference: Ref,
+        /// The monitored process.
+        target: Pid,
+        /// Why it went down.
+        reason: Value,
+    },
+}
+
+struct Inbox(UnboundedSender<Signal>);
+
+impl Process for Inbox {
+    fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
+        let _ = self.0.send(Signal::Message(message));
+    }
+
+    fn exit_signal(&self, _node: &Arc<Node>, from: Pid, reason: Value, link: bool) {
+        let _ = self.0.send(Signal::Exit { from, reason, link });
+    }
+
+    fn down(&self, _node: &Arc<Node>, reference: Ref, target: Pid, reason: Value) {
+        let _ = self.0.send(Signal::Down {
+            reference,
+            target,
+            reason,
+        });
+    }
+}
+
+/// Why a call through a mailbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Nothing is registered under the name.
+    #[error("no process is registered as {0}")]
+    NoProcess(String),
+    /// No reply in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A process of the node whose signals Rust code receives. It exits (`normal`) when dropped.
+pub struct Mailbox {
+    node: Arc<Node>,
+    pid: Pid,
+    inbox: Mutex<UnboundedReceiver<Signal>>,
+}
+
+impl Mailbox {
+    /// Spawns a mailbox on `node`.
+    pub fn new(node: &Arc<Node>) -> Mailbox {
+        let (tx, rx) = unbounded_channel();
+        let pid = node.spawn(|_| Arc::new(Inbox(tx)));
+        Mailbox {
+            node: node.clone(),
+            pid,
+            inbox: Mutex::new(rx),
+        }
+    }
+
+    /// The mailbox's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The next signal, if one comes within `timeout`.
+    pub async fn recv(&self, timeout: Duration) -> Option<Signal> {
+        let mut inbox = self.inbox.lock().await;
+        tokio::time::timeout(timeout, inbox.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next signal that `keep` accepts within `timeout`; others are dropped.
+    pub async fn recv_matching(
+        &self,
+        timeout: Duration,
+        mut keep: impl FnMut(&Signal) -> bool,
+    ) -> Option<Signal> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let signal = self.recv(left).await?;
+            if keep(&signal) {
+                return Some(signal);
+            }
+        }
+    }
+
+    /// `gen_server:call(Name, Request, Timeout)` to a process registered on this node.
+    pub async fn call(
+        &self,
+        name: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let to = self
+            .node
+            .whereis(name)
+            .ok_or_else(|| CallError::NoProcess(name.to_string()))?;
+        self.call_pid(&to, request, timeout).await
+    }
+
+    /// `gen_server:call(Pid, Request, Timeout)`.
+    pub async fn call_pid(
+        &self,
+        to: &Pid,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let tag = self.node.make_ref();
+        let call = Value::tuple(vec![
+            Value::Atom(*atoms::GEN_CALL),
+            Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
+            request,
+        ]);
+        self.node.send(to, &call);
+        let is_reply = |signal: &Signal| match signal {
+            Signal::Message(Value::Tuple(items)) => {
+                items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == tag)
+            }
+            _ => false,
+        };
+        match self.recv_matching(timeout, is_reply).await {
+            Some(Signal::Message(Value::Tuple(items))) => {
+                Ok(items.into_vec().pop().unwrap_or_else(Value::nil))
+            }
+            _ => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// `gen_server:cast(Name, Request)` to a process registered on this node.
+    pub fn cast(&self, name: &str, request: Value) -> bool {
+        let Some(to) = self.node.whereis(name) else {
+            return false;
+        };
+        let cast = Value::pair(Value::Atom(*atoms::GEN_CAST), request);
+        self.node.send(&to, &cast)
+    }
+
+    /// Monitors `target`: a [`Signal::Down`] arrives when it exits.
+    pub fn monitor(&self, target: &Pid) -> Ref {
+        self.node.monitor(&self.pid, target)
+    }
+
+    /// Links to the local process `target` (as `link/1` from a process of this node).
+    pub fn link(&self, target: &Pid) -> bool {
+        self.node.processes.add_link(target, self.pid)
+            && self.node.processes.add_link(&self.pid, *target)
+    }
+
+    /// Sends `exit(Target, Reason)` to the local process `target`.
+    pub fn exit(&self, target: &Pid, reason: Value) {
+        if let Some(process) = self.node.processes.resolve(target) {
+            process.exit_signal(&self.node, self.pid, reason, false);
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.node.exit(&self.pid, &Value::Atom(*atoms::NORMAL));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term::parse_term;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn node(name: &str) -> Arc<Node> {
+        let config = super::super::NodeConfig::new(name.parse().unwrap(), "cookie".into());
+        Node::new(config, 7).unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_processes_message_monitor_and_link_each_other() {
+        let node = node("mailboxes@127.0.0.1");
+        let a = Mailbox::new(&node);
+        let b = Mailbox::new(&node);
+        assert_ne!(a.pid(), b.pid());
+
+        assert!(node.send(&b.pid(), &parse_term("hello").unwrap()));
+        assert_eq!(
+            b.recv(WAIT).await,
+            Some(Signal::Message(parse_term("hello").unwrap()))
+        );
+
+        let reference = a.monitor(&b.pid());
+        assert!(b.link(&a.pid()));
+        let b_pid = b.pid();
+        drop(b);
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: b_pid,
+                reason: Value::Atom(*atoms::NORMAL)
+            })
+        );
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Exit {
+                from: b_pid,
+                reason: Value::Atom(*atoms::NORMAL),
+                link: true
+            })
+        );
+        // A dead process cannot be messaged, and monitoring it fires at once.
+        assert!(!node.send(&b_pid, &Value::nil()));
+        let reference = a.monitor(&b_pid);
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: b_pid,
+                reason: Value::Atom(*atoms::NOPROC)
+            })
+        );
+        assert_eq!(node.processes.sizes(), (2, 0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn registered_names_and_net_kernel() {
+        let node = node("names@127.0.0.1");
+        let a = Mailbox::new(&node);
+        assert!(node.whereis("net_kernel").is_some());
+        assert_eq!(
+            a.call("net_kernel", parse_term("{is_auth, x}").unwrap(), WAIT)
+                .await
+                .unwrap(),
+            parse_term("yes").unwrap()
+        );
+        assert!(matches!(
+            a.call("nobody", Value::nil(), WAIT).await,
+            Err(CallError::NoProcess(_))
+        ));
+        let pid = node.register("echo", |_| Arc::new(Inbox(unbounded_channel().0)));
+        assert_eq!(node.whereis("echo"), pid);
+        assert!(
+            node.register("echo", |_| Arc::new(Inbox(unbounded_channel().0)))
+                .is_none()
+        );
+        node.exit(&pid.unwrap(), &Value::Atom(*atoms::NORMAL));
+        assert_eq!(node.whereis("echo"), None);
+    }
+
+    #[tokio::test]
+    async fn monitors_on_a_peer_fire_noconnection_when_it_goes() {
+        let node = node("peers@127.0.0.1");
+        let a = Mailbox::new(&node);
+        let remote = Pid {
+            node: crate::term::Atom::new("gone@127.0.0.1").unwrap(),
+            id: 1,
+            serial: 0,
+            creation: 1,
+        };
+        // Not connected: the monitor fires at once.
+        let reference = a.monitor(&remote);
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: remote,
+                reason: Value::Atom(*atoms::NOCONNECTION)
+            })
+        );
+        // Held on a peer that then disconnects: it fires, and node-down hooks run.
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let hook_seen = seen.clone();
+        node.on_node_down(Box::new(move |_, peer| {
+            hook_seen.lock().push(peer.to_string())
+        }));
+        let reference = node.make_ref();
+        node.processes.watch(&a.pid(), remote, reference);
+        node.peer_gone("gone@127.0.0.1");
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: remote,
+                reason: Value::Atom(*atoms::NOCONNECTION)
+            })
+        );
+        assert_eq!(*seen.lock(), vec!["gone@127.0.0.1".to_string()]);
+    }
+}

@@ -1,0 +1,39 @@
+//! `{create, Resource, Record}`: a new record and its actor, served on the spot.
+
+use crate::node::genserver::From;
+use crate::protocol::args;
+use crate::protocol::error::Result;
+use crate::protocol::service::Service;
+use crate::record::Outcome;
+use crate::term::{Atom, Record, Value};
+
+/// A `create`.
+#[derive(Debug)]
+pub struct Create {
+    /// The resource.
+    pub resource: Atom,
+    /// The record.
+    pub record: Record,
+}
+
+impl Create {
+    /// Parses the arguments.
+    pub fn parse(args: &[Value]) -> Result<Create> {
+        args::arity("create", args, &[2], "{create, Resource, Record}")?;
+        Ok(Create {
+            resource: args::resource(&args[0])?,
+            record: args::record(&args[1], "record")?,
+        })
+    }
+
+    /// Serves it.
+    pub fn execute(self, svc: &Service, from: From) {
+        let outcome = svc
+            .records
+            .store
+            .get(self.resource)
+            .and_then(|r| svc.records.create(&r, self.record))
+            .map_or_else(Outcome::Error, Outcome::Record);
+        svc.reply_outcome(&from, &outcome);
+    }
+}

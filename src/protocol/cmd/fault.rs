@@ -1,0 +1,45 @@
+//! `{fault, Resource, PK, panic | error}`: makes the record's actor fail in its turn, so tests
+//! can watch supervision work. Served only by nodes started with `--enable-fault-injection`.
+
+use crate::node::genserver::From;
+use crate::protocol::args;
+use crate::protocol::error::{Error, Result, bad};
+use crate::protocol::service::Service;
+use crate::record::{Fault as Kind, Op};
+use crate::term::{Atom, Value};
+
+/// A `fault`.
+#[derive(Debug)]
+pub struct Fault {
+    /// The resource.
+    pub resource: Atom,
+    /// The primary key.
+    pub pk: Value,
+    /// How to fail.
+    pub kind: Kind,
+}
+
+impl Fault {
+    /// Parses the arguments.
+    pub fn parse(args: &[Value]) -> Result<Fault> {
+        args::arity("fault", args, &[3], "{fault, Resource, PK, panic | error}")?;
+        let kind = match args[2].as_atom().map(|a| a.as_str()) {
+            Some("panic") => Kind::Panic,
+            Some("error") => Kind::Error,
+            _ => return bad(format!("a fault is panic or error, got: {:?}", args[2])),
+        };
+        Ok(Fault {
+            resource: args::resource(&args[0])?,
+            pk: args::pk(&args[1])?,
+            kind,
+        })
+    }
+
+    /// Serves it: the record's actor fails and replies `{error, {record_crashed, Reason}}`.
+    pub fn execute(self, svc: &Service, from: From) {
+        if !svc.options.fault_injection {
+            return svc.reply(&from, &Error::FaultInjectionDisabled.to_reply());
+        }
+        svc.to_record(from, self.resource, &self.pk, Op::Fault(self.kind));
+    }
+}

@@ -1,0 +1,33 @@
+//! `{get, Resource, PK}`: the record, read in its actor's turn (which touches it).
+
+use crate::node::genserver::From;
+use crate::protocol::args;
+use crate::protocol::error::Result;
+use crate::protocol::service::Service;
+use crate::record::Op;
+use crate::term::{Atom, Value};
+
+/// A `get`.
+#[derive(Debug)]
+pub struct Get {
+    /// The resource.
+    pub resource: Atom,
+    /// The primary key.
+    pub pk: Value,
+}
+
+impl Get {
+    /// Parses the arguments.
+    pub fn parse(args: &[Value]) -> Result<Get> {
+        args::arity("get", args, &[2], "{get, Resource, PK}")?;
+        Ok(Get {
+            resource: args::resource(&args[0])?,
+            pk: args::pk(&args[1])?,
+        })
+    }
+
+    /// Serves it: the record's actor replies.
+    pub fn execute(self, svc: &Service, from: From) {
+        svc.to_record(from, self.resource, &self.pk, Op::Get);
+    }
+}

@@ -1,0 +1,31 @@
+//! `stats`: counts of what the node holds, for operators and tests.
+
+use crate::node::genserver::From;
+use crate::protocol::reply::{self, atom};
+use crate::protocol::service::Service;
+use crate::term::Value;
+
+/// Serves `stats`.
+pub fn execute(svc: &Service, from: From) {
+    let records = &svc.records;
+    let node = svc.node();
+    let int = |n: usize| Value::Int(n as i64);
+    let stats = Value::map(vec![
+        (atom("records"), int(records.store.total_records())),
+        (atom("resources"), int(records.store.names().len())),
+        (atom("connections"), int(node.peers().len())),
+        (atom("record_pids"), int(records.pids())),
+        (atom("pending_timers"), int(records.timers.pending())),
+        (atom("expiry_handlers"), int(records.expiry.count())),
+        (atom("uptime_ms"), Value::Int(records.timers.now() as i64)),
+        (
+            atom("instance_id"),
+            Value::from(svc.instance.hyphenated().to_string().as_str()),
+        ),
+        (
+            atom("rss_bytes"),
+            crate::node::rss_bytes().map_or_else(|| atom("undefined"), int),
+        ),
+    ]);
+    svc.reply(&from, &reply::ok_with(stats));
+}

@@ -1,0 +1,53 @@
+//! `{update, Resource, PK, Changes}` and `{update, Resource, PK, Changes, #{filter => F}}`:
+//! merges the changes in the record's actor, if the filter holds for the record as it is then.
+
+use crate::node::genserver::From;
+use crate::protocol::args;
+use crate::protocol::error::Result;
+use crate::protocol::service::Service;
+use crate::query::filter::Expr;
+use crate::record::Op;
+use crate::term::{Atom, Record, Value};
+
+/// An `update`.
+#[derive(Debug)]
+pub struct Update {
+    /// The resource.
+    pub resource: Atom,
+    /// The primary key.
+    pub pk: Value,
+    /// What to merge.
+    pub changes: Record,
+    /// The condition (`filter`).
+    pub filter: Option<Expr>,
+}
+
+impl Update {
+    /// Parses the arguments.
+    pub fn parse(args: &[Value]) -> Result<Update> {
+        args::arity(
+            "update",
+            args,
+            &[3, 4],
+            "{update, Resource, PK, Changes} or {update, Resource, PK, Changes, Opts}",
+        )?;
+        Ok(Update {
+            resource: args::resource(&args[0])?,
+            pk: args::pk(&args[1])?,
+            changes: args::record(&args[2], "changes")?,
+            filter: match args.get(3) {
+                Some(o) => args::filter_opts(o, "update")?,
+                None => None,
+            },
+        })
+    }
+
+    /// Serves it: the record's actor replies.
+    pub fn execute(self, svc: &Service, from: From) {
+        let op = Op::Update {
+            changes: self.changes,
+            filter: self.filter,
+        };
+        svc.to_record(from, self.resource, &self.pk, op);
+    }
+}

@@ -1,0 +1,78 @@
+//! The state of the `ash_gen_server` process: the record service it owns and its options, with
+//! the lookups every request starts with.
+
+use super::error::{Error, Result};
+use super::reply::{self, ToCaller};
+use crate::node::Node;
+use crate::node::genserver::From;
+use crate::record::{Envelope, Op, Outcome, RecordActor, RecordService, Resource, StoreError};
+use crate::term::{Atom, Value};
+use std::sync::Arc;
+
+/// Options of the protocol server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve the `fault` request (tests only).
+    pub fault_injection: bool,
+}
+
+/// What every request is served with.
+pub struct Service {
+    /// The records.
+    pub records: Arc<RecordService>,
+    /// The options.
+    pub options: Options,
+    /// Unique to this run of the server: a client seeing it change knows the node restarted
+    /// (and lost its records and definitions).
+    pub instance: uuid::Uuid,
+}
+
+impl Service {
+    /// The node the server runs on.
+    pub fn node(&self) -> &Arc<Node> {
+        self.records.node()
+    }
+
+    /// The resource `name`.
+    pub fn resource(&self, name: Atom) -> Result<Arc<Resource>> {
+        Ok(self.records.store.get(name)?)
+    }
+
+    /// The actor of the record of resource `name` with primary key `pk`.
+    pub fn find(&self, name: Atom, pk: &Value) -> Result<Arc<RecordActor>> {
+        let resource = self.resource(name)?;
+        let key = resource.key_from_pk(pk)?;
+        resource
+            .lookup(&key)
+            .ok_or(Error::Store(StoreError::NotFound))
+    }
+
+    /// Sends `op` to a record's actor, which replies to `from` when its turn is done.
+    pub fn to_record(&self, from: From, name: Atom, pk: &Value, op: Op) {
+        match self.find(name, pk) {
+            Ok(actor) => actor.deliver(
+                &self.records,
+                Envelope::Call(Some(Box::new(ToCaller(from))), op),
+            ),
+            Err(e) => self.reply(&from, &e.to_reply()),
+        }
+    }
+
+    /// Replies `reply` to `from`.
+    pub fn reply(&self, from: &From, reply: &Value) {
+        self.node().reply(from, reply);
+    }
+
+    /// Replies `{ok, Value}` or `{error, Reason}`.
+    pub fn reply_result(&self, from: &From, result: Result<Value>) {
+        match result {
+            Ok(value) => self.reply(from, &value),
+            Err(e) => self.reply(from, &e.to_reply()),
+        }
+    }
+
+    /// Replies with an outcome.
+    pub fn reply_outcome(&self, from: &From, outcome: &Outcome) {
+        reply::send_outcome(&self.records, from, outcome);
+    }
+}

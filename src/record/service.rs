@@ -1,0 +1,246 @@
+//! The record service: the resources with their records, the lifetimes' timers and the expiry
+//! handlers, on a node whose process API is all it uses.
+//!
+//! It is owned by one process of the node (the protocol server), whose pid it uses to monitor
+//! expiry handlers; record actors reach other processes only through the [`Node`]. The
+//! operations here are the ones that start outside any one actor: creating a record and
+//! upserting.
+
+use super::actor::{Envelope, Op, Outcome, ReplyTo, Upsert, UpsertKind};
+use super::expiry::Expiry;
+use super::registry::{Resource, Store, StoreError};
+use super::timers::Timers;
+use crate::node::Node;
+use crate::term::{Pid, Record};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The record service of one node.
+pub struct RecordService {
+    node: Arc<Node>,
+    owner: Pid,
+    /// The resources and their records.
+    pub store: Store,
+    /// Record lifetimes.
+    pub timers: Arc<Timers>,
+    /// Expiry handlers.
+    pub expiry: Expiry,
+    pids: AtomicUsize,
+}
+
+impl RecordService {
+    /// An empty service on `node`, owned by the local process `owner`.
+    pub fn new(node: Arc<Node>, owner: Pid) -> Arc<RecordService> {
+        Arc::new(RecordService {
+            node,
+            owner,
+            store: Store::default(),
+            timers: Arc::new(Timers::new()),
+            expiry: Expiry::default(),
+            pids: AtomicUsize::new(0),
+        })
+    }
+
+    /// Starts the background tasks: the timers, and the once-a-second summary of records that
+    /// expired without a handler. They end when the service is dropped.
+    pub fn spawn_tasks(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let timers = tokio::spawn(self.timers.clone().run(Arc::downgrade(self)));
+        let weak = Arc::downgrade(self);
+        let log = tokio::spawn(async move {
+            let mut every_second = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every_second.tick().await;
+                let Some(svc) = weak.upgrade() else { return };
+                svc.expiry.flush_log(svc.timers.now());
+            }
+        });
+        vec![timers, log]
+    }
+
+    /// The node the service runs on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The process that owns the service.
+    pub fn owner(&self) -> Pid {
+        self.owner
+    }
+
+    /// Number of records that have a pid.
+    pub fn pids(&self) -> usize {
+        self.pids.load(Ordering::Relaxed)
+    }
+
+    /// A record got a pid (`true`) or its pid exited.
+    pub(super) fn count_pid(&self, spawned: bool) {
+        if spawned {
+            self.pids.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.pids.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `outcome` to `reply`, if anyone waits for it.
+    pub fn respond(&self, reply: ReplyTo, outcome: Outcome) {
+        if let Some(reply) = reply {
+            reply.send(self, outcome);
+        }
+    }
+
+    /// Creates a record: its actor starts, and its lifetime timers with it.
+    pub fn create(&self, resource: &Arc<Resource>, record: Record) -> Result<Record, StoreError> {
+        let (actor, record) = resource.insert(record, self.timers.now())?;
+        actor.touch(self);
+        Ok(record)
+    }
+
+    /// Creates the record, or updates the one that has the same `keys` (atomically, in its
+    /// actor).
+    pub fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {
+        // A record created by someone else between our lookup and our create is found on retry.
+        for _ in 0..3 {
+            match resource.find_by(&upsert.keys, &upsert.record) {
+                Err(e) => return self.respond(reply, Outcome::Error(e)),
+                Ok(Some(actor)) => {
+                    return actor
+                        .deliver(self, Envelope::Call(reply, Op::Upsert(Box::new(upsert))));
+                }
+                Ok(None) => match self.create(resource, upsert.record.clone()) {
+                    Ok(record) => {
+                        return self.respond(reply, Outcome::Upserted(UpsertKind::Created, record));
+                    }
+                    Err(e @ (StoreError::AlreadyExists(_) | StoreError::IdentityConflict(..))) => {
+                        if !matches!(resource.find_by(&upsert.keys, &upsert.record), Ok(Some(_))) {
+                            return self.respond(reply, Outcome::Error(e));
+                        }
+                    }
+                    Err(e) => return self.respond(reply, Outcome::Error(e)),
+                },
+            }
+        }
+        self.respond(
+            reply,
+            Outcome::Error(StoreError::BadRequest(
+                "upsert raced with concurrent changes three times; try again".into(),
+            )),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Mailbox, NodeConfig};
+    use crate::record::{Reply, ResourceConfig};
+    use crate::term::{Atom, Value, parse_term};
+    use std::sync::mpsc;
+
+    fn t(s: &str) -> Value {
+        parse_term(s).unwrap()
+    }
+
+    fn service(name: &str) -> (Arc<RecordService>, Mailbox) {
+        let config = NodeConfig::new(format!("{name}@127.0.0.1").parse().unwrap(), "c".into());
+        let node = Node::new(config, 1).unwrap();
+        let owner = Mailbox::new(&node);
+        (RecordService::new(node, owner.pid()), owner)
+    }
+
+    /// A reply that lands in a channel.
+    struct Captured(mpsc::Sender<Outcome>);
+
+    impl Reply for Captured {
+        fn send(self: Box<Self>, _svc: &RecordService, outcome: Outcome) {
+            let _ = self.0.send(outcome);
+        }
+        fn gone(self: Box<Self>, _svc: &RecordService, _r: &Arc<Resource>, _op: Op) {
+            let _ = self.0.send(Outcome::Error(StoreError::NotFound));
+        }
+    }
+
+    fn ask(svc: &RecordService, actor: &Arc<super::super::RecordActor>, op: Op) -> Outcome {
+        let (tx, rx) = mpsc::channel();
+        actor.deliver(svc, Envelope::Call(Some(Box::new(Captured(tx))), op));
+        rx.recv_timeout(Duration::from_secs(5)).expect("a reply")
+    }
+
+    fn define(svc: &RecordService, config: ResourceConfig) -> Arc<Resource> {
+        let name = Atom::new("thing").unwrap();
+        svc.store.define(name, config).unwrap();
+        svc.store.get(name).unwrap()
+    }
+
+    #[test]
+    fn an_actor_serves_its_turns_in_order_and_commits_atomically() {
+        let (svc, _owner) = service("unit_actor");
+        let resource = define(&svc, ResourceConfig::new(vec![Atom::new("id").unwrap()]));
+        let rec = crate::term::Record::from_map(&t("#{id => 1, n => 0}")).unwrap();
+        svc.create(&resource, rec).unwrap();
+        let key = resource.key_from_pk(&t("#{id => 1}")).unwrap();
+        let actor = resource.lookup(&key).unwrap();
+        for n in 1..=3 {
+            let changes = crate::term::Record::from_map(&t(&format!("#{{n => {n}}}"))).unwrap();
+            let guard = crate::query::filter::Expr::parse(&t(&format!("{{eq, n, {}}}", n - 1)));
+            let outcome = ask(
+                &svc,
+                &actor,
+                Op::Update {
+                    changes,
+                    filter: Some(guard.unwrap()),
+                },
+            );
+            assert!(
+                matches!(outcome, Outcome::Record(r) if r.to_value() == t(&format!("#{{id => 1, n => {n}}}")))
+            );
+        }
+        // A stale guard changes nothing.
+        let changes = crate::term::Record::from_map(&t("#{n => 99}")).unwrap();
+        let guard = crate::query::filter::Expr::parse(&t("{eq, n, 0}")).unwrap();
+        let outcome = ask(
+            &svc,
+            &actor,
+            Op::Update {
+                changes,
+                filter: Some(guard),
+            },
+        );
+        assert!(matches!(outcome, Outcome::Error(StoreError::Stale)));
+        assert!(
+            matches!(ask(&svc, &actor, Op::Get), Outcome::Record(r) if r.to_value() == t("#{id => 1, n => 3}"))
+        );
+        assert!(matches!(
+            ask(&svc, &actor, Op::Destroy { filter: None }),
+            Outcome::Ok
+        ));
+        // The actor is gone: a late request is handed back as gone.
+        assert!(matches!(
+            ask(&svc, &actor, Op::Get),
+            Outcome::Error(StoreError::NotFound)
+        ));
+        assert_eq!(resource.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn lifetimes_expire_records_on_the_timer_heap_without_a_handler() {
+        let (svc, _owner) = service("unit_timers");
+        let _tasks = svc.spawn_tasks();
+        let mut config = ResourceConfig::new(vec![Atom::new("id").unwrap()]);
+        config.maximum_lifetime = Some(20);
+        let resource = define(&svc, config);
+        for id in 0..100 {
+            let rec = crate::term::Record::from_map(&t(&format!("#{{id => {id}}}"))).unwrap();
+            svc.create(&resource, rec).unwrap();
+        }
+        assert_eq!(resource.len(), 100);
+        for _ in 0..500 {
+            if resource.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(resource.len(), 0, "every record expired");
+    }
+}
