@@ -14,6 +14,8 @@
 //! Beside them: [`client`], a one-shot caller (`ash-gen-server call`), and [`config`], resources
 //! defined at start from a JSON file.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod config;
 pub mod node;

@@ -245,6 +245,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
             Err(e) => tracing::error!(%peer, error = %e, "could not join"),
         }
     }
+    let shutdown = shutdown_signal();
     println!(
         "ready node={} port={} epmd={} epmd_port={}",
         running.node.config.name,
@@ -258,32 +259,40 @@ async fn start(args: StartArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    wait_for_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     server.stop();
     running.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal sent right after the `ready` line is not missed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -314,11 +323,12 @@ async fn epmd(port: u16) -> Result<(), String> {
     let server = EpmdServer::bind(port)
         .await
         .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    let shutdown = shutdown_signal();
     println!("ready epmd port={}", server.port());
     let _ = std::io::stdout().flush();
     tokio::select! {
         _ = server.run() => {}
-        _ = wait_for_signal() => {}
+        _ = shutdown => {}
     }
     Ok(())
 }

@@ -293,8 +293,8 @@ fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result
     loop {
         match frames.next_frame() {
             Ok(Some(Frame::Tick)) => {}
-            Ok(Some(Frame::Control(control))) => dispatch::dispatch(node, conn, *control),
-            Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(node, conn, *control),
+            Ok(Some(Frame::Control(control))) => dispatch::dispatch(node, &conn.peer, *control),
+            Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(node, &conn.peer, *control),
             Ok(Some(Frame::Undecodable(why))) => {
                 tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
             }

@@ -6,13 +6,12 @@
 //! the BEAM drops it. Nothing here knows what any process does.
 
 use super::Node;
-use super::connection::Conn;
 use crate::term::{Atom, Pid, Value};
 use crate::wire::dist::{Control, ProcRef};
 use std::sync::Arc;
 
-/// Handles one operation from `conn`.
-pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
+/// Handles one operation that arrived from `peer`.
+pub fn dispatch(node: &Arc<Node>, peer: &str, control: Control) {
     match control {
         Control::RegSend { from, to, message } => match node.processes.resolve_name(to) {
             Some(process) => process.deliver(node, Some(from), message),
@@ -23,7 +22,7 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
             None => tracing::debug!(%to, ?from, "dropped a message to a dead process"),
         },
         Control::AliasSend { .. } => {
-            tracing::debug!(peer = %conn.peer, "dropped a message to an alias (this node makes none)");
+            tracing::debug!(peer = %peer, "dropped a message to an alias (this node makes none)");
         }
         Control::Monitor {
             from,
@@ -52,7 +51,7 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
         Control::Unlink { id, from, to } => {
             node.processes.unlink(&to, &from);
             if let Some(id) = id {
-                conn.write(|w| w.unlink_ack(&id, &to, &from));
+                node.write_to(from.node, |w| w.unlink_ack(&id, &to, &from));
             }
         }
         Control::Exit {
@@ -62,7 +61,9 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
             link,
         } => exit_signal(node, from, &to, reason, link),
         Control::SpawnRequest { req_id, from } => {
-            conn.write(|w| w.spawn_refused(&req_id, &from, Atom::from_static("notsup")));
+            node.write_to(from.node, |w| {
+                w.spawn_refused(&req_id, &from, Atom::from_static("notsup"))
+            });
         }
         Control::UnlinkAck | Control::Ignored(_) => {}
     }
@@ -70,18 +71,18 @@ pub fn dispatch(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
 
 /// A message nested too deeply to decode in full: its process decides what to do with what
 /// could be decoded (a server answers a call with an error instead of letting it time out).
-pub fn too_deep(node: &Arc<Node>, conn: &Arc<Conn>, control: Control) {
+pub fn too_deep(node: &Arc<Node>, peer: &str, control: Control) {
     let (process, message) = match control {
         Control::RegSend { to, message, .. } => (node.processes.resolve_name(to), message),
         Control::Send { to, message, .. } => (node.processes.resolve(&to), message),
         _ => {
-            tracing::warn!(peer = %conn.peer, "dropped a control message nested too deeply");
+            tracing::warn!(peer = %peer, "dropped a control message nested too deeply");
             return;
         }
     };
     match process {
         Some(process) => process.too_deep(node, message),
-        None => tracing::warn!(peer = %conn.peer, "dropped a message nested too deeply"),
+        None => tracing::warn!(peer = %peer, "dropped a message nested too deeply"),
     }
 }
 

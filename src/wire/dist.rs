@@ -12,6 +12,42 @@ use super::atom_cache::OutCache;
 use super::etf::{self, DecodeError, TermWriter};
 use crate::term::{Atom, Pid, Ref, Value, atoms};
 
+/// The operation numbers of distribution control messages (the first element of the control
+/// tuple), as the Erlang distribution protocol names them.
+pub mod op {
+    #![allow(missing_docs)]
+    pub const LINK: i64 = 1;
+    pub const SEND: i64 = 2;
+    pub const EXIT: i64 = 3;
+    pub const UNLINK: i64 = 4;
+    pub const NODE_LINK: i64 = 5;
+    pub const REG_SEND: i64 = 6;
+    pub const GROUP_LEADER: i64 = 7;
+    pub const EXIT2: i64 = 8;
+    pub const SEND_TT: i64 = 12;
+    pub const EXIT_TT: i64 = 13;
+    pub const REG_SEND_TT: i64 = 16;
+    pub const EXIT2_TT: i64 = 18;
+    pub const MONITOR_P: i64 = 19;
+    pub const DEMONITOR_P: i64 = 20;
+    pub const MONITOR_P_EXIT: i64 = 21;
+    pub const SEND_SENDER: i64 = 22;
+    pub const SEND_SENDER_TT: i64 = 23;
+    pub const PAYLOAD_EXIT: i64 = 24;
+    pub const PAYLOAD_EXIT_TT: i64 = 25;
+    pub const PAYLOAD_EXIT2: i64 = 26;
+    pub const PAYLOAD_EXIT2_TT: i64 = 27;
+    pub const PAYLOAD_MONITOR_P_EXIT: i64 = 28;
+    pub const SPAWN_REQUEST: i64 = 29;
+    pub const SPAWN_REQUEST_TT: i64 = 30;
+    pub const SPAWN_REPLY: i64 = 31;
+    pub const SPAWN_REPLY_TT: i64 = 32;
+    pub const ALIAS_SEND: i64 = 33;
+    pub const ALIAS_SEND_TT: i64 = 34;
+    pub const UNLINK_ID: i64 = 35;
+    pub const UNLINK_ID_ACK: i64 = 36;
+}
+
 /// A process named by pid or by registered name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcRef {
@@ -228,24 +264,24 @@ fn decode_with(
             .ok_or_else(|| bad(format!("operation {op} lacks its {what}")))
     };
     Ok(match op {
-        2 | 12 => {
-            arity(if op == 2 { 3 } else { 4 })?;
+        op::SEND | op::SEND_TT => {
+            arity(if op == op::SEND { 3 } else { 4 })?;
             Control::Send {
                 from: None,
                 to: pid(&items[2], "SEND receiver")?,
                 message: payload("message")?,
             }
         }
-        22 | 23 => {
-            arity(if op == 22 { 3 } else { 4 })?;
+        op::SEND_SENDER | op::SEND_SENDER_TT => {
+            arity(if op == op::SEND_SENDER { 3 } else { 4 })?;
             Control::Send {
                 from: Some(pid(&items[1], "sender")?),
                 to: pid(&items[2], "receiver")?,
                 message: payload("message")?,
             }
         }
-        6 | 16 => {
-            arity(if op == 6 { 4 } else { 5 })?;
+        op::REG_SEND | op::REG_SEND_TT => {
+            arity(if op == op::REG_SEND { 4 } else { 5 })?;
             Control::RegSend {
                 from: pid(&items[1], "sender")?,
                 to: items[3]
@@ -254,22 +290,22 @@ fn decode_with(
                 message: payload("message")?,
             }
         }
-        33 | 34 => {
-            arity(if op == 33 { 3 } else { 4 })?;
+        op::ALIAS_SEND | op::ALIAS_SEND_TT => {
+            arity(if op == op::ALIAS_SEND { 3 } else { 4 })?;
             Control::AliasSend {
                 from: pid(&items[1], "sender")?,
                 alias: reference(&items[2], "alias")?,
                 message: payload("message")?,
             }
         }
-        1 => {
+        op::LINK => {
             arity(3)?;
             Control::Link {
                 from: pid(&items[1], "linker")?,
                 to: pid(&items[2], "linked")?,
             }
         }
-        4 => {
+        op::UNLINK => {
             arity(3)?;
             Control::Unlink {
                 id: None,
@@ -277,7 +313,7 @@ fn decode_with(
                 to: pid(&items[2], "unlinked")?,
             }
         }
-        35 => {
+        op::UNLINK_ID => {
             arity(4)?;
             Control::Unlink {
                 id: Some(items[1].clone()),
@@ -285,42 +321,46 @@ fn decode_with(
                 to: pid(&items[3], "unlinked")?,
             }
         }
-        36 => Control::UnlinkAck,
-        3 | 8 => {
+        op::UNLINK_ID_ACK => Control::UnlinkAck,
+        op::EXIT | op::EXIT2 => {
             arity(4)?;
             Control::Exit {
                 from: pid(&items[1], "exiting process")?,
                 to: pid(&items[2], "receiver")?,
                 reason: items[3].clone(),
-                link: op == 3,
+                link: op == op::EXIT,
             }
         }
-        13 | 18 => {
+        op::EXIT_TT | op::EXIT2_TT => {
             arity(5)?;
             Control::Exit {
                 from: pid(&items[1], "exiting process")?,
                 to: pid(&items[2], "receiver")?,
                 reason: items[4].clone(),
-                link: op == 13,
+                link: op == op::EXIT_TT,
             }
         }
-        24..=27 => {
-            arity(if op == 24 || op == 26 { 3 } else { 4 })?;
+        op::PAYLOAD_EXIT..=op::PAYLOAD_EXIT2_TT => {
+            arity(if op == op::PAYLOAD_EXIT || op == op::PAYLOAD_EXIT2 {
+                3
+            } else {
+                4
+            })?;
             Control::Exit {
                 from: pid(&items[1], "exiting process")?,
                 to: pid(&items[2], "receiver")?,
                 reason: payload("reason")?,
-                link: op == 24 || op == 25,
+                link: op == op::PAYLOAD_EXIT || op == op::PAYLOAD_EXIT_TT,
             }
         }
-        19 | 20 => {
+        op::MONITOR_P | op::DEMONITOR_P => {
             arity(4)?;
             let (from, to, reference) = (
                 pid(&items[1], "monitoring process")?,
                 proc_ref(&items[2])?,
                 reference(&items[3], "monitor reference")?,
             );
-            if op == 19 {
+            if op == op::MONITOR_P {
                 Control::Monitor {
                     from,
                     to,
@@ -334,20 +374,20 @@ fn decode_with(
                 }
             }
         }
-        21 | 28 => {
-            arity(if op == 21 { 5 } else { 4 })?;
+        op::MONITOR_P_EXIT | op::PAYLOAD_MONITOR_P_EXIT => {
+            arity(if op == op::MONITOR_P_EXIT { 5 } else { 4 })?;
             Control::MonitorExit {
                 from: proc_ref(&items[1])?,
                 to: pid(&items[2], "monitoring process")?,
                 reference: reference(&items[3], "monitor reference")?,
-                reason: if op == 21 {
+                reason: if op == op::MONITOR_P_EXIT {
                     items[4].clone()
                 } else {
                     payload("reason")?
                 },
             }
         }
-        29 | 30 => Control::SpawnRequest {
+        op::SPAWN_REQUEST | op::SPAWN_REQUEST_TT => Control::SpawnRequest {
             req_id: reference(items.get(1).unwrap_or(&Value::nil()), "spawn request id")?,
             from: pid(items.get(2).unwrap_or(&Value::nil()), "spawning process")?,
         },
@@ -413,7 +453,11 @@ impl FrameWriter {
 
     /// `SEND` to `to`; `payload` writes the message.
     pub fn send(&mut self, to: &Pid, mut payload: impl FnMut(&mut TermWriter)) {
-        let control = Value::tuple(vec![op(2), Value::Atom(*atoms::EMPTY), pid_value(to)]);
+        let control = Value::tuple(vec![
+            op_value(op::SEND),
+            Value::Atom(*atoms::EMPTY),
+            pid_value(to),
+        ]);
         self.frame(&control, Some(&mut payload));
     }
 
@@ -424,14 +468,18 @@ impl FrameWriter {
         alias: &Ref,
         mut payload: impl FnMut(&mut TermWriter),
     ) {
-        let control = Value::tuple(vec![op(33), pid_value(from), ref_value(alias)]);
+        let control = Value::tuple(vec![
+            op_value(op::ALIAS_SEND),
+            pid_value(from),
+            ref_value(alias),
+        ]);
         self.frame(&control, Some(&mut payload));
     }
 
     /// `REG_SEND` from `from` to the name `to`; `payload` writes the message.
     pub fn reg_send(&mut self, from: &Pid, to: Atom, mut payload: impl FnMut(&mut TermWriter)) {
         let control = Value::tuple(vec![
-            op(6),
+            op_value(op::REG_SEND),
             pid_value(from),
             Value::Atom(*atoms::EMPTY),
             Value::Atom(to),
@@ -442,7 +490,7 @@ impl FrameWriter {
     /// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
     pub fn monitor_exit(&mut self, from: &ProcRef, to: &Pid, reference: &Ref, reason: &Value) {
         let control = Value::tuple(vec![
-            op(21),
+            op_value(op::MONITOR_P_EXIT),
             proc_value(from),
             pid_value(to),
             ref_value(reference),
@@ -453,14 +501,19 @@ impl FrameWriter {
 
     /// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
     pub fn exit(&mut self, from: &Pid, to: &Pid, reason: &Value) {
-        let control = Value::tuple(vec![op(3), pid_value(from), pid_value(to), reason.clone()]);
+        let control = Value::tuple(vec![
+            op_value(op::EXIT),
+            pid_value(from),
+            pid_value(to),
+            reason.clone(),
+        ]);
         self.frame(&control, None);
     }
 
     /// `MONITOR_P` from a local process.
     pub fn monitor(&mut self, from: &Pid, to: &ProcRef, reference: &Ref) {
         let control = Value::tuple(vec![
-            op(19),
+            op_value(op::MONITOR_P),
             pid_value(from),
             proc_value(to),
             ref_value(reference),
@@ -471,7 +524,7 @@ impl FrameWriter {
     /// `DEMONITOR_P` from a local process.
     pub fn demonitor(&mut self, from: &Pid, to: &ProcRef, reference: &Ref) {
         let control = Value::tuple(vec![
-            op(20),
+            op_value(op::DEMONITOR_P),
             pid_value(from),
             proc_value(to),
             ref_value(reference),
@@ -481,24 +534,29 @@ impl FrameWriter {
 
     /// `UNLINK_ID_ACK`.
     pub fn unlink_ack(&mut self, id: &Value, from: &Pid, to: &Pid) {
-        let control = Value::tuple(vec![op(36), id.clone(), pid_value(from), pid_value(to)]);
+        let control = Value::tuple(vec![
+            op_value(op::UNLINK_ID_ACK),
+            id.clone(),
+            pid_value(from),
+            pid_value(to),
+        ]);
         self.frame(&control, None);
     }
 
     /// `SPAWN_REPLY` refusing a spawn request with `reason`.
     pub fn spawn_refused(&mut self, req_id: &Ref, to: &Pid, reason: Atom) {
         let control = Value::tuple(vec![
-            op(31),
+            op_value(op::SPAWN_REPLY),
             ref_value(req_id),
             pid_value(to),
-            op(0),
+            Value::Int(0), // flags
             Value::Atom(reason),
         ]);
         self.frame(&control, None);
     }
 }
 
-fn op(n: i64) -> Value {
+fn op_value(n: i64) -> Value {
     Value::Int(n)
 }
 
