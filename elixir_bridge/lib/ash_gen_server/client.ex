@@ -1,20 +1,21 @@
 defmodule AshGenServer.Client do
   @moduledoc """
-  Every call from the shim to a node, and the mapping of the node's error replies to Ash errors.
+  Requests about a resource, from the data layer to the resource's node, and the mapping of the
+  node's error replies to Ash errors.
 
-  - Requests go to `{:ash_gen_server, node}` with `GenServer.call/3` (PROTOCOL.md "Requests").
-    An exit (node down, no server, timeout) becomes an `AshGenServer.Error.NodeUnavailable`
-    naming the node, never an exit in the caller.
+  - `request/2` sends a request to the resource's node (its `node` in the DSL, else
+    `config :ash_gen_server, node: ...`) and returns the raw reply; `to_ash_error/2` turns an
+    error reply into an Ash error.
+  - Every call goes through `AshGenServer.Transport.call/4`: an exit (node down, no server,
+    timeout) becomes an `AshGenServer.Error.NodeUnavailable` naming the node, never an exit in
+    the caller, and every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`
+    (`[:ash_gen_server, :request, :start | :stop]`, with the metadata `node`, `resource`,
+    `request`, `message` and, on stop, `reply`; see `AshGenServer.Transport`). Casts
+    (`keep_alive`) emit nothing.
   - A resource is `define`d lazily, the first time it is used against a node; the fact is cached
     in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}`. If a request
     answers `{:error, {:unknown_resource, _}}` (the node restarted and lost its definitions) the
     resource is defined again and the request retried once.
-  - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
-    `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
-    `duration`, in native time units) carry the metadata `node`, `resource` (the resource the
-    request is about, or `nil`), `request` (its name: `:get`, `:query`, `:aggregate`...) and
-    `message` (the whole request); the stop event adds `reply` (the node's raw reply, or
-    `{:error, %NodeUnavailable{}}`). Casts (`keep_alive`) emit nothing.
   - Before a resource is first defined on a node, `AshGenServer.ExpiryHandler` is asked to
     subscribe to that resource's expiries there, so expiry notices reach Ash from the first
     record on.
@@ -22,9 +23,7 @@ defmodule AshGenServer.Client do
 
   alias AshGenServer.DataLayer.Info
   alias AshGenServer.Error.{NodeError, NodeUnavailable}
-
-  @server :ash_gen_server
-  @event [:ash_gen_server, :request]
+  alias AshGenServer.Transport
 
   @doc """
   Sends `request` about `resource` to the resource's node, defining the resource there first if
@@ -37,12 +36,12 @@ defmodule AshGenServer.Client do
          :ok <- ensure_defined(node, resource) do
       timeout = Info.call_timeout(resource)
 
-      case call(node, request, timeout, resource) do
+      case Transport.call(node, request, timeout, resource) do
         {:error, {:unknown_resource, _}} ->
           forget(node, resource)
 
           with :ok <- ensure_defined(node, resource) do
-            call(node, request, timeout, resource)
+            Transport.call(node, request, timeout, resource)
           end
 
         reply ->
@@ -55,7 +54,7 @@ defmodule AshGenServer.Client do
   @spec cast(Ash.Resource.t(), term) :: :ok
   def cast(resource, request) do
     case node_for(resource) do
-      {:ok, node} -> GenServer.cast({@server, node}, request)
+      {:ok, node} -> Transport.cast(node, request)
       _ -> :ok
     end
   end
@@ -71,48 +70,6 @@ defmodule AshGenServer.Client do
         {:error, NodeUnavailable.exception(node: nil, resource: resource, reason: :no_node)}
     end
   end
-
-  @doc """
-  A raw `GenServer.call` to the node's `ash_gen_server`, with exits turned into
-  `{:error, %NodeUnavailable{}}`.
-  """
-  @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
-  def call(node, request, timeout \\ 5_000, resource \\ nil) do
-    metadata = %{
-      node: node,
-      resource: resource || request_resource(request),
-      request: request_name(request),
-      message: request
-    }
-
-    :telemetry.span(@event, metadata, fn ->
-      reply = do_call(node, request, timeout, resource)
-      {reply, Map.put(metadata, :reply, reply)}
-    end)
-  end
-
-  defp do_call(node, request, timeout, resource) do
-    GenServer.call({@server, node}, request, timeout)
-  catch
-    :exit, reason ->
-      {:error,
-       NodeUnavailable.exception(node: node, resource: resource, reason: exit_reason(reason))}
-  end
-
-  defp request_name(request) when is_tuple(request) and tuple_size(request) > 0,
-    do: elem(request, 0)
-
-  defp request_name(request), do: request
-
-  defp request_resource(request)
-       when is_tuple(request) and tuple_size(request) > 1 and is_atom(elem(request, 1)),
-       do: elem(request, 1)
-
-  defp request_resource(_request), do: nil
-
-  defp exit_reason({reason, {GenServer, :call, _}}), do: exit_reason(reason)
-  defp exit_reason({:nodedown, _node}), do: :noconnection
-  defp exit_reason(reason), do: reason
 
   @doc "Defines `resource` on `node` unless this VM already did (see the moduledoc)."
   @spec ensure_defined(node, Ash.Resource.t()) :: :ok | {:error, Exception.t()}
@@ -130,7 +87,7 @@ defmodule AshGenServer.Client do
   def define(node, resource) do
     request = {:define, resource, Info.define_options(resource)}
 
-    case call(node, request, Info.call_timeout(resource), resource) do
+    case Transport.call(node, request, Info.call_timeout(resource), resource) do
       :ok ->
         :persistent_term.put({__MODULE__, :defined, node, resource}, true)
         :ok

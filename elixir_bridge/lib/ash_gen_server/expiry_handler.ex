@@ -18,7 +18,9 @@ defmodule AshGenServer.ExpiryHandler do
   where the resources are known. `AshGenServer.Client` calls `watch/2` before it first defines
   a resource on a node; the handler then subscribes again with the longer list (subscribing
   again replaces the list on the node), synchronously, so notices for records created right
-  after reach Ash.
+  after reach Ash. The handler itself talks to nodes through `AshGenServer.Transport` (raw
+  calls to the node of the notice, no `define`), never through `AshGenServer.Client`, which
+  depends on it.
 
   The resources watched per node are kept in `:persistent_term`, so a restarted handler
   subscribes again at once, and the handler monitors all nodes
@@ -39,7 +41,7 @@ defmodule AshGenServer.ExpiryHandler do
   use GenServer
   require Logger
 
-  alias AshGenServer.{Client, Values}
+  alias AshGenServer.{Transport, Values}
 
   # %{node => MapSet of resources}: what this VM has defined on each node.
   @watched {__MODULE__, :watched}
@@ -174,13 +176,13 @@ defmodule AshGenServer.ExpiryHandler do
   end
 
   defp subscribe_request(node, resources) do
-    case Client.call(node, {:subscribe, resources}, @subscribe_timeout) do
+    case Transport.call(node, {:subscribe, resources}, @subscribe_timeout) do
       :ok ->
         {:ok, resources}
 
       {:error, {kind, _}} when kind in [:unknown_request, :bad_request] ->
         # a node from before per-resource subscriptions
-        case Client.call(node, :subscribe, @subscribe_timeout) do
+        case Transport.call(node, :subscribe, @subscribe_timeout) do
           :ok ->
             Logger.warning(
               "ash_gen_server: #{inspect(node)} does not know per-resource expiry " <>
@@ -211,7 +213,7 @@ defmodule AshGenServer.ExpiryHandler do
             "primary destroy action (#{format(error)}); removing the record directly"
         )
 
-        case Client.call(node, {:destroy, resource, pk}) do
+        case Transport.call(node, {:destroy, resource, pk}) do
           :ok -> :ok
           {:error, :not_found} -> :ok
           other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")

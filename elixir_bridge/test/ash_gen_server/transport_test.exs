@@ -1,9 +1,9 @@
-defmodule AshGenServer.ClientTest do
+defmodule AshGenServer.TransportTest do
   use ExUnit.Case, async: true
 
-  alias AshGenServer.Client
   alias AshGenServer.Error.NodeUnavailable
   alias AshGenServer.Test.Thing
+  alias AshGenServer.Transport
 
   # handlers run in the process that emits the event: keep this test's own calls
   @doc false
@@ -18,7 +18,7 @@ defmodule AshGenServer.ClientTest do
     on_exit(fn -> :telemetry.detach(id) end)
 
     request = {:get, Thing, %{id: "x"}}
-    assert {:error, %NodeUnavailable{}} = Client.call(:"nowhere@127.0.0.1", request, 100)
+    assert {:error, %NodeUnavailable{}} = Transport.call(:"nowhere@127.0.0.1", request, 100)
 
     assert_receive {[:ash_gen_server, :request, :start], %{system_time: _},
                     %{node: :"nowhere@127.0.0.1", resource: Thing, request: :get} = start}
@@ -30,7 +30,7 @@ defmodule AshGenServer.ClientTest do
 
     assert is_integer(duration)
 
-    assert {:error, _} = Client.call(:"nowhere@127.0.0.1", :stats, 100)
+    assert {:error, _} = Transport.call(:"nowhere@127.0.0.1", :stats, 100)
     assert_receive {[:ash_gen_server, :request, :stop], _, %{request: :stats, resource: nil}}
   end
 end

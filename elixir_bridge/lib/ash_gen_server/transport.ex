@@ -1,0 +1,71 @@
+defmodule AshGenServer.Transport do
+  @moduledoc """
+  One call or cast to a node's `ash_gen_server` server: the lowest layer of the shim, used by
+  `AshGenServer.Client` (requests about a resource) and `AshGenServer.ExpiryHandler`
+  (subscriptions and raw destroys). It knows nothing about resources being defined or about
+  Ash errors.
+
+  - Requests go to `{:ash_gen_server, node}` with `GenServer.call/3` (PROTOCOL.md "Requests").
+    An exit (node down, no server, timeout) becomes `{:error, %AshGenServer.Error.NodeUnavailable{}}`
+    naming the node, never an exit in the caller.
+  - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
+    `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
+    `duration`, in native time units) carry the metadata `node`, `resource` (the resource the
+    request is about, or `nil`), `request` (its name: `:get`, `:query`, `:aggregate`...) and
+    `message` (the whole request); the stop event adds `reply` (the node's raw reply, or
+    `{:error, %NodeUnavailable{}}`). Casts (`keep_alive`) emit nothing.
+  """
+
+  alias AshGenServer.Error.NodeUnavailable
+
+  @server :ash_gen_server
+  @event [:ash_gen_server, :request]
+
+  @doc """
+  A `GenServer.call` to the node's `ash_gen_server`, with exits turned into
+  `{:error, %NodeUnavailable{}}`. Returns the node's raw reply. `resource` is the resource the
+  request is about, for the telemetry metadata and the error (else the request's second
+  element when it is an atom).
+  """
+  @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
+  def call(node, request, timeout \\ 5_000, resource \\ nil) do
+    metadata = %{
+      node: node,
+      resource: resource || request_resource(request),
+      request: request_name(request),
+      message: request
+    }
+
+    :telemetry.span(@event, metadata, fn ->
+      reply = do_call(node, request, timeout, resource)
+      {reply, Map.put(metadata, :reply, reply)}
+    end)
+  end
+
+  @doc "A `GenServer.cast` to the node's `ash_gen_server` (no reply, no telemetry)."
+  @spec cast(node, term) :: :ok
+  def cast(node, request), do: GenServer.cast({@server, node}, request)
+
+  defp do_call(node, request, timeout, resource) do
+    GenServer.call({@server, node}, request, timeout)
+  catch
+    :exit, reason ->
+      {:error,
+       NodeUnavailable.exception(node: node, resource: resource, reason: exit_reason(reason))}
+  end
+
+  defp request_name(request) when is_tuple(request) and tuple_size(request) > 0,
+    do: elem(request, 0)
+
+  defp request_name(request), do: request
+
+  defp request_resource(request)
+       when is_tuple(request) and tuple_size(request) > 1 and is_atom(elem(request, 1)),
+       do: elem(request, 1)
+
+  defp request_resource(_request), do: nil
+
+  defp exit_reason({reason, {GenServer, :call, _}}), do: exit_reason(reason)
+  defp exit_reason({:nodedown, _node}), do: :noconnection
+  defp exit_reason(reason), do: reason
+end
