@@ -8,10 +8,14 @@ defmodule AshGenServer.Aggregates do
   Two kinds reach the data layer:
 
   - **query aggregates** (`Ash.count/2`, `Ash.sum/3`, `Ash.aggregate/3`, a page's count), through
-    `c:Ash.DataLayer.run_aggregate_query/3`: `run/3`;
+    `c:Ash.DataLayer.run_aggregate_query/3`: `run/4`, which is given the function that reads a
+    query's records (`AshGenServer.Query.run/1`) for those it computes at runtime;
   - **aggregates loaded on records** (`count :post_count, :posts` in a resource, then
     `Ash.load(author, :post_count)` or a filter/sort on it), added to the data layer query with
-    `add_aggregate/3` and computed on the records `run_query/2` returns: `add_loaded/2`.
+    `add_aggregate/3` and computed on the records `run_query/2` returns: `add_loaded/2`, called
+    by `AshGenServer.Query.run/1`.
+
+  So `AshGenServer.Query` uses this module, never the other way round.
 
   An aggregate goes to the node when everything about it is exact there: its query's filter is
   wholly pushable (see `AshGenServer.Filter`), its kind is one the node knows, and its field's
@@ -44,10 +48,18 @@ defmodule AshGenServer.Aggregates do
 
   # -- query aggregates ---------------------------------------------------------------------
 
-  @doc "Runs query aggregates (`c:Ash.DataLayer.run_aggregate_query/3`)."
-  @spec run(AshGenServer.Query.t(), [Ash.Query.Aggregate.t()], Ash.Resource.t()) ::
-          {:ok, map} | {:error, term}
-  def run(query, aggregates, resource) do
+  @doc """
+  Runs query aggregates (`c:Ash.DataLayer.run_aggregate_query/3`). Those the node cannot
+  compute exactly are computed here on the records `read` returns for the query without its
+  aggregates (the data layer passes `AshGenServer.Query.run/1`).
+  """
+  @spec run(
+          AshGenServer.Query.t(),
+          [Ash.Query.Aggregate.t()],
+          Ash.Resource.t(),
+          (AshGenServer.Query.t() -> {:ok, [Ash.Resource.record()]} | {:error, term})
+        ) :: {:ok, map} | {:error, term}
+  def run(query, aggregates, resource, read) do
     base = Filter.translate(query.filter, resource)
     base_sort = Filter.sort(query.sort, resource)
     paged? = (query.offset || 0) > 0 or not is_nil(query.limit)
@@ -65,7 +77,7 @@ defmodule AshGenServer.Aggregates do
       end)
 
     with {:ok, node_results} <- run_in_node(resource, in_node),
-         {:ok, runtime_results} <- run_at_runtime(query, Enum.reverse(at_runtime)) do
+         {:ok, runtime_results} <- run_at_runtime(query, Enum.reverse(at_runtime), read) do
       {:ok, Map.merge(node_results, runtime_results)}
     end
   end
@@ -132,10 +144,10 @@ defmodule AshGenServer.Aggregates do
     end)
   end
 
-  defp run_at_runtime(_query, []), do: {:ok, %{}}
+  defp run_at_runtime(_query, [], _read), do: {:ok, %{}}
 
-  defp run_at_runtime(query, aggregates) do
-    with {:ok, records} <- AshGenServer.Query.run(%{query | aggregates: []}) do
+  defp run_at_runtime(query, aggregates, read) do
+    with {:ok, records} <- read.(%{query | aggregates: []}) do
       Enum.reduce_while(aggregates, {:ok, %{}}, fn aggregate, {:ok, acc} ->
         case runtime_value(records, aggregate, query.domain) do
           {:ok, value} -> {:cont, {:ok, Map.put(acc, aggregate.name, value)}}
@@ -320,9 +332,11 @@ defmodule AshGenServer.Aggregates do
   defp put_value(record, %{name: name}, value),
     do: Map.update!(record, :aggregates, &Map.put(&1, name, value))
 
-  # The node plan for an aggregate over one relationship, or :error. The destination attribute
-  # must compare exactly (`:order`) and group exactly: the node groups by exact equality, which
-  # is `==` for every ordered type but floats (`1 == 1.0`).
+  # The node plan for an aggregate over one relationship, or :error. The destination must be a
+  # resource of this data layer, like `resource` (compared through `resource` so that this
+  # module does not depend on `AshGenServer.DataLayer`, which uses it). The destination
+  # attribute must compare exactly (`:order`) and group exactly: the node groups by exact
+  # equality, which is `==` for every ordered type but floats (`1 == 1.0`).
   defp related_plan(aggregate, resource) do
     with true <- Map.get(aggregate, :related?, true),
          [name] <- aggregate.relationship_path,
@@ -332,7 +346,7 @@ defmodule AshGenServer.Aggregates do
          false <- Map.get(rel, :no_attributes?, false),
          true <- aggregate.join_filters in [nil, %{}],
          destination = rel.destination,
-         AshGenServer.DataLayer <- Ash.DataLayer.data_layer(destination),
+         true <- Ash.DataLayer.data_layer(destination) == Ash.DataLayer.data_layer(resource),
          %{} = dest_attribute <-
            Ash.Resource.Info.attribute(destination, rel.destination_attribute),
          :order <- Values.pushdown(dest_attribute.type),

@@ -243,7 +243,7 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def run_aggregate_query(query, aggregates, resource),
-    do: Aggregates.run(query, aggregates, resource)
+    do: Aggregates.run(query, aggregates, resource, &Query.run/1)
 
   # -- writes (AshGenServer.Write, AshGenServer.Upsert) ------------------------------------
 
