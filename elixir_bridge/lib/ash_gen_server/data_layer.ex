@@ -266,6 +266,9 @@ defmodule AshGenServer.DataLayer do
 
   @doc false
   @impl true
-  def bulk_create(resource, changesets, options),
-    do: Write.bulk_create(resource, changesets, options)
+  def bulk_create(resource, changesets, options) do
+    if options[:upsert?],
+      do: Upsert.bulk_upsert(resource, changesets, options),
+      else: Write.bulk_create(resource, changesets, options)
+  end
 end

@@ -219,12 +219,19 @@ defmodule AshGenServer.Upsert do
     end
   end
 
-  # Upserts. When every record of the batch sets, on conflict, the same fields with its own
-  # values and the condition is the same exact node expression, the batch is one `bulk_create`
-  # request with `upsert => true, fields => [...]`. Otherwise (update defaults that differ from
-  # the created values, conditions Ash must check...) each record is one `upsert` request.
+  # Bulk upserts (`c:Ash.DataLayer.bulk_create/3` with `upsert?`). When every record of the
+  # batch sets, on conflict, the same fields with its own values and the condition is the same
+  # exact node expression, the batch is one `bulk_create` request with
+  # `upsert => true, fields => [...]`. Otherwise (update defaults that differ from the created
+  # values, conditions Ash must check...) each record is one `upsert` request.
   @doc false
   def bulk_upsert(resource, changesets, options) do
+    with results when is_list(results) <- bulk_upsert_results(resource, changesets, options) do
+      Write.bulk_result(results, options)
+    end
+  end
+
+  defp bulk_upsert_results(resource, changesets, options) do
     keys = options[:upsert_keys] || Ash.Resource.Info.primary_key(resource)
 
     changesets =

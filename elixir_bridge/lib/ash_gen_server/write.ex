@@ -11,7 +11,7 @@ defmodule AshGenServer.Write do
   """
 
   alias Ash.Changeset
-  alias AshGenServer.{Client, Filter, Upsert, Values}
+  alias AshGenServer.{Client, Filter, Values}
   alias AshGenServer.DataLayer.Layout
 
   @doc false
@@ -143,25 +143,11 @@ defmodule AshGenServer.Write do
     end
   end
 
+  # Plain creates (`c:Ash.DataLayer.bulk_create/3` without `upsert?`; bulk upserts are
+  # `AshGenServer.Upsert.bulk_upsert/3`): one `bulk_create` request for the batch; each record
+  # succeeds or fails alone.
   @doc false
   def bulk_create(resource, changesets, options) do
-    changesets = Enum.to_list(changesets)
-
-    results =
-      if options[:upsert?] do
-        Upsert.bulk_upsert(resource, changesets, options)
-      else
-        bulk_insert(resource, changesets)
-      end
-
-    case results do
-      {:error, error} -> {:error, error}
-      results -> bulk_result(results, options)
-    end
-  end
-
-  # Plain creates: one `bulk_create` request for the batch; each record succeeds or fails alone.
-  defp bulk_insert(resource, changesets) do
     prepared =
       Enum.map(changesets, fn changeset ->
         case dump_new(resource, changeset) do
@@ -174,7 +160,7 @@ defmodule AshGenServer.Write do
 
     case Client.request(resource, {:bulk_create, resource, to_send, %{}}) do
       {:ok, replies} when is_list(replies) and length(replies) == length(to_send) ->
-        merge_replies(prepared, replies, resource)
+        prepared |> merge_replies(replies, resource) |> bulk_result(options)
 
       {:error, reason} ->
         error(reason, resource, :bulk_create)
