@@ -28,13 +28,7 @@ defmodule AshGenServer do
   @spec whereis(Ash.Resource.record()) :: {:ok, pid} | {:error, term}
   def whereis(%resource{} = record) do
     with {:ok, pk} <- Values.primary_key(resource, record) do
-      case Client.request(resource, {:whereis, resource, pk}) do
-        {:ok, pid} when is_pid(pid) ->
-          {:ok, pid}
-
-        {:error, reason} ->
-          {:error, Client.to_ash_error(reason, resource: resource, request: :whereis)}
-      end
+      Client.run(resource, {:whereis, resource, pk}, request: :whereis, expect: &is_pid/1)
     end
   end
 

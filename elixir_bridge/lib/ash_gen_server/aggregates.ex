@@ -122,8 +122,11 @@ defmodule AshGenServer.Aggregates do
     Enum.reduce_while(groups, {:ok, %{}}, fn {request_query, entries}, {:ok, acc} ->
       specs = Enum.map(entries, fn {_aggregate, spec} -> spec.request end)
 
-      case Client.request(resource, {:aggregate, resource, request_query, specs}) do
-        {:ok, values} when is_map(values) ->
+      case Client.run(resource, {:aggregate, resource, request_query, specs},
+             request: :aggregate,
+             expect: &is_map/1
+           ) do
+        {:ok, values} ->
           acc =
             Enum.reduce(entries, acc, fn {aggregate, spec}, acc ->
               Map.put(
@@ -135,11 +138,8 @@ defmodule AshGenServer.Aggregates do
 
           {:cont, {:ok, acc}}
 
-        {:error, reason} ->
-          {:halt, {:error, Client.to_ash_error(reason, resource: resource, request: :aggregate)}}
-
-        other ->
-          {:halt, {:error, Client.to_ash_error(other, resource: resource, request: :aggregate)}}
+        {:error, error} ->
+          {:halt, {:error, error}}
       end
     end)
   end
@@ -275,11 +275,13 @@ defmodule AshGenServer.Aggregates do
       specs = Enum.map(entries, fn {_aggregate, plan} -> plan.spec.request end)
       request_query = %{filter: and_({:in, field, batch}, filter), sort: sort}
 
-      case Client.request(
+      case Client.run(
              destination,
-             {:aggregate, destination, request_query, specs, %{group_by: field}}
+             {:aggregate, destination, request_query, specs, %{group_by: field}},
+             request: :aggregate,
+             expect: &is_list/1
            ) do
-        {:ok, groups} when is_list(groups) ->
+        {:ok, groups} ->
           acc =
             Enum.reduce(groups, acc, fn {group, group_values}, acc ->
               Map.update(acc, group, group_values, &Map.merge(&1, group_values))
@@ -287,13 +289,8 @@ defmodule AshGenServer.Aggregates do
 
           {:cont, {:ok, acc}}
 
-        {:error, reason} ->
-          {:halt,
-           {:error, Client.to_ash_error(reason, resource: destination, request: :aggregate)}}
-
-        other ->
-          {:halt,
-           {:error, Client.to_ash_error(other, resource: destination, request: :aggregate)}}
+        {:error, error} ->
+          {:halt, {:error, error}}
       end
     end)
   end

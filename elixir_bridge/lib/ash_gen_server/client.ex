@@ -4,8 +4,8 @@ defmodule AshGenServer.Client do
   node's error replies to Ash errors.
 
   - `request/2` sends a request to the resource's node (its `node` in the DSL, else
-    `config :ash_gen_server, node: ...`) and returns the raw reply; `to_ash_error/2` turns an
-    error reply into an Ash error.
+    `config :ash_gen_server, node: ...`) and returns the raw reply; `run/3` does the same and
+    turns error replies into Ash errors (`to_ash_error/2`), which is what the data layer uses.
   - Every call goes through `AshGenServer.Transport.call/4`: an exit (node down, no server,
     timeout) becomes an `AshGenServer.Error.NodeUnavailable` naming the node, never an exit in
     the caller, and every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`
@@ -48,6 +48,48 @@ defmodule AshGenServer.Client do
           reply
       end
     end
+  end
+
+  @doc """
+  Sends `request` about `resource` (as `request/2`) and returns `{:ok, body}` or
+  `{:error, ash_error}`: the node's reply through `result/2`. What the data layer uses.
+
+  `context` is `result/2`'s; its `:resource` defaults to `resource`.
+  """
+  @spec run(Ash.Resource.t(), term, keyword) :: {:ok, term} | {:error, Exception.t()}
+  def run(resource, request, context \\ []) do
+    context = Keyword.put_new(context, :resource, resource)
+    resource |> request(request) |> result(context)
+  end
+
+  @doc """
+  A node reply as `{:ok, body}` or `{:error, ash_error}` (`run/3` without the request; also
+  used for the per-record replies of a `bulk_create`):
+
+  - `{:ok, body}` is itself, `:ok` (`destroy`) is `{:ok, :ok}` and `{:ok, action, record}`
+    (`upsert`) is `{:ok, {action, record}}`;
+  - `{:error, reason}` is `{:error, to_ash_error(reason, context)}` (an unreachable node stays
+    `AshGenServer.Error.NodeUnavailable`), and any other reply, or a body that fails
+    `context[:expect]`, is `{:error, to_ash_error(reply, context)}`, an
+    `AshGenServer.Error.NodeError`.
+
+  `context` is `to_ash_error/2`'s, plus an optional `:expect`: a predicate the body must
+  satisfy (`&is_list/1`...).
+  """
+  @spec result(term, keyword) :: {:ok, term} | {:error, Exception.t()}
+  def result(reply, context) do
+    case reply do
+      {:ok, body} -> expected(reply, body, context)
+      :ok -> expected(reply, :ok, context)
+      {:ok, action, record} -> expected(reply, {action, record}, context)
+      {:error, reason} -> {:error, to_ash_error(reason, context)}
+      other -> {:error, to_ash_error(other, context)}
+    end
+  end
+
+  defp expected(reply, body, context) do
+    expect = Keyword.get(context, :expect, fn _body -> true end)
+    if expect.(body), do: {:ok, body}, else: {:error, to_ash_error(reply, context)}
   end
 
   @doc "Sends a cast about `resource` to its node (no reply, no definition)."

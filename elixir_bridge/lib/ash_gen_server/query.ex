@@ -126,24 +126,15 @@ defmodule AshGenServer.Query do
     do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
   defp fetch(resource, {:get, pk}) do
-    case Client.request(resource, {:get, resource, pk}) do
+    case Client.run(resource, {:get, resource, pk}, request: :get) do
       {:ok, record} -> {:ok, [record]}
-      {:error, :not_found} -> {:ok, []}
-      {:error, reason} -> {:error, Client.to_ash_error(reason, resource: resource, request: :get)}
+      {:error, %Ash.Error.Query.NotFound{}} -> {:ok, []}
+      {:error, error} -> {:error, error}
     end
   end
 
   defp fetch(resource, {:query, request}) do
-    case Client.request(resource, {:query, resource, request}) do
-      {:ok, records} when is_list(records) ->
-        {:ok, records}
-
-      {:error, reason} ->
-        {:error, Client.to_ash_error(reason, resource: resource, request: :query)}
-
-      other ->
-        {:error, Client.to_ash_error(other, resource: resource, request: :query)}
-    end
+    Client.run(resource, {:query, resource, request}, request: :query, expect: &is_list/1)
   end
 
   @doc false

@@ -17,7 +17,7 @@ defmodule AshGenServer.Upsert do
   alias AshGenServer.{Client, Filter, Values, Write}
   alias AshGenServer.DataLayer.Info
 
-  import Write, only: [error: 3, error: 4, no_filter?: 1]
+  import Write, only: [no_filter?: 1]
 
   @doc "Upserts one record (`c:Ash.DataLayer.upsert/4`)."
   def upsert(resource, changeset, keys, identity \\ nil) do
@@ -38,8 +38,8 @@ defmodule AshGenServer.Upsert do
                %{keys: keys, set: set, condition: Filter.to_request(condition)}}
 
             resource
-            |> Client.request(request)
-            |> upsert_reply(resource, identity)
+            |> Client.run(request, request: :upsert, expect: &upsert_body?/1)
+            |> upsert_result(resource)
           else
             emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
           end
@@ -90,17 +90,19 @@ defmodule AshGenServer.Upsert do
             {:ok, pk} = Values.primary_key(resource, existing)
             guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
 
-            case Client.request(resource, {:update, resource, pk, set, %{filter: guard}}) do
+            case Client.run(resource, {:update, resource, pk, set, %{filter: guard}},
+                   request: :upsert
+                 ) do
               {:ok, updated} ->
                 resource
                 |> Values.cast_record(updated)
                 |> put_upsert_action(:update)
 
-              {:error, :stale} ->
+              {:error, %Ash.Error.Changes.StaleRecord{}} ->
                 {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
 
-              {:error, reason} ->
-                error(reason, resource, :upsert, identity: identity)
+              {:error, error} ->
+                {:error, error}
             end
         end
       end
@@ -112,17 +114,17 @@ defmodule AshGenServer.Upsert do
 
   defp put_upsert_action(other, _action), do: other
 
-  defp upsert_reply({:ok, action, stored}, resource, _identity)
-       when action in [:created, :updated, :skipped] do
+  # The body of an `upsert` reply (`{ok, Action, Record}`, see `AshGenServer.Client.result/2`).
+  defp upsert_body?({action, _stored}), do: action in [:created, :updated, :skipped]
+  defp upsert_body?(_body), do: false
+
+  defp upsert_result({:ok, {action, stored}}, resource) do
     with {:ok, result} <- Values.cast_record(resource, stored) do
       {:ok, upsert_metadata(result, action)}
     end
   end
 
-  defp upsert_reply({:error, reason}, resource, identity),
-    do: error(reason, resource, :upsert, identity: identity)
-
-  defp upsert_reply(other, resource, _identity), do: error(other, resource, :upsert)
+  defp upsert_result({:error, error}, _resource), do: {:error, error}
 
   defp upsert_metadata(record, :skipped),
     do: Ash.Resource.put_metadata(record, :upsert_skipped, true)
@@ -211,13 +213,8 @@ defmodule AshGenServer.Upsert do
     end
   end
 
-  defp query_request(resource, request) do
-    case Client.request(resource, request) do
-      {:ok, records} when is_list(records) -> {:ok, records}
-      {:error, reason} -> error(reason, resource, :query)
-      other -> error(other, resource, :query)
-    end
-  end
+  defp query_request(resource, request),
+    do: Client.run(resource, request, request: :query, expect: &is_list/1)
 
   # Bulk upserts (`c:Ash.DataLayer.bulk_create/3` with `upsert?`). When every record of the
   # batch sets, on conflict, the same fields with its own values and the condition is the same
@@ -255,22 +252,22 @@ defmodule AshGenServer.Upsert do
 
         stored = Enum.map(prepared, & &1.stored)
 
-        case Client.request(resource, {:bulk_create, resource, stored, opts}) do
-          {:ok, replies} when is_list(replies) and length(replies) == length(stored) ->
-            prepared
-            |> Enum.zip(replies)
-            |> Enum.map(fn {%{changeset: changeset}, reply} ->
-              case upsert_reply(reply, resource, options[:identity]) do
-                {:ok, record} -> {:ok, record, changeset}
-                {:error, error} -> {:error, error, changeset}
-              end
-            end)
-
-          {:error, reason} ->
-            error(reason, resource, :bulk_create)
-
-          other ->
-            error(other, resource, :bulk_create)
+        with {:ok, replies} <-
+               Client.run(resource, {:bulk_create, resource, stored, opts},
+                 request: :bulk_create,
+                 expect: &(is_list(&1) and length(&1) == length(stored))
+               ) do
+          prepared
+          |> Enum.zip(replies)
+          |> Enum.map(fn {%{changeset: changeset}, reply} ->
+            reply
+            |> Client.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
+            |> upsert_result(resource)
+            |> case do
+              {:ok, record} -> {:ok, record, changeset}
+              {:error, error} -> {:error, error, changeset}
+            end
+          end)
         end
 
       :error ->

@@ -11,70 +11,46 @@ defmodule AshGenServer.Write do
   """
 
   alias Ash.Changeset
+  alias Ash.Error.Changes.StaleRecord
   alias AshGenServer.{Client, Filter, Values}
   alias AshGenServer.DataLayer.Layout
 
   @doc false
   def create(resource, changeset) do
-    with {:ok, stored} <- dump_new(resource, changeset) do
-      resource
-      |> Client.request({:create, resource, stored})
-      |> case do
-        {:ok, record} -> Values.cast_record(resource, record)
-        {:error, reason} -> error(reason, resource, :create)
-        other -> error(other, resource, :create)
-      end
+    with {:ok, stored} <- dump_new(resource, changeset),
+         {:ok, record} <- Client.run(resource, {:create, resource, stored}, request: :create) do
+      Values.cast_record(resource, record)
     end
   end
 
   @doc false
   def update(resource, changeset) do
+    context = [request: :update, filter: changeset.filter, not_found: :stale]
+
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, changes} <- Values.dump_changes(resource, changeset.attributes),
-         {:ok, opts} <- condition(resource, changeset, pk) do
-      request =
-        case opts do
-          nil -> {:update, resource, pk, changes}
-          opts -> {:update, resource, pk, changes, opts}
-        end
-
-      case Client.request(resource, request) do
-        {:ok, stored} ->
-          with {:ok, record} <- Values.cast_record(resource, stored) do
-            {:ok, retain_loaded(record, changeset.data)}
-          end
-
-        {:error, reason} ->
-          error(reason, resource, :update, filter: changeset.filter, not_found: :stale)
-
-        other ->
-          error(other, resource, :update)
-      end
+         {:ok, opts} <- condition(resource, changeset, pk),
+         request = with_opts({:update, resource, pk, changes}, opts),
+         {:ok, stored} <- Client.run(resource, request, context),
+         {:ok, record} <- Values.cast_record(resource, stored) do
+      {:ok, retain_loaded(record, changeset.data)}
     end
   end
 
   @doc false
   def destroy(resource, changeset) do
+    context = [request: :destroy, filter: changeset.filter, not_found: :stale]
+
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
-         {:ok, opts} <- condition(resource, changeset, pk) do
-      request =
-        case opts do
-          nil -> {:destroy, resource, pk}
-          opts -> {:destroy, resource, pk, opts}
-        end
-
-      case Client.request(resource, request) do
-        :ok ->
-          :ok
-
-        {:error, reason} ->
-          error(reason, resource, :destroy, filter: changeset.filter, not_found: :stale)
-
-        other ->
-          error(other, resource, :destroy)
-      end
+         {:ok, opts} <- condition(resource, changeset, pk),
+         {:ok, _} <- Client.run(resource, with_opts({:destroy, resource, pk}, opts), context) do
+      :ok
     end
   end
+
+  # An update/destroy request, with its options (`condition/3`) when there are any.
+  defp with_opts(request, nil), do: request
+  defp with_opts(request, opts), do: Tuple.append(request, opts)
 
   # The `#{filter => Expr}` option of an update/destroy. A changeset filter the node evaluates
   # exactly is sent as is. Otherwise Ash checks it against the current record first (stale if
@@ -94,30 +70,20 @@ defmodule AshGenServer.Write do
     end
   end
 
+  # Stale when the record does not match, or is missing.
   defp runtime_check(resource, changeset, pk) do
-    stale = fn ->
-      {:error,
-       Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: changeset.filter)}
-    end
+    context = [request: :get, filter: changeset.filter, not_found: :stale]
 
-    case Client.request(resource, {:get, resource, pk}) do
-      {:ok, stored} ->
-        with {:ok, current} <- Values.cast_record(resource, stored) do
-          case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
-                 tenant: changeset.tenant,
-                 actor: changeset.context[:private][:actor]
-               ) do
-            {:ok, [_]} -> :ok
-            {:ok, []} -> stale.()
-            {:error, error} -> {:error, error}
-          end
-        end
-
-      {:error, :not_found} ->
-        stale.()
-
-      {:error, reason} ->
-        error(reason, resource, :get)
+    with {:ok, stored} <- Client.run(resource, {:get, resource, pk}, context),
+         {:ok, current} <- Values.cast_record(resource, stored) do
+      case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
+             tenant: changeset.tenant,
+             actor: changeset.context[:private][:actor]
+           ) do
+        {:ok, [_]} -> :ok
+        {:ok, []} -> {:error, StaleRecord.exception(resource: resource, filter: changeset.filter)}
+        {:error, error} -> {:error, error}
+      end
     end
   end
 
@@ -158,15 +124,12 @@ defmodule AshGenServer.Write do
 
     to_send = for {:ok, stored, _} <- prepared, do: stored
 
-    case Client.request(resource, {:bulk_create, resource, to_send, %{}}) do
-      {:ok, replies} when is_list(replies) and length(replies) == length(to_send) ->
-        prepared |> merge_replies(replies, resource) |> bulk_result(options)
-
-      {:error, reason} ->
-        error(reason, resource, :bulk_create)
-
-      other ->
-        error(other, resource, :bulk_create)
+    with {:ok, replies} <-
+           Client.run(resource, {:bulk_create, resource, to_send, %{}},
+             request: :bulk_create,
+             expect: &(is_list(&1) and length(&1) == length(to_send))
+           ) do
+      prepared |> merge_replies(replies, resource) |> bulk_result(options)
     end
   end
 
@@ -177,15 +140,11 @@ defmodule AshGenServer.Write do
 
   defp merge_replies([{:ok, _stored, changeset} | rest], [reply | replies], resource) do
     result =
-      case reply do
-        {:ok, stored} ->
-          case Values.cast_record(resource, stored) do
-            {:ok, record} -> {:ok, record, changeset}
-            {:error, error} -> {:error, error, changeset}
-          end
-
-        {:error, reason} ->
-          {:error, Client.to_ash_error(reason, resource: resource, request: :create), changeset}
+      with {:ok, stored} <- Client.result(reply, resource: resource, request: :create),
+           {:ok, record} <- Values.cast_record(resource, stored) do
+        {:ok, record, changeset}
+      else
+        {:error, error} -> {:error, error, changeset}
       end
 
     [result | merge_replies(rest, replies, resource)]
@@ -214,11 +173,5 @@ defmodule AshGenServer.Write do
       options[:return_records?] -> {:ok, ok}
       true -> :ok
     end
-  end
-
-  @doc false
-  def error(reason, resource, request, context \\ []) do
-    {:error,
-     Client.to_ash_error(reason, Keyword.merge([resource: resource, request: request], context))}
   end
 end
