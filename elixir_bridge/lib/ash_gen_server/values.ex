@@ -7,9 +7,10 @@ defmodule AshGenServer.Values do
   form (a UUID as its 16 raw bytes, an atom as its name, a date as a `%Date{}` map, an embedded
   resource as a plain map...). A record on the node is a map with one key per attribute.
 
-  For the types whose stored form is the value itself (see `plain_kind/1`: integers, floats,
-  strings, booleans), a value of the expected shape is passed through as is: that is exactly
-  what their `dump_to_native/3` and `cast_stored/3` return, without the calls. Every other
+  For the types whose stored form is the value itself (see
+  `AshGenServer.DataLayer.Layout.plain_kind/1`: integers, floats, strings, booleans), a value
+  of the expected shape is passed through as is: that is exactly what their
+  `dump_to_native/3` and `cast_stored/3` return, without the calls. Every other
   value, and every value of another type, goes through Ash. Which attributes are which is
   worked out once per resource (`AshGenServer.DataLayer.Layout`).
 
@@ -49,28 +50,6 @@ defmodule AshGenServer.Values do
     if Map.has_key?(@ordered_types, type), do: :order, else: :none
   end
 
-  @typedoc "See `plain_kind/1`."
-  @type plain_kind :: :integer | :float | :string | :boolean | nil
-
-  # Types whose `dump_to_native/3` and `cast_stored/3` return a value of this shape unchanged
-  # (`Ecto.Type.dump/2` and `Ecto.Type.load/2` of the primitive type; a float's `cast_stored`
-  # also turns an integer into a float, which is not this shape, so it still goes through Ash).
-  @plain_kinds %{
-    Ash.Type.Integer => :integer,
-    Ash.Type.Float => :float,
-    Ash.Type.String => :string,
-    Ash.Type.Boolean => :boolean
-  }
-
-  @doc """
-  For a type whose stored form is the value itself, the shape of such values: `:integer`,
-  `:float` (a float), `:string` (a binary) or `:boolean`. A value of that shape (or `nil`) is
-  stored and read back unchanged, with no call to `Ash.Type`. `nil` for every other type
-  (only exactly these Ash types count, not `NewType`s of them).
-  """
-  @spec plain_kind(Ash.Type.t()) :: plain_kind
-  def plain_kind(type), do: Map.get(@plain_kinds, type)
-
   # A value's stored form, with no call to Ash when it is the value itself.
   defp dump(kind, attribute, value) do
     if plain?(kind, value), do: {:ok, value}, else: dump_value(attribute, value)
@@ -102,7 +81,7 @@ defmodule AshGenServer.Values do
   def dump_comparable(%{type: type} = attribute, value) do
     with kind when not is_nil(kind) <- Map.get(@ordered_types, type),
          false <- is_nil(value),
-         {:ok, native} <- dump(plain_kind(type), attribute, value),
+         {:ok, native} <- dump(Layout.plain_kind(type), attribute, value),
          true <- kind?(kind, native) do
       {:ok, native}
     else

@@ -6,7 +6,7 @@ defmodule AshGenServer.DataLayer.Layout do
   what converting each one's values takes.
 
   - `attributes`: `{name, kind, attribute}` for every attribute, in the resource's order;
-    `kind` is `AshGenServer.Values.plain_kind/1` of its type (`nil` when values go through
+    `kind` is `plain_kind/1` of its type (`nil` when values go through
     `Ash.Type.dump_to_native/3` and `Ash.Type.cast_stored/3`).
   - `primary_key`: the same triples for the primary-key fields, in primary-key order.
   - `attribute_names`: the attribute names, in order.
@@ -17,12 +17,11 @@ defmodule AshGenServer.DataLayer.Layout do
   The layout is a Spark persisted value, so it is rebuilt whenever the resource is recompiled.
   """
 
-  alias AshGenServer.Values
   alias Spark.Dsl.Extension
 
   @key :ash_gen_server_layout
 
-  @type field :: {atom, Values.plain_kind(), Ash.Resource.Attribute.t()}
+  @type field :: {atom, plain_kind(), Ash.Resource.Attribute.t()}
 
   @type t :: %__MODULE__{
           node: node | nil,
@@ -33,6 +32,28 @@ defmodule AshGenServer.DataLayer.Layout do
         }
 
   defstruct [:node, :call_timeout, attributes: [], primary_key: [], attribute_names: []]
+
+  @typedoc "See `plain_kind/1`."
+  @type plain_kind :: :integer | :float | :string | :boolean | nil
+
+  # Types whose `dump_to_native/3` and `cast_stored/3` return a value of this shape unchanged
+  # (`Ecto.Type.dump/2` and `Ecto.Type.load/2` of the primitive type; a float's `cast_stored`
+  # also turns an integer into a float, which is not this shape, so it still goes through Ash).
+  @plain_kinds %{
+    Ash.Type.Integer => :integer,
+    Ash.Type.Float => :float,
+    Ash.Type.String => :string,
+    Ash.Type.Boolean => :boolean
+  }
+
+  @doc """
+  For a type whose stored form is the value itself, the shape of such values: `:integer`,
+  `:float` (a float), `:string` (a binary) or `:boolean`. A value of that shape (or `nil`) is
+  stored and read back unchanged, with no call to `Ash.Type`. `nil` for every other type
+  (only exactly these Ash types count, not `NewType`s of them).
+  """
+  @spec plain_kind(Ash.Type.t()) :: plain_kind
+  def plain_kind(type), do: Map.get(@plain_kinds, type)
 
   @doc """
   The layout of `resource`: the one persisted when it compiled, else (a resource compiled
@@ -53,7 +74,7 @@ defmodule AshGenServer.DataLayer.Layout do
   def build(resource) do
     attributes =
       for attribute <- Ash.Resource.Info.attributes(resource),
-          do: {attribute.name, Values.plain_kind(attribute.type), attribute}
+          do: {attribute.name, plain_kind(attribute.type), attribute}
 
     by_name = Map.new(attributes, fn {name, _, _} = field -> {name, field} end)
 
