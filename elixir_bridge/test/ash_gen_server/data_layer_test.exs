@@ -30,11 +30,11 @@ defmodule AshGenServer.DataLayerTest do
   end
 
   test "an unreachable node is a clear Ash error, not an exit" do
-    assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Thing)
-    assert %AshGenServer.Error.NodeUnavailable{node: :"nowhere@127.0.0.1"} = error
+    assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Thing)
+    assert %Ash.Error.Invalid.Unavailable{resource: Thing} = error
     assert Exception.message(error) =~ "nowhere@127.0.0.1"
 
-    assert {:error, %Ash.Error.Framework{}} =
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
              Thing |> Ash.Changeset.for_create(:create, %{name: "x"}) |> Ash.create()
   end
 
@@ -43,7 +43,7 @@ defmodule AshGenServer.DataLayerTest do
     Application.delete_env(:ash_gen_server, :node)
 
     try do
-      assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Pair)
+      assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Pair)
       assert Exception.message(error) =~ "No ash_gen_server node is configured"
     after
       if previous, do: Application.put_env(:ash_gen_server, :node, previous)

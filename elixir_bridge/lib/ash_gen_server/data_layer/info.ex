@@ -62,14 +62,27 @@ defmodule AshGenServer.DataLayer.Info do
 
   @doc """
   The identities the node enforces: every identity whose keys are all attributes and that has
-  no `where` condition (the node has no partial unique keys; Ash evaluates those itself).
+  no `where` condition (the node has no partial unique keys; Ash evaluates those itself). With
+  the `:attribute` multitenancy strategy, an identity that is not `all_tenants?` includes the
+  tenant attribute (the same value may be used once per tenant), as Ash's upsert keys do.
   """
   @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]}]
   def node_identities(resource) do
     for identity <- Ash.Resource.Info.identities(resource),
         is_nil(identity.where),
         Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)) do
-      {identity.name, identity.keys}
+      {identity.name, identity_keys(resource, identity)}
+    end
+  end
+
+  @doc "An identity's keys as the node enforces them (see `node_identities/1`)."
+  @spec identity_keys(Ash.Resource.t(), Ash.Resource.Identity.t()) :: [atom]
+  def identity_keys(resource, identity) do
+    if Ash.Resource.Info.multitenancy_strategy(resource) == :attribute and
+         not identity.all_tenants? do
+      Enum.uniq([Ash.Resource.Info.multitenancy_attribute(resource) | identity.keys])
+    else
+      identity.keys
     end
   end
 end

@@ -10,6 +10,10 @@ defmodule AshGenServer.DataLayer.Layout do
     `Ash.Type.dump_to_native/3` and `Ash.Type.cast_stored/3`).
   - `primary_key`: the same triples for the primary-key fields, in primary-key order.
   - `attribute_names`: the attribute names, in order.
+  - `sensitive`: the names of the `sensitive?` attributes (left out of telemetry metadata).
+  - `context_tenancy?`: whether the resource uses the `:context` multitenancy strategy (each
+    tenant's records in their own namespace on the node, `{Resource, Tenant}`).
+  - `atomics_in_node?`: the DSL option (see `AshGenServer.Atomics`).
   - `node`, `call_timeout`: the DSL options (`nil` when not set; the application environment
     fallbacks are read per request by `AshGenServer.DataLayer.Info`, since they may change at
     run time).
@@ -28,10 +32,22 @@ defmodule AshGenServer.DataLayer.Layout do
           call_timeout: timeout | nil,
           attributes: [field],
           primary_key: [field],
-          attribute_names: [atom]
+          attribute_names: [atom],
+          sensitive: [atom],
+          context_tenancy?: boolean,
+          atomics_in_node?: boolean
         }
 
-  defstruct [:node, :call_timeout, attributes: [], primary_key: [], attribute_names: []]
+  defstruct [
+    :node,
+    :call_timeout,
+    attributes: [],
+    primary_key: [],
+    attribute_names: [],
+    sensitive: [],
+    context_tenancy?: false,
+    atomics_in_node?: true
+  ]
 
   @typedoc "See `plain_kind/1`."
   @type plain_kind :: :integer | :float | :string | :boolean | nil
@@ -84,7 +100,10 @@ defmodule AshGenServer.DataLayer.Layout do
       attributes: attributes,
       primary_key:
         for(name <- Ash.Resource.Info.primary_key(resource), do: Map.fetch!(by_name, name)),
-      attribute_names: Enum.map(attributes, &elem(&1, 0))
+      attribute_names: Enum.map(attributes, &elem(&1, 0)),
+      sensitive: for({name, _, %{sensitive?: true}} <- attributes, do: name),
+      context_tenancy?: Ash.Resource.Info.multitenancy_strategy(resource) == :context,
+      atomics_in_node?: Extension.get_opt(resource, [:gen_server], :atomics_in_node?, true)
     }
   end
 
