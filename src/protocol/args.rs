@@ -2,6 +2,7 @@
 //! option maps, timeouts, filters. Every error says, in words, what is wrong with the term.
 
 use super::error::{Error, Result, bad};
+use crate::query::expr::{Atomics, parse_atomics};
 use crate::query::filter::Expr;
 use crate::term::{Atom, Record, Value};
 
@@ -67,6 +68,29 @@ pub fn filter_opts(v: &Value, what: &str) -> Result<Option<Expr>> {
             Some("filter") if val.is_nil() => out = None,
             Some("filter") => out = Some(filter(val)?),
             _ => return bad(format!("unknown {what} option {k:?} (expected filter)")),
+        }
+    }
+    Ok(out)
+}
+
+/// `[{Field, VExpr}]`.
+pub fn atomics(v: &Value) -> Result<Atomics> {
+    parse_atomics(v).map_err(Error::BadRequest)
+}
+
+/// `#{filter => Expr | nil, atomics => [{Field, VExpr}]}`, the options of an update.
+pub fn update_opts(v: &Value, what: &str) -> Result<(Option<Expr>, Atomics)> {
+    let mut out = (None, Vec::new());
+    for (k, val) in opts(v, what)? {
+        match key(k) {
+            Some("filter") if val.is_nil() => out.0 = None,
+            Some("filter") => out.0 = Some(filter(val)?),
+            Some("atomics") => out.1 = atomics(val)?,
+            _ => {
+                return bad(format!(
+                    "unknown {what} option {k:?} (expected filter or atomics)"
+                ));
+            }
         }
     }
     Ok(out)

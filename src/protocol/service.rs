@@ -50,10 +50,13 @@ impl Service {
     /// Sends `op` to a record's actor, which replies to `from` when its turn is done.
     pub fn to_record(&self, from: From, name: Atom, pk: &Value, op: Op) {
         match self.find(name, pk) {
-            Ok(actor) => actor.deliver(
-                &self.records,
-                Envelope::Call(Some(Box::new(ToCaller(from))), op),
-            ),
+            Ok(actor) => {
+                let op = op.bound(&actor.resource.config().types);
+                actor.deliver(
+                    &self.records,
+                    Envelope::Call(Some(Box::new(ToCaller(from))), op),
+                )
+            }
             Err(e) => self.reply(&from, &e.to_reply()),
         }
     }

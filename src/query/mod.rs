@@ -7,12 +7,16 @@
 //! - [`aggregate`](mod@aggregate): aggregate kinds and their computation.
 
 pub mod aggregate;
+pub mod expr;
 pub mod filter;
 pub mod sort;
+pub mod typed;
 
 pub use aggregate::{Aggregate, AggregateError};
+pub use expr::{ExprError, VExpr};
 pub use filter::Expr;
 pub use sort::{Dir, Sort};
+pub use typed::Types;
 
 use crate::term::{Atom, Record, Value};
 use num_bigint::Sign;
@@ -33,6 +37,18 @@ pub struct Query {
 }
 
 impl Query {
+    /// The query comparing typed fields by their type (filter and sort).
+    pub fn bind(&self, types: &std::sync::Arc<Types>) -> Query {
+        if types.is_empty() {
+            return self.clone();
+        }
+        Query {
+            filter: self.filter.as_ref().map(|f| f.bind(types)),
+            sort: self.sort.bind(types),
+            ..self.clone()
+        }
+    }
+
     /// Parses the query map. Unknown keys are refused; the error says what is wrong.
     pub fn parse(term: &Value) -> Result<Query, String> {
         let entries = term
@@ -396,7 +412,7 @@ mod tests {
         assert_eq!(
             parse_err("#{filter => {foo, a, 1}}"),
             "unknown filter operator foo in {foo,a,1} (expected eq, neq, lt, lte, gt, gte, in, \
-             is_nil, contains, and, or, not)"
+             is_nil, contains, and, or, not, expr)"
         );
         assert!(parse_err("#{sort => [{age, up}]}").starts_with("unknown sort direction up"));
     }

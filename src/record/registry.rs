@@ -11,6 +11,7 @@
 use super::actor::RecordActor;
 use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
+use crate::query::typed::{FieldType, Types};
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -70,6 +71,22 @@ pub struct Identity {
     pub name: Value,
     /// Its fields.
     pub fields: Vec<Atom>,
+    /// Only records matching this filter take part (`where`).
+    pub filter: Option<Expr>,
+    /// Whether records with a `nil` in one of the fields never conflict (the default).
+    pub nils_distinct: bool,
+}
+
+impl Identity {
+    /// An identity over `fields`, every record taking part, nils distinct.
+    pub fn new(name: Value, fields: Vec<Atom>) -> Identity {
+        Identity {
+            name,
+            fields,
+            filter: None,
+            nils_distinct: true,
+        }
+    }
 }
 
 /// A resource's settings, from `define`.
@@ -87,6 +104,8 @@ pub struct ResourceConfig {
     pub restart: RestartPolicy,
     /// How long an expiry handler has to destroy an expired record.
     pub expiry_grace: u64,
+    /// Fields compared by type (dates, decimals, case-insensitive strings...).
+    pub types: Arc<Types>,
 }
 
 impl ResourceConfig {
@@ -99,6 +118,7 @@ impl ResourceConfig {
             identities: Vec::new(),
             restart: RestartPolicy::default(),
             expiry_grace: 5_000,
+            types: Arc::new(Types::default()),
         }
     }
 
@@ -141,6 +161,9 @@ pub enum StoreError {
     /// The record's actor failed while handling the request.
     #[error("the record's actor crashed: {0:?}")]
     RecordCrashed(Value),
+    /// A value expression failed (its term is attached); nothing changed.
+    #[error("an expression failed: {0:?}")]
+    Expr(Value),
 }
 
 /// All resources.
@@ -242,7 +265,7 @@ impl Resource {
             for shard in self.shards.iter() {
                 for (key, entry) in shard.read().iter() {
                     for (i, identity) in config.identities.iter().enumerate() {
-                        if let Some(values) = identity_key(&identity.fields, &entry.record) {
+                        if let Some(values) = identity_key(identity, &config.types, &entry.record) {
                             rebuilt[i].entry(values).or_insert_with(|| key.clone());
                         }
                     }
@@ -318,7 +341,7 @@ impl Resource {
         let Some(i) = config.identities.iter().position(|id| same(&id.fields)) else {
             return Err(StoreError::UnknownUpsertKeys(fields.to_vec()));
         };
-        let Some(values) = identity_key(&config.identities[i].fields, record) else {
+        let Some(values) = identity_key(&config.identities[i], &config.types, record) else {
             return Ok(None);
         };
         let key = self
@@ -327,6 +350,23 @@ impl Resource {
             .get(i)
             .and_then(|ix| ix.get(&values).cloned());
         Ok(key.and_then(|k| self.lookup(&k)))
+    }
+
+    /// Whether `record` still has `incoming`'s values for the upsert keys `fields` (the
+    /// primary key or an identity's fields, compared as the identity compares them).
+    pub fn still_has_keys(&self, record: &Record, fields: &[Atom], incoming: &Record) -> bool {
+        let config = self.config();
+        let same = |a: &[Atom]| a.len() == fields.len() && a.iter().all(|f| fields.contains(f));
+        if same(&config.primary_key) {
+            return matches!((self.key_of(record), self.key_of(incoming)), (Ok(a), Ok(b)) if a == b);
+        }
+        match config.identities.iter().find(|id| same(&id.fields)) {
+            Some(identity) => {
+                let key = |r| identity_key(identity, &config.types, r);
+                matches!((key(record), key(incoming)), (Some(a), Some(b)) if a == b)
+            }
+            None => false,
+        }
     }
 
     /// Adds a new record and its actor, born at `now` (node milliseconds).
@@ -577,13 +617,28 @@ fn key_from<'a>(
     }
 }
 
-/// The identity key of `record`, or `None` when a field is nil or absent (nils are distinct).
-fn identity_key(fields: &[Atom], record: &Record) -> Option<Key> {
-    let mut values = Vec::with_capacity(fields.len());
-    for f in fields {
-        match record.get(*f) {
-            Some(v) if !v.is_nil() => values.push(v.clone()),
-            _ => return None,
+/// The identity key of `record`, or `None` when the record takes no part in the identity: it
+/// does not match the identity's `where`, or a field is nil or absent and nils are distinct.
+/// `ci_string` fields are keyed by their lowercase form.
+fn identity_key(identity: &Identity, types: &Types, record: &Record) -> Option<Key> {
+    if identity.filter.as_ref().is_some_and(|f| !f.matches(record)) {
+        return None;
+    }
+    let nil = Value::nil();
+    let mut values = Vec::with_capacity(identity.fields.len());
+    for f in &identity.fields {
+        let v = record.get(*f).unwrap_or(&nil);
+        if v.is_nil() && identity.nils_distinct {
+            return None;
+        }
+        match (types.get(*f), v.as_bytes()) {
+            (Some(FieldType::CiString), Some(bytes)) => {
+                values.push(match std::str::from_utf8(bytes) {
+                    Ok(text) => Value::from(text.to_lowercase().as_str()),
+                    Err(_) => v.clone(),
+                })
+            }
+            _ => values.push(v.clone()),
         }
     }
     Some(Key::new(values.into_boxed_slice()))
@@ -594,7 +649,7 @@ fn identity_claims(config: &ResourceConfig, record: &Record) -> Vec<(usize, Key)
         .identities
         .iter()
         .enumerate()
-        .filter_map(|(i, id)| identity_key(&id.fields, record).map(|k| (i, k)))
+        .filter_map(|(i, id)| identity_key(id, &config.types, record).map(|k| (i, k)))
         .collect()
 }
 
@@ -645,10 +700,7 @@ mod tests {
     }
 
     fn email_identity() -> Identity {
-        Identity {
-            name: Value::Atom(atom("unique_email")),
-            fields: vec![atom("email")],
-        }
+        Identity::new(Value::Atom(atom("unique_email")), vec![atom("email")])
     }
 
     #[test]

@@ -62,15 +62,22 @@ impl Aggregate {
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
         let result = svc.resource(self.resource).and_then(|resource| {
-            let matched = resource.select(self.query.filter.as_ref());
+            let config = resource.config();
+            let query = self.query.bind(&config.types);
+            let aggregates: Vec<Spec> = self
+                .aggregates
+                .iter()
+                .map(|a| a.bind(&config.types))
+                .collect();
+            let matched = resource.select(query.filter.as_ref());
             let page = q::Query {
                 filter: None,
-                ..self.query
+                ..query
             };
-            let pk = &resource.config().primary_key;
+            let pk = &config.primary_key;
             let values = match self.group_by {
-                None => q::aggregate(matched, &page, &self.aggregates, pk),
-                Some(field) => q::aggregate_grouped(matched, &page, &self.aggregates, pk, field),
+                None => q::aggregate(matched, &page, &aggregates, pk),
+                Some(field) => q::aggregate_grouped(matched, &page, &aggregates, pk, field),
             }?;
             Ok(reply::ok_with(values))
         });

@@ -45,8 +45,9 @@ impl Query {
 
 /// Filter during the scan, then sort and page the matches; the returned records are touched.
 fn run(records: &RecordService, resource: &Arc<Resource>, query: &q::Query) -> Vec<Record> {
-    let matched = resource.select(query.filter.as_ref());
     let config = resource.config();
+    let query = &query.bind(&config.types);
+    let matched = resource.select(query.filter.as_ref());
     let page = q::Query {
         filter: None,
         ..query.clone()

@@ -5,6 +5,7 @@ use crate::node::genserver::From;
 use crate::protocol::args;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
+use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::Op;
 use crate::term::{Atom, Record, Value};
@@ -20,6 +21,8 @@ pub struct Update {
     pub changes: Record,
     /// The condition (`filter`).
     pub filter: Option<Expr>,
+    /// Value expressions merged after the changes (`atomics`).
+    pub atomics: Atomics,
 }
 
 impl Update {
@@ -31,14 +34,16 @@ impl Update {
             &[3, 4],
             "{update, Resource, PK, Changes} or {update, Resource, PK, Changes, Opts}",
         )?;
+        let (filter, atomics) = match args.get(3) {
+            Some(o) => args::update_opts(o, "update")?,
+            None => (None, Vec::new()),
+        };
         Ok(Update {
             resource: args::resource(&args[0])?,
             pk: args::pk(&args[1])?,
             changes: args::record(&args[2], "changes")?,
-            filter: match args.get(3) {
-                Some(o) => args::filter_opts(o, "update")?,
-                None => None,
-            },
+            filter,
+            atomics,
         })
     }
 
@@ -47,6 +52,7 @@ impl Update {
         let op = Op::Update {
             changes: self.changes,
             filter: self.filter,
+            atomics: self.atomics,
         };
         svc.to_record(from, self.resource, &self.pk, op);
     }

@@ -6,6 +6,7 @@ use crate::protocol::args::{self, key};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply::ToCaller;
 use crate::protocol::service::Service;
+use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::{Resource, StoreError, Upsert as UpsertArgs};
 use crate::term::{Atom, Record, Value};
@@ -21,6 +22,8 @@ pub struct UpsertOpts {
     pub fields: Option<Vec<Atom>>,
     /// `condition`.
     pub condition: Option<Expr>,
+    /// `atomics`.
+    pub atomics: Atomics,
 }
 
 impl UpsertOpts {
@@ -37,10 +40,11 @@ impl UpsertOpts {
                 Some("fields") => out.fields = Some(args::fields(val, "fields")?),
                 Some("condition") if val.is_nil() => out.condition = None,
                 Some("condition") => out.condition = Some(args::filter(val)?),
+                Some("atomics") => out.atomics = args::atomics(val)?,
                 Some("upsert") if bulk => {}
                 _ => {
                     return bad(format!(
-                        "unknown upsert option {k:?} (expected keys, set, fields or condition)"
+                        "unknown upsert option {k:?} (expected keys, set, fields, condition or atomics)"
                     ));
                 }
             }
@@ -77,7 +81,11 @@ impl UpsertOpts {
             record,
             keys,
             set,
-            condition: self.condition.clone(),
+            condition: self
+                .condition
+                .as_ref()
+                .map(|c| c.bind(&resource.config().types)),
+            atomics: self.atomics.clone(),
         })
     }
 }
