@@ -10,6 +10,7 @@ pub mod args;
 pub mod cmd;
 pub mod direct;
 pub mod error;
+pub mod gather;
 pub mod reply;
 pub mod request;
 pub mod server;

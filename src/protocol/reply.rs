@@ -65,7 +65,7 @@ pub fn encode_records(records: &[Record], w: &mut TermWriter) {
 /// The reply term of an outcome.
 pub fn render(outcome: &Outcome) -> Value {
     match outcome {
-        Outcome::Ok => ok(),
+        Outcome::Ok | Outcome::Destroyed(_) => ok(),
         Outcome::Record(record) => ok_with(record.to_value()),
         Outcome::Upserted(kind, record) => {
             Value::tuple(vec![ok(), upsert_atom(*kind), record.to_value()])

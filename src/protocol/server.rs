@@ -588,4 +588,71 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test]
+    async fn update_and_destroy_by_query() {
+        let (node, _server) = serve("unit_where");
+        let me = Mailbox::new(&node);
+        call(&me, "{define, item, #{primary_key => [id]}}").await;
+        for id in 1..=6 {
+            call(
+                &me,
+                &format!(
+                    "{{create, item, #{{id => {id}, n => {id}, team => {}}}}}",
+                    id % 2
+                ),
+            )
+            .await;
+        }
+        assert_eq!(
+            call(&me, "{update_where, item, #{filter => {eq, team, 0}, sort => [{id, desc}]}, #{set => #{hit => true}, atomics => [{n, {'*', {ref, n}, {value, 10}}}]}}").await,
+            t("{ok, [#{id => 6, n => 60, team => 0, hit => true}, #{id => 4, n => 40, team => 0, hit => true}, #{id => 2, n => 20, team => 0, hit => true}]}")
+        );
+        // A failing expression on any matching record changes nothing.
+        assert_eq!(
+            call(&me, "{update_where, item, #{}, #{atomics => [{n, {'if', {gt, {ref, n}, {value, 50}}, {error, nope}, {ref, n}}}]}}").await,
+            t("{error, {expr_error, nope}}")
+        );
+        assert_eq!(
+            call(&me, "{update_where, item, #{filter => {eq, team, 1}, limit => 2}, #{set => #{hit => false}, return => count}}").await,
+            t("{ok, 2}")
+        );
+        let Value::Tuple(reply) = call(&me, "{whereis, item, #{id => 3}}").await else {
+            panic!()
+        };
+        let Value::Pid(pid) = &reply[1] else { panic!() };
+        let reference = me.monitor(pid);
+        assert_eq!(
+            call(
+                &me,
+                "{destroy_where, item, #{filter => {eq, team, 1}}, #{return => count}}"
+            )
+            .await,
+            t("{ok, 3}")
+        );
+        assert_eq!(
+            me.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: **pid,
+                reason: t("normal")
+            })
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{destroy_where, item, #{sort => [{id, asc}], limit => 1}}"
+            )
+            .await,
+            t("{ok, [#{id => 2, n => 20, team => 0, hit => true}]}")
+        );
+        assert_eq!(
+            call(&me, "{destroy_where, item, #{filter => false}}").await,
+            t("{ok, []}")
+        );
+        assert_eq!(
+            call(&me, "{info, item}").await.as_tuple().unwrap()[1].map_get(&t("count")),
+            Some(&Value::Int(2))
+        );
+    }
 }

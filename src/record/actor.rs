@@ -139,6 +139,8 @@ pub enum UpsertKind {
 pub enum Outcome {
     /// `ok`.
     Ok,
+    /// `ok` for a destroy: the record as it was.
+    Destroyed(Record),
     /// `{ok, Record}`.
     Record(Record),
     /// `{ok, created | updated | skipped, Record}`.
@@ -442,7 +444,7 @@ impl RecordActor {
                     step.reply = Some(Outcome::Error(StoreError::Stale));
                     step.touch = true;
                 } else if self.resource.remove(self, &turn.record) {
-                    step.reply = Some(Outcome::Ok);
+                    step.reply = Some(Outcome::Destroyed(turn.record.clone()));
                     step.stop = Some(match turn.expiring {
                         Some(reason) => reason.exit_reason(),
                         None => Value::Atom(*atoms::NORMAL),

@@ -215,7 +215,7 @@ mod tests {
         );
         assert!(matches!(
             ask(&svc, &actor, Op::Destroy { filter: None }),
-            Outcome::Ok
+            Outcome::Destroyed(_)
         ));
         // The actor is gone: a late request is handed back as gone.
         assert!(matches!(

@@ -4,13 +4,11 @@
 use crate::node::genserver::From;
 use crate::protocol::args::{self, key};
 use crate::protocol::error::{Error, Result};
+use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
-use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError};
+use crate::record::{Outcome, Reply};
 use crate::term::{Atom, Record, Value};
-use parking_lot::Mutex;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::upsert::UpsertOpts;
 
@@ -71,10 +69,13 @@ impl BulkCreate {
         if self.records.is_empty() {
             return svc.reply(&from, &reply::ok_list(Vec::new()));
         }
-        let collector = Collector::new(from, self.records.len());
+        let finish: Finish = Box::new(|outcomes: Vec<Outcome>| {
+            reply::ok_list(outcomes.iter().map(reply::render).collect())
+        });
+        let gather = Gather::new(from, self.records.len(), finish);
         let records = &svc.records;
         for (i, rec) in self.records.into_iter().enumerate() {
-            let slot = Box::new(Slot(collector.clone(), i));
+            let slot = gather.slot(i);
             match &self.upsert {
                 None => {
                     let outcome = records
@@ -87,47 +88,6 @@ impl BulkCreate {
                     Err(e) => slot.send(records, Outcome::Error(e)),
                 },
             }
-        }
-    }
-}
-
-/// Gathers the results of a bulk request and replies once all are in.
-struct Collector {
-    from: From,
-    results: Mutex<Vec<Value>>,
-    remaining: AtomicUsize,
-}
-
-impl Collector {
-    fn new(from: From, n: usize) -> Arc<Collector> {
-        Arc::new(Collector {
-            from,
-            results: Mutex::new(vec![Value::nil(); n]),
-            remaining: AtomicUsize::new(n),
-        })
-    }
-
-    fn put(&self, svc: &RecordService, i: usize, value: Value) {
-        self.results.lock()[i] = value;
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results = std::mem::take(&mut *self.results.lock());
-            svc.node().reply(&self.from, &reply::ok_list(results));
-        }
-    }
-}
-
-/// One position of a bulk reply.
-struct Slot(Arc<Collector>, usize);
-
-impl Reply for Slot {
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
-        self.0.put(svc, self.1, reply::render(&outcome));
-    }
-
-    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op) {
-        match op {
-            Op::Upsert(args) => svc.upsert(resource, *args, Some(self)),
-            _ => self.send(svc, Outcome::Error(StoreError::NotFound)),
         }
     }
 }
