@@ -15,10 +15,38 @@ pub fn arity(tag: &str, args: &[Value], expected: &[usize], form: &str) -> Resul
     }
 }
 
-/// A resource name.
-pub fn resource(v: &Value) -> Result<Atom> {
+/// A resource, or one tenant's namespace of it: `Resource` or `{Resource, Tenant}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRef {
+    /// The resource's name.
+    pub name: Atom,
+    /// The tenant, if any.
+    pub tenant: Option<Value>,
+}
+
+/// A resource name (no tenant: `define` and `subscribe` take these).
+pub fn resource_name(v: &Value) -> Result<Atom> {
     v.as_atom()
         .ok_or_else(|| Error::BadRequest(format!("a resource must be an atom, got: {v:?}")))
+}
+
+/// `Resource` or `{Resource, Tenant}`.
+pub fn resource(v: &Value) -> Result<ResourceRef> {
+    match v {
+        Value::Atom(name) => Ok(ResourceRef {
+            name: *name,
+            tenant: None,
+        }),
+        Value::Tuple(items) if items.len() == 2 && items[0].as_atom().is_some() => {
+            Ok(ResourceRef {
+                name: items[0].as_atom().expect("checked"),
+                tenant: Some(items[1].clone()),
+            })
+        }
+        _ => bad(format!(
+            "a resource must be an atom or {{Resource, Tenant}}, got: {v:?}"
+        )),
+    }
 }
 
 /// A record (a map with atom keys); `what` names it in errors.

@@ -326,8 +326,8 @@ mod tests {
         assert_eq!(
             notice[2],
             t(
-                "#{node => 'unit_expiry@127.0.0.1', resource => session, primary_key => #{id => 1}, \
-               record => #{id => 1}, reason => inactivity_timeout}"
+                "#{node => 'unit_expiry@127.0.0.1', resource => session, tenant => nil, \
+                 primary_key => #{id => 1}, record => #{id => 1}, reason => inactivity_timeout}"
             )
         );
         // The handler has the grace period to destroy the record; it dies instead.
@@ -653,6 +653,60 @@ mod tests {
         assert_eq!(
             call(&me, "{info, item}").await.as_tuple().unwrap()[1].map_get(&t("count")),
             Some(&Value::Int(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_are_separate_namespaces() {
+        let (node, _server) = serve("unit_tenants");
+        let handler = Mailbox::new(&node);
+        let me = Mailbox::new(&node);
+        call(&me, "{define, post, #{primary_key => [id], identities => [{slug, [slug]}], maximum_lifetime => 50}}").await;
+        call(&handler, "{subscribe, [post]}").await;
+        assert_eq!(
+            call(&me, "{create, {post, <<\"a\">>}, #{id => 1, slug => x}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        // Same key and identity in another tenant and without tenant: no conflict.
+        assert_eq!(
+            call(&me, "{create, {post, <<\"b\">>}, #{id => 1, slug => x}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        call(&me, "{create, post, #{id => 1, slug => x}}").await;
+        assert_eq!(
+            call(&me, "{create, {post, <<\"a\">>}, #{id => 2, slug => x}}").await,
+            t("{error, {identity_conflict, slug, #{slug => x}}}")
+        );
+        assert_eq!(
+            call(&me, "{query, {post, <<\"b\">>}, #{}}").await,
+            t("{ok, [#{id => 1, slug => x}]}")
+        );
+        assert_eq!(
+            call(&me, "{get, {post, <<\"c\">>}, #{id => 1}}").await,
+            t("{error, not_found}")
+        );
+        assert_eq!(
+            call(&me, "{update, {post, <<\"a\">>}, #{id => 1}, #{n => 1}}").await,
+            t("{ok, #{id => 1, slug => x, n => 1}}")
+        );
+        assert_eq!(
+            call(&me, "{get, {post, <<\"b\">>}, #{id => 1}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        assert_eq!(
+            call(&me, "{get, {nope, <<\"b\">>}, #{id => 1}}").await,
+            t("{error, {unknown_resource, nope}}")
+        );
+        // Expiry notices name the tenant.
+        let notice = handler
+            .recv_matching(WAIT, |s| matches!(s, Signal::Message(Value::Tuple(n)) if n[2].map_get(&t("tenant")) == Some(&t("<<\"b\">>"))))
+            .await;
+        assert!(notice.is_some(), "a notice for tenant b");
+        assert_eq!(call(&me, "{clear, {post, <<\"a\">>}}").await, t("{ok, 1}"));
+        assert_eq!(call(&me, "{clear, post}").await, t("{ok, 2}"));
+        assert_eq!(
+            call(&me, "{define, {post, x}, #{primary_key => [id]}}").await,
+            t("{error, {bad_request, <<\"a resource must be an atom, got: {post,x}\">>}}")
         );
     }
 }

@@ -560,6 +560,7 @@ impl RecordActor {
         let notice = super::expiry::notice(
             svc.node().name_atom,
             self.resource.name,
+            self.resource.tenant.as_ref(),
             self.resource.pk_value(&key),
             &turn.record,
             reason.atom(),

@@ -183,10 +183,11 @@ impl Expiry {
 }
 
 /// The notice an expiry handler gets:
-/// `{ash_gen_server, expired, #{node, resource, primary_key, record, reason}}`.
+/// `{ash_gen_server, expired, #{node, resource, tenant, primary_key, record, reason}}`.
 pub fn notice(
     node: crate::term::Atom,
     resource: crate::term::Atom,
+    tenant: Option<&Value>,
     primary_key: Value,
     record: &crate::term::Record,
     reason: crate::term::Atom,
@@ -199,6 +200,7 @@ pub fn notice(
         Value::map(vec![
             (key("node"), Value::Atom(node)),
             (key("resource"), Value::Atom(resource)),
+            (key("tenant"), tenant.cloned().unwrap_or_else(Value::nil)),
             (key("primary_key"), primary_key),
             (key("record"), record.to_value()),
             (key("reason"), Value::Atom(reason)),

@@ -166,10 +166,11 @@ pub enum StoreError {
     Expr(Value),
 }
 
-/// All resources.
+/// All resources, and their tenants' namespaces.
 #[derive(Default)]
 pub struct Store {
     resources: RwLock<HashMap<Atom, Arc<Resource>>>,
+    tenants: RwLock<HashMap<(Atom, Value), Arc<Resource>>>,
 }
 
 impl Store {
@@ -182,12 +183,56 @@ impl Store {
         }
         let mut resources = self.resources.write();
         match resources.get(&name) {
-            Some(existing) => existing.reconfigure(config),
+            Some(existing) => {
+                existing.reconfigure(config.clone())?;
+                // Every tenant follows the resource's definition.
+                for ((resource, _), tenant) in self.tenants.read().iter() {
+                    if *resource == name {
+                        tenant.reconfigure(config.clone())?;
+                    }
+                }
+                Ok(())
+            }
             None => {
-                resources.insert(name, Arc::new(Resource::new(name, config)));
+                resources.insert(name, Arc::new(Resource::new(name, None, config)));
                 Ok(())
             }
         }
+    }
+
+    /// The namespace of `tenant` in the resource `name` (made on first use, with the
+    /// resource's definition); the resource itself when `tenant` is `None`.
+    pub fn get_in(&self, name: Atom, tenant: Option<&Value>) -> Result<Arc<Resource>, StoreError> {
+        let Some(tenant) = tenant else {
+            return self.get(name);
+        };
+        let key = (name, tenant.clone());
+        if let Some(r) = self.tenants.read().get(&key) {
+            return Ok(r.clone());
+        }
+        let base = self.get(name)?;
+        let mut tenants = self.tenants.write();
+        let r = tenants
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Resource::new(
+                    name,
+                    Some(tenant.clone()),
+                    (*base.config()).clone(),
+                ))
+            })
+            .clone();
+        Ok(r)
+    }
+
+    /// Every tenant namespace of the resource `name`.
+    pub fn tenants_of(&self, name: Atom) -> Vec<Arc<Resource>> {
+        self.tenants
+            .read()
+            .iter()
+            .filter(|((resource, _), _)| *resource == name)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// A defined resource.
@@ -206,9 +251,16 @@ impl Store {
         names
     }
 
-    /// Total records over all resources.
+    /// Total records over all resources and tenants.
     pub fn total_records(&self) -> usize {
-        self.resources.read().values().map(|r| r.len()).sum()
+        let tenants: usize = self.tenants.read().values().map(|r| r.len()).sum();
+        tenants
+            + self
+                .resources
+                .read()
+                .values()
+                .map(|r| r.len())
+                .sum::<usize>()
     }
 }
 
@@ -224,6 +276,8 @@ type Shard = FxHashMap<Key, Entry>;
 pub struct Resource {
     /// The resource's name.
     pub name: Atom,
+    /// The tenant whose namespace this is, if any.
+    pub tenant: Option<Value>,
     config: RwLock<Arc<ResourceConfig>>,
     shards: Box<[RwLock<Shard>]>,
     identities: RwLock<Vec<FxHashMap<Key, Key>>>,
@@ -231,10 +285,11 @@ pub struct Resource {
 }
 
 impl Resource {
-    fn new(name: Atom, config: ResourceConfig) -> Resource {
+    fn new(name: Atom, tenant: Option<Value>, config: ResourceConfig) -> Resource {
         let identities = vec![FxHashMap::default(); config.identities.len()];
         Resource {
             name,
+            tenant,
             config: RwLock::new(Arc::new(config)),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             identities: RwLock::new(identities),

@@ -3,7 +3,7 @@
 //! query's page of records, on the spot.
 
 use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -13,8 +13,8 @@ use crate::term::{Atom, Value};
 /// An `aggregate`.
 #[derive(Debug)]
 pub struct Aggregate {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The query whose records are aggregated.
     pub query: q::Query,
     /// The aggregates.
@@ -61,7 +61,7 @@ impl Aggregate {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        let result = svc.resource(self.resource).and_then(|resource| {
+        let result = svc.resource(&self.resource).and_then(|resource| {
             let config = resource.config();
             let query = self.query.bind(&config.types);
             let aggregates: Vec<Spec> = self

@@ -2,21 +2,21 @@
 //! in one request; the reply lists each record's result in order, once all are in.
 
 use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::error::{Error, Result};
 use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::record::{Outcome, Reply};
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 
 use super::upsert::UpsertOpts;
 
 /// A `bulk_create`.
 #[derive(Debug)]
 pub struct BulkCreate {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The records.
     pub records: Vec<Record>,
     /// Upsert options, when `upsert => true`.
@@ -62,7 +62,7 @@ impl BulkCreate {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        let resource = match svc.resource(self.resource) {
+        let resource = match svc.resource(&self.resource) {
             Ok(r) => r,
             Err(e) => return svc.reply(&from, &e.to_reply()),
         };

@@ -22,7 +22,7 @@ impl Define {
     /// Parses the arguments.
     pub fn parse(args: &[Value]) -> Result<Define> {
         args::arity("define", args, &[2], "{define, Resource, Opts}")?;
-        let resource = args::resource(&args[0])?;
+        let resource = args::resource_name(&args[0])?;
         let mut primary_key = None;
         let mut config = ResourceConfig::new(Vec::new());
         let mut restart = RestartPolicy::default();

@@ -4,18 +4,18 @@
 
 use super::update_where::{Return, fan_out, matching};
 use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::service::Service;
 use crate::query::{self as q};
 use crate::record::Op;
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `destroy_where`.
 #[derive(Debug)]
 pub struct DestroyWhere {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// Which records.
     pub query: q::Query,
     /// `return`.
@@ -53,7 +53,7 @@ impl DestroyWhere {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        match svc.resource(self.resource) {
+        match svc.resource(&self.resource) {
             Ok(r) => {
                 let m = matching(&r, &self.query);
                 let filter = m.query.filter.clone();

@@ -2,17 +2,17 @@
 //! can watch supervision work. Served only by nodes started with `--enable-fault-injection`.
 
 use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::service::Service;
 use crate::record::{Fault as Kind, Op};
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `fault`.
 #[derive(Debug)]
 pub struct Fault {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
     /// How to fail.
@@ -40,6 +40,6 @@ impl Fault {
         if !svc.options.fault_injection {
             return svc.reply(&from, &Error::FaultInjectionDisabled.to_reply());
         }
-        svc.to_record(from, self.resource, &self.pk, Op::Fault(self.kind));
+        svc.to_record(from, &self.resource, &self.pk, Op::Fault(self.kind));
     }
 }

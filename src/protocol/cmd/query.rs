@@ -2,20 +2,20 @@
 //! returned records are touched.
 
 use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::query::{self as q};
 use crate::record::{RecordService, Resource};
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 use std::sync::Arc;
 
 /// A `query`.
 #[derive(Debug)]
 pub struct Query {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The query.
     pub query: q::Query,
 }
@@ -32,7 +32,7 @@ impl Query {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        match svc.resource(self.resource) {
+        match svc.resource(&self.resource) {
             Ok(r) => {
                 let records = run(&svc.records, &r, &self.query);
                 svc.node()

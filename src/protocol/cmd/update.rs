@@ -2,19 +2,19 @@
 //! merges the changes in the record's actor, if the filter holds for the record as it is then.
 
 use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::Op;
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 
 /// An `update`.
 #[derive(Debug)]
 pub struct Update {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
     /// What to merge.
@@ -54,6 +54,6 @@ impl Update {
             filter: self.filter,
             atomics: self.atomics,
         };
-        svc.to_record(from, self.resource, &self.pk, op);
+        svc.to_record(from, &self.resource, &self.pk, op);
     }
 }

@@ -4,7 +4,7 @@
 //! changes nothing.
 
 use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
@@ -12,7 +12,7 @@ use crate::protocol::service::Service;
 use crate::query::expr::{Atomics, Scope, eval_atomics};
 use crate::query::{self as q};
 use crate::record::{Envelope, Op, Outcome, RecordActor, Resource, StoreError};
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 use std::sync::Arc;
 
 /// What a by-query request answers with.
@@ -59,8 +59,8 @@ impl Return {
 /// An `update_where`.
 #[derive(Debug)]
 pub struct UpdateWhere {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// Which records, in which order.
     pub query: q::Query,
     /// `set`: what to merge.
@@ -104,7 +104,7 @@ impl UpdateWhere {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        let matched = match svc.resource(self.resource) {
+        let matched = match svc.resource(&self.resource) {
             Ok(r) => matching(&r, &self.query),
             Err(e) => return svc.reply(&from, &e.to_reply()),
         };

@@ -2,7 +2,7 @@
 //! keys (the primary key or an identity) atomically in its actor.
 
 use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply::ToCaller;
 use crate::protocol::service::Service;
@@ -93,8 +93,8 @@ impl UpsertOpts {
 /// An `upsert`.
 #[derive(Debug)]
 pub struct Upsert {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The record.
     pub record: Record,
     /// The options.
@@ -117,7 +117,7 @@ impl Upsert {
 
     /// Serves it: the record's actor (or the create) replies.
     pub fn execute(self, svc: &Service, from: From) {
-        let prepared = svc.resource(self.resource).and_then(|r| {
+        let prepared = svc.resource(&self.resource).and_then(|r| {
             let args = self.opts.args(&r, self.record).map_err(Error::from)?;
             Ok((r, args))
         });

@@ -2,19 +2,19 @@
 //! called, monitored and linked to. Asking touches the record.
 
 use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::direct::RecordProcess;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::record::StoreError;
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `whereis`.
 #[derive(Debug)]
 pub struct Whereis {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
 }
@@ -31,7 +31,7 @@ impl Whereis {
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: From) {
-        let result = svc.find(self.resource, &self.pk).and_then(|actor| {
+        let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
                 .pid(&svc.records, |actor| {
                     RecordProcess::spawned(actor, svc.records.clone())
