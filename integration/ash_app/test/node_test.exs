@@ -90,6 +90,7 @@ defmodule AshApp.NodeTest do
 
     AshApp.RustNode.stop(node)
     wait_until(fn -> node not in Node.list(:hidden) end, 5_000)
+
     assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
              Ash.read(Author)
 

@@ -12,5 +12,8 @@ defmodule AshApp.Domain do
     resource AshApp.Fragile
     resource AshApp.Orphan
     resource AshApp.Everything
+    resource AshApp.Counter
+    resource AshApp.CasCounter
+    resource AshApp.Note
   end
 end

@@ -13,7 +13,10 @@ defmodule AshApp.Case do
     AshApp.Token,
     AshApp.ExpiryLog,
     AshApp.Fragile,
-    AshApp.Everything
+    AshApp.Everything,
+    AshApp.Counter,
+    AshApp.CasCounter,
+    AshApp.Note
   ]
 
   using do
@@ -21,7 +24,21 @@ defmodule AshApp.Case do
       import AshApp.Helpers
       require Ash.Query
       require Ash.Expr
-      alias AshApp.{Author, Everything, ExpiryLog, Fragile, Orphan, Post, Session, Tag, Token}
+
+      alias AshApp.{
+        Author,
+        CasCounter,
+        Counter,
+        Everything,
+        ExpiryLog,
+        Fragile,
+        Note,
+        Orphan,
+        Post,
+        Session,
+        Tag,
+        Token
+      }
     end
   end
 
