@@ -182,7 +182,7 @@ defmodule AshGenServer.Write do
     {ok, failed} =
       Enum.reduce(results, {[], []}, fn
         {:ok, record, changeset}, {ok, failed} ->
-          if Ash.Resource.get_metadata(record, :upsert_skipped) and
+          if Ash.Resource.get_metadata(record, :upsert_skipped) == true and
                !options[:return_skipped_upsert?] do
             {ok, failed}
           else
