@@ -15,5 +15,6 @@ defmodule AshApp.Domain do
     resource AshApp.Counter
     resource AshApp.CasCounter
     resource AshApp.Note
+    resource AshApp.Memo
   end
 end

@@ -16,7 +16,8 @@ defmodule AshApp.Case do
     AshApp.Everything,
     AshApp.Counter,
     AshApp.CasCounter,
-    AshApp.Note
+    AshApp.Note,
+    AshApp.Memo
   ]
 
   using do
@@ -32,6 +33,7 @@ defmodule AshApp.Case do
         Everything,
         ExpiryLog,
         Fragile,
+        Memo,
         Note,
         Orphan,
         Post,

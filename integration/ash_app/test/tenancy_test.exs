@@ -1,0 +1,90 @@
+defmodule AshApp.TenancyTest do
+  @moduledoc """
+  Multitenancy: `:attribute` (`Note`: identities and upserts per tenant) and `:context` (`Memo`:
+  each tenant's own namespace on the node). One tenant never sees or changes another's records.
+  """
+  use AshApp.Case, async: false
+
+  defp note!(tenant, attrs),
+    do: Note |> Ash.Changeset.for_create(:create, attrs, tenant: tenant) |> Ash.create!()
+
+  defp memo!(tenant, attrs),
+    do: Memo |> Ash.Changeset.for_create(:create, attrs, tenant: tenant) |> Ash.create!()
+
+  test ":attribute: reads, identities and upserts stay within the tenant" do
+    note!("a", %{slug: "hello", body: "a1"})
+    note!("b", %{slug: "hello", body: "b1"})
+
+    assert [%{org: "a", body: "a1"}] = Ash.read!(Note, tenant: "a")
+    assert [%{org: "b", body: "b1"}] = Ash.read!(Note, tenant: "b")
+
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Changes.InvalidAttribute{}]}} =
+             Note
+             |> Ash.Changeset.for_create(:create, %{slug: "hello"}, tenant: "a")
+             |> Ash.create()
+
+    Note
+    |> Ash.Changeset.for_create(:upsert_slug, %{slug: "hello", body: "a2"}, tenant: "a")
+    |> Ash.create!()
+
+    assert [%{body: "a2"}] = Ash.read!(Note, tenant: "a")
+    assert [%{body: "b1"}] = Ash.read!(Note, tenant: "b")
+  end
+
+  test ":context: each tenant has its own records, identities and clear" do
+    memo!("a", %{code: "X1", tag: "t"})
+    memo!("b", %{code: "x1", tag: "t"})
+
+    assert [%{code: code}] = Ash.read!(Memo, tenant: "a")
+    assert to_string(code) == "X1"
+    assert [_] = Ash.read!(Memo, tenant: "b")
+
+    # ci_string identity: case-insensitive, within the tenant
+    assert {:error, %Ash.Error.Invalid{}} =
+             Memo
+             |> Ash.Changeset.for_create(:create, %{code: "x1"}, tenant: "a")
+             |> Ash.create()
+
+    [a_memo] = Ash.read!(Memo, tenant: "a")
+
+    assert {:error, _} =
+             a_memo
+             |> Ash.Changeset.for_update(:update, %{tag: "changed"}, tenant: "b")
+             |> Ash.update()
+
+    assert [%{tag: "t"}] = Ash.read!(Memo, tenant: "a")
+    assert {:ok, 1} = AshGenServer.request(Memo, {:clear, {Memo, "a"}})
+    assert [] = Ash.read!(Memo, tenant: "a")
+    assert [_] = Ash.read!(Memo, tenant: "b")
+  end
+
+  test "an identity with a where is enforced only where it holds" do
+    memo!("a", %{code: "c1", tag: "t", active: true})
+    memo!("a", %{code: "c2", tag: "t", active: false})
+
+    assert {:error, %Ash.Error.Invalid{}} =
+             Memo
+             |> Ash.Changeset.for_create(:create, %{code: "c3", tag: "t", active: true},
+               tenant: "a"
+             )
+             |> Ash.create()
+  end
+
+  test "typed datetimes filter, sort and page in the node" do
+    base = ~U[2026-01-01 00:00:00.000000Z]
+
+    for i <- 1..20, do: memo!("a", %{code: "m#{i}", at: DateTime.add(base, i * 3600)})
+
+    {records, requests} =
+      with_requests(fn ->
+        Memo
+        |> Ash.Query.filter(at > ^DateTime.add(base, 5 * 3600))
+        |> Ash.Query.sort(at: :desc)
+        |> Ash.Query.limit(3)
+        |> Ash.read!(tenant: "a")
+      end)
+
+    assert Enum.map(records, &to_string(&1.code)) == ["m20", "m19", "m18"]
+    assert [%{request: :query, message: {:query, {Memo, "a"}, %{limit: 3}}}] = requests
+  end
+end
