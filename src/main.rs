@@ -314,7 +314,8 @@ async fn call(args: CallArgs) -> Result<(), String> {
         &request,
         Duration::from_secs(args.timeout),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     println!("{reply:?}");
     Ok(())
 }
