@@ -77,7 +77,14 @@ impl Aggregate {
             let pk = &config.primary_key;
             let values = match self.group_by {
                 None => q::aggregate(matched, &page, &aggregates, pk),
-                Some(field) => q::aggregate_grouped(matched, &page, &aggregates, pk, field),
+                Some(field) => q::aggregate_grouped(
+                    matched,
+                    &page,
+                    &aggregates,
+                    pk,
+                    field,
+                    config.types.get(field),
+                ),
             }?;
             Ok(reply::ok_with(values))
         });
