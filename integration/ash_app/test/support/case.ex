@@ -17,7 +17,9 @@ defmodule AshApp.Case do
     AshApp.Counter,
     AshApp.CasCounter,
     AshApp.Note,
-    AshApp.Memo
+    AshApp.Memo,
+    AshApp.Ticket,
+    AshApp.Badge
   ]
 
   using do
@@ -28,6 +30,7 @@ defmodule AshApp.Case do
 
       alias AshApp.{
         Author,
+        Badge,
         CasCounter,
         Counter,
         Everything,
@@ -39,6 +42,7 @@ defmodule AshApp.Case do
         Post,
         Session,
         Tag,
+        Ticket,
         Token
       }
     end
