@@ -23,6 +23,7 @@
 pub mod client;
 pub mod config;
 pub mod embedded;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod query;

@@ -89,6 +89,9 @@ struct StartArgs {
     /// Define the resources listed in this JSON file at start (see src/config.rs).
     #[arg(long, value_name = "FILE")]
     resources: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -229,6 +232,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
         fault_injection: args.enable_fault_injection,
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let task =
+                ash_gen_server::metrics::serve(addr, &server.service).map_err(|e| e.to_string())?;
+            tracing::info!(%addr, "serving Prometheus metrics");
+            Some(task)
+        }
+        None => None,
+    };
     if let Some(path) = &args.resources {
         let json = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -262,6 +274,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     shutdown.await;
     tracing::info!("shutting down");
     server.stop();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! actor, which replies when its turn is done; creates, queries and aggregates are served on the
 //! spot. The server owns the record service, and its monitors on expiry handlers report here.
 
+use super::caller::Caller;
 use super::reply;
 use super::request::Request;
 use super::service::{Options, Service};
@@ -78,8 +79,11 @@ impl Process for Server {
         let svc = &self.service;
         match genserver::classify(message) {
             GenMessage::Call(from, request) => match Request::parse(&request) {
-                Ok(request) => request.execute(svc, from),
-                Err(e) => svc.reply(&from, &e.to_reply()),
+                Ok(request) => {
+                    let caller = Caller::new(from, request.kind());
+                    request.execute(svc, caller)
+                }
+                Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
             },
             GenMessage::Cast(request) => match Request::parse(&request) {
                 Ok(request) => request.cast(svc),

@@ -565,7 +565,14 @@ impl RecordActor {
             &turn.record,
             reason.atom(),
         );
-        if svc.expiry.notify(svc, self.resource.name, self, &notice) {
+        let handled = svc.expiry.notify(svc, self.resource.name, self, &notice);
+        metrics::counter!(
+            "ash_gen_server_expiries_total",
+            "reason" => reason.atom().as_str(),
+            "handled" => if handled { "true" } else { "false" }
+        )
+        .increment(1);
+        if handled {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
@@ -607,7 +614,13 @@ impl RecordActor {
             let policy = self.resource.config().restart;
             let history = inner.history.get_or_insert_with(Default::default);
             after.reply = Some(Outcome::Error(StoreError::RecordCrashed(reason.clone())));
-            match history.failed(policy, now) {
+            let decision = history.failed(policy, now);
+            let label = match decision {
+                Decision::Restart => "restart",
+                Decision::GiveUp => "give_up",
+            };
+            metrics::counter!("ash_gen_server_restarts_total", "decision" => label).increment(1);
+            match decision {
                 Decision::Restart => {
                     tracing::warn!(
                         resource = %self.resource.name,

@@ -2,8 +2,8 @@
 //! `{aggregate, Resource, Query, [Aggregate], #{group_by => Field}}`: computed over the
 //! query's page of records, on the spot.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -60,7 +60,7 @@ impl Aggregate {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.resource(&self.resource).and_then(|resource| {
             let config = resource.config();
             let query = self.query.bind(&config.types);

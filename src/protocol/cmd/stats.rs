@@ -1,12 +1,12 @@
 //! `stats`: counts of what the node holds, for operators and tests.
 
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
 use crate::term::Value;
 
 /// Serves `stats`.
-pub fn execute(svc: &Service, from: From) {
+pub fn execute(svc: &Service, from: Caller) {
     let records = &svc.records;
     let node = svc.node();
     let int = |n: usize| Value::Int(n as i64);
