@@ -28,5 +28,6 @@ pub mod node;
 pub mod protocol;
 pub mod query;
 pub mod record;
+pub mod status;
 pub mod term;
 pub mod wire;

@@ -35,6 +35,8 @@ enum Command {
     /// Call a process on a running node once and print the reply, e.g.
     /// `ash-gen-server call --node rust@127.0.0.1 --cookie secret '{info, user}'`.
     Call(CallArgs),
+    /// Print what a running node holds: resources and their records, peers, uptime, memory.
+    Status(StatusArgs),
     /// Run only an EPMD server (for machines without `epmd`).
     Epmd {
         /// Port to listen on.
@@ -92,6 +94,25 @@ struct StartArgs {
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The node, `name@host`.
+    #[arg(long)]
+    node: String,
+    /// Magic cookie; defaults to ~/.erlang.cookie.
+    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
+    cookie: Option<String>,
+    /// Port of EPMD.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+    epmd_port: u16,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -155,6 +176,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(args) => start(args).await,
             Command::Call(args) => call(args).await,
+            Command::Status(args) => status(args).await,
             Command::Epmd { port } => epmd(port).await,
         }
     });
@@ -332,6 +354,31 @@ async fn call(args: CallArgs) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     println!("{reply:?}");
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> Result<(), String> {
+    let node: NodeName = args
+        .node
+        .parse()
+        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
+    let cookie = match &args.cookie {
+        Some(c) => c.clone(),
+        None => home_cookie()?,
+    };
+    let status = ash_gen_server::status::Status::fetch(
+        &node,
+        &cookie,
+        args.epmd_port,
+        Duration::from_secs(args.timeout),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", status.json());
+    } else {
+        print!("{}", status.human());
+    }
     Ok(())
 }
 

@@ -108,6 +108,40 @@ fn start_call_and_stop() {
         "{stats}"
     );
 
+    // `status` summarises it, for people and for scripts.
+    let status = |json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "status",
+            "--node",
+            &name,
+            "--cookie",
+            "cli-test",
+            "--epmd-port",
+        ])
+        .arg(epmd.to_string());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("status runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    assert!(
+        text.contains(&name) && text.contains("records   1") && text.contains("session"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    assert_eq!(json["records"], 1);
+    assert_eq!(json["resources"][0]["name"], "session");
+    assert_eq!(json["resources"][0]["records"], 1);
+    assert_eq!(json["resources"][0]["inactivity_timeout_ms"], 60000);
+
     // SIGTERM stops it cleanly.
     let pid = node.0.id();
     let killed = Command::new("kill")

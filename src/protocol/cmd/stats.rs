@@ -14,6 +14,15 @@ pub fn execute(svc: &Service, from: Caller) {
         (atom("records"), int(records.store.total_records())),
         (atom("resources"), int(records.store.names().len())),
         (atom("connections"), int(node.peers().len())),
+        (
+            atom("peers"),
+            Value::list(
+                node.peers()
+                    .iter()
+                    .filter_map(|p| crate::term::Atom::new(p).ok().map(Value::Atom))
+                    .collect(),
+            ),
+        ),
         (atom("record_pids"), int(records.pids())),
         (atom("pending_timers"), int(records.timers.pending())),
         (atom("expiry_handlers"), int(records.expiry.count())),
