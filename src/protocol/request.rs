@@ -160,7 +160,10 @@ impl Request {
         match self {
             Request::KeepAlive(r) => r.cast(svc),
             other => {
-                tracing::warn!(request = ?other, "ignored a cast that only makes sense as a call")
+                tracing::warn!(
+                    kind = other.kind(),
+                    "ignored a cast that only makes sense as a call"
+                )
             }
         }
     }

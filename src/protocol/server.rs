@@ -90,10 +90,8 @@ impl Process for Server {
                 Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),
             },
             GenMessage::Info(message) => {
-                tracing::warn!(
-                    ?message,
-                    "{SERVER_NAME} ignored a message that is neither a call nor a cast"
-                );
+                tracing::debug!(?message, "the ignored message");
+                tracing::warn!("{SERVER_NAME} ignored a message that is neither a call nor a cast");
             }
         }
     }

@@ -537,9 +537,9 @@ impl RecordActor {
         step: &mut Step,
         why: &str,
     ) {
+        tracing::debug!(resource = %self.resource.name, record = ?turn.record, "removed");
         tracing::warn!(
             resource = %self.resource.name,
-            record = ?turn.record,
             "the expiry handler of an expired record {why}; the node removed the record itself"
         );
         self.resource.remove(self, &turn.record);
@@ -633,7 +633,6 @@ impl RecordActor {
                 Decision::GiveUp => {
                     tracing::error!(
                         resource = %self.resource.name,
-                        record = ?inner.committed,
                         ?reason,
                         max_restarts = policy.max_restarts,
                         max_seconds = policy.max_seconds,
