@@ -28,6 +28,7 @@ pub mod node;
 pub mod protocol;
 pub mod query;
 pub mod record;
+pub mod settings;
 pub mod status;
 pub mod term;
 pub mod wire;

@@ -57,10 +57,10 @@ enum Command {
 #[derive(Args)]
 struct Naming {
     /// Long node name, `name@host` (as `erl -name`).
-    #[arg(long, conflicts_with = "sname")]
+    #[arg(long, conflicts_with = "sname", env = "ASH_GEN_SERVER_NAME")]
     name: Option<String>,
     /// Short node name, `name` (as `erl -sname`); the host is this machine's short hostname.
-    #[arg(long)]
+    #[arg(long, env = "ASH_GEN_SERVER_SNAME")]
     sname: Option<String>,
     /// Magic cookie; defaults to the contents of ~/.erlang.cookie, as for `erl`.
     #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
@@ -72,36 +72,45 @@ struct Naming {
 
 #[derive(Args)]
 struct StartArgs {
+    /// Read settings from this TOML file (keys are the flags' long names; see docs/OPERATIONS.md).
+    /// A flag beats its environment variable, which beats the file, which beats the default.
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     naming: Naming,
-    /// Connect to this node at start (repeatable).
-    #[arg(long = "join", value_name = "NODE")]
+    /// Connect to this node at start (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long = "join",
+        value_name = "NODE",
+        env = "ASH_GEN_SERVER_JOIN",
+        value_delimiter = ','
+    )]
     join: Vec<String>,
     /// Distribution port (0 picks a free one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "ASH_GEN_SERVER_PORT")]
     port: u16,
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value = "0.0.0.0", env = "ASH_GEN_SERVER_BIND")]
     bind: IpAddr,
     /// Use the running EPMD, start an embedded one when none runs (auto), or force either.
-    #[arg(long, value_enum, default_value_t = EpmdMode::Auto)]
+    #[arg(long, value_enum, default_value_t = EpmdMode::Auto, env = "ASH_GEN_SERVER_EPMD")]
     epmd: EpmdMode,
     /// Seconds of silence after which a peer is considered gone (as Erlang's net_ticktime).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "ASH_GEN_SERVER_NET_TICKTIME")]
     net_ticktime: u64,
     /// Serve the `fault` request, which makes a record's actor fail (for tests).
-    #[arg(long)]
+    #[arg(long, env = "ASH_GEN_SERVER_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
     /// Microseconds a connection keeps polling for input before sleeping, like the BEAM's
     /// scheduler busy wait: cuts round trips roughly in half for busy callers, at the cost of
     /// up to this much CPU after each burst of requests (0 turns it off).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "ASH_GEN_SERVER_BUSY_POLL_US")]
     busy_poll_us: u64,
     /// Define the resources listed in this JSON file at start (see src/config.rs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_RESOURCES")]
     resources: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "ASH_GEN_SERVER_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
@@ -146,7 +155,19 @@ struct CallArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let args = match ash_gen_server::settings::with_config_file(
+        Cli::command(),
+        "start",
+        std::env::args_os().collect(),
+    ) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
