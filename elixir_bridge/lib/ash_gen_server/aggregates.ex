@@ -437,7 +437,8 @@ defmodule AshGenServer.Aggregates do
              actor: context[:actor],
              authorize?: false
            ) do
-        {:ok, values} -> {:ok, Map.get(values, aggregate.name) || aggregate.default_value}
+        # (`false` of an `exists` stays `false`: only a missing value takes the default)
+        {:ok, values} -> {:ok, nil_default(Map.get(values, aggregate.name), aggregate)}
         {:error, error} -> {:error, error}
       end
     end)
@@ -473,6 +474,9 @@ defmodule AshGenServer.Aggregates do
       end)
     end
   end
+
+  defp nil_default(nil, aggregate), do: aggregate.default_value
+  defp nil_default(value, _aggregate), do: value
 
   defp related_value(record, loaded, aggregate, query) do
     agg_query = aggregate.query

@@ -18,5 +18,6 @@ defmodule AshApp.Domain do
     resource AshApp.Memo
     resource AshApp.Ticket
     resource AshApp.Badge
+    resource AshApp.Seat
   end
 end

@@ -19,7 +19,8 @@ defmodule AshApp.Case do
     AshApp.Note,
     AshApp.Memo,
     AshApp.Ticket,
-    AshApp.Badge
+    AshApp.Badge,
+    AshApp.Seat
   ]
 
   using do
@@ -40,6 +41,7 @@ defmodule AshApp.Case do
         Note,
         Orphan,
         Post,
+        Seat,
         Session,
         Tag,
         Ticket,
