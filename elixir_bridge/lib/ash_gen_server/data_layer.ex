@@ -111,6 +111,7 @@ defmodule AshGenServer.DataLayer do
     verifiers: [
       AshGenServer.DataLayer.Verifiers.PrimaryKey,
       AshGenServer.DataLayer.Verifiers.Identities,
+      AshGenServer.DataLayer.Verifiers.IdentityWhere,
       AshGenServer.DataLayer.Verifiers.Multitenancy
     ]
 

@@ -1,6 +1,7 @@
 defmodule AshApp.ConventionsTest do
   @moduledoc """
-  Conventions: definitions the data layer cannot honour fail to compile with a clear message;
+  Conventions: definitions the data layer cannot honour fail to compile with a clear message
+  (no primary key, an identity `where` the node cannot evaluate);
   `sensitive?` values stay out of telemetry; `select` goes to the node; skipped bulk upserts
   come back with `return_skipped_upsert?`.
   """
@@ -31,6 +32,49 @@ defmodule AshApp.ConventionsTest do
     assert Exception.message(error) =~ "needs a primary key"
     refute Ash.DataLayer.data_layer_can?(module, :update)
     refute Ash.DataLayer.data_layer_can?(module, :destroy)
+  end
+
+  test "an identity whose where the node cannot evaluate does not compile, unless pre-checked" do
+    # (called directly, as above: on Elixir 1.14 the error is printed as a warning)
+    ExUnit.CaptureIO.capture_io(:stderr, fn ->
+      for {name, pre_check} <- [
+            {"Unchecked", ""},
+            {"PreChecked", ", pre_check_with: AshApp.Domain"}
+          ] do
+        Code.compile_string("""
+        defmodule AshApp.ConventionsTest.#{name} do
+          use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
+          attributes do
+            uuid_primary_key :id
+            attribute :tag, :string, public?: true
+            attribute :active, :boolean, public?: true
+          end
+          identities do
+            identity :exact, [:tag], where: expr(active == true)
+            identity :long_tags, [:tag], where: expr(string_length(tag) > 3)#{pre_check}
+          end
+        end
+        """)
+      end
+    end)
+
+    verify = &AshGenServer.DataLayer.Verifiers.IdentityWhere.verify(&1.spark_dsl_config())
+
+    assert {:error, error} = verify.(AshApp.ConventionsTest.Unchecked)
+    message = Exception.message(error)
+    assert message =~ "cannot enforce identity :long_tags"
+    assert message =~ "pre_check?: true"
+
+    # Ash checks it before each write (the node enforces the exact one): the user's choice
+    assert :ok = verify.(AshApp.ConventionsTest.PreChecked)
+
+    assert [{:exact, [:tag], %{where: _}}] =
+             AshGenServer.DataLayer.Info.node_identities(AshApp.ConventionsTest.PreChecked)
+
+    # every identity of the suite's own resources is one the node enforces
+    for resource <- Ash.Domain.Info.resources(AshApp.Domain) do
+      assert :ok = verify.(resource)
+    end
   end
 
   test "sensitive values are left out of the telemetry metadata" do

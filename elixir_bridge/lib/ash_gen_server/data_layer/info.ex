@@ -77,7 +77,7 @@ defmodule AshGenServer.DataLayer.Info do
   @doc """
   The identities the node enforces: every identity whose keys are all attributes, as
   `{Name, Keys, \#{where => Expr, nils_distinct => boolean}}` (a `where` the node cannot
-  evaluate exactly leaves the identity to Ash). With
+  evaluate exactly leaves the identity to Ash's `pre_check?`, see `node_where/2`). With
   the `:attribute` multitenancy strategy, an identity that is not `all_tenants?` includes the
   tenant attribute (the same value may be used once per tenant), as Ash's upsert keys do.
   """
@@ -85,7 +85,7 @@ defmodule AshGenServer.DataLayer.Info do
   def node_identities(resource) do
     for identity <- Ash.Resource.Info.identities(resource),
         Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)),
-        {:ok, where} <- [identity_where(resource, identity)] do
+        {:ok, where} <- [node_where(resource, identity)] do
       keys = identity_keys(resource, identity)
       nils_distinct? = Map.get(identity, :nils_distinct?, true)
 
@@ -97,15 +97,24 @@ defmodule AshGenServer.DataLayer.Info do
     end
   end
 
-  defp identity_where(_resource, %{where: nil}), do: {:ok, nil}
+  @doc """
+  An identity's `where` as the node evaluates it: `{:ok, nil}` (no `where`), `{:ok, expr}`
+  (a filter the node evaluates exactly) or `:error` (one it cannot: the identity is left to
+  Ash's `pre_check?`, and without it the resource does not compile, see
+  `AshGenServer.DataLayer.Verifiers`).
+  """
+  @spec node_where(Ash.Resource.t(), Ash.Resource.Identity.t()) :: {:ok, term} | :error
+  def node_where(_resource, %{where: nil}), do: {:ok, nil}
 
-  defp identity_where(resource, %{where: where}) do
+  def node_where(resource, %{where: where}) do
     with {:ok, filter} <- Ash.Filter.parse(resource, where),
          %{exact?: true, expr: expr} <- AshGenServer.Filter.translate(filter, resource) do
       {:ok, expr}
     else
       _ -> :error
     end
+  rescue
+    _ -> :error
   end
 
   @doc "An identity's keys as the node enforces them (see `node_identities/1`)."
