@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod metrics;
