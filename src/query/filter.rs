@@ -96,6 +96,8 @@ pub enum Expr {
         value: Value,
         /// The field's type, if it is typed.
         ty: Option<FieldType>,
+        /// The value's comparison key under `ty`, worked out once.
+        key: Option<Box<typed::Key>>,
     },
     /// `{in, Field, [Value]}`: the field `==` one of the values.
     In {
@@ -174,13 +176,20 @@ impl Expr {
                 field,
                 value,
                 ty: None,
+                ..
             } => compare(*op, read(*field), value),
             Expr::Compare {
                 op,
                 field,
                 value,
-                ty,
-            } => op.holds(typed::cmp(*ty, read(*field), value)),
+                ty: Some(ty),
+                key,
+            } => op.holds(typed::cmp_with_key(
+                *ty,
+                read(*field),
+                value,
+                key.as_deref(),
+            )),
             Expr::In {
                 field,
                 set,
@@ -219,12 +228,16 @@ impl Expr {
         match self {
             Expr::Compare {
                 op, field, value, ..
-            } => Expr::Compare {
-                op: *op,
-                field: *field,
-                value: value.clone(),
-                ty: types.get(*field),
-            },
+            } => {
+                let ty = types.get(*field);
+                Expr::Compare {
+                    op: *op,
+                    field: *field,
+                    value: value.clone(),
+                    ty,
+                    key: ty.and_then(|t| t.key(value)).map(Box::new),
+                }
+            }
             Expr::In { field, set, .. } => Expr::In {
                 field: *field,
                 set: set.clone(),
@@ -292,6 +305,7 @@ fn parse_at(term: &Value, depth: usize) -> Result<Expr, String> {
             field: field(&args[0])?,
             value: args[1].clone(),
             ty: None,
+            key: None,
         });
     }
     match name {
@@ -679,6 +693,7 @@ mod tests {
                 field: crate::query::tests::a("age"),
                 value: Value::Int(18),
                 ty: None,
+                key: None,
             }))
         );
     }

@@ -129,6 +129,9 @@ pub fn run(
     if query.sort.is_empty() && !paged {
         return matches;
     }
+    if query.sort.is_typed() {
+        return run_keyed(matches, query, primary_key);
+    }
     let compare = |a: &Record, b: &Record| query.sort.compare(a, b, primary_key);
     let wanted = query
         .limit
@@ -141,6 +144,29 @@ pub fn run(
     matches.sort_unstable_by(compare);
     matches.drain(..query.offset.min(matches.len()));
     matches
+}
+
+/// [`run`]'s sort and page when a sort field is typed: each record's keys are worked out once.
+fn run_keyed(matches: Vec<Record>, query: &Query, primary_key: &[Atom]) -> Vec<Record> {
+    let sort = &query.sort;
+    let mut keyed: Vec<(Vec<Option<typed::Key>>, Record)> =
+        matches.into_iter().map(|r| (sort.keys_of(&r), r)).collect();
+    let compare = |x: &(Vec<Option<typed::Key>>, Record), y: &(Vec<Option<typed::Key>>, Record)| {
+        sort.compare_keyed((&x.1, &x.0), (&y.1, &y.0), primary_key)
+    };
+    let wanted = query
+        .limit
+        .map_or(usize::MAX, |limit| query.offset.saturating_add(limit));
+    if wanted < keyed.len() {
+        keyed.select_nth_unstable_by(wanted - 1, compare);
+        keyed.truncate(wanted);
+    }
+    keyed.sort_unstable_by(compare);
+    keyed
+        .into_iter()
+        .skip(query.offset)
+        .map(|(_, record)| record)
+        .collect()
 }
 
 /// The record with only the `select`ed fields and the primary key.
@@ -663,5 +689,45 @@ mod tests {
             out,
             term("[{<<\"Ann\">>, #{c => 2}}, {<<\"Bob\">>, #{c => 1}}]")
         );
+    }
+
+    #[test]
+    fn typed_sorts_with_keys_worked_out_once_match_the_plain_comparator() {
+        let types =
+            std::sync::Arc::new(Types::parse(&term("#{on => date, price => decimal}")).unwrap());
+        let date = |d: i64| {
+            format!(
+                "#{{'__struct__' => 'Elixir.Date', year => {}, month => {}, day => {}}}",
+                2000 + d % 7,
+                1 + d % 12,
+                1 + d % 28
+            )
+        };
+        let records: Vec<Record> = (0..200)
+            .map(|i| {
+                let on = if i % 9 == 0 { "nil".to_string() } else { date(i * 37 % 101) };
+                rec(&format!(
+                    "#{{id => {i}, on => {on}, price => #{{'__struct__' => 'Elixir.Decimal', sign => 1, coef => {}, exp => -1}}}}",
+                    i % 13
+                ))
+            })
+            .collect();
+        for spec in [
+            "#{sort => [{on, desc}], offset => 5, limit => 20}",
+            "#{sort => [{on, asc_nils_first}, {price, desc}]}",
+            "#{sort => [{price, desc_nils_last}, {on, asc}], limit => 7}",
+        ] {
+            let q = Query::parse(&term(spec)).unwrap().bind(&types);
+            assert!(q.sort.is_typed());
+            let got = run(records.clone(), &q, &[a("id")]);
+            let mut all = records.clone();
+            all.sort_by(|x, y| q.sort.compare(x, y, &[a("id")]));
+            let want: Vec<Record> = all
+                .into_iter()
+                .skip(q.offset)
+                .take(q.limit.unwrap_or(usize::MAX))
+                .collect();
+            assert_eq!(got, want, "{spec}");
+        }
     }
 }

@@ -56,13 +56,18 @@ impl Dir {
 
     /// Compares two values of a field of type `ty` in this direction.
     pub fn compare_typed(self, ty: Option<FieldType>, a: &Value, b: &Value) -> Ordering {
-        let cmp_term = |a: &Value, b: &Value| match ty {
+        let ascending = match ty {
             None => cmp_term(a, b),
             ty => typed::cmp(ty, a, b),
         };
+        self.order(a, b, ascending)
+    }
+
+    /// The order of `a` and `b` in this direction, given their ascending order `ascending`.
+    pub fn order(self, a: &Value, b: &Value, ascending: Ordering) -> Ordering {
         let nils_first = match self {
-            Dir::Asc => return cmp_term(a, b),
-            Dir::Desc => return cmp_term(b, a),
+            Dir::Asc => return ascending,
+            Dir::Desc => return ascending.reverse(),
             Dir::AscNilsFirst | Dir::DescNilsFirst => true,
             Dir::AscNilsLast | Dir::DescNilsLast => false,
         };
@@ -72,8 +77,8 @@ impl Dir {
             (false, true) => Ordering::Greater,
             (false, false) => {
                 return match self {
-                    Dir::AscNilsFirst | Dir::AscNilsLast => cmp_term(a, b),
-                    _ => cmp_term(b, a),
+                    Dir::AscNilsFirst | Dir::AscNilsLast => ascending,
+                    _ => ascending.reverse(),
                 };
             }
         };
@@ -144,6 +149,50 @@ impl Sort {
         }
     }
 
+    /// Whether a sort field is typed (then [`Sort::keys_of`] and [`Sort::compare_keyed`] spare
+    /// working out the same keys again at every comparison).
+    pub fn is_typed(&self) -> bool {
+        self.types.iter().any(Option::is_some)
+    }
+
+    /// The comparison keys of `record`'s typed sort fields (`None` for the others).
+    pub fn keys_of(&self, record: &Record) -> Vec<Option<typed::Key>> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, (field, _))| {
+                let ty = self.types.get(i).copied().flatten()?;
+                ty.key(read(record, *field))
+            })
+            .collect()
+    }
+
+    /// [`Sort::compare`] with the typed fields' keys worked out beforehand by [`Sort::keys_of`].
+    pub fn compare_keyed(
+        &self,
+        (a, ka): (&Record, &[Option<typed::Key>]),
+        (b, kb): (&Record, &[Option<typed::Key>]),
+        primary_key: &[Atom],
+    ) -> Ordering {
+        for (i, (field, dir)) in self.keys.iter().enumerate() {
+            let (va, vb) = (read(a, *field), read(b, *field));
+            let ascending = match self.types.get(i).copied().flatten() {
+                None => cmp_term(va, vb),
+                Some(_) => match (&ka[i], &kb[i]) {
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => Ordering::Greater,
+                    (None, Some(_)) => Ordering::Less,
+                    (None, None) => cmp_term(va, vb),
+                },
+            };
+            let o = dir.order(va, vb, ascending);
+            if o.is_ne() {
+                return o;
+            }
+        }
+        tie_break(a, b, primary_key)
+    }
+
     /// Whether there is no sort field.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -160,14 +209,19 @@ impl Sort {
                 return o;
             }
         }
-        for field in primary_key {
-            let o = cmp_exact(read(a, *field), read(b, *field));
-            if o.is_ne() {
-                return o;
-            }
-        }
-        Ordering::Equal
+        tie_break(a, b, primary_key)
     }
+}
+
+/// Compares the primary key fields ascending (term order, then integers before equal floats).
+fn tie_break(a: &Record, b: &Record, primary_key: &[Atom]) -> Ordering {
+    for field in primary_key {
+        let o = cmp_exact(read(a, *field), read(b, *field));
+        if o.is_ne() {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 #[cfg(test)]

@@ -63,16 +63,16 @@ impl FieldType {
     /// The comparison key of `v`, if it has this type's shape.
     pub fn key(self, v: &Value) -> Option<Key> {
         match self {
-            FieldType::Date => struct_of(v, "Elixir.Date").and_then(|m| days(m).map(Key::Int)),
-            FieldType::Time => struct_of(v, "Elixir.Time").and_then(|m| micros(m).map(Key::Int)),
+            FieldType::Date => struct_of(v, *names::DATE).and_then(|m| days(m).map(Key::Int)),
+            FieldType::Time => struct_of(v, *names::TIME).and_then(|m| micros(m).map(Key::Int)),
             FieldType::NaiveDateTime => {
-                struct_of(v, "Elixir.NaiveDateTime").and_then(|m| naive(m).map(Key::Int))
+                struct_of(v, *names::NAIVE).and_then(|m| naive(m).map(Key::Int))
             }
-            FieldType::DateTime => struct_of(v, "Elixir.DateTime").and_then(|m| {
-                let offset = int(m, "utc_offset")? + int(m, "std_offset")?;
+            FieldType::DateTime => struct_of(v, *names::DATETIME).and_then(|m| {
+                let offset = int(m, *names::UTC_OFFSET)? + int(m, *names::STD_OFFSET)?;
                 Some(Key::Int(naive(m)? - i128::from(offset) * 1_000_000))
             }),
-            FieldType::Decimal => struct_of(v, "Elixir.Decimal").and_then(decimal),
+            FieldType::Decimal => struct_of(v, *names::DECIMAL).and_then(decimal),
             FieldType::CiString => {
                 let bytes = v.as_bytes()?;
                 Some(match std::str::from_utf8(bytes) {
@@ -218,6 +218,16 @@ impl Types {
     }
 }
 
+/// Compares a value of type `ty` with one whose key (`b_key`) is already known.
+pub fn cmp_with_key(ty: FieldType, a: &Value, b: &Value, b_key: Option<&Key>) -> Ordering {
+    match (ty.key(a), b_key) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (None, None) => cmp_term(a, b),
+    }
+}
+
 /// Compares two values of a field of type `ty` (term order when untyped).
 pub fn cmp(ty: Option<FieldType>, a: &Value, b: &Value) -> Ordering {
     let Some(ty) = ty else {
@@ -231,27 +241,49 @@ pub fn cmp(ty: Option<FieldType>, a: &Value, b: &Value) -> Ordering {
     }
 }
 
-fn struct_of<'a>(v: &'a Value, name: &str) -> Option<&'a [(Value, Value)]> {
-    let entries = v.as_map()?;
-    let tag = entries
-        .iter()
-        .find(|(k, _)| matches!(k, Value::Atom(a) if a.as_str() == "__struct__"))?;
-    matches!(&tag.1, Value::Atom(a) if a.as_str() == name).then_some(entries)
+/// The atoms the struct fields are read by, interned once: finding a field compares pointers.
+mod names {
+    use crate::term::Atom;
+    use std::sync::LazyLock;
+
+    macro_rules! names {
+        ($($name:ident = $text:literal),* $(,)?) => {
+            $(pub static $name: LazyLock<Atom> = LazyLock::new(|| Atom::from_static($text));)*
+        };
+    }
+
+    names! {
+        STRUCT = "__struct__", DATE = "Elixir.Date", TIME = "Elixir.Time",
+        NAIVE = "Elixir.NaiveDateTime", DATETIME = "Elixir.DateTime", DECIMAL = "Elixir.Decimal",
+        YEAR = "year", MONTH = "month", DAY = "day", HOUR = "hour", MINUTE = "minute",
+        SECOND = "second", MICROSECOND = "microsecond", UTC_OFFSET = "utc_offset",
+        STD_OFFSET = "std_offset", SIGN = "sign", COEF = "coef", EXP = "exp",
+    }
 }
 
-fn field<'a>(m: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
+fn struct_of(v: &Value, name: Atom) -> Option<&[(Value, Value)]> {
+    let entries = v.as_map()?;
+    let tag = field(entries, *names::STRUCT)?;
+    matches!(tag, Value::Atom(a) if *a == name).then_some(entries)
+}
+
+fn field(m: &[(Value, Value)], name: Atom) -> Option<&Value> {
     m.iter()
-        .find(|(k, _)| matches!(k, Value::Atom(a) if a.as_str() == name))
+        .find(|(k, _)| matches!(k, Value::Atom(a) if *a == name))
         .map(|(_, v)| v)
 }
 
-fn int(m: &[(Value, Value)], name: &str) -> Option<i64> {
+fn int(m: &[(Value, Value)], name: Atom) -> Option<i64> {
     field(m, name)?.as_int()
 }
 
 /// Days since 0000-03-01 of the proleptic Gregorian date (Howard Hinnant's days_from_civil).
 fn days(m: &[(Value, Value)]) -> Option<i128> {
-    let (y, mo, d) = (int(m, "year")?, int(m, "month")?, int(m, "day")?);
+    let (y, mo, d) = (
+        int(m, *names::YEAR)?,
+        int(m, *names::MONTH)?,
+        int(m, *names::DAY)?,
+    );
     let y = if mo <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -263,11 +295,12 @@ fn days(m: &[(Value, Value)]) -> Option<i128> {
 
 /// Microseconds since midnight.
 fn micros(m: &[(Value, Value)]) -> Option<i128> {
-    let us = match field(m, "microsecond")? {
+    let us = match field(m, *names::MICROSECOND)? {
         Value::Tuple(items) if items.len() == 2 => items[0].as_int()?,
         other => other.as_int()?,
     };
-    let seconds = (int(m, "hour")? * 60 + int(m, "minute")?) * 60 + int(m, "second")?;
+    let seconds =
+        (int(m, *names::HOUR)? * 60 + int(m, *names::MINUTE)?) * 60 + int(m, *names::SECOND)?;
     Some(i128::from(seconds) * 1_000_000 + i128::from(us))
 }
 
@@ -276,8 +309,8 @@ fn naive(m: &[(Value, Value)]) -> Option<i128> {
 }
 
 fn decimal(m: &[(Value, Value)]) -> Option<Key> {
-    let sign = int(m, "sign")?;
-    let coef = field(m, "coef")?;
+    let sign = int(m, *names::SIGN)?;
+    let coef = field(m, *names::COEF)?;
     let key = match coef {
         Value::Atom(a) if a.as_str() == "inf" => {
             if sign < 0 {
@@ -293,7 +326,7 @@ fn decimal(m: &[(Value, Value)]) -> Option<Key> {
                 Value::BigInt(b) => (**b).clone(),
                 _ => return None,
             };
-            let mut exp = int(m, "exp")?;
+            let mut exp = int(m, *names::EXP)?;
             if coef.is_zero() {
                 exp = 0;
             } else {
