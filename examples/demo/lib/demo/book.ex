@@ -21,6 +21,8 @@ defmodule Demo.Book do
 
     destroy :destroy do
       primary? true
+      # The hook runs Elixir code after the destroy, which cannot be done atomically.
+      require_atomic? false
 
       change after_action(fn changeset, book, _context ->
                case changeset.context[:ash_gen_server][:expired] do
