@@ -19,6 +19,7 @@
 
 all() ->
     [peer_calls_the_node_over_tls,
+     tls13_both_ways,
      node_joins_a_peer_over_tls,
      call_command_over_tls,
      plain_tcp_peer_is_refused,
@@ -40,8 +41,13 @@ init_per_suite(Config) ->
                          [{certfile, maps:get(node, Certs)}, {keyfile, maps:get(node_key, Certs)},
                           {cacertfile, Ca}, {verify, verify_peer}],
                          [{cacertfile, Ca}, {verify, verify_peer}]),
-    Config1 = [{certs, Certs}, {good, Good}, {rogue_conf, RogueConf}, {nocert_conf, NoCertConf}
-               | Config],
+    %% The same with TLS 1.3 first (OTP's default for distribution is TLS 1.2 only).
+    {ok, [GoodTerms]} = file:consult(Good),
+    Tls13 = [{versions, ['tlsv1.3', 'tlsv1.2']}],
+    Tls13Conf = optfile(Dir, "tls13.conf", proplists:get_value(server, GoodTerms) ++ Tls13,
+                        proplists:get_value(client, GoodTerms) ++ Tls13),
+    Config1 = [{certs, Certs}, {good, Good}, {rogue_conf, RogueConf}, {nocert_conf, NoCertConf},
+               {tls13_conf, Tls13Conf} | Config],
     ash_node:start_suite(Config1, #{tag => "tls", tls => Good}).
 
 end_per_suite(Config) ->
@@ -112,6 +118,33 @@ peer_calls_the_node_over_tls(Config) ->
                                               [<<"peer connected">>, atom_to_binary(PeerNode),
                                                <<"tls=TLSv1_2">>], ?LOG_WAIT))
     after
+        ash_node:stop_peer(Peer)
+    end.
+
+%% With versions ['tlsv1.3', 'tlsv1.2'] on both sides, TLS 1.3 it is, in both directions.
+tls13_both_ways(Config) ->
+    {Peer, PeerNode} = tls_peer(Config, "tls13_peer", tls13_conf),
+    N = ash_node:start(Config, #{tag => "tls13", tls => ?config(tls13_conf, Config),
+                                 args => ["--join", atom_to_list(PeerNode)]}),
+    Node = ash_node:node(N),
+    try
+        ?assertNotEqual([], ash_node:wait_log(N, [<<"peer connected">>, atom_to_binary(PeerNode),
+                                                  <<"tls=TLSv1_3">>], ?LOG_WAIT)),
+        Res = ash_node:uniq_res(tls13),
+        ok = pcall(Peer, Node, {define, Res, #{primary_key => [id]}}),
+        {ok, _} = pcall(Peer, Node, {create, Res, #{id => 1}}),
+        ?assertEqual({ok, #{id => 1}}, pcall(Peer, Node, {get, Res, #{id => 1}})),
+        %% The peer dialling in (after the node's connection is gone) gets TLS 1.3 too.
+        true = ash_node:peer_call(Peer, erlang, disconnect_node, [Node]),
+        ?assertEqual(pong, ash_node:peer_call(Peer, net_adm, ping, [Node])),
+        ash_node:await(second_tls13_connection,
+                       fun() ->
+                               length(ash_node:log_contains(
+                                        N, [<<"peer connected">>, atom_to_binary(PeerNode),
+                                            <<"tls=TLSv1_3">>])) >= 2
+                       end, ?LOG_WAIT)
+    after
+        ash_node:stop(N),
         ash_node:stop_peer(Peer)
     end.
 
