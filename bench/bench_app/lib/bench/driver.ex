@@ -6,6 +6,9 @@ defmodule Bench.Driver do
 
   - `BENCH_RUST_NODE`, `BENCH_BIG_NODE` (a fresh Rust node for workload 6), `BENCH_BASELINE_NODE`
   - `BENCH_RUST_OS_PID`, `BENCH_BIG_OS_PID`, `BENCH_BASELINE_OS_PID` (CPU accounting; optional)
+  - `BENCH_TLS_RUST_NODE`, `BENCH_TLS_BASELINE_NODE`, `BENCH_TLS_OPTFILE` and their
+    `BENCH_TLS_*_OS_PID`: the pair of nodes running TLS distribution, for workload 7
+    (`Bench.Tls`); without them workload 7 is left out
   - `BENCH_LOOPBACK_BIN` (the `loopback_rtt` example), `BENCH_OUT` (output folder),
     `BENCH_TIMESTAMP`
 
@@ -151,6 +154,7 @@ defmodule Bench.Driver do
     cfg
     |> Map.put(:records, records)
     |> Map.put(:mode, mode)
+    |> Map.put(:tls, Bench.Tls.from_env() != nil)
     |> Map.put(:loopback_bin, System.get_env("BENCH_LOOPBACK_BIN"))
   end
 
@@ -184,6 +188,7 @@ defmodule Bench.Driver do
       baseline: baseline,
       big: big,
       cfg: cfg,
+      tls: Bench.Tls.from_env(),
       machine: machine(),
       os_pids: %{
         driver: System.pid(),
@@ -212,6 +217,8 @@ defmodule Bench.Driver do
         steps
       end
 
+    steps = if ctx.tls, do: steps ++ [{"7. get over TLS", &Bench.Tls.rows/1}], else: steps
+
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->
         progress(cfg, name)
@@ -233,7 +240,14 @@ defmodule Bench.Driver do
       loopback_end: loopback_end || %{},
       load_average: %{start: load_start, end: loadavg()},
       config: Map.drop(cfg, [:loopback_bin, :verbose, :mode]),
-      nodes: %{rust: rust, baseline: baseline, big: big, driver: node()},
+      nodes: %{
+        rust: rust,
+        baseline: baseline,
+        big: big,
+        driver: node(),
+        tls_rust: ctx.tls && ctx.tls.rust,
+        tls_baseline: ctx.tls && ctx.tls.baseline
+      },
       rows: rows,
       errors: Enum.reverse(errors)
     }
@@ -255,7 +269,7 @@ defmodule Bench.Driver do
       {nil, [%{workload: name, error: inspect({kind, reason})} | errors]}
   end
 
-  # Table order: workload 1, 2, 3, 4, 5, 6; within a workload, as produced.
+  # Table order: workload 1, 2, ..., 7; within a workload, as produced.
   defp order(rows) do
     rows
     |> Enum.with_index()
