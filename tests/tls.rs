@@ -290,6 +290,14 @@ fn key_files_are_read_as_otp_reads_them() {
     let e = DistTls::for_node(&path).unwrap_err().to_string();
     assert!(e.contains("no {server, [...]} section"), "{e}");
     assert!(DistTls::for_caller(&path).is_ok());
+    // A server name to check that cannot be one: said at start, not at the first connection.
+    let f = certs.optfile(
+        "bad_sni.conf",
+        "[]",
+        r#"[{server_name_indication, "no such/host"}]"#,
+    );
+    let e = DistTls::for_caller(&f).unwrap_err().to_string();
+    assert!(e.contains("is not a host name"), "{e}");
     // The option file itself is checked by OptFile (unit tests in the crate).
     assert!(OptFile::read(&path).is_ok());
 }

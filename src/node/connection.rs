@@ -126,11 +126,6 @@ impl Conn {
         }
     }
 
-    /// Whether the connection runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Whether the peer supports `flag`.
     pub fn has(&self, flag: DistributionFlags) -> bool {
         self.flags.contains(flag)

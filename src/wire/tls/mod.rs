@@ -136,6 +136,12 @@ impl DistTls {
         let empty = SideOptions::default();
         let client_opts = file.client.as_ref().unwrap_or(&empty);
         notes.extend(client_opts.notes.iter().cloned());
+        if let Some(ServerNameIndication::Host(name)) = &client_opts.server_name_indication {
+            ServerName::try_from(name.clone()).map_err(|e| TlsConfigError::Config {
+                side: Side::Client,
+                message: format!("server_name_indication {name:?} is not a host name: {e}"),
+            })?;
+        }
         let client = Arc::new(client_config(client_opts, &mut notes)?);
         Ok(DistTls {
             server,
