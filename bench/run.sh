@@ -146,7 +146,7 @@ wait_ready() {
   exit 1
 }
 
-# Workload 7 (TLS distribution): throwaway certificates and one option file for the TLS nodes
+# Workload 8 (TLS distribution): throwaway certificates and one option file for the TLS nodes
 # and the driver's TLS client node.
 tls_dir="$logs/tls"
 step "$logs/tls-certs.log" "$repo/integration/tls_certs.sh" "$tls_dir"
@@ -167,7 +167,7 @@ elixir --name "$baseline_node" --cookie "$cookie" -pa "$ebin" \
 baseline_pid=$!
 pids+=("$baseline_pid")
 
-# The same pair once more, with TLS distribution (workload 7).
+# The same pair once more, with TLS distribution (workload 8).
 "$node_bin" start --name "$tls_rust_node" --cookie "$cookie" --epmd external \
   --proto-dist inet_tls --ssl-dist-optfile "$tls_optfile" >"$logs/tls-rust.log" 2>&1 &
 tls_rust_pid=$!

@@ -5,7 +5,8 @@ spark_locals_without_parens = [
   call_timeout: 1,
   max_restarts: 1,
   max_seconds: 1,
-  expiry_grace: 1
+  expiry_grace: 1,
+  atomics_in_node?: 1
 ]
 
 [

@@ -5,12 +5,53 @@
 use crate::term::{Atom, Pid, Ref, Value};
 use crate::wire::dist::{Control, FrameWriter};
 use crate::wire::frame::{Frame, FrameReader};
-use crate::wire::tls::DistTls;
+use crate::wire::tls::{DistTls, TlsHandshakeError};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
 use erl_dist::node::NodeName;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why a one-shot call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node could not be found or reached.
+    #[error(transparent)]
+    Dial(#[from] epmd::DialError),
+    /// The TLS handshake failed (TLS distribution): an untrusted certificate among other
+    /// reasons, or no answer in time.
+    #[error("handshake with {node} failed: {source}")]
+    Tls {
+        /// The node called.
+        node: String,
+        /// Why.
+        source: crate::wire::tls::TlsHandshakeError,
+    },
+    /// The handshake failed (a wrong cookie among other reasons).
+    #[error("handshake with {node} failed: {source}")]
+    Handshake {
+        /// The node called.
+        node: String,
+        /// Why.
+        source: handshake::HandshakeError,
+    },
+    /// This caller's own name could not be made.
+    #[error("cannot name the caller: {0}")]
+    Name(String),
+    /// The connection failed after the handshake.
+    #[error("{0}")]
+    Connection(String),
+    /// No reply in time.
+    #[error("no reply from {name} on {node} within {timeout:?}")]
+    Timeout {
+        /// The process called.
+        name: String,
+        /// Its node.
+        node: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
 
 /// Calls `{name, node}` with `request` and waits up to `timeout` for the reply; over TLS
 /// distribution when `tls` is given (the node must run it too).
@@ -22,15 +63,23 @@ pub async fn call(
     name: &str,
     request: &Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, CallError> {
     let stream = epmd::dial(node, epmd_port).await?;
     match tls {
         None => call_on(stream, false, node, cookie, name, request, timeout).await,
         Some(tls) => {
+            let tls_failed = |source| CallError::Tls {
+                node: node.to_string(),
+                source,
+            };
             let stream = tokio::time::timeout(timeout, tls.connect(stream, node.host()))
                 .await
-                .map_err(|_| format!("no TLS handshake with {node} within {timeout:?}"))?
-                .map_err(|e| format!("{node}: {e}"))?;
+                .map_err(|_| {
+                    tls_failed(TlsHandshakeError::Failed(format!(
+                        "no answer within {timeout:?}"
+                    )))
+                })?
+                .map_err(tls_failed)?;
             call_on(stream, true, node, cookie, name, request, timeout).await
         }
     }
@@ -44,10 +93,10 @@ async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
     name: &str,
     request: &Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, CallError> {
     let me: NodeName = format!("call{}@{}", std::process::id(), node.host())
         .parse()
-        .map_err(|e| format!("{e}"))?;
+        .map_err(|e| CallError::Name(format!("{e}")))?;
     let creation = rand::random::<u32>().max(4);
     let local = handshake::local_node(&me, creation);
     let offered = local.flags;
@@ -64,17 +113,13 @@ async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut stream, peer) = tokio::time::timeout(timeout, handshake)
         .await
         .unwrap_or(Err(handshake::HandshakeError::Timeout))
-        .map_err(|e| {
-            let e = if tls {
-                e.to_string()
-            } else {
-                e.with_plain_hint()
-            };
-            format!("handshake with {node} failed: {e}")
+        .map_err(|source| CallError::Handshake {
+            node: node.to_string(),
+            source: if tls { source } else { source.hint_plain() },
         })?;
     let atom_cache = (offered & peer.flags).contains(DistributionFlags::DIST_HDR_ATOM_CACHE);
 
-    let me_atom = Atom::new(&me.to_string()).map_err(|e| e.to_string())?;
+    let me_atom = Atom::new(&me.to_string()).map_err(|e| CallError::Name(e.to_string()))?;
     let from = Pid {
         node: me_atom,
         id: 1,
@@ -87,17 +132,17 @@ async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
         Value::pair(Value::Pid(Box::new(from)), tag.clone()),
         request.clone(),
     ]);
-    let to = Atom::new(name).map_err(|e| e.to_string())?;
+    let to = Atom::new(name).map_err(|e| CallError::Name(e.to_string()))?;
     let mut writer = FrameWriter::new(atom_cache);
     writer.reg_send(&from, to, |w| w.term(&message));
     stream
         .write_all(&writer.buf)
         .await
-        .map_err(|e| format!("send failed: {e}"))?;
+        .map_err(|e| CallError::Connection(format!("send failed: {e}")))?;
     stream
         .flush()
         .await
-        .map_err(|e| format!("send failed: {e}"))?;
+        .map_err(|e| CallError::Connection(format!("send failed: {e}")))?;
 
     let mut frames = FrameReader::new();
     let wait = async {
@@ -119,19 +164,31 @@ async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
                     let _ = stream.flush().await;
                     continue;
                 }
-                Ok(Some(Frame::Undecodable(e))) => return Err(format!("undecodable reply: {e}")),
-                Ok(Some(Frame::TooDeep(_))) => return Err("a reply nested too deeply".to_string()),
+                Ok(Some(Frame::Undecodable(e))) => {
+                    return Err(CallError::Connection(format!("undecodable reply: {e}")));
+                }
+                Ok(Some(Frame::TooDeep(_))) => {
+                    return Err(CallError::Connection("a reply nested too deeply".into()));
+                }
                 Ok(None) => {}
-                Err(e) => return Err(format!("connection lost: {e}")),
+                Err(e) => return Err(CallError::Connection(format!("connection lost: {e}"))),
             }
             match stream.read(frames.read_space()).await {
-                Ok(0) => return Err("connection closed before the reply".to_string()),
+                Ok(0) => {
+                    return Err(CallError::Connection(
+                        "connection closed before the reply".into(),
+                    ));
+                }
                 Ok(n) => frames.filled(n),
-                Err(e) => return Err(format!("connection lost: {e}")),
+                Err(e) => return Err(CallError::Connection(format!("connection lost: {e}"))),
             }
         }
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("no reply from {name} on {node} within {timeout:?}"))?
+        .map_err(|_| CallError::Timeout {
+            name: name.to_string(),
+            node: node.to_string(),
+            timeout,
+        })?
 }

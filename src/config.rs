@@ -68,10 +68,10 @@ impl ResourceSpec {
         config.inactivity_timeout = self.inactivity_timeout;
         config.maximum_lifetime = self.maximum_lifetime;
         for identity in &self.identities {
-            config.identities.push(Identity {
-                name: Value::Atom(atom(&identity.name)?),
-                fields: atoms(&identity.fields)?,
-            });
+            config.identities.push(Identity::new(
+                Value::Atom(atom(&identity.name)?),
+                atoms(&identity.fields)?,
+            ));
         }
         let defaults = RestartPolicy::default();
         config.restart = RestartPolicy {

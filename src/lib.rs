@@ -1,26 +1,34 @@
 //! ash_gen_server: a hidden Erlang node written in Rust that hosts one actor per record.
 //!
-//! Data flows one way through these modules:
+//! Data flows one way through these layers; each uses only the ones below it:
 //!
-//! - [`wire`]: bytes on sockets: EPMD, the distribution handshake, frames.
-//! - [`node`]: the node itself: connections to peers, local processes, monitors and links,
-//!   routing of incoming messages.
-//! - [`protocol`]: the public request and reply terms, served by the `ash_gen_server` process.
-//! - [`record`]: the records: a registry per resource, one actor per record, supervision,
-//!   lifetimes and expiry.
-//! - [`query`]: filter evaluation, sorting, paging and aggregates over a resource's records.
+//! - [`protocol`]: the public request and reply terms (docs/PROTOCOL.md), served by the
+//!   `ash_gen_server` process, which owns the record service; one module per request.
+//! - [`record`]: the record service: a registry per resource, one actor per record,
+//!   supervision, lifetimes and expiry. It reaches the node only through its process API.
+//! - [`node`]: the node as a platform for processes: connections to peers, the [`node::Process`]
+//!   behaviour, registered names, monitors and links, `gen_server` call/cast/reply. It knows
+//!   nothing of the protocol or of records.
+//! - [`wire`]: bytes on sockets: EPMD, the distribution handshake, frames, the term codec.
+//! - [`query`]: filter evaluation, sorting, paging and aggregates over records.
 //! - [`term`]: the term representation everything above shares.
 //!
-//! Beside them: [`client`], a one-shot caller (`ash-gen-server call`), and [`config`], resources
-//! defined at start from a JSON file.
+//! `main.rs` wires them: it starts a [`node::Node`], then [`protocol::Server::start`] registers
+//! the record service's process on it; [`embedded`] does the same inside any Rust program and
+//! offers a typed API over it. Beside them: [`client`], a one-shot caller
+//! (`ash-gen-server call`), and [`config`], resources defined at start from a JSON file.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod config;
+pub mod embedded;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod query;
 pub mod record;
+pub mod settings;
+pub mod status;
 pub mod term;
 pub mod wire;

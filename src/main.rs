@@ -25,8 +25,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A hidden Erlang node in Rust hosting one actor per record (the AshGenServer data layer engine)"
 )]
 struct Cli {
+    /// Log lines as text (for people) or JSON (one object per line, for collectors).
+    #[arg(long, global = true, value_enum, env = "ASH_GEN_SERVER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +45,8 @@ enum Command {
     /// Call a process on a running node once and print the reply, e.g.
     /// `ash-gen-server call --node rust@127.0.0.1 --cookie secret '{info, user}'`.
     Call(CallArgs),
+    /// Print what a running node holds: resources and their records, peers, uptime, memory.
+    Status(StatusArgs),
     /// Run only an EPMD server (for machines without `epmd`).
     Epmd {
         /// Port to listen on.
@@ -47,10 +58,10 @@ enum Command {
 #[derive(Args)]
 struct Naming {
     /// Long node name, `name@host` (as `erl -name`).
-    #[arg(long, conflicts_with = "sname")]
+    #[arg(long, conflicts_with = "sname", env = "ASH_GEN_SERVER_NAME")]
     name: Option<String>,
     /// Short node name, `name` (as `erl -sname`); the host is this machine's short hostname.
-    #[arg(long)]
+    #[arg(long, env = "ASH_GEN_SERVER_SNAME")]
     sname: Option<String>,
     /// Magic cookie; defaults to the contents of ~/.erlang.cookie, as for `erl`.
     #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
@@ -75,11 +86,11 @@ enum ProtoDist {
 struct DistArgs {
     /// Distribution carrier, as `erl -proto_dist`: inet_tcp (plain TCP) or inet_tls (TLS,
     /// compatible with OTP's inet_tls_dist; every node of the cluster must use it).
-    #[arg(long, value_enum, default_value_t = ProtoDist::InetTcp)]
+    #[arg(long, value_enum, default_value_t = ProtoDist::InetTcp, env = "ASH_GEN_SERVER_PROTO_DIST")]
     proto_dist: ProtoDist,
     /// The TLS options for inet_tls: the file `erl -ssl_dist_optfile FILE` takes
     /// ([{server, [...]}, {client, [...]}]).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_SSL_DIST_OPTFILE")]
     ssl_dist_optfile: Option<PathBuf>,
 }
 
@@ -125,36 +136,69 @@ impl DistArgs {
 
 #[derive(Args)]
 struct StartArgs {
+    /// Read settings from this TOML file (keys are the flags' long names; see docs/OPERATIONS.md).
+    /// A flag beats its environment variable, which beats the file, which beats the default.
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     naming: Naming,
     #[command(flatten)]
     dist: DistArgs,
-    /// Connect to this node at start (repeatable).
-    #[arg(long = "join", value_name = "NODE")]
+    /// Connect to this node at start (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long = "join",
+        value_name = "NODE",
+        env = "ASH_GEN_SERVER_JOIN",
+        value_delimiter = ','
+    )]
     join: Vec<String>,
     /// Distribution port (0 picks a free one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "ASH_GEN_SERVER_PORT")]
     port: u16,
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value = "0.0.0.0", env = "ASH_GEN_SERVER_BIND")]
     bind: IpAddr,
     /// Use the running EPMD, start an embedded one when none runs (auto), or force either.
-    #[arg(long, value_enum, default_value_t = EpmdMode::Auto)]
+    #[arg(long, value_enum, default_value_t = EpmdMode::Auto, env = "ASH_GEN_SERVER_EPMD")]
     epmd: EpmdMode,
     /// Seconds of silence after which a peer is considered gone (as Erlang's net_ticktime).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "ASH_GEN_SERVER_NET_TICKTIME")]
     net_ticktime: u64,
     /// Serve the `fault` request, which makes a record's actor fail (for tests).
-    #[arg(long)]
+    #[arg(long, env = "ASH_GEN_SERVER_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
     /// Microseconds a connection keeps polling for input before sleeping, like the BEAM's
     /// scheduler busy wait: cuts round trips roughly in half for busy callers, at the cost of
     /// up to this much CPU after each burst of requests (0 turns it off).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "ASH_GEN_SERVER_BUSY_POLL_US")]
     busy_poll_us: u64,
     /// Define the resources listed in this JSON file at start (see src/config.rs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_RESOURCES")]
     resources: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
+    #[arg(long, value_name = "ADDR", env = "ASH_GEN_SERVER_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The node, `name@host`.
+    #[arg(long)]
+    node: String,
+    /// Magic cookie; defaults to ~/.erlang.cookie.
+    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
+    cookie: Option<String>,
+    /// Port of EPMD.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+    epmd_port: u16,
+    #[command(flatten)]
+    dist: DistArgs,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -181,15 +225,29 @@ struct CallArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    use clap::CommandFactory;
+    let args = match ash_gen_server::settings::with_config_file(
+        Cli::command(),
+        "start",
+        std::env::args_os().collect(),
+    ) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     // A record actor that panics is restarted by its supervisor; say so in the log, not as a
     // bare message on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -220,6 +278,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(args) => start(args).await,
             Command::Call(args) => call(args).await,
+            Command::Status(args) => status(args).await,
             Command::Epmd { port } => epmd(port).await,
         }
     });
@@ -299,6 +358,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
         fault_injection: args.enable_fault_injection,
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let task =
+                ash_gen_server::metrics::serve(addr, &server.service).map_err(|e| e.to_string())?;
+            tracing::info!(%addr, "serving Prometheus metrics");
+            Some(task)
+        }
+        None => None,
+    };
     if let Some(path) = &args.resources {
         let json = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -333,6 +401,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     shutdown.await;
     tracing::info!("shutting down");
     server.stop();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     running.shutdown().await;
     Ok(())
 }
@@ -387,8 +458,36 @@ async fn call(args: CallArgs) -> Result<(), String> {
         &request,
         Duration::from_secs(args.timeout),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     println!("{reply:?}");
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> Result<(), String> {
+    let node: NodeName = args
+        .node
+        .parse()
+        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
+    let cookie = match &args.cookie {
+        Some(c) => c.clone(),
+        None => home_cookie()?,
+    };
+    let tls = args.dist.tls(false)?;
+    let status = ash_gen_server::status::Status::fetch(
+        &node,
+        &cookie,
+        args.epmd_port,
+        tls.as_ref(),
+        Duration::from_secs(args.timeout),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", status.json());
+    } else {
+        print!("{}", status.human());
+    }
     Ok(())
 }
 

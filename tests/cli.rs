@@ -108,6 +108,40 @@ fn start_call_and_stop() {
         "{stats}"
     );
 
+    // `status` summarises it, for people and for scripts.
+    let status = |json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "status",
+            "--node",
+            &name,
+            "--cookie",
+            "cli-test",
+            "--epmd-port",
+        ])
+        .arg(epmd.to_string());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("status runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    assert!(
+        text.contains(&name) && text.contains("records   1") && text.contains("session"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    assert_eq!(json["records"], 1);
+    assert_eq!(json["resources"][0]["name"], "session");
+    assert_eq!(json["resources"][0]["records"], 1);
+    assert_eq!(json["resources"][0]["inactivity_timeout_ms"], 60000);
+
     // SIGTERM stops it cleanly.
     let pid = node.0.id();
     let killed = Command::new("kill")
@@ -127,5 +161,139 @@ fn start_call_and_stop() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let name = format!("clijson{}@127.0.0.1", std::process::id());
+    let mut child = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "start",
+            "--name",
+            &name,
+            "--cookie",
+            "c",
+        ])
+        .args(["--epmd", "embedded", "--epmd-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the node starts");
+    let stderr = child.stderr.take().unwrap();
+    let node = Node(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a log line within 20 s");
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if object["fields"]["message"] == "node started" {
+            break object;
+        }
+    };
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["node"], name.as_str());
+    drop(node);
+}
+
+/// Starts `start` with `args` and `env`, returns the node and the EPMD port from its ready line.
+fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Node, u16) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("start").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let stdout = child.stdout.take().unwrap();
+    let node = Node(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a ready line within 20 s");
+    let epmd = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("epmd_port="))
+        .and_then(|p| p.parse().ok())
+        .expect("the ready line names the EPMD port");
+    (node, epmd)
+}
+
+fn call_with_cookie(node: &str, epmd: u16, cookie: &str) -> bool {
+    Command::new(BIN)
+        .args(["call", "--node", node, "--cookie", cookie, "--timeout", "5"])
+        .args(["--epmd-port", &epmd.to_string(), "ping"])
+        .env_remove("ASH_GEN_SERVER_COOKIE")
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "pong")
+        .unwrap_or(false)
+}
+
+#[test]
+fn settings_come_from_flags_then_environment_then_file() {
+    let dir = std::env::temp_dir().join(format!("ash-cli-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    let name = format!("clicfg{}@127.0.0.1", std::process::id());
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\ncookie = \"from-file\"\nepmd = \"embedded\"\nepmd-port = 0\nnet_ticktime = 30\n"
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+
+    // Only the file: its cookie.
+    let (node, epmd) = start_with(&["--config", config], &[]);
+    assert!(call_with_cookie(&name, epmd, "from-file"));
+    drop(node);
+    // The environment beats the file.
+    let (node, epmd) = start_with(
+        &["--config", config],
+        &[("ASH_GEN_SERVER_COOKIE", "from-env")],
+    );
+    assert!(call_with_cookie(&name, epmd, "from-env"));
+    assert!(!call_with_cookie(&name, epmd, "from-file"));
+    drop(node);
+    // A flag beats both.
+    let (node, epmd) = start_with(
+        &["--config", config, "--cookie", "from-flag"],
+        &[("ASH_GEN_SERVER_COOKIE", "from-env")],
+    );
+    assert!(call_with_cookie(&name, epmd, "from-flag"));
+    assert!(!call_with_cookie(&name, epmd, "from-env"));
+    drop(node);
+
+    // An unknown key is refused, naming it.
+    std::fs::write(&file, "nmae = \"x@127.0.0.1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["start", "--config", config])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown setting \"nmae\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -100,6 +100,7 @@ async fn call(
         Duration::from_secs(5),
     )
     .await
+    .map_err(|e| e.to_string())
 }
 
 fn t(text: &str) -> Value {

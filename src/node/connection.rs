@@ -214,45 +214,85 @@ async fn connect_handshakes(
     node: &Arc<Node>,
     stream: TcpStream,
     peer: &NodeName,
-) -> Result<(TcpStream, Option<TlsChannel>, PeerNode), String> {
+) -> Result<(TcpStream, Option<TlsChannel>, PeerNode), ConnectError> {
     let local = node.local_node();
     let cookie = &node.config.cookie;
+    let failed = |source| ConnectError::Handshake {
+        peer: peer.to_string(),
+        source,
+    };
     match &node.config.tls {
         None => {
-            let (stream, peer) = handshake::connect(stream, local, cookie)
+            let (stream, peer_node) = handshake::connect(stream, local, cookie)
                 .await
-                .map_err(|e| e.with_plain_hint())?;
-            Ok((stream, None, peer))
+                .map_err(|e| failed(e.hint_plain()))?;
+            Ok((stream, None, peer_node))
         }
         Some(tls) => {
-            let stream = tls
-                .connect(stream, peer.host())
-                .await
-                .map_err(|e| e.to_string())?;
-            let (stream, peer) = handshake::connect(handshake::Packet4::new(stream), local, cookie)
-                .await
-                .map_err(|e| format!("inside TLS: {e}"))?;
+            let stream =
+                tls.connect(stream, peer.host())
+                    .await
+                    .map_err(|source| ConnectError::Tls {
+                        peer: peer.to_string(),
+                        source,
+                    })?;
+            let (stream, peer_node) =
+                handshake::connect(handshake::Packet4::new(stream), local, cookie)
+                    .await
+                    .map_err(failed)?;
             let (stream, channel) = TlsChannel::from_client(stream.into_inner());
-            Ok((stream, Some(channel), peer))
+            Ok((stream, Some(channel), peer_node))
         }
     }
 }
 
+/// Why a connection to a peer could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The peer could not be found or reached.
+    #[error(transparent)]
+    Dial(#[from] epmd::DialError),
+    /// The TLS handshake failed (TLS distribution): an untrusted certificate among other
+    /// reasons.
+    #[error("handshake with {peer} failed: {source}")]
+    Tls {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: crate::wire::tls::TlsHandshakeError,
+    },
+    /// The handshake failed (a wrong cookie among other reasons).
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: handshake::HandshakeError,
+    },
+    /// The connection ended as soon as it was made.
+    #[error("connection to {0} closed at once")]
+    ClosedAtOnce(String),
+}
+
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
-pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), String> {
+pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), ConnectError> {
     let stream = epmd::dial(peer, node.config.epmd_port).await?;
     let (stream, tls, peer_node) =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_handshakes(&node, stream, peer))
             .await
-            .unwrap_or_else(|_| Err(handshake::HandshakeError::Timeout.to_string()))
-            .map_err(|e| format!("handshake with {peer} failed: {e}"))?;
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Handshake {
+                    peer: peer.to_string(),
+                    source: handshake::HandshakeError::Timeout,
+                })
+            })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         run_with(node, stream, tls, peer_node, Some(ready_tx)).await;
     });
     ready_rx
         .await
-        .map_err(|_| format!("connection to {peer} closed at once"))
+        .map_err(|_| ConnectError::ClosedAtOnce(peer.to_string()))
 }
 
 async fn run_with(

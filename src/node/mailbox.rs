@@ -70,7 +70,13 @@ pub enum CallError {
 pub struct Mailbox {
     node: Arc<Node>,
     pid: Pid,
-    inbox: Mutex<UnboundedReceiver<Signal>>,
+    inbox: Mutex<Inbox2>,
+}
+
+/// The channel, and the signals a selective receive passed over (kept in order).
+struct Inbox2 {
+    rx: UnboundedReceiver<Signal>,
+    saved: std::collections::VecDeque<Signal>,
 }
 
 impl Mailbox {
@@ -81,7 +87,10 @@ impl Mailbox {
         Mailbox {
             node: node.clone(),
             pid,
-            inbox: Mutex::new(rx),
+            inbox: Mutex::new(Inbox2 {
+                rx,
+                saved: std::collections::VecDeque::new(),
+            }),
         }
     }
 
@@ -92,26 +101,30 @@ impl Mailbox {
 
     /// The next signal, if one comes within `timeout`.
     pub async fn recv(&self, timeout: Duration) -> Option<Signal> {
-        let mut inbox = self.inbox.lock().await;
-        tokio::time::timeout(timeout, inbox.recv())
-            .await
-            .ok()
-            .flatten()
+        self.recv_matching(timeout, |_| true).await
     }
 
-    /// The next signal that `keep` accepts within `timeout`; others are dropped.
+    /// The first signal that `keep` accepts within `timeout`, as Erlang's selective receive:
+    /// the others stay in the mailbox, in order, for later receives.
     pub async fn recv_matching(
         &self,
         timeout: Duration,
         mut keep: impl FnMut(&Signal) -> bool,
     ) -> Option<Signal> {
+        let mut inbox = self.inbox.lock().await;
+        if let Some(i) = inbox.saved.iter().position(&mut keep) {
+            return inbox.saved.remove(i);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let signal = self.recv(left).await?;
+            let signal = tokio::time::timeout_at(deadline, inbox.rx.recv())
+                .await
+                .ok()
+                .flatten()?;
             if keep(&signal) {
                 return Some(signal);
             }
+            inbox.saved.push_back(signal);
         }
     }
 
@@ -171,10 +184,9 @@ impl Mailbox {
         self.node.monitor(&self.pid, target)
     }
 
-    /// Links to the local process `target` (as `link/1` from a process of this node).
+    /// Links to `target` (as `link/1` from a process of this node).
     pub fn link(&self, target: &Pid) -> bool {
-        self.node.processes.add_link(target, self.pid)
-            && self.node.processes.add_link(&self.pid, *target)
+        self.node.link(&self.pid, target)
     }
 
     /// Sends `exit(Target, Reason)` to the local process `target`.

@@ -2,6 +2,7 @@
 //! option maps, timeouts, filters. Every error says, in words, what is wrong with the term.
 
 use super::error::{Error, Result, bad};
+use crate::query::expr::{Atomics, parse_atomics};
 use crate::query::filter::Expr;
 use crate::term::{Atom, Record, Value};
 
@@ -14,10 +15,38 @@ pub fn arity(tag: &str, args: &[Value], expected: &[usize], form: &str) -> Resul
     }
 }
 
-/// A resource name.
-pub fn resource(v: &Value) -> Result<Atom> {
+/// A resource, or one tenant's namespace of it: `Resource` or `{Resource, Tenant}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRef {
+    /// The resource's name.
+    pub name: Atom,
+    /// The tenant, if any.
+    pub tenant: Option<Value>,
+}
+
+/// A resource name (no tenant: `define` and `subscribe` take these).
+pub fn resource_name(v: &Value) -> Result<Atom> {
     v.as_atom()
         .ok_or_else(|| Error::BadRequest(format!("a resource must be an atom, got: {v:?}")))
+}
+
+/// `Resource` or `{Resource, Tenant}`.
+pub fn resource(v: &Value) -> Result<ResourceRef> {
+    match v {
+        Value::Atom(name) => Ok(ResourceRef {
+            name: *name,
+            tenant: None,
+        }),
+        Value::Tuple(items) if items.len() == 2 && items[0].as_atom().is_some() => {
+            Ok(ResourceRef {
+                name: items[0].as_atom().expect("checked"),
+                tenant: Some(items[1].clone()),
+            })
+        }
+        _ => bad(format!(
+            "a resource must be an atom or {{Resource, Tenant}}, got: {v:?}"
+        )),
+    }
 }
 
 /// A record (a map with atom keys); `what` names it in errors.
@@ -67,6 +96,29 @@ pub fn filter_opts(v: &Value, what: &str) -> Result<Option<Expr>> {
             Some("filter") if val.is_nil() => out = None,
             Some("filter") => out = Some(filter(val)?),
             _ => return bad(format!("unknown {what} option {k:?} (expected filter)")),
+        }
+    }
+    Ok(out)
+}
+
+/// `[{Field, VExpr}]`.
+pub fn atomics(v: &Value) -> Result<Atomics> {
+    parse_atomics(v).map_err(Error::BadRequest)
+}
+
+/// `#{filter => Expr | nil, atomics => [{Field, VExpr}]}`, the options of an update.
+pub fn update_opts(v: &Value, what: &str) -> Result<(Option<Expr>, Atomics)> {
+    let mut out = (None, Vec::new());
+    for (k, val) in opts(v, what)? {
+        match key(k) {
+            Some("filter") if val.is_nil() => out.0 = None,
+            Some("filter") => out.0 = Some(filter(val)?),
+            Some("atomics") => out.1 = atomics(val)?,
+            _ => {
+                return bad(format!(
+                    "unknown {what} option {k:?} (expected filter or atomics)"
+                ));
+            }
         }
     }
     Ok(out)

@@ -7,10 +7,12 @@
 //! process: nothing is replied.
 
 use super::args;
+use super::caller::Caller;
 use super::error::{Error, Result, bad};
 use super::reply;
-use crate::node::genserver::{self, From, GenMessage};
+use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
+use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::{Envelope, Op, Outcome, RecordActor, RecordService, Reply, Resource};
 use crate::term::{Pid, Record, Value};
@@ -21,8 +23,8 @@ use std::sync::Arc;
 pub enum DirectRequest {
     /// `get`.
     Get,
-    /// `{update, Changes}` / `{update, Changes, Opts}`.
-    Update(Record, Option<Expr>),
+    /// `{update, Changes}` / `{update, Changes, Opts}`: changes, filter, atomics.
+    Update(Record, Option<Expr>, Atomics),
     /// `destroy`.
     Destroy,
     /// `keep_alive`.
@@ -44,11 +46,16 @@ impl DirectRequest {
                     [changes] => Ok(DirectRequest::Update(
                         args::record(changes, "changes")?,
                         None,
+                        Vec::new(),
                     )),
-                    [changes, o] => Ok(DirectRequest::Update(
-                        args::record(changes, "changes")?,
-                        args::filter_opts(o, "update")?,
-                    )),
+                    [changes, o] => {
+                        let (filter, atomics) = args::update_opts(o, "update")?;
+                        Ok(DirectRequest::Update(
+                            args::record(changes, "changes")?,
+                            filter,
+                            atomics,
+                        ))
+                    }
                     _ => bad("update must be {update, Changes} or {update, Changes, Opts}"),
                 }
             }
@@ -59,7 +66,11 @@ impl DirectRequest {
     fn op(self) -> Op {
         match self {
             DirectRequest::Get => Op::Get,
-            DirectRequest::Update(changes, filter) => Op::Update { changes, filter },
+            DirectRequest::Update(changes, filter, atomics) => Op::Update {
+                changes,
+                filter,
+                atomics,
+            },
             DirectRequest::Destroy => Op::Destroy { filter: None },
             DirectRequest::KeepAlive => Op::KeepAlive,
         }
@@ -83,10 +94,16 @@ impl Process for RecordProcess {
     fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         match genserver::classify(message) {
             GenMessage::Call(from, request) => match DirectRequest::parse(&request) {
-                Ok(parsed) => self.actor.deliver(
-                    &self.records,
-                    Envelope::Call(Some(Box::new(DirectReply(from))), parsed.op()),
-                ),
+                Ok(parsed) => {
+                    let op = parsed.op().bound(&self.actor.resource.config().types);
+                    self.actor.deliver(
+                        &self.records,
+                        Envelope::Call(
+                            Some(Box::new(DirectReply(Caller::new(from, "direct")))),
+                            op,
+                        ),
+                    )
+                }
                 Err(e) => node.reply(&from, &e.to_reply()),
             },
             GenMessage::Cast(request) => {
@@ -112,7 +129,7 @@ impl Process for RecordProcess {
 }
 
 /// Replies to a caller of a record's own pid.
-struct DirectReply(From);
+struct DirectReply(Caller);
 
 impl Reply for DirectReply {
     fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
@@ -138,11 +155,11 @@ mod tests {
         ));
         assert!(matches!(
             DirectRequest::parse(&term("{update, #{n => 1}}")),
-            Ok(DirectRequest::Update(_, None))
+            Ok(DirectRequest::Update(_, None, _))
         ));
         assert!(matches!(
             DirectRequest::parse(&term("{update, #{n => 1}, #{filter => {eq, n, 0}}}")),
-            Ok(DirectRequest::Update(_, Some(_)))
+            Ok(DirectRequest::Update(_, Some(_), _))
         ));
         assert!(matches!(
             DirectRequest::parse(&term("destroy")),

@@ -83,6 +83,7 @@ impl Error {
                 StoreError::RecordCrashed(reason) => {
                     Value::pair(atom("record_crashed"), reason.clone())
                 }
+                StoreError::Expr(term) => Value::pair(atom("expr_error"), term.clone()),
             },
         }
     }
@@ -152,6 +153,10 @@ mod tests {
             (
                 Error::FaultInjectionDisabled,
                 "{error,fault_injection_disabled}",
+            ),
+            (
+                StoreError::Expr(Value::Atom(a("boom"))).into(),
+                "{error,{expr_error,boom}}",
             ),
             (
                 AggregateError::NotANumber {

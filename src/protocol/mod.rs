@@ -7,9 +7,11 @@
 //! service); [`args`] parses shared arguments; [`reply`] renders results and [`error`] errors.
 
 pub mod args;
+pub mod caller;
 pub mod cmd;
 pub mod direct;
 pub mod error;
+pub mod gather;
 pub mod reply;
 pub mod request;
 pub mod server;

@@ -1,9 +1,10 @@
 //! Reply terms — how results look on the wire (docs/PROTOCOL.md) — and [`ToCaller`], the way a
 //! record's result reaches the caller of `ash_gen_server`.
 
+use super::caller::Caller;
 use super::error::Error;
 use crate::node::Node;
-use crate::node::genserver::{self, From, GenMessage};
+use crate::node::genserver::{self, GenMessage};
 use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
 use crate::wire::etf::TermWriter;
@@ -65,7 +66,7 @@ pub fn encode_records(records: &[Record], w: &mut TermWriter) {
 /// The reply term of an outcome.
 pub fn render(outcome: &Outcome) -> Value {
     match outcome {
-        Outcome::Ok => ok(),
+        Outcome::Ok | Outcome::Destroyed(_) => ok(),
         Outcome::Record(record) => ok_with(record.to_value()),
         Outcome::Upserted(kind, record) => {
             Value::tuple(vec![ok(), upsert_atom(*kind), record.to_value()])
@@ -75,9 +76,9 @@ pub fn render(outcome: &Outcome) -> Value {
 }
 
 /// Sends an outcome to the caller `from`.
-pub fn send_outcome(svc: &RecordService, from: &From, outcome: &Outcome) {
-    svc.node()
-        .reply_with(from, |out| encode_outcome(outcome, out));
+pub fn send_outcome(svc: &RecordService, from: &Caller, outcome: &Outcome) {
+    let ok = !matches!(outcome, Outcome::Error(_));
+    from.reply_with(svc.node(), ok, |out| encode_outcome(outcome, out));
 }
 
 /// Answers a call nested too deeply to decode with `{error, {bad_request, ...}}` instead of
@@ -96,7 +97,7 @@ pub fn refuse_too_deep(node: &Arc<Node>, message: Value) {
 }
 
 /// The caller of `ash_gen_server` waiting for a record's result.
-pub struct ToCaller(pub From);
+pub struct ToCaller(pub Caller);
 
 impl Reply for ToCaller {
     fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {

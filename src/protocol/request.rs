@@ -6,13 +6,13 @@
 
 use super::cmd::{
     aggregate::Aggregate, bulk_create::BulkCreate, clear::Clear, create::Create, define::Define,
-    destroy::Destroy, fault::Fault, get::Get, info::Info, keep_alive::KeepAlive, ping,
-    query::Query, resources, stats, subscribe, subscribe::Subscribe, update::Update,
-    upsert::Upsert, whereis::Whereis,
+    destroy::Destroy, destroy_where::DestroyWhere, fault::Fault, get::Get, info::Info,
+    keep_alive::KeepAlive, ping, query::Query, resources, stats, subscribe, subscribe::Subscribe,
+    update::Update, update_where::UpdateWhere, upsert::Upsert, whereis::Whereis,
 };
 use super::error::{Error, Result};
 use super::service::Service;
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::term::Value;
 
 /// A request to `ash_gen_server`.
@@ -32,6 +32,10 @@ pub enum Request {
     Update(Update),
     /// `{destroy, Resource, PK[, Opts]}`.
     Destroy(Destroy),
+    /// `{update_where, Resource, Query, Opts}`.
+    UpdateWhere(UpdateWhere),
+    /// `{destroy_where, Resource, Query[, Opts]}`.
+    DestroyWhere(DestroyWhere),
     /// `{query, Resource, Query}`.
     Query(Query),
     /// `{aggregate, Resource, Query, [Aggregate][, Opts]}`.
@@ -83,6 +87,8 @@ impl Request {
             "get" => Request::Get(Get::parse(args)?),
             "update" => Request::Update(Update::parse(args)?),
             "destroy" => Request::Destroy(Destroy::parse(args)?),
+            "update_where" => Request::UpdateWhere(UpdateWhere::parse(args)?),
+            "destroy_where" => Request::DestroyWhere(DestroyWhere::parse(args)?),
             "query" => Request::Query(Query::parse(args)?),
             "aggregate" => Request::Aggregate(Aggregate::parse(args)?),
             "whereis" => Request::Whereis(Whereis::parse(args)?),
@@ -95,8 +101,35 @@ impl Request {
         })
     }
 
+    /// The request's name, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Define(_) => "define",
+            Request::Create(_) => "create",
+            Request::Upsert(_) => "upsert",
+            Request::BulkCreate(_) => "bulk_create",
+            Request::Get(_) => "get",
+            Request::Update(_) => "update",
+            Request::Destroy(_) => "destroy",
+            Request::UpdateWhere(_) => "update_where",
+            Request::DestroyWhere(_) => "destroy_where",
+            Request::Query(_) => "query",
+            Request::Aggregate(_) => "aggregate",
+            Request::Whereis(_) => "whereis",
+            Request::KeepAlive(_) => "keep_alive",
+            Request::Subscribe(_) => "subscribe",
+            Request::Unsubscribe => "unsubscribe",
+            Request::Info(_) => "info",
+            Request::Resources => "resources",
+            Request::Clear(_) => "clear",
+            Request::Ping => "ping",
+            Request::Stats => "stats",
+            Request::Fault(_) => "fault",
+        }
+    }
+
     /// Serves the request as a call: exactly one reply reaches `from`.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match self {
             Request::Define(r) => r.execute(svc, from),
             Request::Create(r) => r.execute(svc, from),
@@ -105,6 +138,8 @@ impl Request {
             Request::Get(r) => r.execute(svc, from),
             Request::Update(r) => r.execute(svc, from),
             Request::Destroy(r) => r.execute(svc, from),
+            Request::UpdateWhere(r) => r.execute(svc, from),
+            Request::DestroyWhere(r) => r.execute(svc, from),
             Request::Query(r) => r.execute(svc, from),
             Request::Aggregate(r) => r.execute(svc, from),
             Request::Whereis(r) => r.execute(svc, from),
@@ -125,7 +160,10 @@ impl Request {
         match self {
             Request::KeepAlive(r) => r.cast(svc),
             other => {
-                tracing::warn!(request = ?other, "ignored a cast that only makes sense as a call")
+                tracing::warn!(
+                    kind = other.kind(),
+                    "ignored a cast that only makes sense as a call"
+                )
             }
         }
     }
@@ -153,6 +191,9 @@ mod tests {
             "{update, r, #{id => 1}, #{n => 2}, #{filter => nil}}",
             "{destroy, r, #{id => 1}}",
             "{destroy, r, #{id => 1}, #{filter => nil}}",
+            "{update_where, r, #{filter => {gt, n, 1}}, #{set => #{m => 1}, atomics => [{n, {ref, m}}], return => count}}",
+            "{destroy_where, r, #{limit => 3}}",
+            "{destroy_where, r, #{}, #{return => records}}",
             "{query, r, #{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2, select => [n]}}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}]}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}], #{group_by => author_id}}",

@@ -5,6 +5,7 @@
 //! actor, which replies when its turn is done; creates, queries and aggregates are served on the
 //! spot. The server owns the record service, and its monitors on expiry handlers report here.
 
+use super::caller::Caller;
 use super::reply;
 use super::request::Request;
 use super::service::{Options, Service};
@@ -78,18 +79,19 @@ impl Process for Server {
         let svc = &self.service;
         match genserver::classify(message) {
             GenMessage::Call(from, request) => match Request::parse(&request) {
-                Ok(request) => request.execute(svc, from),
-                Err(e) => svc.reply(&from, &e.to_reply()),
+                Ok(request) => {
+                    let caller = Caller::new(from, request.kind());
+                    request.execute(svc, caller)
+                }
+                Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
             },
             GenMessage::Cast(request) => match Request::parse(&request) {
                 Ok(request) => request.cast(svc),
                 Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),
             },
             GenMessage::Info(message) => {
-                tracing::warn!(
-                    ?message,
-                    "{SERVER_NAME} ignored a message that is neither a call nor a cast"
-                );
+                tracing::debug!(?message, "the ignored message");
+                tracing::warn!("{SERVER_NAME} ignored a message that is neither a call nor a cast");
             }
         }
     }
@@ -326,8 +328,8 @@ mod tests {
         assert_eq!(
             notice[2],
             t(
-                "#{node => 'unit_expiry@127.0.0.1', resource => session, primary_key => #{id => 1}, \
-               record => #{id => 1}, reason => inactivity_timeout}"
+                "#{node => 'unit_expiry@127.0.0.1', resource => session, tenant => nil, \
+                 primary_key => #{id => 1}, record => #{id => 1}, reason => inactivity_timeout}"
             )
         );
         // The handler has the grace period to destroy the record; it dies instead.
@@ -352,5 +354,361 @@ mod tests {
             panic!("stats map")
         };
         assert!(stats.contains(&(t("expiry_handlers"), Value::Int(0))));
+    }
+
+    #[tokio::test]
+    async fn atomics_and_expressions_apply_in_the_actor() {
+        let (node, _server) = serve("unit_atomics");
+        let me = Mailbox::new(&node);
+        call(&me, "{define, counter, #{primary_key => [id]}}").await;
+        call(
+            &me,
+            "{create, counter, #{id => 1, n => 0, tag => <<\"a\">>}}",
+        )
+        .await;
+        let inc =
+            "{update, counter, #{id => 1}, #{}, #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}";
+        for _ in 0..5 {
+            call(&me, inc).await;
+        }
+        assert_eq!(
+            call(
+                &me,
+                "{update, counter, #{id => 1}, #{tag => <<\"x\">>}, #{atomics => [{tag, {concat, [{ref, tag}, {value, <<\"!\">>}]}}]}}"
+            )
+            .await,
+            t("{ok, #{id => 1, n => 5, tag => <<\"a!\">>}}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{update, counter, #{id => 1}, #{}, #{atomics => [{n, {'if', {gt, {ref, n}, {value, 3}}, {error, too_big}, {ref, n}}}]}}"
+            )
+            .await,
+            t("{error, {expr_error, too_big}}")
+        );
+        assert_eq!(
+            call(&me, "{get, counter, #{id => 1}}").await,
+            t("{ok, #{id => 1, n => 5, tag => <<\"a!\">>}}")
+        );
+        assert_eq!(
+            call(&me, "{query, counter, #{filter => {expr, {gte, {'*', {ref, n}, {value, 2}}, {value, 10}}}}}").await,
+            t("{ok, [#{id => 1, n => 5, tag => <<\"a!\">>}]}")
+        );
+        // Upserts: atomics read the existing record, conditions the incoming one.
+        call(&me, "{define, doc, #{primary_key => [id]}}").await;
+        call(&me, "{create, doc, #{id => 1, version => 2, hits => 1}}").await;
+        let newer = "{upsert, doc, #{id => 1, version => 3, hits => 0}, #{fields => [version],                      atomics => [{hits, {'+', {ref, hits}, {value, 1}}}],                      condition => {expr, {gt, {incoming, version}, {ref, version}}}}}";
+        assert_eq!(
+            call(&me, newer).await,
+            t("{ok, updated, #{id => 1, version => 3, hits => 2}}")
+        );
+        assert_eq!(
+            call(&me, newer).await,
+            t("{ok, skipped, #{id => 1, version => 3, hits => 2}}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{update, doc, #{id => 1}, #{}, #{atomics => [{x, {frob}}]}}"
+            )
+            .await,
+            t(
+                "{error, {bad_request, <<\"unknown value expression {frob} (expected value, ref, incoming, '+', '-', '*', '/', eq, neq, lt, lte, gt, gte, 'and', 'or', 'not', is_nil, 'if', 'cond', concat, error)\">>}}"
+            )
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_increments_are_exact() {
+        let (node, _server) = serve("unit_race");
+        let setup = Mailbox::new(&node);
+        call(&setup, "{define, counter, #{primary_key => [id]}}").await;
+        call(&setup, "{create, counter, #{id => 1, n => 0}}").await;
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let me = Mailbox::new(&node);
+                call(&me, "{update, counter, #{id => 1}, #{}, #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}").await
+            }));
+        }
+        for task in tasks {
+            assert!(matches!(task.await.unwrap(), Value::Tuple(_)));
+        }
+        assert_eq!(
+            call(&setup, "{get, counter, #{id => 1}}").await,
+            t("{ok, #{id => 1, n => 64}}")
+        );
+    }
+
+    #[tokio::test]
+    async fn typed_fields_filter_and_sort_by_meaning_and_identities_follow_them() {
+        let (node, _server) = serve("unit_typed");
+        let me = Mailbox::new(&node);
+        let date = |y: u32, m: u32, d: u32| {
+            format!(
+                "#{{'__struct__' => 'Elixir.Date', calendar => 'Elixir.Calendar.ISO', year => {y}, month => {m}, day => {d}}}"
+            )
+        };
+        call(
+            &me,
+            "{define, event, #{primary_key => [id], types => #{on => date, name => ci_string},              identities => [{by_name, [name]}, {open_slot, [slot], #{where => {eq, open, true}, nils_distinct => false}}]}}",
+        )
+        .await;
+        let cases = [
+            (1, date(2024, 1, 31)),
+            (2, date(2025, 1, 1)),
+            (3, date(2024, 12, 1)),
+        ];
+        for (id, on) in &cases {
+            let reply = call(
+                &me,
+                &format!("{{create, event, #{{id => {id}, on => {on}, name => <<\"E{id}\">>}}}}"),
+            )
+            .await;
+            assert!(
+                matches!(&reply, Value::Tuple(items) if items[0] == t("ok")),
+                "{reply:?}"
+            );
+        }
+        let ids = |reply: Value| -> Vec<i64> {
+            let Value::Tuple(items) = reply else { panic!() };
+            items[1]
+                .as_list()
+                .unwrap()
+                .iter()
+                .map(|r| r.map_get(&t("id")).unwrap().as_int().unwrap())
+                .collect()
+        };
+        let sorted = call(
+            &me,
+            "{query, event, #{sort => [{on, desc}], select => [id]}}",
+        )
+        .await;
+        assert_eq!(ids(sorted), vec![2, 3, 1]);
+        let after = call(
+            &me,
+            &format!(
+                "{{query, event, #{{filter => {{gt, on, {}}}, sort => [{{on, asc}}]}}}}",
+                date(2024, 6, 1)
+            ),
+        )
+        .await;
+        assert_eq!(ids(after), vec![3, 2]);
+        // ci_string identity: case-insensitive.
+        assert_eq!(
+            call(&me, "{create, event, #{id => 9, name => <<\"e1\">>}}").await,
+            t("{error, {identity_conflict, by_name, #{name => <<\"e1\">>}}}")
+        );
+        assert_eq!(
+            ids(call(&me, "{query, event, #{filter => {eq, name, <<\"e2\">>}}}").await),
+            vec![2]
+        );
+        // `where` and nils_distinct => false: only open records take part, nil is a value.
+        call(
+            &me,
+            "{create, event, #{id => 10, name => <<\"a\">>, open => true}}",
+        )
+        .await;
+        assert_eq!(
+            call(
+                &me,
+                "{create, event, #{id => 11, name => <<\"b\">>, open => true}}"
+            )
+            .await,
+            t("{error, {identity_conflict, open_slot, #{slot => nil}}}")
+        );
+        let closed = call(
+            &me,
+            "{create, event, #{id => 12, name => <<\"c\">>, open => false}}",
+        )
+        .await;
+        assert!(
+            matches!(&closed, Value::Tuple(items) if items[0] == t("ok")),
+            "{closed:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_identity_upsert_never_applies_to_a_record_that_lost_the_identity() {
+        let (node, _server) = serve("unit_upsert_race");
+        let me = Mailbox::new(&node);
+        call(
+            &me,
+            "{define, user, #{primary_key => [id], identities => [{email, [email]}]}}",
+        )
+        .await;
+        for round in 0..50 {
+            call(
+                &me,
+                &format!("{{create, user, #{{id => {round}, email => <<\"x{round}\">>}}}}"),
+            )
+            .await;
+            // Move the identity away and upsert on it at the same time.
+            let node2 = node.clone();
+            let mover = tokio::spawn(async move {
+                let m = Mailbox::new(&node2);
+                call(
+                    &m,
+                    &format!(
+                        "{{update, user, #{{id => {round}}}, #{{email => <<\"moved{round}\">>}}}}"
+                    ),
+                )
+                .await
+            });
+            let upsert = call(
+                &me,
+                &format!("{{upsert, user, #{{id => {}, email => <<\"x{round}\">>, n => 1}}, #{{keys => [email]}}}}", 1000 + round),
+            )
+            .await;
+            mover.await.unwrap();
+            let Value::Tuple(items) = upsert else {
+                panic!()
+            };
+            let record = &items[2];
+            // Whichever record the upsert touched or made had the upserted email in that turn.
+            assert_eq!(
+                record.map_get(&t("email")),
+                Some(&Value::from(format!("x{round}").as_str()))
+            );
+            let with_email = call(
+                &me,
+                &format!("{{query, user, #{{filter => {{eq, email, <<\"x{round}\">>}}}}}}"),
+            )
+            .await;
+            let Value::Tuple(q) = with_email else {
+                panic!()
+            };
+            let holders = q[1].as_list().unwrap().len();
+            if items[1] == t("created") {
+                // The update moved the email first: the upsert made a new record with it.
+                assert_eq!(holders, 1, "the created record has the email");
+            } else {
+                // The upsert updated the record before the move: nobody has the email now.
+                assert_eq!((items[1].clone(), holders), (t("updated"), 0));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn update_and_destroy_by_query() {
+        let (node, _server) = serve("unit_where");
+        let me = Mailbox::new(&node);
+        call(&me, "{define, item, #{primary_key => [id]}}").await;
+        for id in 1..=6 {
+            call(
+                &me,
+                &format!(
+                    "{{create, item, #{{id => {id}, n => {id}, team => {}}}}}",
+                    id % 2
+                ),
+            )
+            .await;
+        }
+        assert_eq!(
+            call(&me, "{update_where, item, #{filter => {eq, team, 0}, sort => [{id, desc}]}, #{set => #{hit => true}, atomics => [{n, {'*', {ref, n}, {value, 10}}}]}}").await,
+            t("{ok, [#{id => 6, n => 60, team => 0, hit => true}, #{id => 4, n => 40, team => 0, hit => true}, #{id => 2, n => 20, team => 0, hit => true}]}")
+        );
+        // A failing expression on any matching record changes nothing.
+        assert_eq!(
+            call(&me, "{update_where, item, #{}, #{atomics => [{n, {'if', {gt, {ref, n}, {value, 50}}, {error, nope}, {ref, n}}}]}}").await,
+            t("{error, {expr_error, nope}}")
+        );
+        assert_eq!(
+            call(&me, "{update_where, item, #{filter => {eq, team, 1}, limit => 2}, #{set => #{hit => false}, return => count}}").await,
+            t("{ok, 2}")
+        );
+        let Value::Tuple(reply) = call(&me, "{whereis, item, #{id => 3}}").await else {
+            panic!()
+        };
+        let Value::Pid(pid) = &reply[1] else { panic!() };
+        let reference = me.monitor(pid);
+        assert_eq!(
+            call(
+                &me,
+                "{destroy_where, item, #{filter => {eq, team, 1}}, #{return => count}}"
+            )
+            .await,
+            t("{ok, 3}")
+        );
+        assert_eq!(
+            me.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: **pid,
+                reason: t("normal")
+            })
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{destroy_where, item, #{sort => [{id, asc}], limit => 1}}"
+            )
+            .await,
+            t("{ok, [#{id => 2, n => 20, team => 0, hit => true}]}")
+        );
+        assert_eq!(
+            call(&me, "{destroy_where, item, #{filter => false}}").await,
+            t("{ok, []}")
+        );
+        assert_eq!(
+            call(&me, "{info, item}").await.as_tuple().unwrap()[1].map_get(&t("count")),
+            Some(&Value::Int(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_are_separate_namespaces() {
+        let (node, _server) = serve("unit_tenants");
+        let handler = Mailbox::new(&node);
+        let me = Mailbox::new(&node);
+        call(&me, "{define, post, #{primary_key => [id], identities => [{slug, [slug]}], maximum_lifetime => 50}}").await;
+        call(&handler, "{subscribe, [post]}").await;
+        assert_eq!(
+            call(&me, "{create, {post, <<\"a\">>}, #{id => 1, slug => x}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        // Same key and identity in another tenant and without tenant: no conflict.
+        assert_eq!(
+            call(&me, "{create, {post, <<\"b\">>}, #{id => 1, slug => x}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        call(&me, "{create, post, #{id => 1, slug => x}}").await;
+        assert_eq!(
+            call(&me, "{create, {post, <<\"a\">>}, #{id => 2, slug => x}}").await,
+            t("{error, {identity_conflict, slug, #{slug => x}}}")
+        );
+        assert_eq!(
+            call(&me, "{query, {post, <<\"b\">>}, #{}}").await,
+            t("{ok, [#{id => 1, slug => x}]}")
+        );
+        assert_eq!(
+            call(&me, "{get, {post, <<\"c\">>}, #{id => 1}}").await,
+            t("{error, not_found}")
+        );
+        assert_eq!(
+            call(&me, "{update, {post, <<\"a\">>}, #{id => 1}, #{n => 1}}").await,
+            t("{ok, #{id => 1, slug => x, n => 1}}")
+        );
+        assert_eq!(
+            call(&me, "{get, {post, <<\"b\">>}, #{id => 1}}").await,
+            t("{ok, #{id => 1, slug => x}}")
+        );
+        assert_eq!(
+            call(&me, "{get, {nope, <<\"b\">>}, #{id => 1}}").await,
+            t("{error, {unknown_resource, nope}}")
+        );
+        // Expiry notices name the tenant.
+        let notice = handler
+            .recv_matching(WAIT, |s| matches!(s, Signal::Message(Value::Tuple(n)) if n[2].map_get(&t("tenant")) == Some(&t("<<\"b\">>"))))
+            .await;
+        assert!(notice.is_some(), "a notice for tenant b");
+        assert_eq!(call(&me, "{clear, {post, <<\"a\">>}}").await, t("{ok, 1}"));
+        assert_eq!(call(&me, "{clear, post}").await, t("{ok, 2}"));
+        assert_eq!(
+            call(&me, "{define, {post, x}, #{primary_key => [id]}}").await,
+            t("{error, {bad_request, <<\"a resource must be an atom, got: {post,x}\">>}}")
+        );
     }
 }

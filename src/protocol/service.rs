@@ -1,12 +1,13 @@
 //! The state of the `ash_gen_server` process: the record service it owns and its options, with
 //! the lookups every request starts with.
 
+use super::args::ResourceRef;
 use super::error::{Error, Result};
 use super::reply::{self, ToCaller};
 use crate::node::Node;
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::record::{Envelope, Op, Outcome, RecordActor, RecordService, Resource, StoreError};
-use crate::term::{Atom, Value};
+use crate::term::Value;
 use std::sync::Arc;
 
 /// Options of the protocol server.
@@ -33,13 +34,13 @@ impl Service {
         self.records.node()
     }
 
-    /// The resource `name`.
-    pub fn resource(&self, name: Atom) -> Result<Arc<Resource>> {
-        Ok(self.records.store.get(name)?)
+    /// The resource (or tenant namespace) `name` names.
+    pub fn resource(&self, name: &ResourceRef) -> Result<Arc<Resource>> {
+        Ok(self.records.store.get_in(name.name, name.tenant.as_ref())?)
     }
 
     /// The actor of the record of resource `name` with primary key `pk`.
-    pub fn find(&self, name: Atom, pk: &Value) -> Result<Arc<RecordActor>> {
+    pub fn find(&self, name: &ResourceRef, pk: &Value) -> Result<Arc<RecordActor>> {
         let resource = self.resource(name)?;
         let key = resource.key_from_pk(pk)?;
         resource
@@ -48,23 +49,26 @@ impl Service {
     }
 
     /// Sends `op` to a record's actor, which replies to `from` when its turn is done.
-    pub fn to_record(&self, from: From, name: Atom, pk: &Value, op: Op) {
+    pub fn to_record(&self, from: Caller, name: &ResourceRef, pk: &Value, op: Op) {
         match self.find(name, pk) {
-            Ok(actor) => actor.deliver(
-                &self.records,
-                Envelope::Call(Some(Box::new(ToCaller(from))), op),
-            ),
+            Ok(actor) => {
+                let op = op.bound(&actor.resource.config().types);
+                actor.deliver(
+                    &self.records,
+                    Envelope::Call(Some(Box::new(ToCaller(from))), op),
+                )
+            }
             Err(e) => self.reply(&from, &e.to_reply()),
         }
     }
 
     /// Replies `reply` to `from`.
-    pub fn reply(&self, from: &From, reply: &Value) {
-        self.node().reply(from, reply);
+    pub fn reply(&self, from: &Caller, reply: &Value) {
+        from.reply(self.node(), reply);
     }
 
     /// Replies `{ok, Value}` or `{error, Reason}`.
-    pub fn reply_result(&self, from: &From, result: Result<Value>) {
+    pub fn reply_result(&self, from: &Caller, result: Result<Value>) {
         match result {
             Ok(value) => self.reply(from, &value),
             Err(e) => self.reply(from, &e.to_reply()),
@@ -72,7 +76,7 @@ impl Service {
     }
 
     /// Replies with an outcome.
-    pub fn reply_outcome(&self, from: &From, outcome: &Outcome) {
+    pub fn reply_outcome(&self, from: &Caller, outcome: &Outcome) {
         reply::send_outcome(&self.records, from, outcome);
     }
 }

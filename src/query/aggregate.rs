@@ -79,6 +79,8 @@ pub struct Aggregate {
     pub include_nil: bool,
     /// `default => Value`: replaces the empty-set value.
     pub default: Option<Value>,
+    /// The field's type, for `min` and `max` (see [`super::typed`]); set by [`Aggregate::bind`].
+    pub ty: Option<super::typed::FieldType>,
 }
 
 /// An aggregate that cannot be computed over these records.
@@ -135,6 +137,7 @@ impl Aggregate {
             uniq: false,
             include_nil: false,
             default: None,
+            ty: None,
         };
         let entries = opts.as_map().ok_or_else(|| {
             format!(
@@ -188,6 +191,21 @@ impl Aggregate {
         Ok(aggregates)
     }
 
+    /// The aggregate comparing its field by the resource's `types`.
+    pub fn bind(&self, types: &super::typed::Types) -> Aggregate {
+        Aggregate {
+            ty: self.field.and_then(|f| types.get(f)),
+            ..self.clone()
+        }
+    }
+
+    fn cmp(&self, a: &Value, b: &Value) -> std::cmp::Ordering {
+        match self.ty {
+            None => cmp_term(a, b),
+            ty => super::typed::cmp(ty, a, b),
+        }
+    }
+
     /// Computes the aggregate over `records`, in the order given.
     pub fn compute(&self, records: &[Record]) -> Result<Value, AggregateError> {
         let Some(field) = self.field else {
@@ -222,11 +240,11 @@ impl Aggregate {
             // On ties (`1` and `1.0`) the first in order wins.
             Kind::Min => values
                 .iter()
-                .fold(first, |m, v| if cmp_term(v, m).is_lt() { v } else { m })
+                .fold(first, |m, v| if self.cmp(v, m).is_lt() { v } else { m })
                 .clone(),
             Kind::Max => values
                 .iter()
-                .fold(first, |m, v| if cmp_term(v, m).is_gt() { v } else { m })
+                .fold(first, |m, v| if self.cmp(v, m).is_gt() { v } else { m })
                 .clone(),
             Kind::First => first.clone(),
             Kind::List => Value::list(values.into_iter().cloned().collect()),

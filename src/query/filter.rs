@@ -2,7 +2,9 @@
 //! [`Expr`] and evaluating it against a record ([`Expr::matches`]). The same `Expr` is the
 //! `filter` of query, update, destroy and the `condition` of upsert.
 
+use super::expr::{Scope, VExpr};
 use super::show;
+use super::typed::{self, FieldType, Types};
 use crate::term::{Atom, Record, Value, cmp_term, eq_term};
 use num_bigint::BigInt;
 use num_traits::FromPrimitive;
@@ -83,7 +85,8 @@ fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {
 pub enum Expr {
     /// `true` or `false`.
     Const(bool),
-    /// `{eq | neq | lt | lte | gt | gte, Field, Value}`, in Erlang term order.
+    /// `{eq | neq | lt | lte | gt | gte, Field, Value}`, in Erlang term order (or the field's
+    /// type's order, once bound to the resource's types).
     Compare {
         /// The operator.
         op: CmpOp,
@@ -91,6 +94,8 @@ pub enum Expr {
         field: Atom,
         /// The value on the right.
         value: Value,
+        /// The field's type, if it is typed.
+        ty: Option<FieldType>,
     },
     /// `{in, Field, [Value]}`: the field `==` one of the values.
     In {
@@ -98,6 +103,8 @@ pub enum Expr {
         field: Atom,
         /// The values.
         set: ValueSet,
+        /// The field's type, if it is typed.
+        ty: Option<FieldType>,
     },
     /// `{is_nil, Field}`: the field is `nil` or absent.
     IsNil(Atom),
@@ -114,6 +121,8 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     /// `{'not', A}`.
     Not(Box<Expr>),
+    /// `{expr, VExpr}`: the value expression is `true`.
+    Value(Box<VExpr>, std::sync::Arc<Types>),
 }
 
 impl Expr {
@@ -140,6 +149,8 @@ impl Expr {
                     walk(b, out);
                 }
                 Expr::Not(a) => walk(a, out),
+                // Reads fields through the record itself; nothing to warm up front.
+                Expr::Value(..) => {}
             }
         }
         let mut out = Vec::new();
@@ -149,18 +160,81 @@ impl Expr {
 
     /// Whether `record` satisfies the filter (an absent field reads as `nil`).
     pub fn matches(&self, record: &Record) -> bool {
+        self.matches_upsert(record, None)
+    }
+
+    /// Whether `record` satisfies the filter, with `{incoming, Field}` reading `incoming` (an
+    /// upsert's condition). A value expression that fails does not hold.
+    pub fn matches_upsert(&self, record: &Record, incoming: Option<&Record>) -> bool {
         let read = |field: Atom| record.get(field).unwrap_or(&NIL);
         match self {
             Expr::Const(b) => *b,
-            Expr::Compare { op, field, value } => compare(*op, read(*field), value),
-            Expr::In { field, set } => set.contains(read(*field)),
+            Expr::Compare {
+                op,
+                field,
+                value,
+                ty: None,
+            } => compare(*op, read(*field), value),
+            Expr::Compare {
+                op,
+                field,
+                value,
+                ty,
+            } => op.holds(typed::cmp(*ty, read(*field), value)),
+            Expr::In {
+                field,
+                set,
+                ty: None,
+            } => set.contains(read(*field)),
+            Expr::In { field, set, ty } => {
+                let v = read(*field);
+                set.values().iter().any(|x| typed::cmp(*ty, v, x).is_eq())
+            }
             Expr::IsNil(field) => read(*field).is_nil(),
             Expr::Contains { field, needle } => read(*field)
                 .as_bytes()
                 .is_some_and(|hay| contains(hay, needle)),
-            Expr::And(a, b) => a.matches(record) && b.matches(record),
-            Expr::Or(a, b) => a.matches(record) || b.matches(record),
-            Expr::Not(a) => !a.matches(record),
+            Expr::And(a, b) => {
+                a.matches_upsert(record, incoming) && b.matches_upsert(record, incoming)
+            }
+            Expr::Or(a, b) => {
+                a.matches_upsert(record, incoming) || b.matches_upsert(record, incoming)
+            }
+            Expr::Not(a) => !a.matches_upsert(record, incoming),
+            Expr::Value(expr, types) => expr
+                .holds(Scope {
+                    record,
+                    incoming,
+                    types,
+                })
+                .unwrap_or(false),
+        }
+    }
+
+    /// The filter comparing typed fields by their type (see [`super::typed`]).
+    pub fn bind(&self, types: &std::sync::Arc<Types>) -> Expr {
+        if types.is_empty() {
+            return self.clone();
+        }
+        match self {
+            Expr::Compare {
+                op, field, value, ..
+            } => Expr::Compare {
+                op: *op,
+                field: *field,
+                value: value.clone(),
+                ty: types.get(*field),
+            },
+            Expr::In { field, set, .. } => Expr::In {
+                field: *field,
+                set: set.clone(),
+                ty: types.get(*field),
+            },
+            Expr::And(a, b) => Expr::And(Box::new(a.bind(types)), Box::new(b.bind(types))),
+            Expr::Or(a, b) => Expr::Or(Box::new(a.bind(types)), Box::new(b.bind(types))),
+            Expr::Not(a) => Expr::Not(Box::new(a.bind(types))),
+            Expr::Value(expr, _) => Expr::Value(expr.clone(), types.clone()),
+            other => other.clone(),
         }
     }
 }
@@ -217,6 +291,7 @@ fn parse_at(term: &Value, depth: usize) -> Result<Expr, String> {
             op: cmp,
             field: field(&args[0])?,
             value: args[1].clone(),
+            ty: None,
         });
     }
     match name {
@@ -232,6 +307,7 @@ fn parse_at(term: &Value, depth: usize) -> Result<Expr, String> {
             Ok(Expr::In {
                 field: field(&args[0])?,
                 set: ValueSet::new(values.to_vec()),
+                ty: None,
             })
         }
         "is_nil" => {
@@ -264,9 +340,16 @@ fn parse_at(term: &Value, depth: usize) -> Result<Expr, String> {
             arity("{'not', Expr}", 1)?;
             Ok(Expr::Not(sub(&args[0])?))
         }
+        "expr" => {
+            arity("{expr, VExpr}", 1)?;
+            Ok(Expr::Value(
+                Box::new(VExpr::parse(&args[0])?),
+                std::sync::Arc::new(Types::default()),
+            ))
+        }
         _ => Err(format!(
             "unknown filter operator {} in {} (expected eq, neq, lt, lte, gt, gte, in, is_nil, \
-             contains, and, or, not)",
+             contains, and, or, not, expr)",
             show(&items[0]),
             show(term)
         )),
@@ -595,8 +678,28 @@ mod tests {
                 op: CmpOp::Gte,
                 field: crate::query::tests::a("age"),
                 value: Value::Int(18),
+                ty: None,
             }))
         );
+    }
+
+    #[test]
+    fn expr_filters_and_typed_comparisons() {
+        let r = "#{n => 3, s => <<\"Ann\">>}";
+        assert!(holds("{expr, {gt, {ref, n}, {value, 2}}}", r));
+        assert!(!holds("{expr, {gt, {ref, missing}, {value, 2}}}", r));
+        assert!(!holds("{expr, {error, boom}}", r));
+        let types = std::sync::Arc::new(Types::parse(&term("#{s => ci_string}")).unwrap());
+        let bound = expr("{eq, s, <<\"aNN\">>}").bind(&types);
+        assert!(bound.matches(&rec(r)));
+        assert!(!expr("{eq, s, <<\"aNN\">>}").matches(&rec(r)));
+        let bound = expr("{in, s, [<<\"x\">>, <<\"ANN\">>]}").bind(&types);
+        assert!(bound.matches(&rec(r)));
+        // An upsert condition reads the incoming record.
+        let incoming = rec("#{n => 5}");
+        let cond = expr("{expr, {gt, {incoming, n}, {ref, n}}}");
+        assert!(cond.matches_upsert(&rec(r), Some(&incoming)));
+        assert!(!cond.matches_upsert(&rec("#{n => 9}"), Some(&incoming)));
     }
 
     #[test]
@@ -604,7 +707,7 @@ mod tests {
         assert_eq!(
             err("{foo, a, 1}"),
             "unknown filter operator foo in {foo,a,1} (expected eq, neq, lt, lte, gt, gte, in, \
-             is_nil, contains, and, or, not)"
+             is_nil, contains, and, or, not, expr)"
         );
         assert_eq!(
             err("nil"),

@@ -2,6 +2,7 @@
 //! comparator over records, which breaks ties on the primary key so every order is total.
 
 use super::show;
+use super::typed::{self, FieldType, Types};
 use crate::term::{Atom, Record, Value, cmp_exact, cmp_term};
 use std::cmp::Ordering;
 use std::sync::LazyLock;
@@ -50,6 +51,15 @@ impl Dir {
 
     /// Compares two field values in this direction.
     pub fn compare(self, a: &Value, b: &Value) -> Ordering {
+        self.compare_typed(None, a, b)
+    }
+
+    /// Compares two values of a field of type `ty` in this direction.
+    pub fn compare_typed(self, ty: Option<FieldType>, a: &Value, b: &Value) -> Ordering {
+        let cmp_term = |a: &Value, b: &Value| match ty {
+            None => cmp_term(a, b),
+            ty => typed::cmp(ty, a, b),
+        };
         let nils_first = match self {
             Dir::Asc => return cmp_term(a, b),
             Dir::Desc => return cmp_term(b, a),
@@ -85,6 +95,8 @@ fn read(record: &Record, field: Atom) -> &Value {
 pub struct Sort {
     /// The sort fields, most significant first.
     pub keys: Vec<(Atom, Dir)>,
+    /// The sort fields' types, when bound to typed fields ([`Sort::bind`]); empty otherwise.
+    pub types: Vec<Option<FieldType>>,
 }
 
 impl Sort {
@@ -115,7 +127,21 @@ impl Sort {
                 )),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Sort { keys })
+        Ok(Sort {
+            keys,
+            types: Vec::new(),
+        })
+    }
+
+    /// The sort comparing typed fields by their type.
+    pub fn bind(&self, types: &Types) -> Sort {
+        if types.is_empty() {
+            return self.clone();
+        }
+        Sort {
+            keys: self.keys.clone(),
+            types: self.keys.iter().map(|(f, _)| types.get(*f)).collect(),
+        }
     }
 
     /// Whether there is no sort field.
@@ -127,8 +153,9 @@ impl Sort {
     /// ascending (in term order, then integers before equal floats), so the order is total
     /// over records with distinct primary keys. An absent field reads as `nil`.
     pub fn compare(&self, a: &Record, b: &Record, primary_key: &[Atom]) -> Ordering {
-        for (field, dir) in &self.keys {
-            let o = dir.compare(read(a, *field), read(b, *field));
+        for (i, (field, dir)) in self.keys.iter().enumerate() {
+            let ty = self.types.get(i).copied().flatten();
+            let o = dir.compare_typed(ty, read(a, *field), read(b, *field));
             if o.is_ne() {
                 return o;
             }

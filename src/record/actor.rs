@@ -15,6 +15,7 @@ use super::registry::{Resource, StoreError};
 use super::service::RecordService;
 use super::supervisor::{Decision, RestartHistory, is_clean_exit};
 use crate::node::Process;
+use crate::query::expr::{Atomics, Scope, VExpr, eval_atomics};
 use crate::query::filter::Expr;
 use crate::term::{Atom, Pid, Record, Value, atoms};
 use parking_lot::Mutex;
@@ -66,6 +67,9 @@ pub struct Upsert {
     pub set: Record,
     /// Only update when this holds for the existing record.
     pub condition: Option<Expr>,
+    /// Value expressions merged into a matching record, evaluated against it (with
+    /// `{incoming, Field}` reading `record`).
+    pub atomics: Atomics,
 }
 
 /// What a record can be asked to do.
@@ -79,6 +83,8 @@ pub enum Op {
         changes: Record,
         /// The condition.
         filter: Option<Expr>,
+        /// Value expressions evaluated against the record as it is, merged after `changes`.
+        atomics: Atomics,
     },
     /// Remove it, if `filter` holds.
     Destroy {
@@ -91,6 +97,30 @@ pub enum Op {
     KeepAlive,
     /// Fail on purpose.
     Fault(Fault),
+}
+
+impl Op {
+    /// The operation with its filters comparing typed fields by their type.
+    pub fn bound(self, types: &Arc<crate::query::Types>) -> Op {
+        if types.is_empty() {
+            return self;
+        }
+        match self {
+            Op::Update {
+                changes,
+                filter,
+                atomics,
+            } => Op::Update {
+                changes,
+                filter: filter.map(|f| f.bind(types)),
+                atomics,
+            },
+            Op::Destroy { filter } => Op::Destroy {
+                filter: filter.map(|f| f.bind(types)),
+            },
+            other => other,
+        }
+    }
 }
 
 /// How an upsert went.
@@ -109,6 +139,8 @@ pub enum UpsertKind {
 pub enum Outcome {
     /// `ok`.
     Ok,
+    /// `ok` for a destroy: the record as it was.
+    Destroyed(Record),
     /// `{ok, Record}`.
     Record(Record),
     /// `{ok, created | updated | skipped, Record}`.
@@ -186,6 +218,8 @@ struct Step {
     expiring: Option<ExpireReason>,
     clear_timer: bool,
     timer: Option<u64>,
+    /// An upsert that found this record no longer has its keys: look it up again.
+    retry_upsert: Option<Box<Upsert>>,
 }
 
 /// One record's actor.
@@ -343,12 +377,22 @@ impl RecordActor {
                 step.reply = Some(Outcome::Ok);
                 step.touch = true;
             }
-            Body::Op(Op::Update { changes, filter }) => {
+            Body::Op(Op::Update {
+                changes,
+                filter,
+                atomics,
+            }) => {
                 step.touch = true;
                 if filter.is_some_and(|f| !f.matches(&turn.record)) {
                     step.reply = Some(Outcome::Error(StoreError::Stale));
                 } else {
-                    let new = turn.record.merge(&changes);
+                    let new = match self.changed(&turn.record, &changes, &atomics, None) {
+                        Ok(new) => new,
+                        Err(e) => {
+                            step.reply = Some(Outcome::Error(e));
+                            return Ok(step);
+                        }
+                    };
                     match self.resource.commit(self, &turn.record, &new) {
                         Ok(()) => {
                             step.reply = Some(Outcome::Record(new.clone()));
@@ -363,11 +407,29 @@ impl RecordActor {
                 if upsert
                     .condition
                     .as_ref()
-                    .is_some_and(|c| !c.matches(&turn.record))
+                    .is_some_and(|c| !c.matches_upsert(&turn.record, Some(&upsert.record)))
                 {
                     step.reply = Some(Outcome::Upserted(UpsertKind::Skipped, turn.record.clone()));
+                } else if !self
+                    .resource
+                    .still_has_keys(&turn.record, &upsert.keys, &upsert.record)
+                {
+                    // The record no longer has the upsert's key values (an update changed them
+                    // between the lookup and this turn): start over from the lookup.
+                    step.retry_upsert = Some(upsert);
                 } else {
-                    let new = turn.record.merge(&upsert.set);
+                    let new = match self.changed(
+                        &turn.record,
+                        &upsert.set,
+                        &upsert.atomics,
+                        Some(&upsert.record),
+                    ) {
+                        Ok(new) => new,
+                        Err(e) => {
+                            step.reply = Some(Outcome::Error(e));
+                            return Ok(step);
+                        }
+                    };
                     match self.resource.commit(self, &turn.record, &new) {
                         Ok(()) => {
                             step.reply = Some(Outcome::Upserted(UpsertKind::Updated, new.clone()));
@@ -382,7 +444,7 @@ impl RecordActor {
                     step.reply = Some(Outcome::Error(StoreError::Stale));
                     step.touch = true;
                 } else if self.resource.remove(self, &turn.record) {
-                    step.reply = Some(Outcome::Ok);
+                    step.reply = Some(Outcome::Destroyed(turn.record.clone()));
                     step.stop = Some(match turn.expiring {
                         Some(reason) => reason.exit_reason(),
                         None => Value::Atom(*atoms::NORMAL),
@@ -445,6 +507,28 @@ impl RecordActor {
         Ok(step)
     }
 
+    /// `record` with `changes` and then the values of `atomics` merged in.
+    fn changed(
+        &self,
+        record: &Record,
+        changes: &Record,
+        atomics: &[(Atom, VExpr)],
+        incoming: Option<&Record>,
+    ) -> Result<Record, StoreError> {
+        let merged = record.merge(changes);
+        if atomics.is_empty() {
+            return Ok(merged);
+        }
+        let config = self.resource.config();
+        let scope = Scope {
+            record,
+            incoming,
+            types: &config.types,
+        };
+        let computed = eval_atomics(atomics, scope).map_err(|e| StoreError::Expr(e.0))?;
+        Ok(merged.merge(&computed))
+    }
+
     /// The expiry handler of this expired record failed it (`why`): the node removes it.
     fn remove_expired(
         self: &Arc<Self>,
@@ -453,9 +537,9 @@ impl RecordActor {
         step: &mut Step,
         why: &str,
     ) {
+        tracing::debug!(resource = %self.resource.name, record = ?turn.record, "removed");
         tracing::warn!(
             resource = %self.resource.name,
-            record = ?turn.record,
             "the expiry handler of an expired record {why}; the node removed the record itself"
         );
         self.resource.remove(self, &turn.record);
@@ -476,11 +560,19 @@ impl RecordActor {
         let notice = super::expiry::notice(
             svc.node().name_atom,
             self.resource.name,
+            self.resource.tenant.as_ref(),
             self.resource.pk_value(&key),
             &turn.record,
             reason.atom(),
         );
-        if svc.expiry.notify(svc, self.resource.name, self, &notice) {
+        let handled = svc.expiry.notify(svc, self.resource.name, self, &notice);
+        metrics::counter!(
+            "ash_gen_server_expiries_total",
+            "reason" => reason.atom().as_str(),
+            "handled" => if handled { "true" } else { "false" }
+        )
+        .increment(1);
+        if handled {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
@@ -495,6 +587,7 @@ impl RecordActor {
     fn apply(&self, inner: &mut Inner, step: Step, now: u64) -> After {
         let mut after = After {
             reply: step.reply,
+            retry_upsert: step.retry_upsert,
             ..After::default()
         };
         if let Some(record) = step.commit {
@@ -521,7 +614,13 @@ impl RecordActor {
             let policy = self.resource.config().restart;
             let history = inner.history.get_or_insert_with(Default::default);
             after.reply = Some(Outcome::Error(StoreError::RecordCrashed(reason.clone())));
-            match history.failed(policy, now) {
+            let decision = history.failed(policy, now);
+            let label = match decision {
+                Decision::Restart => "restart",
+                Decision::GiveUp => "give_up",
+            };
+            metrics::counter!("ash_gen_server_restarts_total", "decision" => label).increment(1);
+            match decision {
                 Decision::Restart => {
                     tracing::warn!(
                         resource = %self.resource.name,
@@ -534,7 +633,6 @@ impl RecordActor {
                 Decision::GiveUp => {
                     tracing::error!(
                         resource = %self.resource.name,
-                        record = ?inner.committed,
                         ?reason,
                         max_restarts = policy.max_restarts,
                         max_seconds = policy.max_seconds,
@@ -593,12 +691,16 @@ struct After {
     timer: Option<u64>,
     exit: Option<(Pid, Value)>,
     remove: Option<Record>,
+    retry_upsert: Option<Box<Upsert>>,
 }
 
 impl After {
     fn finish(self, svc: &RecordService, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
         if let Some(removed) = &self.remove {
             actor.resource.remove(actor, removed);
+        }
+        if let Some(upsert) = self.retry_upsert {
+            return svc.upsert(&actor.resource, *upsert, reply_to);
         }
         // The reply goes before the exit signals: a caller of the record's own pid that asked
         // for `destroy` gets its `ok` before its monitor's 'DOWN'.

@@ -105,15 +105,15 @@ impl Expiry {
     }
 
     /// Logs a record that expired with no handler for its resource, so the node removed it
-    /// without a destroy action. The first one is logged in full; then one summary line per
-    /// second counts the rest (each record is still logged at debug level).
+    /// without a destroy action. The first one is logged; then one summary line per second
+    /// counts the rest (each record, with its values, is logged at debug level only).
     pub fn unhandled(&self, resource: Atom, record: &crate::term::Record, reason: Atom, now: u64) {
         tracing::debug!(%resource, ?record, %reason, "expired with no expiry handler; removed");
         let mut u = self.unhandled.lock();
         match u.logged_at {
             None => {
                 tracing::warn!(
-                    %resource, ?record, %reason,
+                    %resource, %reason,
                     "record expired with no expiry handler subscribed: the node removed it itself, \
                      no destroy action ran"
                 );
@@ -183,10 +183,11 @@ impl Expiry {
 }
 
 /// The notice an expiry handler gets:
-/// `{ash_gen_server, expired, #{node, resource, primary_key, record, reason}}`.
+/// `{ash_gen_server, expired, #{node, resource, tenant, primary_key, record, reason}}`.
 pub fn notice(
     node: crate::term::Atom,
     resource: crate::term::Atom,
+    tenant: Option<&Value>,
     primary_key: Value,
     record: &crate::term::Record,
     reason: crate::term::Atom,
@@ -199,6 +200,7 @@ pub fn notice(
         Value::map(vec![
             (key("node"), Value::Atom(node)),
             (key("resource"), Value::Atom(resource)),
+            (key("tenant"), tenant.cloned().unwrap_or_else(Value::nil)),
             (key("primary_key"), primary_key),
             (key("record"), record.to_value()),
             (key("reason"), Value::Atom(reason)),

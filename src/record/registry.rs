@@ -11,6 +11,7 @@
 use super::actor::RecordActor;
 use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
+use crate::query::typed::{FieldType, Types};
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -70,6 +71,22 @@ pub struct Identity {
     pub name: Value,
     /// Its fields.
     pub fields: Vec<Atom>,
+    /// Only records matching this filter take part (`where`).
+    pub filter: Option<Expr>,
+    /// Whether records with a `nil` in one of the fields never conflict (the default).
+    pub nils_distinct: bool,
+}
+
+impl Identity {
+    /// An identity over `fields`, every record taking part, nils distinct.
+    pub fn new(name: Value, fields: Vec<Atom>) -> Identity {
+        Identity {
+            name,
+            fields,
+            filter: None,
+            nils_distinct: true,
+        }
+    }
 }
 
 /// A resource's settings, from `define`.
@@ -87,6 +104,8 @@ pub struct ResourceConfig {
     pub restart: RestartPolicy,
     /// How long an expiry handler has to destroy an expired record.
     pub expiry_grace: u64,
+    /// Fields compared by type (dates, decimals, case-insensitive strings...).
+    pub types: Arc<Types>,
 }
 
 impl ResourceConfig {
@@ -99,6 +118,7 @@ impl ResourceConfig {
             identities: Vec::new(),
             restart: RestartPolicy::default(),
             expiry_grace: 5_000,
+            types: Arc::new(Types::default()),
         }
     }
 
@@ -141,12 +161,16 @@ pub enum StoreError {
     /// The record's actor failed while handling the request.
     #[error("the record's actor crashed: {0:?}")]
     RecordCrashed(Value),
+    /// A value expression failed (its term is attached); nothing changed.
+    #[error("an expression failed: {0:?}")]
+    Expr(Value),
 }
 
-/// All resources.
+/// All resources, and their tenants' namespaces.
 #[derive(Default)]
 pub struct Store {
     resources: RwLock<HashMap<Atom, Arc<Resource>>>,
+    tenants: RwLock<HashMap<(Atom, Value), Arc<Resource>>>,
 }
 
 impl Store {
@@ -159,12 +183,56 @@ impl Store {
         }
         let mut resources = self.resources.write();
         match resources.get(&name) {
-            Some(existing) => existing.reconfigure(config),
+            Some(existing) => {
+                existing.reconfigure(config.clone())?;
+                // Every tenant follows the resource's definition.
+                for ((resource, _), tenant) in self.tenants.read().iter() {
+                    if *resource == name {
+                        tenant.reconfigure(config.clone())?;
+                    }
+                }
+                Ok(())
+            }
             None => {
-                resources.insert(name, Arc::new(Resource::new(name, config)));
+                resources.insert(name, Arc::new(Resource::new(name, None, config)));
                 Ok(())
             }
         }
+    }
+
+    /// The namespace of `tenant` in the resource `name` (made on first use, with the
+    /// resource's definition); the resource itself when `tenant` is `None`.
+    pub fn get_in(&self, name: Atom, tenant: Option<&Value>) -> Result<Arc<Resource>, StoreError> {
+        let Some(tenant) = tenant else {
+            return self.get(name);
+        };
+        let key = (name, tenant.clone());
+        if let Some(r) = self.tenants.read().get(&key) {
+            return Ok(r.clone());
+        }
+        let base = self.get(name)?;
+        let mut tenants = self.tenants.write();
+        let r = tenants
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Resource::new(
+                    name,
+                    Some(tenant.clone()),
+                    (*base.config()).clone(),
+                ))
+            })
+            .clone();
+        Ok(r)
+    }
+
+    /// Every tenant namespace of the resource `name`.
+    pub fn tenants_of(&self, name: Atom) -> Vec<Arc<Resource>> {
+        self.tenants
+            .read()
+            .iter()
+            .filter(|((resource, _), _)| *resource == name)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// A defined resource.
@@ -183,9 +251,16 @@ impl Store {
         names
     }
 
-    /// Total records over all resources.
+    /// Total records over all resources and tenants.
     pub fn total_records(&self) -> usize {
-        self.resources.read().values().map(|r| r.len()).sum()
+        let tenants: usize = self.tenants.read().values().map(|r| r.len()).sum();
+        tenants
+            + self
+                .resources
+                .read()
+                .values()
+                .map(|r| r.len())
+                .sum::<usize>()
     }
 }
 
@@ -201,6 +276,8 @@ type Shard = FxHashMap<Key, Entry>;
 pub struct Resource {
     /// The resource's name.
     pub name: Atom,
+    /// The tenant whose namespace this is, if any.
+    pub tenant: Option<Value>,
     config: RwLock<Arc<ResourceConfig>>,
     shards: Box<[RwLock<Shard>]>,
     identities: RwLock<Vec<FxHashMap<Key, Key>>>,
@@ -208,10 +285,11 @@ pub struct Resource {
 }
 
 impl Resource {
-    fn new(name: Atom, config: ResourceConfig) -> Resource {
+    fn new(name: Atom, tenant: Option<Value>, config: ResourceConfig) -> Resource {
         let identities = vec![FxHashMap::default(); config.identities.len()];
         Resource {
             name,
+            tenant,
             config: RwLock::new(Arc::new(config)),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             identities: RwLock::new(identities),
@@ -242,7 +320,7 @@ impl Resource {
             for shard in self.shards.iter() {
                 for (key, entry) in shard.read().iter() {
                     for (i, identity) in config.identities.iter().enumerate() {
-                        if let Some(values) = identity_key(&identity.fields, &entry.record) {
+                        if let Some(values) = identity_key(identity, &config.types, &entry.record) {
                             rebuilt[i].entry(values).or_insert_with(|| key.clone());
                         }
                     }
@@ -318,7 +396,7 @@ impl Resource {
         let Some(i) = config.identities.iter().position(|id| same(&id.fields)) else {
             return Err(StoreError::UnknownUpsertKeys(fields.to_vec()));
         };
-        let Some(values) = identity_key(&config.identities[i].fields, record) else {
+        let Some(values) = identity_key(&config.identities[i], &config.types, record) else {
             return Ok(None);
         };
         let key = self
@@ -327,6 +405,23 @@ impl Resource {
             .get(i)
             .and_then(|ix| ix.get(&values).cloned());
         Ok(key.and_then(|k| self.lookup(&k)))
+    }
+
+    /// Whether `record` still has `incoming`'s values for the upsert keys `fields` (the
+    /// primary key or an identity's fields, compared as the identity compares them).
+    pub fn still_has_keys(&self, record: &Record, fields: &[Atom], incoming: &Record) -> bool {
+        let config = self.config();
+        let same = |a: &[Atom]| a.len() == fields.len() && a.iter().all(|f| fields.contains(f));
+        if same(&config.primary_key) {
+            return matches!((self.key_of(record), self.key_of(incoming)), (Ok(a), Ok(b)) if a == b);
+        }
+        match config.identities.iter().find(|id| same(&id.fields)) {
+            Some(identity) => {
+                let key = |r| identity_key(identity, &config.types, r);
+                matches!((key(record), key(incoming)), (Some(a), Some(b)) if a == b)
+            }
+            None => false,
+        }
     }
 
     /// Adds a new record and its actor, born at `now` (node milliseconds).
@@ -577,13 +672,28 @@ fn key_from<'a>(
     }
 }
 
-/// The identity key of `record`, or `None` when a field is nil or absent (nils are distinct).
-fn identity_key(fields: &[Atom], record: &Record) -> Option<Key> {
-    let mut values = Vec::with_capacity(fields.len());
-    for f in fields {
-        match record.get(*f) {
-            Some(v) if !v.is_nil() => values.push(v.clone()),
-            _ => return None,
+/// The identity key of `record`, or `None` when the record takes no part in the identity: it
+/// does not match the identity's `where`, or a field is nil or absent and nils are distinct.
+/// `ci_string` fields are keyed by their lowercase form.
+fn identity_key(identity: &Identity, types: &Types, record: &Record) -> Option<Key> {
+    if identity.filter.as_ref().is_some_and(|f| !f.matches(record)) {
+        return None;
+    }
+    let nil = Value::nil();
+    let mut values = Vec::with_capacity(identity.fields.len());
+    for f in &identity.fields {
+        let v = record.get(*f).unwrap_or(&nil);
+        if v.is_nil() && identity.nils_distinct {
+            return None;
+        }
+        match (types.get(*f), v.as_bytes()) {
+            (Some(FieldType::CiString), Some(bytes)) => {
+                values.push(match std::str::from_utf8(bytes) {
+                    Ok(text) => Value::from(text.to_lowercase().as_str()),
+                    Err(_) => v.clone(),
+                })
+            }
+            _ => values.push(v.clone()),
         }
     }
     Some(Key::new(values.into_boxed_slice()))
@@ -594,7 +704,7 @@ fn identity_claims(config: &ResourceConfig, record: &Record) -> Vec<(usize, Key)
         .identities
         .iter()
         .enumerate()
-        .filter_map(|(i, id)| identity_key(&id.fields, record).map(|k| (i, k)))
+        .filter_map(|(i, id)| identity_key(id, &config.types, record).map(|k| (i, k)))
         .collect()
 }
 
@@ -645,10 +755,7 @@ mod tests {
     }
 
     fn email_identity() -> Identity {
-        Identity {
-            name: Value::Atom(atom("unique_email")),
-            fields: vec![atom("email")],
-        }
+        Identity::new(Value::Atom(atom("unique_email")), vec![atom("email")])
     }
 
     #[test]

@@ -190,6 +190,7 @@ mod tests {
                 Op::Update {
                     changes,
                     filter: Some(guard.unwrap()),
+                    atomics: Vec::new(),
                 },
             );
             assert!(
@@ -205,6 +206,7 @@ mod tests {
             Op::Update {
                 changes,
                 filter: Some(guard),
+                atomics: Vec::new(),
             },
         );
         assert!(matches!(outcome, Outcome::Error(StoreError::Stale)));
@@ -213,7 +215,7 @@ mod tests {
         );
         assert!(matches!(
             ask(&svc, &actor, Op::Destroy { filter: None }),
-            Outcome::Ok
+            Outcome::Destroyed(_)
         ));
         // The actor is gone: a late request is handed back as gone.
         assert!(matches!(
@@ -242,5 +244,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(resource.len(), 0, "every record expired");
+    }
+
+    #[test]
+    fn an_upsert_reaching_a_record_that_lost_its_keys_looks_up_again() {
+        let (svc, _owner) = service("unit_upsert_retry");
+        let mut config = ResourceConfig::new(vec![Atom::new("id").unwrap()]);
+        let email = Atom::new("email").unwrap();
+        config.identities = vec![crate::record::Identity::new(t("by_email"), vec![email])];
+        let resource = define(&svc, config);
+        let rec = |s: &str| crate::term::Record::from_map(&t(s)).unwrap();
+        svc.create(&resource, rec("#{id => 1, email => <<\"a\">>}"))
+            .unwrap();
+        let actor = resource
+            .lookup(&resource.key_from_pk(&t("#{id => 1}")).unwrap())
+            .unwrap();
+        // As if the lookup had found record 1 by email b, and an update then changed its email.
+        let upsert = Upsert {
+            record: rec("#{id => 2, email => <<\"b\">>, n => 1}"),
+            keys: vec![email],
+            set: rec("#{n => 1}"),
+            condition: None,
+            atomics: Vec::new(),
+        };
+        let outcome = ask(&svc, &actor, Op::Upsert(Box::new(upsert)));
+        assert!(
+            matches!(&outcome, Outcome::Upserted(UpsertKind::Created, r) if r.to_value() == t("#{id => 2, email => <<\"b\">>, n => 1}")),
+            "{outcome:?}"
+        );
+        assert!(
+            matches!(ask(&svc, &actor, Op::Get), Outcome::Record(r) if r.to_value() == t("#{id => 1, email => <<\"a\">>}"))
+        );
     }
 }

@@ -74,12 +74,12 @@ pub enum HandshakeError {
 impl HandshakeError {
     /// This error, with a hint when a plain TCP handshake met something else: a node running
     /// TLS distribution answers a plain name with a TLS alert.
-    pub fn with_plain_hint(&self) -> String {
+    pub fn hint_plain(self) -> HandshakeError {
         match self {
-            HandshakeError::Protocol(_) => format!(
-                "{self} (does the peer run TLS distribution? then this side needs --proto-dist inet_tls too)"
-            ),
-            other => other.to_string(),
+            HandshakeError::Protocol(e) => HandshakeError::Protocol(format!(
+                "{e} (does the peer run TLS distribution? then this side needs --proto-dist inet_tls too)"
+            )),
+            other => other,
         }
     }
 }

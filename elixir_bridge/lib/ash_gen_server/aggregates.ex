@@ -76,7 +76,7 @@ defmodule AshGenServer.Aggregates do
         end
       end)
 
-    with {:ok, node_results} <- run_in_node(resource, in_node),
+    with {:ok, node_results} <- run_in_node(resource, query.tenant, in_node),
          {:ok, runtime_results} <- run_at_runtime(query, Enum.reverse(at_runtime), read) do
       {:ok, Map.merge(node_results, runtime_results)}
     end
@@ -118,11 +118,13 @@ defmodule AshGenServer.Aggregates do
   defp sort_for(_kind, {:ok, sort}), do: {:ok, sort}
   defp sort_for(_kind, :error), do: {:ok, []}
 
-  defp run_in_node(resource, groups) do
+  defp run_in_node(resource, tenant, groups) do
     Enum.reduce_while(groups, {:ok, %{}}, fn {request_query, entries}, {:ok, acc} ->
       specs = Enum.map(entries, fn {_aggregate, spec} -> spec.request end)
 
-      case Client.run(resource, {:aggregate, resource, request_query, specs},
+      case Client.run(
+             resource,
+             {:aggregate, Client.target(resource, tenant), request_query, specs},
              request: :aggregate,
              expect: &is_map/1
            ) do
@@ -196,7 +198,8 @@ defmodule AshGenServer.Aggregates do
         end
       end)
 
-    with {:ok, values, leftovers} <- node_loaded(records, Enum.reverse(node_plans)),
+    with {:ok, values, leftovers} <-
+           node_loaded(records, Enum.reverse(node_plans), query.tenant),
          {:ok, values} <- runtime_loaded(records, Enum.reverse(runtime, leftovers), values, query) do
       {:ok,
        for i <- indices do
@@ -215,9 +218,9 @@ defmodule AshGenServer.Aggregates do
   # parent without a group gets the empty-set value. Aggregates that do not depend on the order
   # share a request with those that do. Returns the values by `{index, aggregate key}` and what
   # is left to compute at runtime (parents whose key the node cannot compare).
-  defp node_loaded(_records, []), do: {:ok, %{}, []}
+  defp node_loaded(_records, [], _tenant), do: {:ok, %{}, []}
 
-  defp node_loaded(records, plans) do
+  defp node_loaded(records, plans, tenant) do
     plans
     |> Enum.group_by(fn {_aggregate, plan} ->
       {plan.destination, plan.source_attribute, plan.dest_attribute, plan.filter}
@@ -227,7 +230,7 @@ defmodule AshGenServer.Aggregates do
       parents = parent_keys(records, source, dest)
       natives = for {_i, {:ok, native}} <- parents, uniq: true, do: native
 
-      case grouped(destination, dest.name, filter, entries, natives) do
+      case grouped({destination, tenant}, dest.name, filter, entries, natives) do
         {:ok, groups} ->
           {values, leftovers} = spread(parents, entries, groups, values, leftovers)
           {:cont, {:ok, values, leftovers}}
@@ -259,7 +262,7 @@ defmodule AshGenServer.Aggregates do
   # are sorts (and batches of keys).
   defp grouped(_destination, _field, _filter, _entries, []), do: {:ok, %{}}
 
-  defp grouped(destination, field, filter, entries, natives) do
+  defp grouped({destination, tenant}, field, filter, entries, natives) do
     {sorted, free} = Enum.split_with(entries, fn {_aggregate, plan} -> plan.sort != [] end)
 
     requests =
@@ -277,7 +280,8 @@ defmodule AshGenServer.Aggregates do
 
       case Client.run(
              destination,
-             {:aggregate, destination, request_query, specs, %{group_by: field}},
+             {:aggregate, Client.target(destination, tenant), request_query, specs,
+              %{group_by: field}},
              request: :aggregate,
              expect: &is_list/1
            ) do
@@ -402,6 +406,44 @@ defmodule AshGenServer.Aggregates do
     end)
   end
 
+  # An unrelated aggregate (`count(Other, filter: ...)`): one aggregate query on the other
+  # resource per record, with the record's values in place of `parent(...)`.
+  defp runtime_loaded_values(records, %{related?: false} = aggregate, query) do
+    context = aggregate.context || %{}
+
+    Results.map_ok(records, fn record ->
+      agg_query = aggregate.query || Ash.Query.new(aggregate.resource)
+
+      filter =
+        agg_query.filter &&
+          Ash.Filter.map(agg_query.filter, fn
+            %Ash.Query.Parent{expr: expr} ->
+              case Ash.Expr.eval(expr, record: record, resource: query.resource) do
+                {:ok, value} -> value
+                _ -> nil
+              end
+
+            other ->
+              other
+          end)
+
+      field = if aggregate.field, do: [field: aggregate.field], else: []
+
+      case Ash.aggregate(
+             %{agg_query | filter: filter, sort: agg_query.sort || []},
+             {aggregate.name, aggregate.kind, field},
+             domain: query.domain,
+             tenant: context[:tenant],
+             actor: context[:actor],
+             authorize?: false
+           ) do
+        # (`false` of an `exists` stays `false`: only a missing value takes the default)
+        {:ok, values} -> {:ok, nil_default(Map.get(values, aggregate.name), aggregate)}
+        {:error, error} -> {:error, error}
+      end
+    end)
+  end
+
   defp runtime_loaded_values(records, aggregate, query) do
     agg_query = aggregate.query
     context = aggregate.context || %{}
@@ -432,6 +474,9 @@ defmodule AshGenServer.Aggregates do
       end)
     end
   end
+
+  defp nil_default(nil, aggregate), do: aggregate.default_value
+  defp nil_default(value, _aggregate), do: value
 
   defp related_value(record, loaded, aggregate, query) do
     agg_query = aggregate.query

@@ -21,7 +21,7 @@ defmodule AshGenServer.Client do
     record on.
   """
 
-  alias AshGenServer.DataLayer.Info
+  alias AshGenServer.DataLayer.{Info, Layout}
   alias AshGenServer.Error.{NodeError, NodeUnavailable}
   alias AshGenServer.Transport
 
@@ -56,7 +56,8 @@ defmodule AshGenServer.Client do
 
   `context` is `result/2`'s; its `:resource` defaults to `resource`.
   """
-  @spec run(Ash.Resource.t(), term, keyword) :: {:ok, term} | {:error, Exception.t()}
+  @spec run(Ash.Resource.t(), term, keyword) ::
+          {:ok, term} | {:error, Exception.t() | [Exception.t()]}
   def run(resource, request, context \\ []) do
     context = Keyword.put_new(context, :resource, resource)
     resource |> request(request) |> result(context)
@@ -76,7 +77,7 @@ defmodule AshGenServer.Client do
   `context` is `to_ash_error/2`'s, plus an optional `:expect`: a predicate the body must
   satisfy (`&is_list/1`...).
   """
-  @spec result(term, keyword) :: {:ok, term} | {:error, Exception.t()}
+  @spec result(term, keyword) :: {:ok, term} | {:error, Exception.t() | [Exception.t()]}
   def result(reply, context) do
     case reply do
       {:ok, body} -> expected(reply, body, context)
@@ -90,6 +91,17 @@ defmodule AshGenServer.Client do
   defp expected(reply, body, context) do
     expect = Keyword.get(context, :expect, fn _body -> true end)
     if expect.(body), do: {:ok, body}, else: {:error, to_ash_error(reply, context)}
+  end
+
+  @doc """
+  What names `resource` in a request: `{resource, tenant}` (the tenant's namespace on the node)
+  for a resource with the `:context` multitenancy strategy and a tenant, else `resource`.
+  """
+  @spec target(Ash.Resource.t(), term) :: Ash.Resource.t() | {Ash.Resource.t(), term}
+  def target(resource, nil), do: resource
+
+  def target(resource, tenant) do
+    if Layout.get(resource).context_tenancy?, do: {resource, tenant}, else: resource
   end
 
   @doc "Sends a cast about `resource` to its node (no reply, no definition)."
@@ -162,11 +174,23 @@ defmodule AshGenServer.Client do
   means here; `:stale` gives `Ash.Error.Changes.StaleRecord`, like `Ash.DataLayer.Ets` for an
   update of a missing record).
   """
-  @spec to_ash_error(term, keyword) :: Exception.t()
+  @spec to_ash_error(term, keyword) :: Exception.t() | [Exception.t()]
   def to_ash_error(reason, context) do
     resource = context[:resource]
 
     case reason do
+      %NodeUnavailable{reason: :timeout} = unavailable ->
+        Ash.Error.Invalid.Timeout.exception(
+          name: Exception.message(unavailable),
+          timeout: resource && Info.call_timeout(resource)
+        )
+
+      %NodeUnavailable{} = unavailable ->
+        Ash.Error.Invalid.Unavailable.exception(
+          resource: resource || unavailable.resource,
+          reason: Exception.message(unavailable)
+        )
+
       %_{} = exception when is_exception(exception) ->
         exception
 
@@ -187,7 +211,14 @@ defmodule AshGenServer.Client do
 
       {:identity_conflict, name, values} ->
         identity = resource && Ash.Resource.Info.identity(resource, name)
-        keys = if identity, do: identity.keys, else: Map.keys(values)
+
+        keys =
+          cond do
+            identity && identity.field_names not in [nil, []] -> identity.field_names
+            identity -> identity.keys
+            true -> Map.keys(values)
+          end
+
         taken(resource, keys, identity && identity.message)
 
       {:missing_primary_key, fields} ->
@@ -210,10 +241,13 @@ defmodule AshGenServer.Client do
     )
   end
 
+  # As ash_postgres reports a unique violation: one `InvalidAttribute` per field.
   defp taken(_resource, fields, message) do
-    Ash.Error.Changes.InvalidChanges.exception(
-      fields: fields,
-      message: message || "has already been taken"
-    )
+    for field <- fields do
+      Ash.Error.Changes.InvalidAttribute.exception(
+        field: field,
+        message: message || "has already been taken"
+      )
+    end
   end
 end

@@ -45,6 +45,12 @@ defmodule AshGenServer.DataLayer do
         type: :pos_integer,
         doc: "The window of `max_restarts`, in seconds (node default 5)."
       ],
+      atomics_in_node?: [
+        type: :boolean,
+        default: true,
+        doc:
+          "Evaluate atomic updates (`atomic_update`, `atomic_set`, updates by query) in the record's actor when the node can. `false` always uses the shim's compare-and-set loop instead (read, evaluate with Ash, update guarded by the values read, retry)."
+      ],
       expiry_grace: [
         type: :non_neg_integer,
         doc:
@@ -101,7 +107,13 @@ defmodule AshGenServer.DataLayer do
 
   use Spark.Dsl.Extension,
     sections: [@gen_server],
-    persisters: [AshGenServer.DataLayer.Layout.Persister]
+    persisters: [AshGenServer.DataLayer.Layout.Persister],
+    verifiers: [
+      AshGenServer.DataLayer.Verifiers.PrimaryKey,
+      AshGenServer.DataLayer.Verifiers.Identities,
+      AshGenServer.DataLayer.Verifiers.IdentityWhere,
+      AshGenServer.DataLayer.Verifiers.Multitenancy
+    ]
 
   # The `node` option shares its name with `Kernel.node/1`, which every module imports, and
   # Spark only resolves import conflicts with non-Kernel modules. So the `gen_server` section
@@ -123,7 +135,7 @@ defmodule AshGenServer.DataLayer do
 
   @behaviour Ash.DataLayer
 
-  alias AshGenServer.{Aggregates, Query, Upsert, Write}
+  alias AshGenServer.{Aggregates, Atomics, Query, Upsert, Write}
 
   # -- capabilities ---------------------------------------------------------------------------
 
@@ -131,8 +143,19 @@ defmodule AshGenServer.DataLayer do
   @impl true
   def can?(_, :create), do: true
   def can?(_, :read), do: true
-  def can?(_, :update), do: true
-  def can?(_, :destroy), do: true
+  def can?(resource, :update), do: Ash.Resource.Info.primary_key(resource) != []
+  def can?(resource, :destroy), do: Ash.Resource.Info.primary_key(resource) != []
+  def can?(resource, :update_query), do: can?(resource, :update)
+  def can?(resource, :destroy_query), do: can?(resource, :destroy)
+  def can?(_, {:atomic, :update}), do: true
+  def can?(_, {:atomic, :upsert}), do: true
+  def can?(_, :expr_error), do: true
+  def can?(_, :select), do: true
+  def can?(_, :bulk_upsert_return_skipped), do: true
+  def can?(_, :timeout), do: true
+  def can?(_, :multitenancy), do: true
+  def can?(_, {:aggregate, :unrelated}), do: true
+  def can?(_, {:exists, :unrelated}), do: true
   def can?(_, :filter), do: true
   def can?(_, :boolean_filter), do: true
   def can?(_, :nested_expressions), do: true
@@ -180,6 +203,10 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def sort(query, sort, _resource), do: {:ok, %{query | sort: sort}}
+
+  @doc false
+  @impl true
+  def select(query, select, _resource), do: {:ok, %{query | select: select}}
 
   @doc false
   @impl true
@@ -258,6 +285,16 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def destroy(resource, changeset), do: Write.destroy(resource, changeset)
+
+  @doc false
+  @impl true
+  def update_query(query, changeset, resource, options),
+    do: Atomics.update_query(query, changeset, resource, options)
+
+  @doc false
+  @impl true
+  def destroy_query(query, changeset, resource, options),
+    do: Atomics.destroy_query(query, changeset, resource, options)
 
   @doc false
   @impl true

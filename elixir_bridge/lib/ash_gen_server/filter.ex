@@ -176,13 +176,14 @@ defmodule AshGenServer.Filter do
     {f, t, exact?}
   end
 
-  defp tf(%mod{left: left, right: right}, resource) when is_map_key(@comparisons, mod) do
+  defp tf(%mod{left: left, right: right} = comparison, resource)
+       when is_map_key(@comparisons, mod) do
     op = Map.fetch!(@comparisons, mod)
 
     case orient(left, right, resource) do
       {:ok, attribute, value, :normal} -> comparison(op, attribute, value)
       {:ok, attribute, value, :flipped} -> comparison(Map.fetch!(@flipped, op), attribute, value)
-      :error -> @unknown
+      :error -> value_expression(comparison, resource)
     end
   end
 
@@ -228,7 +229,20 @@ defmodule AshGenServer.Filter do
     end
   end
 
-  defp tf(_other, _resource), do: @unknown
+  defp tf(other, resource), do: value_expression(other, resource)
+
+  # What the node evaluates as a value expression (`{expr, VExpr}`: arithmetic, comparisons
+  # between fields, `if`, `upsert_conflict/1`...; see `AshGenServer.Expr`): true where it is
+  # true, false where its negation is true (nil is neither, as in Ash).
+  defp value_expression(expr, resource) do
+    case AshGenServer.Expr.predicate(expr, resource) do
+      {:ok, {:value, true}} -> {true, false, true}
+      {:ok, {:value, false}} -> {false, true, true}
+      {:ok, {:value, nil}} -> {false, false, true}
+      {:ok, vexpr} -> {{:expr, vexpr}, {:expr, {:not, vexpr}}, true}
+      :error -> @unknown
+    end
+  end
 
   defp unknown_or_nil(nil), do: {false, false, true}
   defp unknown_or_nil(_), do: @unknown

@@ -29,6 +29,7 @@ defmodule AshGenServer.Query do
     :limit,
     :tenant,
     :distinct_sort,
+    :select,
     offset: 0,
     sort: [],
     distinct: [],
@@ -62,13 +63,16 @@ defmodule AshGenServer.Query do
         {:get, pk}
       else
         _ ->
-          {:query,
-           %{
-             filter: Filter.to_request(filter.expr),
-             sort: node_sort,
-             offset: if(page_in_node?, do: query.offset || 0, else: 0),
-             limit: if(page_in_node?, do: query.limit, else: nil)
-           }}
+          request = %{
+            filter: Filter.to_request(filter.expr),
+            sort: node_sort,
+            offset: if(page_in_node?, do: query.offset || 0, else: 0),
+            limit: if(page_in_node?, do: query.limit, else: nil)
+          }
+
+          if page_in_node? and select?(query),
+            do: {:query, Map.put(request, :select, query.select)},
+            else: {:query, request}
       end
 
     %{
@@ -79,12 +83,23 @@ defmodule AshGenServer.Query do
     }
   end
 
+  # The select goes to the node when nothing here needs the fields left out: the filter and
+  # sort are wholly the node's, and no calculation, aggregate or distinct is computed here.
+  defp select?(query) do
+    is_list(query.select) and query.calculations == [] and query.aggregates == [] and
+      not distinct?(query)
+  end
+
+  @doc "What names the query's resource in a request (`AshGenServer.Client.target/2`)."
+  @spec target(t) :: Ash.Resource.t() | {Ash.Resource.t(), term}
+  def target(%__MODULE__{resource: resource, tenant: tenant}), do: Client.target(resource, tenant)
+
   @doc "Runs the query: the node request, then whatever `plan/1` left to Ash."
   @spec run(t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
   def run(%__MODULE__{resource: resource} = query) do
     plan = plan(query)
 
-    with {:ok, stored} <- fetch(resource, plan.request),
+    with {:ok, stored} <- fetch(resource, target(query), plan.request),
          {:ok, records} <- Values.cast_records(resource, stored),
          {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
          records <- maybe_runtime_sort(records, query, plan.runtime_sort?),
@@ -125,16 +140,16 @@ defmodule AshGenServer.Query do
   defp put_calculation(record, %{name: name}, value),
     do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
-  defp fetch(resource, {:get, pk}) do
-    case Client.run(resource, {:get, resource, pk}, request: :get) do
+  defp fetch(resource, target, {:get, pk}) do
+    case Client.run(resource, {:get, target, pk}, request: :get) do
       {:ok, record} -> {:ok, [record]}
       {:error, %Ash.Error.Query.NotFound{}} -> {:ok, []}
       {:error, error} -> {:error, error}
     end
   end
 
-  defp fetch(resource, {:query, request}) do
-    Client.run(resource, {:query, resource, request}, request: :query, expect: &is_list/1)
+  defp fetch(resource, target, {:query, request}) do
+    Client.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
   end
 
   @doc false

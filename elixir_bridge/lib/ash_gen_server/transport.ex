@@ -14,6 +14,8 @@ defmodule AshGenServer.Transport do
     request is about, or `nil`), `request` (its name: `:get`, `:query`, `:aggregate`...) and
     `message` (the whole request); the stop event adds `reply` (the node's raw reply, or
     `{:error, %NodeUnavailable{}}`). Casts (`keep_alive`) emit nothing.
+  - The values of the resource's `sensitive?` attributes are left out of `message` and `reply`
+    (replaced by `:redacted`, in records and in filter comparisons alike).
   """
 
   alias AshGenServer.Error.NodeUnavailable
@@ -29,18 +31,57 @@ defmodule AshGenServer.Transport do
   """
   @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
   def call(node, request, timeout \\ 5_000, resource \\ nil) do
+    sensitive = sensitive(resource)
+
     metadata = %{
       node: node,
       resource: resource || request_resource(request),
       request: request_name(request),
-      message: request
+      message: redact(request, sensitive)
     }
 
     :telemetry.span(@event, metadata, fn ->
       reply = do_call(node, request, timeout, resource)
-      {reply, Map.put(metadata, :reply, reply)}
+      {reply, Map.put(metadata, :reply, redact(reply, sensitive))}
     end)
   end
+
+  defp sensitive(resource) when is_atom(resource) and not is_nil(resource) do
+    case AshGenServer.DataLayer.Layout.get(resource).sensitive do
+      [] -> nil
+      names -> MapSet.new(names)
+    end
+  rescue
+    _ -> nil
+  end
+
+  defp sensitive(_resource), do: nil
+
+  @comparisons [:eq, :neq, :lt, :lte, :gt, :gte, :in, :contains]
+
+  @doc false
+  # `term` with the values of the `sensitive` fields replaced by `:redacted`: in maps (records,
+  # changes) and in filter comparisons `{Op, Field, Value}`.
+  def redact(term, nil), do: term
+
+  def redact(term, sensitive) when is_map(term) and not is_struct(term) do
+    Map.new(term, fn {key, value} ->
+      if MapSet.member?(sensitive, key),
+        do: {key, :redacted},
+        else: {key, redact(value, sensitive)}
+    end)
+  end
+
+  def redact({op, field, _value} = term, sensitive) when op in @comparisons and is_atom(field) do
+    if MapSet.member?(sensitive, field), do: {op, field, :redacted}, else: term
+  end
+
+  def redact(term, sensitive) when is_tuple(term) do
+    term |> Tuple.to_list() |> Enum.map(&redact(&1, sensitive)) |> List.to_tuple()
+  end
+
+  def redact(term, sensitive) when is_list(term), do: Enum.map(term, &redact(&1, sensitive))
+  def redact(term, _sensitive), do: term
 
   @doc "A `GenServer.cast` to the node's `ash_gen_server` (no reply, no telemetry)."
   @spec cast(node, term) :: :ok

@@ -15,7 +15,7 @@ defmodule AshGenServer.Upsert do
 
   alias Ash.Changeset
   alias AshGenServer.{Client, Filter, Values, Write}
-  alias AshGenServer.DataLayer.Info
+  alias AshGenServer.DataLayer.{Info, Layout}
 
   import Write, only: [no_filter?: 1]
 
@@ -32,16 +32,141 @@ defmodule AshGenServer.Upsert do
           {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
 
         condition ->
-          if node_upsert_keys?(resource, keys) do
-            request =
-              {:upsert, resource, stored,
-               %{keys: keys, set: set, condition: Filter.to_request(condition)}}
+          target = Client.target(resource, changeset.to_tenant)
+          condition = and_(condition, tenant_guard(resource, keys, stored))
 
-            resource
-            |> Client.run(request, request: :upsert, expect: &upsert_body?/1)
-            |> upsert_result(resource)
-          else
-            emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
+          atomics =
+            if Layout.get(resource).atomics_in_node?,
+              do: AshGenServer.Expr.atomics(changeset.atomics || [], resource),
+              else: :error
+
+          cond do
+            not node_upsert_keys?(resource, keys) ->
+              emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
+
+            changeset.atomics not in [nil, []] and atomics == :error ->
+              cas_upsert(resource, target, changeset, record, stored, set, keys, condition, 1)
+
+            true ->
+              {:ok, atomics} = if atomics == :error, do: {:ok, []}, else: atomics
+
+              request =
+                {:upsert, target, stored,
+                 %{keys: keys, set: set, condition: Filter.to_request(condition)}
+                 |> then(&if(atomics == [], do: &1, else: Map.put(&1, :atomics, atomics)))}
+
+              case Client.request(resource, request) do
+                {:error, {:expr_error, term}} ->
+                  {:error, AshGenServer.Expr.to_exception(term)}
+
+                reply ->
+                  reply
+                  |> Client.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
+                  |> upsert_result(resource)
+              end
+          end
+      end
+    end
+  end
+
+  defp and_(true, x), do: x
+  defp and_(x, true), do: x
+  defp and_(x, y), do: {:and, x, y}
+
+  # With the `:attribute` multitenancy strategy, an upsert on the primary key must not take
+  # over another tenant's record: it only updates a record of the same tenant (else skipped).
+  defp tenant_guard(resource, keys, stored) do
+    with :attribute <- Ash.Resource.Info.multitenancy_strategy(resource),
+         attribute when not is_nil(attribute) <-
+           Ash.Resource.Info.multitenancy_attribute(resource),
+         false <- attribute in keys,
+         value when not is_nil(value) <- Map.get(stored, attribute) do
+      {:eq, attribute, value}
+    else
+      _ -> true
+    end
+  end
+
+  # Upsert atomics the node cannot evaluate: compare-and-set. Look the record up by its keys;
+  # none: create it (a racing create makes us start again); one: check the condition, evaluate
+  # the atomics with Ash (`upsert_conflict/1` reading the incoming values) and update it guarded
+  # by the values read, starting again if it changed meanwhile.
+  defp cas_upsert(resource, target, changeset, record, stored, set, keys, condition, attempt) do
+    retry = fn ->
+      if attempt > 10_000,
+        do: {:error, Ash.Error.Changes.StaleRecord.exception(resource: resource)},
+        else:
+          cas_upsert(
+            resource,
+            target,
+            changeset,
+            record,
+            stored,
+            set,
+            keys,
+            condition,
+            attempt + 1
+          )
+    end
+
+    key_filter =
+      keys
+      |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
+      |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+    with {:ok, found} <-
+           query_request(
+             resource,
+             {:query, target, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
+           ) do
+      case found do
+        [] ->
+          case Client.request(resource, {:create, target, stored}) do
+            {:ok, created} ->
+              resource |> Values.cast_record(created) |> put_upsert_action(:create)
+
+            {:error, {kind, _}} when kind in [:already_exists] ->
+              retry.()
+
+            {:error, {:identity_conflict, _, _}} ->
+              retry.()
+
+            other ->
+              Client.result(other, resource: resource, request: :create)
+          end
+
+        [existing_stored] ->
+          {:ok, existing} = Values.cast_record(resource, existing_stored)
+          {:ok, pk} = Values.primary_key(resource, existing)
+          guard = AshGenServer.Atomics.guard(resource, existing_stored)
+          guard = if condition == true, do: guard, else: {:and, guard, condition}
+
+          with {:ok, values} <-
+                 AshGenServer.Atomics.evaluate(changeset, resource, existing, record),
+               {:ok, dumped} <- Values.dump_changes(resource, values) do
+            case Client.request(
+                   resource,
+                   {:update, target, pk, Map.merge(set, dumped), %{filter: guard}}
+                 ) do
+              {:ok, updated} ->
+                resource |> Values.cast_record(updated) |> put_upsert_action(:update)
+
+              {:error, :stale} ->
+                # changed meanwhile, or the condition does not hold: which one?
+                case Client.request(resource, {:get, target, pk}) do
+                  {:ok, ^existing_stored} ->
+                    {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+                  _ ->
+                    retry.()
+                end
+
+              {:error, :not_found} ->
+                retry.()
+
+              other ->
+                Client.result(other, resource: resource, request: :upsert)
+            end
           end
       end
     end
@@ -49,11 +174,11 @@ defmodule AshGenServer.Upsert do
 
   # The node upserts atomically on the primary key or an identity it enforces.
   defp node_upsert_keys?(resource, keys) do
-    keys = Enum.sort(keys)
+    keys = keys |> Enum.uniq() |> Enum.sort()
 
     keys == Enum.sort(Ash.Resource.Info.primary_key(resource)) or
-      Enum.any?(Info.node_identities(resource), fn {_name, identity_keys} ->
-        Enum.sort(identity_keys) == keys
+      Enum.any?(Info.node_identities(resource), fn identity ->
+        identity |> elem(1) |> Enum.sort() == keys
       end)
   end
 
@@ -73,7 +198,8 @@ defmodule AshGenServer.Upsert do
       with {:ok, found} <-
              query_request(
                resource,
-               {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: nil}}
+               {:query, Client.target(resource, changeset.to_tenant),
+                %{filter: key_filter, sort: [], offset: 0, limit: nil}}
              ),
            {:ok, found} <- Values.cast_records(resource, found),
            {:ok, found} <-
@@ -90,7 +216,10 @@ defmodule AshGenServer.Upsert do
             {:ok, pk} = Values.primary_key(resource, existing)
             guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
 
-            case Client.run(resource, {:update, resource, pk, set, %{filter: guard}},
+            case Client.run(
+                   resource,
+                   {:update, Client.target(resource, changeset.to_tenant), pk, set,
+                    %{filter: guard}},
                    request: :upsert
                  ) do
               {:ok, updated} ->
@@ -189,7 +318,9 @@ defmodule AshGenServer.Upsert do
           |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
           |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
 
-        request = {:query, resource, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
+        request =
+          {:query, Client.target(resource, changeset.to_tenant),
+           %{filter: key_filter, sort: [], offset: 0, limit: 1}}
 
         with {:ok, found} <- query_request(resource, request),
              {:ok, existing} <- Values.cast_records(resource, found) do
@@ -253,7 +384,9 @@ defmodule AshGenServer.Upsert do
         stored = Enum.map(prepared, & &1.stored)
 
         with {:ok, replies} <-
-               Client.run(resource, {:bulk_create, resource, stored, opts},
+               Client.run(
+                 resource,
+                 {:bulk_create, Client.target(resource, options[:tenant]), stored, opts},
                  request: :bulk_create,
                  expect: &(is_list(&1) and length(&1) == length(stored))
                ) do

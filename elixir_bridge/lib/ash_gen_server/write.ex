@@ -12,25 +12,47 @@ defmodule AshGenServer.Write do
 
   alias Ash.Changeset
   alias Ash.Error.Changes.StaleRecord
-  alias AshGenServer.{Client, Filter, Values}
+  alias AshGenServer.{Atomics, Client, Filter, Values}
   alias AshGenServer.DataLayer.Layout
 
   @doc false
   def create(resource, changeset) do
     with {:ok, stored} <- dump_new(resource, changeset),
-         {:ok, record} <- Client.run(resource, {:create, resource, stored}, request: :create) do
+         target = Client.target(resource, changeset.to_tenant),
+         {:ok, record} <- Client.run(resource, {:create, target, stored}, request: :create) do
       Values.cast_record(resource, record)
     end
   end
 
   @doc false
+  def update(resource, %{atomics: atomics} = changeset) when atomics not in [nil, []] do
+    target = Client.target(resource, changeset.to_tenant)
+
+    with {:ok, pk} <- Values.primary_key(resource, changeset.data),
+         {:ok, changes} <- Values.dump_changes(resource, changeset.attributes) do
+      case Atomics.update(resource, target, changeset, pk, changes, changeset.filter) do
+        {:ok, stored} ->
+          with {:ok, record} <- Values.cast_record(resource, stored) do
+            {:ok, retain_loaded(record, changeset.data)}
+          end
+
+        :stale ->
+          {:error, StaleRecord.exception(resource: resource, filter: changeset.filter)}
+
+        {:error, error} ->
+          {:error, error}
+      end
+    end
+  end
+
   def update(resource, changeset) do
     context = [request: :update, filter: changeset.filter, not_found: :stale]
+    target = Client.target(resource, changeset.to_tenant)
 
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, changes} <- Values.dump_changes(resource, changeset.attributes),
          {:ok, opts} <- condition(resource, changeset, pk),
-         request = with_opts({:update, resource, pk, changes}, opts),
+         request = with_opts({:update, target, pk, changes}, opts),
          {:ok, stored} <- Client.run(resource, request, context),
          {:ok, record} <- Values.cast_record(resource, stored) do
       {:ok, retain_loaded(record, changeset.data)}
@@ -40,10 +62,11 @@ defmodule AshGenServer.Write do
   @doc false
   def destroy(resource, changeset) do
     context = [request: :destroy, filter: changeset.filter, not_found: :stale]
+    target = Client.target(resource, changeset.to_tenant)
 
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, opts} <- condition(resource, changeset, pk),
-         {:ok, _} <- Client.run(resource, with_opts({:destroy, resource, pk}, opts), context) do
+         {:ok, _} <- Client.run(resource, with_opts({:destroy, target, pk}, opts), context) do
       :ok
     end
   end
@@ -74,7 +97,9 @@ defmodule AshGenServer.Write do
   defp runtime_check(resource, changeset, pk) do
     context = [request: :get, filter: changeset.filter, not_found: :stale]
 
-    with {:ok, stored} <- Client.run(resource, {:get, resource, pk}, context),
+    target = Client.target(resource, changeset.to_tenant)
+
+    with {:ok, stored} <- Client.run(resource, {:get, target, pk}, context),
          {:ok, current} <- Values.cast_record(resource, stored) do
       case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
              tenant: changeset.tenant,
@@ -125,7 +150,9 @@ defmodule AshGenServer.Write do
     to_send = for {:ok, stored, _} <- prepared, do: stored
 
     with {:ok, replies} <-
-           Client.run(resource, {:bulk_create, resource, to_send, %{}},
+           Client.run(
+             resource,
+             {:bulk_create, Client.target(resource, options[:tenant]), to_send, %{}},
              request: :bulk_create,
              expect: &(is_list(&1) and length(&1) == length(to_send))
            ) do
@@ -155,7 +182,8 @@ defmodule AshGenServer.Write do
     {ok, failed} =
       Enum.reduce(results, {[], []}, fn
         {:ok, record, changeset}, {ok, failed} ->
-          if Ash.Resource.get_metadata(record, :upsert_skipped) do
+          if Ash.Resource.get_metadata(record, :upsert_skipped) == true and
+               !options[:return_skipped_upsert?] do
             {ok, failed}
           else
             {[Ash.Actions.Helpers.Bulk.put_metadata(record, changeset) | ok], failed}

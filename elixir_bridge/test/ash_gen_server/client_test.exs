@@ -60,8 +60,11 @@ defmodule AshGenServer.ClientTest do
     assert {:error, %Ash.Error.Changes.StaleRecord{resource: Pair, filter: :the_filter}} =
              run({:error, :not_found}, not_found: :stale, filter: :the_filter)
 
-    assert {:error, %Ash.Error.Changes.InvalidChanges{fields: [:left, :right]}} =
-             run({:error, {:already_exists, %{left: "a", right: 1}}})
+    assert {:error,
+            [
+              %Ash.Error.Changes.InvalidAttribute{field: :left},
+              %Ash.Error.Changes.InvalidAttribute{field: :right}
+            ]} = run({:error, {:already_exists, %{left: "a", right: 1}}})
 
     assert {:error, %NodeError{resource: Pair, request: :get, reason: {:bad_request, "no"}}} =
              run({:error, {:bad_request, "no"}})
@@ -80,9 +83,16 @@ defmodule AshGenServer.ClientTest do
              run({:ok, :not_a_list}, expect: &is_list/1)
   end
 
-  test "an unreachable node is NodeUnavailable" do
-    assert {:error, %NodeUnavailable{node: :"nowhere@127.0.0.1"}} =
+  test "an unreachable node is Ash's Unavailable, a timed-out call Ash's Timeout" do
+    assert {:error, %Ash.Error.Invalid.Unavailable{resource: Thing} = error} =
              Client.run(Thing, {:get, Thing, %{id: "x"}}, request: :get)
+
+    assert Exception.message(error) =~ "nowhere@127.0.0.1"
+
+    timeout = NodeUnavailable.exception(node: :n@h, resource: Thing, reason: :timeout)
+
+    assert {:error, %Ash.Error.Invalid.Timeout{timeout: 500}} =
+             Client.result({:error, timeout}, resource: Thing)
   end
 
   test "result/2 maps a reply without a request (per-record bulk replies)" do

@@ -16,7 +16,11 @@ defmodule AshGenServer.DataLayerTest do
   test "define options carry the primary key and the identities the node can enforce" do
     assert %{
              primary_key: [:id],
-             identities: [unique_name: [:name]],
+             identities: [
+               {:unique_name, [:name]},
+               {:unique_email, [:email], %{where: {:not, {:is_nil, :email}}, nils_distinct: true}}
+             ],
+             types: %{born_on: :date, email: :ci_string, price: :decimal},
              inactivity_timeout: 1_000,
              maximum_lifetime: 3_600_000,
              max_restarts: 2
@@ -30,11 +34,11 @@ defmodule AshGenServer.DataLayerTest do
   end
 
   test "an unreachable node is a clear Ash error, not an exit" do
-    assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Thing)
-    assert %AshGenServer.Error.NodeUnavailable{node: :"nowhere@127.0.0.1"} = error
+    assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Thing)
+    assert %Ash.Error.Invalid.Unavailable{resource: Thing} = error
     assert Exception.message(error) =~ "nowhere@127.0.0.1"
 
-    assert {:error, %Ash.Error.Framework{}} =
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
              Thing |> Ash.Changeset.for_create(:create, %{name: "x"}) |> Ash.create()
   end
 
@@ -43,7 +47,7 @@ defmodule AshGenServer.DataLayerTest do
     Application.delete_env(:ash_gen_server, :node)
 
     try do
-      assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Pair)
+      assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Pair)
       assert Exception.message(error) =~ "No ash_gen_server node is configured"
     after
       if previous, do: Application.put_env(:ash_gen_server, :node, previous)

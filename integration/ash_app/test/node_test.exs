@@ -74,11 +74,11 @@ defmodule AshApp.NodeTest do
 
   test "an unreachable node is a clear Ash error naming the node" do
     started = System.monotonic_time(:millisecond)
-    assert {:error, %Ash.Error.Framework{errors: [error]}} = Ash.read(Orphan)
-    assert %AshGenServer.Error.NodeUnavailable{node: :"nobody_home@127.0.0.1"} = error
+    assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Orphan)
+    assert %Ash.Error.Invalid.Unavailable{resource: Orphan} = error
     assert Exception.message(error) =~ "nobody_home@127.0.0.1"
 
-    assert {:error, %Ash.Error.Framework{}} =
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
              Orphan |> Ash.Changeset.for_create(:create, %{name: "x"}) |> Ash.create()
 
     assert System.monotonic_time(:millisecond) - started < 10_000
@@ -90,7 +90,9 @@ defmodule AshApp.NodeTest do
 
     AshApp.RustNode.stop(node)
     wait_until(fn -> node not in Node.list(:hidden) end, 5_000)
-    assert {:error, %Ash.Error.Framework{}} = Ash.read(Author)
+
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
+             Ash.read(Author)
 
     ^node = AshApp.RustNode.start!(name: node)
 

@@ -2,8 +2,8 @@
 //! `{aggregate, Resource, Query, [Aggregate], #{group_by => Field}}`: computed over the
 //! query's page of records, on the spot.
 
-use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -13,8 +13,8 @@ use crate::term::{Atom, Value};
 /// An `aggregate`.
 #[derive(Debug)]
 pub struct Aggregate {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The query whose records are aggregated.
     pub query: q::Query,
     /// The aggregates.
@@ -60,17 +60,31 @@ impl Aggregate {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        let result = svc.resource(self.resource).and_then(|resource| {
-            let matched = resource.select(self.query.filter.as_ref());
+    pub fn execute(self, svc: &Service, from: Caller) {
+        let result = svc.resource(&self.resource).and_then(|resource| {
+            let config = resource.config();
+            let query = self.query.bind(&config.types);
+            let aggregates: Vec<Spec> = self
+                .aggregates
+                .iter()
+                .map(|a| a.bind(&config.types))
+                .collect();
+            let matched = resource.select(query.filter.as_ref());
             let page = q::Query {
                 filter: None,
-                ..self.query
+                ..query
             };
-            let pk = &resource.config().primary_key;
+            let pk = &config.primary_key;
             let values = match self.group_by {
-                None => q::aggregate(matched, &page, &self.aggregates, pk),
-                Some(field) => q::aggregate_grouped(matched, &page, &self.aggregates, pk, field),
+                None => q::aggregate(matched, &page, &aggregates, pk),
+                Some(field) => q::aggregate_grouped(
+                    matched,
+                    &page,
+                    &aggregates,
+                    pk,
+                    field,
+                    config.types.get(field),
+                ),
             }?;
             Ok(reply::ok_with(values))
         });

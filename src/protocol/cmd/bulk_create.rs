@@ -1,24 +1,22 @@
 //! `{bulk_create, Resource, [Record], Opts}`: many creates (or upserts, with `upsert => true`)
 //! in one request; the reply lists each record's result in order, once all are in.
 
-use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result};
+use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
-use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError};
-use crate::term::{Atom, Record, Value};
-use parking_lot::Mutex;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::record::{Outcome, Reply};
+use crate::term::{Record, Value};
 
 use super::upsert::UpsertOpts;
 
 /// A `bulk_create`.
 #[derive(Debug)]
 pub struct BulkCreate {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The records.
     pub records: Vec<Record>,
     /// Upsert options, when `upsert => true`.
@@ -63,18 +61,21 @@ impl BulkCreate {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        let resource = match svc.resource(self.resource) {
+    pub fn execute(self, svc: &Service, from: Caller) {
+        let resource = match svc.resource(&self.resource) {
             Ok(r) => r,
             Err(e) => return svc.reply(&from, &e.to_reply()),
         };
         if self.records.is_empty() {
             return svc.reply(&from, &reply::ok_list(Vec::new()));
         }
-        let collector = Collector::new(from, self.records.len());
+        let finish: Finish = Box::new(|outcomes: Vec<Outcome>| {
+            reply::ok_list(outcomes.iter().map(reply::render).collect())
+        });
+        let gather = Gather::new(from, self.records.len(), finish);
         let records = &svc.records;
         for (i, rec) in self.records.into_iter().enumerate() {
-            let slot = Box::new(Slot(collector.clone(), i));
+            let slot = gather.slot(i);
             match &self.upsert {
                 None => {
                     let outcome = records
@@ -87,47 +88,6 @@ impl BulkCreate {
                     Err(e) => slot.send(records, Outcome::Error(e)),
                 },
             }
-        }
-    }
-}
-
-/// Gathers the results of a bulk request and replies once all are in.
-struct Collector {
-    from: From,
-    results: Mutex<Vec<Value>>,
-    remaining: AtomicUsize,
-}
-
-impl Collector {
-    fn new(from: From, n: usize) -> Arc<Collector> {
-        Arc::new(Collector {
-            from,
-            results: Mutex::new(vec![Value::nil(); n]),
-            remaining: AtomicUsize::new(n),
-        })
-    }
-
-    fn put(&self, svc: &RecordService, i: usize, value: Value) {
-        self.results.lock()[i] = value;
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results = std::mem::take(&mut *self.results.lock());
-            svc.node().reply(&self.from, &reply::ok_list(results));
-        }
-    }
-}
-
-/// One position of a bulk reply.
-struct Slot(Arc<Collector>, usize);
-
-impl Reply for Slot {
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
-        self.0.put(svc, self.1, reply::render(&outcome));
-    }
-
-    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op) {
-        match op {
-            Op::Upsert(args) => svc.upsert(resource, *args, Some(self)),
-            _ => self.send(svc, Outcome::Error(StoreError::NotFound)),
         }
     }
 }

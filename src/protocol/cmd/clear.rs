@@ -1,19 +1,19 @@
 //! `{clear, Resource}`: removes every record of a resource; their pids exit with
 //! `{shutdown, cleared}`. Answers how many there were.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
 use crate::record::Envelope;
-use crate::term::{Atom, Value, atoms};
+use crate::term::{Value, atoms};
 
 /// A `clear`.
 #[derive(Debug)]
 pub struct Clear {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
 }
 
 impl Clear {
@@ -26,13 +26,21 @@ impl Clear {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        let result = svc.resource(self.resource).map(|r| {
-            let actors = r.take_all();
-            let n = actors.len();
+    pub fn execute(self, svc: &Service, from: Caller) {
+        let result = svc.resource(&self.resource).map(|r| {
+            // A resource without tenant clears every tenant too.
+            let mut namespaces = vec![r];
+            if self.resource.tenant.is_none() {
+                namespaces.extend(svc.records.store.tenants_of(self.resource.name));
+            }
             let reason = Value::pair(Value::Atom(*atoms::SHUTDOWN), atom("cleared"));
-            for actor in actors {
-                actor.deliver(&svc.records, Envelope::Stop(reason.clone()));
+            let mut n = 0;
+            for namespace in namespaces {
+                let actors = namespace.take_all();
+                n += actors.len();
+                for actor in actors {
+                    actor.deliver(&svc.records, Envelope::Stop(reason.clone()));
+                }
             }
             reply::ok_with(Value::Int(n as i64))
         });

@@ -1,17 +1,17 @@
 //! `{create, Resource, Record}`: a new record and its actor, served on the spot.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::Outcome;
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 
 /// A `create`.
 #[derive(Debug)]
 pub struct Create {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The record.
     pub record: Record,
 }
@@ -27,13 +27,16 @@ impl Create {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        let outcome = svc
-            .records
-            .store
-            .get(self.resource)
-            .and_then(|r| svc.records.create(&r, self.record))
-            .map_or_else(Outcome::Error, Outcome::Record);
-        svc.reply_outcome(&from, &outcome);
+    pub fn execute(self, svc: &Service, from: Caller) {
+        match svc.resource(&self.resource) {
+            Ok(r) => {
+                let outcome = svc
+                    .records
+                    .create(&r, self.record)
+                    .map_or_else(Outcome::Error, Outcome::Record);
+                svc.reply_outcome(&from, &outcome);
+            }
+            Err(e) => svc.reply(&from, &e.to_reply()),
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! `{define, Resource, Opts}`: defines a resource, or changes the options of a defined one.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
+use crate::query::Types;
 use crate::record::{Identity, ResourceConfig, RestartPolicy};
 use crate::term::{Atom, Value};
 
@@ -21,7 +22,7 @@ impl Define {
     /// Parses the arguments.
     pub fn parse(args: &[Value]) -> Result<Define> {
         args::arity("define", args, &[2], "{define, Resource, Opts}")?;
-        let resource = args::resource(&args[0])?;
+        let resource = args::resource_name(&args[0])?;
         let mut primary_key = None;
         let mut config = ResourceConfig::new(Vec::new());
         let mut restart = RestartPolicy::default();
@@ -41,10 +42,14 @@ impl Define {
                 }
                 Some("max_seconds") => restart.max_seconds = args::count(val, "max_seconds")?,
                 Some("identities") => config.identities = identities(val)?,
+                Some("types") => {
+                    config.types =
+                        std::sync::Arc::new(Types::parse(val).map_err(Error::BadRequest)?)
+                }
                 _ => {
                     return bad(format!(
                         "unknown define option {k:?} (expected primary_key, inactivity_timeout, \
-                         maximum_lifetime, identities, max_restarts, max_seconds or expiry_grace)"
+                         maximum_lifetime, identities, types, max_restarts, max_seconds or expiry_grace)"
                     ));
                 }
             }
@@ -58,7 +63,7 @@ impl Define {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc
             .records
             .store
@@ -78,12 +83,31 @@ fn identities(val: &Value) -> Result<Vec<Identity>> {
     items
         .iter()
         .map(|item| match item.as_tuple() {
-            Some([name, f]) => Ok(Identity {
-                name: name.clone(),
-                fields: args::fields(f, "identity fields")?,
-            }),
+            Some([name, f]) => Ok(Identity::new(
+                name.clone(),
+                args::fields(f, "identity fields")?,
+            )),
+            Some([name, f, opts]) => {
+                let mut identity = Identity::new(name.clone(), args::fields(f, "identity fields")?);
+                for (k, v) in args::opts(opts, "identity")? {
+                    match key(k) {
+                        Some("where") if v.is_nil() => identity.filter = None,
+                        Some("where") => identity.filter = Some(args::filter(v)?),
+                        Some("nils_distinct") => {
+                            identity.nils_distinct =
+                                !matches!(v, Value::Atom(a) if a.as_str() == "false")
+                        }
+                        _ => {
+                            return bad(format!(
+                                "unknown identity option {k:?} (expected where or nils_distinct)"
+                            ));
+                        }
+                    }
+                }
+                Ok(identity)
+            }
             _ => bad(format!(
-                "an identity must be {{Name, [Field]}}, got: {item:?}"
+                "an identity must be {{Name, [Field]}} or {{Name, [Field], Opts}}, got: {item:?}"
             )),
         })
         .collect()

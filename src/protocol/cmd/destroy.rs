@@ -1,19 +1,19 @@
 //! `{destroy, Resource, PK}` and `{destroy, Resource, PK, #{filter => F}}`: removes the record
 //! in its actor's turn, if the filter holds; its pid exits with `normal`.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::query::filter::Expr;
 use crate::record::Op;
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `destroy`.
 #[derive(Debug)]
 pub struct Destroy {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
     /// The condition (`filter`).
@@ -40,10 +40,10 @@ impl Destroy {
     }
 
     /// Serves it: the record's actor replies.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let op = Op::Destroy {
             filter: self.filter,
         };
-        svc.to_record(from, self.resource, &self.pk, op);
+        svc.to_record(from, &self.resource, &self.pk, op);
     }
 }

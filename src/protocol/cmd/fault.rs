@@ -1,18 +1,18 @@
 //! `{fault, Resource, PK, panic | error}`: makes the record's actor fail in its turn, so tests
 //! can watch supervision work. Served only by nodes started with `--enable-fault-injection`.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::service::Service;
 use crate::record::{Fault as Kind, Op};
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `fault`.
 #[derive(Debug)]
 pub struct Fault {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
     /// How to fail.
@@ -36,10 +36,10 @@ impl Fault {
     }
 
     /// Serves it: the record's actor fails and replies `{error, {record_crashed, Reason}}`.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         if !svc.options.fault_injection {
             return svc.reply(&from, &Error::FaultInjectionDisabled.to_reply());
         }
-        svc.to_record(from, self.resource, &self.pk, Op::Fault(self.kind));
+        svc.to_record(from, &self.resource, &self.pk, Op::Fault(self.kind));
     }
 }

@@ -1,17 +1,17 @@
 //! `{get, Resource, PK}`: the record, read in its actor's turn (which touches it).
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::Op;
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `get`.
 #[derive(Debug)]
 pub struct Get {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
 }
@@ -27,7 +27,7 @@ impl Get {
     }
 
     /// Serves it: the record's actor replies.
-    pub fn execute(self, svc: &Service, from: From) {
-        svc.to_record(from, self.resource, &self.pk, Op::Get);
+    pub fn execute(self, svc: &Service, from: Caller) {
+        svc.to_record(from, &self.resource, &self.pk, Op::Get);
     }
 }

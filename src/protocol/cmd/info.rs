@@ -1,7 +1,7 @@
 //! `{info, Resource}`: a resource's settings and record count.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
@@ -11,8 +11,8 @@ use crate::term::{Atom, Value};
 /// An `info`.
 #[derive(Debug)]
 pub struct Info {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
 }
 
 impl Info {
@@ -25,9 +25,9 @@ impl Info {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc
-            .resource(self.resource)
+            .resource(&self.resource)
             .map(|r| reply::ok_with(info(&r)));
         svc.reply_result(&from, result);
     }

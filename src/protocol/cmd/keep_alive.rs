@@ -1,17 +1,17 @@
 //! `{keep_alive, Resource, PK}`, as a call or a cast: resets the record's inactivity timer.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::{Envelope, Op};
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `keep_alive`.
 #[derive(Debug)]
 pub struct KeepAlive {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
 }
@@ -27,13 +27,13 @@ impl KeepAlive {
     }
 
     /// Serves the call: the record's actor replies `ok`.
-    pub fn execute(self, svc: &Service, from: From) {
-        svc.to_record(from, self.resource, &self.pk, Op::KeepAlive);
+    pub fn execute(self, svc: &Service, from: Caller) {
+        svc.to_record(from, &self.resource, &self.pk, Op::KeepAlive);
     }
 
     /// Serves the cast: nobody waits, a missing record is ignored.
     pub fn cast(self, svc: &Service) {
-        if let Ok(actor) = svc.find(self.resource, &self.pk) {
+        if let Ok(actor) = svc.find(&self.resource, &self.pk) {
             actor.deliver(&svc.records, Envelope::Call(None, Op::KeepAlive));
         }
     }

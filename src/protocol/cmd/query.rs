@@ -1,21 +1,21 @@
 //! `{query, Resource, Query}`: filter during the scan, then sort, offset, limit and select; the
 //! returned records are touched.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::query::{self as q};
 use crate::record::{RecordService, Resource};
-use crate::term::{Atom, Record, Value};
+use crate::term::{Record, Value};
 use std::sync::Arc;
 
 /// A `query`.
 #[derive(Debug)]
 pub struct Query {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The query.
     pub query: q::Query,
 }
@@ -31,12 +31,11 @@ impl Query {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        match svc.resource(self.resource) {
+    pub fn execute(self, svc: &Service, from: Caller) {
+        match svc.resource(&self.resource) {
             Ok(r) => {
                 let records = run(&svc.records, &r, &self.query);
-                svc.node()
-                    .reply_with(&from, |out| reply::encode_records(&records, out));
+                from.reply_with(svc.node(), true, |out| reply::encode_records(&records, out));
             }
             Err(e) => svc.reply(&from, &e.to_reply()),
         }
@@ -45,8 +44,9 @@ impl Query {
 
 /// Filter during the scan, then sort and page the matches; the returned records are touched.
 fn run(records: &RecordService, resource: &Arc<Resource>, query: &q::Query) -> Vec<Record> {
-    let matched = resource.select(query.filter.as_ref());
     let config = resource.config();
+    let query = &query.bind(&config.types);
+    let matched = resource.select(query.filter.as_ref());
     let page = q::Query {
         filter: None,
         ..query.clone()

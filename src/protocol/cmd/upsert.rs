@@ -1,11 +1,12 @@
 //! `{upsert, Resource, Record, Opts}`: creates the record, or updates the one with the same
 //! keys (the primary key or an identity) atomically in its actor.
 
-use crate::node::genserver::From;
-use crate::protocol::args::{self, key};
+use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply::ToCaller;
 use crate::protocol::service::Service;
+use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::{Resource, StoreError, Upsert as UpsertArgs};
 use crate::term::{Atom, Record, Value};
@@ -21,6 +22,8 @@ pub struct UpsertOpts {
     pub fields: Option<Vec<Atom>>,
     /// `condition`.
     pub condition: Option<Expr>,
+    /// `atomics`.
+    pub atomics: Atomics,
 }
 
 impl UpsertOpts {
@@ -37,10 +40,11 @@ impl UpsertOpts {
                 Some("fields") => out.fields = Some(args::fields(val, "fields")?),
                 Some("condition") if val.is_nil() => out.condition = None,
                 Some("condition") => out.condition = Some(args::filter(val)?),
+                Some("atomics") => out.atomics = args::atomics(val)?,
                 Some("upsert") if bulk => {}
                 _ => {
                     return bad(format!(
-                        "unknown upsert option {k:?} (expected keys, set, fields or condition)"
+                        "unknown upsert option {k:?} (expected keys, set, fields, condition or atomics)"
                     ));
                 }
             }
@@ -77,7 +81,11 @@ impl UpsertOpts {
             record,
             keys,
             set,
-            condition: self.condition.clone(),
+            condition: self
+                .condition
+                .as_ref()
+                .map(|c| c.bind(&resource.config().types)),
+            atomics: self.atomics.clone(),
         })
     }
 }
@@ -85,8 +93,8 @@ impl UpsertOpts {
 /// An `upsert`.
 #[derive(Debug)]
 pub struct Upsert {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The record.
     pub record: Record,
     /// The options.
@@ -108,8 +116,8 @@ impl Upsert {
     }
 
     /// Serves it: the record's actor (or the create) replies.
-    pub fn execute(self, svc: &Service, from: From) {
-        let prepared = svc.resource(self.resource).and_then(|r| {
+    pub fn execute(self, svc: &Service, from: Caller) {
+        let prepared = svc.resource(&self.resource).and_then(|r| {
             let args = self.opts.args(&r, self.record).map_err(Error::from)?;
             Ok((r, args))
         });

@@ -1,20 +1,20 @@
 //! `{whereis, Resource, PK}`: the record's own pid (given on first request), which can be
 //! called, monitored and linked to. Asking touches the record.
 
-use crate::node::genserver::From;
-use crate::protocol::args;
+use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::direct::RecordProcess;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::record::StoreError;
-use crate::term::{Atom, Value};
+use crate::term::Value;
 
 /// A `whereis`.
 #[derive(Debug)]
 pub struct Whereis {
-    /// The resource.
-    pub resource: Atom,
+    /// The resource (or a tenant's namespace of it).
+    pub resource: ResourceRef,
     /// The primary key.
     pub pk: Value,
 }
@@ -30,8 +30,8 @@ impl Whereis {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
-        let result = svc.find(self.resource, &self.pk).and_then(|actor| {
+    pub fn execute(self, svc: &Service, from: Caller) {
+        let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
                 .pid(&svc.records, |actor| {
                     RecordProcess::spawned(actor, svc.records.clone())

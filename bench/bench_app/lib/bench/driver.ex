@@ -7,8 +7,8 @@ defmodule Bench.Driver do
   - `BENCH_RUST_NODE`, `BENCH_BIG_NODE` (a fresh Rust node for workload 6), `BENCH_BASELINE_NODE`
   - `BENCH_RUST_OS_PID`, `BENCH_BIG_OS_PID`, `BENCH_BASELINE_OS_PID` (CPU accounting; optional)
   - `BENCH_TLS_RUST_NODE`, `BENCH_TLS_BASELINE_NODE`, `BENCH_TLS_OPTFILE` and their
-    `BENCH_TLS_*_OS_PID`: the pair of nodes running TLS distribution, for workload 7
-    (`Bench.Tls`); without them workload 7 is left out
+    `BENCH_TLS_*_OS_PID`: the pair of nodes running TLS distribution, for workload 8
+    (`Bench.Tls`); without them workload 8 is left out
   - `BENCH_LOOPBACK_BIN` (the `loopback_rtt` example), `BENCH_OUT` (output folder),
     `BENCH_TIMESTAMP`
 
@@ -21,13 +21,15 @@ defmodule Bench.Driver do
   @usage """
   bench/run.sh [--smoke] [options]
     --smoke                 tiny sizes, every workload, checks the report has every row
-    --records N             records created in workload 3, the large filter set (100000)
+    --records N             records created in workload 3, the large filter sets, the
+                            events of workload 7 (100000)
     --small N               the small filter set (10000)
     --ops N                 operations per side per get/update measurement (30000)
     --callers LIST          concurrent callers for get/update (1,8,64)
     --keys N                distinct records get/update pick from (10000)
     --create-callers N      concurrent callers for workload 3's creates (8)
-    --ash-ops N             operations per side per Ash action (2000)
+    --ash-ops N             operations per side per Ash action, increments per side of
+                            workload 7's counter (2000)
     --big N                 records of workload 6 (1000000); --no-big skips workload 6
     --big-small N           workload 6's reference size (10000)
     --batch N               records per bulk_create batch (1000)
@@ -207,7 +209,8 @@ defmodule Bench.Driver do
       {"3. create and memory", &Workloads.create/1},
       {"1-2. get and update", &Workloads.get_update/1},
       {"4. non-primary-key filter", &Workloads.filter/1},
-      {"5. through Ash", &Workloads.ash/1}
+      {"5. through Ash", &Workloads.ash/1},
+      {"7. Ash features: in the node vs the shim's fallback", &Workloads.ash_features/1}
     ]
 
     steps =
@@ -217,7 +220,7 @@ defmodule Bench.Driver do
         steps
       end
 
-    steps = if ctx.tls, do: steps ++ [{"7. get over TLS", &Bench.Tls.rows/1}], else: steps
+    steps = if ctx.tls, do: steps ++ [{"8. get over TLS", &Bench.Tls.rows/1}], else: steps
 
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->

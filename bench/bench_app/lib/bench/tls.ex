@@ -1,6 +1,6 @@
 defmodule Bench.Tls do
   @moduledoc """
-  Workload 7: get by primary key over TLS distribution, 1 caller.
+  Workload 8: get by primary key over TLS distribution, 1 caller.
 
   An Erlang node runs either plain TCP or TLS distribution, never both, so `bench/run.sh`
   starts a second pair of nodes with TLS: a Rust node (`--proto-dist inet_tls`) and a baseline
@@ -134,7 +134,7 @@ defmodule Bench.Tls do
       %{
         id: "tls_get_c1",
         table: "latency",
-        workload: "7",
+        workload: "8",
         label: "get by primary key over TLS, 1 caller",
         rust: s.rust_tls,
         beam: s.beam_tls,
@@ -148,7 +148,7 @@ defmodule Bench.Tls do
       %{
         id: "tls_get_vs_tcp",
         table: "values",
-        workload: "7",
+        workload: "8",
         label: "get p50 over TLS / over plain TCP (Rust), 1 caller",
         unit: "µs",
         rust: s.rust_tls.p50_us,

@@ -48,7 +48,8 @@ defmodule AshGenServer.DataLayer.Info do
       primary_key: Ash.Resource.Info.primary_key(resource),
       inactivity_timeout: inactivity_timeout(resource),
       maximum_lifetime: maximum_lifetime(resource),
-      identities: node_identities(resource)
+      identities: node_identities(resource),
+      types: node_types(resource)
     }
 
     [:max_restarts, :max_seconds, :expiry_grace]
@@ -61,15 +62,69 @@ defmodule AshGenServer.DataLayer.Info do
   end
 
   @doc """
-  The identities the node enforces: every identity whose keys are all attributes and that has
-  no `where` condition (the node has no partial unique keys; Ash evaluates those itself).
+  The `types` of `define`: how the node compares the values of the attributes whose stored form
+  it orders by value (dates, times, datetimes, decimals, ci_strings; see
+  `AshGenServer.Values.node_type/1`).
   """
-  @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]}]
+  @spec node_types(Ash.Resource.t()) :: %{atom => atom}
+  def node_types(resource) do
+    for attribute <- Ash.Resource.Info.attributes(resource),
+        type = AshGenServer.Values.node_type(attribute.type),
+        into: %{},
+        do: {attribute.name, type}
+  end
+
+  @doc """
+  The identities the node enforces: every identity whose keys are all attributes, as
+  `{Name, Keys, \#{where => Expr, nils_distinct => boolean}}` (a `where` the node cannot
+  evaluate exactly leaves the identity to Ash's `pre_check?`, see `node_where/2`). With
+  the `:attribute` multitenancy strategy, an identity that is not `all_tenants?` includes the
+  tenant attribute (the same value may be used once per tenant), as Ash's upsert keys do.
+  """
+  @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]} | {atom, [atom], map}]
   def node_identities(resource) do
     for identity <- Ash.Resource.Info.identities(resource),
-        is_nil(identity.where),
-        Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)) do
-      {identity.name, identity.keys}
+        Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)),
+        {:ok, where} <- [node_where(resource, identity)] do
+      keys = identity_keys(resource, identity)
+      nils_distinct? = Map.get(identity, :nils_distinct?, true)
+
+      case {where, nils_distinct?} do
+        {nil, true} -> {identity.name, keys}
+        {nil, false} -> {identity.name, keys, %{nils_distinct: false}}
+        {where, _} -> {identity.name, keys, %{where: where, nils_distinct: nils_distinct?}}
+      end
+    end
+  end
+
+  @doc """
+  An identity's `where` as the node evaluates it: `{:ok, nil}` (no `where`), `{:ok, expr}`
+  (a filter the node evaluates exactly) or `:error` (one it cannot: the identity is left to
+  Ash's `pre_check?`, and without it the resource does not compile, see
+  `AshGenServer.DataLayer.Verifiers`).
+  """
+  @spec node_where(Ash.Resource.t(), Ash.Resource.Identity.t()) :: {:ok, term} | :error
+  def node_where(_resource, %{where: nil}), do: {:ok, nil}
+
+  def node_where(resource, %{where: where}) do
+    with {:ok, filter} <- Ash.Filter.parse(resource, where),
+         %{exact?: true, expr: expr} <- AshGenServer.Filter.translate(filter, resource) do
+      {:ok, expr}
+    else
+      _ -> :error
+    end
+  rescue
+    _ -> :error
+  end
+
+  @doc "An identity's keys as the node enforces them (see `node_identities/1`)."
+  @spec identity_keys(Ash.Resource.t(), Ash.Resource.Identity.t()) :: [atom]
+  def identity_keys(resource, identity) do
+    if Ash.Resource.Info.multitenancy_strategy(resource) == :attribute and
+         not identity.all_tenants? do
+      Enum.uniq([Ash.Resource.Info.multitenancy_attribute(resource) | identity.keys])
+    else
+      identity.keys
     end
   end
 end

@@ -2,7 +2,8 @@ defmodule AshApp.Author do
   @moduledoc """
   An author: an identity on `email`, attributes of every kind the data layer pushes down or
   leaves to Ash (a date, a decimal, a ci_string), a calculation, relationship aggregates over its
-  posts, and an optimistically locked update.
+  posts, unrelated aggregates over all posts (`parent(name)` in their filter), and an
+  optimistically locked update.
   """
   use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
 
@@ -65,6 +66,22 @@ defmodule AshApp.Author do
 
     count :recent_post_count, :posts do
       filter expr(published_on >= ^~D[2024-01-01])
+      public? true
+    end
+
+    # unrelated aggregates: over every post, whoever wrote it, whose title is the author's name
+    count :namesake_post_count, AshApp.Post do
+      filter expr(title == parent(name))
+      public? true
+    end
+
+    sum :namesake_likes, AshApp.Post, :likes do
+      filter expr(title == parent(name))
+      public? true
+    end
+
+    exists :has_namesake_post, AshApp.Post do
+      filter expr(title == parent(name))
       public? true
     end
   end

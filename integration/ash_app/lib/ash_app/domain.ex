@@ -12,5 +12,12 @@ defmodule AshApp.Domain do
     resource AshApp.Fragile
     resource AshApp.Orphan
     resource AshApp.Everything
+    resource AshApp.Counter
+    resource AshApp.CasCounter
+    resource AshApp.Note
+    resource AshApp.Memo
+    resource AshApp.Ticket
+    resource AshApp.Badge
+    resource AshApp.Seat
   end
 end

@@ -21,6 +21,8 @@ defmodule AshApp.Session do
     defaults [:read, create: :*, update: :*]
 
     destroy :destroy do
+      # a change that runs Elixir code per record: not an atomic destroy
+      require_atomic? false
       primary? true
       change AshApp.Changes.ReportDestroy
     end

@@ -20,6 +20,8 @@ defmodule AshApp.Token do
     defaults [:read, create: :*, update: :*]
 
     destroy :destroy do
+      # a change that runs Elixir code per record: not an atomic destroy
+      require_atomic? false
       primary? true
       change AshApp.Changes.ReportDestroy
     end

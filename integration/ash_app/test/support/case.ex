@@ -13,7 +13,14 @@ defmodule AshApp.Case do
     AshApp.Token,
     AshApp.ExpiryLog,
     AshApp.Fragile,
-    AshApp.Everything
+    AshApp.Everything,
+    AshApp.Counter,
+    AshApp.CasCounter,
+    AshApp.Note,
+    AshApp.Memo,
+    AshApp.Ticket,
+    AshApp.Badge,
+    AshApp.Seat
   ]
 
   using do
@@ -21,7 +28,25 @@ defmodule AshApp.Case do
       import AshApp.Helpers
       require Ash.Query
       require Ash.Expr
-      alias AshApp.{Author, Everything, ExpiryLog, Fragile, Orphan, Post, Session, Tag, Token}
+
+      alias AshApp.{
+        Author,
+        Badge,
+        CasCounter,
+        Counter,
+        Everything,
+        ExpiryLog,
+        Fragile,
+        Memo,
+        Note,
+        Orphan,
+        Post,
+        Seat,
+        Session,
+        Tag,
+        Ticket,
+        Token
+      }
     end
   end
 

@@ -1,0 +1,176 @@
+defmodule AshApp.Counter do
+  @moduledoc """
+  A counter whose atomic updates the record's actor evaluates (`AshApp.CasCounter` is the same
+  resource, always updated with the shim's compare-and-set loop).
+  """
+  use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
+
+  attributes do
+    uuid_primary_key :id, writable?: true
+    attribute :name, :string, public?: true
+    attribute :count, :integer, default: 0, allow_nil?: false, public?: true
+    attribute :label, :string, public?: true
+    attribute :version, :integer, default: 0, public?: true
+    attribute :secret, :string, public?: true, sensitive?: true
+  end
+
+  identities do
+    identity :unique_name, [:name]
+  end
+
+  actions do
+    defaults [:read, :destroy, update: :*]
+
+    create :create do
+      primary? true
+      accept [:id, :name, :count, :label, :version, :secret]
+    end
+
+    create :hit do
+      accept [:name, :count]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields []
+      change atomic_update(:count, expr(count + 1))
+    end
+
+    create :newer do
+      accept [:name, :version, :label]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields [:version, :label]
+      upsert_condition expr(version < upsert_conflict(:version))
+    end
+
+    update :increment do
+      change atomic_update(:count, expr(count + 1))
+    end
+
+    update :add do
+      argument :amount, :integer, allow_nil?: false
+      change atomic_update(:count, expr(count + ^arg(:amount)))
+    end
+
+    update :relabel do
+      change atomic_update(:label, expr(name <> "#" <> "x"))
+    end
+
+    update :bounded_increment do
+      change atomic_update(
+               :count,
+               expr(
+                 if count >= 3 do
+                   error(Ash.Error.Changes.InvalidAttribute, %{
+                     field: :count,
+                     message: "is at its maximum"
+                   })
+                 else
+                   count + 1
+                 end
+               )
+             )
+    end
+
+    update :downcase_label do
+      # string_downcase is not a node expression: the compare-and-set loop does it
+      change atomic_update(:label, expr(string_downcase(label)))
+    end
+
+    update :touch_label do
+      require_atomic? false
+
+      change fn changeset, _ ->
+        Ash.Changeset.force_change_attribute(changeset, :label, "touched")
+      end
+    end
+  end
+end
+
+defmodule AshApp.CasCounter do
+  @moduledoc "`AshApp.Counter`, always updated with the shim's compare-and-set loop."
+  use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
+
+  gen_server do
+    atomics_in_node?(false)
+  end
+
+  attributes do
+    uuid_primary_key :id, writable?: true
+    attribute :name, :string, public?: true
+    attribute :count, :integer, default: 0, allow_nil?: false, public?: true
+    attribute :label, :string, public?: true
+    attribute :version, :integer, default: 0, public?: true
+    attribute :secret, :string, public?: true, sensitive?: true
+  end
+
+  identities do
+    identity :unique_name, [:name]
+  end
+
+  actions do
+    defaults [:read, :destroy, update: :*]
+
+    create :create do
+      primary? true
+      accept [:id, :name, :count, :label, :version, :secret]
+    end
+
+    create :hit do
+      accept [:name, :count]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields []
+      change atomic_update(:count, expr(count + 1))
+    end
+
+    create :newer do
+      accept [:name, :version, :label]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields [:version, :label]
+      upsert_condition expr(version < upsert_conflict(:version))
+    end
+
+    update :increment do
+      change atomic_update(:count, expr(count + 1))
+    end
+
+    update :add do
+      argument :amount, :integer, allow_nil?: false
+      change atomic_update(:count, expr(count + ^arg(:amount)))
+    end
+
+    update :relabel do
+      change atomic_update(:label, expr(name <> "#" <> "x"))
+    end
+
+    update :bounded_increment do
+      change atomic_update(
+               :count,
+               expr(
+                 if count >= 3 do
+                   error(Ash.Error.Changes.InvalidAttribute, %{
+                     field: :count,
+                     message: "is at its maximum"
+                   })
+                 else
+                   count + 1
+                 end
+               )
+             )
+    end
+
+    update :downcase_label do
+      # string_downcase is not a node expression: the compare-and-set loop does it
+      change atomic_update(:label, expr(string_downcase(label)))
+    end
+
+    update :touch_label do
+      require_atomic? false
+
+      change fn changeset, _ ->
+        Ash.Changeset.force_change_attribute(changeset, :label, "touched")
+      end
+    end
+  end
+end

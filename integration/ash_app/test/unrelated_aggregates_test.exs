@@ -1,0 +1,94 @@
+defmodule AshApp.UnrelatedAggregatesTest do
+  @moduledoc """
+  Unrelated aggregates (`count :x, AshApp.Post do filter expr(... parent(name)) end`, no
+  relationship): loaded, filtered and sorted on through Ash, and `exists(Resource, ...)` in a
+  filter, each record getting the value for its own `parent(...)`.
+  """
+  use AshApp.Case, async: false
+
+  @fields [:namesake_post_count, :namesake_likes, :has_namesake_post]
+
+  defp author!(name),
+    do: Author |> Ash.Changeset.for_create(:create, %{name: name}) |> Ash.create!()
+
+  defp post!(title, likes, author \\ nil) do
+    Post
+    |> Ash.Changeset.for_create(:import, %{
+      title: title,
+      likes: likes,
+      author_id: author && author.id
+    })
+    |> Ash.create!()
+  end
+
+  setup do
+    ann = author!("ann")
+    bob = author!("bob")
+    author!("cy")
+
+    # titled after an author, whoever wrote them (bob wrote one called "ann")
+    post!("ann", 3, bob)
+    post!("ann", 4)
+    post!("bob", 10, ann)
+    post!("zed", 99, ann)
+    :ok
+  end
+
+  defp values(authors),
+    do: Map.new(authors, fn a -> {a.name, Map.take(a, @fields)} end)
+
+  test "loaded on many records: each gets the value for its own parent(name)" do
+    authors = Author |> Ash.Query.load(@fields) |> Ash.read!()
+
+    assert values(authors) == %{
+             "ann" => %{namesake_post_count: 2, namesake_likes: 7, has_namesake_post: true},
+             "bob" => %{namesake_post_count: 1, namesake_likes: 10, has_namesake_post: true},
+             "cy" => %{namesake_post_count: 0, namesake_likes: nil, has_namesake_post: false}
+           }
+  end
+
+  test "follows changes to the other resource" do
+    [cy] = Author |> Ash.Query.filter(name == "cy") |> Ash.read!()
+    assert %{namesake_post_count: 0} = Ash.load!(cy, :namesake_post_count)
+
+    post!("cy", 1)
+    assert %{namesake_post_count: 1, namesake_likes: 1} = Ash.load!(cy, @fields)
+  end
+
+  test "filtered and sorted on" do
+    names =
+      Author
+      |> Ash.Query.filter(namesake_post_count >= 1)
+      |> Ash.Query.sort(name: :asc)
+      |> Ash.read!()
+      |> Enum.map(& &1.name)
+
+    assert names == ["ann", "bob"]
+
+    names =
+      Author
+      |> Ash.Query.sort(namesake_post_count: :desc, name: :asc)
+      |> Ash.read!()
+      |> Enum.map(& &1.name)
+
+    assert names == ["ann", "bob", "cy"]
+  end
+
+  test "exists(Resource, ...) in a filter, with parent()" do
+    names =
+      Author
+      |> Ash.Query.filter(exists(AshApp.Post, title == parent(name) and likes > 5))
+      |> Ash.read!()
+      |> Enum.map(& &1.name)
+
+    assert names == ["bob"]
+
+    names =
+      Author
+      |> Ash.Query.filter(not exists(AshApp.Post, title == parent(name)))
+      |> Ash.read!()
+      |> Enum.map(& &1.name)
+
+    assert names == ["cy"]
+  end
+end
