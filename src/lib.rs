@@ -30,5 +30,6 @@ pub mod query;
 pub mod record;
 pub mod settings;
 pub mod status;
+pub mod storage;
 pub mod term;
 pub mod wire;

@@ -3,6 +3,7 @@
 use ash_gen_server::client;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig};
 use ash_gen_server::protocol::{self, Server};
+use ash_gen_server::storage::FsyncPolicy;
 use ash_gen_server::term::parse_term;
 use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
 use ash_gen_server::wire::tls::DistTls;
@@ -175,6 +176,16 @@ struct StartArgs {
     /// Define the resources listed in this JSON file at start (see src/config.rs).
     #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_RESOURCES")]
     resources: Option<PathBuf>,
+    /// Keep the records in this directory (a journal), so a restart, even after a crash, comes
+    /// back with every acknowledged record and its remaining lifetime. Without it, records
+    /// live in memory only.
+    #[arg(long, value_name = "DIR", env = "ASH_GEN_SERVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// When the journal is flushed to the disk: before each acknowledgement (always), every
+    /// 100 ms (interval: a machine crash can lose the last 100 ms), or when the OS decides
+    /// (never). A crash of the process alone loses nothing in any mode.
+    #[arg(long, value_enum, default_value_t = FsyncPolicy::Interval, env = "ASH_GEN_SERVER_FSYNC")]
+    fsync: FsyncPolicy,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
     #[arg(long, value_name = "ADDR", env = "ASH_GEN_SERVER_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -356,6 +367,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
     let options = protocol::Options {
         fault_injection: args.enable_fault_injection,
+        data_dir: args.data_dir.clone(),
+        fsync: Some(args.fsync),
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
     let metrics = match args.metrics_addr {

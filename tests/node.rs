@@ -25,7 +25,14 @@ async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
     };
     let running = Node::start(config).await.expect("node starts");
     // The server lives as long as the node (its tasks end with the runtime).
-    Server::start(&running.node, Options { fault_injection }).expect("server starts");
+    Server::start(
+        &running.node,
+        Options {
+            fault_injection,
+            ..Options::default()
+        },
+    )
+    .expect("server starts");
     assert!(running.embedded_epmd);
     let epmd_port = running.node.config.epmd_port;
     assert_ne!(epmd_port, 0);

@@ -10,6 +10,7 @@ pub mod args;
 pub mod caller;
 pub mod cmd;
 pub mod direct;
+pub mod durable;
 pub mod error;
 pub mod gather;
 pub mod reply;

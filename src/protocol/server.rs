@@ -35,13 +35,23 @@ pub struct RunningServer {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("the name {SERVER_NAME} is already registered on this node")]
-pub struct AlreadyRegistered;
+pub enum ServerError {
+    /// Another process has the name.
+    #[error("the name {SERVER_NAME} is already registered on this node")]
+    AlreadyRegistered,
+    /// The data directory could not be used.
+    #[error(transparent)]
+    DataDir(#[from] super::durable::DataDirError),
+}
 
 impl Server {
     /// Registers the server under [`SERVER_NAME`] on `node`, with a new record service, and
     /// starts the service's timers. Needs a tokio runtime.
-    pub fn start(node: &Arc<Node>, options: Options) -> Result<RunningServer, AlreadyRegistered> {
+    pub fn start(node: &Arc<Node>, options: Options) -> Result<RunningServer, ServerError> {
+        let data_dir = options.data_dir.clone();
+        let fsync = options
+            .fsync
+            .unwrap_or(crate::storage::FsyncPolicy::Interval);
         let mut service = None;
         let pid = node
             .register(SERVER_NAME, |pid| {
@@ -53,9 +63,24 @@ impl Server {
                 service = Some(svc.clone());
                 Arc::new(Server { service: svc })
             })
-            .ok_or(AlreadyRegistered)?;
+            .ok_or(ServerError::AlreadyRegistered)?;
         let service = service.expect("the server was made");
-        let tasks = service.records.spawn_tasks();
+        let mut tasks = Vec::new();
+        if let Some(dir) = &data_dir {
+            let (journal, restored) = super::durable::open(&service, dir, fsync)?;
+            tracing::info!(
+                dir = %dir.display(),
+                ?fsync,
+                resources = restored.resources,
+                records = restored.records,
+                cut_bytes = restored.cut_bytes,
+                "restored records from the data directory"
+            );
+            if fsync == crate::storage::FsyncPolicy::Interval {
+                tasks.push(tokio::spawn(super::durable::flush_every_interval(journal)));
+            }
+        }
+        tasks.extend(service.records.spawn_tasks());
         tracing::info!(%pid, instance = %service.instance, "{SERVER_NAME} started");
         Ok(RunningServer {
             pid,
@@ -129,6 +154,7 @@ mod tests {
             &node,
             Options {
                 fault_injection: true,
+                ..Options::default()
             },
         )
         .unwrap();

@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub struct Options {
     /// Serve the `fault` request (tests only).
     pub fault_injection: bool,
+    /// Keep the records in this directory across restarts.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When the journal in `data_dir` is flushed to the disk.
+    pub fsync: Option<crate::storage::FsyncPolicy>,
 }
 
 /// What every request is served with.

@@ -48,6 +48,18 @@ impl FieldType {
         })
     }
 
+    /// The type's name in `define`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Date => "date",
+            FieldType::Time => "time",
+            FieldType::NaiveDateTime => "naive_datetime",
+            FieldType::DateTime => "datetime",
+            FieldType::Decimal => "decimal",
+            FieldType::CiString => "ci_string",
+        }
+    }
+
     /// The comparison key of `v`, if it has this type's shape.
     pub fn key(self, v: &Value) -> Option<Key> {
         match self {
@@ -193,6 +205,11 @@ impl Types {
             return None;
         }
         self.0.get(&field).copied()
+    }
+
+    /// The typed fields and their types.
+    pub fn iter(&self) -> impl Iterator<Item = (Atom, FieldType)> + '_ {
+        self.0.iter().map(|(f, t)| (*f, *t))
     }
 
     /// Whether no field is typed.

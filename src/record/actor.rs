@@ -226,20 +226,33 @@ struct Step {
 pub struct RecordActor {
     /// The resource the record belongs to.
     pub resource: Arc<Resource>,
+    /// When the record was created, in milliseconds since the Unix epoch (what the journal
+    /// keeps, so a restored record keeps its remaining lifetime).
+    pub born_wall: i64,
     inner: Mutex<Inner>,
 }
 
 impl RecordActor {
     /// A new actor holding `record`, born at `now` (node milliseconds).
-    pub fn new(resource: Arc<Resource>, record: Record, now: u64) -> Arc<RecordActor> {
+    /// `born` is the creation time in node milliseconds (possibly before the node started, for
+    /// a restored record), `born_wall` the same in Unix milliseconds; the inactivity timer
+    /// counts from `now`.
+    pub fn new(
+        resource: Arc<Resource>,
+        record: Record,
+        now: u64,
+        born: u64,
+        born_wall: i64,
+    ) -> Arc<RecordActor> {
         Arc::new(RecordActor {
             resource,
+            born_wall,
             inner: Mutex::new(Inner {
                 committed: Some(record),
                 mailbox: VecDeque::new(),
                 running: false,
                 pid: None,
-                born: now,
+                born,
                 last_touch: now,
                 timer_at: None,
                 expiring: None,

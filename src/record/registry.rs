@@ -12,6 +12,7 @@ use super::actor::RecordActor;
 use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
 use crate::query::typed::{FieldType, Types};
+use crate::storage::Journal;
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -73,6 +74,8 @@ pub struct Identity {
     pub fields: Vec<Atom>,
     /// Only records matching this filter take part (`where`).
     pub filter: Option<Expr>,
+    /// The `where` filter as it was given (kept to describe the identity again).
+    pub filter_term: Option<Value>,
     /// Whether records with a `nil` in one of the fields never conflict (the default).
     pub nils_distinct: bool,
 }
@@ -84,6 +87,7 @@ impl Identity {
             name,
             fields,
             filter: None,
+            filter_term: None,
             nils_distinct: true,
         }
     }
@@ -109,6 +113,48 @@ pub struct ResourceConfig {
 }
 
 impl ResourceConfig {
+    /// The options of `define` that give this configuration.
+    pub fn to_opts(&self) -> Value {
+        let atom = |s: &'static str| Value::Atom(Atom::from_static(s));
+        let atoms = |fields: &[Atom]| Value::list(fields.iter().map(|f| Value::Atom(*f)).collect());
+        let ms = |v: Option<u64>| v.map_or(atom("infinity"), |n| Value::Int(n as i64));
+        let identities = self
+            .identities
+            .iter()
+            .map(|id| {
+                let opts = Value::map(vec![
+                    (
+                        atom("where"),
+                        id.filter_term.clone().unwrap_or_else(Value::nil),
+                    ),
+                    (atom("nils_distinct"), Value::boolean(id.nils_distinct)),
+                ]);
+                Value::tuple(vec![id.name.clone(), atoms(&id.fields), opts])
+            })
+            .collect();
+        let types = self
+            .types
+            .iter()
+            .map(|(f, t)| (Value::Atom(f), Value::Atom(Atom::from_static(t.name()))))
+            .collect();
+        Value::map(vec![
+            (atom("primary_key"), atoms(&self.primary_key)),
+            (atom("inactivity_timeout"), ms(self.inactivity_timeout)),
+            (atom("maximum_lifetime"), ms(self.maximum_lifetime)),
+            (atom("identities"), Value::list(identities)),
+            (atom("types"), Value::map(types)),
+            (
+                atom("max_restarts"),
+                Value::Int(self.restart.max_restarts as i64),
+            ),
+            (
+                atom("max_seconds"),
+                Value::Int(self.restart.max_seconds as i64),
+            ),
+            (atom("expiry_grace"), Value::Int(self.expiry_grace as i64)),
+        ])
+    }
+
     /// A configuration with defaults for everything but the primary key.
     pub fn new(primary_key: Vec<Atom>) -> ResourceConfig {
         ResourceConfig {
@@ -166,11 +212,15 @@ pub enum StoreError {
     Expr(Value),
 }
 
+/// Where a resource journals its changes, once the node has a data directory.
+pub type JournalSlot = std::sync::OnceLock<Arc<Journal>>;
+
 /// All resources, and their tenants' namespaces.
 #[derive(Default)]
 pub struct Store {
     resources: RwLock<HashMap<Atom, Arc<Resource>>>,
     tenants: RwLock<HashMap<(Atom, Value), Arc<Resource>>>,
+    journal: Arc<JournalSlot>,
 }
 
 impl Store {
@@ -185,6 +235,7 @@ impl Store {
         match resources.get(&name) {
             Some(existing) => {
                 existing.reconfigure(config.clone())?;
+                existing.log(|| existing.define_entry());
                 // Every tenant follows the resource's definition.
                 for ((resource, _), tenant) in self.tenants.read().iter() {
                     if *resource == name {
@@ -194,7 +245,9 @@ impl Store {
                 Ok(())
             }
             None => {
-                resources.insert(name, Arc::new(Resource::new(name, None, config)));
+                let resource = Resource::new(name, None, config, self.journal.clone());
+                resource.log(|| resource.define_entry());
+                resources.insert(name, Arc::new(resource));
                 Ok(())
             }
         }
@@ -219,10 +272,23 @@ impl Store {
                     name,
                     Some(tenant.clone()),
                     (*base.config()).clone(),
+                    self.journal.clone(),
                 ))
             })
             .clone();
         Ok(r)
+    }
+
+    /// From now on every change is journaled in `journal` (once; later calls are ignored).
+    pub fn attach_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Every resource and tenant namespace.
+    pub fn all(&self) -> Vec<Arc<Resource>> {
+        let mut all: Vec<Arc<Resource>> = self.resources.read().values().cloned().collect();
+        all.extend(self.tenants.read().values().cloned());
+        all
     }
 
     /// Every tenant namespace of the resource `name`.
@@ -282,14 +348,21 @@ pub struct Resource {
     shards: Box<[RwLock<Shard>]>,
     identities: RwLock<Vec<FxHashMap<Key, Key>>>,
     len: AtomicUsize,
+    journal: Arc<JournalSlot>,
 }
 
 impl Resource {
-    fn new(name: Atom, tenant: Option<Value>, config: ResourceConfig) -> Resource {
+    fn new(
+        name: Atom,
+        tenant: Option<Value>,
+        config: ResourceConfig,
+        journal: Arc<JournalSlot>,
+    ) -> Resource {
         let identities = vec![FxHashMap::default(); config.identities.len()];
         Resource {
             name,
             tenant,
+            journal,
             config: RwLock::new(Arc::new(config)),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             identities: RwLock::new(identities),
@@ -407,6 +480,70 @@ impl Resource {
         Ok(key.and_then(|k| self.lookup(&k)))
     }
 
+    /// `Resource` or `{Resource, Tenant}`, as requests name this namespace.
+    pub fn ref_term(&self) -> Value {
+        match &self.tenant {
+            None => Value::Atom(self.name),
+            Some(t) => Value::pair(Value::Atom(self.name), t.clone()),
+        }
+    }
+
+    /// Appends the entry `make` builds to the journal, if the node keeps one. Called under the
+    /// locks of the change it records, so the journal has changes in the order they were made.
+    fn log(&self, make: impl FnOnce() -> Value) {
+        if let Some(journal) = self.journal.get()
+            && let Err(e) = journal.append(&make())
+        {
+            tracing::error!(resource = %self.name, error = %e, "could not journal a change");
+        }
+    }
+
+    fn log_rekey(&self, old: &Key, new: &Key, record: &Record, born_wall: i64) {
+        if old != new {
+            self.log(|| self.delete_entry(old));
+        }
+        self.log(|| self.put_entry(record, born_wall));
+    }
+
+    /// `{define, Resource, Opts}` of the base resource (tenants follow it).
+    pub fn define_entry(&self) -> Value {
+        let atom = |s: &'static str| Value::Atom(Atom::from_static(s));
+        Value::tuple(vec![
+            atom("define"),
+            Value::Atom(self.name),
+            self.config().to_opts(),
+        ])
+    }
+
+    /// `{put, Ref, Record, BornWallMs}`.
+    pub fn put_entry(&self, record: &Record, born_wall: i64) -> Value {
+        Value::tuple(vec![
+            Value::Atom(Atom::from_static("put")),
+            self.ref_term(),
+            record.to_value(),
+            Value::Int(born_wall),
+        ])
+    }
+
+    fn delete_entry(&self, key: &Key) -> Value {
+        Value::tuple(vec![
+            Value::Atom(Atom::from_static("delete")),
+            self.ref_term(),
+            self.pk_value(key),
+        ])
+    }
+
+    /// Every live record with its creation time (Unix ms), for a journal snapshot.
+    pub fn records_with_birth(&self) -> Vec<(Record, i64)> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            for entry in shard.read().values() {
+                out.push((entry.record.clone(), entry.actor.born_wall));
+            }
+        }
+        out
+    }
+
     /// Whether `record` still has `incoming`'s values for the upsert keys `fields` (the
     /// primary key or an identity's fields, compared as the identity compares them).
     pub fn still_has_keys(&self, record: &Record, fields: &[Atom], incoming: &Record) -> bool {
@@ -430,6 +567,18 @@ impl Resource {
         record: Record,
         now: u64,
     ) -> Result<(Arc<RecordActor>, Record), StoreError> {
+        self.insert_born(record, now, now, wall_ms())
+    }
+
+    /// Adds a record created at `born` (node milliseconds; `born_wall` in Unix milliseconds),
+    /// its inactivity counting from `now`: a new record, or one restored from the journal.
+    pub fn insert_born(
+        self: &Arc<Self>,
+        record: Record,
+        now: u64,
+        born: u64,
+        born_wall: i64,
+    ) -> Result<(Arc<RecordActor>, Record), StoreError> {
         let config = self.config();
         let key = key_from(&config.primary_key, |f| record.get(f))?;
         let claims = identity_claims(&config, &record);
@@ -443,7 +592,8 @@ impl Resource {
             std::collections::hash_map::Entry::Vacant(slot) => slot,
         };
         check_identities(&config, &identities, &claims, None)?;
-        let actor = RecordActor::new(self.clone(), record.clone(), now);
+        let actor = RecordActor::new(self.clone(), record.clone(), now, born, born_wall);
+        self.log(|| self.put_entry(&record, born_wall));
         for (i, values) in claims {
             identities[i].insert(values, slot.key().clone());
         }
@@ -474,6 +624,7 @@ impl Resource {
             let mut shard = self.shards[self.shard(&old_key)].write();
             return match shard.get_mut(&old_key) {
                 Some(entry) if Arc::ptr_eq(&entry.actor, actor) => {
+                    self.log(|| self.put_entry(new, actor.born_wall));
                     entry.record = new.clone();
                     Ok(())
                 }
@@ -491,6 +642,7 @@ impl Resource {
             if old_key != new_key && shard.contains_key(&new_key) {
                 return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
             }
+            self.log_rekey(&old_key, &new_key, new, actor.born_wall);
             if let Some(mut entry) = shard.remove(&old_key) {
                 entry.record = new.clone();
                 shard.insert(new_key.clone(), entry);
@@ -509,6 +661,7 @@ impl Resource {
             if new_shard.contains_key(&new_key) {
                 return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
             }
+            self.log_rekey(&old_key, &new_key, new, actor.born_wall);
             if let Some(mut entry) = old_shard.remove(&old_key) {
                 entry.record = new.clone();
                 new_shard.insert(new_key.clone(), entry);
@@ -530,6 +683,7 @@ impl Resource {
             Some(entry) if Arc::ptr_eq(&entry.actor, actor) => {}
             _ => return false,
         }
+        self.log(|| self.delete_entry(&key));
         shard.remove(&key);
         self.len.fetch_sub(1, Ordering::Relaxed);
         for (i, values) in identity_claims(&config, record) {
@@ -543,6 +697,7 @@ impl Resource {
     /// Removes every record; returns the actors removed (for their exit notifications).
     pub fn take_all(&self) -> Vec<Arc<RecordActor>> {
         let mut identities = self.identities.write();
+        self.log(|| Value::pair(Value::Atom(Atom::from_static("clear")), self.ref_term()));
         for identity in identities.iter_mut() {
             identity.clear();
         }
@@ -651,6 +806,13 @@ fn move_claims(
     for (i, values) in new_claims {
         identities[i].insert(values, new_key.clone());
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn key_from<'a>(

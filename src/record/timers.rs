@@ -37,6 +37,10 @@ impl Ord for Entry {
     }
 }
 
+/// What [`Timers::now`] reads at start: about 34 years of milliseconds, so a record created
+/// long before a restart still has a creation time on this clock.
+pub const CLOCK_ORIGIN: u64 = 1 << 40;
+
 /// The node's record timers.
 pub struct Timers {
     epoch: Instant,
@@ -60,9 +64,15 @@ impl Timers {
         }
     }
 
-    /// Milliseconds since the node started (the clock every record time uses).
+    /// The clock every record time uses, in milliseconds: [`CLOCK_ORIGIN`] at start, so times
+    /// before the start (a restored record's creation) can be told too.
     pub fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        CLOCK_ORIGIN + self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds since the timers started.
+    pub fn uptime(&self) -> u64 {
+        self.now() - CLOCK_ORIGIN
     }
 
     /// Delivers a `Timer` message to `actor` at `at` (node milliseconds).
@@ -114,8 +124,10 @@ impl Timers {
             }
             match next {
                 Some(at) => {
-                    let sleep =
-                        tokio::time::sleep_until((self.epoch + Duration::from_millis(at)).into());
+                    let sleep = tokio::time::sleep_until(
+                        (self.epoch + Duration::from_millis(at.saturating_sub(CLOCK_ORIGIN)))
+                            .into(),
+                    );
                     tokio::select! {
                         _ = sleep => {}
                         _ = self.wake.notified() => {}

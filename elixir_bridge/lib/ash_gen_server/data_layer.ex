@@ -85,20 +85,25 @@ defmodule AshGenServer.DataLayer do
     the request's `filter`, checked atomically by the record's actor, and `{error, stale}`
     becomes `Ash.Error.Changes.StaleRecord`;
   - upserts (by primary key or identity) are atomic `upsert` requests (`AshGenServer.Upsert`);
-    identities without a `where` are enforced by the node;
+    identities (with `nils_distinct?: false`, or a `where` the node evaluates exactly) are
+    enforced by the node;
+  - atomic updates (`atomic_update`, updates and destroys by query) are evaluated in the
+    record's actor where the node can, else by a compare-and-set loop (`AshGenServer.Atomics`,
+    DSL `atomics_in_node?`); Ash runs a single atomic update as an update by primary key, one
+    `update_where`;
+  - multitenancy: `:context` (each tenant's namespace on the node) and `:attribute`;
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
-  - expired records are destroyed through the primary destroy action
+  - expired records are destroyed through the primary destroy action, for their tenant
     (`AshGenServer.ExpiryHandler`).
 
   There are no transactions (`can?(_, :transact)` is false, as for `Ash.DataLayer.Ets`); Ash's
   before/after action hooks still run in order.
 
-  Known limits: the node compares identity values exactly (an identity on a `ci_string` is
-  case-sensitive on the node), identities with a `where` are not enforced by the node,
-  multitenancy and atomic updates (`atomic_update`, bulk update/destroy by query) are not
-  supported. With Elixir 1.14, Ash's date arithmetic expressions (`ago`, `from_now`,
-  `date_add`...), `Duration`, Reactor-backed actions and `Ash.Info.defined_extensions/1` do not
-  work; that is Ash on Elixir 1.14, not this data layer.
+  Known limits: an identity whose `where` the node cannot evaluate exactly does not compile
+  unless it sets `pre_check?` (`AshGenServer.DataLayer.Verifiers`). With Elixir 1.14, Ash's
+  date arithmetic expressions (`ago`, `from_now`, `date_add`...), `Duration`, Reactor-backed
+  actions and `Ash.Info.defined_extensions/1` do not work; that is Ash on Elixir 1.14, not this
+  data layer.
 
   ## DSL
 

@@ -2,7 +2,7 @@ defmodule AshApp.TenancyTest do
   @moduledoc """
   Multitenancy: `:attribute` (`Note`: identities and upserts per tenant) and `:context` (`Memo`:
   each tenant's own namespace on the node). One tenant never sees or changes another's records.
-  Expired records are destroyed through their destroy action for their own tenant (`Ticket`,
+  Expired records are destroyed through their destroy action for their own tenant (`Visit`,
   `:context`; `Badge`, `:attribute`).
   """
   use AshApp.Case, async: false
@@ -90,9 +90,9 @@ defmodule AshApp.TenancyTest do
     assert [%{request: :query, message: {:query, {Memo, "a"}, %{limit: 3}}}] = requests
   end
 
-  defp ticket!(tenant, id),
+  defp visit!(tenant, id),
     do:
-      Ticket
+      Visit
       |> Ash.Changeset.for_create(:create, %{id: id, owner: self(), label: tenant}, tenant: tenant)
       |> Ash.create!()
 
@@ -102,12 +102,12 @@ defmodule AshApp.TenancyTest do
 
     log =
       ExUnit.CaptureLog.capture_log(fn ->
-        for tenant <- ["a", "b"], do: ticket!(tenant, id)
+        for tenant <- ["a", "b"], do: visit!(tenant, id)
 
-        assert_receive {:destroyed_in_tenant, Ticket, ^id, :inactivity_timeout, "a"}, 3_000
-        assert_receive {:destroyed_in_tenant, Ticket, ^id, :inactivity_timeout, "b"}, 3_000
-        assert [] = Ash.read!(Ticket, tenant: "a")
-        assert [] = Ash.read!(Ticket, tenant: "b")
+        assert_receive {:destroyed_in_tenant, Visit, ^id, :inactivity_timeout, "a"}, 3_000
+        assert_receive {:destroyed_in_tenant, Visit, ^id, :inactivity_timeout, "b"}, 3_000
+        assert [] = Ash.read!(Visit, tenant: "a")
+        assert [] = Ash.read!(Visit, tenant: "b")
       end)
 
     # the destroy action ran; the handler did not fall back to removing the records itself
@@ -116,11 +116,11 @@ defmodule AshApp.TenancyTest do
 
   test ":context: keep_alive and whereis reach the record in its tenant's namespace" do
     id = Ash.UUID.generate()
-    kept = ticket!("a", id)
-    ticket!("b", id)
+    kept = visit!("a", id)
+    visit!("b", id)
 
     assert {:ok, pid_a} = AshGenServer.whereis(kept)
-    assert {:ok, pid_b} = AshGenServer.whereis(Ash.get!(Ticket, id, tenant: "b"))
+    assert {:ok, pid_b} = AshGenServer.whereis(Ash.get!(Visit, id, tenant: "b"))
     assert pid_a != pid_b
 
     # keep-alives of the "a" record every 50 ms (its timeout is 200 ms) until "b" has expired
@@ -131,7 +131,7 @@ defmodule AshApp.TenancyTest do
         AshGenServer.keep_alive(kept)
 
         receive do
-          {:destroyed_in_tenant, Ticket, ^id, reason, "b"} -> {:b_expired, reason}
+          {:destroyed_in_tenant, Visit, ^id, reason, "b"} -> {:b_expired, reason}
         after
           50 -> :waiting
         end
@@ -139,11 +139,11 @@ defmodule AshApp.TenancyTest do
       |> Enum.find(&(&1 != :waiting or System.monotonic_time(:millisecond) > stop_at))
 
     assert b_expired == {:b_expired, :inactivity_timeout}
-    refute_received {:destroyed_in_tenant, Ticket, ^id, _, "a"}
+    refute_received {:destroyed_in_tenant, Visit, ^id, _, "a"}
     assert {:ok, ^pid_a} = AshGenServer.whereis(kept)
-    assert [%{label: "a"}] = Ash.read!(Ticket, tenant: "a")
+    assert [%{label: "a"}] = Ash.read!(Visit, tenant: "a")
 
-    assert_receive {:destroyed_in_tenant, Ticket, ^id, :inactivity_timeout, "a"}, 3_000
+    assert_receive {:destroyed_in_tenant, Visit, ^id, :inactivity_timeout, "a"}, 3_000
   end
 
   test ":attribute: an expired record is destroyed through its action, for its tenant" do

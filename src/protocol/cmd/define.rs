@@ -92,7 +92,10 @@ fn identities(val: &Value) -> Result<Vec<Identity>> {
                 for (k, v) in args::opts(opts, "identity")? {
                     match key(k) {
                         Some("where") if v.is_nil() => identity.filter = None,
-                        Some("where") => identity.filter = Some(args::filter(v)?),
+                        Some("where") => {
+                            identity.filter = Some(args::filter(v)?);
+                            identity.filter_term = Some(v.clone());
+                        }
                         Some("nils_distinct") => {
                             identity.nils_distinct =
                                 !matches!(v, Value::Atom(a) if a.as_str() == "false")

@@ -26,7 +26,10 @@ pub fn execute(svc: &Service, from: Caller) {
         (atom("record_pids"), int(records.pids())),
         (atom("pending_timers"), int(records.timers.pending())),
         (atom("expiry_handlers"), int(records.expiry.count())),
-        (atom("uptime_ms"), Value::Int(records.timers.now() as i64)),
+        (
+            atom("uptime_ms"),
+            Value::Int(records.timers.uptime() as i64),
+        ),
         (
             atom("instance_id"),
             Value::from(svc.instance.hyphenated().to_string().as_str()),

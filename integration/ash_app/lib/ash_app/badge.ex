@@ -1,6 +1,6 @@
 defmodule AshApp.Badge do
   @moduledoc """
-  `AshApp.Ticket` with `:attribute` multitenancy on `org`: a short-lived record whose primary
+  `AshApp.Visit` with `:attribute` multitenancy on `org`: a short-lived record whose primary
   destroy action reports the tenant it ran for (`AshApp.Changes.ReportTenant`).
   """
   use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer

@@ -16,7 +16,7 @@ defmodule AshApp.Domain do
     resource AshApp.CasCounter
     resource AshApp.Note
     resource AshApp.Memo
-    resource AshApp.Ticket
+    resource AshApp.Visit
     resource AshApp.Badge
     resource AshApp.Seat
   end

@@ -18,7 +18,7 @@ defmodule AshApp.Case do
     AshApp.CasCounter,
     AshApp.Note,
     AshApp.Memo,
-    AshApp.Ticket,
+    AshApp.Visit,
     AshApp.Badge,
     AshApp.Seat
   ]
@@ -44,8 +44,8 @@ defmodule AshApp.Case do
         Seat,
         Session,
         Tag,
-        Ticket,
-        Token
+        Token,
+        Visit
       }
     end
   end

@@ -1,8 +1,8 @@
-defmodule AshApp.Ticket do
+defmodule AshApp.Visit do
   @moduledoc """
-  A short-lived record with `:context` multitenancy: each tenant's tickets live in their own
+  A short-lived record with `:context` multitenancy: each tenant's visits live in their own
   namespace on the node and expire after 200 ms without being touched. Its primary destroy
-  action sends `{:destroyed_in_tenant, Ticket, id, reason, tenant}` to the pid in `owner`
+  action sends `{:destroyed_in_tenant, Visit, id, reason, tenant}` to the pid in `owner`
   (`AshApp.Changes.ReportTenant`).
   """
   use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer

@@ -1,0 +1,240 @@
+//! An append-only journal of terms: each entry is `[length u32 LE][crc32 u32 LE][term]`, the
+//! term in the external term format. Reading stops at the first entry that is cut short or
+//! whose checksum does not match (a write torn by a crash), and the file is truncated there.
+//!
+//! Appends go to the file with one `write` each, under a lock, before the change they record
+//! is acknowledged; [`FsyncPolicy`] says when the file is also flushed to the disk, and so what
+//! a machine crash can lose (a crash of the process alone loses nothing that was written).
+
+use crate::term::Value;
+use crate::wire::etf;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Entries larger than this are refused (and, when read, taken as the torn end).
+pub const MAX_ENTRY: usize = 256 << 20;
+
+/// When appended entries are flushed to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// Before each change is acknowledged: a machine crash loses nothing acknowledged.
+    Always,
+    /// Every 100 ms in the background: a machine crash can lose the last 100 ms.
+    Interval,
+    /// When the operating system decides: a machine crash can lose its write-back window
+    /// (typically up to 30 s).
+    Never,
+}
+
+/// How often [`FsyncPolicy::Interval`] flushes.
+pub const FSYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file operation failed.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An entry is too large.
+    #[error("a journal entry of {0} bytes is larger than the {MAX_ENTRY}-byte limit")]
+    TooLarge(usize),
+}
+
+/// An open journal, appending.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+    policy: FsyncPolicy,
+    dirty: AtomicBool,
+    appended: AtomicU64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn frame(term: &Value) -> Result<Vec<u8>, JournalError> {
+    let mut body = Vec::new();
+    etf::encode(term, &mut body);
+    if body.len() > MAX_ENTRY {
+        return Err(JournalError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads every whole entry of the journal at `path` (none if it does not exist) and truncates
+/// a torn end. Returns the entries and how many bytes were cut off.
+pub fn read(path: &Path) -> Result<(Vec<Value>, u64), JournalError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(io(path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(io(path)(e)),
+    }
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if len > MAX_ENTRY || crc32fast::hash(body) != crc {
+            break;
+        }
+        match etf::decode(body) {
+            Ok((term, used)) if used == body.len() => entries.push(term),
+            _ => break,
+        }
+        at += 8 + len;
+    }
+    let cut = (bytes.len() - at) as u64;
+    if cut > 0 {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        f.set_len(at as u64).map_err(io(path))?;
+        f.sync_all().map_err(io(path))?;
+    }
+    Ok((entries, cut))
+}
+
+/// Replaces the journal at `path` with `entries`, atomically (written beside it, flushed,
+/// renamed over it).
+pub fn rewrite(path: &Path, entries: impl IntoIterator<Item = Value>) -> Result<(), JournalError> {
+    let tmp = path.with_extension("new");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    let mut buf = Vec::new();
+    for entry in entries {
+        buf.extend_from_slice(&frame(&entry)?);
+        if buf.len() > 1 << 20 {
+            f.write_all(&buf).map_err(io(&tmp))?;
+            buf.clear();
+        }
+    }
+    f.write_all(&buf).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Opens the journal at `path` for appending (creating it).
+    pub fn open(path: &Path, policy: FsyncPolicy) -> Result<Journal, JournalError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            policy,
+            dirty: AtomicBool::new(false),
+            appended: AtomicU64::new(0),
+        })
+    }
+
+    /// Appends `term`; with [`FsyncPolicy::Always`], flushes it to the disk before returning.
+    pub fn append(&self, term: &Value) -> Result<(), JournalError> {
+        let bytes = frame(term)?;
+        let mut file = self.file.lock();
+        file.write_all(&bytes).map_err(io(&self.path))?;
+        if self.policy == FsyncPolicy::Always {
+            file.sync_data().map_err(io(&self.path))?;
+        } else {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        self.appended
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flushes what was appended to the disk, if anything (the interval task calls this).
+    pub fn flush(&self) -> Result<(), JournalError> {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            let file = self.file.lock().try_clone().map_err(io(&self.path))?;
+            file.sync_data().map_err(io(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// The flush policy.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    /// Bytes appended since the journal was opened.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term::parse_term;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ash-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_torn_end_is_cut() {
+        let d = dir("torn");
+        let path = d.join("journal.log");
+        let j = Journal::open(&path, FsyncPolicy::Always).unwrap();
+        let terms: Vec<Value> = (0..5)
+            .map(|i| parse_term(&format!("{{put, r, #{{id => {i}, s => <<\"x\">>}}, 7}}")).unwrap())
+            .collect();
+        for t in &terms {
+            j.append(t).unwrap();
+        }
+        drop(j);
+        assert_eq!(read(&path).unwrap(), (terms.clone(), 0));
+        // A crash mid-write leaves half an entry: it is cut off, the rest is kept.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let (kept, cut) = read(&path).unwrap();
+        assert_eq!(kept, terms[..4].to_vec());
+        assert!(cut > 0);
+        assert_eq!(read(&path).unwrap(), (terms[..4].to_vec(), 0));
+        // A flipped byte fails the checksum: reading stops there.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read(&path).unwrap().0, terms[..3].to_vec());
+        rewrite(&path, terms.clone()).unwrap();
+        assert_eq!(read(&path).unwrap(), (terms, 0));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
