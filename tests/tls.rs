@@ -1,8 +1,9 @@
 //! TLS distribution in-process: a node started with an option file, driven by the crate's
 //! one-shot caller over TLS, with certificates made by `integration/tls_certs.sh` (openssl).
 //! Covers how the option file's choices reach rustls: versions, host name checks
-//! (`server_name_indication`), `verify_none`, a key inside `certfile`, encrypted keys, and a
-//! plain caller refused. The cross-checks against a real `erl -proto_dist inet_tls` are in
+//! (`server_name_indication`), `verify_none`, a key inside `certfile`, encrypted keys, a
+//! plain caller refused; and the binary taking the TLS settings from a `--config` file and from
+//! the environment. The cross-checks against a real `erl -proto_dist inet_tls` are in
 //! `integration/erl/ash_tls_SUITE.erl`.
 
 use ash_gen_server::client;
@@ -301,4 +302,78 @@ fn key_files_are_read_as_otp_reads_them() {
     assert!(e.contains("is not a host name"), "{e}");
     // The option file itself is checked by OptFile (unit tests in the crate).
     assert!(OptFile::read(&path).is_ok());
+}
+
+/// The binary as an operator runs it: TLS from a `--config` file for `start`, from the
+/// environment for `call`; the ready line says which distribution runs.
+#[test]
+fn the_command_takes_tls_from_a_config_file_and_the_environment() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    const BIN: &str = env!("CARGO_BIN_EXE_ash-gen-server");
+    let certs = Certs::make("cli");
+    let optfile = certs.cert("ssl_dist.conf");
+    let config = certs.path("node.toml");
+    std::fs::write(
+        &config,
+        format!("proto_dist = \"inet_tls\"\nssl_dist_optfile = \"{optfile}\"\n"),
+    )
+    .unwrap();
+    let name = format!("{}@127.0.0.1", name("cli"));
+    let mut child = Command::new(BIN)
+        .args([
+            "start", "--name", &name, "--cookie", COOKIE, "--epmd", "embedded",
+        ])
+        .args(["--epmd-port", "0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _node = Kill(child);
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("ready "))
+        .expect("a ready line");
+    assert!(ready.contains("proto_dist=inet_tls"), "{ready}");
+    let epmd = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("epmd_port="))
+        .expect("the EPMD port");
+    let call = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args([
+                "call",
+                "--node",
+                &name,
+                "--cookie",
+                COOKIE,
+                "--epmd-port",
+                epmd,
+            ])
+            .arg("ping")
+            .envs(env.iter().copied())
+            .output()
+            .expect("call runs")
+    };
+    let out = call(&[
+        ("ASH_GEN_SERVER_PROTO_DIST", "inet_tls"),
+        ("ASH_GEN_SERVER_SSL_DIST_OPTFILE", &optfile),
+    ]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "pong",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without TLS the node's TLS refuses the caller.
+    assert!(!call(&[]).status.success());
 }
