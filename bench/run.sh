@@ -120,6 +120,8 @@ rust_node="bench_rust_$suffix@127.0.0.1"
 big_node="bench_big_$suffix@127.0.0.1"
 baseline_node="bench_base_$suffix@127.0.0.1"
 driver_node="bench_drv_$suffix@127.0.0.1"
+tls_rust_node="bench_tls_rust_$suffix@127.0.0.1"
+tls_baseline_node="bench_tls_base_$suffix@127.0.0.1"
 
 if ! epmd -names >/dev/null 2>&1; then
   epmd -daemon
@@ -144,6 +146,12 @@ wait_ready() {
   exit 1
 }
 
+# Workload 8 (TLS distribution): throwaway certificates and one option file for the TLS nodes
+# and the driver's TLS client node.
+tls_dir="$logs/tls"
+step "$logs/tls-certs.log" "$repo/integration/tls_certs.sh" "$tls_dir"
+tls_optfile="$tls_dir/ssl_dist.conf"
+
 echo "bench: starting the nodes" >&2
 "$node_bin" start --name "$rust_node" --cookie "$cookie" --epmd external >"$logs/rust.log" 2>&1 &
 rust_pid=$!
@@ -159,15 +167,31 @@ elixir --name "$baseline_node" --cookie "$cookie" -pa "$ebin" \
 baseline_pid=$!
 pids+=("$baseline_pid")
 
+# The same pair once more, with TLS distribution (workload 8).
+"$node_bin" start --name "$tls_rust_node" --cookie "$cookie" --epmd external \
+  --proto-dist inet_tls --ssl-dist-optfile "$tls_optfile" >"$logs/tls-rust.log" 2>&1 &
+tls_rust_pid=$!
+pids+=("$tls_rust_pid")
+elixir --name "$tls_baseline_node" --cookie "$cookie" -pa "$ebin" \
+  --erl "-proto_dist inet_tls -ssl_dist_optfile $tls_optfile" \
+  -e 'Bench.Baseline.main()' >"$logs/tls-baseline.log" 2>&1 </dev/null &
+tls_baseline_pid=$!
+pids+=("$tls_baseline_pid")
+
 wait_ready "$logs/rust.log" "$rust_pid" "Rust node $rust_node"
 [[ -n "$big_pid" ]] && wait_ready "$logs/big.log" "$big_pid" "Rust node $big_node"
 wait_ready "$logs/baseline.log" "$baseline_pid" "baseline node $baseline_node"
+wait_ready "$logs/tls-rust.log" "$tls_rust_pid" "Rust node $tls_rust_node (TLS)"
+wait_ready "$logs/tls-baseline.log" "$tls_baseline_pid" "baseline node $tls_baseline_node (TLS)"
 
 if $smoke; then timeout_s="${BENCH_TIMEOUT:-300}"; else timeout_s="${BENCH_TIMEOUT:-1500}"; fi
 echo "bench: driver $driver_node (at most ${timeout_s} s)" >&2
 
 export BENCH_RUST_NODE="$rust_node" BENCH_BIG_NODE="$big_node" BENCH_BASELINE_NODE="$baseline_node"
 export BENCH_RUST_OS_PID="$rust_pid" BENCH_BIG_OS_PID="$big_pid" BENCH_BASELINE_OS_PID="$baseline_pid"
+export BENCH_TLS_RUST_NODE="$tls_rust_node" BENCH_TLS_BASELINE_NODE="$tls_baseline_node"
+export BENCH_TLS_OPTFILE="$tls_optfile"
+export BENCH_TLS_RUST_OS_PID="$tls_rust_pid" BENCH_TLS_BASELINE_OS_PID="$tls_baseline_pid"
 export BENCH_LOOPBACK_BIN="$loopback_bin" BENCH_OUT="$out" BENCH_TIMESTAMP="$timestamp"
 
 set +e

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Prepares a fresh Debian/Ubuntu machine: Erlang/OTP, Elixir and rebar3 from the distribution's
-# packages (if missing), then a release build of the node. Safe to run again; it only does what
+# Prepares a fresh Debian/Ubuntu machine: Erlang/OTP, Elixir, rebar3 and openssl (the TLS tests
+# make their certificates with it) from the distribution's packages (if missing), then a release build of the node. Safe to run again; it only does what
 # is missing. Sourced by scripts/demo.sh and scripts/test.sh.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 missing=()
-for tool in erl erlc ct_run epmd elixir mix rebar3; do
+for tool in erl erlc ct_run epmd elixir mix rebar3 openssl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-  echo "setup: installing Erlang/OTP, Elixir and rebar3 (missing: ${missing[*]})"
+  echo "setup: installing Erlang/OTP, Elixir, rebar3 and openssl (missing: ${missing[*]})"
   sudo=""
   if [[ "$(id -u)" -ne 0 ]]; then
     command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to install packages" >&2; exit 1; }
@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq erlang-nox erlang-dev elixir rebar3 erlang-common-test >/dev/null
+  $sudo apt-get install -y -qq erlang-nox erlang-dev elixir rebar3 erlang-common-test openssl >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

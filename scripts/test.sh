@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: formatting and lints, the Rust unit and integration
-# tests, the Erlang end-to-end suites, the Ash end-to-end suite, and a smoke run of the
-# benchmark. Exits non-zero on the first failure.
+# tests, the Erlang end-to-end suites, the Ash end-to-end suite (and a subset of it over TLS
+# distribution), and a smoke run of the benchmark. Exits non-zero on the first failure.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +25,9 @@ integration/run_erl.sh
 
 section "ash: data layer unit tests and end-to-end suite"
 integration/run_ash.sh
+
+section "ash: smoke subset over TLS distribution (inet_tls)"
+integration/run_ash_tls.sh
 
 section "demo app: formatting and compile"
 (cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)

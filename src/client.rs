@@ -1,14 +1,16 @@
-//! A one-shot caller: connect to a node as a hidden node, `gen_server:call` a registered process,
-//! return the reply. Used by `ash-gen-server call` so the node can be driven without any BEAM.
+//! A one-shot caller: connect to a node as a hidden node (over TLS when given a
+//! [`DistTls`]), `gen_server:call` a registered process, return the reply. Used by
+//! `ash-gen-server call` so the node can be driven without any BEAM.
 
 use crate::term::{Atom, Pid, Ref, Value};
 use crate::wire::dist::{Control, FrameWriter};
 use crate::wire::frame::{Frame, FrameReader};
+use crate::wire::tls::{DistTls, TlsHandshakeError};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
 use erl_dist::node::NodeName;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why a one-shot call failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,15 @@ pub enum CallError {
     /// The node could not be found or reached.
     #[error(transparent)]
     Dial(#[from] epmd::DialError),
+    /// The TLS handshake failed (TLS distribution): an untrusted certificate among other
+    /// reasons, or no answer in time.
+    #[error("handshake with {node} failed: {source}")]
+    Tls {
+        /// The node called.
+        node: String,
+        /// Why.
+        source: crate::wire::tls::TlsHandshakeError,
+    },
     /// The handshake failed (a wrong cookie among other reasons).
     #[error("handshake with {node} failed: {source}")]
     Handshake {
@@ -42,27 +53,69 @@ pub enum CallError {
     },
 }
 
-/// Calls `{name, node}` with `request` and waits up to `timeout` for the reply.
+/// Calls `{name, node}` with `request` and waits up to `timeout` for the reply; over TLS
+/// distribution when `tls` is given (the node must run it too).
 pub async fn call(
     node: &NodeName,
     cookie: &str,
     epmd_port: u16,
+    tls: Option<&DistTls>,
     name: &str,
     request: &Value,
     timeout: Duration,
 ) -> Result<Value, CallError> {
     let stream = epmd::dial(node, epmd_port).await?;
+    match tls {
+        None => call_on(stream, false, node, cookie, name, request, timeout).await,
+        Some(tls) => {
+            let tls_failed = |source| CallError::Tls {
+                node: node.to_string(),
+                source,
+            };
+            let stream = tokio::time::timeout(timeout, tls.connect(stream, node.host()))
+                .await
+                .map_err(|_| {
+                    tls_failed(TlsHandshakeError::Failed(format!(
+                        "no answer within {timeout:?}"
+                    )))
+                })?
+                .map_err(tls_failed)?;
+            call_on(stream, true, node, cookie, name, request, timeout).await
+        }
+    }
+}
+
+async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    tls: bool,
+    node: &NodeName,
+    cookie: &str,
+    name: &str,
+    request: &Value,
+    timeout: Duration,
+) -> Result<Value, CallError> {
     let me: NodeName = format!("call{}@{}", std::process::id(), node.host())
         .parse()
         .map_err(|e| CallError::Name(format!("{e}")))?;
     let creation = rand::random::<u32>().max(4);
     let local = handshake::local_node(&me, creation);
     let offered = local.flags;
-    let (mut stream, peer) = handshake::connect(stream, local, cookie)
+    let handshake = async {
+        if tls {
+            // Inside TLS, handshake messages have 4-byte lengths (see handshake::Packet4).
+            handshake::connect(handshake::Packet4::new(stream), local, cookie)
+                .await
+                .map(|(s, peer)| (s.into_inner(), peer))
+        } else {
+            handshake::connect(stream, local, cookie).await
+        }
+    };
+    let (mut stream, peer) = tokio::time::timeout(timeout, handshake)
         .await
+        .unwrap_or(Err(handshake::HandshakeError::Timeout))
         .map_err(|source| CallError::Handshake {
             node: node.to_string(),
-            source,
+            source: if tls { source } else { source.hint_plain() },
         })?;
     let atom_cache = (offered & peer.flags).contains(DistributionFlags::DIST_HDR_ATOM_CACHE);
 
@@ -86,6 +139,10 @@ pub async fn call(
         .write_all(&writer.buf)
         .await
         .map_err(|e| CallError::Connection(format!("send failed: {e}")))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| CallError::Connection(format!("send failed: {e}")))?;
 
     let mut frames = FrameReader::new();
     let wait = async {
@@ -104,6 +161,7 @@ pub async fn call(
                 }
                 Ok(Some(Frame::Tick)) => {
                     let _ = stream.write_all(&[0, 0, 0, 0]).await;
+                    let _ = stream.flush().await;
                     continue;
                 }
                 Ok(Some(Frame::Undecodable(e))) => {

@@ -6,6 +6,7 @@ use ash_gen_server::protocol::{self, Server};
 use ash_gen_server::storage::FsyncPolicy;
 use ash_gen_server::term::parse_term;
 use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
+use ash_gen_server::wire::tls::DistTls;
 use clap::{Args, Parser, Subcommand};
 use erl_dist::node::NodeName;
 use std::io::{IsTerminal, Write};
@@ -71,6 +72,69 @@ struct Naming {
     epmd_port: u16,
 }
 
+/// The distribution carrier, as `erl -proto_dist`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProtoDist {
+    /// Plain TCP (OTP's default, inet_tcp_dist).
+    #[value(name = "inet_tcp")]
+    InetTcp,
+    /// TLS (OTP's inet_tls_dist): needs --ssl-dist-optfile.
+    #[value(name = "inet_tls")]
+    InetTls,
+}
+
+#[derive(Args)]
+struct DistArgs {
+    /// Distribution carrier, as `erl -proto_dist`: inet_tcp (plain TCP) or inet_tls (TLS,
+    /// compatible with OTP's inet_tls_dist; every node of the cluster must use it).
+    #[arg(long, value_enum, default_value_t = ProtoDist::InetTcp, env = "ASH_GEN_SERVER_PROTO_DIST")]
+    proto_dist: ProtoDist,
+    /// The TLS options for inet_tls: the file `erl -ssl_dist_optfile FILE` takes
+    /// ([{server, [...]}, {client, [...]}]).
+    #[arg(long, value_name = "FILE", env = "ASH_GEN_SERVER_SSL_DIST_OPTFILE")]
+    ssl_dist_optfile: Option<PathBuf>,
+}
+
+impl DistArgs {
+    /// The TLS configuration, if TLS is asked for; `node` says whether the accepting side is
+    /// needed too. Notes on the options go to the log.
+    fn tls(&self, node: bool) -> Result<Option<DistTls>, String> {
+        match (self.proto_dist, &self.ssl_dist_optfile) {
+            (ProtoDist::InetTcp, None) => Ok(None),
+            (ProtoDist::InetTcp, Some(_)) => {
+                Err("--ssl-dist-optfile is for TLS distribution: add --proto-dist inet_tls".into())
+            }
+            (ProtoDist::InetTls, None) => Err(
+                "--proto-dist inet_tls needs --ssl-dist-optfile FILE (the file erl takes with -ssl_dist_optfile)"
+                    .into(),
+            ),
+            (ProtoDist::InetTls, Some(path)) => {
+                let tls = if node {
+                    DistTls::for_node(path)
+                } else {
+                    DistTls::for_caller(path)
+                }
+                .map_err(|e| format!("--ssl-dist-optfile {}: {e}", path.display()))?;
+                for note in tls.notes() {
+                    if note.warn {
+                        tracing::warn!(side = %note.side, option = %note.option, "ssl_dist_optfile: {}", note.text);
+                    } else {
+                        tracing::info!(side = %note.side, option = %note.option, "ssl_dist_optfile: {}", note.text);
+                    }
+                }
+                Ok(Some(tls))
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.proto_dist {
+            ProtoDist::InetTcp => "inet_tcp",
+            ProtoDist::InetTls => "inet_tls",
+        }
+    }
+}
+
 #[derive(Args)]
 struct StartArgs {
     /// Read settings from this TOML file (keys are the flags' long names; see docs/OPERATIONS.md).
@@ -79,6 +143,8 @@ struct StartArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     naming: Naming,
+    #[command(flatten)]
+    dist: DistArgs,
     /// Connect to this node at start (repeatable; the variable takes a comma-separated list).
     #[arg(
         long = "join",
@@ -136,6 +202,8 @@ struct StatusArgs {
     /// Port of EPMD.
     #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
     epmd_port: u16,
+    #[command(flatten)]
+    dist: DistArgs,
     /// Seconds to wait for each reply.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
@@ -155,6 +223,8 @@ struct CallArgs {
     /// Port of EPMD.
     #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
     epmd_port: u16,
+    #[command(flatten)]
+    dist: DistArgs,
     /// Registered name to call.
     #[arg(long, default_value = "ash_gen_server")]
     to: String,
@@ -281,6 +351,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         Some(c) => c.clone(),
         None => home_cookie()?,
     };
+    let tls = args.dist.tls(true)?;
     let config = NodeConfig {
         name,
         cookie,
@@ -290,6 +361,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         epmd_mode: args.epmd,
         net_ticktime: Duration::from_secs(args.net_ticktime.max(1)),
         busy_poll: Duration::from_micros(args.busy_poll_us),
+        tls,
     };
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
@@ -326,7 +398,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
     }
     let shutdown = shutdown_signal();
     println!(
-        "ready node={} port={} epmd={} epmd_port={}",
+        "ready node={} port={} epmd={} epmd_port={} proto_dist={}",
         running.node.config.name,
         running.port,
         if running.embedded_epmd {
@@ -334,7 +406,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
         } else {
             "external"
         },
-        running.node.config.epmd_port
+        running.node.config.epmd_port,
+        args.dist.name()
     );
     let _ = std::io::stdout().flush();
 
@@ -388,10 +461,12 @@ async fn call(args: CallArgs) -> Result<(), String> {
         None => home_cookie()?,
     };
     let request = parse_term(&args.request).map_err(|e| format!("cannot read the request: {e}"))?;
+    let tls = args.dist.tls(false)?;
     let reply = client::call(
         &node,
         &cookie,
         args.epmd_port,
+        tls.as_ref(),
         &args.to,
         &request,
         Duration::from_secs(args.timeout),
@@ -411,10 +486,12 @@ async fn status(args: StatusArgs) -> Result<(), String> {
         Some(c) => c.clone(),
         None => home_cookie()?,
     };
+    let tls = args.dist.tls(false)?;
     let status = ash_gen_server::status::Status::fetch(
         &node,
         &cookie,
         args.epmd_port,
+        tls.as_ref(),
         Duration::from_secs(args.timeout),
     )
     .await

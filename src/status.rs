@@ -3,6 +3,7 @@
 
 use crate::client::{self, CallError};
 use crate::term::{Atom, Value};
+use crate::wire::tls::DistTls;
 use erl_dist::node::NodeName;
 use serde_json::json;
 use std::time::Duration;
@@ -63,14 +64,15 @@ fn ok_body(reply: Value) -> Result<Value, CallError> {
 }
 
 impl Status {
-    /// Asks `node` for its status.
+    /// Asks `node` for its status (over TLS distribution when `tls` is given).
     pub async fn fetch(
         node: &NodeName,
         cookie: &str,
         epmd_port: u16,
+        tls: Option<&DistTls>,
         timeout: Duration,
     ) -> Result<Status, CallError> {
-        let call = |request: Value| ask(node, cookie, epmd_port, request, timeout);
+        let call = |request: Value| ask(node, cookie, epmd_port, tls, request, timeout);
         let atom = |s: &str| Value::Atom(Atom::new(s).expect("a short atom"));
         let stats = ok_body(call(atom("stats")).await?)?;
         let names = ok_body(call(atom("resources")).await?)?;
@@ -168,10 +170,20 @@ async fn ask(
     node: &NodeName,
     cookie: &str,
     epmd_port: u16,
+    tls: Option<&DistTls>,
     request: Value,
     timeout: Duration,
 ) -> Result<Value, CallError> {
-    client::call(node, cookie, epmd_port, "ash_gen_server", &request, timeout).await
+    client::call(
+        node,
+        cookie,
+        epmd_port,
+        tls,
+        "ash_gen_server",
+        &request,
+        timeout,
+    )
+    .await
 }
 
 fn human_duration(ms: i64) -> String {

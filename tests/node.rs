@@ -21,6 +21,7 @@ async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
         epmd_mode: EpmdMode::Embedded,
         net_ticktime: Duration::from_secs(60),
         busy_poll: Duration::from_micros(100),
+        tls: None,
     };
     let running = Node::start(config).await.expect("node starts");
     // The server lives as long as the node (its tasks end with the runtime).
@@ -43,6 +44,7 @@ async fn call(running: &RunningNode, epmd_port: u16, request: &str) -> Value {
         &running.node.config.name,
         COOKIE,
         epmd_port,
+        None,
         "ash_gen_server",
         &parse_term(request).unwrap(),
         Duration::from_secs(5),
@@ -205,6 +207,7 @@ async fn a_wrong_cookie_is_refused() {
         &node.node.config.name,
         "not-the-cookie",
         epmd,
+        None,
         "ash_gen_server",
         &t("ping"),
         Duration::from_secs(5),

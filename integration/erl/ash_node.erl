@@ -8,7 +8,7 @@
          call/2, call/3, cast/2, req/2, req/3,
          uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2, down/2, no_down/2,
          define/3, start_peer/2, stop_peer/1, peer_call/4, os_kill/2,
-         flush/0, elapsed_ms/1, alive/1]).
+         flush/0, elapsed_ms/1, alive/1, tls_certs/1, run_bin/2]).
 
 -define(READY_TIMEOUT, 15000).
 -define(PING_TIMEOUT, 10000).
@@ -41,7 +41,9 @@ bin_default() ->
 %%   tag => string()           part of the node name (default "rust")
 %%   cookie => string()        default: this node's cookie
 %%   args => [string()]        extra arguments for `start` (e.g. ["--enable-fault-injection"])
-%%   ping => boolean()         wait for net_adm:ping/1 to pong (default true)
+%%   tls => OptFile            TLS distribution with this option file (see tls_certs/1)
+%%   ping => boolean()         wait for net_adm:ping/1 to pong (default true; false with tls:
+%%                             this VM runs plain TCP and cannot reach a TLS node)
 start(Config, Opts) ->
     Bin = bin(),
     case filelib:is_regular(Bin) of
@@ -52,7 +54,8 @@ start(Config, Opts) ->
     Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
     NodeName = Name ++ "@127.0.0.1",
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
-    Args = ["start", "--name", NodeName, "--cookie", Cookie] ++ maps:get(args, Opts, []),
+    Args = ["start", "--name", NodeName, "--cookie", Cookie] ++ tls_args(Opts)
+        ++ maps:get(args, Opts, []),
     LogDir = case proplists:get_value(priv_dir, Config) of
                  undefined -> "/tmp";
                  D -> D
@@ -68,7 +71,7 @@ start(Config, Opts) ->
                    [NodeName, OsPid, Line, Args, LogFile]),
             N = #{node => list_to_atom(NodeName), name => Name, owner => Owner,
                   os_pid => OsPid, log => LogFile, cookie => Cookie, args => Args},
-            case maps:get(ping, Opts, true) of
+            case maps:get(ping, Opts, not maps:is_key(tls, Opts)) of
                 true -> wait_ping(N);
                 false -> ok
             end,
@@ -82,6 +85,9 @@ start(Config, Opts) ->
             Owner ! {stop, self()},
             ct:fail({node_not_ready, NodeName, read_file(LogFile)})
     end.
+
+tls_args(#{tls := OptFile}) -> ["--proto-dist", "inet_tls", "--ssl-dist-optfile", OptFile];
+tls_args(_) -> [].
 
 wait_ping(#{node := Node} = N) ->
     Ok = poll(fun() -> net_adm:ping(Node) =:= pong end, ?PING_TIMEOUT, 50),
@@ -360,7 +366,8 @@ elapsed_ms(T0) -> erlang:monotonic_time(millisecond) - T0.
 %% ---------------------------------------------------------------------------------------------
 %% Peer erl nodes (kept off the test node's own distribution: they talk over stdio)
 
-%% start_peer(Tag, Opts): Opts cookie => string(), args => [string()].
+%% start_peer(Tag, Opts): Opts cookie => string(), args => [string()], tls => OptFile (the peer
+%% runs TLS distribution, -proto_dist inet_tls; the control connection is stdio either way).
 start_peer(Tag, Opts) ->
     Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
@@ -369,8 +376,12 @@ start_peer(Tag, Opts) ->
                                     args => ["-setcookie", Cookie,
                                              %% our modules (and funs of our suites) there too
                                              "-pa", filename:dirname(code:which(?MODULE))]
+                                        ++ peer_tls_args(Opts)
                                         ++ maps:get(args, Opts, [])}),
     {Peer, Node}.
+
+peer_tls_args(#{tls := OptFile}) -> ["-proto_dist", "inet_tls", "-ssl_dist_optfile", OptFile];
+peer_tls_args(_) -> [].
 
 stop_peer(Peer) ->
     catch peer:stop(Peer),
@@ -383,3 +394,41 @@ os_kill(Signal, OsPid) ->
 
 to_list(I) when is_integer(I) -> integer_to_list(I);
 to_list(L) -> L.
+
+%% ---------------------------------------------------------------------------------------------
+%% TLS distribution
+
+%% Makes throwaway certificates and an option file in Dir with integration/tls_certs.sh (see
+%% there); returns #{Name => Path} for ca, untrusted_ca (.pem), node, rogue (.pem and .key),
+%% and optfile (ssl_dist.conf).
+tls_certs(Dir) ->
+    Script = filename:join([filename:dirname(code:which(?MODULE)), "..", "tls_certs.sh"]),
+    case run(Script, [Dir], 30000) of
+        {0, _} -> ok;
+        {Status, Out} -> ct:fail({tls_certs_failed, Status, Out})
+    end,
+    F = fun(N) -> filename:join(Dir, N) end,
+    #{ca => F("ca.pem"), untrusted_ca => F("untrusted_ca.pem"),
+      node => F("node.pem"), node_key => F("node.key"),
+      rogue => F("rogue.pem"), rogue_key => F("rogue.key"),
+      optfile => F("ssl_dist.conf")}.
+
+%% Runs the node binary with Args to the end: {ExitStatus, Output (stdout and stderr)}.
+run_bin(Args, Timeout) -> run(bin(), Args, Timeout).
+
+run(Exe, Args, Timeout) ->
+    Port = open_port({spawn_executable, Exe},
+                     [{args, Args}, exit_status, stderr_to_stdout, binary, use_stdio,
+                      {env, [{"NO_COLOR", "1"}]}]),
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    collect(Port, [], Deadline).
+
+collect(Port, Acc, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {Port, {data, Bytes}} -> collect(Port, [Acc, Bytes], Deadline);
+        {Port, {exit_status, Status}} -> {Status, strip_ansi(iolist_to_binary(Acc))}
+    after Left ->
+            catch port_close(Port),
+            {timeout, iolist_to_binary(Acc)}
+    end.

@@ -9,11 +9,19 @@
 //! accept at once, and sends a tick every quarter of `net_ticktime`. A peer silent for a whole
 //! `net_ticktime` is disconnected. When either task ends the connection is removed and the
 //! peer's monitors and links are cleaned up.
+//!
+//! With TLS distribution ([`crate::wire::tls`]) the TLS handshake comes first, right after the
+//! TCP connect, and the connection keeps the same shape: the reader decrypts what it reads
+//! (still without waiting, still busy-polling), and writes go through the connection's rustls
+//! state with the same non-blocking write per batch. The plain TCP path does not change: it
+//! only tests once per batch whether the connection has TLS.
 
 use super::Node;
 use super::dispatch;
 use crate::wire::dist::FrameWriter;
 use crate::wire::frame::{Frame, FrameError, FrameReader};
+use crate::wire::tls::TlsChannel;
+use crate::wire::tls::channel::Fed;
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
 use erl_dist::node::{NodeName, PeerNode};
@@ -37,6 +45,8 @@ pub struct Conn {
     /// Unique among this node's connections.
     pub id: u64,
     stream: Arc<TcpStream>,
+    /// The TLS state, on a TLS distribution connection.
+    tls: Option<TlsChannel>,
     out: Mutex<Outbox>,
     wake: Notify,
     closed: AtomicBool,
@@ -78,6 +88,9 @@ impl Conn {
     /// Writes what is queued without waiting; whatever the socket does not take now goes to
     /// the writer task.
     fn flush_now(&self) {
+        if let Some(tls) = &self.tls {
+            return self.flush_tls_now(tls);
+        }
         let mut out = self.out.lock();
         if out.busy || out.frames.buf.is_empty() {
             return;
@@ -91,6 +104,22 @@ impl Conn {
         }
         out.frames.buf.drain(..written);
         if !out.frames.buf.is_empty() && !out.woken {
+            out.woken = true;
+            drop(out);
+            self.wake.notify_one();
+        }
+    }
+
+    /// [`Self::flush_now`] through TLS: what the socket does not take stays in rustls, in
+    /// order, for the writer task.
+    fn flush_tls_now(&self, tls: &TlsChannel) {
+        let mut out = self.out.lock();
+        if out.frames.buf.is_empty() && !tls.wants_write() {
+            return;
+        }
+        let done = tls.push(&out.frames.buf, &self.stream);
+        out.frames.buf.clear();
+        if !matches!(done, Ok(true)) && !out.woken {
             out.woken = true;
             drop(out);
             self.wake.notify_one();
@@ -118,14 +147,14 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 let node = node.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let accepted = tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        handshake::accept(stream, node.local_node(), &node.config.cookie, |_| true),
-                    )
-                    .await
-                    .unwrap_or(Err(handshake::HandshakeError::Timeout));
+                    let accepted =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshakes(&node, stream))
+                            .await
+                            .unwrap_or_else(
+                                |_| Err(handshake::HandshakeError::Timeout.to_string()),
+                            );
                     match accepted {
-                        Ok((stream, peer)) => run(node, stream, peer).await,
+                        Ok((stream, tls, peer)) => run_with(node, stream, tls, peer, None).await,
                         Err(e) => {
                             tracing::warn!(%addr, error = %e, "refused an incoming connection");
                         }
@@ -140,12 +169,98 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// The first byte of a TLS handshake record: a TLS client dialling a plain TCP node.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The accepting side's handshakes: TLS first when the node runs TLS distribution, then the
+/// distribution handshake. The error says which failed and why.
+async fn accept_handshakes(
+    node: &Arc<Node>,
+    stream: TcpStream,
+) -> Result<(TcpStream, Option<TlsChannel>, PeerNode), String> {
+    let local = node.local_node();
+    let cookie = &node.config.cookie;
+    match &node.config.tls {
+        None => {
+            // A distribution handshake starts with a 2-byte length, never 0x16: say so plainly
+            // instead of waiting for a name that never comes.
+            let mut first = [0u8; 1];
+            if matches!(stream.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
+                return Err(
+                    "a TLS client (inet_tls_dist) dialled this plain TCP node: start \
+                            the node with --proto-dist inet_tls to accept it"
+                        .into(),
+                );
+            }
+            let (stream, peer) = handshake::accept(stream, local, cookie, |_| true)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((stream, None, peer))
+        }
+        Some(tls) => {
+            let stream = tls.accept(stream).await.map_err(|e| e.to_string())?;
+            let (stream, peer) =
+                handshake::accept(handshake::Packet4::new(stream), local, cookie, |_| true)
+                    .await
+                    .map_err(|e| format!("inside TLS: {e}"))?;
+            let (stream, channel) = TlsChannel::from_server(stream.into_inner());
+            Ok((stream, Some(channel), peer))
+        }
+    }
+}
+
+/// The dialling side's handshakes with `peer`, TLS first when configured.
+async fn connect_handshakes(
+    node: &Arc<Node>,
+    stream: TcpStream,
+    peer: &NodeName,
+) -> Result<(TcpStream, Option<TlsChannel>, PeerNode), ConnectError> {
+    let local = node.local_node();
+    let cookie = &node.config.cookie;
+    let failed = |source| ConnectError::Handshake {
+        peer: peer.to_string(),
+        source,
+    };
+    match &node.config.tls {
+        None => {
+            let (stream, peer_node) = handshake::connect(stream, local, cookie)
+                .await
+                .map_err(|e| failed(e.hint_plain()))?;
+            Ok((stream, None, peer_node))
+        }
+        Some(tls) => {
+            let stream =
+                tls.connect(stream, peer.host())
+                    .await
+                    .map_err(|source| ConnectError::Tls {
+                        peer: peer.to_string(),
+                        source,
+                    })?;
+            let (stream, peer_node) =
+                handshake::connect(handshake::Packet4::new(stream), local, cookie)
+                    .await
+                    .map_err(failed)?;
+            let (stream, channel) = TlsChannel::from_client(stream.into_inner());
+            Ok((stream, Some(channel), peer_node))
+        }
+    }
+}
+
 /// Why a connection to a peer could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The peer could not be found or reached.
     #[error(transparent)]
     Dial(#[from] epmd::DialError),
+    /// The TLS handshake failed (TLS distribution): an untrusted certificate among other
+    /// reasons.
+    #[error("handshake with {peer} failed: {source}")]
+    Tls {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: crate::wire::tls::TlsHandshakeError,
+    },
     /// The handshake failed (a wrong cookie among other reasons).
     #[error("handshake with {peer} failed: {source}")]
     Handshake {
@@ -162,32 +277,28 @@ pub enum ConnectError {
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
 pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), ConnectError> {
     let stream = epmd::dial(peer, node.config.epmd_port).await?;
-    let (stream, peer_node) = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake::connect(stream, node.local_node(), &node.config.cookie),
-    )
-    .await
-    .unwrap_or(Err(handshake::HandshakeError::Timeout))
-    .map_err(|source| ConnectError::Handshake {
-        peer: peer.to_string(),
-        source,
-    })?;
+    let (stream, tls, peer_node) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_handshakes(&node, stream, peer))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Handshake {
+                    peer: peer.to_string(),
+                    source: handshake::HandshakeError::Timeout,
+                })
+            })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        run_with(node, stream, peer_node, Some(ready_tx)).await;
+        run_with(node, stream, tls, peer_node, Some(ready_tx)).await;
     });
     ready_rx
         .await
         .map_err(|_| ConnectError::ClosedAtOnce(peer.to_string()))
 }
 
-async fn run(node: Arc<Node>, stream: TcpStream, peer: PeerNode) {
-    run_with(node, stream, peer, None).await
-}
-
 async fn run_with(
     node: Arc<Node>,
     stream: TcpStream,
+    tls: Option<TlsChannel>,
     peer_node: PeerNode,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
@@ -199,6 +310,7 @@ async fn run_with(
         flags,
         id: node.next_conn_id(),
         stream: Arc::new(stream),
+        tls,
         out: Mutex::new(Outbox {
             frames: FrameWriter::new(flags.contains(DistributionFlags::DIST_HDR_ATOM_CACHE)),
             busy: false,
@@ -211,17 +323,29 @@ async fn run_with(
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     node.add_conn(conn.clone());
-    tracing::info!(%peer, hidden, "peer connected");
+    match &conn.tls {
+        None => tracing::info!(%peer, hidden, "peer connected"),
+        Some(tls) => tracing::info!(%peer, hidden, tls = %tls.description, "peer connected"),
+    }
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
 
-    let mut reader = tokio::spawn(read_loop(
-        node.clone(),
-        conn.clone(),
-        last_read.clone(),
-        started,
-    ));
+    let mut reader = if conn.tls.is_some() {
+        tokio::spawn(read_loop_tls(
+            node.clone(),
+            conn.clone(),
+            last_read.clone(),
+            started,
+        ))
+    } else {
+        tokio::spawn(read_loop(
+            node.clone(),
+            conn.clone(),
+            last_read.clone(),
+            started,
+        ))
+    };
     let mut writer = tokio::spawn(write_loop(
         conn.clone(),
         node.config.net_ticktime,
@@ -236,6 +360,9 @@ async fn run_with(
     conn.closed.store(true, Ordering::Relaxed);
     reader.abort();
     writer.abort();
+    if let Some(tls) = &conn.tls {
+        tls.close(&conn.stream);
+    }
     match reason {
         Ok(()) => tracing::info!(%peer, "peer disconnected"),
         Err(e) => tracing::warn!(%peer, reason = %e, "peer disconnected"),
@@ -276,7 +403,7 @@ async fn read_loop(
                 // next request usually arrives within microseconds, and waking a sleeping
                 // thread (on a virtual machine, across CPUs) costs tens of them.
                 if !spin.is_zero() {
-                    match spin_for(&conn.stream, &mut frames, spin) {
+                    match spin_for(&conn.stream, frames.read_space(), spin) {
                         Ok(0) => return Ok(()),
                         Ok(n) => {
                             frames.filled(n);
@@ -307,6 +434,69 @@ async fn read_loop(
             drain(&node, &conn, &mut frames)?;
         }
         conn.flush_now();
+    }
+}
+
+/// Bytes of ciphertext read from the socket at a time.
+const TLS_READ_CHUNK: usize = 64 * 1024;
+
+/// [`read_loop`] for a TLS connection: read ciphertext the same way (without waiting, then
+/// busy-polling, then sleeping), decrypt it into the frame buffer, dispatch, flush.
+async fn read_loop_tls(
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    last_read: Arc<AtomicU64>,
+    started: Instant,
+) -> Result<(), String> {
+    let Some(tls) = &conn.tls else {
+        return Err("not a TLS connection".into());
+    };
+    let mut frames = FrameReader::new();
+    let mut cipher = vec![0u8; TLS_READ_CHUNK];
+    let spin = node.config.busy_poll;
+    // The first frames may have come with the handshake's last bytes.
+    let mut fed = tls.feed(&[], &mut frames);
+    loop {
+        let closed = match fed {
+            Ok(fed) => fed == Fed::Closed,
+            Err(e) => {
+                // rustls queued an alert saying why: send it before closing.
+                conn.flush_now();
+                return Err(e.to_string());
+            }
+        };
+        {
+            let _reading = ReadingGuard::enter(conn.id);
+            drain(&node, &conn, &mut frames)?;
+        }
+        conn.flush_now();
+        if closed {
+            return Ok(());
+        }
+        let n = loop {
+            match conn.stream.try_read(&mut cipher) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !spin.is_zero() {
+                        match spin_for(&conn.stream, &mut cipher, spin) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(format!("read failed: {e}")),
+                        }
+                    }
+                    conn.stream
+                        .readable()
+                        .await
+                        .map_err(|e| format!("read failed: {e}"))?;
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        fed = tls.feed(&cipher[..n], &mut frames);
     }
 }
 
@@ -349,6 +539,10 @@ async fn write_loop(
                 conn.out.lock().frames.tick();
             }
         }
+        if let Some(tls) = &conn.tls {
+            write_tls(&conn, tls).await?;
+            continue;
+        }
         loop {
             {
                 let mut out = conn.out.lock();
@@ -363,6 +557,27 @@ async fn write_loop(
             }
             write_all(&conn.stream, &chunk).await?;
         }
+    }
+}
+
+/// Hands what is queued to rustls and writes until rustls holds nothing, waiting for the socket
+/// as needed. Nothing is held outside rustls, so the reader's own flushes stay in order.
+async fn write_tls(conn: &Conn, tls: &TlsChannel) -> Result<(), String> {
+    loop {
+        let done = {
+            let mut out = conn.out.lock();
+            out.woken = false;
+            let done = tls.push(&out.frames.buf, &conn.stream);
+            out.frames.buf.clear();
+            done.map_err(|e| format!("write failed: {e}"))?
+        };
+        if done {
+            return Ok(());
+        }
+        conn.stream
+            .writable()
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
     }
 }
 
@@ -383,16 +598,12 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), String> {
 
 /// Polls the socket for up to `spin` before the reader goes to sleep, reading straight from the
 /// descriptor (tokio's readiness only changes when its I/O driver runs). Returns the bytes read.
-fn spin_for(
-    stream: &TcpStream,
-    frames: &mut FrameReader,
-    spin: Duration,
-) -> std::io::Result<usize> {
+fn spin_for(stream: &TcpStream, buf: &mut [u8], spin: Duration) -> std::io::Result<usize> {
     use std::io::Read;
     let socket = socket2::SockRef::from(stream);
     let start = Instant::now();
     while start.elapsed() < spin {
-        match (&*socket).read(frames.read_space()) {
+        match (&*socket).read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
             Err(e) => return Err(e),

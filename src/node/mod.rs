@@ -26,6 +26,7 @@ pub use process::Process;
 use crate::term::{Atom, Ref};
 use crate::wire::dist::FrameWriter;
 use crate::wire::epmd::{self, EpmdServer, Registration};
+use crate::wire::tls::DistTls;
 use connection::Conn;
 use erl_dist::node::{LocalNode, NodeName};
 use parking_lot::{Mutex, RwLock};
@@ -68,12 +69,14 @@ pub struct NodeConfig {
     pub net_ticktime: Duration,
     /// How long a connection's reader keeps polling for input before it sleeps.
     pub busy_poll: Duration,
+    /// TLS distribution (`inet_tls`), or plain TCP (`inet_tcp`) when `None`.
+    pub tls: Option<DistTls>,
 }
 
 impl NodeConfig {
     /// A configuration with the defaults of `ash-gen-server start`: any free port on
     /// 127.0.0.1, the EPMD on its usual port (embedded if none runs), a 60 s `net_ticktime`,
-    /// 100 µs of busy polling.
+    /// 100 µs of busy polling, plain TCP.
     pub fn new(name: NodeName, cookie: String) -> NodeConfig {
         NodeConfig {
             name,
@@ -84,6 +87,7 @@ impl NodeConfig {
             epmd_mode: EpmdMode::Auto,
             net_ticktime: Duration::from_secs(60),
             busy_poll: Duration::from_micros(100),
+            tls: None,
         }
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Covers what people type at a shell: atoms (bare or quoted), integers of any size, floats,
 //! binaries `<<"text">>` and `<<1,2,3>>`, strings (lists of character codes), tuples, proper and
-//! improper lists, and maps. Used by the tests and by the command line's `call`.
+//! improper lists, and maps; plus what a `file:consult/1` file holds besides: `%` comments and
+//! external funs `fun Module:Function/Arity` (kept as opaque terms). Used by the tests, by the
+//! command line's `call`, and to read the TLS distribution option file
+//! ([`crate::wire::tls`]).
 
 use super::atom::Atom;
 use super::value::Value;
@@ -40,9 +43,18 @@ impl Parser {
         self.chars.get(self.pos).copied()
     }
 
+    /// Skips whitespace and `%` comments (to the end of the line).
     fn skip_ws(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
+        loop {
+            match self.peek() {
+                Some(c) if c.is_whitespace() => self.pos += 1,
+                Some('%') => {
+                    while self.peek().is_some_and(|c| c != '\n') {
+                        self.pos += 1;
+                    }
+                }
+                _ => return,
+            }
         }
     }
 
@@ -87,18 +99,54 @@ impl Parser {
             }
             Some(c) if c.is_ascii_digit() || c == '-' => self.number(),
             Some(c) if c.is_lowercase() => {
-                let start = self.pos;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '@' || c == '.')
-                {
-                    self.pos += 1;
+                let name = self.bare_atom();
+                if name == "fun" {
+                    return self.external_fun();
                 }
-                let name: String = self.chars[start..self.pos].iter().collect();
                 Atom::new(&name).map(Value::Atom).map_err(|e| e.to_string())
             }
             _ => Err(self.error("expected a term")),
         }
+    }
+
+    fn bare_atom(&mut self) -> String {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '@' || c == '.')
+        {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    /// An atom, bare or quoted, as text.
+    fn atom_text(&mut self) -> Result<String, String> {
+        self.skip_ws();
+        match self.peek() {
+            Some('\'') => self.quoted('\''),
+            Some(c) if c.is_lowercase() => Ok(self.bare_atom()),
+            _ => Err(self.error("expected an atom")),
+        }
+    }
+
+    /// `fun Module:Function/Arity`, after the `fun`.
+    fn external_fun(&mut self) -> Result<Value, String> {
+        let module = self.atom_text()?;
+        self.expect(":")?;
+        let function = self.atom_text()?;
+        self.expect("/")?;
+        let arity = match self.number()? {
+            Value::Int(n) if (0..=255).contains(&n) => n as u8,
+            other => return Err(self.error(&format!("{other:?} is not an arity"))),
+        };
+        Ok(Value::Opaque(Box::new(eetf::Term::from(
+            eetf::ExternalFun {
+                module: eetf::Atom::from(module),
+                function: eetf::Atom::from(function),
+                arity,
+            },
+        ))))
     }
 
     fn sequence(&mut self, close: char) -> Result<Vec<Value>, String> {
@@ -267,6 +315,33 @@ mod tests {
             format!("{v:?}"),
             "{ok,'Elixir.User',-12,3.5,<<\"hi\">>,<<1,2>>,[97,98],[1,2|3],[a,b],#{id => 1},123456789012345678901234567890}"
         );
+    }
+
+    #[test]
+    fn reads_what_a_consulted_file_holds() {
+        let v = parse_term(
+            "% the TLS options\n[{server, [{certfile, \"/a b/c.pem\"}, % the certificate\n  {verify_fun, {fun inet_tls_dist:verify_client/3, []}}]},\n {client, []}].\n% end\n",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{v:?}"),
+            format!(
+                "[{{server,[{{certfile,{:?}}},{{verify_fun,{{fun 'inet_tls_dist':'verify_client'/3,[]}}}}]}},{{client,[]}}]",
+                Value::list("/a b/c.pem".chars().map(|c| Value::Int(c as i64)).collect())
+            )
+        );
+        assert_eq!(
+            format!("{:?}", parse_term("fun 'my mod':'f'/0").unwrap()),
+            "fun 'my mod':'f'/0"
+        );
+        assert!(
+            parse_term("fun m:f")
+                .unwrap_err()
+                .contains("expected \"/\"")
+        );
+        assert!(parse_term("fun m:f/300").is_err());
+        // A bare `fun` that is not followed by a module is still an error, not an atom.
+        assert!(parse_term("{fun}").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The wire: everything between a socket and a decoded distribution message.
 //!
-//! [`epmd`] finds nodes, [`handshake`] authenticates a new connection, [`frame`] cuts the
+//! [`epmd`] finds nodes, [`tls`] wraps a connection in TLS when the cluster runs
+//! `inet_tls_dist`, [`handshake`] authenticates a new connection, [`frame`] cuts the
 //! connected stream into frames, [`atom_cache`] reads and writes their distribution headers,
 //! [`dist`] turns them into distribution operations (and back), [`etf`] is the term codec, and
 //! [`etf_guard`] checks term bytes that go to `eetf`.
@@ -12,3 +13,4 @@ pub mod etf;
 pub mod etf_guard;
 pub mod frame;
 pub mod handshake;
+pub mod tls;

@@ -2,10 +2,18 @@
 # starts it with --name already), start the node binary under a unique name, and point
 # :ash_gen_server at it. The node is killed when the suite ends.
 AshApp.RustNode.ensure_distributed!()
+
+# In TLS mode (run_ash_tls.sh) this VM must run TLS distribution too, or nothing connects.
+if AshApp.RustNode.tls_args() != [] and
+     :init.get_argument(:proto_dist) != {:ok, [[~c"inet_tls"]]} do
+  raise "ASH_GEN_SERVER_SSL_DIST_OPTFILE is set but this VM does not run -proto_dist inet_tls"
+end
+
 rust_node = AshApp.RustNode.start!()
 Application.put_env(:ash_gen_server, :node, rust_node)
 System.at_exit(fn _ -> AshApp.RustNode.stop(rust_node) end)
 ExUnit.after_suite(fn _ -> AshApp.RustNode.stop(rust_node) end)
 
-IO.puts("ash_gen_server: testing against #{rust_node} from #{node()}")
+transport = if AshApp.RustNode.tls_args() == [], do: "TCP", else: "TLS (inet_tls)"
+IO.puts("ash_gen_server: testing against #{rust_node} from #{node()} over #{transport}")
 ExUnit.start(timeout: 60_000)

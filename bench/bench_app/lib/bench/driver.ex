@@ -6,6 +6,9 @@ defmodule Bench.Driver do
 
   - `BENCH_RUST_NODE`, `BENCH_BIG_NODE` (a fresh Rust node for workload 6), `BENCH_BASELINE_NODE`
   - `BENCH_RUST_OS_PID`, `BENCH_BIG_OS_PID`, `BENCH_BASELINE_OS_PID` (CPU accounting; optional)
+  - `BENCH_TLS_RUST_NODE`, `BENCH_TLS_BASELINE_NODE`, `BENCH_TLS_OPTFILE` and their
+    `BENCH_TLS_*_OS_PID`: the pair of nodes running TLS distribution, for workload 8
+    (`Bench.Tls`); without them workload 8 is left out
   - `BENCH_LOOPBACK_BIN` (the `loopback_rtt` example), `BENCH_OUT` (output folder),
     `BENCH_TIMESTAMP`
 
@@ -153,6 +156,7 @@ defmodule Bench.Driver do
     cfg
     |> Map.put(:records, records)
     |> Map.put(:mode, mode)
+    |> Map.put(:tls, Bench.Tls.from_env() != nil)
     |> Map.put(:loopback_bin, System.get_env("BENCH_LOOPBACK_BIN"))
   end
 
@@ -186,6 +190,7 @@ defmodule Bench.Driver do
       baseline: baseline,
       big: big,
       cfg: cfg,
+      tls: Bench.Tls.from_env(),
       machine: machine(),
       os_pids: %{
         driver: System.pid(),
@@ -215,6 +220,8 @@ defmodule Bench.Driver do
         steps
       end
 
+    steps = if ctx.tls, do: steps ++ [{"8. get over TLS", &Bench.Tls.rows/1}], else: steps
+
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->
         progress(cfg, name)
@@ -236,7 +243,14 @@ defmodule Bench.Driver do
       loopback_end: loopback_end || %{},
       load_average: %{start: load_start, end: loadavg()},
       config: Map.drop(cfg, [:loopback_bin, :verbose, :mode]),
-      nodes: %{rust: rust, baseline: baseline, big: big, driver: node()},
+      nodes: %{
+        rust: rust,
+        baseline: baseline,
+        big: big,
+        driver: node(),
+        tls_rust: ctx.tls && ctx.tls.rust,
+        tls_baseline: ctx.tls && ctx.tls.baseline
+      },
       rows: rows,
       errors: Enum.reverse(errors)
     }

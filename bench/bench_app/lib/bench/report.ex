@@ -64,12 +64,13 @@ defmodule Bench.Report do
       end
 
     big = if cfg["run_big"] || cfg[:run_big], do: ["big_create", "big_memory"], else: []
+    tls = if cfg["tls"] || cfg[:tls], do: ["tls_get_c1", "tls_get_vs_tcp"], else: []
 
     ["create", "create_total", "memory"] ++
       get_update ++
       ["filter_small", "filter_large"] ++
       ["ash_create", "ash_get", "ash_update", "ash_filter_small", "ash_filter_large"] ++
-      ["ash_counter_c64", "ash_datetime_page"] ++ big
+      ["ash_counter_c64", "ash_datetime_page"] ++ big ++ tls
   end
 
   @doc """
@@ -215,7 +216,9 @@ defmodule Bench.Report do
     DynamicSupervisor) for workloads 1–4, and `Bench.InProcessDataLayer` (the same design on the
     Ash node itself) for workload 5. In workload 7 both sides are the Rust node through Ash:
     "Rust" is the feature done in the node, "BEAM" the shim's fallback for it (the compare-and-set
-    loop; every record fetched and Ash filtering, sorting and paging them). Ratios are Rust / BEAM:
+    loop; every record fetched and Ash filtering, sorting and paging them). Workload 8 runs over
+    TLS distribution on both sides (a second Rust node and baseline node with `inet_tls`, called
+    from a client node with `inet_tls`). Ratios are Rust / BEAM:
     below 1 is better for latency, above 1 is better for ops/s. Closed loop: each caller sends
     its next request when the reply is in. Each side runs in #{doc.config.rounds} rounds, the sides taking turns: ops/s is the median
     round's, p50 and p99 are over every operation of every round.
@@ -342,6 +345,12 @@ defmodule Bench.Report do
             "- Memory (workload 3): Rust RSS #{fmt_bytes(d.rust_rss_before)} → " <>
               "#{fmt_bytes(d.rust_rss_after)}; BEAM `:erlang.memory(:total)` " <>
               "#{fmt_bytes(d.beam_memory_total_before)} → #{fmt_bytes(d.beam_memory_total_after)}."
+
+          %{id: "tls_get_vs_tcp", detail: d} ->
+            "- Workload 8, in the same rounds: the BEAM's get p50 over TLS " <>
+              "#{fmt_us(d.beam_tls_p50_us)} against #{fmt_us(d.beam_tcp_p50_us)} over TCP " <>
+              "(#{fmt_ratio(d.beam_tls_over_tcp)}); Rust over TCP p99 " <>
+              "#{fmt_us(d.rust_tcp.p99_us)}."
 
           %{id: "big_create", detail: d} ->
             tenths = Enum.map_join(d.big_tenths_us_per_record, ", ", &fmt_num/1)

@@ -24,6 +24,9 @@ defmodule Bench.Workloads do
 
   def rust_call(node, request), do: GenServer.call({@server, node}, request, @timeout)
 
+  @doc "The resource workload 3 fills on both sides (ids 1..records), reused by workload 8."
+  def people, do: @people
+
   defp ok!({:ok, _} = reply, _what), do: reply
   defp ok!(:ok, _what), do: :ok
   defp ok!(other, what), do: raise("#{what}: unexpected reply #{inspect(other, limit: 10)}")

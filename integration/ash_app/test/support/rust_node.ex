@@ -6,6 +6,10 @@ defmodule AshApp.RustNode do
   this project. Each start uses a fresh node name (`ash_rust_<unique>@127.0.0.1`), this VM's
   cookie and `--enable-fault-injection`; its stdout and stderr go to `rust_node.log` here.
 
+  With `ASH_GEN_SERVER_SSL_DIST_OPTFILE` set, the node runs TLS distribution
+  (`--proto-dist inet_tls --ssl-dist-optfile` that file): this VM must then run it too
+  (`elixir --erl "-proto_dist inet_tls -ssl_dist_optfile FILE"`, see `integration/run_ash_tls.sh`).
+
   The node runs under a small `sh` wrapper that kills it as soon as the wrapper's stdin (the
   port) closes, so the node never outlives the test VM, even one killed with SIGKILL. A process
   owns the port; stopping it kills the node at once.
@@ -78,6 +82,15 @@ defmodule AshApp.RustNode do
     :exit, _ -> :ok
   end
 
+  @doc "The node's TLS flags, from `ASH_GEN_SERVER_SSL_DIST_OPTFILE` (none when unset)."
+  def tls_args do
+    case System.get_env("ASH_GEN_SERVER_SSL_DIST_OPTFILE") do
+      nil -> []
+      "" -> []
+      file -> ["--proto-dist", "inet_tls", "--ssl-dist-optfile", file]
+    end
+  end
+
   @impl true
   def init({bin, name}) do
     Process.flag(:trap_exit, true)
@@ -86,7 +99,7 @@ defmodule AshApp.RustNode do
 
     args =
       ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++
-        ["--enable-fault-injection"]
+        ["--enable-fault-injection"] ++ tls_args()
 
     # The node's stdout goes to the port; a background reader holds the port's stdin (fd 3, since
     # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF.
