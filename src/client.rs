@@ -72,7 +72,7 @@ pub async fn call(
                     continue;
                 }
                 Ok(Some(Frame::Undecodable(e))) => return Err(format!("undecodable reply: {e}")),
-                Ok(Some(Frame::TooDeep(_))) => return Err("a reply nested too deeply".to_string()),
+                Ok(Some(Frame::OverLimit(_, why))) => return Err(format!("a reply over a limit: {why}")),
                 Ok(None) => {}
                 Err(e) => return Err(format!("connection lost: {e}")),
             }

@@ -21,6 +21,7 @@ async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
         epmd_mode: EpmdMode::Embedded,
         net_ticktime: Duration::from_secs(60),
         busy_poll: Duration::from_micros(100),
+        limits: Default::default(),
     };
     let running = Node::start(config).await.expect("node starts");
     // The server lives as long as the node (its tasks end with the runtime).
@@ -111,7 +112,7 @@ async fn serves_the_protocol_over_real_connections() {
         call(&node, epmd, "{fault, user, #{id => 1}, panic}").await,
         t("{error, fault_injection_disabled}")
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +146,7 @@ async fn a_failing_record_comes_back_with_its_last_committed_state() {
         call(&node, epmd, "{get, item, #{id => 7}}").await,
         t("{error, not_found}")
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +189,7 @@ async fn a_real_erl_node_uses_the_embedded_epmd_and_sees_a_hidden_node() {
         "erl failed: {stdout} {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,5 +207,5 @@ async fn a_wrong_cookie_is_refused() {
     assert!(refused.is_err(), "a wrong cookie got through: {refused:?}");
     // The node is still fine.
     assert_eq!(call(&node, epmd, "ping").await, t("pong"));
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }

@@ -28,6 +28,7 @@ pub struct RecordService {
     /// Expiry handlers.
     pub expiry: Expiry,
     pids: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 impl RecordService {
@@ -40,6 +41,7 @@ impl RecordService {
             timers: Arc::new(Timers::new()),
             expiry: Expiry::default(),
             pids: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
         })
     }
 
@@ -72,6 +74,20 @@ impl RecordService {
     /// Number of records that have a pid.
     pub fn pids(&self) -> usize {
         self.pids.load(Ordering::Relaxed)
+    }
+
+    /// Requests queued in record actors' mailboxes, waiting for their turn (and their reply).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// `n` requests were queued for a turn (`true`) or taken from a mailbox.
+    pub(super) fn count_queued(&self, queued: bool, n: usize) {
+        if queued {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// A record got a pid (`true`) or its pid exited.
