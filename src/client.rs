@@ -72,7 +72,9 @@ pub async fn call(
                     continue;
                 }
                 Ok(Some(Frame::Undecodable(e))) => return Err(format!("undecodable reply: {e}")),
-                Ok(Some(Frame::OverLimit(_, why))) => return Err(format!("a reply over a limit: {why}")),
+                Ok(Some(Frame::OverLimit(_, why))) => {
+                    return Err(format!("a reply over a limit: {why}"));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(format!("connection lost: {e}")),
             }

@@ -347,7 +347,11 @@ async fn read_loop(
 }
 
 /// At shutdown: reads and serves what the peer has already sent, without waiting for more.
-fn drain_rest(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<Read, String> {
+fn drain_rest(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    frames: &mut FrameReader,
+) -> Result<Read, String> {
     let _reading = ReadingGuard::enter(conn.id);
     loop {
         drain(node, conn, frames)?;

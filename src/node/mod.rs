@@ -404,7 +404,10 @@ impl RunningNode {
         }
         let left = node.conn_count();
         if left > 0 {
-            tracing::warn!(connections = left, "shutdown timeout: closing connections not drained");
+            tracing::warn!(
+                connections = left,
+                "shutdown timeout: closing connections not drained"
+            );
             node.close_all();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

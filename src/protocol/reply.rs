@@ -6,8 +6,8 @@ use crate::node::Node;
 use crate::node::genserver::{self, From, GenMessage};
 use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
-use crate::wire::etf::TermWriter;
 use crate::wire::etf;
+use crate::wire::etf::TermWriter;
 use std::sync::Arc;
 
 /// `ok`.

@@ -408,6 +408,11 @@ impl FrameWriter {
         }
     }
 
+    /// Whether frames go through the atom cache.
+    pub fn atom_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// A tick (an empty frame).
     pub fn tick(&mut self) {
         self.buf.extend_from_slice(&[0, 0, 0, 0]);

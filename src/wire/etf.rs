@@ -163,7 +163,8 @@ impl<'a> Decoder<'a> {
         let raw = self.take(len)?;
         // Latin-1 bytes are one character each; UTF-8 has at least one byte per character.
         if raw.len() > MAX_ATOM_CHARS
-            && (latin1 || std::str::from_utf8(raw).map_or(true, |s| s.chars().count() > MAX_ATOM_CHARS))
+            && (latin1
+                || std::str::from_utf8(raw).map_or(true, |s| s.chars().count() > MAX_ATOM_CHARS))
         {
             return self.fail("atom longer than 255 characters");
         }
@@ -287,12 +288,11 @@ impl<'a> Decoder<'a> {
     #[inline(never)]
     fn opaque(&mut self, start: usize) -> Result<Value> {
         // Find the term's extent first, so only its own bytes are copied.
-        let len =
-            super::etf_guard::check_body(&self.bytes[start..], self.limits.max_term_depth)
-                .map_err(|e| DecodeError {
-                    offset: start + e.offset,
-                    reason: e.reason.to_string(),
-                })?;
+        let len = super::etf_guard::check_body(&self.bytes[start..], self.limits.max_term_depth)
+            .map_err(|e| DecodeError {
+                offset: start + e.offset,
+                reason: e.reason.to_string(),
+            })?;
         let mut with_version = Vec::with_capacity(len + 1);
         with_version.push(VERSION);
         with_version.extend_from_slice(&self.bytes[start..start + len]);

@@ -57,7 +57,12 @@ impl Limits {
     /// (a handshake-sized message) and below 4 GiB.
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(&str, usize, usize, usize); 6] = [
-            ("max-frame-bytes", self.max_frame_bytes, 64, u32::MAX as usize),
+            (
+                "max-frame-bytes",
+                self.max_frame_bytes,
+                64,
+                u32::MAX as usize,
+            ),
             (
                 "max-term-depth",
                 self.max_term_depth,

@@ -40,7 +40,7 @@ impl Fault {
             }
             _ => {
                 return bad(format!(
-                    "a fault is panic, error or {{after_change, Changes}}, got: {:?}",
+                    "a fault is panic or error (or {{after_change, Changes}}), got: {:?}",
                     args[2]
                 ));
             }
