@@ -79,10 +79,10 @@ wait_subscribed(S, N) ->
 
 caller_loop(S, R, I, K) ->
     Key = {node(), I},
-    {ok, _} = case K of
-                  0 -> gen_server:call(S, {upsert, R, #{id => Key, n => 0}});
-                  _ -> gen_server:call(S, {update, R, #{id => Key}, #{n => K}})
-              end,
+    case K of
+        0 -> {ok, _, _} = gen_server:call(S, {upsert, R, #{id => Key, n => 0}});
+        _ -> {ok, _} = gen_server:call(S, {update, R, #{id => Key}, #{n => K}})
+    end,
     caller_loop(S, R, I, K + 1).
 
 %% ---------------------------------------------------------------------------------------------
