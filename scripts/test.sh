@@ -14,9 +14,11 @@ section "rust: fmt, clippy"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
-section "rust: unit and integration tests"
+section "rust: unit and integration tests, docs, the embedded example"
 epmd -daemon
 cargo test --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+cargo run --quiet --example embedded
 
 section "erlang: end-to-end suites against the node"
 integration/run_erl.sh

@@ -10,6 +10,38 @@ use erl_dist::node::NodeName;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Why a one-shot call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node could not be found or reached.
+    #[error(transparent)]
+    Dial(#[from] epmd::DialError),
+    /// The handshake failed (a wrong cookie among other reasons).
+    #[error("handshake with {node} failed: {source}")]
+    Handshake {
+        /// The node called.
+        node: String,
+        /// Why.
+        source: handshake::HandshakeError,
+    },
+    /// This caller's own name could not be made.
+    #[error("cannot name the caller: {0}")]
+    Name(String),
+    /// The connection failed after the handshake.
+    #[error("{0}")]
+    Connection(String),
+    /// No reply in time.
+    #[error("no reply from {name} on {node} within {timeout:?}")]
+    Timeout {
+        /// The process called.
+        name: String,
+        /// Its node.
+        node: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
 /// Calls `{name, node}` with `request` and waits up to `timeout` for the reply.
 pub async fn call(
     node: &NodeName,
@@ -18,20 +50,23 @@ pub async fn call(
     name: &str,
     request: &Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, CallError> {
     let stream = epmd::dial(node, epmd_port).await?;
     let me: NodeName = format!("call{}@{}", std::process::id(), node.host())
         .parse()
-        .map_err(|e| format!("{e}"))?;
+        .map_err(|e| CallError::Name(format!("{e}")))?;
     let creation = rand::random::<u32>().max(4);
     let local = handshake::local_node(&me, creation);
     let offered = local.flags;
     let (mut stream, peer) = handshake::connect(stream, local, cookie)
         .await
-        .map_err(|e| format!("handshake with {node} failed: {e}"))?;
+        .map_err(|source| CallError::Handshake {
+            node: node.to_string(),
+            source,
+        })?;
     let atom_cache = (offered & peer.flags).contains(DistributionFlags::DIST_HDR_ATOM_CACHE);
 
-    let me_atom = Atom::new(&me.to_string()).map_err(|e| e.to_string())?;
+    let me_atom = Atom::new(&me.to_string()).map_err(|e| CallError::Name(e.to_string()))?;
     let from = Pid {
         node: me_atom,
         id: 1,
@@ -44,13 +79,13 @@ pub async fn call(
         Value::pair(Value::Pid(Box::new(from)), tag.clone()),
         request.clone(),
     ]);
-    let to = Atom::new(name).map_err(|e| e.to_string())?;
+    let to = Atom::new(name).map_err(|e| CallError::Name(e.to_string()))?;
     let mut writer = FrameWriter::new(atom_cache);
     writer.reg_send(&from, to, |w| w.term(&message));
     stream
         .write_all(&writer.buf)
         .await
-        .map_err(|e| format!("send failed: {e}"))?;
+        .map_err(|e| CallError::Connection(format!("send failed: {e}")))?;
 
     let mut frames = FrameReader::new();
     let wait = async {
@@ -71,21 +106,33 @@ pub async fn call(
                     let _ = stream.write_all(&[0, 0, 0, 0]).await;
                     continue;
                 }
-                Ok(Some(Frame::Undecodable(e))) => return Err(format!("undecodable reply: {e}")),
+                Ok(Some(Frame::Undecodable(e))) => {
+                    return Err(CallError::Connection(format!("undecodable reply: {e}")));
+                }
                 Ok(Some(Frame::OverLimit(_, why))) => {
-                    return Err(format!("a reply over a limit: {why}"));
+                    return Err(CallError::Connection(format!(
+                        "a reply over a limit: {why}"
+                    )));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("connection lost: {e}")),
+                Err(e) => return Err(CallError::Connection(format!("connection lost: {e}"))),
             }
             match stream.read(frames.read_space()).await {
-                Ok(0) => return Err("connection closed before the reply".to_string()),
+                Ok(0) => {
+                    return Err(CallError::Connection(
+                        "connection closed before the reply".into(),
+                    ));
+                }
                 Ok(n) => frames.filled(n),
-                Err(e) => return Err(format!("connection lost: {e}")),
+                Err(e) => return Err(CallError::Connection(format!("connection lost: {e}"))),
             }
         }
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("no reply from {name} on {node} within {timeout:?}"))?
+        .map_err(|_| CallError::Timeout {
+            name: name.to_string(),
+            node: node.to_string(),
+            timeout,
+        })?
 }

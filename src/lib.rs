@@ -14,16 +14,20 @@
 //! - [`term`]: the term representation everything above shares.
 //!
 //! `main.rs` wires them: it starts a [`node::Node`], then [`protocol::Server::start`] registers
-//! the record service's process on it. Beside them: [`client`], a one-shot caller
+//! the record service's process on it; [`embedded`] does the same inside any Rust program and
+//! offers a typed API over it. Beside them: [`client`], a one-shot caller
 //! (`ash-gen-server call`), and [`config`], resources defined at start from a JSON file.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod config;
+pub mod embedded;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod query;
 pub mod record;
+pub mod status;
 pub mod term;
 pub mod wire;

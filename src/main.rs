@@ -25,8 +25,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A hidden Erlang node in Rust hosting one actor per record (the AshGenServer data layer engine)"
 )]
 struct Cli {
+    /// Log lines as text (for people) or JSON (one object per line, for collectors).
+    #[arg(long, global = true, value_enum, env = "ASH_GEN_SERVER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +45,8 @@ enum Command {
     /// Call a process on a running node once and print the reply, e.g.
     /// `ash-gen-server call --node rust@127.0.0.1 --cookie secret '{info, user}'`.
     Call(CallArgs),
+    /// Print what a running node holds: resources and their records, peers, uptime, memory.
+    Status(StatusArgs),
     /// Run only an EPMD server (for machines without `epmd`).
     Epmd {
         /// Port to listen on.
@@ -94,6 +105,9 @@ struct StartArgs {
     /// replies written before the connections close anyway.
     #[arg(long, default_value_t = 10)]
     shutdown_timeout: u64,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -138,6 +152,25 @@ impl LimitArgs {
 }
 
 #[derive(Args)]
+struct StatusArgs {
+    /// The node, `name@host`.
+    #[arg(long)]
+    node: String,
+    /// Magic cookie; defaults to ~/.erlang.cookie.
+    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
+    cookie: Option<String>,
+    /// Port of EPMD.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
+    epmd_port: u16,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct CallArgs {
     /// The node to call, `name@host`.
     #[arg(long)]
@@ -160,14 +193,16 @@ struct CallArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     // A record actor that panics is restarted by its supervisor; say so in the log, not as a
     // bare message on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -198,6 +233,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Start(args) => start(args).await,
             Command::Call(args) => call(args).await,
+            Command::Status(args) => status(args).await,
             Command::Epmd { port } => epmd(port).await,
         }
     });
@@ -277,6 +313,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
         fault_injection: args.enable_fault_injection,
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let task =
+                ash_gen_server::metrics::serve(addr, &server.service).map_err(|e| e.to_string())?;
+            tracing::info!(%addr, "serving Prometheus metrics");
+            Some(task)
+        }
+        None => None,
+    };
     if let Some(path) = &args.resources {
         let json = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -313,6 +358,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
         .shutdown(Duration::from_secs(args.shutdown_timeout))
         .await;
     server.stop();
+    if let Some(task) = metrics {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -364,8 +412,34 @@ async fn call(args: CallArgs) -> Result<(), String> {
         &request,
         Duration::from_secs(args.timeout),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     println!("{reply:?}");
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> Result<(), String> {
+    let node: NodeName = args
+        .node
+        .parse()
+        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
+    let cookie = match &args.cookie {
+        Some(c) => c.clone(),
+        None => home_cookie()?,
+    };
+    let status = ash_gen_server::status::Status::fetch(
+        &node,
+        &cookie,
+        args.epmd_port,
+        Duration::from_secs(args.timeout),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", status.json());
+    } else {
+        print!("{}", status.human());
+    }
     Ok(())
 }
 

@@ -108,6 +108,40 @@ fn start_call_and_stop() {
         "{stats}"
     );
 
+    // `status` summarises it, for people and for scripts.
+    let status = |json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "status",
+            "--node",
+            &name,
+            "--cookie",
+            "cli-test",
+            "--epmd-port",
+        ])
+        .arg(epmd.to_string());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("status runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(false);
+    assert!(
+        text.contains(&name) && text.contains("records   1") && text.contains("session"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    assert_eq!(json["records"], 1);
+    assert_eq!(json["resources"][0]["name"], "session");
+    assert_eq!(json["resources"][0]["records"], 1);
+    assert_eq!(json["resources"][0]["inactivity_timeout_ms"], 60000);
+
     // SIGTERM stops it cleanly.
     let pid = node.0.id();
     let killed = Command::new("kill")
@@ -128,4 +162,46 @@ fn start_call_and_stop() {
     };
     assert!(status.success(), "exit status {status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let name = format!("clijson{}@127.0.0.1", std::process::id());
+    let mut child = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "start",
+            "--name",
+            &name,
+            "--cookie",
+            "c",
+        ])
+        .args(["--epmd", "embedded", "--epmd-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the node starts");
+    let stderr = child.stderr.take().unwrap();
+    let node = Node(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a log line within 20 s");
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if object["fields"]["message"] == "node started" {
+            break object;
+        }
+    };
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["node"], name.as_str());
+    drop(node);
 }

@@ -5,6 +5,10 @@ defmodule AshGenServer do
   - `keep_alive/1` resets a record's inactivity timer without reading it.
   - `whereis/1` returns the pid of the record's actor on the node, which can be monitored or
     linked like any process.
+
+  Both find a `:context` multitenant record in its tenant's namespace on the node from the
+  tenant Ash keeps in the record's `__metadata__` (set on every record Ash reads or writes
+  with a tenant).
   - `request/2` sends any PROTOCOL.md request about a resource to its node (defining the
     resource first if needed), for what Ash has no API for (`info`, `clear`, fault injection in
     tests...).
@@ -19,7 +23,7 @@ defmodule AshGenServer do
   @spec keep_alive(Ash.Resource.record()) :: :ok
   def keep_alive(%resource{} = record) do
     case Values.primary_key(resource, record) do
-      {:ok, pk} -> Client.cast(resource, {:keep_alive, resource, pk})
+      {:ok, pk} -> Client.cast(resource, {:keep_alive, target(record), pk})
       _ -> :ok
     end
   end
@@ -28,7 +32,14 @@ defmodule AshGenServer do
   @spec whereis(Ash.Resource.record()) :: {:ok, pid} | {:error, term}
   def whereis(%resource{} = record) do
     with {:ok, pk} <- Values.primary_key(resource, record) do
-      Client.run(resource, {:whereis, resource, pk}, request: :whereis, expect: &is_pid/1)
+      Client.run(resource, {:whereis, target(record), pk}, request: :whereis, expect: &is_pid/1)
+    end
+  end
+
+  defp target(%resource{} = record) do
+    case record.__metadata__[:tenant] do
+      nil -> resource
+      tenant -> Client.target(resource, Ash.ToTenant.to_tenant(tenant, resource))
     end
   end
 

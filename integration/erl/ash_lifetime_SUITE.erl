@@ -323,7 +323,7 @@ handler_gets_inactivity_notice_and_destroys(Config) ->
     Elapsed = now_ms() - T0,
     ct:log("notice after ~b ms: ~p", [Elapsed, Info]),
     ?assert(Elapsed >= ?TIMEOUT - 20),
-    ?assertEqual(#{node => Node, resource => R, primary_key => #{id => 1},
+    ?assertEqual(#{node => Node, resource => R, tenant => nil, primary_key => #{id => 1},
                    record => #{id => 1, n => 0}, reason => inactivity_timeout}, Info),
     %% the record waits for its handler
     ash_node:no_down(Mon, 300),
@@ -353,7 +353,7 @@ handler_gets_maximum_lifetime_notice(Config) ->
                               end
                       end
               end)(),
-    ?assertEqual(#{node => Node, resource => R, primary_key => #{id => 7},
+    ?assertEqual(#{node => Node, resource => R, tenant => nil, primary_key => #{id => 7},
                    record => #{id => 7, n => 0}, reason => maximum_lifetime}, Notice),
     ?assert(now_ms() - T0 >= 280),
     ash_node:no_down(Mon, 100),

@@ -159,8 +159,27 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// Why a connection to a peer could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The peer could not be found or reached.
+    #[error(transparent)]
+    Dial(#[from] epmd::DialError),
+    /// The handshake failed (a wrong cookie among other reasons).
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: handshake::HandshakeError,
+    },
+    /// The connection ended as soon as it was made.
+    #[error("connection to {0} closed at once")]
+    ClosedAtOnce(String),
+}
+
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
-pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), String> {
+pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), ConnectError> {
     let stream = epmd::dial(peer, node.config.epmd_port).await?;
     let (stream, peer_node) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -168,14 +187,17 @@ pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), String> {
     )
     .await
     .unwrap_or(Err(handshake::HandshakeError::Timeout))
-    .map_err(|e| format!("handshake with {peer} failed: {e}"))?;
+    .map_err(|source| ConnectError::Handshake {
+        peer: peer.to_string(),
+        source,
+    })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         run_with(node, stream, peer_node, Some(ready_tx)).await;
     });
     ready_rx
         .await
-        .map_err(|_| format!("connection to {peer} closed at once"))
+        .map_err(|_| ConnectError::ClosedAtOnce(peer.to_string()))
 }
 
 async fn run(node: Arc<Node>, stream: TcpStream, peer: PeerNode) {

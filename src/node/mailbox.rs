@@ -184,10 +184,9 @@ impl Mailbox {
         self.node.monitor(&self.pid, target)
     }
 
-    /// Links to the local process `target` (as `link/1` from a process of this node).
+    /// Links to `target` (as `link/1` from a process of this node).
     pub fn link(&self, target: &Pid) -> bool {
-        self.node.processes.add_link(target, self.pid)
-            && self.node.processes.add_link(&self.pid, *target)
+        self.node.link(&self.pid, target)
     }
 
     /// Sends `exit(Target, Reason)` to the local process `target`.

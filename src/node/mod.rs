@@ -331,7 +331,10 @@ impl Node {
     }
 
     /// Connects to `peer` unless already connected.
-    pub async fn connect(self: &Arc<Self>, peer: &NodeName) -> Result<(), String> {
+    pub async fn connect(
+        self: &Arc<Self>,
+        peer: &NodeName,
+    ) -> Result<(), connection::ConnectError> {
         let key = peer.to_string();
         if self.conn(&key).is_some() {
             return Ok(());

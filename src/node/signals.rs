@@ -137,6 +137,27 @@ impl Node {
         }
     }
 
+    /// Links the local process `local` with `other` (local or remote), as `link/1` called by
+    /// `local`. Returns false when either is known to be gone (a remote one that is gone
+    /// answers with an exit signal, as on the BEAM).
+    pub fn link(self: &Arc<Self>, local: &Pid, other: &Pid) -> bool {
+        if !self.processes.add_link(local, *other) {
+            return false;
+        }
+        if self.processes.is_local(other) {
+            if self.processes.add_link(other, *local) {
+                return true;
+            }
+            self.processes.unlink(local, other);
+            return false;
+        }
+        if self.write_to(other.node, |w| w.link(local, other)) {
+            return true;
+        }
+        self.processes.unlink(local, other);
+        false
+    }
+
     /// Tells `watcher` its monitor fired, from another task when there is a runtime.
     fn down_later(self: &Arc<Self>, watcher: Pid, reference: Ref, target: Pid, reason: Value) {
         let node = self.clone();

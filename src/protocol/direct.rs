@@ -7,9 +7,10 @@
 //! process: nothing is replied.
 
 use super::args;
+use super::caller::Caller;
 use super::error::{Error, Result, bad};
 use super::reply;
-use crate::node::genserver::{self, From, GenMessage};
+use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
 use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
@@ -97,7 +98,10 @@ impl Process for RecordProcess {
                     let op = parsed.op().bound(&self.actor.resource.config().types);
                     self.actor.deliver(
                         &self.records,
-                        Envelope::Call(Some(Box::new(DirectReply(from))), op),
+                        Envelope::Call(
+                            Some(Box::new(DirectReply(Caller::new(from, "direct")))),
+                            op,
+                        ),
                     )
                 }
                 Err(e) => node.reply(&from, &e.to_reply()),
@@ -125,7 +129,7 @@ impl Process for RecordProcess {
 }
 
 /// Replies to a caller of a record's own pid.
-struct DirectReply(From);
+struct DirectReply(Caller);
 
 impl Reply for DirectReply {
     fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {

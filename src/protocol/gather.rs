@@ -2,7 +2,7 @@
 //! [`Gather`] collects one [`Outcome`] per slot, in the order the slots were made, and builds
 //! the reply from all of them.
 
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError};
 use crate::term::Value;
 use parking_lot::Mutex;
@@ -14,7 +14,7 @@ pub type Finish = Box<dyn FnOnce(Vec<Outcome>) -> Value + Send>;
 
 /// Outcomes of a fanned-out request, gathered until the last one.
 pub struct Gather {
-    from: From,
+    from: Caller,
     outcomes: Mutex<Vec<Option<Outcome>>>,
     remaining: AtomicUsize,
     finish: Mutex<Option<Finish>>,
@@ -22,7 +22,7 @@ pub struct Gather {
 
 impl Gather {
     /// A gathering of `n` outcomes for the caller `from` (`n > 0`).
-    pub fn new(from: From, n: usize, finish: Finish) -> Arc<Gather> {
+    pub fn new(from: Caller, n: usize, finish: Finish) -> Arc<Gather> {
         Arc::new(Gather {
             from,
             outcomes: Mutex::new((0..n).map(|_| None).collect()),
@@ -44,7 +44,7 @@ impl Gather {
                 .map(|o| o.unwrap_or(Outcome::Error(StoreError::NotFound)))
                 .collect();
             if let Some(finish) = self.finish.lock().take() {
-                svc.node().reply(&self.from, &finish(outcomes));
+                self.from.reply(svc.node(), &finish(outcomes));
             }
         }
     }

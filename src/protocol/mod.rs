@@ -7,6 +7,7 @@
 //! service); [`args`] parses shared arguments; [`reply`] renders results and [`error`] errors.
 
 pub mod args;
+pub mod caller;
 pub mod cmd;
 pub mod direct;
 pub mod error;

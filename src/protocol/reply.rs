@@ -1,9 +1,10 @@
 //! Reply terms — how results look on the wire (docs/PROTOCOL.md) — and [`ToCaller`], the way a
 //! record's result reaches the caller of `ash_gen_server`.
 
+use super::caller::Caller;
 use super::error::Error;
 use crate::node::Node;
-use crate::node::genserver::{self, From, GenMessage};
+use crate::node::genserver::{self, GenMessage};
 use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
 use crate::wire::etf;
@@ -76,9 +77,9 @@ pub fn render(outcome: &Outcome) -> Value {
 }
 
 /// Sends an outcome to the caller `from`.
-pub fn send_outcome(svc: &RecordService, from: &From, outcome: &Outcome) {
-    svc.node()
-        .reply_with(from, |out| encode_outcome(outcome, out));
+pub fn send_outcome(svc: &RecordService, from: &Caller, outcome: &Outcome) {
+    let ok = !matches!(outcome, Outcome::Error(_));
+    from.reply_with(svc.node(), ok, |out| encode_outcome(outcome, out));
 }
 
 /// Answers a call over one of the node's limits (see `wire::limits`) with
@@ -110,7 +111,7 @@ pub fn refuse_over_limit(node: &Arc<Node>, message: Value, reason: &'static str)
 }
 
 /// The caller of `ash_gen_server` waiting for a record's result.
-pub struct ToCaller(pub From);
+pub struct ToCaller(pub Caller);
 
 impl Reply for ToCaller {
     fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {

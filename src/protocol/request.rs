@@ -12,7 +12,7 @@ use super::cmd::{
 };
 use super::error::{Error, Result};
 use super::service::Service;
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::term::Value;
 
 /// A request to `ash_gen_server`.
@@ -107,8 +107,35 @@ impl Request {
         })
     }
 
+    /// The request's name, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Define(_) => "define",
+            Request::Create(_) => "create",
+            Request::Upsert(_) => "upsert",
+            Request::BulkCreate(_) => "bulk_create",
+            Request::Get(_) => "get",
+            Request::Update(_) => "update",
+            Request::Destroy(_) => "destroy",
+            Request::UpdateWhere(_) => "update_where",
+            Request::DestroyWhere(_) => "destroy_where",
+            Request::Query(_) => "query",
+            Request::Aggregate(_) => "aggregate",
+            Request::Whereis(_) => "whereis",
+            Request::KeepAlive(_) => "keep_alive",
+            Request::Subscribe(_) => "subscribe",
+            Request::Unsubscribe => "unsubscribe",
+            Request::Info(_) => "info",
+            Request::Resources => "resources",
+            Request::Clear(_) => "clear",
+            Request::Ping => "ping",
+            Request::Stats => "stats",
+            Request::Fault(_) => "fault",
+        }
+    }
+
     /// Serves the request as a call: exactly one reply reaches `from`.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match self {
             Request::Define(r) => r.execute(svc, from),
             Request::Create(r) => r.execute(svc, from),
@@ -139,7 +166,10 @@ impl Request {
         match self {
             Request::KeepAlive(r) => r.cast(svc),
             other => {
-                tracing::warn!(request = ?other, "ignored a cast that only makes sense as a call")
+                tracing::warn!(
+                    kind = other.kind(),
+                    "ignored a cast that only makes sense as a call"
+                )
             }
         }
     }

@@ -5,6 +5,7 @@
 //! actor, which replies when its turn is done; creates, queries and aggregates are served on the
 //! spot. The server owns the record service, and its monitors on expiry handlers report here.
 
+use super::caller::Caller;
 use super::reply;
 use super::request::Request;
 use super::service::{Options, Service};
@@ -81,18 +82,19 @@ impl Process for Server {
                 &request,
                 svc.node().config.limits.max_records_per_request,
             ) {
-                Ok(request) => request.execute(svc, from),
-                Err(e) => svc.reply(&from, &e.to_reply()),
+                Ok(request) => {
+                    let caller = Caller::new(from, request.kind());
+                    request.execute(svc, caller)
+                }
+                Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
             },
             GenMessage::Cast(request) => match Request::parse(&request) {
                 Ok(request) => request.cast(svc),
                 Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),
             },
             GenMessage::Info(message) => {
-                tracing::warn!(
-                    ?message,
-                    "{SERVER_NAME} ignored a message that is neither a call nor a cast"
-                );
+                tracing::debug!(?message, "the ignored message");
+                tracing::warn!("{SERVER_NAME} ignored a message that is neither a call nor a cast");
             }
         }
     }

@@ -5,7 +5,7 @@ use super::args::ResourceRef;
 use super::error::{Error, Result};
 use super::reply::{self, ToCaller};
 use crate::node::Node;
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::record::{Envelope, Op, Outcome, RecordActor, RecordService, Resource, StoreError};
 use crate::term::Value;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ impl Service {
     }
 
     /// Sends `op` to a record's actor, which replies to `from` when its turn is done.
-    pub fn to_record(&self, from: From, name: &ResourceRef, pk: &Value, op: Op) {
+    pub fn to_record(&self, from: Caller, name: &ResourceRef, pk: &Value, op: Op) {
         match self.find(name, pk) {
             Ok(actor) => {
                 let op = op.bound(&actor.resource.config().types);
@@ -63,12 +63,12 @@ impl Service {
     }
 
     /// Replies `reply` to `from`.
-    pub fn reply(&self, from: &From, reply: &Value) {
-        self.node().reply(from, reply);
+    pub fn reply(&self, from: &Caller, reply: &Value) {
+        from.reply(self.node(), reply);
     }
 
     /// Replies `{ok, Value}` or `{error, Reason}`.
-    pub fn reply_result(&self, from: &From, result: Result<Value>) {
+    pub fn reply_result(&self, from: &Caller, result: Result<Value>) {
         match result {
             Ok(value) => self.reply(from, &value),
             Err(e) => self.reply(from, &e.to_reply()),
@@ -76,7 +76,7 @@ impl Service {
     }
 
     /// Replies with an outcome.
-    pub fn reply_outcome(&self, from: &From, outcome: &Outcome) {
+    pub fn reply_outcome(&self, from: &Caller, outcome: &Outcome) {
         reply::send_outcome(&self.records, from, outcome);
     }
 }

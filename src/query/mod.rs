@@ -161,24 +161,43 @@ pub fn aggregate(
     aggregate::compute_all(aggregates, &records)
 }
 
-/// Like [`aggregate()`], per group of records with the same `group_by` value (exact equality;
-/// an absent field is `nil`): `[{GroupValue, #{Name => Value}}]`, groups in term order. The
-/// query's sort, offset and limit apply within each group. Groups without records are absent.
+/// Like [`aggregate()`], per group of records with the same `group_by` value (exact equality,
+/// or equality by type for a typed field, `ty`; an absent field is `nil`):
+/// `[{GroupValue, #{Name => Value}}]`, groups in term order (type order for a typed field; a
+/// group's value is its first record's). The query's sort, offset and limit apply within each
+/// group. Groups without records are absent.
 pub fn aggregate_grouped(
     records: impl IntoIterator<Item = Record>,
     query: &Query,
     aggregates: &[Aggregate],
     primary_key: &[Atom],
     group_by: Atom,
+    ty: Option<typed::FieldType>,
 ) -> Result<Value, AggregateError> {
-    let nil = Value::nil();
-    let mut groups: rustc_hash::FxHashMap<Value, Vec<Record>> = Default::default();
-    for record in records {
-        let key = record.get(group_by).unwrap_or(&nil).clone();
-        groups.entry(key).or_default().push(record);
+    #[derive(PartialEq, Eq, Hash)]
+    enum GroupKey {
+        Exact(Value),
+        Typed(typed::Key),
     }
-    let mut groups: Vec<(Value, Vec<Record>)> = groups.into_iter().collect();
-    groups.sort_by(|a, b| crate::term::cmp_exact(&a.0, &b.0));
+    let nil = Value::nil();
+    let mut index: rustc_hash::FxHashMap<GroupKey, usize> = Default::default();
+    let mut groups: Vec<(Value, Vec<Record>)> = Vec::new();
+    for record in records {
+        let value = record.get(group_by).unwrap_or(&nil).clone();
+        let key = match ty.and_then(|t| t.key(&value)) {
+            Some(k) => GroupKey::Typed(k),
+            None => GroupKey::Exact(value.clone()),
+        };
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push((value, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(record);
+    }
+    match ty {
+        None => groups.sort_by(|a, b| crate::term::cmp_exact(&a.0, &b.0)),
+        ty => groups.sort_by(|a, b| typed::cmp(ty, &a.0, &b.0)),
+    }
     let mut out = Vec::with_capacity(groups.len());
     for (key, members) in groups {
         let members = run(members, query, primary_key);
@@ -612,6 +631,7 @@ mod tests {
             &specs,
             &[Atom::new("id").unwrap()],
             Atom::new("author").unwrap(),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -619,6 +639,29 @@ mod tests {
             term(
                 "[{a, #{c => 2, s => 3, f => 2}}, {b, #{c => 1, s => 10, f => 10}}, {nil, #{c => 1, s => 100, f => 100}}]"
             )
+        );
+    }
+
+    #[test]
+    fn typed_groups_are_equal_by_type() {
+        let records = vec![
+            rec("#{id => 1, email => <<\"Ann\">>}"),
+            rec("#{id => 2, email => <<\"ann\">>}"),
+            rec("#{id => 3, email => <<\"Bob\">>}"),
+        ];
+        let specs = Aggregate::parse_list(&term("[{c, count, nil, #{}}]")).unwrap();
+        let out = aggregate_grouped(
+            records,
+            &Query::default(),
+            &specs,
+            &[Atom::new("id").unwrap()],
+            Atom::new("email").unwrap(),
+            Some(typed::FieldType::CiString),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            term("[{<<\"Ann\">>, #{c => 2}}, {<<\"Bob\">>, #{c => 1}}]")
         );
     }
 }

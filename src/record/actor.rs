@@ -589,9 +589,9 @@ impl RecordActor {
         step: &mut Step,
         why: &str,
     ) {
+        tracing::debug!(resource = %self.resource.name, record = ?turn.record, "removed");
         tracing::warn!(
             resource = %self.resource.name,
-            record = ?turn.record,
             "the expiry handler of an expired record {why}; the node removed the record itself"
         );
         self.resource.remove(self, &turn.record);
@@ -617,7 +617,14 @@ impl RecordActor {
             &turn.record,
             reason.atom(),
         );
-        if svc.expiry.notify(svc, self.resource.name, self, &notice) {
+        let handled = svc.expiry.notify(svc, self.resource.name, self, &notice);
+        metrics::counter!(
+            "ash_gen_server_expiries_total",
+            "reason" => reason.atom().as_str(),
+            "handled" => if handled { "true" } else { "false" }
+        )
+        .increment(1);
+        if handled {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
@@ -659,7 +666,13 @@ impl RecordActor {
             let policy = self.resource.config().restart;
             let history = inner.history.get_or_insert_with(Default::default);
             after.reply = Some(Outcome::Error(StoreError::RecordCrashed(reason.clone())));
-            match history.failed(policy, now) {
+            let decision = history.failed(policy, now);
+            let label = match decision {
+                Decision::Restart => "restart",
+                Decision::GiveUp => "give_up",
+            };
+            metrics::counter!("ash_gen_server_restarts_total", "decision" => label).increment(1);
+            match decision {
                 Decision::Restart => {
                     tracing::warn!(
                         resource = %self.resource.name,
@@ -672,7 +685,6 @@ impl RecordActor {
                 Decision::GiveUp => {
                     tracing::error!(
                         resource = %self.resource.name,
-                        record = ?inner.committed,
                         ?reason,
                         max_restarts = policy.max_restarts,
                         max_seconds = policy.max_seconds,

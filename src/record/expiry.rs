@@ -105,15 +105,15 @@ impl Expiry {
     }
 
     /// Logs a record that expired with no handler for its resource, so the node removed it
-    /// without a destroy action. The first one is logged in full; then one summary line per
-    /// second counts the rest (each record is still logged at debug level).
+    /// without a destroy action. The first one is logged; then one summary line per second
+    /// counts the rest (each record, with its values, is logged at debug level only).
     pub fn unhandled(&self, resource: Atom, record: &crate::term::Record, reason: Atom, now: u64) {
         tracing::debug!(%resource, ?record, %reason, "expired with no expiry handler; removed");
         let mut u = self.unhandled.lock();
         match u.logged_at {
             None => {
                 tracing::warn!(
-                    %resource, ?record, %reason,
+                    %resource, %reason,
                     "record expired with no expiry handler subscribed: the node removed it itself, \
                      no destroy action ran"
                 );

@@ -532,6 +532,12 @@ impl FrameWriter {
         self.frame(&control, None);
     }
 
+    /// `LINK` from `from` to `to`.
+    pub fn link(&mut self, from: &Pid, to: &Pid) {
+        let control = Value::tuple(vec![op_value(op::LINK), pid_value(from), pid_value(to)]);
+        self.frame(&control, None);
+    }
+
     /// `UNLINK_ID_ACK`.
     pub fn unlink_ack(&mut self, id: &Value, from: &Pid, to: &Pid) {
         let control = Value::tuple(vec![

@@ -97,15 +97,47 @@ pub async fn lookup(host: &str, epmd_port: u16, name: &str) -> Result<Option<u16
         })
 }
 
+/// Why a node could not be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Its host's EPMD could not be asked.
+    #[error(transparent)]
+    Epmd(#[from] EpmdError),
+    /// Its host's EPMD does not know it.
+    #[error("{node} is not registered with EPMD on {host}")]
+    NotRegistered {
+        /// The node.
+        node: String,
+        /// Its host.
+        host: String,
+    },
+    /// Its distribution port does not answer.
+    #[error("cannot reach {node} on port {port}: {source}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// The port EPMD gave.
+        port: u16,
+        /// The connection error.
+        source: std::io::Error,
+    },
+}
+
 /// Looks `node` up in its host's EPMD and opens a TCP connection to its distribution port.
-pub async fn dial(node: &erl_dist::node::NodeName, epmd_port: u16) -> Result<TcpStream, String> {
+pub async fn dial(node: &erl_dist::node::NodeName, epmd_port: u16) -> Result<TcpStream, DialError> {
     let port = lookup(node.host(), epmd_port, node.name())
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{node} is not registered with EPMD on {}", node.host()))?;
+        .await?
+        .ok_or_else(|| DialError::NotRegistered {
+            node: node.to_string(),
+            host: node.host().to_string(),
+        })?;
     let stream = TcpStream::connect((node.host(), port))
         .await
-        .map_err(|e| format!("cannot reach {node} on port {port}: {e}"))?;
+        .map_err(|source| DialError::Unreachable {
+            node: node.to_string(),
+            port,
+            source,
+        })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -5,8 +5,8 @@ defmodule AshGenServer.ExpiryHandler do
   When a record's inactivity timeout or maximum lifetime passes, the node sends one process
   subscribed to the record's resource (PROTOCOL.md "Lifetimes")
 
-      {:ash_gen_server, :expired, %{node: node, resource: resource, primary_key: pk,
-                                     record: record, reason: reason}}
+      {:ash_gen_server, :expired, %{node: node, resource: resource, tenant: tenant,
+                                     primary_key: pk, record: record, reason: reason}}
 
   and expects it to destroy the record.
 
@@ -37,6 +37,11 @@ defmodule AshGenServer.ExpiryHandler do
   context holds `%{ash_gen_server: %{expired: reason}}`, so a change can tell an expiry from an
   ordinary destroy. If that fails (no primary destroy action, a hook error, a crash), the task
   falls back to a raw `{destroy, Resource, PK}` so the record goes away either way.
+
+  The destroy runs for the record's tenant: with the `:context` multitenancy strategy the
+  notice's `tenant` (the tenant's namespace on the node, `{Resource, Tenant}`, which the raw
+  fallback destroys in too); with the `:attribute` strategy the tenant of the record's tenant
+  attribute (the resource's `tenant_from_attribute`). The rebuilt record carries it in `__metadata__.tenant`, as records Ash reads do.
   """
   use GenServer
   require Logger
@@ -213,7 +218,7 @@ defmodule AshGenServer.ExpiryHandler do
             "primary destroy action (#{format(error)}); removing the record directly"
         )
 
-        case Transport.call(node, {:destroy, resource, pk}) do
+        case Transport.call(node, {:destroy, target(resource, Map.get(notice, :tenant)), pk}) do
           :ok -> :ok
           {:error, :not_found} -> :ok
           other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")
@@ -221,16 +226,25 @@ defmodule AshGenServer.ExpiryHandler do
     end
   end
 
+  # The request target of a tenant's record (as `AshGenServer.Client.target/2`, which this
+  # module does not use): the notice's tenant is the node's, so it needs no resource info.
+  defp target(resource, nil), do: resource
+  defp target(resource, tenant), do: {resource, tenant}
+
   defp destroy_through_ash(%{resource: resource, record: stored} = notice) do
     with true <- Code.ensure_loaded?(resource) and Ash.Resource.Info.resource?(resource),
          %{name: action} <- Ash.Resource.Info.primary_action(resource, :destroy),
          {:ok, record} <- Values.cast_record(resource, stored) do
+      tenant = tenant(resource, Map.get(notice, :tenant), record)
+
       record
+      |> Ash.Resource.put_metadata(:tenant, tenant)
       |> Ash.Changeset.for_destroy(action, %{},
         authorize?: false,
+        tenant: tenant,
         context: %{ash_gen_server: %{expired: Map.get(notice, :reason)}}
       )
-      |> Ash.destroy(authorize?: false)
+      |> Ash.destroy(authorize?: false, tenant: tenant)
       |> case do
         :ok -> :ok
         {:ok, _} -> :ok
@@ -245,6 +259,22 @@ defmodule AshGenServer.ExpiryHandler do
     error -> {:error, error}
   catch
     kind, reason -> {:error, {kind, reason}}
+  end
+
+  # The tenant the destroy runs for: the notice's (`:context`), else the one the record's
+  # tenant attribute belongs to (`:attribute`, through the resource's `tenant_from_attribute`),
+  # else none.
+  defp tenant(_resource, tenant, _record) when not is_nil(tenant), do: tenant
+
+  defp tenant(resource, nil, record) do
+    with :attribute <- Ash.Resource.Info.multitenancy_strategy(resource),
+         value when not is_nil(value) <-
+           Map.get(record, Ash.Resource.Info.multitenancy_attribute(resource)) do
+      {m, f, a} = Ash.Resource.Info.multitenancy_tenant_from_attribute(resource)
+      apply(m, f, [value | a])
+    else
+      _ -> nil
+    end
   end
 
   defp format(error) when is_exception(error), do: Exception.message(error)

@@ -177,8 +177,8 @@ defmodule AshGenServer.Upsert do
     keys = keys |> Enum.uniq() |> Enum.sort()
 
     keys == Enum.sort(Ash.Resource.Info.primary_key(resource)) or
-      Enum.any?(Info.node_identities(resource), fn {_name, identity_keys} ->
-        Enum.sort(identity_keys) == keys
+      Enum.any?(Info.node_identities(resource), fn identity ->
+        identity |> elem(1) |> Enum.sort() == keys
       end)
   end
 

@@ -39,6 +39,27 @@ defmodule AshGenServer.Values do
     Ash.Type.UUIDv7 => :uuid
   }
 
+  # Types the node compares by their value when told in `define` (`types`, PROTOCOL.md): the
+  # stored form (what `dump_to_native/3` gives) and the node's type name.
+  @node_types %{
+    Ash.Type.Date => :date,
+    Ash.Type.Time => :time,
+    Ash.Type.TimeUsec => :time,
+    Ash.Type.NaiveDatetime => :naive_datetime,
+    Ash.Type.UtcDatetime => :datetime,
+    Ash.Type.UtcDatetimeUsec => :datetime,
+    Ash.Type.DateTime => :datetime,
+    Ash.Type.Decimal => :decimal,
+    Ash.Type.CiString => :ci_string
+  }
+
+  @doc """
+  The node type (`define`'s `types`) of an attribute type the node compares by value: `:date`,
+  `:time`, `:naive_datetime`, `:datetime`, `:decimal`, `:ci_string`; `nil` for the others.
+  """
+  @spec node_type(Ash.Type.t()) :: atom | nil
+  def node_type(type), do: Map.get(@node_types, type)
+
   @doc """
   How far the node can evaluate comparisons on an attribute of this type: `:order` (equality,
   `in`, `<`, `<=`, `>`, `>=`, sort, min/max) or `:none` (Ash evaluates it at runtime).
@@ -47,7 +68,9 @@ defmodule AshGenServer.Values do
   """
   @spec pushdown(Ash.Type.t()) :: pushdown
   def pushdown(type) do
-    if Map.has_key?(@ordered_types, type), do: :order, else: :none
+    if Map.has_key?(@ordered_types, type) or Map.has_key?(@node_types, type),
+      do: :order,
+      else: :none
   end
 
   # A value's stored form, with no call to Ash when it is the value itself.
@@ -79,7 +102,8 @@ defmodule AshGenServer.Values do
   """
   @spec dump_comparable(Ash.Resource.Attribute.t(), term) :: {:ok, term} | :error
   def dump_comparable(%{type: type} = attribute, value) do
-    with kind when not is_nil(kind) <- Map.get(@ordered_types, type),
+    with kind when not is_nil(kind) <-
+           Map.get(@ordered_types, type) || Map.get(@node_types, type),
          false <- is_nil(value),
          {:ok, native} <- dump(Layout.plain_kind(type), attribute, value),
          true <- kind?(kind, native) do
@@ -94,6 +118,12 @@ defmodule AshGenServer.Values do
   defp kind?(:binary, v), do: is_binary(v)
   defp kind?(:boolean, v), do: is_boolean(v)
   defp kind?(:uuid, v), do: is_binary(v) and byte_size(v) == 16
+  defp kind?(:date, v), do: is_struct(v, Date)
+  defp kind?(:time, v), do: is_struct(v, Time)
+  defp kind?(:naive_datetime, v), do: is_struct(v, NaiveDateTime)
+  defp kind?(:datetime, v), do: is_struct(v, DateTime)
+  defp kind?(:decimal, v), do: is_struct(v, Decimal)
+  defp kind?(:ci_string, v), do: is_binary(v)
 
   @doc "Dumps one value of `attribute` to its stored form."
   @spec dump_value(Ash.Resource.Attribute.t(), term) :: {:ok, term} | {:error, term}

@@ -16,7 +16,11 @@ defmodule AshGenServer.DataLayerTest do
   test "define options carry the primary key and the identities the node can enforce" do
     assert %{
              primary_key: [:id],
-             identities: [unique_name: [:name]],
+             identities: [
+               {:unique_name, [:name]},
+               {:unique_email, [:email], %{where: {:not, {:is_nil, :email}}, nils_distinct: true}}
+             ],
+             types: %{born_on: :date, email: :ci_string, price: :decimal},
              inactivity_timeout: 1_000,
              maximum_lifetime: 3_600_000,
              max_restarts: 2

@@ -85,14 +85,16 @@ defmodule AshGenServer.ValuesTest do
              Values.dump_record(Thing, struct(Thing, id: id, count: "x"))
   end
 
-  test "only types whose stored order is Ash's order are pushed down" do
+  test "types whose stored order is Ash's, or that the node is told how to compare, are pushed down" do
     assert Values.pushdown(Ash.Type.Integer) == :order
     assert Values.pushdown(Ash.Type.String) == :order
     assert Values.pushdown(Ash.Type.UUID) == :order
-    assert Values.pushdown(Ash.Type.Date) == :none
-    assert Values.pushdown(Ash.Type.Decimal) == :none
-    assert Values.pushdown(Ash.Type.CiString) == :none
-    assert Values.pushdown(Ash.Type.UtcDatetimeUsec) == :none
+    assert Values.pushdown(Ash.Type.Date) == :order
+    assert Values.node_type(Ash.Type.Decimal) == :decimal
+    assert Values.node_type(Ash.Type.CiString) == :ci_string
+    assert Values.node_type(Ash.Type.UtcDatetimeUsec) == :datetime
+    assert Values.pushdown(Ash.Type.Map) == :none
+    assert Values.pushdown(Ash.Type.Term) == :none
   end
 
   test "stored uuid bytes order like their text" do

@@ -72,7 +72,7 @@ defmodule AshApp.MoreReadsTest do
            } =
              query.(
                Author
-               |> Ash.Query.filter(score > 1 and born_on > ^~D[2000-01-01])
+               |> Ash.Query.filter(score > 1 and name_length > 2)
                |> Ash.Query.limit(2)
              )
   end

@@ -2,8 +2,8 @@
 //! `{aggregate, Resource, Query, [Aggregate], #{group_by => Field}}`: computed over the
 //! query's page of records, on the spot.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -60,7 +60,7 @@ impl Aggregate {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.resource(&self.resource).and_then(|resource| {
             let config = resource.config();
             let query = self.query.bind(&config.types);
@@ -77,7 +77,14 @@ impl Aggregate {
             let pk = &config.primary_key;
             let values = match self.group_by {
                 None => q::aggregate(matched, &page, &aggregates, pk),
-                Some(field) => q::aggregate_grouped(matched, &page, &aggregates, pk, field),
+                Some(field) => q::aggregate_grouped(
+                    matched,
+                    &page,
+                    &aggregates,
+                    pk,
+                    field,
+                    config.types.get(field),
+                ),
             }?;
             Ok(reply::ok_with(values))
         });

@@ -1,8 +1,8 @@
 //! `{bulk_create, Resource, [Record], Opts}`: many creates (or upserts, with `upsert => true`)
 //! in one request; the reply lists each record's result in order, once all are in.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
@@ -67,7 +67,7 @@ impl BulkCreate {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let resource = match svc.resource(&self.resource) {
             Ok(r) => r,
             Err(e) => return svc.reply(&from, &e.to_reply()),

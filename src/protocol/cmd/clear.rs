@@ -1,8 +1,8 @@
 //! `{clear, Resource}`: removes every record of a resource; their pids exit with
 //! `{shutdown, cleared}`. Answers how many there were.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
@@ -26,7 +26,7 @@ impl Clear {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.resource(&self.resource).map(|r| {
             // A resource without tenant clears every tenant too.
             let mut namespaces = vec![r];

@@ -1,7 +1,7 @@
 //! `{create, Resource, Record}`: a new record and its actor, served on the spot.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::Outcome;
@@ -27,7 +27,7 @@ impl Create {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match svc.resource(&self.resource) {
             Ok(r) => {
                 let outcome = svc

@@ -1,7 +1,7 @@
 //! `{define, Resource, Opts}`: defines a resource, or changes the options of a defined one.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -63,7 +63,7 @@ impl Define {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc
             .records
             .store

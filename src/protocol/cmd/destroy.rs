@@ -1,8 +1,8 @@
 //! `{destroy, Resource, PK}` and `{destroy, Resource, PK, #{filter => F}}`: removes the record
 //! in its actor's turn, if the filter holds; its pid exits with `normal`.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::query::filter::Expr;
@@ -40,7 +40,7 @@ impl Destroy {
     }
 
     /// Serves it: the record's actor replies.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let op = Op::Destroy {
             filter: self.filter,
         };

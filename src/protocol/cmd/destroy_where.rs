@@ -3,8 +3,8 @@
 //! `normal`.
 
 use super::update_where::{Return, fan_out, matching};
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::service::Service;
 use crate::query::{self as q};
@@ -52,7 +52,7 @@ impl DestroyWhere {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match svc.resource(&self.resource) {
             Ok(r) => {
                 let m = matching(&r, &self.query);

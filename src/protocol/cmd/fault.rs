@@ -3,8 +3,8 @@
 //! `Changes` in the store, half-way through an update. Served only by nodes started with
 //! `--enable-fault-injection`.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::service::Service;
 use crate::record::{Fault as Kind, Op};
@@ -53,7 +53,7 @@ impl Fault {
     }
 
     /// Serves it: the record's actor fails and replies `{error, {record_crashed, Reason}}`.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         if !svc.options.fault_injection {
             return svc.reply(&from, &Error::FaultInjectionDisabled.to_reply());
         }

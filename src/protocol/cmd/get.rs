@@ -1,7 +1,7 @@
 //! `{get, Resource, PK}`: the record, read in its actor's turn (which touches it).
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::Op;
@@ -27,7 +27,7 @@ impl Get {
     }
 
     /// Serves it: the record's actor replies.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         svc.to_record(from, &self.resource, &self.pk, Op::Get);
     }
 }

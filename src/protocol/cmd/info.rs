@@ -1,7 +1,7 @@
 //! `{info, Resource}`: a resource's settings and record count.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
@@ -25,7 +25,7 @@ impl Info {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc
             .resource(&self.resource)
             .map(|r| reply::ok_with(info(&r)));

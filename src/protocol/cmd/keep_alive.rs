@@ -1,7 +1,7 @@
 //! `{keep_alive, Resource, PK}`, as a call or a cast: resets the record's inactivity timer.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::record::{Envelope, Op};
@@ -27,7 +27,7 @@ impl KeepAlive {
     }
 
     /// Serves the call: the record's actor replies `ok`.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         svc.to_record(from, &self.resource, &self.pk, Op::KeepAlive);
     }
 

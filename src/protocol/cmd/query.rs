@@ -1,8 +1,8 @@
 //! `{query, Resource, Query}`: filter during the scan, then sort, offset, limit and select; the
 //! returned records are touched.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -31,12 +31,11 @@ impl Query {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match svc.resource(&self.resource) {
             Ok(r) => {
                 let records = run(&svc.records, &r, &self.query);
-                svc.node()
-                    .reply_with(&from, |out| reply::encode_records(&records, out));
+                from.reply_with(svc.node(), true, |out| reply::encode_records(&records, out));
             }
             Err(e) => svc.reply(&from, &e.to_reply()),
         }

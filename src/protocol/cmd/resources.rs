@@ -1,12 +1,12 @@
 //! `resources`: the names of the defined resources.
 
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::protocol::reply;
 use crate::protocol::service::Service;
 use crate::term::Value;
 
 /// Serves `resources`.
-pub fn execute(svc: &Service, from: From) {
+pub fn execute(svc: &Service, from: Caller) {
     let names = svc.records.store.names();
     svc.reply(
         &from,

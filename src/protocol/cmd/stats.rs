@@ -1,12 +1,12 @@
 //! `stats`: counts of what the node holds, for operators and tests.
 
-use crate::node::genserver::From;
+use crate::protocol::caller::Caller;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
 use crate::term::Value;
 
 /// Serves `stats`.
-pub fn execute(svc: &Service, from: From) {
+pub fn execute(svc: &Service, from: Caller) {
     let records = &svc.records;
     let node = svc.node();
     let int = |n: usize| Value::Int(n as i64);
@@ -20,6 +20,15 @@ pub fn execute(svc: &Service, from: From) {
         (atom("remote_monitors"), int(remote_monitors)),
         (atom("links"), int(links)),
         (atom("pending_replies"), int(records.queued())),
+        (
+            atom("peers"),
+            Value::list(
+                node.peers()
+                    .iter()
+                    .filter_map(|p| crate::term::Atom::new(p).ok().map(Value::Atom))
+                    .collect(),
+            ),
+        ),
         (atom("record_pids"), int(records.pids())),
         (atom("pending_timers"), int(records.timers.pending())),
         (atom("expiry_handlers"), int(records.expiry.count())),

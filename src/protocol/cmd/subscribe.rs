@@ -1,8 +1,8 @@
 //! `subscribe`, `{subscribe, [Resource]}` and `unsubscribe`: the caller becomes (or stops
 //! being) an expiry handler, of every resource or of those listed. The node monitors handlers.
 
-use crate::node::genserver::From;
 use crate::protocol::args;
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply;
 use crate::protocol::service::Service;
@@ -23,7 +23,7 @@ impl Subscribe {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         match self.0 {
             // Handling no resource is not handling: the same as unsubscribing.
             Some(resources) if resources.is_empty() => {
@@ -39,7 +39,7 @@ impl Subscribe {
 }
 
 /// Serves `unsubscribe`.
-pub fn unsubscribe(svc: &Service, from: From) {
+pub fn unsubscribe(svc: &Service, from: Caller) {
     svc.records.expiry.unsubscribe(&svc.records, &from.pid);
     svc.reply(&from, &reply::ok());
 }

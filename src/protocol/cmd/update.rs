@@ -1,8 +1,8 @@
 //! `{update, Resource, PK, Changes}` and `{update, Resource, PK, Changes, #{filter => F}}`:
 //! merges the changes in the record's actor, if the filter holds for the record as it is then.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::service::Service;
 use crate::query::expr::Atomics;
@@ -48,7 +48,7 @@ impl Update {
     }
 
     /// Serves it: the record's actor replies.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let op = Op::Update {
             changes: self.changes,
             filter: self.filter,

@@ -3,8 +3,8 @@
 //! atomics are first tried on every matching record as scanned, so an expression that fails
 //! changes nothing.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
@@ -103,7 +103,7 @@ impl UpdateWhere {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let matched = match svc.resource(&self.resource) {
             Ok(r) => matching(&r, &self.query),
             Err(e) => return svc.reply(&from, &e.to_reply()),
@@ -173,7 +173,7 @@ pub fn matching(resource: &Arc<Resource>, query: &q::Query) -> Matching {
 /// Sends `op(record)` to each record's actor and answers once all have answered.
 pub fn fan_out(
     svc: &Service,
-    from: From,
+    from: Caller,
     records: Vec<(Record, Arc<RecordActor>)>,
     ret: Return,
     op: impl Fn(&Record) -> Op,

@@ -1,8 +1,8 @@
 //! `{upsert, Resource, Record, Opts}`: creates the record, or updates the one with the same
 //! keys (the primary key or an identity) atomically in its actor.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef, key};
+use crate::protocol::caller::Caller;
 use crate::protocol::error::{Error, Result, bad};
 use crate::protocol::reply::ToCaller;
 use crate::protocol::service::Service;
@@ -116,7 +116,7 @@ impl Upsert {
     }
 
     /// Serves it: the record's actor (or the create) replies.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let prepared = svc.resource(&self.resource).and_then(|r| {
             let args = self.opts.args(&r, self.record).map_err(Error::from)?;
             Ok((r, args))

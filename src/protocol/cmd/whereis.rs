@@ -1,8 +1,8 @@
 //! `{whereis, Resource, PK}`: the record's own pid (given on first request), which can be
 //! called, monitored and linked to. Asking touches the record.
 
-use crate::node::genserver::From;
 use crate::protocol::args::{self, ResourceRef};
+use crate::protocol::caller::Caller;
 use crate::protocol::direct::RecordProcess;
 use crate::protocol::error::{Error, Result};
 use crate::protocol::reply;
@@ -30,7 +30,7 @@ impl Whereis {
     }
 
     /// Serves it.
-    pub fn execute(self, svc: &Service, from: From) {
+    pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
                 .pid(&svc.records, |actor| {

@@ -96,7 +96,7 @@ defmodule Bench.Chart do
     #{IO.iodata_to_binary(decades)}
     <line x1="#{f(parity)}" y1="#{@top - 8}" x2="#{f(parity)}" y2="#{height - 58}" stroke="#888" stroke-dasharray="4 3"/>
     #{IO.iodata_to_binary(Enum.intersperse(rows, "\n"))}
-    <text x="#{f((@plot_x0 + @plot_x1) / 2)}" y="#{height - 20}" text-anchor="middle" class="axis">Rust / BEAM (for the 1M row: per-record time at 1M / at 10k)</text>
+    <text x="#{f((@plot_x0 + @plot_x1) / 2)}" y="#{height - 20}" text-anchor="middle" class="axis">Rust / BEAM (1M row: per-record time at 1M / at 10k; workload 7: in the node / the fallback)</text>
     </svg>
     """
   end

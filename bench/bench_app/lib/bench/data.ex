@@ -38,6 +38,35 @@ defmodule Bench.Data do
     end)
   end
 
+  @event_base 1_800_000_000_000_000
+
+  @doc """
+  An event of workload 7: `at` is a timestamp in microseconds, `id` seconds after a fixed
+  instant scrambled over `0..n-1` (so ids and times are in different orders), plus a few
+  microseconds; as a `DateTime` with `Bench.Data.event_at/2`.
+  """
+  def event_at_us(i, n), do: @event_base + rem(i * 7_919, n) * 1_000_000 + rem(i, 997)
+
+  def event_at(i, n), do: DateTime.from_unix!(event_at_us(i, n), :microsecond)
+
+  def event(i, n), do: %{id: i, at: event_at(i, n), name: "event-#{i}"}
+
+  @doc "The cutoff of workload 7's filter `at > cutoff`: about half of the `n` events are later."
+  def event_cutoff(n), do: DateTime.from_unix!(@event_base + div(n, 2) * 1_000_000, :microsecond)
+
+  @doc "The ids of the events `first..last` on the page (`at > cutoff`, newest first)."
+  def expected_event_page(n, offset, limit) do
+    cutoff = DateTime.to_unix(event_cutoff(n), :microsecond)
+
+    1..n
+    |> Enum.map(&{event_at_us(&1, n), &1})
+    |> Enum.filter(fn {at, _} -> at > cutoff end)
+    |> Enum.sort(:desc)
+    |> Enum.drop(offset)
+    |> Enum.take(limit)
+    |> Enum.map(&elem(&1, 1))
+  end
+
   @doc "A human-readable form of the filter."
   def filter_text, do: ~s(age > #{@filter_age} and team == "#{@filter_team}")
 end

@@ -18,13 +18,15 @@ defmodule Bench.Driver do
   @usage """
   bench/run.sh [--smoke] [options]
     --smoke                 tiny sizes, every workload, checks the report has every row
-    --records N             records created in workload 3, the large filter set (100000)
+    --records N             records created in workload 3, the large filter sets, the
+                            events of workload 7 (100000)
     --small N               the small filter set (10000)
     --ops N                 operations per side per get/update measurement (30000)
     --callers LIST          concurrent callers for get/update (1,8,64)
     --keys N                distinct records get/update pick from (10000)
     --create-callers N      concurrent callers for workload 3's creates (8)
-    --ash-ops N             operations per side per Ash action (2000)
+    --ash-ops N             operations per side per Ash action, increments per side of
+                            workload 7's counter (2000)
     --big N                 records of workload 6 (1000000); --no-big skips workload 6
     --big-small N           workload 6's reference size (10000)
     --batch N               records per bulk_create batch (1000)
@@ -202,7 +204,8 @@ defmodule Bench.Driver do
       {"3. create and memory", &Workloads.create/1},
       {"1-2. get and update", &Workloads.get_update/1},
       {"4. non-primary-key filter", &Workloads.filter/1},
-      {"5. through Ash", &Workloads.ash/1}
+      {"5. through Ash", &Workloads.ash/1},
+      {"7. Ash features: in the node vs the shim's fallback", &Workloads.ash_features/1}
     ]
 
     steps =
@@ -255,7 +258,7 @@ defmodule Bench.Driver do
       {nil, [%{workload: name, error: inspect({kind, reason})} | errors]}
   end
 
-  # Table order: workload 1, 2, 3, 4, 5, 6; within a workload, as produced.
+  # Table order: workload 1, 2, ..., 7; within a workload, as produced.
   defp order(rows) do
     rows
     |> Enum.with_index()

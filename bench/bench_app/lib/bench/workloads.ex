@@ -515,9 +515,9 @@ defmodule Bench.Workloads do
     action_rows ++ read_rows
   end
 
-  defp ash_load(resource, first, last, batch) do
-    first..last
-    |> Stream.map(&Data.person/1)
+  defp ash_load(resource, ids, input, batch) do
+    ids
+    |> Stream.map(input)
     |> Stream.chunk_every(batch)
     |> Enum.each(fn inputs ->
       result =
@@ -546,7 +546,12 @@ defmodule Bench.Workloads do
           load_us =
             Map.new(@ash_resources, fn {side, r} ->
               log(ctx, "through Ash: load #{n - loaded} more #{inspect(r)} (Ash.bulk_create)")
-              {us, :ok} = Measure.timed(fn -> ash_load(r, loaded + 1, n, ctx.cfg.batch) end)
+
+              {us, :ok} =
+                Measure.timed(fn ->
+                  ash_load(r, (loaded + 1)..n, &Data.person/1, ctx.cfg.batch)
+                end)
+
               {side, us}
             end)
 
@@ -608,6 +613,156 @@ defmodule Bench.Workloads do
       )
 
     rows
+  end
+
+  # -- 7. Ash features: in the node vs the shim's fallback ---------------------------------------
+
+  @counter_callers 64
+  @page_offset 40
+  @page_limit 20
+
+  @doc """
+  Two features of the data layer, each against the shim's fallback for it on the same Rust
+  node: 64 callers incrementing one counter with an atomic update evaluated in the record's
+  actor (`Bench.NodeCounter`) or by the compare-and-set loop (`Bench.CasCounter`,
+  `atomics_in_node? false`); and a page of a filter and sort on a `utc_datetime_usec` over
+  `records` events, in the node (`Bench.TypedEvent`) or by Ash on every record fetched
+  (`Bench.OpaqueEvent`, a `NewType` the shim does not push down). In the rows, "rust" is the
+  node's way and "beam" the fallback.
+  """
+  def ash_features(ctx) do
+    cpu = fn _side -> %{driver: ctx.os_pids.driver, node: ctx.os_pids.rust} end
+    [ash_counter(ctx, cpu) | ash_datetime_page(ctx, cpu)]
+  end
+
+  defp ash_counter(ctx, cpu) do
+    sides = [rust: Bench.NodeCounter, beam: Bench.CasCounter]
+    for {_side, r} <- sides, do: ash_clear(ctx, :rust, r)
+    ops = ctx.cfg.ash_ops
+
+    log(
+      ctx,
+      "through Ash: #{@counter_callers} callers increment one counter, #{ops} increments " <>
+        "per side in #{ctx.cfg.rounds} rounds"
+    )
+
+    # One counter per side, and how many increments returned; both must agree at the end.
+    counters =
+      Map.new(sides, fn {side, r} ->
+        {side, {r, Ash.create!(r, %{id: 1, count: 0}), :counters.new(1, [:write_concurrency])}}
+      end)
+
+    funs =
+      Map.new(counters, fn {side, {_r, record, done}} ->
+        {side,
+         fn _w, _i ->
+           Ash.update!(record, %{}, action: :increment)
+           :counters.add(done, 1, 1)
+         end}
+      end)
+
+    stats = interleaved(ctx, funs, ops, @counter_callers, cpu)
+
+    for {_side, {r, record, done}} <- counters do
+      final = Ash.get!(r, record.id).count
+      returned = :counters.get(done, 1)
+
+      if final != returned,
+        do: raise("#{inspect(r)}: #{returned} increments returned, the count is #{final}")
+    end
+
+    for {_side, r} <- sides, do: ash_clear(ctx, :rust, r)
+
+    %{
+      id: "ash_counter_c#{@counter_callers}",
+      table: "latency",
+      workload: "7",
+      label: "Ash atomic increment of one counter, #{@counter_callers} callers",
+      rust: stats.rust,
+      beam: stats.beam,
+      target: %{metric: "ops_s", op: ">=", value: 3.0, text: "ops/s ≥ 3× compare-and-set"},
+      counted: true,
+      rust_how:
+        "Ash.update!(counter, %{}, action: :increment), atomic_update(:count, expr(count + 1)): " <>
+          "one update_where by primary key, the increment evaluated in the record's actor",
+      beam_how:
+        "the same on the same node with atomics_in_node? false: read, evaluate with Ash, " <>
+          "update guarded by the values read, retry when stale"
+    }
+  end
+
+  defp ash_datetime_page(ctx, cpu) do
+    n = ctx.cfg.records
+    iters = ctx.cfg.scan_iters_large
+    sides = [rust: Bench.TypedEvent, beam: Bench.OpaqueEvent]
+    for {_side, r} <- sides, do: ash_clear(ctx, :rust, r)
+
+    load_us =
+      Map.new(sides, fn {side, r} ->
+        log(ctx, "through Ash: load #{n} #{inspect(r)} (Ash.bulk_create)")
+        {us, :ok} = Measure.timed(fn -> ash_load(r, 1..n, &Data.event(&1, n), ctx.cfg.batch) end)
+        {side, us}
+      end)
+
+    cutoff = Data.event_cutoff(n)
+    expected = Data.expected_event_page(n, @page_offset, @page_limit)
+
+    read = fn r ->
+      fn _ ->
+        page =
+          r
+          |> Ash.Query.filter(at > ^cutoff)
+          |> Ash.Query.sort(at: :desc)
+          |> Ash.read!(page: [offset: @page_offset, limit: @page_limit])
+
+        ids = Enum.map(page.results, & &1.id)
+
+        if ids != expected,
+          do:
+            raise("Ash page of #{inspect(r)}: ids #{inspect(ids)}, expected #{inspect(expected)}")
+      end
+    end
+
+    log(ctx, "through Ash: datetime filter + sort + page over #{n}, #{iters} fallback reads")
+    for {_side, r} <- sides, do: read.(r).(0)
+    rust_per = if iters > 1, do: 10, else: 1
+
+    # Interleaved: one fallback read, then `rust_per` reads in the node, `iters` times.
+    stats =
+      for _ <- 1..iters, {side, r} <- Enum.reverse(sides) do
+        times = if side == :rust, do: rust_per, else: 1
+
+        {side,
+         Measure.raw_with_cpu(cpu.(side), fn -> Measure.sequential_raw(times, read.(r)) end)}
+      end
+      |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+      |> Map.new(fn {side, list} -> {side, Measure.merge(list)} end)
+
+    for {_side, r} <- sides, do: ash_clear(ctx, :rust, r)
+
+    [
+      %{
+        id: "ash_datetime_page",
+        table: "latency",
+        workload: "7",
+        label: "Ash utc_datetime filter, sort and page over #{fmt_int(n)}",
+        rust: stats.rust,
+        beam: stats.beam,
+        target: %{metric: "p50_us", op: "<=", value: 1 / 20, text: "≥ 20× faster (p50 ≤ 0.05×)"},
+        counted: true,
+        rust_how:
+          "AshGenServer.DataLayer, at :utc_datetime_usec: one {:query, ...} with the filter, " <>
+            "sort, offset and limit",
+        beam_how:
+          "the same on the same node with at a NewType of :utc_datetime_usec the shim does not " <>
+            "push down: every record fetched, Ash filters, sorts and pages",
+        detail: %{
+          load_us_typed: load_us.rust,
+          load_us_opaque: load_us.beam,
+          load: "Ash.bulk_create, batches of #{ctx.cfg.batch} (not timed in the row)"
+        }
+      }
+    ]
   end
 
   # -- 6. a million records on one node ---------------------------------------------------------

@@ -48,7 +48,8 @@ defmodule AshGenServer.DataLayer.Info do
       primary_key: Ash.Resource.Info.primary_key(resource),
       inactivity_timeout: inactivity_timeout(resource),
       maximum_lifetime: maximum_lifetime(resource),
-      identities: node_identities(resource)
+      identities: node_identities(resource),
+      types: node_types(resource)
     }
 
     [:max_restarts, :max_seconds, :expiry_grace]
@@ -61,17 +62,49 @@ defmodule AshGenServer.DataLayer.Info do
   end
 
   @doc """
-  The identities the node enforces: every identity whose keys are all attributes and that has
-  no `where` condition (the node has no partial unique keys; Ash evaluates those itself). With
+  The `types` of `define`: how the node compares the values of the attributes whose stored form
+  it orders by value (dates, times, datetimes, decimals, ci_strings; see
+  `AshGenServer.Values.node_type/1`).
+  """
+  @spec node_types(Ash.Resource.t()) :: %{atom => atom}
+  def node_types(resource) do
+    for attribute <- Ash.Resource.Info.attributes(resource),
+        type = AshGenServer.Values.node_type(attribute.type),
+        into: %{},
+        do: {attribute.name, type}
+  end
+
+  @doc """
+  The identities the node enforces: every identity whose keys are all attributes, as
+  `{Name, Keys, \#{where => Expr, nils_distinct => boolean}}` (a `where` the node cannot
+  evaluate exactly leaves the identity to Ash). With
   the `:attribute` multitenancy strategy, an identity that is not `all_tenants?` includes the
   tenant attribute (the same value may be used once per tenant), as Ash's upsert keys do.
   """
-  @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]}]
+  @spec node_identities(Ash.Resource.t()) :: [{atom, [atom]} | {atom, [atom], map}]
   def node_identities(resource) do
     for identity <- Ash.Resource.Info.identities(resource),
-        is_nil(identity.where),
-        Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)) do
-      {identity.name, identity_keys(resource, identity)}
+        Enum.all?(identity.keys, &Ash.Resource.Info.attribute(resource, &1)),
+        {:ok, where} <- [identity_where(resource, identity)] do
+      keys = identity_keys(resource, identity)
+      nils_distinct? = Map.get(identity, :nils_distinct?, true)
+
+      case {where, nils_distinct?} do
+        {nil, true} -> {identity.name, keys}
+        {nil, false} -> {identity.name, keys, %{nils_distinct: false}}
+        {where, _} -> {identity.name, keys, %{where: where, nils_distinct: nils_distinct?}}
+      end
+    end
+  end
+
+  defp identity_where(_resource, %{where: nil}), do: {:ok, nil}
+
+  defp identity_where(resource, %{where: where}) do
+    with {:ok, filter} <- Ash.Filter.parse(resource, where),
+         %{exact?: true, expr: expr} <- AshGenServer.Filter.translate(filter, resource) do
+      {:ok, expr}
+    else
+      _ -> :error
     end
   end
 

@@ -6,8 +6,9 @@ defmodule AshGenServer.DataLayer.Verifiers do
   - `PrimaryKey`: every resource needs a primary key (the node keys each record's actor by it).
   - `Identities`: every identity key must be an attribute (the node enforces identities on
     stored values; a calculation cannot be enforced atomically).
-  - `Multitenancy`: the `:context` strategy keeps each tenant's records in their own namespace
-    on the node; the `:attribute` strategy needs its attribute to exist.
+  - `Multitenancy`: the `:attribute` strategy needs its attribute to exist (the `:context`
+    strategy keeps each tenant's records in their own namespace on the node, `{Resource,
+    Tenant}`).
   """
 
   alias Spark.Dsl.Verifier
@@ -89,16 +90,6 @@ defmodule AshGenServer.DataLayer.Verifiers do
                    "`attribute` to name an attribute of the resource (got #{inspect(attribute)})."
              )}
           end
-
-        :context ->
-          {:error,
-           DslError.exception(
-             module: module,
-             path: [:multitenancy, :strategy],
-             message:
-               "AshGenServer.DataLayer does not support the `:context` multitenancy strategy " <>
-                 "yet (tenant namespaces on the node); use `strategy :attribute`."
-           )}
 
         _ ->
           :ok

@@ -15,5 +15,8 @@ defmodule AshApp.Domain do
     resource AshApp.Counter
     resource AshApp.CasCounter
     resource AshApp.Note
+    resource AshApp.Memo
+    resource AshApp.Ticket
+    resource AshApp.Badge
   end
 end

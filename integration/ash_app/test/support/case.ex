@@ -16,7 +16,10 @@ defmodule AshApp.Case do
     AshApp.Everything,
     AshApp.Counter,
     AshApp.CasCounter,
-    AshApp.Note
+    AshApp.Note,
+    AshApp.Memo,
+    AshApp.Ticket,
+    AshApp.Badge
   ]
 
   using do
@@ -27,16 +30,19 @@ defmodule AshApp.Case do
 
       alias AshApp.{
         Author,
+        Badge,
         CasCounter,
         Counter,
         Everything,
         ExpiryLog,
         Fragile,
+        Memo,
         Note,
         Orphan,
         Post,
         Session,
         Tag,
+        Ticket,
         Token
       }
     end

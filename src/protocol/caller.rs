@@ -1,0 +1,61 @@
+//! The caller of a request, and the request metrics: every reply to a caller goes through
+//! [`Caller`], which counts it by request kind and result and times it
+//! (`ash_gen_server_requests_total{kind, result}`,
+//! `ash_gen_server_request_duration_seconds{kind}`).
+
+use crate::node::Node;
+use crate::node::genserver::From;
+use crate::term::{Value, atoms};
+use crate::wire::etf::TermWriter;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Who waits for a request's reply: the `gen_server` caller, with what it asked and when.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Where the reply goes.
+    pub from: From,
+    /// The request's kind (`get`, `query`...), for metrics.
+    pub kind: &'static str,
+    started: Instant,
+}
+
+impl Deref for Caller {
+    type Target = From;
+    fn deref(&self) -> &From {
+        &self.from
+    }
+}
+
+impl Caller {
+    /// The caller `from` of a request of `kind`, received now.
+    pub fn new(from: From, kind: &'static str) -> Caller {
+        Caller {
+            from,
+            kind,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sends `reply`.
+    pub fn reply(&self, node: &Arc<Node>, reply: &Value) {
+        let ok = !matches!(reply.as_tuple(), Some([Value::Atom(a), _]) if *a == *atoms::ERROR);
+        node.reply(&self.from, reply);
+        self.done(ok);
+    }
+
+    /// Sends the reply `body` writes (`ok` tells how it went, for metrics).
+    pub fn reply_with(&self, node: &Arc<Node>, ok: bool, body: impl FnMut(&mut TermWriter)) {
+        node.reply_with(&self.from, body);
+        self.done(ok);
+    }
+
+    fn done(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        metrics::counter!("ash_gen_server_requests_total", "kind" => self.kind, "result" => result)
+            .increment(1);
+        metrics::histogram!("ash_gen_server_request_duration_seconds", "kind" => self.kind)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,184 @@
+//! `ash-gen-server status`: what a node holds, for an operator, from its `stats`, `resources`
+//! and `info` replies — as text for people or as JSON for scripts.
+
+use crate::client::{self, CallError};
+use crate::term::{Atom, Value};
+use erl_dist::node::NodeName;
+use serde_json::json;
+use std::time::Duration;
+
+/// One resource on the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceStatus {
+    /// Its name.
+    pub name: String,
+    /// Records without tenant.
+    pub records: i64,
+    /// `inactivity_timeout` in ms (`None`: infinity).
+    pub inactivity_timeout: Option<i64>,
+    /// `maximum_lifetime` in ms (`None`: infinity).
+    pub maximum_lifetime: Option<i64>,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The node.
+    pub node: String,
+    /// Records in all resources and tenants.
+    pub records: i64,
+    /// Connected peers.
+    pub peers: Vec<String>,
+    /// Milliseconds since the node started.
+    pub uptime_ms: i64,
+    /// Resident memory, if known.
+    pub rss_bytes: Option<i64>,
+    /// Record processes with a pid.
+    pub record_pids: i64,
+    /// Subscribed expiry handlers.
+    pub expiry_handlers: i64,
+    /// The node's instance id.
+    pub instance_id: String,
+    /// The resources.
+    pub resources: Vec<ResourceStatus>,
+}
+
+fn field<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
+    map.map_get_atom(Atom::new(key).ok()?)
+}
+
+fn int(map: &Value, key: &str) -> Option<i64> {
+    field(map, key).and_then(Value::as_int)
+}
+
+fn ok_body(reply: Value) -> Result<Value, CallError> {
+    match reply {
+        Value::Tuple(items)
+            if items.len() == 2 && items[0].as_atom().is_some_and(|a| a.as_str() == "ok") =>
+        {
+            Ok(items.into_vec().pop().expect("two elements"))
+        }
+        other => Err(CallError::Connection(format!("unexpected reply {other:?}"))),
+    }
+}
+
+impl Status {
+    /// Asks `node` for its status.
+    pub async fn fetch(
+        node: &NodeName,
+        cookie: &str,
+        epmd_port: u16,
+        timeout: Duration,
+    ) -> Result<Status, CallError> {
+        let call = |request: Value| ask(node, cookie, epmd_port, request, timeout);
+        let atom = |s: &str| Value::Atom(Atom::new(s).expect("a short atom"));
+        let stats = ok_body(call(atom("stats")).await?)?;
+        let names = ok_body(call(atom("resources")).await?)?;
+        let mut resources = Vec::new();
+        for name in names.as_list().unwrap_or(&[]) {
+            let info = ok_body(call(Value::pair(atom("info"), name.clone())).await?)?;
+            resources.push(ResourceStatus {
+                name: name
+                    .as_atom()
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
+                records: int(&info, "count").unwrap_or(0),
+                inactivity_timeout: int(&info, "inactivity_timeout"),
+                maximum_lifetime: int(&info, "maximum_lifetime"),
+            });
+        }
+        let peers = field(&stats, "peers")
+            .and_then(Value::as_list)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|p| p.as_atom().map(|a| a.as_str().to_string()))
+            .collect();
+        Ok(Status {
+            node: node.to_string(),
+            records: int(&stats, "records").unwrap_or(0),
+            peers,
+            uptime_ms: int(&stats, "uptime_ms").unwrap_or(0),
+            rss_bytes: int(&stats, "rss_bytes"),
+            record_pids: int(&stats, "record_pids").unwrap_or(0),
+            expiry_handlers: int(&stats, "expiry_handlers").unwrap_or(0),
+            instance_id: field(&stats, "instance_id")
+                .and_then(Value::as_bytes)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+            resources,
+        })
+    }
+
+    /// The status as text, for people.
+    pub fn human(&self) -> String {
+        let ms = |v: Option<i64>| v.map_or("infinity".to_string(), |n| format!("{n} ms"));
+        let mut out = format!(
+            "node      {}\nuptime    {}\nmemory    {}\nrecords   {} ({} with a pid)\nhandlers  {} expiry handler(s)\ncluster   single node\npeers     {}\n",
+            self.node,
+            human_duration(self.uptime_ms),
+            self.rss_bytes.map_or("unknown".to_string(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / 1048576.0
+            )),
+            self.records,
+            self.record_pids,
+            self.expiry_handlers,
+            if self.peers.is_empty() {
+                "none".to_string()
+            } else {
+                self.peers.join(", ")
+            },
+        );
+        out.push_str(&format!("resources {}\n", self.resources.len()));
+        for r in &self.resources {
+            out.push_str(&format!(
+                "  {:<40} {:>10} records  inactivity {}  lifetime {}\n",
+                r.name,
+                r.records,
+                ms(r.inactivity_timeout),
+                ms(r.maximum_lifetime)
+            ));
+        }
+        out
+    }
+
+    /// The status as JSON, for scripts.
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "node": self.node,
+            "instance_id": self.instance_id,
+            "uptime_ms": self.uptime_ms,
+            "rss_bytes": self.rss_bytes,
+            "records": self.records,
+            "record_pids": self.record_pids,
+            "expiry_handlers": self.expiry_handlers,
+            "peers": self.peers,
+            "cluster": {"members": [self.node.clone()], "healthy": true},
+            "resources": self.resources.iter().map(|r| json!({
+                "name": r.name,
+                "records": r.records,
+                "inactivity_timeout_ms": r.inactivity_timeout,
+                "maximum_lifetime_ms": r.maximum_lifetime,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+async fn ask(
+    node: &NodeName,
+    cookie: &str,
+    epmd_port: u16,
+    request: Value,
+    timeout: Duration,
+) -> Result<Value, CallError> {
+    client::call(node, cookie, epmd_port, "ash_gen_server", &request, timeout).await
+}
+
+fn human_duration(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
