@@ -26,8 +26,9 @@ integration/run_erl.sh
 section "ash: data layer unit tests and end-to-end suite"
 integration/run_ash.sh
 
-section "demo app: formatting and compile"
+section "demo app: formatting, compile, and a run against a node"
 (cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)
+scripts/demo.sh --ci
 
 section "benchmark: smoke run"
 bench/run.sh --smoke

@@ -412,7 +412,13 @@ join_with_wrong_and_right_cookie(Config) ->
                                                                         [hidden]))
                        end, 5000),
         ?assertNot(lists:member(Joiner, ash_node:peer_call(Bad, erlang, nodes, [connected]))),
-        timer:sleep(300),
+        %% the dial to the bad peer happened and was refused at the challenge, and said so
+        Refused = ash_node:wait_log(N2, [<<"could not join">>, atom_to_binary(BadName),
+                                         <<"refused the handshake">>, <<"cookies">>], 10000),
+        ct:log("refused: ~p", [Refused]),
+        ?assertMatch([_], Refused),
+        ?assertEqual([], ash_node:log_contains(N2, [<<"could not join">>,
+                                                   atom_to_binary(GoodName)])),
         ?assert(ash_node:alive(N2)),
         ?assertEqual(pong, ash_node:call(Joiner, ping)),
         ?assertEqual(pong, ash_node:peer_call(Good, gen_server, call,
@@ -420,7 +426,7 @@ join_with_wrong_and_right_cookie(Config) ->
         ct:log("joiner log:~n~s", [iolist_to_binary(lists:join("\n",
                                                                ash_node:log_lines(N2)))])
     after
-        ash_node:stop(N2),
+        ?assertEqual(0, ash_node:stop(N2)),
         ash_node:stop_peer(Bad),
         ash_node:stop_peer(Good)
     end.
