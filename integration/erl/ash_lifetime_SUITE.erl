@@ -15,7 +15,7 @@
 -define(TOUCH_TIMEOUT, 1000).
 -define(TOUCH_EVERY, 100).
 %% Bounded waits for events: generous, they only stop a broken run. How fast things happen is
-%% measured by bench/ (bench/latency.sh), not asserted here.
+%% measured by bench/latency.sh, not asserted here.
 -define(EVENT, 10000).
 
 all() ->
