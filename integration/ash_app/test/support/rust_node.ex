@@ -137,7 +137,8 @@ defmodule AshApp.RustNode do
   def handle_call(:sigterm, _from, %{exit: {:exit_status, status}} = state),
     do: {:reply, {:already_exited, status}, state}
 
-  def handle_call(:sigterm, _from, %{os_pid: os_pid, port: port} = state) when is_binary(os_pid) do
+  def handle_call(:sigterm, _from, %{os_pid: os_pid, port: port} = state)
+      when is_binary(os_pid) do
     System.cmd("kill", ["-TERM", os_pid], stderr_to_stdout: true)
 
     status =
