@@ -47,6 +47,9 @@ logdir="$(cd "$logdir" && pwd)"
 # crashed, or was interrupted) is killed — only those pids, nothing found by name.
 piddir="$(mktemp -d "${TMPDIR:-/tmp}/ash_erl_pids.XXXXXX")"
 export ASH_ERL_PIDDIR="$piddir"
+# A node that exits with a status other than 0 after it was ready leaves a mark here.
+exitdir="$(mktemp -d "${TMPDIR:-/tmp}/ash_erl_exits.XXXXXX")"
+export ASH_ERL_EXITDIR="$exitdir"
 out="$(mktemp "${TMPDIR:-/tmp}/ash_erl_out.XXXXXX")"
 bindir="$(mktemp -d "${TMPDIR:-/tmp}/ash_erl_bin.XXXXXX")"
 cleanup() {
@@ -55,7 +58,7 @@ cleanup() {
     pid="$(basename "$f")"
     kill -TERM "$pid" 2>/dev/null || true
   done
-  rm -rf "$piddir" "$out" "$bindir"
+  rm -rf "$piddir" "$exitdir" "$out" "$bindir"
 }
 trap cleanup EXIT
 
@@ -94,8 +97,14 @@ failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")"
 skipped="$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$summary")"
 failed="${failed:-0}"
 skipped="${skipped:-0}"
+bad_exits="$(cat "$exitdir"/* 2>/dev/null || true)"
 echo
 echo "run_erl.sh: $summary"
+if [[ -n "$bad_exits" ]]; then
+  echo "run_erl.sh: FAILED: nodes exited with a status other than 0:" >&2
+  echo "$bad_exits" >&2
+  exit 1
+fi
 echo "run_erl.sh: logs in $logdir (open index.html)"
 if [[ "$failed" != 0 || "$skipped" != 0 || "$status" != 0 ]]; then
   echo "run_erl.sh: FAILED ($failed failed, $skipped skipped, ct_run exit status $status)" >&2

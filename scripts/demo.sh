@@ -4,13 +4,23 @@
 #
 #   scripts/demo.sh                 # node rust@127.0.0.1, cookie "ash-demo"
 #   DEMO_NODE=me@127.0.0.1 DEMO_COOKIE=secret scripts/demo.sh
+#   scripts/demo.sh --ci            # as the test suite runs it: a unique node name and cookie,
+#                                   # and afterwards SIGTERM to the node, which must exit 0
 set -euo pipefail
+
+ci=false
+[[ "${1:-}" == "--ci" ]] && ci=true
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/setup.sh"
 
-export DEMO_NODE="${DEMO_NODE:-rust@127.0.0.1}"
-cookie="${DEMO_COOKIE:-ash-demo}"
+if $ci; then
+  export DEMO_NODE="${DEMO_NODE:-demo_rust_$$@127.0.0.1}"
+  cookie="${DEMO_COOKIE:-ash-demo-$$-$RANDOM}"
+else
+  export DEMO_NODE="${DEMO_NODE:-rust@127.0.0.1}"
+  cookie="${DEMO_COOKIE:-ash-demo}"
+fi
 bin="$repo/target/release/ash-gen-server"
 
 epmd -daemon
@@ -35,6 +45,30 @@ if ! { mix deps.get && mix compile; } >"$build_log" 2>&1; then
   exit 1
 fi
 elixir --name "demo_$$@127.0.0.1" --cookie "$cookie" -S mix run demo.exs
+
+if $ci; then
+  kill -TERM "$node_pid"
+  for _ in $(seq 1 150); do
+    kill -0 "$node_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$node_pid" 2>/dev/null; then
+    kill -KILL "$node_pid" 2>/dev/null || true
+    cat "$log" >&2
+    echo "demo: the node did not stop within 15 s of SIGTERM" >&2
+    exit 1
+  fi
+  status=0
+  wait "$node_pid" || status=$?
+  trap - EXIT INT TERM
+  if [[ "$status" != 0 ]]; then
+    cat "$log" >&2
+    echo "demo: the node exited with status $status after SIGTERM" >&2
+    exit 1
+  fi
+  echo "demo: ran end to end; the node stopped cleanly"
+  exit 0
+fi
 
 cat <<MSG
 

@@ -167,8 +167,10 @@ async fn call_on<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Some(Frame::Undecodable(e))) => {
                     return Err(CallError::Connection(format!("undecodable reply: {e}")));
                 }
-                Ok(Some(Frame::TooDeep(_))) => {
-                    return Err(CallError::Connection("a reply nested too deeply".into()));
+                Ok(Some(Frame::OverLimit(_, why))) => {
+                    return Err(CallError::Connection(format!(
+                        "a reply over a limit: {why}"
+                    )));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(CallError::Connection(format!("connection lost: {e}"))),

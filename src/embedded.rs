@@ -337,7 +337,7 @@ impl Embedded {
     pub async fn stop(self) {
         self.server.stop();
         if let Some(running) = self.running {
-            running.shutdown().await;
+            running.shutdown(std::time::Duration::from_secs(5)).await;
         }
     }
 

@@ -5,6 +5,7 @@ use ash_gen_server::node::{EpmdMode, Node, NodeConfig};
 use ash_gen_server::protocol::{self, Server};
 use ash_gen_server::storage::FsyncPolicy;
 use ash_gen_server::term::parse_term;
+use ash_gen_server::wire::Limits;
 use ash_gen_server::wire::epmd::{DEFAULT_EPMD_PORT, EpmdServer};
 use ash_gen_server::wire::tls::DistTls;
 use clap::{Args, Parser, Subcommand};
@@ -186,9 +187,54 @@ struct StartArgs {
     /// (never). A crash of the process alone loses nothing in any mode.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Interval, env = "ASH_GEN_SERVER_FSYNC")]
     fsync: FsyncPolicy,
+    /// Seconds a SIGTERM/SIGINT waits for calls already received to be answered and their
+    /// replies written before the connections close anyway.
+    #[arg(long, default_value_t = 10, env = "ASH_GEN_SERVER_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: u64,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
     #[arg(long, value_name = "ADDR", env = "ASH_GEN_SERVER_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What a peer may make the node allocate (docs/PROTOCOL.md, "Limits").
+#[derive(Args)]
+struct LimitArgs {
+    /// Largest distribution frame accepted, in bytes; a longer one closes the connection.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_FRAME_BYTES, env = "ASH_GEN_SERVER_MAX_FRAME_BYTES")]
+    max_frame_bytes: usize,
+    /// Deepest nesting of a term (at most 2000); a deeper call is answered with an error.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_TERM_DEPTH, env = "ASH_GEN_SERVER_MAX_TERM_DEPTH")]
+    max_term_depth: usize,
+    /// Most atoms one distribution header may list (at most 255); more closes the connection.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_ATOM_CACHE_ENTRIES, env = "ASH_GEN_SERVER_MAX_ATOM_CACHE_ENTRIES")]
+    max_atom_cache_entries: usize,
+    /// Most elements in one list or tuple, or pairs in one map; a longer one in a call is
+    /// answered with an error.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_LIST_LENGTH, env = "ASH_GEN_SERVER_MAX_LIST_LENGTH")]
+    max_list_length: usize,
+    /// Largest integer, in bytes of magnitude; a larger one in a call is answered with an error.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_BIGNUM_BYTES, env = "ASH_GEN_SERVER_MAX_BIGNUM_BYTES")]
+    max_bignum_bytes: usize,
+    /// Most records one request (bulk_create) may carry; more is answered with an error.
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_RECORDS_PER_REQUEST, env = "ASH_GEN_SERVER_MAX_RECORDS_PER_REQUEST")]
+    max_records_per_request: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Result<Limits, String> {
+        let limits = Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_term_depth: self.max_term_depth,
+            max_atom_cache_entries: self.max_atom_cache_entries,
+            max_list_length: self.max_list_length,
+            max_bignum_bytes: self.max_bignum_bytes,
+            max_records_per_request: self.max_records_per_request,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 #[derive(Args)]
@@ -346,6 +392,7 @@ fn node_name(naming: &Naming) -> Result<NodeName, String> {
 }
 
 async fn start(args: StartArgs) -> Result<(), String> {
+    let limits = args.limits.limits()?;
     let name = node_name(&args.naming)?;
     let cookie = match &args.naming.cookie {
         Some(c) => c.clone(),
@@ -362,6 +409,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         net_ticktime: Duration::from_secs(args.net_ticktime.max(1)),
         busy_poll: Duration::from_micros(args.busy_poll_us),
         tls,
+        limits,
     };
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
@@ -413,11 +461,13 @@ async fn start(args: StartArgs) -> Result<(), String> {
 
     shutdown.await;
     tracing::info!("shutting down");
+    running
+        .shutdown(Duration::from_secs(args.shutdown_timeout))
+        .await;
     server.stop();
     if let Some(task) = metrics {
         task.abort();
     }
-    running.shutdown().await;
     Ok(())
 }
 

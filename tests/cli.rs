@@ -406,3 +406,220 @@ fn a_data_dir_keeps_acknowledged_records_through_sigkill() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `ash-gen-server args...` with `env`, returning (exit code, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("ASH_GEN_SERVER_COOKIE")
+        .output()
+        .expect("the command runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts a node with `args` (and `env`), waits for its ready line; returns it and the line.
+fn start_node(args: &[&str], env: &[(&str, &str)]) -> (Node, String) {
+    let mut child = Command::new(BIN)
+        .arg("start")
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("ASH_GEN_SERVER_COOKIE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the node starts");
+    let stdout = child.stdout.take().unwrap();
+    let node = Node(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a ready line within 20 s");
+    assert!(line.starts_with("ready "), "{line}");
+    (node, line)
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// SIGTERM, and the exit status must be 0 within 10 s.
+fn stop_ok(mut node: Node) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a user gets wrong: each fails with exit status 1 and a message saying what is wrong.
+/// And what a user may leave to the node: `--sname`, the cookie file, `--epmd auto`.
+#[test]
+fn failure_paths_and_defaults() {
+    let id = std::process::id();
+    let home = std::env::temp_dir().join(format!("ash-cli-home-{id}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".erlang.cookie"), "from-the-cookie-file\n").unwrap();
+    let home_s = home.to_str().unwrap().to_string();
+    let nohome = format!("{home_s}/nowhere");
+    let env = [("HOME", home_s.as_str())];
+
+    // --epmd auto on a port where no EPMD runs: it starts an embedded one; the cookie comes
+    // from ~/.erlang.cookie.
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let name = format!("cliauto{id}@127.0.0.1");
+    let (node, ready) = start_node(
+        &["--name", &name, "--epmd", "auto", "--epmd-port", &free_port],
+        &env,
+    );
+    assert_eq!(field(&ready, "epmd="), "embedded", "{ready}");
+    assert_eq!(field(&ready, "epmd_port="), free_port);
+    let epmd = free_port.as_str();
+    // The cookie file's cookie works, for call too.
+    let (code, out, err) = run(
+        &["call", "--node", &name, "--epmd-port", epmd, "ping"],
+        &env,
+    );
+    assert_eq!((code, out.trim()), (0, "pong"), "{err}");
+    // A second node with --epmd auto finds the first one's EPMD and registers there.
+    let sname = format!("clisname{id}");
+    let (second, ready2) = start_node(
+        &["--sname", &sname, "--epmd", "auto", "--epmd-port", epmd],
+        &env,
+    );
+    assert_eq!(field(&ready2, "epmd="), "external", "{ready2}");
+    // --sname: the short host name of this machine.
+    let full = field(&ready2, "node=").to_string();
+    let (short, host) = full.split_once('@').unwrap();
+    assert_eq!(short, sname);
+    assert!(!host.is_empty() && !host.contains('.'), "{full}");
+    let (code, out, err) = run(
+        &["call", "--node", &full, "--epmd-port", epmd, "ping"],
+        &env,
+    );
+    assert_eq!((code, out.trim()), (0, "pong"), "{err}");
+
+    // call: an unreachable node, a wrong cookie, no EPMD, no cookie at all, a bad request.
+    let (code, _, err) = run(
+        &[
+            "call",
+            "--node",
+            &format!("nobody{id}@127.0.0.1"),
+            "--epmd-port",
+            epmd,
+            "ping",
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("nobody{id}@127.0.0.1 is not registered")),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &[
+            "call",
+            "--node",
+            &name,
+            "--cookie",
+            "wrong",
+            "--epmd-port",
+            epmd,
+            "ping",
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refused the handshake") && err.contains("cookies"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["call", "--node", &name, "--epmd-port", "1", "ping"], &env);
+    assert_eq!(code, 1);
+    assert!(err.contains("no EPMD at 127.0.0.1:1"), "{err}");
+    let (code, _, err) = run(
+        &["call", "--node", &name, "--epmd-port", epmd, "ping"],
+        &[("HOME", nohome.as_str())],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no --cookie given") && err.contains(".erlang.cookie"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &["call", "--node", &name, "--epmd-port", epmd, "{unclosed"],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read the request"), "{err}");
+
+    // start: bad resources files, bad limits, no name, no cookie.
+    let bad_json = home.join("bad.json");
+    std::fs::write(&bad_json, r#"[{"resource": 5}]"#).unwrap();
+    let bad_pk = home.join("no_pk.json");
+    std::fs::write(&bad_pk, r#"[{"resource": "r"}]"#).unwrap();
+    let start_fails = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["start", "--epmd-port", epmd];
+        all.extend_from_slice(args);
+        let (code, _, err) = run(&all, env);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        err
+    };
+    let n3 = format!("clibad{id}@127.0.0.1");
+    let err = start_fails(
+        &["--name", &n3, "--resources", bad_json.to_str().unwrap()],
+        &env,
+    );
+    assert!(err.contains("bad resources file"), "{err}");
+    let err = start_fails(
+        &["--name", &n3, "--resources", bad_pk.to_str().unwrap()],
+        &env,
+    );
+    assert!(
+        err.contains("bad resources file") || err.contains("primary_key"),
+        "{err}"
+    );
+    let err = start_fails(&["--name", &n3, "--resources", "/nonexistent/r.json"], &env);
+    assert!(err.contains("cannot read /nonexistent/r.json"), "{err}");
+    let err = start_fails(&["--name", &n3, "--max-term-depth", "100000"], &env);
+    assert!(err.contains("--max-term-depth must be between"), "{err}");
+    let err = start_fails(&["--name", &n3, "--max-list-length", "0"], &env);
+    assert!(err.contains("--max-list-length must be between"), "{err}");
+    let err = start_fails(&[], &env);
+    assert!(err.contains("--name") && err.contains("--sname"), "{err}");
+    let err = start_fails(&["--name", &n3], &[("HOME", nohome.as_str())]);
+    assert!(err.contains("no --cookie given"), "{err}");
+    // The same name twice: EPMD refuses the second.
+    let err = start_fails(&["--name", &name], &env);
+    assert!(
+        err.to_lowercase().contains("epmd") || err.contains("registered"),
+        "{err}"
+    );
+
+    stop_ok(second);
+    stop_ok(node);
+    let _ = std::fs::remove_dir_all(&home);
+}

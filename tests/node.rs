@@ -22,6 +22,7 @@ async fn start(name: &str, fault_injection: bool) -> (RunningNode, u16) {
         net_ticktime: Duration::from_secs(60),
         busy_poll: Duration::from_micros(100),
         tls: None,
+        limits: Default::default(),
     };
     let running = Node::start(config).await.expect("node starts");
     // The server lives as long as the node (its tasks end with the runtime).
@@ -120,7 +121,7 @@ async fn serves_the_protocol_over_real_connections() {
         call(&node, epmd, "{fault, user, #{id => 1}, panic}").await,
         t("{error, fault_injection_disabled}")
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +155,7 @@ async fn a_failing_record_comes_back_with_its_last_committed_state() {
         call(&node, epmd, "{get, item, #{id => 7}}").await,
         t("{error, not_found}")
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +198,7 @@ async fn a_real_erl_node_uses_the_embedded_epmd_and_sees_a_hidden_node() {
         "erl failed: {stdout} {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,5 +217,137 @@ async fn a_wrong_cookie_is_refused() {
     assert!(refused.is_err(), "a wrong cookie got through: {refused:?}");
     // The node is still fine.
     assert_eq!(call(&node, epmd, "ping").await, t("pong"));
-    node.shutdown().await;
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Two Rust nodes over a real connection (the second registered with the first's EPMD, dialled
+/// by the first): messages both ways, a monitor and a link across, each firing with the exact
+/// reason, and a disconnect that drops the links and monitors without killing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rust_nodes_send_monitor_and_link_across() {
+    use ash_gen_server::node::{Mailbox, Signal};
+    let (a, epmd) = start(&format!("rr_a_{}", std::process::id()), false).await;
+    let config = NodeConfig {
+        name: format!("rr_b_{}@127.0.0.1", std::process::id())
+            .parse()
+            .unwrap(),
+        cookie: COOKIE.into(),
+        port: 0,
+        bind: "127.0.0.1".parse().unwrap(),
+        epmd_port: epmd,
+        epmd_mode: EpmdMode::External,
+        net_ticktime: Duration::from_secs(60),
+        busy_poll: Duration::from_micros(100),
+        tls: None,
+        limits: Default::default(),
+    };
+    let b = Node::start(config).await.expect("the second node starts");
+    Server::start(
+        &b.node,
+        Options {
+            fault_injection: true,
+            ..Options::default()
+        },
+    )
+    .expect("server starts");
+    let wait = Duration::from_secs(10);
+    let on_a = Mailbox::new(&a.node);
+    let on_b = Mailbox::new(&b.node);
+    a.node
+        .connect(&b.node.config.name)
+        .await
+        .expect("a dials b");
+    assert_eq!(a.node.peers(), vec![b.node.config.name.to_string()]);
+
+    // Messages both ways.
+    assert!(a.node.send(&on_b.pid(), &t("{hello, from_a}")));
+    assert_eq!(
+        on_b.recv(wait).await,
+        Some(Signal::Message(t("{hello, from_a}")))
+    );
+    assert!(b.node.send(&on_a.pid(), &t("{hello, from_b}")));
+    assert_eq!(
+        on_a.recv(wait).await,
+        Some(Signal::Message(t("{hello, from_b}")))
+    );
+
+    // A record on b, monitored and linked from a.
+    let server = |req: &str| {
+        let req = t(req);
+        async { on_b.call("ash_gen_server", req, wait).await.unwrap() }
+    };
+    assert_eq!(
+        server("{define, item, #{primary_key => [id]}}").await,
+        t("ok")
+    );
+    server("{create, item, #{id => 1}}").await;
+    server("{create, item, #{id => 2}}").await;
+    let pid_of = |v: Value| match v.as_tuple().map(|t| t[1].clone()) {
+        Some(Value::Pid(p)) => *p,
+        other => panic!("{other:?}"),
+    };
+    let watched = pid_of(server("{whereis, item, #{id => 1}}").await);
+    let linked = pid_of(server("{whereis, item, #{id => 2}}").await);
+    let reference = on_a.monitor(&watched);
+    assert!(on_a.link(&linked));
+    // The monitor and the link are in place on b before anything fires.
+    for _ in 0..500 {
+        let (_, monitors, _, links) = b.node.processes.sizes();
+        if monitors >= 1 && links >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, monitors, _, links) = b.node.processes.sizes();
+    assert_eq!((monitors, links), (1, 1));
+
+    // Destroyed: the monitor fires with normal.
+    assert_eq!(server("{destroy, item, #{id => 1}}").await, t("ok"));
+    assert_eq!(
+        on_a.recv(wait).await,
+        Some(Signal::Down {
+            reference,
+            target: watched,
+            reason: t("normal")
+        })
+    );
+    // Crashed: the link carries the crash reason.
+    let crashed = server("{fault, item, #{id => 2}, error}").await;
+    let reason = crashed.as_tuple().unwrap()[1].as_tuple().unwrap()[1].clone();
+    assert_eq!(
+        on_a.recv(wait).await,
+        Some(Signal::Exit {
+            from: linked,
+            reason,
+            link: true
+        })
+    );
+
+    // A link and a monitor on the restarted record, then the connection goes: b forgets them,
+    // and the record lives on.
+    let restarted = pid_of(server("{whereis, item, #{id => 2}}").await);
+    assert!(on_a.link(&restarted));
+    let _ = on_a.monitor(&restarted);
+    for _ in 0..500 {
+        if b.node.processes.sizes().3 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.node.close_all();
+    for _ in 0..500 {
+        if b.node.peers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.node.peers().is_empty());
+    let (_, monitors, _, links) = b.node.processes.sizes();
+    assert_eq!((monitors, links), (0, 0));
+    assert_eq!(
+        server("{get, item, #{id => 2}}").await,
+        t("{ok, #{id => 2}}")
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+    a.shutdown(Duration::from_secs(5)).await;
 }

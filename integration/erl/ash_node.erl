@@ -121,10 +121,12 @@ start_suite(Config, Opts) ->
     #{node := Node} = N = start(Config, Opts),
     [{rust, N}, {node, Node} | Config].
 
-%% For end_per_suite: stops the node of start_suite/2.
+%% For end_per_suite: stops the node of start_suite/2; its exit status must be 0.
 stop_suite(Config) ->
-    stop(proplists:get_value(rust, Config)),
-    ok.
+    case stop(proplists:get_value(rust, Config)) of
+        0 -> ok;
+        Status -> ct:fail({node_exit_status, Status})
+    end.
 
 %% Whether the node's OS process is still running.
 alive(#{os_pid := OsPid}) ->
@@ -146,7 +148,21 @@ owner_init(Parent, Bin, Args, LogFile) ->
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     PidFile = pid_file(OsPid),
     owner_loop(#{parent => Parent, port => Port, log => Log, os_pid => OsPid,
-                 pid_file => PidFile, ready => false, partial => <<>>}).
+                 pid_file => PidFile, ready => false, partial => <<>>,
+                 log_file => LogFile}).
+
+%% A node that was ready and then exited with a status other than 0 (a panic, a crash, a hang
+%% killed after the stop timeout): the run script finds the mark and fails the run, whichever
+%% test stopped the node (or none did).
+mark_bad_exit(#{log_file := LogFile}, Status) ->
+    case os:getenv("ASH_ERL_EXITDIR") of
+        false -> ok;
+        "" -> ok;
+        Dir ->
+            F = filename:join(Dir, filename:basename(LogFile)),
+            file:write_file(F, io_lib:format("~s: exit status ~p~n", [LogFile, Status]))
+    end,
+    ct:log("node ~s exited with status ~p", [LogFile, Status]).
 
 %% The run script passes ASH_ERL_PIDDIR: every node we start leaves its OS pid there, so the
 %% script can kill exactly our nodes should the Erlang VM die without stopping them.
@@ -180,6 +196,7 @@ owner_loop(#{port := Port, log := Log, parent := Parent} = S) ->
             ok = file:write(Log, io_lib:format("~n[ash_node] exited with status ~p~n", [Status])),
             case maps:get(ready, S) of
                 false -> Parent ! {self(), failed, {exit_status, Status}};
+                true when Status =/= 0 -> mark_bad_exit(S, Status);
                 true -> ok
             end,
             remove_pid_file(S),
@@ -211,6 +228,7 @@ do_stop(#{os_pid := OsPid, port := Port, log := Log} = S, From, Signal) ->
     file:close(Log),
     remove_pid_file(S),
     catch port_close(Port),
+    Final =:= 0 orelse mark_bad_exit(S, Final),
     From ! {self(), stopped, Final}.
 
 wait_exit(Port, Log, Deadline) ->

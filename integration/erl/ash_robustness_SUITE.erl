@@ -139,9 +139,10 @@ record_pid_garbage(Config) ->
     {ok, Pid} = ?REQ({whereis, R, #{id => 1}}),
     [Pid ! G || G <- [foo, {foo, bar}, {'$gen_call', bad}, {'$gen_cast', bad},
                       {'$gen_call', {self(), make_ref()}}, <<"x">>]],
-    ?assertMatch({error, _}, gen_server:call(Pid, bogus_request, 2000)),
-    ?assertMatch({error, _}, gen_server:call(Pid, {update, not_a_map}, 2000)),
-    ?assertMatch({error, _}, gen_server:call(Pid, {update, #{v => 1}, not_a_map}, 2000)),
+    ?assertEqual({error, {unknown_request, bogus_request}},
+                 gen_server:call(Pid, bogus_request, 2000)),
+    ?assert(bad_request(gen_server:call(Pid, {update, not_a_map}, 2000))),
+    ?assert(bad_request(gen_server:call(Pid, {update, #{v => 1}, not_a_map}, 2000))),
     ok = gen_server:cast(Pid, bogus_cast),
     ?assertEqual({ok, #{id => 1, v => {1, <<"payload">>}}}, gen_server:call(Pid, get, 2000)),
     ?assertEqual({ok, Pid}, ?REQ({whereis, R, #{id => 1}})),
@@ -412,7 +413,13 @@ join_with_wrong_and_right_cookie(Config) ->
                                                                         [hidden]))
                        end, 5000),
         ?assertNot(lists:member(Joiner, ash_node:peer_call(Bad, erlang, nodes, [connected]))),
-        timer:sleep(300),
+        %% the dial to the bad peer happened and was refused at the challenge, and said so
+        Refused = ash_node:wait_log(N2, [<<"could not join">>, atom_to_binary(BadName),
+                                         <<"refused the handshake">>, <<"cookies">>], 10000),
+        ct:log("refused: ~p", [Refused]),
+        ?assertMatch([_], Refused),
+        ?assertEqual([], ash_node:log_contains(N2, [<<"could not join">>,
+                                                   atom_to_binary(GoodName)])),
         ?assert(ash_node:alive(N2)),
         ?assertEqual(pong, ash_node:call(Joiner, ping)),
         ?assertEqual(pong, ash_node:peer_call(Good, gen_server, call,
@@ -420,7 +427,7 @@ join_with_wrong_and_right_cookie(Config) ->
         ct:log("joiner log:~n~s", [iolist_to_binary(lists:join("\n",
                                                                ash_node:log_lines(N2)))])
     after
-        ash_node:stop(N2),
+        ?assertEqual(0, ash_node:stop(N2)),
         ash_node:stop_peer(Bad),
         ash_node:stop_peer(Good)
     end.

@@ -11,6 +11,8 @@
 
 all() ->
     [fault_panic_restarts_with_last_state, fault_error_restarts_with_last_state,
+     fault_after_change_restarts_with_last_committed_state,
+     fault_after_rekeying_change_restarts_under_the_old_key,
      linked_process_gets_crash_reason, more_than_max_restarts_removes_record,
      restart_window_slides, max_restarts_zero, exit_signals_count_towards_intensity,
      concurrent_callers_never_hang, fault_bad_requests, fault_injection_disabled].
@@ -90,6 +92,35 @@ fault_error_restarts_with_last_state(Config) ->
     Last = updates(Config, R, 1, 5),
     _ = crash_and_restart(Config, R, 1, error, Last),
     ?assertEqual({ok, [Last]}, ?REQ({query, R, #{}})).
+
+%% The fault strikes inside an update's turn, after the change reached the store (where
+%% queries, identities and keys see it) and before the turn committed: committed and current
+%% state differ. The record comes back with the last committed state, everywhere.
+fault_after_change_restarts_with_last_committed_state(Config) ->
+    R = def(Config, #{max_restarts => 3, max_seconds => 5,
+                      identities => [{by_email, [email]}]}),
+    {ok, _} = ?REQ({create, R, #{id => 1, n => 0, email => <<"a">>}}),
+    Last = (updates(Config, R, 1, 2))#{email => <<"a">>},
+    Change = #{n => 99, email => <<"b">>},
+    _ = crash_and_restart(Config, R, 1, {after_change, Change}, Last),
+    %% queries, aggregates and identities see the committed record, not the half-made change
+    ?assertEqual({ok, [Last]}, ?REQ({query, R, #{filter => {eq, email, <<"a">>}}})),
+    ?assertEqual({ok, []}, ?REQ({query, R, #{filter => {eq, email, <<"b">>}}})),
+    ?assertEqual({ok, #{s => 2}}, ?REQ({aggregate, R, #{}, [{s, sum, n, #{}}]})),
+    ?assertEqual({error, {identity_conflict, by_email, #{email => <<"a">>}}},
+                 ?REQ({create, R, #{id => 2, email => <<"a">>}})),
+    ?assertMatch({ok, #{id := 3, email := <<"b">>}}, ?REQ({create, R, #{id => 3, email => <<"b">>}})),
+    %% and the record goes on committing
+    ?assertEqual({ok, Last#{n => 3}}, ?REQ({update, R, #{id => 1}, #{n => 3}})).
+
+fault_after_rekeying_change_restarts_under_the_old_key(Config) ->
+    R = def(Config, #{max_restarts => 3, max_seconds => 5}),
+    _ = mk(Config, R, 1),
+    Last = updates(Config, R, 1, 1),
+    _ = crash_and_restart(Config, R, 1, {after_change, #{id => 10, n => 5}}, Last),
+    ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 10}})),
+    ?assertEqual({ok, [Last]}, ?REQ({query, R, #{}})),
+    ?assertMatch({ok, #{id := 10}}, ?REQ({create, R, #{id => 10}})).
 
 linked_process_gets_crash_reason(Config) ->
     R = def(Config, #{max_restarts => 3, max_seconds => 5}),

@@ -107,15 +107,17 @@ silent_peer_is_dropped(Config) ->
     try
         T0 = erlang:monotonic_time(millisecond),
         ash_node:os_kill("STOP", OsPid),
+        %% a bounded wait for the event (how soon is a speed figure, not asserted)
         Lines = ash_node:wait_log(?config(rust, Config),
                                   [<<"peer disconnected">>, atom_to_binary(PeerNode)],
-                                  (?TICKTIME + 4) * 1000),
+                                  (?TICKTIME + 30) * 1000),
         Elapsed = erlang:monotonic_time(millisecond) - T0,
         ash_node:os_kill("CONT", OsPid),
         ct:log("dropped after ~b ms: ~p", [Elapsed, Lines]),
-        ?assertNotEqual([], Lines),
+        %% one line, saying why, and not before the peer had been silent for net_ticktime
+        ?assertMatch([_], Lines),
+        ?assertNotEqual(nomatch, binary:match(hd(Lines), <<"net_ticktime">>)),
         ?assert(Elapsed >= (?TICKTIME - 1) * 1000),
-        ?assert(Elapsed =< (?TICKTIME + 4) * 1000),
         %% the peer notices too once it runs again, and can connect afresh
         Node = ?config(node, Config),
         ash_node:await(peer_sees_nodedown,

@@ -15,6 +15,12 @@
 //! (still without waiting, still busy-polling), and writes go through the connection's rustls
 //! state with the same non-blocking write per batch. The plain TCP path does not change: it
 //! only tests once per batch whether the connection has TLS.
+//!
+//! At shutdown ([`super::RunningNode::shutdown`]) the node drains its connections in two
+//! phases: first every reader reads and serves what the peer has already sent (the bytes that
+//! arrived before the shutdown reached it) and then stops reading; once every reader has, so
+//! that every call those messages made has been answered (whichever connection's reader ran the
+//! record's turn), every writer writes out what is queued and the socket is shut down.
 
 use super::Node;
 use super::dispatch;
@@ -51,6 +57,8 @@ pub struct Conn {
     wake: Notify,
     closed: AtomicBool,
     close: Notify,
+    /// The reader has stopped (the peer closed, or the node is shutting down).
+    read_done: AtomicBool,
 }
 
 /// Encoded frames waiting to be written.
@@ -129,6 +137,17 @@ impl Conn {
     /// Whether the peer supports `flag`.
     pub fn has(&self, flag: DistributionFlags) -> bool {
         self.flags.contains(flag)
+    }
+
+    /// Whether the reader has stopped reading.
+    pub fn read_done(&self) -> bool {
+        self.read_done.load(Ordering::Acquire)
+    }
+
+    /// Whether everything queued for the peer has been handed to the socket.
+    fn flushed(&self) -> bool {
+        let out = self.out.lock();
+        !out.busy && out.frames.buf.is_empty()
     }
 
     /// Asks both tasks to stop.
@@ -319,6 +338,7 @@ async fn run_with(
         wake: Notify::new(),
         closed: AtomicBool::new(false),
         close: Notify::new(),
+        read_done: AtomicBool::new(false),
     });
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -354,8 +374,33 @@ async fn run_with(
     ));
     let reason = tokio::select! {
         r = &mut reader => r.unwrap_or_else(|e| Err(format!("reader failed: {e}"))),
-        w = &mut writer => w.unwrap_or_else(|e| Err(format!("writer failed: {e}"))),
-        _ = conn.close.notified() => Ok(()),
+        w = &mut writer => w
+            .unwrap_or_else(|e| Err(format!("writer failed: {e}")))
+            .map(|()| Read::Closed),
+        _ = conn.close.notified() => Ok(Read::Closed),
+    };
+    conn.read_done.store(true, Ordering::Release);
+    let reason = match reason {
+        Ok(Read::Drained) => {
+            // Shutting down: once every reader is done, write out what is queued, then close.
+            let mut phase = node.phase();
+            let flushed = async {
+                let _ = phase.wait_for(|p| *p >= super::Phase::Flush).await;
+                while !conn.flushed() {
+                    conn.wake.notify_one();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            tokio::select! {
+                _ = flushed => {}
+                w = &mut writer => { let _ = w; }
+                _ = conn.close.notified() => {}
+            }
+            let _ = socket2::SockRef::from(&*conn.stream).shutdown(std::net::Shutdown::Write);
+            Ok("node shutting down".to_string())
+        }
+        Ok(Read::Closed) => Ok(String::new()),
+        Err(e) => Err(e),
     };
     conn.closed.store(true, Ordering::Relaxed);
     reader.abort();
@@ -364,7 +409,8 @@ async fn run_with(
         tls.close(&conn.stream);
     }
     match reason {
-        Ok(()) => tracing::info!(%peer, "peer disconnected"),
+        Ok(why) if why.is_empty() => tracing::info!(%peer, "peer disconnected"),
+        Ok(why) => tracing::info!(%peer, reason = %why, "peer disconnected"),
         Err(e) => tracing::warn!(%peer, reason = %e, "peer disconnected"),
     }
     node.remove_conn(&conn);
@@ -386,17 +432,29 @@ impl Drop for ReadingGuard {
     }
 }
 
+/// How a reader ended without error.
+enum Read {
+    /// The peer closed the connection.
+    Closed,
+    /// The node is shutting down: what the peer had sent was read and served.
+    Drained,
+}
+
 async fn read_loop(
     node: Arc<Node>,
     conn: Arc<Conn>,
     last_read: Arc<AtomicU64>,
     started: Instant,
-) -> Result<(), String> {
-    let mut frames = FrameReader::new();
+) -> Result<Read, String> {
+    let mut frames = FrameReader::with_limits(node.config.limits);
     let spin = node.config.busy_poll;
+    let mut phase = node.phase();
     loop {
+        if *phase.borrow() >= super::Phase::Drain {
+            return drain_rest(&node, &conn, &mut frames);
+        }
         match conn.stream.try_read(frames.read_space()) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Read::Closed),
             Ok(n) => frames.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Like a BEAM scheduler, keep polling a moment before sleeping: a busy peer's
@@ -404,7 +462,7 @@ async fn read_loop(
                 // thread (on a virtual machine, across CPUs) costs tens of them.
                 if !spin.is_zero() {
                     match spin_for(&conn.stream, frames.read_space(), spin) {
-                        Ok(0) => return Ok(()),
+                        Ok(0) => return Ok(Read::Closed),
                         Ok(n) => {
                             frames.filled(n);
                             last_read
@@ -420,10 +478,10 @@ async fn read_loop(
                         Err(e) => return Err(format!("read failed: {e}")),
                     }
                 }
-                conn.stream
-                    .readable()
-                    .await
-                    .map_err(|e| format!("read failed: {e}"))?;
+                tokio::select! {
+                    r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
+                    _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {}
+                }
                 continue;
             }
             Err(e) => return Err(format!("read failed: {e}")),
@@ -447,13 +505,14 @@ async fn read_loop_tls(
     conn: Arc<Conn>,
     last_read: Arc<AtomicU64>,
     started: Instant,
-) -> Result<(), String> {
+) -> Result<Read, String> {
     let Some(tls) = &conn.tls else {
         return Err("not a TLS connection".into());
     };
-    let mut frames = FrameReader::new();
+    let mut frames = FrameReader::with_limits(node.config.limits);
     let mut cipher = vec![0u8; TLS_READ_CHUNK];
     let spin = node.config.busy_poll;
+    let mut phase = node.phase();
     // The first frames may have come with the handshake's last bytes.
     let mut fed = tls.feed(&[], &mut frames);
     loop {
@@ -471,7 +530,11 @@ async fn read_loop_tls(
         }
         conn.flush_now();
         if closed {
-            return Ok(());
+            return Ok(Read::Closed);
+        }
+        if *phase.borrow() >= super::Phase::Drain {
+            // Shutting down: what was read is served; stop reading.
+            return Ok(Read::Drained);
         }
         let n = loop {
             match conn.stream.try_read(&mut cipher) {
@@ -484,20 +547,43 @@ async fn read_loop_tls(
                             Err(e) => return Err(format!("read failed: {e}")),
                         }
                     }
-                    conn.stream
-                        .readable()
-                        .await
-                        .map_err(|e| format!("read failed: {e}"))?;
+                    tokio::select! {
+                        r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
+                        _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {
+                            return Ok(Read::Drained);
+                        }
+                    }
                 }
                 Err(e) => return Err(format!("read failed: {e}")),
             }
         };
         if n == 0 {
-            return Ok(());
+            return Ok(Read::Closed);
         }
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         fed = tls.feed(&cipher[..n], &mut frames);
     }
+}
+
+/// At shutdown: reads and serves what the peer has already sent, without waiting for more.
+fn drain_rest(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    frames: &mut FrameReader,
+) -> Result<Read, String> {
+    let _reading = ReadingGuard::enter(conn.id);
+    loop {
+        drain(node, conn, frames)?;
+        match conn.stream.try_read(frames.read_space()) {
+            Ok(0) => break,
+            Ok(n) => frames.filled(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+    drop(_reading);
+    conn.flush_now();
+    Ok(Read::Drained)
 }
 
 /// Dispatches every whole frame buffered.
@@ -506,9 +592,12 @@ fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result
         match frames.next_frame() {
             Ok(Some(Frame::Tick)) => {}
             Ok(Some(Frame::Control(control))) => dispatch::dispatch(node, &conn.peer, *control),
-            Ok(Some(Frame::TooDeep(control))) => dispatch::too_deep(node, &conn.peer, *control),
+            Ok(Some(Frame::OverLimit(control, reason))) => {
+                dispatch::over_limit(node, &conn.peer, *control, reason)
+            }
+            // As the BEAM does: a peer that sends what is not a distribution message is broken.
             Ok(Some(Frame::Undecodable(why))) => {
-                tracing::warn!(peer = %conn.peer, error = %why, "dropped an undecodable message");
+                return Err(format!("undecodable message: {why}"));
             }
             Ok(None) => return Ok(()),
             Err(FrameError::Closed) => return Err("connection closed".into()),

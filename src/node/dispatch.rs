@@ -69,20 +69,21 @@ pub fn dispatch(node: &Arc<Node>, peer: &str, control: Control) {
     }
 }
 
-/// A message nested too deeply to decode in full: its process decides what to do with what
-/// could be decoded (a server answers a call with an error instead of letting it time out).
-pub fn too_deep(node: &Arc<Node>, peer: &str, control: Control) {
+/// A message over one of the node's limits (`reason`), decoded with the offending parts cut
+/// off: its process decides what to do with what could be decoded (a server answers a call with
+/// an error instead of letting it time out).
+pub fn over_limit(node: &Arc<Node>, peer: &str, control: Control, reason: &'static str) {
     let (process, message) = match control {
         Control::RegSend { to, message, .. } => (node.processes.resolve_name(to), message),
         Control::Send { to, message, .. } => (node.processes.resolve(&to), message),
         _ => {
-            tracing::warn!(peer = %peer, "dropped a control message nested too deeply");
+            tracing::warn!(peer = %peer, reason, "dropped a control message over a limit");
             return;
         }
     };
     match process {
-        Some(process) => process.too_deep(node, message),
-        None => tracing::warn!(peer = %peer, "dropped a message nested too deeply"),
+        Some(process) => process.over_limit(node, message, reason),
+        None => tracing::warn!(peer = %peer, reason, "dropped a message over a limit"),
     }
 }
 

@@ -71,12 +71,14 @@ pub struct NodeConfig {
     pub busy_poll: Duration,
     /// TLS distribution (`inet_tls`), or plain TCP (`inet_tcp`) when `None`.
     pub tls: Option<DistTls>,
+    /// What a peer may make the node allocate.
+    pub limits: crate::wire::Limits,
 }
 
 impl NodeConfig {
     /// A configuration with the defaults of `ash-gen-server start`: any free port on
     /// 127.0.0.1, the EPMD on its usual port (embedded if none runs), a 60 s `net_ticktime`,
-    /// 100 µs of busy polling, plain TCP.
+    /// 100 µs of busy polling, plain TCP, the default [`crate::wire::Limits`].
     pub fn new(name: NodeName, cookie: String) -> NodeConfig {
         NodeConfig {
             name,
@@ -88,6 +90,7 @@ impl NodeConfig {
             net_ticktime: Duration::from_secs(60),
             busy_poll: Duration::from_micros(100),
             tls: None,
+            limits: crate::wire::Limits::default(),
         }
     }
 }
@@ -108,6 +111,18 @@ pub struct Node {
     node_down: Mutex<Vec<NodeDownHook>>,
     refs: AtomicU64,
     conn_ids: AtomicU64,
+    phase: tokio::sync::watch::Sender<Phase>,
+}
+
+/// Where the node is in its life; connections watch it to drain at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Shutting down: readers serve what has arrived, then stop reading.
+    Drain,
+    /// Shutting down, every reader done: writers write out what is queued, then close.
+    Flush,
 }
 
 /// Called with the name of a peer whose connection ended.
@@ -169,6 +184,7 @@ impl Node {
             node_down: Mutex::new(Vec::new()),
             refs: AtomicU64::new(1),
             conn_ids: AtomicU64::new(1),
+            phase: tokio::sync::watch::Sender::new(Phase::Running),
             config,
         });
         net_kernel::register(&node);
@@ -252,6 +268,16 @@ impl Node {
                 rand::random::<u32>(),
             ],
         )
+    }
+
+    /// Watches the node's [`Phase`].
+    pub fn phase(&self) -> tokio::sync::watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// The number of live connections.
+    pub fn conn_count(&self) -> usize {
+        self.conns.read().len()
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -355,14 +381,43 @@ pub fn rss_bytes() -> Option<usize> {
 }
 
 impl RunningNode {
-    /// Stops accepting, closes connections, and unregisters from EPMD.
-    pub async fn shutdown(self) {
-        self.node.close_all();
-        for task in &self.tasks {
+    /// Stops gracefully: unregisters from EPMD and stops accepting, then drains every
+    /// connection — each reads and serves what its peer has already sent, every reply those
+    /// calls produce is written out, then the connection closes. A call the node received
+    /// before the shutdown reached its connection is answered; one sent later finds the
+    /// connection closed (the caller sees the node go down). Whatever is left after `timeout`
+    /// is closed anyway.
+    pub async fn shutdown(self, timeout: Duration) {
+        let RunningNode {
+            node,
+            tasks,
+            _registration,
+            ..
+        } = self;
+        drop(_registration);
+        for task in &tasks {
             task.abort();
         }
-        // Give writers a moment to flush what they hold.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        tracing::info!(node = %self.node.config.name, "node stopped");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conns_before = node.conn_count();
+        node.phase.send_replace(Phase::Drain);
+        let all_read = || node.conns.read().values().all(|c| c.read_done());
+        while !all_read() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        node.phase.send_replace(Phase::Flush);
+        while node.conn_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let left = node.conn_count();
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "shutdown timeout: closing connections not drained"
+            );
+            node.close_all();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(node = %node.config.name, drained = conns_before - left.min(conns_before), "node stopped");
     }
 }

@@ -26,10 +26,11 @@ pub trait Process: Send + Sync + 'static {
     /// A message arrived for this process (`from` is the sender when the peer said).
     fn deliver(&self, node: &Arc<Node>, from: Option<Pid>, message: Value);
 
-    /// A message arrived that nests deeper than the node decodes; `message` is what could be
-    /// decoded, with the deepest parts cut off. By default it is dropped.
-    fn too_deep(&self, _node: &Arc<Node>, _message: Value) {
-        tracing::warn!("dropped a message nested too deeply");
+    /// A message arrived that exceeds one of the node's limits (it nests too deeply, or holds
+    /// a list or bignum too large); `message` is what could be decoded, with the offending parts
+    /// cut off, and `reason` says which limit. By default it is dropped.
+    fn over_limit(&self, _node: &Arc<Node>, _message: Value, reason: &'static str) {
+        tracing::warn!(reason, "dropped a message over a limit");
     }
 
     /// An exit signal: `from` exited with `reason` and was linked (`link`), or called

@@ -118,8 +118,8 @@ impl Process for RecordProcess {
         }
     }
 
-    fn too_deep(&self, node: &Arc<Node>, message: Value) {
-        reply::refuse_too_deep(node, message);
+    fn over_limit(&self, node: &Arc<Node>, message: Value, reason: &'static str) {
+        reply::refuse_over_limit(node, message, reason);
     }
 
     fn exit_signal(&self, _node: &Arc<Node>, from: Pid, reason: Value, link: bool) {

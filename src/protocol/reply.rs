@@ -7,6 +7,7 @@ use crate::node::Node;
 use crate::node::genserver::{self, GenMessage};
 use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
+use crate::wire::etf;
 use crate::wire::etf::TermWriter;
 use std::sync::Arc;
 
@@ -81,18 +82,31 @@ pub fn send_outcome(svc: &RecordService, from: &Caller, outcome: &Outcome) {
     from.reply_with(svc.node(), ok, |out| encode_outcome(outcome, out));
 }
 
-/// Answers a call nested too deeply to decode with `{error, {bad_request, ...}}` instead of
-/// letting the caller time out; anything else is dropped.
-pub fn refuse_too_deep(node: &Arc<Node>, message: Value) {
+/// Answers a call over one of the node's limits (see `wire::limits`) with
+/// `{error, {bad_request, ...}}` instead of letting the caller time out; anything else is
+/// dropped.
+pub fn refuse_over_limit(node: &Arc<Node>, message: Value, reason: &'static str) {
+    let limits = &node.config.limits;
     match genserver::classify(message) {
         GenMessage::Call(from, _) => {
-            let error = Error::BadRequest(format!(
-                "the request nests deeper than {} levels",
-                crate::wire::etf::MAX_DEPTH
-            ));
-            node.reply(&from, &error.to_reply());
+            let why = match reason {
+                etf::TOO_DEEP_REASON => format!(
+                    "the request nests deeper than {} levels",
+                    limits.max_term_depth
+                ),
+                etf::TOO_LONG_REASON => format!(
+                    "the request holds a list, tuple or map of more than {} elements",
+                    limits.max_list_length
+                ),
+                etf::BIGNUM_REASON => format!(
+                    "the request holds an integer of more than {} bytes",
+                    limits.max_bignum_bytes
+                ),
+                other => format!("the request exceeds a limit: {other}"),
+            };
+            node.reply(&from, &Error::BadRequest(why).to_reply());
         }
-        _ => tracing::warn!("dropped a message nested too deeply"),
+        _ => tracing::warn!(reason, "dropped a message over a limit"),
     }
 }
 

@@ -63,8 +63,14 @@ pub enum Request {
 }
 
 impl Request {
-    /// Parses a request term.
+    /// Parses a request term, with the default limit on records per request.
     pub fn parse(v: &Value) -> Result<Request> {
+        Request::parse_with(v, crate::wire::Limits::DEFAULT_MAX_RECORDS_PER_REQUEST)
+    }
+
+    /// Parses a request term carrying at most `max_records` records (checked before they are
+    /// built; more is `{bad_request, ...}`).
+    pub fn parse_with(v: &Value, max_records: usize) -> Result<Request> {
         let unknown = || Error::UnknownRequest(v.clone());
         if let Value::Atom(a) = v {
             return match a.as_str() {
@@ -83,7 +89,7 @@ impl Request {
             "define" => Request::Define(Define::parse(args)?),
             "create" => Request::Create(Create::parse(args)?),
             "upsert" => Request::Upsert(Upsert::parse(args)?),
-            "bulk_create" => Request::BulkCreate(BulkCreate::parse(args)?),
+            "bulk_create" => Request::BulkCreate(BulkCreate::parse(args, max_records)?),
             "get" => Request::Get(Get::parse(args)?),
             "update" => Request::Update(Update::parse(args)?),
             "destroy" => Request::Destroy(Destroy::parse(args)?),

@@ -103,7 +103,10 @@ impl Process for Server {
     fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         let svc = &self.service;
         match genserver::classify(message) {
-            GenMessage::Call(from, request) => match Request::parse(&request) {
+            GenMessage::Call(from, request) => match Request::parse_with(
+                &request,
+                svc.node().config.limits.max_records_per_request,
+            ) {
                 Ok(request) => {
                     let caller = Caller::new(from, request.kind());
                     request.execute(svc, caller)
@@ -121,8 +124,8 @@ impl Process for Server {
         }
     }
 
-    fn too_deep(&self, node: &Arc<Node>, message: Value) {
-        reply::refuse_too_deep(node, message);
+    fn over_limit(&self, node: &Arc<Node>, message: Value, reason: &'static str) {
+        reply::refuse_over_limit(node, message, reason);
     }
 
     fn down(&self, _node: &Arc<Node>, reference: Ref, target: Pid, reason: Value) {

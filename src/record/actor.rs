@@ -19,6 +19,7 @@ use crate::query::expr::{Atomics, Scope, VExpr, eval_atomics};
 use crate::query::filter::Expr;
 use crate::term::{Atom, Pid, Record, Value, atoms};
 use parking_lot::Mutex;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -48,12 +49,15 @@ impl ExpireReason {
 }
 
 /// A fault to inject (tests only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Panic while handling.
     Panic,
     /// Return an internal error while handling.
     Error,
+    /// Apply these changes to the store (where queries, identities and keys see them), then
+    /// panic before the turn commits: the failure strikes half-way through an update.
+    AfterChange(Record),
 }
 
 /// Arguments of an upsert.
@@ -303,6 +307,7 @@ impl RecordActor {
             return dead_letter(svc, &self.resource, envelope);
         }
         inner.mailbox.push_back(envelope);
+        svc.count_queued(true, 1);
         if inner.running {
             return;
         }
@@ -312,6 +317,7 @@ impl RecordActor {
                 inner.running = false;
                 return;
             };
+            svc.count_queued(false, 1);
             let turn = Turn {
                 record: inner
                     .committed
@@ -332,7 +338,10 @@ impl RecordActor {
                 Envelope::HandlerGone => (None, Body::HandlerGone),
                 Envelope::Stop(reason) => (None, Body::Stop(reason)),
             };
-            let step = match catch_unwind(AssertUnwindSafe(|| self.turn(svc, &turn, body, now))) {
+            let applied = Cell::new(None);
+            let step = match catch_unwind(AssertUnwindSafe(|| {
+                self.turn(svc, &turn, body, now, &applied)
+            })) {
                 Ok(Ok(step)) => step,
                 Ok(Err(internal)) => Step {
                     fail: Some(Value::pair(
@@ -350,11 +359,20 @@ impl RecordActor {
                 },
             };
 
+            let mut step = step;
+            if let Some(applied) = applied.take().filter(|_| step.fail.is_some())
+                && !self.roll_back(&turn.record, &applied)
+            {
+                let reason = step.fail.take().unwrap_or_else(Value::nil);
+                step.reply = Some(Outcome::Error(StoreError::RecordCrashed(reason.clone())));
+                step.stop = Some(reason);
+            }
             inner = self.inner.lock();
             let after = self.apply(&mut inner, step, now);
             let gone = inner.committed.is_none();
             let leftovers: Vec<Envelope> = if gone {
                 inner.running = false;
+                svc.count_queued(false, inner.mailbox.len());
                 inner.mailbox.drain(..).collect()
             } else {
                 Vec::new()
@@ -373,12 +391,17 @@ impl RecordActor {
     }
 
     /// Handles one message against the committed record. Runs without the state lock.
+    ///
+    /// A turn's store change ([`Resource::commit`]) is its last fallible step; should the turn
+    /// fail after it anyway, it leaves the record it put in the store in `applied`, so the
+    /// failure puts the committed record back.
     fn turn(
         self: &Arc<Self>,
         svc: &RecordService,
         turn: &Turn,
         body: Body,
         now: u64,
+        applied: &Cell<Option<Record>>,
     ) -> Result<Step, String> {
         let mut step = Step::default();
         match body {
@@ -468,6 +491,15 @@ impl RecordActor {
             }
             Body::Op(Op::Fault(Fault::Panic)) => panic!("fault injected by request"),
             Body::Op(Op::Fault(Fault::Error)) => return Err("fault injected by request".into()),
+            Body::Op(Op::Fault(Fault::AfterChange(changes))) => {
+                let new = turn.record.merge(&changes);
+                if let Err(e) = self.resource.commit(self, &turn.record, &new) {
+                    step.reply = Some(Outcome::Error(e));
+                    return Ok(step);
+                }
+                applied.set(Some(new));
+                panic!("fault injected by request after the change reached the store");
+            }
             Body::Timer(at) => {
                 if turn.timer_at != Some(at) {
                     return Ok(step);
@@ -518,6 +550,26 @@ impl RecordActor {
             }
         }
         Ok(step)
+    }
+
+    /// A failed turn had put `applied` in the store: put the committed `record` back (its key
+    /// and identity values too), so the restarted actor, queries and identities agree.
+    /// Returns false when that is impossible (a re-keying change whose old key or identity
+    /// value was taken meanwhile): the change is then removed from the store, and the record
+    /// must end.
+    fn roll_back(self: &Arc<Self>, record: &Record, applied: &Record) -> bool {
+        match self.resource.commit(self, applied, record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(
+                    resource = %self.resource.name,
+                    error = %e,
+                    "a failed turn's change could not be rolled back; the record is removed"
+                );
+                self.resource.remove(self, applied);
+                false
+            }
+        }
     }
 
     /// `record` with `changes` and then the values of `atomics` merged in.

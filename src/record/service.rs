@@ -6,7 +6,7 @@
 //! operations here are the ones that start outside any one actor: creating a record and
 //! upserting.
 
-use super::actor::{Envelope, Op, Outcome, ReplyTo, Upsert, UpsertKind};
+use super::actor::{Envelope, Op, Outcome, RecordActor, ReplyTo, Upsert, UpsertKind};
 use super::expiry::Expiry;
 use super::registry::{Resource, Store, StoreError};
 use super::timers::Timers;
@@ -16,6 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// How many times an upsert looks up and creates before it gives up on a key that keeps being
+/// created and removed under it.
+pub const UPSERT_ATTEMPTS: usize = 3;
+
+/// What an upsert that lost [`UPSERT_ATTEMPTS`] races in a row answers (as `bad_request`).
+pub const UPSERT_RACED: &str = "upsert raced with concurrent changes three times; try again";
 
 /// The record service of one node.
 pub struct RecordService {
@@ -28,6 +35,7 @@ pub struct RecordService {
     /// Expiry handlers.
     pub expiry: Expiry,
     pids: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 impl RecordService {
@@ -40,6 +48,7 @@ impl RecordService {
             timers: Arc::new(Timers::new()),
             expiry: Expiry::default(),
             pids: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
         })
     }
 
@@ -74,6 +83,20 @@ impl RecordService {
         self.pids.load(Ordering::Relaxed)
     }
 
+    /// Requests queued in record actors' mailboxes, waiting for their turn (and their reply).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// `n` requests were queued for a turn (`true`) or taken from a mailbox.
+    pub(super) fn count_queued(&self, queued: bool, n: usize) {
+        if queued {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
     /// A record got a pid (`true`) or its pid exited.
     pub(super) fn count_pid(&self, spawned: bool) {
         if spawned {
@@ -100,20 +123,40 @@ impl RecordService {
     /// Creates the record, or updates the one that has the same `keys` (atomically, in its
     /// actor).
     pub fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {
-        // A record created by someone else between our lookup and our create is found on retry.
-        for _ in 0..3 {
-            match resource.find_by(&upsert.keys, &upsert.record) {
+        self.upsert_steps(
+            resource,
+            upsert,
+            reply,
+            |resource, upsert| resource.find_by(&upsert.keys, &upsert.record),
+            |svc, resource, record| svc.create(resource, record),
+        )
+    }
+
+    /// The upsert's retry loop, with its two steps given: `find` the record with the keys,
+    /// `create` one. A record created by someone else between our lookup and our create is found
+    /// on retry; after [`UPSERT_ATTEMPTS`] such races in a row the caller gets
+    /// [`UPSERT_RACED`].
+    fn upsert_steps(
+        &self,
+        resource: &Arc<Resource>,
+        upsert: Upsert,
+        reply: ReplyTo,
+        mut find: impl FnMut(&Arc<Resource>, &Upsert) -> Result<Option<Arc<RecordActor>>, StoreError>,
+        mut create: impl FnMut(&Self, &Arc<Resource>, Record) -> Result<Record, StoreError>,
+    ) {
+        for _ in 0..UPSERT_ATTEMPTS {
+            match find(resource, &upsert) {
                 Err(e) => return self.respond(reply, Outcome::Error(e)),
                 Ok(Some(actor)) => {
                     return actor
                         .deliver(self, Envelope::Call(reply, Op::Upsert(Box::new(upsert))));
                 }
-                Ok(None) => match self.create(resource, upsert.record.clone()) {
+                Ok(None) => match create(self, resource, upsert.record.clone()) {
                     Ok(record) => {
                         return self.respond(reply, Outcome::Upserted(UpsertKind::Created, record));
                     }
                     Err(e @ (StoreError::AlreadyExists(_) | StoreError::IdentityConflict(..))) => {
-                        if !matches!(resource.find_by(&upsert.keys, &upsert.record), Ok(Some(_))) {
+                        if !matches!(find(resource, &upsert), Ok(Some(_))) {
                             return self.respond(reply, Outcome::Error(e));
                         }
                     }
@@ -123,9 +166,7 @@ impl RecordService {
         }
         self.respond(
             reply,
-            Outcome::Error(StoreError::BadRequest(
-                "upsert raced with concurrent changes three times; try again".into(),
-            )),
+            Outcome::Error(StoreError::BadRequest(UPSERT_RACED.into())),
         )
     }
 }
@@ -244,6 +285,75 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(resource.len(), 0, "every record expired");
+    }
+
+    /// The race an upsert can lose: its lookup finds nothing, its create finds the key taken,
+    /// the lookup after that finds the record — which is gone again by the next lookup. Three
+    /// times in a row, and the caller is told; fewer, and the upsert goes through.
+    #[test]
+    fn an_upsert_that_loses_the_race_three_times_is_told_so() {
+        let (svc, _owner) = service("unit_upsert_raced");
+        let resource = define(&svc, ResourceConfig::new(vec![Atom::new("id").unwrap()]));
+        let rec = |s: &str| crate::term::Record::from_map(&t(s)).unwrap();
+        let existing = svc.create(&resource, rec("#{id => 7, n => 0}")).unwrap();
+        let actor = resource
+            .lookup(&resource.key_from_pk(&t("#{id => 7}")).unwrap())
+            .unwrap();
+        let upsert = || Upsert {
+            record: rec("#{id => 1, n => 1}"),
+            keys: vec![Atom::new("id").unwrap()],
+            set: rec("#{n => 1}"),
+            condition: None,
+            atomics: Vec::new(),
+        };
+        for races in [1, 2, 3] {
+            let (tx, rx) = mpsc::channel();
+            let mut lookups = 0;
+            let mut creates = 0;
+            svc.upsert_steps(
+                &resource,
+                upsert(),
+                Some(Box::new(Captured(tx))),
+                // Lookups alternate: nothing, then (after the failed create) a record.
+                |_, _| {
+                    lookups += 1;
+                    Ok((lookups % 2 == 0).then(|| actor.clone()))
+                },
+                |svc, resource, record| {
+                    creates += 1;
+                    if creates <= races {
+                        Err(StoreError::AlreadyExists(t("#{id => 1}")))
+                    } else {
+                        svc.create(resource, record)
+                    }
+                },
+            );
+            let outcome = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            if races < UPSERT_ATTEMPTS {
+                assert!(
+                    matches!(&outcome, Outcome::Upserted(UpsertKind::Created, r) if r.to_value() == t("#{id => 1, n => 1}")),
+                    "{outcome:?}"
+                );
+                resource.remove(
+                    &resource
+                        .lookup(&resource.key_from_pk(&t("#{id => 1}")).unwrap())
+                        .unwrap(),
+                    &rec("#{id => 1, n => 1}"),
+                );
+            } else {
+                assert!(
+                    matches!(&outcome, Outcome::Error(StoreError::BadRequest(m)) if m == UPSERT_RACED),
+                    "{outcome:?}"
+                );
+                assert_eq!(creates, UPSERT_ATTEMPTS);
+                assert_eq!(lookups, 2 * UPSERT_ATTEMPTS);
+            }
+        }
+        // Nothing else changed.
+        assert_eq!(resource.len(), 1);
+        assert!(
+            matches!(ask(&svc, &actor, Op::Get), Outcome::Record(r) if r.to_value() == existing.to_value())
+        );
     }
 
     #[test]

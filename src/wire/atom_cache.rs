@@ -30,17 +30,25 @@ fn fail<T>(offset: usize, reason: &str) -> Result<T, DecodeError> {
 /// The atoms a peer has cached with us.
 pub struct InCache {
     slots: Box<[Option<Atom>]>,
+    /// Most references one header may list (see [`super::Limits::max_atom_cache_entries`]).
+    max_refs: usize,
 }
 
 impl Default for InCache {
     fn default() -> Self {
-        InCache {
-            slots: vec![None; SLOTS].into_boxed_slice(),
-        }
+        InCache::with_limit(MAX_REFS)
     }
 }
 
 impl InCache {
+    /// An empty cache whose headers may list at most `max_refs` atoms (at most 255).
+    pub fn with_limit(max_refs: usize) -> InCache {
+        InCache {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+            max_refs: max_refs.min(MAX_REFS),
+        }
+    }
+
     /// Reads a normal distribution header (after `131, 68`) into `refs`, updating the cache;
     /// returns the header's length.
     pub fn read_header(
@@ -55,6 +63,9 @@ impl InCache {
         };
         if n == 0 {
             return Ok(1);
+        }
+        if n > self.max_refs {
+            return fail(0, "distribution header lists more atoms than the limit");
         }
         let flags_len = n / 2 + 1;
         let Some(flags) = bytes.get(1..1 + flags_len) else {
@@ -92,6 +103,9 @@ impl InCache {
                 let Ok(text) = std::str::from_utf8(text) else {
                     return fail(pos, "cached atom is not valid UTF-8");
                 };
+                if text.chars().count() > super::etf::MAX_ATOM_CHARS {
+                    return fail(pos, "cached atom longer than 255 characters");
+                }
                 let atom = match Atom::new(text) {
                     Ok(atom) => atom,
                     Err(e) => return fail(pos, &e.to_string()),
@@ -236,7 +250,8 @@ mod tests {
         let mut out = OutCache::default();
         let mut incoming = InCache::default();
         let mut refs = Vec::new();
-        let long = "x".repeat(300);
+        // Longer than 255 bytes (so the long-atoms flag is set), 200 characters.
+        let long = "é".repeat(200);
         let mut m = out.message();
         m.index(a("one"));
         m.index(a(&long));

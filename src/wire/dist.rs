@@ -10,6 +10,7 @@
 
 use super::atom_cache::OutCache;
 use super::etf::{self, DecodeError, TermWriter};
+use super::limits::Limits;
 use crate::term::{Atom, Pid, Ref, Value, atoms};
 
 /// The operation numbers of distribution control messages (the first element of the control
@@ -164,10 +165,12 @@ pub enum Frame {
     Tick,
     /// A decoded operation.
     Control(Box<Control>),
-    /// An operation whose terms nest too deeply to serve, with the deep parts cut off (see
-    /// [`etf::decode_truncated`]): enough to tell the sender.
-    TooDeep(Box<Control>),
-    /// A well-framed message this node could not decode; the connection stays usable.
+    /// An operation whose terms exceed a limit (nest too deeply, say), with the offending parts
+    /// cut off (see [`etf::decode_limited`]): enough to tell the sender. The reason is one of
+    /// [`etf::TOO_DEEP_REASON`], [`etf::TOO_LONG_REASON`], [`etf::BIGNUM_REASON`].
+    OverLimit(Box<Control>, &'static str),
+    /// A well-framed message this node could not decode (malformed terms, or a control message
+    /// of the wrong shape): the peer is broken, and the connection is closed.
     Undecodable(String),
 }
 
@@ -198,36 +201,28 @@ fn proc_ref(v: &Value) -> Result<ProcRef, DecodeError> {
 
 /// Decodes the terms of a frame: a control message and maybe its payload. Without a
 /// distribution header each term starts with the version byte (`refs` is `None`); after one, none
-/// does and atoms may be references into the header's list `refs`.
+/// does and atoms may be references into the header's list `refs`. Default [`Limits`].
 pub fn decode(bytes: &[u8], refs: Option<&[Atom]>) -> Result<Control, DecodeError> {
-    decode_with(bytes, refs, false)
+    decode_limited(bytes, refs, false, &Limits::default())
 }
 
 /// Decodes a frame [`decode`] refused as too deep, cutting the deep parts off.
 pub fn decode_truncated(bytes: &[u8], refs: Option<&[Atom]>) -> Result<Control, DecodeError> {
-    decode_with(bytes, refs, true)
+    decode_limited(bytes, refs, true, &Limits::default())
 }
 
-fn term(
+/// Decodes the terms of a frame within `limits`; with `truncate`, terms over a limit are cut
+/// off (see [`etf::decode_limited`]) instead of failing.
+pub fn decode_limited(
     bytes: &[u8],
     refs: Option<&[Atom]>,
     truncate: bool,
-) -> Result<(Value, usize), DecodeError> {
-    match (refs, truncate) {
-        (Some(refs), _) => etf::decode_body(bytes, refs, truncate),
-        (None, false) => etf::decode(bytes),
-        (None, true) => etf::decode_truncated(bytes),
-    }
-}
-
-fn decode_with(
-    bytes: &[u8],
-    refs: Option<&[Atom]>,
-    truncate: bool,
+    limits: &Limits,
 ) -> Result<Control, DecodeError> {
-    let (control, used) = term(bytes, refs, truncate)?;
+    let term = |bytes: &[u8]| etf::decode_limited(bytes, refs, truncate, limits);
+    let (control, used) = term(bytes)?;
     let payload = if used < bytes.len() {
-        let (payload, used2) = term(&bytes[used..], refs, truncate).map_err(|e| DecodeError {
+        let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
             offset: used + e.offset,
             reason: e.reason,
         })?;
@@ -411,6 +406,11 @@ impl FrameWriter {
             cache: atom_cache.then(Box::default),
             scratch: Vec::new(),
         }
+    }
+
+    /// Whether frames go through the atom cache.
+    pub fn atom_cache(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// A tick (an empty frame).

@@ -8,17 +8,32 @@
 //! never an allocation it cannot back or a stack overflow.
 
 use super::atom_cache::AtomRefs;
+use super::limits::Limits;
 use crate::term::{Atom, Pid, Ref, Value};
 use num_bigint::{BigInt, Sign};
 
-/// Deepest nesting accepted: room for a filter of the protocol's 256 levels inside the
-/// `{'$gen_call', From, {query, R, #{filter => ...}}}` around it.
-pub const MAX_DEPTH: usize = 300;
+/// Deepest nesting accepted by default (see [`Limits::max_term_depth`]).
+pub const MAX_DEPTH: usize = Limits::DEFAULT_MAX_TERM_DEPTH;
+
+/// The most characters an atom may have (as on the BEAM): atoms are never freed, so a peer must
+/// not be able to make long ones.
+pub const MAX_ATOM_CHARS: usize = 255;
 
 const VERSION: u8 = 131;
 
-/// The error reason of a term nested deeper than [`MAX_DEPTH`].
+/// The error reason of a term nested deeper than [`Limits::max_term_depth`].
 pub const TOO_DEEP_REASON: &str = "term nests too deeply";
+/// The error reason of a list, tuple or map longer than [`Limits::max_list_length`].
+pub const TOO_LONG_REASON: &str = "a list, tuple or map is longer than the limit";
+/// The error reason of a bignum larger than [`Limits::max_bignum_bytes`].
+pub const BIGNUM_REASON: &str = "a bignum is larger than the limit";
+
+/// Whether a decode error is a limit violation (the term is well-formed but over a limit), as
+/// opposed to malformed bytes: such a message can still be read with the offending parts cut
+/// off ([`decode_limited`] with `truncate`), to answer its sender.
+pub fn is_limit(reason: &str) -> bool {
+    [TOO_DEEP_REASON, TOO_LONG_REASON, BIGNUM_REASON].contains(&reason)
+}
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +52,7 @@ struct Decoder<'a> {
     truncate: bool,
     /// The atoms `ATOM_CACHE_REF` indexes into (the message's distribution header).
     refs: &'a [Atom],
+    limits: Limits,
 }
 
 /// The atom that stands for a term cut off by [`decode_truncated`].
@@ -44,39 +60,58 @@ pub const TOO_DEEP: &str = "$too_deep";
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-/// Decodes one term starting with the version byte; returns it and the bytes used.
+/// Decodes one term starting with the version byte, within the default [`Limits`]; returns it
+/// and the bytes used.
 pub fn decode(bytes: &[u8]) -> Result<(Value, usize)> {
-    decode_versioned(bytes, false)
+    decode_limited(bytes, None, false, &Limits::default())
 }
 
-/// Like [`decode`], but terms nested deeper than [`MAX_DEPTH`] become the atom [`TOO_DEEP`]:
-/// enough to read who sent a message too deep to serve, and answer them.
+/// Like [`decode`], but terms over a limit (nested deeper than [`MAX_DEPTH`], say) become the
+/// atom [`TOO_DEEP`]: enough to read who sent a message too deep to serve, and answer them.
 pub fn decode_truncated(bytes: &[u8]) -> Result<(Value, usize)> {
-    decode_versioned(bytes, true)
-}
-
-fn decode_versioned(bytes: &[u8], truncate: bool) -> Result<(Value, usize)> {
-    if bytes.first() != Some(&VERSION) {
-        return Err(DecodeError {
-            offset: 0,
-            reason: "missing version byte 131".into(),
-        });
-    }
-    let (value, used) = decode_body(&bytes[1..], &[], truncate)?;
-    Ok((value, used + 1))
+    decode_limited(bytes, None, true, &Limits::default())
 }
 
 /// Decodes one term that follows a distribution header: no version byte, and atoms may be
 /// `ATOM_CACHE_REF`s into `refs` (the header's list).
 pub fn decode_body(bytes: &[u8], refs: &[Atom], truncate: bool) -> Result<(Value, usize)> {
+    decode_limited(bytes, Some(refs), truncate, &Limits::default())
+}
+
+/// Decodes one term within `limits`: with the version byte when `refs` is `None`, else a term
+/// after a distribution header (no version byte, atoms may index `refs`). With `truncate`,
+/// terms over a limit become the atom [`TOO_DEEP`] instead of failing (never allocated: their
+/// extent is found without decoding them). Returns the term and the bytes used.
+pub fn decode_limited(
+    bytes: &[u8],
+    refs: Option<&[Atom]>,
+    truncate: bool,
+    limits: &Limits,
+) -> Result<(Value, usize)> {
+    let (body, skip, refs) = match refs {
+        Some(refs) => (bytes, 0, refs),
+        None => {
+            if bytes.first() != Some(&VERSION) {
+                return Err(DecodeError {
+                    offset: 0,
+                    reason: "missing version byte 131".into(),
+                });
+            }
+            (&bytes[1..], 1, &[][..])
+        }
+    };
     let mut d = Decoder {
-        bytes,
+        bytes: body,
         pos: 0,
         truncate,
         refs,
+        limits: *limits,
     };
-    let value = d.term(0)?;
-    Ok((value, d.pos))
+    let value = d.term(0).map_err(|e| DecodeError {
+        offset: e.offset + skip,
+        reason: e.reason,
+    })?;
+    Ok((value, d.pos + skip))
 }
 
 /// Appends `value`, with the version byte, to `out` (atoms spelled out).
@@ -126,6 +161,13 @@ impl<'a> Decoder<'a> {
 
     fn atom_text(&mut self, len: usize, latin1: bool) -> Result<Atom> {
         let raw = self.take(len)?;
+        // Latin-1 bytes are one character each; UTF-8 has at least one byte per character.
+        if raw.len() > MAX_ATOM_CHARS
+            && (latin1
+                || std::str::from_utf8(raw).map_or(true, |s| s.chars().count() > MAX_ATOM_CHARS))
+        {
+            return self.fail("atom longer than 255 characters");
+        }
         let text: std::borrow::Cow<str> = if latin1 {
             if raw.is_ascii() {
                 std::borrow::Cow::Borrowed(std::str::from_utf8(raw).unwrap_or_default())
@@ -170,8 +212,26 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A term at `start` exceeds a limit: an error, or when truncating, the atom [`TOO_DEEP`]
+    /// in its place (its extent found without decoding it).
     #[inline(never)]
-    fn compound(&mut self, tag: u8, depth: usize) -> Result<Value> {
+    fn over_limit(&mut self, start: usize, reason: &'static str) -> Result<Value> {
+        if !self.truncate {
+            self.pos = start;
+            return self.fail(reason);
+        }
+        let len = super::etf_guard::skip_term(&self.bytes[start..]).map_err(|e| DecodeError {
+            offset: start + e.offset,
+            reason: e.reason.to_string(),
+        })?;
+        self.pos = start + len;
+        Atom::new(TOO_DEEP)
+            .map(Value::Atom)
+            .or_else(|e| self.fail(e.to_string()))
+    }
+
+    #[inline(never)]
+    fn compound(&mut self, tag: u8, depth: usize, start: usize) -> Result<Value> {
         match tag {
             104 | 105 => {
                 let n = if tag == 104 {
@@ -179,6 +239,9 @@ impl<'a> Decoder<'a> {
                 } else {
                     self.u32()? as usize
                 };
+                if n > self.limits.max_list_length {
+                    return self.over_limit(start, TOO_LONG_REASON);
+                }
                 let n = self.count(n, 1)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -188,6 +251,9 @@ impl<'a> Decoder<'a> {
             }
             108 => {
                 let n = self.u32()? as usize;
+                if n > self.limits.max_list_length {
+                    return self.over_limit(start, TOO_LONG_REASON);
+                }
                 let n = self.count(n, 1)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -204,6 +270,9 @@ impl<'a> Decoder<'a> {
             }
             _ => {
                 let n = self.u32()? as usize;
+                if n > self.limits.max_list_length {
+                    return self.over_limit(start, TOO_LONG_REASON);
+                }
                 let n = self.count(n, 2)?;
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -218,35 +287,26 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn opaque(&mut self, start: usize) -> Result<Value> {
-        let mut with_version = Vec::with_capacity(self.bytes.len() - start + 1);
+        // Find the term's extent first, so only its own bytes are copied.
+        let len = super::etf_guard::check_body(&self.bytes[start..], self.limits.max_term_depth)
+            .map_err(|e| DecodeError {
+                offset: start + e.offset,
+                reason: e.reason.to_string(),
+            })?;
+        let mut with_version = Vec::with_capacity(len + 1);
         with_version.push(VERSION);
-        with_version.extend_from_slice(&self.bytes[start..]);
-        let used = super::etf_guard::check_term(&with_version).map_err(|e| DecodeError {
-            offset: start + e.offset.saturating_sub(1),
-            reason: e.reason.to_string(),
-        })?;
-        let term = eetf::Term::decode(&with_version[..used]).map_err(|e| DecodeError {
+        with_version.extend_from_slice(&self.bytes[start..start + len]);
+        let term = eetf::Term::decode(&with_version[..]).map_err(|e| DecodeError {
             offset: start,
             reason: e.to_string(),
         })?;
-        self.pos = start + used - 1;
+        self.pos = start + len;
         Ok(Value::Opaque(Box::new(term)))
     }
 
     fn term(&mut self, depth: usize) -> Result<Value> {
-        if depth > MAX_DEPTH {
-            if !self.truncate {
-                return self.fail(TOO_DEEP_REASON);
-            }
-            let len =
-                super::etf_guard::skip_term(&self.bytes[self.pos..]).map_err(|e| DecodeError {
-                    offset: self.pos + e.offset,
-                    reason: e.reason.to_string(),
-                })?;
-            self.pos += len;
-            return Atom::new(TOO_DEEP)
-                .map(Value::Atom)
-                .or_else(|e| self.fail(e.to_string()));
+        if depth > self.limits.max_term_depth {
+            return self.over_limit(self.pos, TOO_DEEP_REASON);
         }
         let start = self.pos;
         let tag = self.u8()?;
@@ -276,6 +336,9 @@ impl<'a> Decoder<'a> {
             106 => Value::empty_list(),
             107 => {
                 let n = self.u16()?;
+                if n > self.limits.max_list_length {
+                    return self.over_limit(start, TOO_LONG_REASON);
+                }
                 Value::list(
                     self.take(n)?
                         .iter()
@@ -283,13 +346,16 @@ impl<'a> Decoder<'a> {
                         .collect(),
                 )
             }
-            104 | 105 | 108 | 116 => self.compound(tag, depth)?,
+            104 | 105 | 108 | 116 => self.compound(tag, depth, start)?,
             110 | 111 => {
                 let n = if tag == 110 {
                     self.u8()? as usize
                 } else {
                     self.u32()? as usize
                 };
+                if n > self.limits.max_bignum_bytes {
+                    return self.over_limit(start, BIGNUM_REASON);
+                }
                 let sign = if self.u8()? == 0 {
                     Sign::Plus
                 } else {

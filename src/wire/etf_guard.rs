@@ -81,6 +81,13 @@ pub fn check_term(bytes: &[u8]) -> Result<usize, TermError> {
     Ok(c.pos)
 }
 
+/// Checks one term without version byte, nested at most `max_depth` levels; returns its length.
+pub fn check_body(bytes: &[u8], max_depth: usize) -> Result<usize, TermError> {
+    let mut c = Cursor { bytes, pos: 0 };
+    walk(&mut c, max_depth)?;
+    Ok(c.pos)
+}
+
 /// Finds the end of one term (no version byte) however deep it nests; returns its length.
 pub fn skip_term(bytes: &[u8]) -> Result<usize, TermError> {
     let mut c = Cursor { bytes, pos: 0 };

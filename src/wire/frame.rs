@@ -1,16 +1,19 @@
 //! Frames of a connected distribution channel.
 //!
 //! After the handshake every frame is a 4-byte big-endian length followed by that many bytes;
-//! length 0 is a tick. This node negotiates neither the atom cache nor fragments, so every other
-//! frame is a pass-through message: the byte 112, then the terms [`super::dist`] decodes. This
-//! module owns cutting the byte stream into frames, and its limits.
+//! length 0 is a tick. Every other frame is a pass-through message (the byte 112, then the
+//! terms [`super::dist`] decodes) or, with the atom cache, a normal distribution header
+//! (`131, 68`) and then the terms. This module owns cutting the byte stream into frames, within
+//! the node's [`Limits`]: a frame is never given more memory than the bytes that arrived for it
+//! (the buffer grows with them, up to the frame limit).
 
 use super::atom_cache::InCache;
 pub use super::dist::Frame;
+use super::limits::Limits;
 use crate::term::Atom;
 
-/// The largest frame accepted (a guard against garbage lengths).
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// The largest frame accepted by default (see [`Limits::max_frame_bytes`]).
+pub const MAX_FRAME: usize = Limits::DEFAULT_MAX_FRAME_BYTES;
 
 const PASS_THROUGH: u8 = 112;
 
@@ -35,8 +38,8 @@ pub enum FrameError {
 }
 
 /// Accumulates bytes read from a socket and cuts whole frames out of them.
-#[derive(Default)]
 pub struct FrameReader {
+    limits: Limits,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -49,10 +52,33 @@ pub struct FrameReader {
 /// Bytes read from the socket at a time, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader::with_limits(Limits::default())
+    }
+}
+
 impl FrameReader {
-    /// An empty reader.
+    /// An empty reader with the default [`Limits`].
     pub fn new() -> FrameReader {
         FrameReader::default()
+    }
+
+    /// An empty reader enforcing `limits`.
+    pub fn with_limits(limits: Limits) -> FrameReader {
+        FrameReader {
+            limits,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            cache: InCache::with_limit(limits.max_atom_cache_entries),
+            refs: Vec::new(),
+        }
+    }
+
+    /// Bytes buffered (read but not yet cut into frames).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
     }
 
     /// The next whole frame already buffered, if any.
@@ -62,7 +88,7 @@ impl FrameReader {
             return Ok(None);
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if len > MAX_FRAME {
+        if len > self.limits.max_frame_bytes {
             return Err(FrameError::TooLarge(len));
         }
         if avail.len() < 4 + len {
@@ -71,7 +97,12 @@ impl FrameReader {
         let frame = if len == 0 {
             Frame::Tick
         } else {
-            decode(&avail[4..4 + len], &mut self.cache, &mut self.refs)?
+            decode(
+                &avail[4..4 + len],
+                &mut self.cache,
+                &mut self.refs,
+                &self.limits,
+            )?
         };
         self.start += 4 + len;
         if self.start == self.end {
@@ -81,7 +112,9 @@ impl FrameReader {
         Ok(Some(frame))
     }
 
-    /// Free space to read into (room for at least the frame being received).
+    /// Free space to read into: room for the rest of the frame being received, but never more
+    /// than the bytes already buffered (the buffer at most doubles per read), so a length prefix
+    /// alone cannot make the reader allocate what the peer does not send.
     pub fn read_space(&mut self) -> &mut [u8] {
         if self.start > 0 && (self.start == self.end || self.start > self.buf.len() / 2) {
             self.buf.copy_within(self.start..self.end, 0);
@@ -91,8 +124,9 @@ impl FrameReader {
         let pending = &self.buf[self.start..self.end];
         let want = if pending.len() >= 4 {
             let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
-            (4 + len.min(MAX_FRAME))
+            (4 + len.min(self.limits.max_frame_bytes))
                 .saturating_sub(pending.len())
+                .min(pending.len().max(READ_CHUNK))
                 .max(READ_CHUNK)
         } else {
             READ_CHUNK
@@ -111,7 +145,12 @@ impl FrameReader {
 
 /// Decodes the bytes of one non-tick frame: pass-through (`112`), or a normal distribution
 /// header (`131, 68`) with atom cache references.
-fn decode(bytes: &[u8], cache: &mut InCache, refs: &mut Vec<Atom>) -> Result<Frame, FrameError> {
+fn decode(
+    bytes: &[u8],
+    cache: &mut InCache,
+    refs: &mut Vec<Atom>,
+    limits: &Limits,
+) -> Result<Frame, FrameError> {
     let (body, refs) = match bytes {
         [PASS_THROUGH, rest @ ..] => (rest, None),
         [131, 68, rest @ ..] => match cache.read_header(rest, refs) {
@@ -123,11 +162,19 @@ fn decode(bytes: &[u8], cache: &mut InCache, refs: &mut Vec<Atom>) -> Result<Fra
         [tag, ..] => return Err(FrameError::BadTag(*tag)),
         [] => return Ok(Frame::Tick),
     };
-    match super::dist::decode(body, refs) {
+    match super::dist::decode_limited(body, refs, false, limits) {
         Ok(control) => Ok(Frame::Control(Box::new(control))),
-        Err(e) if e.reason == super::etf::TOO_DEEP_REASON => {
-            match super::dist::decode_truncated(body, refs) {
-                Ok(control) => Ok(Frame::TooDeep(Box::new(control))),
+        Err(e) if super::etf::is_limit(&e.reason) => {
+            let reason = [
+                super::etf::TOO_DEEP_REASON,
+                super::etf::TOO_LONG_REASON,
+                super::etf::BIGNUM_REASON,
+            ]
+            .into_iter()
+            .find(|r| *r == e.reason)
+            .unwrap_or(super::etf::TOO_DEEP_REASON);
+            match super::dist::decode_limited(body, refs, true, limits) {
+                Ok(control) => Ok(Frame::OverLimit(Box::new(control), reason)),
                 Err(e) => Ok(Frame::Undecodable(e.to_string())),
             }
         }

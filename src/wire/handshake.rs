@@ -63,6 +63,12 @@ pub enum HandshakeError {
     /// The peer asked for a dynamic name, which this node does not hand out.
     #[error("peer asked for a dynamic node name, which is not supported")]
     DynamicName,
+    /// The peer closed the connection after our answer to its challenge: it refused us, most
+    /// likely because our cookie is not its cookie.
+    #[error(
+        "the peer refused the handshake (closed the connection after our challenge reply: the cookies most likely differ)"
+    )]
+    Refused,
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
@@ -154,7 +160,18 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             )));
         }
     }
-    let (stream, peer) = handshake.execute_rest(true).await?;
+    // A peer that does not share our cookie says nothing: it closes the connection once it has
+    // read our answer to its challenge.
+    let (stream, peer) =
+        handshake
+            .execute_rest(true)
+            .await
+            .map_err(|e| match HandshakeError::from(e) {
+                HandshakeError::Protocol(why) if why.contains("end of file") => {
+                    HandshakeError::Refused
+                }
+                other => other,
+            })?;
     check_flags(&peer)?;
     Ok((stream.into_inner(), peer))
 }
@@ -338,7 +355,7 @@ mod tests {
     async fn wrong_cookie_is_refused() {
         let (server, client) = pair("secret", "wrong").await;
         assert!(matches!(server, Err(HandshakeError::CookieMismatch)));
-        assert!(client.is_err());
+        assert!(matches!(client, Err(HandshakeError::Refused)), "{client:?}");
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! `inet_tls_dist`, [`handshake`] authenticates a new connection, [`frame`] cuts the
 //! connected stream into frames, [`atom_cache`] reads and writes their distribution headers,
 //! [`dist`] turns them into distribution operations (and back), [`etf`] is the term codec, and
-//! [`etf_guard`] checks term bytes that go to `eetf`.
+//! [`etf_guard`] checks term bytes that go to `eetf`. [`limits`] bounds what a peer can make the
+//! node allocate.
 
 pub mod atom_cache;
 pub mod dist;
@@ -13,4 +14,7 @@ pub mod etf;
 pub mod etf_guard;
 pub mod frame;
 pub mod handshake;
+pub mod limits;
 pub mod tls;
+
+pub use limits::Limits;

@@ -73,22 +73,20 @@ defmodule AshApp.NodeTest do
   end
 
   test "an unreachable node is a clear Ash error naming the node" do
-    started = System.monotonic_time(:millisecond)
+    # (how fast is a speed figure for bench/; the test's own timeout bounds it)
     assert {:error, %Ash.Error.Invalid{errors: [error]}} = Ash.read(Orphan)
     assert %Ash.Error.Invalid.Unavailable{resource: Orphan} = error
     assert Exception.message(error) =~ "nobody_home@127.0.0.1"
 
     assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =
              Orphan |> Ash.Changeset.for_create(:create, %{name: "x"}) |> Ash.create()
-
-    assert System.monotonic_time(:millisecond) - started < 10_000
   end
 
   test "a node that lost its definitions gets them again (restart)" do
     author = Author |> Ash.Changeset.for_create(:create, %{name: "before"}) |> Ash.create!()
     node = rust_node()
 
-    AshApp.RustNode.stop(node)
+    assert AshApp.RustNode.stop(node) == 0
     wait_until(fn -> node not in Node.list(:hidden) end, 5_000)
 
     assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Invalid.Unavailable{}]}} =

@@ -1,6 +1,7 @@
 # The end-to-end suite runs against the real Rust node: make this VM distributed (run_ash.sh
 # starts it with --name already), start the node binary under a unique name, and point
-# :ash_gen_server at it. The node is killed when the suite ends.
+# :ash_gen_server at it. The node is stopped with SIGTERM when the suite ends, and must exit 0
+# (a panic, or a hang killed after the timeout, fails the run).
 AshApp.RustNode.ensure_distributed!()
 
 # In TLS mode (run_ash_tls.sh) this VM must run TLS distribution too, or nothing connects.
@@ -12,7 +13,17 @@ end
 rust_node = AshApp.RustNode.start!()
 Application.put_env(:ash_gen_server, :node, rust_node)
 System.at_exit(fn _ -> AshApp.RustNode.stop(rust_node) end)
-ExUnit.after_suite(fn _ -> AshApp.RustNode.stop(rust_node) end)
+
+ExUnit.after_suite(fn _ ->
+  case AshApp.RustNode.stop(rust_node) do
+    0 ->
+      :ok
+
+    status ->
+      IO.puts(:stderr, "ash_gen_server: the Rust node exited with #{inspect(status)}, not 0")
+      System.halt(1)
+  end
+end)
 
 transport = if AshApp.RustNode.tls_args() == [], do: "TCP", else: "TLS (inet_tls)"
 IO.puts("ash_gen_server: testing against #{rust_node} from #{node()} over #{transport}")

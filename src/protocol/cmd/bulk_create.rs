@@ -24,8 +24,8 @@ pub struct BulkCreate {
 }
 
 impl BulkCreate {
-    /// Parses the arguments.
-    pub fn parse(args: &[Value]) -> Result<BulkCreate> {
+    /// Parses the arguments: at most `max_records` records.
+    pub fn parse(args: &[Value], max_records: usize) -> Result<BulkCreate> {
         args::arity(
             "bulk_create",
             args,
@@ -38,6 +38,12 @@ impl BulkCreate {
                 args[1]
             ))
         })?;
+        if list.len() > max_records {
+            return Err(Error::BadRequest(format!(
+                "bulk_create of {} records exceeds the limit of {max_records} records per request",
+                list.len()
+            )));
+        }
         let records = list
             .iter()
             .enumerate()

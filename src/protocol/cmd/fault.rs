@@ -1,5 +1,7 @@
-//! `{fault, Resource, PK, panic | error}`: makes the record's actor fail in its turn, so tests
-//! can watch supervision work. Served only by nodes started with `--enable-fault-injection`.
+//! `{fault, Resource, PK, panic | error | {after_change, Changes}}`: makes the record's actor
+//! fail in its turn, so tests can watch supervision work — `after_change` after putting
+//! `Changes` in the store, half-way through an update. Served only by nodes started with
+//! `--enable-fault-injection`.
 
 use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::caller::Caller;
@@ -22,11 +24,26 @@ pub struct Fault {
 impl Fault {
     /// Parses the arguments.
     pub fn parse(args: &[Value]) -> Result<Fault> {
-        args::arity("fault", args, &[3], "{fault, Resource, PK, panic | error}")?;
-        let kind = match args[2].as_atom().map(|a| a.as_str()) {
-            Some("panic") => Kind::Panic,
-            Some("error") => Kind::Error,
-            _ => return bad(format!("a fault is panic or error, got: {:?}", args[2])),
+        args::arity(
+            "fault",
+            args,
+            &[3],
+            "{fault, Resource, PK, panic | error | {after_change, Changes}}",
+        )?;
+        let kind = match (&args[2], args[2].as_atom().map(|a| a.as_str())) {
+            (_, Some("panic")) => Kind::Panic,
+            (_, Some("error")) => Kind::Error,
+            (Value::Tuple(t), _)
+                if t.len() == 2 && t[0].as_atom().map(|a| a.as_str()) == Some("after_change") =>
+            {
+                Kind::AfterChange(args::record(&t[1], "changes")?)
+            }
+            _ => {
+                return bad(format!(
+                    "a fault is panic or error (or {{after_change, Changes}}), got: {:?}",
+                    args[2]
+                ));
+            }
         };
         Ok(Fault {
             resource: args::resource(&args[0])?,

@@ -10,10 +10,16 @@ pub fn execute(svc: &Service, from: Caller) {
     let records = &svc.records;
     let node = svc.node();
     let int = |n: usize| Value::Int(n as i64);
+    let (processes, monitors, remote_monitors, links) = node.processes.sizes();
     let stats = Value::map(vec![
         (atom("records"), int(records.store.total_records())),
         (atom("resources"), int(records.store.names().len())),
         (atom("connections"), int(node.peers().len())),
+        (atom("processes"), int(processes)),
+        (atom("monitors"), int(monitors)),
+        (atom("remote_monitors"), int(remote_monitors)),
+        (atom("links"), int(links)),
+        (atom("pending_replies"), int(records.queued())),
         (
             atom("peers"),
             Value::list(

@@ -12,7 +12,8 @@ defmodule AshApp.RustNode do
 
   The node runs under a small `sh` wrapper that kills it as soon as the wrapper's stdin (the
   port) closes, so the node never outlives the test VM, even one killed with SIGKILL. A process
-  owns the port; stopping it kills the node at once.
+  owns the port; `stop/1` sends the node SIGTERM, as an operator would, and returns its exit
+  status (a node that does not exit within 10 s is killed and reported as `:timeout`).
   """
   use GenServer
 
@@ -68,18 +69,23 @@ defmodule AshApp.RustNode do
     end
   end
 
-  @doc "Stops (kills) the node started under `name`."
+  @doc """
+  Stops the node started under `name` with SIGTERM; returns its exit status (0 for a clean
+  stop), `{:already_exited, status}`, `:timeout` (it was killed) or `:not_running`.
+  """
   def stop(name) when is_atom(name) do
     case :global.whereis_name({__MODULE__, name}) do
-      :undefined -> :ok
+      :undefined -> :not_running
       pid -> stop(pid)
     end
   end
 
   def stop(pid) when is_pid(pid) do
+    status = GenServer.call(pid, :sigterm, 15_000)
     GenServer.stop(pid, :normal, 10_000)
+    status
   catch
-    :exit, _ -> :ok
+    :exit, _ -> :not_running
   end
 
   @doc "The node's TLS flags, from `ASH_GEN_SERVER_SSL_DIST_OPTFILE` (none when unset)."
@@ -141,6 +147,28 @@ defmodule AshApp.RustNode do
   end
 
   @impl true
+  def handle_call(:sigterm, _from, %{exit: {:exit_status, status}} = state),
+    do: {:reply, {:already_exited, status}, state}
+
+  def handle_call(:sigterm, _from, %{os_pid: os_pid, port: port} = state)
+      when is_binary(os_pid) do
+    System.cmd("kill", ["-TERM", os_pid], stderr_to_stdout: true)
+
+    status =
+      receive do
+        {^port, {:exit_status, status}} -> status
+      after
+        10_000 ->
+          System.cmd("kill", ["-9", os_pid], stderr_to_stdout: true)
+          :timeout
+      end
+
+    File.write!(state.log, "== #{state.name} exited with status #{inspect(status)}\n", [:append])
+    {:reply, status, %{state | exit: {:exit_status, status}}}
+  end
+
+  def handle_call(:sigterm, _from, state), do: {:reply, :not_running, state}
+
   def handle_call(:await_ready, from, state) do
     cond do
       state.ready? -> {:reply, :ok, state}
@@ -187,7 +215,10 @@ defmodule AshApp.RustNode do
 
   @impl true
   def terminate(_reason, state) do
-    if state.os_pid, do: System.cmd("kill", ["-9", state.os_pid], stderr_to_stdout: true)
+    # Only a node still running when its owner goes (the VM is exiting): kill it.
+    if state.os_pid && state.exit == nil,
+      do: System.cmd("kill", ["-9", state.os_pid], stderr_to_stdout: true)
+
     if state.exit == nil, do: Port.close(state.port)
     :ok
   catch
