@@ -68,7 +68,7 @@ defmodule AshApp.SharedNodeTest do
   end
 
   test "each VM's expiry handler gets the expiries of its own resources", %{peer: peer} do
-    ticket = Module.concat(PeerApp, Ticket)
+    ticket = Module.concat(PeerApp, "Ticket")
     refute Code.ensure_loaded?(ticket)
 
     # this VM: sessions; the peer: tickets, both owned by this test process
@@ -123,7 +123,7 @@ defmodule AshApp.SharedNodeTest do
 
   test "a resource defined later is added to the subscription", %{peer: peer} do
     mine = AshGenServer.ExpiryHandler.subscriptions() |> Map.fetch!(rust_node())
-    [ticket, receipt] = [Module.concat(PeerApp, Ticket), Module.concat(PeerApp, Receipt)]
+    [ticket, receipt] = [Module.concat(PeerApp, "Ticket"), Module.concat(PeerApp, "Receipt")]
 
     PeerVM.eval!(peer, "Ash.read!(PeerApp.Ticket)")
 

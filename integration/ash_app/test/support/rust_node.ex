@@ -108,13 +108,14 @@ defmodule AshApp.RustNode do
         ["--enable-fault-injection"] ++ tls_args()
 
     # The node's stdout goes to the port; a background reader holds the port's stdin (fd 3, since
-    # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF.
+    # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF. The
+    # reader must not hold the port's stdout too, or the port would never see the shell exit.
     command = """
     exec 3<&0 2>>#{sh_escape(log)}
     #{sh_escape(bin)} #{Enum.map_join(args, " ", &sh_escape/1)} 2>>#{sh_escape(log)} </dev/null &
     child=$!
     echo "node_os_pid $child"
-    ( while read -r _ <&3; do :; done; kill -9 "$child" 2>/dev/null ) &
+    ( while read -r _ <&3; do :; done; kill -9 "$child" 2>/dev/null ) >/dev/null 2>&1 &
     wait "$child"
     """
 
