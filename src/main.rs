@@ -237,8 +237,9 @@ impl LimitArgs {
     }
 }
 
+/// How `call` and `status` reach a running node.
 #[derive(Args)]
-struct StatusArgs {
+struct RemoteArgs {
     /// The node, `name@host`.
     #[arg(long)]
     node: String,
@@ -250,6 +251,27 @@ struct StatusArgs {
     epmd_port: u16,
     #[command(flatten)]
     dist: DistArgs,
+}
+
+impl RemoteArgs {
+    /// The node's name, the cookie (or ~/.erlang.cookie) and the TLS settings, checked.
+    fn resolve(&self) -> Result<(NodeName, String, Option<DistTls>), String> {
+        let node: NodeName = self
+            .node
+            .parse()
+            .map_err(|e| format!("bad node name {:?}: {e}", self.node))?;
+        let cookie = match &self.cookie {
+            Some(c) => c.clone(),
+            None => home_cookie()?,
+        };
+        Ok((node, cookie, self.dist.tls(false)?))
+    }
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// Seconds to wait for each reply.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
@@ -260,17 +282,8 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct CallArgs {
-    /// The node to call, `name@host`.
-    #[arg(long)]
-    node: String,
-    /// Magic cookie; defaults to ~/.erlang.cookie.
-    #[arg(long, env = "ASH_GEN_SERVER_COOKIE")]
-    cookie: Option<String>,
-    /// Port of EPMD.
-    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = DEFAULT_EPMD_PORT)]
-    epmd_port: u16,
     #[command(flatten)]
-    dist: DistArgs,
+    remote: RemoteArgs,
     /// Registered name to call.
     #[arg(long, default_value = "ash_gen_server")]
     to: String,
@@ -502,20 +515,12 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 async fn call(args: CallArgs) -> Result<(), String> {
-    let node: NodeName = args
-        .node
-        .parse()
-        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
-    let cookie = match &args.cookie {
-        Some(c) => c.clone(),
-        None => home_cookie()?,
-    };
+    let (node, cookie, tls) = args.remote.resolve()?;
     let request = parse_term(&args.request).map_err(|e| format!("cannot read the request: {e}"))?;
-    let tls = args.dist.tls(false)?;
     let reply = client::call(
         &node,
         &cookie,
-        args.epmd_port,
+        args.remote.epmd_port,
         tls.as_ref(),
         &args.to,
         &request,
@@ -528,19 +533,11 @@ async fn call(args: CallArgs) -> Result<(), String> {
 }
 
 async fn status(args: StatusArgs) -> Result<(), String> {
-    let node: NodeName = args
-        .node
-        .parse()
-        .map_err(|e| format!("bad node name {:?}: {e}", args.node))?;
-    let cookie = match &args.cookie {
-        Some(c) => c.clone(),
-        None => home_cookie()?,
-    };
-    let tls = args.dist.tls(false)?;
+    let (node, cookie, tls) = args.remote.resolve()?;
     let status = ash_gen_server::status::Status::fetch(
         &node,
         &cookie,
-        args.epmd_port,
+        args.remote.epmd_port,
         tls.as_ref(),
         Duration::from_secs(args.timeout),
     )

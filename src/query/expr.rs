@@ -39,32 +39,46 @@ impl Arith {
     }
 }
 
-/// A comparison operator.
+/// A comparison operator: of filters' `{Op, Field, Value}` and of value expressions' `{Op, A, B}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cmp {
-    /// `eq`.
+pub enum CmpOp {
+    /// `eq`: `==` (so `1 == 1.0`).
     Eq,
-    /// `neq`.
+    /// `neq`: `/=`.
     Neq,
-    /// `lt`.
+    /// `lt`: `<`.
     Lt,
-    /// `lte`.
+    /// `lte`: `=<`.
     Lte,
-    /// `gt`.
+    /// `gt`: `>`.
     Gt,
-    /// `gte`.
+    /// `gte`: `>=`.
     Gte,
 }
 
-impl Cmp {
-    fn holds(self, order: Ordering) -> bool {
+impl CmpOp {
+    /// The operator named `eq`, `neq`, `lt`, `lte`, `gt` or `gte`.
+    pub fn from_name(name: &str) -> Option<CmpOp> {
+        Some(match name {
+            "eq" => CmpOp::Eq,
+            "neq" => CmpOp::Neq,
+            "lt" => CmpOp::Lt,
+            "lte" => CmpOp::Lte,
+            "gt" => CmpOp::Gt,
+            "gte" => CmpOp::Gte,
+            _ => return None,
+        })
+    }
+
+    /// Whether `field_value Op value` holds, given `cmp_term(field_value, value)`.
+    pub fn holds(self, order: Ordering) -> bool {
         match self {
-            Cmp::Eq => order.is_eq(),
-            Cmp::Neq => order.is_ne(),
-            Cmp::Lt => order.is_lt(),
-            Cmp::Lte => order.is_le(),
-            Cmp::Gt => order.is_gt(),
-            Cmp::Gte => order.is_ge(),
+            CmpOp::Eq => order.is_eq(),
+            CmpOp::Neq => order.is_ne(),
+            CmpOp::Lt => order.is_lt(),
+            CmpOp::Lte => order.is_le(),
+            CmpOp::Gt => order.is_gt(),
+            CmpOp::Gte => order.is_ge(),
         }
     }
 }
@@ -81,7 +95,7 @@ pub enum VExpr {
     /// `{'+' | '-' | '*' | '/', A, B}`.
     Arith(Arith, Box<VExpr>, Box<VExpr>),
     /// `{eq | neq | lt | lte | gt | gte, A, B}`.
-    Compare(Cmp, Box<VExpr>, Box<VExpr>),
+    Compare(CmpOp, Box<VExpr>, Box<VExpr>),
     /// `{'and', A, B}`.
     And(Box<VExpr>, Box<VExpr>),
     /// `{'or', A, B}`.
@@ -371,15 +385,7 @@ fn parse_at(term: &Value, depth: usize) -> Result<VExpr, String> {
         v.as_atom()
             .ok_or_else(|| format!("{name} expects a field atom, got {}", show(term)))
     };
-    let cmp = match name {
-        "eq" => Some(Cmp::Eq),
-        "neq" => Some(Cmp::Neq),
-        "lt" => Some(Cmp::Lt),
-        "lte" => Some(Cmp::Lte),
-        "gt" => Some(Cmp::Gt),
-        "gte" => Some(Cmp::Gte),
-        _ => None,
-    };
+    let cmp = CmpOp::from_name(name);
     if let Some(cmp) = cmp {
         arity(2, &format!("{{{name}, VExpr, VExpr}}"))?;
         return Ok(VExpr::Compare(cmp, sub(&args[0])?, sub(&args[1])?));

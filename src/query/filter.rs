@@ -2,13 +2,13 @@
 //! [`Expr`] and evaluating it against a record ([`Expr::matches`]). The same `Expr` is the
 //! `filter` of query, update, destroy and the `condition` of upsert.
 
+pub use super::expr::CmpOp;
 use super::expr::{Scope, VExpr};
 use super::show;
 use super::typed::{self, FieldType, Types};
 use crate::term::{Atom, Record, Value, cmp_term, eq_term};
 use num_bigint::BigInt;
 use num_traits::FromPrimitive;
-use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
@@ -20,49 +20,6 @@ const HASH_THRESHOLD: usize = 8;
 
 /// The value an absent field reads as.
 static NIL: LazyLock<Value> = LazyLock::new(Value::nil);
-
-/// A comparison operator of `{Op, Field, Value}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CmpOp {
-    /// `eq`: `==` (so `1 == 1.0`).
-    Eq,
-    /// `neq`: `/=`.
-    Neq,
-    /// `lt`: `<`.
-    Lt,
-    /// `lte`: `=<`.
-    Lte,
-    /// `gt`: `>`.
-    Gt,
-    /// `gte`: `>=`.
-    Gte,
-}
-
-impl CmpOp {
-    fn from_name(name: &str) -> Option<CmpOp> {
-        Some(match name {
-            "eq" => CmpOp::Eq,
-            "neq" => CmpOp::Neq,
-            "lt" => CmpOp::Lt,
-            "lte" => CmpOp::Lte,
-            "gt" => CmpOp::Gt,
-            "gte" => CmpOp::Gte,
-            _ => return None,
-        })
-    }
-
-    /// Whether `field_value Op value` holds, given `cmp_term(field_value, value)`.
-    fn holds(self, order: Ordering) -> bool {
-        match self {
-            CmpOp::Eq => order.is_eq(),
-            CmpOp::Neq => order.is_ne(),
-            CmpOp::Lt => order.is_lt(),
-            CmpOp::Lte => order.is_le(),
-            CmpOp::Gt => order.is_gt(),
-            CmpOp::Gte => order.is_ge(),
-        }
-    }
-}
 
 /// Whether `a Op b` holds in term order, with direct paths for the common same-kind cases.
 fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {

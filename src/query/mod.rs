@@ -121,7 +121,7 @@ pub fn run(
     if query.limit == Some(0) {
         return Vec::new();
     }
-    let mut matches: Vec<Record> = match &query.filter {
+    let matches: Vec<Record> = match &query.filter {
         None => records.into_iter().collect(),
         Some(expr) => records.into_iter().filter(|r| expr.matches(r)).collect(),
     };
@@ -132,41 +132,40 @@ pub fn run(
     if query.sort.is_typed() {
         return run_keyed(matches, query, primary_key);
     }
-    let compare = |a: &Record, b: &Record| query.sort.compare(a, b, primary_key);
+    page(matches, query, |a, b| query.sort.compare(a, b, primary_key))
+}
+
+/// Sorts `items` with `compare` and keeps the query's page (offset, limit). When only the first
+/// `offset + limit` are wanted, only those are sorted.
+fn page<T>(
+    mut items: Vec<T>,
+    query: &Query,
+    compare: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
     let wanted = query
         .limit
         .map_or(usize::MAX, |limit| query.offset.saturating_add(limit));
-    if wanted < matches.len() {
-        // Only the first `wanted` are needed: partition around the last of them, sort those.
-        matches.select_nth_unstable_by(wanted - 1, compare);
-        matches.truncate(wanted);
+    if wanted < items.len() {
+        // Partition around the last wanted item, then sort only those.
+        items.select_nth_unstable_by(wanted - 1, &compare);
+        items.truncate(wanted);
     }
-    matches.sort_unstable_by(compare);
-    matches.drain(..query.offset.min(matches.len()));
-    matches
+    items.sort_unstable_by(&compare);
+    items.drain(..query.offset.min(items.len()));
+    items
 }
 
 /// [`run`]'s sort and page when a sort field is typed: each record's keys are worked out once.
 fn run_keyed(matches: Vec<Record>, query: &Query, primary_key: &[Atom]) -> Vec<Record> {
     let sort = &query.sort;
-    let mut keyed: Vec<(Vec<Option<typed::Key>>, Record)> =
+    let keyed: Vec<(Vec<Option<typed::Key>>, Record)> =
         matches.into_iter().map(|r| (sort.keys_of(&r), r)).collect();
-    let compare = |x: &(Vec<Option<typed::Key>>, Record), y: &(Vec<Option<typed::Key>>, Record)| {
+    page(keyed, query, |x, y| {
         sort.compare_keyed((&x.1, &x.0), (&y.1, &y.0), primary_key)
-    };
-    let wanted = query
-        .limit
-        .map_or(usize::MAX, |limit| query.offset.saturating_add(limit));
-    if wanted < keyed.len() {
-        keyed.select_nth_unstable_by(wanted - 1, compare);
-        keyed.truncate(wanted);
-    }
-    keyed.sort_unstable_by(compare);
-    keyed
-        .into_iter()
-        .skip(query.offset)
-        .map(|(_, record)| record)
-        .collect()
+    })
+    .into_iter()
+    .map(|(_, record)| record)
+    .collect()
 }
 
 /// The record with only the `select`ed fields and the primary key.
