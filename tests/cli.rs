@@ -208,31 +208,9 @@ fn json_logs_are_one_object_per_line() {
 
 /// Starts `start` with `args` and `env`, returns the node and the EPMD port from its ready line.
 fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Node, u16) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("start").args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the node starts");
-    let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a ready line within 20 s");
-    let epmd = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("epmd_port="))
-        .and_then(|p| p.parse().ok())
+    let (node, ready) = start_node(args, env);
+    let epmd = field(&ready, "epmd_port=")
+        .parse()
         .expect("the ready line names the EPMD port");
     (node, epmd)
 }
@@ -427,8 +405,8 @@ fn start_node(args: &[&str], env: &[(&str, &str)]) -> (Node, String) {
     let mut child = Command::new(BIN)
         .arg("start")
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("ASH_GEN_SERVER_COOKIE")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
