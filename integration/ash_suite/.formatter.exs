@@ -1,0 +1,3 @@
+[
+  inputs: ["*.exs", "lib/**/*.{ex,exs}"]
+]

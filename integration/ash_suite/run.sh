@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Runs Ash's own test suite (../shared/ash-tests) on AshGenServer.DataLayer against a real node
+# and compares it with the suite's results on Ash.DataLayer.Ets (baseline.txt).
+#
+#   integration/ash_suite/run.sh [--mode ours|ets|both] [--refresh-baseline] [-- MIX_TEST_ARGS...]
+#
+#   --mode ours           (default) the suite with every Ets resource on AshGenServer.DataLayer,
+#                         against a node started for the run; compared with baseline.txt
+#   --mode ets            the suite unchanged, on Ets; compared with baseline.txt (report only)
+#   --mode both           ets, then ours
+#   --refresh-baseline    run on Ets too and rewrite baseline.txt from that run (implies both,
+#                         unless --mode ets)
+#   -- ARGS               passed to `mix test` (e.g. a test file: the comparison then only
+#                         covers the tests that ran)
+#
+# Environment: ASH_GEN_SERVER_BIN (default <repo>/target/release/ash-gen-server),
+# ASH_SUITE_TESTS (default <repo>/../shared/ash-tests), ASH_GEN_SERVER_OFFLINE_DEPS (default
+# <repo>/../shared/hex when it exists), ASH_SUITE_WORK (build folder, default _work here).
+#
+# Exits non-zero when a test that passes on Ets (baseline.txt) fails on ours and is not in
+# allow_list.txt, when the node does not stop cleanly on SIGTERM, or when a run does not finish.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+mode=ours
+mode_given=0
+refresh=0
+mix_args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --mode) mode="${2:?--mode needs ours, ets or both}"; mode_given=1; shift 2 ;;
+    --mode=*) mode="${1#--mode=}"; mode_given=1; shift ;;
+    --refresh-baseline) refresh=1; shift ;;
+    --) shift; mix_args=("$@"); break ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$mode" in ours|ets|both) ;; *) echo "run.sh: --mode must be ours, ets or both" >&2; exit 2 ;; esac
+if [[ $refresh == 1 && $mode_given == 0 ]]; then mode=both; fi
+if [[ $refresh == 1 && $mode == ours ]]; then
+  echo "run.sh: --refresh-baseline needs the ets run (--mode ets or both)" >&2; exit 2
+fi
+if [[ $refresh == 1 && ${#mix_args[@]} -gt 0 ]]; then
+  echo "run.sh: --refresh-baseline runs the whole suite (no mix test arguments)" >&2; exit 2
+fi
+
+tests_dir="${ASH_SUITE_TESTS:-$repo/../shared/ash-tests}"
+if [[ ! -d "$tests_dir/test" || ! -d "$tests_dir/config" ]]; then
+  echo "run.sh: Ash's test suite is not in $tests_dir (set ASH_SUITE_TESTS)" >&2
+  exit 2
+fi
+tests_dir="$(cd "$tests_dir" && pwd)"
+
+if [[ -z "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" && -d "$repo/../shared/hex" ]]; then
+  ASH_GEN_SERVER_OFFLINE_DEPS="$(cd "$repo/../shared/hex" && pwd)"
+fi
+export ASH_GEN_SERVER_OFFLINE_DEPS="${ASH_GEN_SERVER_OFFLINE_DEPS:-}"
+[[ -n "$ASH_GEN_SERVER_OFFLINE_DEPS" ]] || unset ASH_GEN_SERVER_OFFLINE_DEPS
+
+export ASH_GEN_SERVER_BIN="${ASH_GEN_SERVER_BIN:-$repo/target/release/ash-gen-server}"
+if [[ $mode != ets && ! -x "$ASH_GEN_SERVER_BIN" ]]; then
+  echo "run.sh: the node binary $ASH_GEN_SERVER_BIN is missing (cargo build --release)" >&2
+  exit 2
+fi
+
+for tool in elixir mix epmd; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found" >&2; exit 2; }
+done
+
+work="${ASH_SUITE_WORK:-$here/_work}"
+mkdir -p "$work"
+work="$(cd "$work" && pwd)"
+export MIX_ENV=test
+
+# Builds the mode's mix project and runs the suite in it; results in $work/$1/results.jsonl.
+run_mode() {
+  local m="$1" dir="$work/$1" start now
+  start=$(date +%s)
+  echo "== ash_suite ($m): preparing $dir from $tests_dir"
+  elixir "$here/prepare.exs" --mode "$m" --src "$tests_dir" --dest "$dir"
+
+  echo "== ash_suite ($m): deps and compile (log: $dir/build.log)"
+  if ! (cd "$dir" && mix deps.get && mix compile) >"$dir/build.log" 2>&1; then
+    tail -n 40 "$dir/build.log"
+    echo "run.sh: the $m build failed (see $dir/build.log)" >&2
+    return 1
+  fi
+  now=$(date +%s)
+  echo "   built in $((now - start)) s"
+
+  export ASH_SUITE_RESULTS="$dir/results.jsonl"
+  export ASH_SUITE_NODE_STATUS="$dir/node_status.txt"
+  export ASH_SUITE_NODE_LOG="$dir/rust_node.log"
+  rm -f "$ASH_SUITE_RESULTS" "$ASH_SUITE_NODE_STATUS" "$ASH_SUITE_NODE_LOG" "$dir/mix_status.txt"
+  rm -rf "$dir"/Mnesia.* # what the Mnesia tests left in the last run
+
+  local vm=(elixir)
+  local test_args=(--seed 0 --formatter AshSuite.Formatter --formatter ExUnit.CLIFormatter)
+  if [[ $m == ours ]]; then
+    # The VM is distributed on 127.0.0.1 with a cookie of its own; the node shares it.
+    epmd -daemon
+    vm=(elixir --name "ash_suite_$$_$RANDOM@127.0.0.1" --cookie "ash_suite_$RANDOM$RANDOM$RANDOM")
+    # One test at a time: every test shares the node, emptied before each test.
+    test_args+=(--max-cases 1)
+  fi
+
+  echo "== ash_suite ($m): mix test (log: $dir/test.log)"
+  # (bash's `time` gives the wall and CPU time of the VM and the node together, in time.txt)
+  (
+    set +e
+    TIMEFORMAT='%R %U %S'
+    time (cd "$dir" && "${vm[@]}" -S mix test "${test_args[@]}" "${mix_args[@]}" >"$dir/test.log" 2>&1)
+    echo $? >"$dir/mix_status.txt"
+  ) 2>"$dir/time.txt" &
+  local pid=$! ticks=0 status
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if ((ticks % 60 == 0)); then
+      echo "   $((ticks / 60)) min: $( (grep -c '"id"' "$ASH_SUITE_RESULTS" 2>/dev/null) || echo 0) tests done"
+    fi
+  done
+  wait "$pid" || true
+  status="$(cat "$dir/mix_status.txt" 2>/dev/null || echo '?')"
+  now=$(date +%s)
+  local wall user sys
+  read -r wall user sys <"$dir/time.txt" || true
+  echo "   mix test exited with $status (failing tests are expected): ${wall:-?} s wall, CPU ${user:-?} s user + ${sys:-?} s system"
+  echo "   $m: $((now - start)) s in all"
+  grep '^ash_suite: \|^  :' "$dir/test.log" | sed 's/^/   /' || true
+}
+
+report=(elixir "$here/report.exs" --baseline "$here/baseline.txt" --allow-list "$here/allow_list.txt")
+# With mix test arguments only part of the suite runs: compare the tests that ran.
+if [[ ${#mix_args[@]} -gt 0 ]]; then report+=(--partial); fi
+
+if [[ $mode == ets || $mode == both ]]; then
+  run_mode ets
+  if [[ $refresh == 1 ]]; then
+    "${report[@]}" --mode ets --results "$work/ets/results.jsonl" --write-baseline
+  else
+    "${report[@]}" --mode ets --results "$work/ets/results.jsonl"
+  fi
+fi
+
+if [[ $mode == ours || $mode == both ]]; then
+  run_mode ours
+  "${report[@]}" --mode ours --results "$work/ours/results.jsonl" \
+    --node-status "$work/ours/node_status.txt" --full-report "$work/ours/report.txt"
+fi
