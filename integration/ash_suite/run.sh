@@ -70,6 +70,9 @@ for tool in elixir mix epmd; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool not found" >&2; exit 2; }
 done
 
+# The harness's own Elixir files are formatted (mix format works without a project here).
+(cd "$here" && mix format --check-formatted) || { echo "run.sh: run mix format in $here" >&2; exit 1; }
+
 work="${ASH_SUITE_WORK:-$here/_work}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
