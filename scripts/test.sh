@@ -33,6 +33,9 @@ section "demo app: formatting, compile, and a run against a node"
 (cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)
 scripts/demo.sh --ci
 
+section "ash: Ash's own test suite on the data layer, compared with Ets (integration/ash_suite)"
+integration/ash_suite/run.sh
+
 section "benchmark: smoke run"
 bench/run.sh --smoke
 
