@@ -142,8 +142,21 @@ defmodule AshGenServer.Write do
     prepared =
       Enum.map(changesets, fn changeset ->
         case dump_new(resource, changeset) do
-          {:ok, stored} -> {:ok, stored, changeset}
-          {:error, error} -> {:error, error, changeset}
+          # The data layer has no atomic create: refuse, never store the attribute without it.
+          {:ok, _stored} when changeset.atomics not in [nil, []] ->
+            error =
+              Ash.Error.Invalid.AtomicsNotSupported.exception(
+                resource: resource,
+                action_type: :create
+              )
+
+            {:error, error, changeset}
+
+          {:ok, stored} ->
+            {:ok, stored, changeset}
+
+          {:error, error} ->
+            {:error, error, changeset}
         end
       end)
 
