@@ -38,6 +38,17 @@ fn call(node: &str, epmd: u16, request: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The lines `output` writes, as they come, from a thread of their own.
+fn lines(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 #[test]
 fn start_call_and_stop() {
     let dir = std::env::temp_dir().join(format!("ash-cli-test-{}", std::process::id()));
@@ -64,12 +75,7 @@ fn start_call_and_stop() {
     let node = Node(child);
 
     // Wait (bounded) for the ready line.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(stdout);
     let deadline = Instant::now() + Duration::from_secs(20);
     let ready = loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -184,12 +190,7 @@ fn json_logs_are_one_object_per_line() {
         .expect("the node starts");
     let stderr = child.stderr.take().unwrap();
     let node = Node(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(stderr);
     let deadline = Instant::now() + Duration::from_secs(20);
     let started = loop {
         let line = rx
@@ -413,12 +414,7 @@ fn start_node(args: &[&str], env: &[(&str, &str)]) -> (Node, String) {
         .expect("the node starts");
     let stdout = child.stdout.take().unwrap();
     let node = Node(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(stdout);
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("a ready line within 20 s");
