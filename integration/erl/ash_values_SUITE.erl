@@ -127,7 +127,9 @@ pids_and_refs(Config) ->
 %% node names and module names in them arrive as cache references.
 ports_funs_and_bitstrings(Config) ->
     Port = open_port({spawn, "cat"}, []),
-    roundtrip(Config, [Port, fun lists:map/2, fun erlang:self/0, <<1:3>>, <<255, 7:5>>,
+    N = 5,
+    Closure = fun(X) -> X + N end,
+    roundtrip(Config, [Port, fun lists:map/2, fun erlang:self/0, <<1:3>>, <<255, 7:5>>, Closure,
                        {Port, fun lists:reverse/1}, [<<1:1>>, Port]]),
     port_close(Port).
 

@@ -128,6 +128,13 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    fn fail_at<T>(&self, offset: usize, reason: impl Into<String>) -> Result<T> {
+        Err(DecodeError {
+            offset,
+            reason: reason.into(),
+        })
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.bytes.len() - self.pos {
             return self.fail("length exceeds the bytes present");
@@ -288,18 +295,42 @@ impl<'a> Decoder<'a> {
     #[inline(never)]
     fn opaque(&mut self, start: usize) -> Result<Value> {
         // Find the term's extent first, so only its own bytes are copied.
-        let len = super::etf_guard::check_body(&self.bytes[start..], self.limits.max_term_depth)
-            .map_err(|e| DecodeError {
-                offset: start + e.offset,
-                reason: e.reason.to_string(),
-            })?;
+        let (len, cache_refs) = super::etf_guard::check_body_with_refs(
+            &self.bytes[start..],
+            self.limits.max_term_depth,
+        )
+        .map_err(|e| DecodeError {
+            offset: start + e.offset,
+            reason: e.reason.to_string(),
+        })?;
+        let body = &self.bytes[start..start + len];
         let mut with_version = Vec::with_capacity(len + 1);
         with_version.push(VERSION);
-        with_version.extend_from_slice(&self.bytes[start..start + len]);
-        let term = eetf::Term::decode(&with_version[..]).map_err(|e| DecodeError {
-            offset: start,
-            reason: e.to_string(),
-        })?;
+        // `eetf` knows no atom cache: each `ATOM_CACHE_REF` becomes the atom it stands for.
+        let mut copied = 0;
+        for at in cache_refs {
+            with_version.extend_from_slice(&body[copied..at]);
+            let atom = match self.refs.get(body[at + 1] as usize) {
+                Some(atom) => atom.as_str(),
+                None => {
+                    return self
+                        .fail_at(start + at, "atom cache reference outside the header's list");
+                }
+            };
+            with_version.push(118); // ATOM_UTF8_EXT
+            with_version.extend_from_slice(&(atom.len() as u16).to_be_bytes());
+            with_version.extend_from_slice(atom.as_bytes());
+            copied = at + 2;
+        }
+        with_version.extend_from_slice(&body[copied..]);
+        // The guard above rules out what `eetf` would panic on; should a case slip through, a
+        // panic still becomes a malformed-term error rather than the end of the connection.
+        let decoded = std::panic::catch_unwind(|| eetf::Term::decode(&with_version[..]));
+        let term = match decoded {
+            Ok(Ok(term)) => term,
+            Ok(Err(e)) => return self.fail_at(start, e.to_string()),
+            Err(_) => return self.fail_at(start, "term the decoder cannot read"),
+        };
         self.pos = start + len;
         Ok(Value::Opaque(Box::new(term)))
     }
@@ -678,6 +709,55 @@ mod tests {
         let via_eetf = from_term(eetf::Term::decode(&bytes[..]).unwrap()).unwrap();
         assert_eq!(via_eetf, v);
         assert_eq!(decode(&bytes).unwrap().0, v);
+    }
+
+    #[test]
+    fn bit_binaries_with_impossible_bit_counts_are_refused() {
+        // <<255, 4:3>> is 77, length 2, 3 bits: a valid bit binary.
+        assert!(decode(&[131, 77, 0, 0, 0, 2, 3, 255, 128]).is_ok());
+        for (len, bits) in [(2u8, 0u8), (2, 9), (2, 255), (0, 3), (0, 0)] {
+            let mut bytes = vec![131, 77, 0, 0, 0, len, bits];
+            bytes.extend(std::iter::repeat_n(7u8, len as usize));
+            let e = decode(&bytes).unwrap_err();
+            assert!(
+                e.reason.contains("bit count"),
+                "{len} bytes, {bits} bits: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn opaque_terms_may_use_the_atom_cache() {
+        // A fun as a peer using the atom cache sends it: its module atom is ATOM_CACHE_REF 0.
+        let fun = eetf::Term::from(eetf::InternalFun::New {
+            module: eetf::Atom::from("my_mod"),
+            arity: 1,
+            pid: eetf::Pid::new("a@h", 70, 1, 99),
+            free_vars: vec![eetf::Term::from(eetf::Atom::from("x"))],
+            index: 2,
+            uniq: [7; 16],
+            old_index: 3,
+            old_uniq: 4,
+        });
+        let mut plain = Vec::new();
+        fun.encode(&mut plain).unwrap();
+        let module = [&[119u8, 6][..], b"my_mod"].concat();
+        let at = plain
+            .windows(module.len())
+            .position(|w| w == module)
+            .unwrap();
+        let mut cached = plain[1..at].to_vec();
+        cached.extend_from_slice(&[82, 0]);
+        cached.extend_from_slice(&plain[at + module.len()..]);
+        // NEW_FUN_EXT's Size counts the bytes as sent: the reference is shorter than the atom.
+        let size = u32::from_be_bytes(cached[1..5].try_into().unwrap()) - (module.len() as u32 - 2);
+        cached[1..5].copy_from_slice(&size.to_be_bytes());
+        let refs = [Atom::new("my_mod").unwrap()];
+        let (v, used) = decode_body(&cached, &refs, false).unwrap();
+        assert_eq!(used, cached.len());
+        assert_eq!(v, from_term(fun).unwrap());
+        // A reference outside the header's list is an error, not a panic.
+        assert!(decode_body(&cached, &[], false).is_err());
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct TermError {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Where each `ATOM_CACHE_REF` tag is (see [`check_body_with_refs`]).
+    cache_refs: Vec<usize>,
 }
 
 impl Cursor<'_> {
@@ -73,7 +75,11 @@ impl Cursor<'_> {
 
 /// Checks one term that starts with the version byte 131; returns how many bytes it used.
 pub fn check_term(bytes: &[u8]) -> Result<usize, TermError> {
-    let mut c = Cursor { bytes, pos: 0 };
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        cache_refs: Vec::new(),
+    };
     if c.u8()? != 131 {
         return c.fail("missing version byte 131");
     }
@@ -83,14 +89,31 @@ pub fn check_term(bytes: &[u8]) -> Result<usize, TermError> {
 
 /// Checks one term without version byte, nested at most `max_depth` levels; returns its length.
 pub fn check_body(bytes: &[u8], max_depth: usize) -> Result<usize, TermError> {
-    let mut c = Cursor { bytes, pos: 0 };
+    check_body_with_refs(bytes, max_depth).map(|(len, _)| len)
+}
+
+/// Like [`check_body`], and also returns the offset of every `ATOM_CACHE_REF` tag in the term,
+/// so a caller can replace them by the atoms they stand for before handing the bytes on.
+pub fn check_body_with_refs(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<(usize, Vec<usize>), TermError> {
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        cache_refs: Vec::new(),
+    };
     walk(&mut c, max_depth)?;
-    Ok(c.pos)
+    Ok((c.pos, c.cache_refs))
 }
 
 /// Finds the end of one term (no version byte) however deep it nests; returns its length.
 pub fn skip_term(bytes: &[u8]) -> Result<usize, TermError> {
-    let mut c = Cursor { bytes, pos: 0 };
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        cache_refs: Vec::new(),
+    };
     walk(&mut c, usize::MAX)?;
     Ok(c.pos)
 }
@@ -161,9 +184,13 @@ fn element(c: &mut Cursor<'_>) -> Result<usize, TermError> {
             0
         }
         77 => {
-            // BIT_BINARY_EXT
+            // BIT_BINARY_EXT: the last byte holds 1 to 8 bits, so there is at least one byte.
             let n = c.u32()?;
-            c.skip(1 + n)?;
+            let bits = c.u8()?;
+            if n == 0 || !(1..=8).contains(&bits) {
+                return c.fail("bit binary with an impossible bit count");
+            }
+            c.skip(n)?;
             0
         }
         110 => {
@@ -273,7 +300,11 @@ fn element(c: &mut Cursor<'_>) -> Result<usize, TermError> {
             4 + num_free
         }
         80 => return c.fail("compressed terms are not accepted on a distribution channel"),
-        82 => c.skip(1).map(|_| 0)?, // ATOM_CACHE_REF (after a distribution header)
+        82 => {
+            // ATOM_CACHE_REF (after a distribution header)
+            c.cache_refs.push(c.pos - 1);
+            c.skip(1).map(|_| 0)?
+        }
         121 => return c.fail("LOCAL_EXT terms are not accepted"),
         _ => return c.fail("unknown term tag"),
     })
@@ -290,7 +321,10 @@ fn atom_inline(c: &mut Cursor<'_>) -> Result<(), TermError> {
             let n = c.u8()? as usize;
             c.skip(n)
         }
-        82 => c.skip(1),
+        82 => {
+            c.cache_refs.push(c.pos - 1);
+            c.skip(1)
+        }
         _ => c.fail("expected an atom for a node name"),
     }
 }
