@@ -4,7 +4,7 @@
 
 use super::Node;
 use super::process::Process;
-use crate::term::{Pid, Ref, Value, atoms};
+use crate::term::{Atom, Pid, Ref, Value, atoms};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -64,6 +64,14 @@ pub enum CallError {
     /// No reply in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The peer could not be reached.
+    #[error("cannot reach {node}: {reason}")]
+    Unreachable {
+        /// The peer.
+        node: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A process of the node whose signals Rust code receives. It exits (`normal`) when dropped.
@@ -142,6 +150,42 @@ impl Mailbox {
         self.call_pid(&to, request, timeout).await
     }
 
+    /// `gen_server:call({Name, Peer}, Request, Timeout)` to a process registered on another
+    /// node, connecting to it first if needed.
+    pub async fn call_remote(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        name: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            node: peer.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(timeout, self.node.connect(peer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(CallError::Timeout(timeout)),
+        }
+        let to = Atom::new(name).map_err(|e| unreachable(e.to_string()))?;
+        let node = Atom::new(&peer.to_string()).map_err(|e| unreachable(e.to_string()))?;
+        let tag = self.node.make_ref();
+        let call = Value::tuple(vec![
+            Value::Atom(*atoms::GEN_CALL),
+            Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
+            request,
+        ]);
+        let from = self.pid;
+        if !self
+            .node
+            .write_to(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
+        {
+            return Err(unreachable("not connected".into()));
+        }
+        self.reply_to(tag, timeout).await
+    }
+
     /// `gen_server:call(Pid, Request, Timeout)`.
     pub async fn call_pid(
         &self,
@@ -156,6 +200,11 @@ impl Mailbox {
             request,
         ]);
         self.node.send(to, &call);
+        self.reply_to(tag, timeout).await
+    }
+
+    /// Waits for the reply `{Tag, Reply}` of a call.
+    async fn reply_to(&self, tag: Ref, timeout: Duration) -> Result<Value, CallError> {
         let is_reply = |signal: &Signal| match signal {
             Signal::Message(Value::Tuple(items)) => {
                 items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == tag)

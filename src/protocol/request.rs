@@ -56,6 +56,8 @@ pub enum Request {
     Clear(Clear),
     /// `ping`.
     Ping,
+    /// `cluster`.
+    Cluster,
     /// `stats`.
     Stats,
     /// `{fault, Resource, PK, panic | error}`.
@@ -78,6 +80,7 @@ impl Request {
                 "unsubscribe" => Ok(Request::Unsubscribe),
                 "resources" => Ok(Request::Resources),
                 "ping" => Ok(Request::Ping),
+                "cluster" => Ok(Request::Cluster),
                 "stats" => Ok(Request::Stats),
                 _ => Err(unknown()),
             };
@@ -129,6 +132,7 @@ impl Request {
             Request::Resources => "resources",
             Request::Clear(_) => "clear",
             Request::Ping => "ping",
+            Request::Cluster => "cluster",
             Request::Stats => "stats",
             Request::Fault(_) => "fault",
         }
@@ -156,6 +160,7 @@ impl Request {
             Request::Resources => resources::execute(svc, from),
             Request::Clear(r) => r.execute(svc, from),
             Request::Ping => ping::execute(svc, from),
+            Request::Cluster => super::cmd::cluster::execute(svc, from),
             Request::Stats => stats::execute(svc, from),
             Request::Fault(r) => r.execute(svc, from),
         }
