@@ -34,8 +34,8 @@ defmodule AshGenServer.Aggregates do
   empty-set value. Everything else is computed here from the records Ash loads, with one
   `Ash.load/3` of the related records per aggregate for all the records (`compute/6`).
 
-  Every request goes through `AshGenServer.DataLayer.Requests`, so the `[:ash_gen_server, :request, ...]`
-  telemetry events count them.
+  Every request goes through `AshGenServer.DataLayer.Requests`, so the
+  `[:ash_gen_server, :request, ...]` telemetry events count them.
   """
 
   alias AshGenServer.{Filter, Results, Values}

@@ -70,7 +70,10 @@ defmodule AshGenServer.Client do
   @typedoc "The options every function takes."
   @type call_option :: {:node, node} | {:timeout, timeout}
 
-  @typedoc "The options selecting records: `query/2`'s, also used by `aggregate/3` and the `_where` requests."
+  @typedoc """
+  The options selecting records: `query/2`'s, also used by `aggregate/3` and the `_where`
+  requests.
+  """
   @type query_option ::
           {:filter, filter | nil}
           | {:sort, [{atom, direction}]}
@@ -78,7 +81,10 @@ defmodule AshGenServer.Client do
           | {:limit, non_neg_integer | nil}
           | {:select, [atom] | nil}
 
-  @typedoc "An aggregate of `aggregate/3`: `{name, kind}` (count, exists), `{name, kind, field}` or `{name, kind, field, opts}`."
+  @typedoc """
+  An aggregate of `aggregate/3`: `{name, kind}` (count, exists), `{name, kind, field}` or
+  `{name, kind, field, opts}`.
+  """
   @type aggregate ::
           {atom, aggregate_kind}
           | {atom, aggregate_kind, atom | nil}
@@ -181,9 +187,8 @@ defmodule AshGenServer.Client do
     {bulk, opts} = split!(opts, [:upsert, :keys, :fields, :set, :condition, :atomics])
     request = {:bulk_create, resource, records, bulk}
 
-    with {:ok, results} <- run(request, opts, &match?({:ok, list} when is_list(list), &1)) do
-      node = node!(opts)
-
+    with {:ok, node} <- node(opts, :bulk_create),
+         {:ok, results} <- run(request, [{:node, node} | opts], &records?/1) do
       {:ok,
        Enum.map(results, fn
          {:error, reason} -> {:error, error(reason, node, request)}
@@ -524,11 +529,6 @@ defmodule AshGenServer.Client do
       _ ->
         {:error, %Error{reason: :no_node_configured, request: request}}
     end
-  end
-
-  defp node!(opts) do
-    {:ok, node} = node(opts, nil)
-    node
   end
 
   defp timeout(opts) do

@@ -247,7 +247,8 @@ defmodule AshGenServer.Upsert do
 
   defp put_upsert_action(other, _action), do: other
 
-  # The body of an `upsert` reply (`{ok, Action, Record}`, see `AshGenServer.DataLayer.Requests.result/2`).
+  # The body of an `upsert` reply (`{ok, Action, Record}`, see
+  # `AshGenServer.DataLayer.Requests.result/2`).
   defp upsert_body?({action, _stored}), do: action in [:created, :updated, :skipped]
   defp upsert_body?(_body), do: false
 

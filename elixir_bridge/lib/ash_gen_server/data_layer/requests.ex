@@ -1,7 +1,7 @@
 defmodule AshGenServer.DataLayer.Requests do
   @moduledoc """
   Requests about a resource, from the data layer to the resource's node, and the mapping of the
-  node's error replies to Ash errors.
+  node's error replies to Ash errors. (Code without Ash uses `AshGenServer.Client` instead.)
 
   - `request/2` sends a request to the resource's node (its `node` in the DSL, else
     `config :ash_gen_server, node: ...`) and returns the raw reply; `run/3` does the same and
