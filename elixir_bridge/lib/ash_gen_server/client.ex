@@ -357,9 +357,13 @@ defmodule AshGenServer.Client do
   receives `{:ash_gen_server, :expired, %{node: _, resource: _, tenant: _, primary_key: _,
   record: _, reason: :inactivity_timeout | :maximum_lifetime}}` and is expected to destroy the
   record (the node removes it itself after the resource's `expiry_grace`).
+  `subscribe(node: node)` is `subscribe(:all, node: node)`.
   """
-  @spec subscribe(:all | [atom], [call_option]) :: :ok | error
-  def subscribe(resources \\ :all, opts \\ []) do
+  @spec subscribe(:all | [atom] | [call_option], [call_option]) :: :ok | error
+  def subscribe(resources \\ :all, opts \\ [])
+  def subscribe([{_, _} | _] = opts, []), do: subscribe(:all, opts)
+
+  def subscribe(resources, opts) do
     request = if resources == :all, do: :subscribe, else: {:subscribe, resources}
     run(request, options!(opts, []), &(&1 == :ok))
   end

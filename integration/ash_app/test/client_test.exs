@@ -307,6 +307,11 @@ defmodule AshApp.ClientTest do
       assert :ok = Client.unsubscribe()
       assert :ok = Client.subscribe()
       assert :ok = Client.unsubscribe()
+      {:ok, %{expiry_handlers: others}} = Client.stats()
+      assert :ok = Client.subscribe(node: rust_node(), timeout: 5_000)
+      assert {:ok, %{expiry_handlers: handlers}} = Client.stats()
+      assert handlers == others + 1
+      assert :ok = Client.unsubscribe(node: rust_node())
     end
 
     test "fault injection: the record crashes, restarts with its last state" do
