@@ -34,11 +34,12 @@ defmodule AshGenServer.Aggregates do
   empty-set value. Everything else is computed here from the records Ash loads, with one
   `Ash.load/3` of the related records per aggregate for all the records (`compute/6`).
 
-  Every request goes through `AshGenServer.Client`, so the `[:ash_gen_server, :request, ...]`
-  telemetry events count them.
+  Every request goes through `AshGenServer.DataLayer.Requests`, so the
+  `[:ash_gen_server, :request, ...]` telemetry events count them.
   """
 
-  alias AshGenServer.{Client, Filter, Results, Values}
+  alias AshGenServer.{Filter, Results, Values}
+  alias AshGenServer.DataLayer.Requests
 
   @node_kinds [:count, :exists, :sum, :avg, :min, :max, :first, :list]
 
@@ -122,9 +123,9 @@ defmodule AshGenServer.Aggregates do
     Enum.reduce_while(groups, {:ok, %{}}, fn {request_query, entries}, {:ok, acc} ->
       specs = Enum.map(entries, fn {_aggregate, spec} -> spec.request end)
 
-      case Client.run(
+      case Requests.run(
              resource,
-             {:aggregate, Client.target(resource, tenant), request_query, specs},
+             {:aggregate, Requests.target(resource, tenant), request_query, specs},
              request: :aggregate,
              expect: &is_map/1
            ) do
@@ -278,9 +279,9 @@ defmodule AshGenServer.Aggregates do
       specs = Enum.map(entries, fn {_aggregate, plan} -> plan.spec.request end)
       request_query = %{filter: and_({:in, field, batch}, filter), sort: sort}
 
-      case Client.run(
+      case Requests.run(
              destination,
-             {:aggregate, Client.target(destination, tenant), request_query, specs,
+             {:aggregate, Requests.target(destination, tenant), request_query, specs,
               %{group_by: field}},
              request: :aggregate,
              expect: &is_list/1

@@ -15,12 +15,12 @@ defmodule AshGenServer.ExpiryHandler do
   This process subscribes, on each node, to **the resources this VM has defined there** and no
   others (`{subscribe, [Resource]}`): several applications (several VMs) can share one node, and
   each gets the notices of its own resources only, so their destroy actions and hooks run
-  where the resources are known. `AshGenServer.Client` calls `watch/2` before it first defines
-  a resource on a node; the handler then subscribes again with the longer list (subscribing
-  again replaces the list on the node), synchronously, so notices for records created right
-  after reach Ash. The handler itself talks to nodes through `AshGenServer.Transport` (raw
-  calls to the node of the notice, no `define`), never through `AshGenServer.Client`, which
-  depends on it.
+  where the resources are known. `AshGenServer.DataLayer.Requests` calls `watch/2` before it
+  first defines a resource on a node; the handler then subscribes again with the longer list
+  (subscribing again replaces the list on the node), synchronously, so notices for records
+  created right after reach Ash. The handler itself talks to nodes through
+  `AshGenServer.Transport` (raw calls to the node of the notice, no `define`), never through
+  `AshGenServer.DataLayer.Requests`, which depends on it.
 
   The resources watched per node are kept in `:persistent_term`, so a restarted handler
   subscribes again at once, and the handler monitors all nodes
@@ -226,8 +226,9 @@ defmodule AshGenServer.ExpiryHandler do
     end
   end
 
-  # The request target of a tenant's record (as `AshGenServer.Client.target/2`, which this
-  # module does not use): the notice's tenant is the node's, so it needs no resource info.
+  # The request target of a tenant's record (as `AshGenServer.DataLayer.Requests.target/2`,
+  # which this module does not use): the notice's tenant is the node's, so it needs no resource
+  # info.
   defp target(resource, nil), do: resource
   defp target(resource, tenant), do: {resource, tenant}
 

@@ -20,7 +20,8 @@ defmodule AshGenServer.Query do
      expression language beyond filters.
   """
 
-  alias AshGenServer.{Aggregates, Client, Filter, Results, Values}
+  alias AshGenServer.{Aggregates, Filter, Results, Values}
+  alias AshGenServer.DataLayer.Requests
 
   defstruct [
     :resource,
@@ -90,9 +91,10 @@ defmodule AshGenServer.Query do
       not distinct?(query)
   end
 
-  @doc "What names the query's resource in a request (`AshGenServer.Client.target/2`)."
+  @doc "What names the query's resource in a request (`AshGenServer.DataLayer.Requests.target/2`)."
   @spec target(t) :: Ash.Resource.t() | {Ash.Resource.t(), term}
-  def target(%__MODULE__{resource: resource, tenant: tenant}), do: Client.target(resource, tenant)
+  def target(%__MODULE__{resource: resource, tenant: tenant}),
+    do: Requests.target(resource, tenant)
 
   @doc "Runs the query: the node request, then whatever `plan/1` left to Ash."
   @spec run(t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
@@ -141,7 +143,7 @@ defmodule AshGenServer.Query do
     do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
   defp fetch(resource, target, {:get, pk}) do
-    case Client.run(resource, {:get, target, pk}, request: :get) do
+    case Requests.run(resource, {:get, target, pk}, request: :get) do
       {:ok, record} -> {:ok, [record]}
       {:error, %Ash.Error.Query.NotFound{}} -> {:ok, []}
       {:error, error} -> {:error, error}
@@ -149,7 +151,7 @@ defmodule AshGenServer.Query do
   end
 
   defp fetch(resource, target, {:query, request}) do
-    Client.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
+    Requests.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
   end
 
   @doc false
