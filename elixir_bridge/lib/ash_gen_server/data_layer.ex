@@ -186,6 +186,8 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :expression_calculation_sort), do: true
   def can?(_, :aggregate_filter), do: true
   def can?(_, :aggregate_sort), do: true
+  def can?(_, :combine), do: true
+  def can?(_, {:combine, _type}), do: true
   def can?(_, :transact), do: false
   def can?(_, _), do: false
 
@@ -229,6 +231,11 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def offset(query, offset, _resource), do: {:ok, %{query | offset: offset}}
+
+  @doc false
+  @impl true
+  def combination_of(combinations, resource, domain),
+    do: {:ok, %Query{combination_of: combinations, resource: resource, domain: domain}}
 
   @doc false
   @impl true
