@@ -153,6 +153,7 @@ defmodule AshGenServer.DataLayer do
   def can?(resource, :update_query), do: can?(resource, :update)
   def can?(resource, :destroy_query), do: can?(resource, :destroy)
   def can?(_, {:atomic, :update}), do: true
+  def can?(_, {:atomic, :create}), do: true
   def can?(_, {:atomic, :upsert}), do: true
   def can?(_, :expr_error), do: true
   def can?(_, :select), do: true

@@ -199,6 +199,33 @@ defmodule AshGenServer.Values do
   def cast_record(resource, stored) when is_map(stored) do
     case cast_fields(Layout.get(resource).attributes, stored, []) do
       {:ok, attributes} ->
+  @doc """
+  Casts values computed by expressions (atomics) to their attributes' types, as a column of
+  that type would when the expression is written to it (a `DateTime` with microseconds into a
+  `:utc_datetime` attribute loses them, `1` into a float attribute is `1.0`...):
+  `{:ok, %{name => value}}`, or an `InvalidAttribute` error for a value that does not cast.
+  """
+  @spec cast_computed(Ash.Resource.t(), map) :: {:ok, map} | {:error, term}
+  def cast_computed(resource, values) do
+    Enum.reduce_while(values, {:ok, %{}}, fn {name, value}, {:ok, acc} ->
+      %{type: type, constraints: constraints} = Ash.Resource.Info.attribute(resource, name)
+
+      case Ash.Type.cast_input(type, value, constraints) do
+        {:ok, cast} ->
+          {:cont, {:ok, Map.put(acc, name, cast)}}
+
+        _ ->
+          {:halt,
+           {:error,
+            Ash.Error.Changes.InvalidAttribute.exception(
+              field: name,
+              value: value,
+              message: "is not a valid #{inspect(type)}"
+            )}}
+      end
+    end)
+  end
+
         record =
           resource.__struct__()
           |> Map.merge(:maps.from_list(attributes))
