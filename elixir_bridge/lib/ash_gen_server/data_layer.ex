@@ -114,7 +114,6 @@ defmodule AshGenServer.DataLayer do
     sections: [@gen_server],
     persisters: [AshGenServer.DataLayer.Layout.Persister],
     verifiers: [
-      AshGenServer.DataLayer.Verifiers.PrimaryKey,
       AshGenServer.DataLayer.Verifiers.Identities,
       AshGenServer.DataLayer.Verifiers.IdentityWhere,
       AshGenServer.DataLayer.Verifiers.Multitenancy
@@ -153,8 +152,8 @@ defmodule AshGenServer.DataLayer do
   def can?(resource, :update_query), do: can?(resource, :update)
   def can?(resource, :destroy_query), do: can?(resource, :destroy)
   def can?(_, {:atomic, :update}), do: true
-  def can?(_, {:atomic, :create}), do: true
   def can?(_, {:atomic, :upsert}), do: true
+  def can?(_, {:atomic, :create}), do: true
   def can?(_, :expr_error), do: true
   def can?(_, :select), do: true
   def can?(_, :bulk_upsert_return_skipped), do: true

@@ -3,7 +3,6 @@ defmodule AshGenServer.DataLayer.Verifiers do
   Compile-time checks of resources using `AshGenServer.DataLayer`: a definition the data layer
   cannot honour fails compilation with a message saying why, instead of misbehaving at run time.
 
-  - `PrimaryKey`: every resource needs a primary key (the node keys each record's actor by it).
   - `Identities`: every identity key must be an attribute (the node enforces identities on
     stored values; a calculation cannot be enforced atomically).
   - `IdentityWhere`: an identity's `where` must be a filter the node evaluates exactly
@@ -20,28 +19,6 @@ defmodule AshGenServer.DataLayer.Verifiers do
 
   alias Spark.Dsl.Verifier
   alias Spark.Error.DslError
-
-  defmodule PrimaryKey do
-    @moduledoc false
-    use Spark.Dsl.Verifier
-
-    @impl true
-    def verify(dsl_state) do
-      if Ash.Resource.Info.primary_key(dsl_state) == [] do
-        {:error,
-         DslError.exception(
-           module: Verifier.get_persisted(dsl_state, :module),
-           path: [:attributes],
-           message:
-             "AshGenServer.DataLayer needs a primary key: each record lives in its own actor " <>
-               "on the node, found by its primary key. Add `uuid_primary_key :id` (or mark " <>
-               "attributes `primary_key? true`)."
-         )}
-      else
-        :ok
-      end
-    end
-  end
 
   defmodule Identities do
     @moduledoc false

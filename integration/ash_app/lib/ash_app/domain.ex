@@ -19,5 +19,6 @@ defmodule AshApp.Domain do
     resource AshApp.Visit
     resource AshApp.Badge
     resource AshApp.Seat
+    resource AshApp.Reading
   end
 end

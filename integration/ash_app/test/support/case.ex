@@ -20,7 +20,8 @@ defmodule AshApp.Case do
     AshApp.Memo,
     AshApp.Visit,
     AshApp.Badge,
-    AshApp.Seat
+    AshApp.Seat,
+    AshApp.Reading
   ]
 
   using do
@@ -41,6 +42,7 @@ defmodule AshApp.Case do
         Note,
         Orphan,
         Post,
+        Reading,
         Seat,
         Session,
         Tag,
