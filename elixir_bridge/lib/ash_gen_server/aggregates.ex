@@ -417,7 +417,9 @@ defmodule AshGenServer.Aggregates do
   end
 
   # An unrelated aggregate (`count(Other, filter: ...)`): one aggregate query on the other
-  # resource per record, with the record's values in place of `parent(...)`.
+  # resource per record, with the record's values in place of `parent(...)`. Ash adds no
+  # authorization filter to an unrelated aggregate's query: when the read is authorized
+  # (`context.authorize?`), the other resource's read policies apply here, for the actor.
   defp runtime_loaded_values(records, %{related?: false} = aggregate, query) do
     context = aggregate.context || %{}
 
@@ -445,7 +447,7 @@ defmodule AshGenServer.Aggregates do
              domain: query.domain,
              tenant: context[:tenant],
              actor: context[:actor],
-             authorize?: false
+             authorize?: context[:authorize?] || false
            ) do
         # (`false` of an `exists` stays `false`: only a missing value takes the default)
         {:ok, values} -> {:ok, nil_default(Map.get(values, aggregate.name), aggregate)}

@@ -91,4 +91,33 @@ defmodule AshApp.UnrelatedAggregatesTest do
 
     assert names == ["cy"]
   end
+
+  test "the aggregated resource's read policies apply for the actor (AshApp.Secret)" do
+    for {owner, topic} <- [{"ann", "x"}, {"bob", "x"}, {"bob", "x"}, {"ann", "y"}] do
+      Secret
+      |> Ash.Changeset.for_create(:create, %{owner: owner, topic: topic}, authorize?: false)
+      |> Ash.create!(authorize?: false)
+    end
+
+    read = fn actor, load ->
+      Secret
+      |> Ash.Query.load(load)
+      |> Ash.Query.sort(topic: :asc)
+      |> Ash.read!(actor: actor)
+      |> Enum.map(&{&1.owner, &1.topic, Map.get(&1, List.first(load))})
+    end
+
+    # ann sees her two secrets, and only her own "x" in the count of "x" (bob owns two more),
+    # loaded directly or used by a calculation
+    assert read.(%{name: "ann"}, [:same_topic_count]) == [{"ann", "x", 1}, {"ann", "y", 1}]
+    assert read.(%{name: "ann"}, [:summary]) == [{"ann", "x", "seen 1"}, {"ann", "y", "seen 1"}]
+    assert read.(%{name: "bob"}, [:summary]) == [{"bob", "x", "seen 2"}, {"bob", "x", "seen 2"}]
+
+    # without authorization every secret counts
+    assert Secret
+           |> Ash.Query.filter(topic == "x")
+           |> Ash.Query.load(:same_topic_count)
+           |> Ash.read!(authorize?: false)
+           |> Enum.map(& &1.same_topic_count) == [3, 3, 3]
+  end
 end

@@ -20,5 +20,6 @@ defmodule AshApp.Domain do
     resource AshApp.Badge
     resource AshApp.Seat
     resource AshApp.Reading
+    resource AshApp.Secret
   end
 end

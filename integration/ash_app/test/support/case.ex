@@ -21,7 +21,8 @@ defmodule AshApp.Case do
     AshApp.Visit,
     AshApp.Badge,
     AshApp.Seat,
-    AshApp.Reading
+    AshApp.Reading,
+    AshApp.Secret
   ]
 
   using do
@@ -43,6 +44,7 @@ defmodule AshApp.Case do
         Orphan,
         Post,
         Reading,
+        Secret,
         Seat,
         Session,
         Tag,
