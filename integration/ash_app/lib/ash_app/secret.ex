@@ -1,0 +1,42 @@
+defmodule AshApp.Secret do
+  @moduledoc """
+  A secret each actor may read only if they own it (a read policy), with an unrelated
+  aggregate over the secrets of the same topic and a calculation using it: the aggregate must
+  count only the secrets the actor may read.
+  """
+  use Ash.Resource,
+    domain: AshApp.Domain,
+    data_layer: AshGenServer.DataLayer,
+    authorizers: [Ash.Policy.Authorizer]
+
+  attributes do
+    uuid_primary_key :id
+    attribute :topic, :string, public?: true
+    attribute :owner, :string, public?: true
+  end
+
+  aggregates do
+    count :same_topic_count, AshApp.Secret do
+      filter expr(topic == parent(topic))
+      public? true
+    end
+  end
+
+  calculations do
+    calculate :summary, :string, expr("seen " <> type(same_topic_count, :string)), public?: true
+  end
+
+  actions do
+    defaults [:read, create: :*]
+  end
+
+  policies do
+    policy action_type(:create) do
+      authorize_if always()
+    end
+
+    policy action_type(:read) do
+      authorize_if expr(owner == ^actor(:name))
+    end
+  end
+end
