@@ -21,5 +21,6 @@ defmodule AshApp.Domain do
     resource AshApp.Seat
     resource AshApp.Reading
     resource AshApp.Secret
+    resource AshApp.Vault
   end
 end

@@ -22,7 +22,8 @@ defmodule AshApp.Case do
     AshApp.Badge,
     AshApp.Seat,
     AshApp.Reading,
-    AshApp.Secret
+    AshApp.Secret,
+    AshApp.Vault
   ]
 
   using do
@@ -45,6 +46,7 @@ defmodule AshApp.Case do
         Post,
         Reading,
         Secret,
+        Vault,
         Seat,
         Session,
         Tag,
