@@ -222,6 +222,9 @@ defmodule AshGenServer.Write do
     failed = Enum.reverse(failed)
 
     cond do
+      # A batch of one record that failed: its error, as a data layer without partial success
+      # gives (Ash counts any `{:partial_success, ...}` as a success, even with no record).
+      match?([{:error, _, _}], results) -> {:error, elem(hd(failed), 0)}
       failed != [] -> {:partial_success, failed, if(options[:return_records?], do: ok, else: [])}
       options[:return_records?] -> {:ok, ok}
       true -> :ok
