@@ -115,8 +115,7 @@ defmodule AshGenServer.DataLayer do
     persisters: [AshGenServer.DataLayer.Layout.Persister],
     verifiers: [
       AshGenServer.DataLayer.Verifiers.Identities,
-      AshGenServer.DataLayer.Verifiers.IdentityWhere,
-      AshGenServer.DataLayer.Verifiers.Multitenancy
+      AshGenServer.DataLayer.Verifiers.IdentityWhere
     ]
 
   # The `node` option shares its name with `Kernel.node/1`, which every module imports, and

@@ -8,6 +8,27 @@ defmodule AshApp.ConventionsTest do
   """
   use AshApp.Case, async: false
 
+  test "an :attribute multitenancy strategy without its attribute gets Ash's own message" do
+    # (on Elixir 1.14 a verifier's error is printed as a compile warning)
+    output =
+      ExUnit.CaptureIO.capture_io(:stderr, fn ->
+        Code.compile_string("""
+        defmodule AshApp.ConventionsTest.NoTenantAttribute do
+          use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
+          attributes do
+            uuid_primary_key :id
+          end
+          multitenancy do
+            strategy :attribute
+          end
+        end
+        """)
+      end)
+
+    assert output =~ "no `attribute` is configured"
+    refute output =~ "AshGenServer.DataLayer"
+  end
+
   test "an identity whose where the node cannot evaluate does not compile, unless pre-checked" do
     # (on Elixir 1.14 a verifier's error is printed as a compile warning, an error with
     # --warnings-as-errors; it is checked here by calling the verifier)

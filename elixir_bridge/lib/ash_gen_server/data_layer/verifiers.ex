@@ -12,9 +12,10 @@ defmodule AshGenServer.DataLayer.Verifiers do
     unless it asks Ash to check it (`pre_check?: true` or `pre_check_with`): a read before each
     create or update, which concurrent writes can both pass. Ash's own ETS and Mnesia data
     layers likewise require `pre_check_with` for the identities they cannot enforce.
-  - `Multitenancy`: the `:attribute` strategy needs its attribute to exist (the `:context`
-    strategy keeps each tenant's records in their own namespace on the node, `{Resource,
-    Tenant}`).
+
+  An `:attribute` multitenancy strategy needs its attribute to exist: Ash's own
+  `Ash.Resource.Verifiers.ValidateMultitenancy` checks that (the `:context` strategy keeps each
+  tenant's records in their own namespace on the node, `{Resource, Tenant}`).
   """
 
   alias Spark.Dsl.Verifier
@@ -91,37 +92,6 @@ defmodule AshGenServer.DataLayer.Verifiers do
              )}
         end
       end)
-    end
-  end
-
-  defmodule Multitenancy do
-    @moduledoc false
-    use Spark.Dsl.Verifier
-
-    @impl true
-    def verify(dsl_state) do
-      module = Verifier.get_persisted(dsl_state, :module)
-
-      case Ash.Resource.Info.multitenancy_strategy(dsl_state) do
-        :attribute ->
-          attribute = Ash.Resource.Info.multitenancy_attribute(dsl_state)
-
-          if attribute && Ash.Resource.Info.attribute(dsl_state, attribute) do
-            :ok
-          else
-            {:error,
-             DslError.exception(
-               module: module,
-               path: [:multitenancy, :attribute],
-               message:
-                 "AshGenServer.DataLayer: the `:attribute` multitenancy strategy needs " <>
-                   "`attribute` to name an attribute of the resource (got #{inspect(attribute)})."
-             )}
-          end
-
-        _ ->
-          :ok
-      end
     end
   end
 end
