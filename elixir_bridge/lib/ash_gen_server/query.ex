@@ -177,8 +177,9 @@ defmodule AshGenServer.Query do
   def maybe_runtime_filter([], _query, _), do: {:ok, []}
 
   def maybe_runtime_filter(records, query, true) do
+    # the read's tenant (`set_tenant/3` only sets `query.tenant` for the `:context` strategy)
     Ash.Filter.Runtime.filter_matches(query.domain, records, query.filter,
-      tenant: query.tenant,
+      tenant: get_in(query.context, [:private, :tenant]) || query.tenant,
       actor: get_in(query.context, [:private, :actor])
     )
   end
