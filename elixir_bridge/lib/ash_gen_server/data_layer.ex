@@ -91,6 +91,10 @@ defmodule AshGenServer.DataLayer do
     record's actor where the node can, else by a compare-and-set loop (`AshGenServer.Atomics`,
     DSL `atomics_in_node?`); Ash runs a single atomic update as an update by primary key, one
     `update_where`;
+  - atomics on create (`atomic_set`) are evaluated against the record being created;
+  - combination queries (`Ash.Query.combination_of/2`) combine their combinations' records in
+    Elixir (`AshGenServer.Combination`);
+  - resources without a primary key are keyed on the node by a hidden generated key;
   - multitenancy: `:context` (each tenant's namespace on the node) and `:attribute`;
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
   - expired records are destroyed through the primary destroy action, for their tenant
