@@ -23,7 +23,8 @@ defmodule AshGenServer.Aggregates do
   `min`/`max`/`count uniq`, a pushable sort for `first`/`list`).
 
   A loaded aggregate goes to the node when it follows one `has_many`/`has_one`/`belongs_to`
-  relationship to a resource of this data layer, with no relationship filter, and the
+  relationship to a resource of this data layer, with no relationship filter nor a
+  `read_action` with a `modify_query` (which only a read through Ash runs), and the
   relationship's destination attribute is of a type the node compares and groups exactly. It is
   computed for all the records at once: one grouped `aggregate` request
   (`{aggregate, Destination, Query, Aggregates, \#{group_by => DestAttribute}}`, the query
@@ -355,6 +356,7 @@ defmodule AshGenServer.Aggregates do
          false <- dest_attribute.type == Ash.Type.Float,
          agg_query = aggregate.query,
          true <- is_nil(agg_query) or (is_nil(agg_query.limit) and agg_query.offset in [nil, 0]),
+         false <- modify_query?(agg_query),
          %{exact?: true, expr: agg_expr} <-
            Filter.translate(agg_query && agg_query.filter, destination),
          {:ok, node_sort} <- related_sort(aggregate, rel, destination),
@@ -372,6 +374,14 @@ defmodule AshGenServer.Aggregates do
       _ -> :error
     end
   end
+
+  # An aggregate whose `read_action` has a `modify_query`: the hook changes the data layer
+  # query, which only a read through Ash runs, so Ash computes the aggregate.
+  defp modify_query?(%Ash.Query{action: %{modify_query: modify_query}})
+       when not is_nil(modify_query),
+       do: true
+
+  defp modify_query?(_query), do: false
 
   defp related_sort(%{kind: kind} = aggregate, rel, destination) when kind in [:first, :list] do
     case {(aggregate.query && aggregate.query.sort) || [], Map.get(rel, :sort) || []} do
@@ -408,7 +418,9 @@ defmodule AshGenServer.Aggregates do
   end
 
   # An unrelated aggregate (`count(Other, filter: ...)`): one aggregate query on the other
-  # resource per record, with the record's values in place of `parent(...)`.
+  # resource per record, with the record's values in place of `parent(...)`. Ash adds no
+  # authorization filter to an unrelated aggregate's query: when the read is authorized
+  # (`context.authorize?`), the other resource's read policies apply here, for the actor.
   defp runtime_loaded_values(records, %{related?: false} = aggregate, query) do
     context = aggregate.context || %{}
 
@@ -436,7 +448,7 @@ defmodule AshGenServer.Aggregates do
              domain: query.domain,
              tenant: context[:tenant],
              actor: context[:actor],
-             authorize?: false
+             authorize?: context[:authorize?] || false
            ) do
         # (`false` of an `exists` stays `false`: only a missing value takes the default)
         {:ok, values} -> {:ok, nil_default(Map.get(values, aggregate.name), aggregate)}

@@ -135,9 +135,33 @@ defmodule AshGenServer.Atomics do
   end
 
   @doc false
-  # The changeset's atomics evaluated by Ash against `current`: `{:ok, %{field => value}}`.
-  def evaluate(changeset, resource, current, incoming \\ nil) do
-    Enum.reduce_while(changeset.atomics || [], {:ok, %{}}, fn {field, expr}, {:ok, acc} ->
+  # The changeset's atomics evaluated by Ash against `current` and cast to their attributes'
+  # types: `{:ok, %{field => value}}`.
+  def evaluate(changeset, resource, current, incoming \\ nil),
+    do: evaluate_all(changeset.atomics || [], changeset, resource, current, incoming)
+
+  @doc """
+  The values of a create's `create_atomics` (`atomic_set`): each expression evaluated by Ash
+  against `record`, the record being created (no stored record is involved, so nothing has to
+  happen on the node), and cast to its attribute's type. `atomic_ref/1` reads `record`'s value.
+  """
+  @spec create_values(Ash.Changeset.t(), Ash.Resource.t(), struct) ::
+          {:ok, map} | {:error, term}
+  def create_values(%{create_atomics: atomics} = changeset, resource, record)
+      when atomics not in [nil, []],
+      do: evaluate_all(atomics, changeset, resource, record, nil)
+
+  def create_values(_changeset, _resource, _record), do: {:ok, %{}}
+
+  # Every expression is evaluated against the same record (as SQL's `SET` does).
+  defp evaluate_all(atomics, changeset, resource, current, incoming) do
+    with {:ok, values} <- evaluate_each(atomics, changeset, resource, current, incoming) do
+      Values.cast_computed(resource, values)
+    end
+  end
+
+  defp evaluate_each(atomics, changeset, resource, current, incoming) do
+    Enum.reduce_while(atomics, {:ok, %{}}, fn {field, expr}, {:ok, acc} ->
       expr = if incoming, do: replace_conflicts(expr, incoming), else: expr
 
       case Ash.Expr.eval(expr,

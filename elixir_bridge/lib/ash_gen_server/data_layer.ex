@@ -91,6 +91,10 @@ defmodule AshGenServer.DataLayer do
     record's actor where the node can, else by a compare-and-set loop (`AshGenServer.Atomics`,
     DSL `atomics_in_node?`); Ash runs a single atomic update as an update by primary key, one
     `update_where`;
+  - atomics on create (`atomic_set`) are evaluated against the record being created;
+  - combination queries (`Ash.Query.combination_of/2`) combine their combinations' records in
+    Elixir (`AshGenServer.Combination`);
+  - resources without a primary key are keyed on the node by a hidden generated key;
   - multitenancy: `:context` (each tenant's namespace on the node) and `:attribute`;
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
   - expired records are destroyed through the primary destroy action, for their tenant
@@ -114,10 +118,8 @@ defmodule AshGenServer.DataLayer do
     sections: [@gen_server],
     persisters: [AshGenServer.DataLayer.Layout.Persister],
     verifiers: [
-      AshGenServer.DataLayer.Verifiers.PrimaryKey,
       AshGenServer.DataLayer.Verifiers.Identities,
-      AshGenServer.DataLayer.Verifiers.IdentityWhere,
-      AshGenServer.DataLayer.Verifiers.Multitenancy
+      AshGenServer.DataLayer.Verifiers.IdentityWhere
     ]
 
   # The `node` option shares its name with `Kernel.node/1`, which every module imports, and
@@ -154,6 +156,7 @@ defmodule AshGenServer.DataLayer do
   def can?(resource, :destroy_query), do: can?(resource, :destroy)
   def can?(_, {:atomic, :update}), do: true
   def can?(_, {:atomic, :upsert}), do: true
+  def can?(_, {:atomic, :create}), do: true
   def can?(_, :expr_error), do: true
   def can?(_, :select), do: true
   def can?(_, :bulk_upsert_return_skipped), do: true
@@ -186,6 +189,8 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :expression_calculation_sort), do: true
   def can?(_, :aggregate_filter), do: true
   def can?(_, :aggregate_sort), do: true
+  def can?(_, :combine), do: true
+  def can?(_, {:combine, _type}), do: true
   def can?(_, :transact), do: false
   def can?(_, _), do: false
 
@@ -229,6 +234,11 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def offset(query, offset, _resource), do: {:ok, %{query | offset: offset}}
+
+  @doc false
+  @impl true
+  def combination_of(combinations, resource, domain),
+    do: {:ok, %Query{combination_of: combinations, resource: resource, domain: domain}}
 
   @doc false
   @impl true

@@ -36,7 +36,9 @@ defmodule AshGenServer.ExpiryHandler do
   destroy action with `authorize?: false`, so the action's changes and hooks run. The changeset
   context holds `%{ash_gen_server: %{expired: reason}}`, so a change can tell an expiry from an
   ordinary destroy. If that fails (no primary destroy action, a hook error, a crash), the task
-  falls back to a raw `{destroy, Resource, PK}` so the record goes away either way.
+  falls back to a raw `{destroy, Resource, PK}` so the record goes away either way. A record of
+  a resource without a primary key (which Ash cannot destroy) is destroyed raw at once, with no
+  warning.
 
   The destroy runs for the record's tenant: with the `:context` multitenancy strategy the
   notice's `tenant` (the tenant's namespace on the node, `{Resource, Tenant}`, which the raw
@@ -207,10 +209,14 @@ defmodule AshGenServer.ExpiryHandler do
 
   @doc false
   # Runs in a task: destroy the expired record through Ash, or raw if that is impossible.
-  def expire(%{resource: resource, primary_key: pk, node: node} = notice) do
+  def expire(%{resource: resource, primary_key: pk} = notice) do
     case destroy_through_ash(notice) do
       :ok ->
         :ok
+
+      # A resource without a primary key: Ash cannot destroy its records, the node can.
+      :raw ->
+        raw_destroy(notice)
 
       {:error, error} ->
         Logger.warning(
@@ -218,11 +224,15 @@ defmodule AshGenServer.ExpiryHandler do
             "primary destroy action (#{format(error)}); removing the record directly"
         )
 
-        case Transport.call(node, {:destroy, target(resource, Map.get(notice, :tenant)), pk}) do
-          :ok -> :ok
-          {:error, :not_found} -> :ok
-          other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")
-        end
+        raw_destroy(notice)
+    end
+  end
+
+  defp raw_destroy(%{resource: resource, primary_key: pk, node: node} = notice) do
+    case Transport.call(node, {:destroy, target(resource, Map.get(notice, :tenant)), pk}) do
+      :ok -> :ok
+      {:error, :not_found} -> :ok
+      other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")
     end
   end
 
@@ -234,6 +244,7 @@ defmodule AshGenServer.ExpiryHandler do
 
   defp destroy_through_ash(%{resource: resource, record: stored} = notice) do
     with true <- Code.ensure_loaded?(resource) and Ash.Resource.Info.resource?(resource),
+         {:keyed, true} <- {:keyed, Ash.Resource.Info.primary_key(resource) != []},
          %{name: action} <- Ash.Resource.Info.primary_action(resource, :destroy),
          {:ok, record} <- Values.cast_record(resource, stored) do
       tenant = tenant(resource, Map.get(notice, :tenant), record)
@@ -253,6 +264,7 @@ defmodule AshGenServer.ExpiryHandler do
       end
     else
       false -> {:error, "#{inspect(resource)} is not an Ash resource"}
+      {:keyed, false} -> :raw
       nil -> {:error, "#{inspect(resource)} has no primary destroy action"}
       {:error, error} -> {:error, error}
     end

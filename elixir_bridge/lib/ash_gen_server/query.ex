@@ -18,9 +18,14 @@ defmodule AshGenServer.Query do
   6. aggregates loaded on the records are added by `AshGenServer.Aggregates`, and expression
      calculations are evaluated on them by Ash (`Ash.Expr.eval_hydrated/2`): the node has no
      expression language beyond filters.
+
+  A combination query (`Ash.Query.combination_of/2`, `combination_of` set) runs each of its
+  combinations as above and combines their records (`AshGenServer.Combination`); its own
+  filter, sort, distinct, offset and limit then apply in Elixir, before its aggregates and
+  calculations.
   """
 
-  alias AshGenServer.{Aggregates, Filter, Results, Values}
+  alias AshGenServer.{Aggregates, Combination, Filter, Results, Values}
   alias AshGenServer.DataLayer.Requests
 
   defstruct [
@@ -34,6 +39,7 @@ defmodule AshGenServer.Query do
     offset: 0,
     sort: [],
     distinct: [],
+    combination_of: [],
     aggregates: [],
     calculations: [],
     context: %{}
@@ -98,13 +104,27 @@ defmodule AshGenServer.Query do
 
   @doc "Runs the query: the node request, then whatever `plan/1` left to Ash."
   @spec run(t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
+  def run(%__MODULE__{combination_of: [_ | _]} = query) do
+    with {:ok, records} <- Combination.records(query, &run/1) do
+      query = Combination.prepare(query)
+      sort_opts = [maybe_not_distinct?: Combination.maybe_not_distinct?(query)]
+      plan = %{runtime_filter?: query.filter != nil, runtime_sort?: true, runtime_page?: true}
+      finish(records, query, plan, sort_opts)
+    end
+  end
+
   def run(%__MODULE__{resource: resource} = query) do
     plan = plan(query)
 
     with {:ok, stored} <- fetch(resource, target(query), plan.request),
-         {:ok, records} <- Values.cast_records(resource, stored),
-         {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
-         records <- maybe_runtime_sort(records, query, plan.runtime_sort?),
+         {:ok, records} <- Values.cast_records(resource, stored) do
+      finish(records, query, plan, [])
+    end
+  end
+
+  defp finish(records, query, plan, sort_opts) do
+    with {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
+         records <- maybe_runtime_sort(records, query, plan.runtime_sort?, sort_opts),
          records <- maybe_page(records, query, plan.runtime_page?),
          {:ok, records} <- Aggregates.add_loaded(records, query) do
       add_calculations(records, query)
@@ -159,18 +179,19 @@ defmodule AshGenServer.Query do
   def maybe_runtime_filter([], _query, _), do: {:ok, []}
 
   def maybe_runtime_filter(records, query, true) do
+    # the read's tenant (`set_tenant/3` only sets `query.tenant` for the `:context` strategy)
     Ash.Filter.Runtime.filter_matches(query.domain, records, query.filter,
-      tenant: query.tenant,
+      tenant: get_in(query.context, [:private, :tenant]) || query.tenant,
       actor: get_in(query.context, [:private, :actor])
     )
   end
 
   defp distinct?(query), do: query.distinct not in [nil, []]
 
-  defp maybe_runtime_sort(records, _query, false), do: records
+  defp maybe_runtime_sort(records, _query, false, _opts), do: records
 
-  defp maybe_runtime_sort(records, query, true) do
-    opts = [domain: query.domain, rekey?: false]
+  defp maybe_runtime_sort(records, query, true, opts) do
+    opts = [domain: query.domain, rekey?: false] ++ opts
 
     cond do
       not distinct?(query) ->

@@ -23,7 +23,7 @@ defmodule AshGenServer.Upsert do
   def upsert(resource, changeset, keys, identity \\ nil) do
     keys = keys || Ash.Resource.Info.primary_key(resource)
 
-    with {:ok, record} <- Changeset.apply_attributes(changeset),
+    with {:ok, record} <- Write.new_record(resource, changeset),
          {:ok, stored} <- Values.dump_record(resource, record),
          {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)),
          {:ok, condition} <- upsert_condition(resource, changeset, record, stored, keys) do
@@ -421,7 +421,7 @@ defmodule AshGenServer.Upsert do
   defp batch_upsert_plan(resource, changesets, keys) do
     prepared =
       Enum.map(changesets, fn changeset ->
-        with {:ok, record} <- Changeset.apply_attributes(changeset),
+        with {:ok, record} <- Write.new_record(resource, changeset),
              {:ok, stored} <- Values.dump_record(resource, record),
              {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)) do
           condition =

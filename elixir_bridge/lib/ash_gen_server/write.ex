@@ -128,8 +128,18 @@ defmodule AshGenServer.Write do
   defp retain_loaded(record, _data), do: record
 
   @doc false
+  # The record a create (or an upsert's create branch) stores: the changeset's attributes, then
+  # its `create_atomics` (`atomic_set`) evaluated against them (`Atomics.create_values/3`).
+  def new_record(resource, changeset) do
+    with {:ok, record} <- Changeset.apply_attributes(changeset),
+         {:ok, values} <- Atomics.create_values(changeset, resource, record) do
+      {:ok, struct(record, values)}
+    end
+  end
+
+  @doc false
   def dump_new(resource, changeset) do
-    with {:ok, record} <- Changeset.apply_attributes(changeset) do
+    with {:ok, record} <- new_record(resource, changeset) do
       Values.dump_record(resource, record)
     end
   end
@@ -142,7 +152,9 @@ defmodule AshGenServer.Write do
     prepared =
       Enum.map(changesets, fn changeset ->
         case dump_new(resource, changeset) do
-          # The data layer has no atomic create: refuse, never store the attribute without it.
+          # Update atomics (`atomic_update`) on a plain create have no stored record to
+          # apply to (`create_atomics` are in the record already): refuse, never store the
+          # attribute without them.
           {:ok, _stored} when changeset.atomics not in [nil, []] ->
             error =
               Ash.Error.Invalid.AtomicsNotSupported.exception(
@@ -210,6 +222,9 @@ defmodule AshGenServer.Write do
     failed = Enum.reverse(failed)
 
     cond do
+      # A batch of one record that failed: its error, as a data layer without partial success
+      # gives (Ash counts any `{:partial_success, ...}` as a success, even with no record).
+      match?([{:error, _, _}], results) -> {:error, elem(hd(failed), 0)}
       failed != [] -> {:partial_success, failed, if(options[:return_records?], do: ok, else: [])}
       options[:return_records?] -> {:ok, ok}
       true -> :ok

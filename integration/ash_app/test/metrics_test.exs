@@ -13,7 +13,7 @@ defmodule AshApp.MetricsTest do
   @records "ash_gen_server_records"
 
   defp records_of_reading(scrape),
-    do: Metrics.value(scrape, @records, resource: "Elixir.AshApp.Reading")
+    do: Metrics.value(scrape, @records, resource: "Elixir.AshApp.MeterReading")
 
   # The gauges are sampled once a second: wait (bounded) for a sample showing `n` readings.
   defp await_readings(n) do

@@ -69,6 +69,12 @@ defmodule AshApp.Author do
       public? true
     end
 
+    # over the posts the :hidden read action returns (its modify_query hook reads none)
+    count :hidden_post_count, :posts do
+      read_action :hidden
+      public? true
+    end
+
     # unrelated aggregates: over every post, whoever wrote it, whose title is the author's name
     count :namesake_post_count, AshApp.Post do
       filter expr(title == parent(name))

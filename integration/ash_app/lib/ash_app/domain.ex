@@ -20,5 +20,8 @@ defmodule AshApp.Domain do
     resource AshApp.Badge
     resource AshApp.Seat
     resource AshApp.Reading
+    resource AshApp.MeterReading
+    resource AshApp.Secret
+    resource AshApp.Vault
   end
 end

@@ -32,9 +32,19 @@ defmodule AshApp.Post do
       accept [:title, :likes, :published_on, :author_id]
     end
 
+    # a read whose `modify_query` hook changes the data layer query (to read nothing)
+    read :hidden do
+      modify_query {AshApp.Post.HideAll, :modify, []}
+    end
+
     update :update do
       primary? true
       accept [:title, :likes, :published_on]
     end
   end
+end
+
+defmodule AshApp.Post.HideAll do
+  @moduledoc "A `modify_query` hook: the data layer query reads no record (`limit: 0`)."
+  def modify(_ash_query, data_layer_query), do: {:ok, %{data_layer_query | limit: 0}}
 end

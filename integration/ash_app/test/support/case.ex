@@ -20,7 +20,10 @@ defmodule AshApp.Case do
     AshApp.Memo,
     AshApp.Visit,
     AshApp.Badge,
-    AshApp.Seat
+    AshApp.Seat,
+    AshApp.Reading,
+    AshApp.Secret,
+    AshApp.Vault
   ]
 
   using do
@@ -41,6 +44,9 @@ defmodule AshApp.Case do
         Note,
         Orphan,
         Post,
+        Reading,
+        Secret,
+        Vault,
         Seat,
         Session,
         Tag,
