@@ -19,5 +19,7 @@ defmodule AshApp.Domain do
     resource AshApp.Visit
     resource AshApp.Badge
     resource AshApp.Seat
+    resource AshApp.Topic
+    resource AshApp.PostTopic
   end
 end

@@ -20,7 +20,9 @@ defmodule AshApp.Case do
     AshApp.Memo,
     AshApp.Visit,
     AshApp.Badge,
-    AshApp.Seat
+    AshApp.Seat,
+    AshApp.Topic,
+    AshApp.PostTopic
   ]
 
   using do
@@ -41,10 +43,12 @@ defmodule AshApp.Case do
         Note,
         Orphan,
         Post,
+        PostTopic,
         Seat,
         Session,
         Tag,
         Token,
+        Topic,
         Visit
       }
     end
