@@ -1050,6 +1050,16 @@ query_partitions_bad(Config) ->
     assert_bad_request(Config, {query, R, #{}, #{partition_by => g}, extra}),
     {error, {bad_request, Msg}} = ?REQ({query, R, #{}, #{partitions => [{a, [1]}]}}),
     ?assertEqual(<<"partitions needs partition_by => Field">>, Msg),
+    %% Partitions sharing values repeat records: past both the records matched and
+    %% --max-records-per-request (100000 by default) in all, the reply is refused, not built.
+    [create(Config, R, #{id => I, g => 1}) || I <- lists:seq(2, 11)],
+    Many = fun(N) -> #{partition_by => g, partitions => [{K, [1]} || K <- lists:seq(1, N)]} end,
+    {error, {bad_request, Big}} = ?REQ({query, R, #{}, Many(10000)}),
+    ?assertMatch({_, _}, binary:match(Big, <<"110000 records in all, more than the 100000">>)),
+    {ok, Parts} = ?REQ({query, R, #{limit => 9}, Many(10000)}),
+    ?assertEqual(10000, length(Parts)),
+    ?assertEqual([9], lists:usort([length(Rs) || {_, Rs} <- Parts])),
+    ?assertEqual({ok, 10}, ?REQ({destroy_where, R, #{filter => {gt, id, 1}}, #{return => count}})),
     ?assertEqual({ok, [{1, [#{id => 1, g => 1}]}]}, ?REQ({query, R, #{}, #{partition_by => g}})).
 
 %% ---------------------------------------------------------------------------------------------

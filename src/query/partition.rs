@@ -140,19 +140,28 @@ impl Groups {
         self.groups
     }
 
+    /// The groups whose value equals one of `values`, each once, in the order of `values`.
+    fn matching(&self, values: &[Value]) -> Vec<usize> {
+        let mut seen = FxHashSet::default();
+        values
+            .iter()
+            .filter_map(|value| self.index.get(&GroupKey::of(value, self.ty)).copied())
+            .filter(|&i| seen.insert(i))
+            .collect()
+    }
+
     /// The records whose value equals one of `values` (each record once, groups in the order
     /// of `values`).
     fn members(&self, values: &[Value]) -> Vec<Record> {
-        let mut seen = FxHashSet::default();
-        let mut out = Vec::new();
-        for value in values {
-            if let Some(&i) = self.index.get(&GroupKey::of(value, self.ty))
-                && seen.insert(i)
-            {
-                out.extend(self.groups[i].1.iter().cloned());
-            }
-        }
-        out
+        self.matching(values)
+            .into_iter()
+            .flat_map(|i| self.groups[i].1.iter().cloned())
+            .collect()
+    }
+
+    /// How many records there are in all.
+    fn records(&self) -> usize {
+        self.groups.iter().map(|(_, members)| members.len()).sum()
     }
 }
 
@@ -162,13 +171,18 @@ impl Groups {
 /// record whose value is in several partitions is in each); without, one `(Value, records)`
 /// per value present, in term order (type order for a typed field), as
 /// [`aggregate_grouped`](super::aggregate_grouped) orders its groups.
+///
+/// Partitions sharing values repeat records, so what they return in all may be more than the
+/// records matched: more than `max_records` of them too is an error, found before anything is
+/// built.
 pub fn run_partitioned(
     records: impl IntoIterator<Item = Record>,
     query: &Query,
     partition: &Partition,
     primary_key: &[Atom],
     ty: Option<FieldType>,
-) -> Vec<(Value, Vec<Record>)> {
+    max_records: usize,
+) -> Result<Vec<(Value, Vec<Record>)>, String> {
     let matches = records
         .into_iter()
         .filter(|r| query.filter.as_ref().is_none_or(|e| e.matches(r)));
@@ -178,16 +192,43 @@ pub fn run_partitioned(
     };
     let groups = Groups::new(matches, partition.field, ty);
     match &partition.partitions {
-        Some(partitions) => partitions
-            .iter()
-            .map(|(key, values)| (key.clone(), run(groups.members(values), &page, primary_key)))
-            .collect(),
-        None => groups
+        Some(partitions) => {
+            let total = partitions.iter().fold(0usize, |total, (_, values)| {
+                let members: usize = groups
+                    .matching(values)
+                    .into_iter()
+                    .map(|i| groups.groups[i].1.len())
+                    .sum();
+                total.saturating_add(paged_len(members, &page))
+            });
+            let allowed = groups.records().max(max_records);
+            if total > allowed {
+                return Err(format!(
+                    "the partitions would return {total} records in all, more than the {allowed} \
+                     a partitioned query may (the records matched, or the node's \
+                     --max-records-per-request when more): use fewer or smaller partitions, or \
+                     a limit"
+                ));
+            }
+            Ok(partitions
+                .iter()
+                .map(|(key, values)| (key.clone(), run(groups.members(values), &page, primary_key)))
+                .collect())
+        }
+        None => Ok(groups
             .into_sorted()
             .into_iter()
             .map(|(value, members)| (value, run(members, &page, primary_key)))
-            .collect(),
+            .collect()),
     }
+}
+
+/// How many of `len` records the query's offset and limit keep.
+fn paged_len(len: usize, query: &Query) -> usize {
+    let after_offset = len.saturating_sub(query.offset);
+    query
+        .limit
+        .map_or(after_offset, |limit| after_offset.min(limit))
 }
 
 #[cfg(test)]
@@ -290,7 +331,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let q = query("#{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2}");
-        let out = run_partitioned(posts(), &q, &p, &[a("id")], None);
+        let out = run_partitioned(posts(), &q, &p, &[a("id")], None, 1000).unwrap();
         // author 1 (not 1.0: exact equality): n 9 (3), 5 (1); 1 (4) is filtered out. Offset 1,
         // limit 2. Authors 2 and 3: n 8 (6), 7 (5), 3 (2).
         assert_eq!(
@@ -308,7 +349,7 @@ mod tests {
         let p = parse("#{partition_by => author, partitions => [{a, [2, 2, 3]}, {b, [3]}]}")
             .unwrap()
             .unwrap();
-        let out = run_partitioned(posts(), &query("#{}"), &p, &[a("id")], None);
+        let out = run_partitioned(posts(), &query("#{}"), &p, &[a("id")], None, 1000).unwrap();
         let mut got = ids(&out);
         got.iter_mut().for_each(|(_, v)| v.sort());
         assert_eq!(got, vec![(term("a"), vec![2, 5, 6]), (term("b"), vec![5])]);
@@ -323,7 +364,9 @@ mod tests {
             &p,
             &[a("id")],
             None,
-        );
+            1000,
+        )
+        .unwrap();
         // 1 and 1.0 are apart (exact equality; the integer first); nil sorts as an atom.
         assert_eq!(
             ids(&out),
@@ -353,13 +396,45 @@ mod tests {
             &p,
             &[a("id")],
             Some(FieldType::CiString),
-        );
+            1000,
+        )
+        .unwrap();
         assert_eq!(
             ids(&out),
             vec![(term("1"), vec![2, 1]), (term("2"), vec![3])]
         );
         // Untyped, nothing matches exactly.
-        let out = run_partitioned(records, &query("#{}"), &p, &[a("id")], None);
+        let out = run_partitioned(records, &query("#{}"), &p, &[a("id")], None, 1000).unwrap();
         assert_eq!(ids(&out), vec![(term("1"), vec![]), (term("2"), vec![])]);
+    }
+
+    #[test]
+    fn partitions_repeating_records_past_the_limit_are_refused() {
+        // 8 records; author 1 has 3. Ten partitions of author 1 return 30 > max(8, 20).
+        let many = |n: usize, limit: &str| {
+            let parts: Vec<String> = (0..n).map(|k| format!("{{{k}, [1]}}")).collect();
+            let p = parse(&format!(
+                "#{{partition_by => author, partitions => [{}]}}",
+                parts.join(", ")
+            ))
+            .unwrap()
+            .unwrap();
+            run_partitioned(posts(), &query(limit), &p, &[a("id")], None, 20)
+        };
+        assert_eq!(
+            many(10, "#{}").unwrap_err(),
+            "the partitions would return 30 records in all, more than the 20 a partitioned query \
+             may (the records matched, or the node's --max-records-per-request when more): use \
+             fewer or smaller partitions, or a limit"
+        );
+        // What the pages keep counts: with a limit of 2 (or an offset of 1), 20 is allowed.
+        assert_eq!(many(10, "#{limit => 2}").unwrap().len(), 10);
+        assert_eq!(many(10, "#{offset => 1}").unwrap().len(), 10);
+        assert!(many(10, "#{offset => 1, limit => 3}").is_ok());
+        assert!(many(7, "#{}").is_err());
+        assert!(many(6, "#{}").is_ok());
+        // Without partitions (or with disjoint ones) nothing repeats: never refused.
+        let p = parse("#{partition_by => author}").unwrap().unwrap();
+        assert!(run_partitioned(posts(), &query("#{}"), &p, &[a("id")], None, 1).is_ok());
     }
 }

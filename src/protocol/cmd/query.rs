@@ -57,10 +57,13 @@ impl Query {
                 from.reply_with(svc.node(), true, |w| reply::encode_records(&records, w));
             }
             Some(partition) => {
-                let partitions = run_partitioned(&svc.records, &resource, &self.query, partition);
-                from.reply_with(svc.node(), true, |w| {
-                    reply::encode_partitions(&partitions, w)
-                });
+                let max = svc.node().config.limits.max_records_per_request;
+                match run_partitioned(&svc.records, &resource, &self.query, partition, max) {
+                    Ok(partitions) => from.reply_with(svc.node(), true, |w| {
+                        reply::encode_partitions(&partitions, w)
+                    }),
+                    Err(e) => svc.reply(&from, &Error::BadRequest(e).to_reply()),
+                }
             }
         }
     }
@@ -80,13 +83,15 @@ fn run(records: &RecordService, resource: &Arc<Resource>, query: &q::Query) -> V
 }
 
 /// Filter during the scan, then split the matches into partitions and sort and page each; the
-/// returned records are touched.
+/// returned records are touched. Partitions returning more than the records matched and more
+/// than `max_records` in all are refused.
 fn run_partitioned(
     records: &RecordService,
     resource: &Arc<Resource>,
     query: &q::Query,
     partition: &q::Partition,
-) -> Vec<(Value, Vec<Record>)> {
+    max_records: usize,
+) -> std::result::Result<Vec<(Value, Vec<Record>)>, String> {
     let config = resource.config();
     let query = &query.bind(&config.types);
     let matched = resource.select(query.filter.as_ref());
@@ -95,10 +100,18 @@ fn run_partitioned(
         ..query.clone()
     };
     let ty = config.types.get(partition.field);
-    q::run_partitioned(matched, &page, partition, &config.primary_key, ty)
+    let partitions = q::run_partitioned(
+        matched,
+        &page,
+        partition,
+        &config.primary_key,
+        ty,
+        max_records,
+    )?;
+    Ok(partitions
         .into_iter()
         .map(|(key, result)| (key, finish(records, resource, query, result)))
-        .collect()
+        .collect())
 }
 
 /// Touches the records returned and keeps only the `select`ed fields.
