@@ -62,7 +62,9 @@ defmodule AshGenServer.LateralJoin do
         per_parent(query, parents, nil, :error)
       else
         {_, _, dest_name, _} = List.last(path)
-        related(query, parents, Ash.Resource.Info.attribute(query.resource, dest_name))
+        dest = Ash.Resource.Info.attribute(query.resource, dest_name)
+        {keys, reached} = Enum.unzip(parents)
+        related(query, Enum.zip(keys, cast_to(dest, reached)), dest)
       end
     end
   end
@@ -132,6 +134,7 @@ defmodule AshGenServer.LateralJoin do
        ) do
     link_query = internal(link_query, domain)
     link_attribute = Ash.Resource.Info.attribute(link_query.resource, link_name)
+    reached = cast_to(link_attribute, reached)
 
     case reached |> List.flatten() |> Enum.uniq() do
       [] ->
@@ -160,6 +163,21 @@ defmodule AshGenServer.LateralJoin do
             {:error, error}
         end
     end
+  end
+
+  # Each parent's values cast to the type of the attribute they are compared with, as Ash's
+  # filter `attribute in ^values` casts them (a ci_string key compared with a uuid, say); a
+  # value that does not cast equals nothing.
+  defp cast_to(attribute, reached) do
+    Enum.map(reached, fn values ->
+      Enum.flat_map(values, fn value ->
+        case Ash.Type.cast_input(attribute.type, value, attribute.constraints) do
+          {:ok, nil} -> []
+          {:ok, value} -> [value]
+          _ -> []
+        end
+      end)
+    end)
   end
 
   # The destination records of each parent, `{{parent, primary_key}, values}`: in the node,
