@@ -15,7 +15,8 @@ defmodule AshGenServer.LateralJoin do
      as Ets does, and each later link's resource is read once for all of them (`in` on the
      values the previous link reached, e.g. the join records of a `many_to_many`), each row
      stitched back to its parents by Ash's equality of the linking attribute's type (so a
-     `ci_string` key matches case-insensitively);
+     `ci_string` key matches case-insensitively); the values reached are cast to the type of
+     the attribute they are compared with first, as Ash's filter would cast them;
   2. the destination records of every parent come from **one** request to the node: when the
      query's filter and sort are the node's wholly (`AshGenServer.Query.plan/1`) and the
      parents' values are ones it compares exactly, a partitioned `query`
@@ -29,6 +30,11 @@ defmodule AshGenServer.LateralJoin do
 
   A relationship without attributes (`no_attributes? true`) relates every destination record
   matching its filter to every parent: step 2's second way, without the `in`.
+
+  The node refuses a partitioned reply larger than both the records it matched and its
+  `--max-records-per-request` (partitions sharing values repeat records): a `many_to_many` page
+  load whose parents share related records can hit that only past 100,000 records in all by
+  default, and then fails with that error rather than reading them another way.
   """
 
   require Ash.Query
