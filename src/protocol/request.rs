@@ -36,7 +36,7 @@ pub enum Request {
     UpdateWhere(UpdateWhere),
     /// `{destroy_where, Resource, Query[, Opts]}`.
     DestroyWhere(DestroyWhere),
-    /// `{query, Resource, Query}`.
+    /// `{query, Resource, Query[, Opts]}`.
     Query(Query),
     /// `{aggregate, Resource, Query, [Aggregate][, Opts]}`.
     Aggregate(Aggregate),
@@ -206,6 +206,9 @@ mod tests {
             "{destroy_where, r, #{limit => 3}}",
             "{destroy_where, r, #{}, #{return => records}}",
             "{query, r, #{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2, select => [n]}}",
+            "{query, r, #{limit => 2}, #{partition_by => author, partitions => [{1, [a]}, {2, [b, c]}]}}",
+            "{query, r, #{}, #{partition_by => author}}",
+            "{query, r, #{}, #{}}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}]}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}], #{group_by => author_id}}",
             "{whereis, r, #{id => 1}}",
@@ -262,6 +265,9 @@ mod tests {
                 .contains("milliseconds")
         );
         assert!(err("{query, r, #{filter => {foo, a, 1}}}").contains("foo"));
+        assert!(err("{query, r, #{}, x}").contains("query options must be a map"));
+        assert!(err("{query, r, #{}, #{partitions => []}}").contains("needs partition_by"));
+        assert!(err("{query, r, #{}, #{}, x}").contains("{query, Resource, Query, Opts}"));
         assert!(err("{fault, r, #{id => 1}, boom}").contains("panic or error"));
         for unknown in ["{frobnicate, r}", "hello", "42"] {
             assert_eq!(

@@ -152,13 +152,23 @@ defmodule AshGenServer.Aggregates do
 
   defp run_at_runtime(query, aggregates, read) do
     with {:ok, records} <- read.(%{query | aggregates: []}) do
-      Enum.reduce_while(aggregates, {:ok, %{}}, fn aggregate, {:ok, acc} ->
-        case runtime_value(records, aggregate, query.domain) do
-          {:ok, value} -> {:cont, {:ok, Map.put(acc, aggregate.name, value)}}
-          {:error, error} -> {:halt, {:error, error}}
-        end
-      end)
+      compute(records, aggregates, query.domain)
     end
+  end
+
+  @doc """
+  Computes query aggregates here over `records` (a query's records, read already):
+  `%{Name => Value}`.
+  """
+  @spec compute([Ash.Resource.record()], [Ash.Query.Aggregate.t()], Ash.Domain.t()) ::
+          {:ok, map} | {:error, term}
+  def compute(records, aggregates, domain) do
+    Enum.reduce_while(aggregates, {:ok, %{}}, fn aggregate, {:ok, acc} ->
+      case runtime_value(records, aggregate, domain) do
+        {:ok, value} -> {:cont, {:ok, Map.put(acc, aggregate.name, value)}}
+        {:error, error} -> {:halt, {:error, error}}
+      end
+    end)
   end
 
   defp runtime_value(records, aggregate, domain) do

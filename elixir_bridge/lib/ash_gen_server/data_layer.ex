@@ -97,6 +97,9 @@ defmodule AshGenServer.DataLayer do
   - resources without a primary key are keyed on the node by a hidden generated key;
   - multitenancy: `:context` (each tenant's namespace on the node) and `:attribute`;
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
+  - relationships loaded with a page or a limit, or filtered on `parent(...)`, are loaded per
+    parent (lateral joins, `AshGenServer.LateralJoin`): every parent's page from one
+    partitioned `query` where the node can;
   - expired records are destroyed through the primary destroy action, for their tenant
     (`AshGenServer.ExpiryHandler`).
 
@@ -142,7 +145,7 @@ defmodule AshGenServer.DataLayer do
 
   @behaviour Ash.DataLayer
 
-  alias AshGenServer.{Aggregates, Atomics, Query, Upsert, Write}
+  alias AshGenServer.{Aggregates, Atomics, LateralJoin, Query, Upsert, Write}
 
   # -- capabilities ---------------------------------------------------------------------------
 
@@ -179,6 +182,7 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :changeset_filter), do: true
   def can?(_, :async_engine), do: true
   def can?(_, {:join, _}), do: true
+  def can?(_, {:lateral_join, resources}), do: LateralJoin.supported?(resources, __MODULE__)
   def can?(_, {:filter_relationship, _}), do: true
   def can?(_, {:aggregate_relationship, _}), do: true
   def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)
@@ -286,6 +290,20 @@ defmodule AshGenServer.DataLayer do
   @impl true
   def run_aggregate_query(query, aggregates, resource),
     do: Aggregates.run(query, aggregates, resource, &Query.run/1)
+
+  @doc false
+  @impl true
+  def prefer_lateral_join_for_many_to_many?, do: false
+
+  @doc false
+  @impl true
+  def run_query_with_lateral_join(query, root_data, _destination_resource, path),
+    do: LateralJoin.run(query, root_data, path)
+
+  @doc false
+  @impl true
+  def run_aggregate_query_with_lateral_join(query, aggregates, root_data, _destination, path),
+    do: LateralJoin.run_aggregates(query, aggregates, root_data, path)
 
   # -- writes (AshGenServer.Write, AshGenServer.Upsert) ------------------------------------
 

@@ -328,11 +328,13 @@ defmodule AshGenServer.Filter do
 
   defp not_nil(field), do: {:not, {:is_nil, field}}
 
-  defp and_(true, x), do: x
-  defp and_(x, true), do: x
-  defp and_(false, _), do: false
-  defp and_(_, false), do: false
-  defp and_(x, y), do: {:and, x, y}
+  @doc "The node expression `{and, X, Y}`, simplified when either side is `true` or `false`."
+  @spec and_(node_expr, node_expr) :: node_expr
+  def and_(true, x), do: x
+  def and_(x, true), do: x
+  def and_(false, _), do: false
+  def and_(_, false), do: false
+  def and_(x, y), do: {:and, x, y}
 
   defp or_(true, _), do: true
   defp or_(_, true), do: true

@@ -23,5 +23,7 @@ defmodule AshApp.Domain do
     resource AshApp.MeterReading
     resource AshApp.Secret
     resource AshApp.Vault
+    resource AshApp.Topic
+    resource AshApp.PostTopic
   end
 end

@@ -23,7 +23,9 @@ defmodule AshApp.Case do
     AshApp.Seat,
     AshApp.Reading,
     AshApp.Secret,
-    AshApp.Vault
+    AshApp.Vault,
+    AshApp.Topic,
+    AshApp.PostTopic
   ]
 
   using do
@@ -47,10 +49,12 @@ defmodule AshApp.Case do
         Reading,
         Secret,
         Vault,
+        PostTopic,
         Seat,
         Session,
         Tag,
         Token,
+        Topic,
         Visit
       }
     end
