@@ -29,7 +29,10 @@ defmodule AshGenServer.Client do
 
   Every function takes, last, a keyword list with:
 
-  - `:node` — the node to ask (default: `config :ash_gen_server, node: ...`);
+  - `:node` — the node to ask, or a list of the members of one cluster (default:
+    `config :ash_gen_server, nodes: [...]`, else `config :ash_gen_server, node: ...`). With a
+    list, calls go to the node in use and fail over once to the next member when it is down
+    (see `AshGenServer.Transport`; a write retried that way may have been applied already);
   - `:timeout` — of the call, in ms or `:infinity` (default: `config :ash_gen_server,
     call_timeout: ...`, else 5000).
 
@@ -41,12 +44,12 @@ defmodule AshGenServer.Client do
   Every call is the `[:ash_gen_server, :request]` telemetry span of `AshGenServer.Transport`
   (metadata `node`, `resource`, `request`, `message` and, on stop, `reply`).
 
-  This module and `AshGenServer.Client.Error` use only Elixir, `:telemetry` and
-  `AshGenServer.Transport`: they work in a VM where Ash is not loaded at all.
+  This module and `AshGenServer.Client.Error` use only Elixir, `:telemetry`,
+  `AshGenServer.Transport` and `AshGenServer.Nodes`: they work in a VM where Ash is not loaded at all.
   """
 
   alias AshGenServer.Client.Error
-  alias AshGenServer.Transport
+  alias AshGenServer.{Nodes, Transport}
 
   @typedoc "A resource (any atom), or `{resource, tenant}`: the tenant's namespace of it."
   @type resource :: atom | {atom, term}
@@ -68,7 +71,7 @@ defmodule AshGenServer.Client do
           :asc | :desc | :asc_nils_first | :asc_nils_last | :desc_nils_first | :desc_nils_last
 
   @typedoc "The options every function takes."
-  @type call_option :: {:node, node} | {:timeout, timeout}
+  @type call_option :: {:node, node | [node]} | {:timeout, timeout}
 
   @typedoc """
   The options selecting records: `query/2`'s, also used by `aggregate/3` and the `_where`
@@ -342,7 +345,7 @@ defmodule AshGenServer.Client do
   `keep_alive/3` as a cast: no reply, no error, no telemetry (a missing record is ignored by
   the node). Answers `:ok`, or the error of a missing `:node`.
   """
-  @spec cast_keep_alive(resource, primary_key, [{:node, node}]) :: :ok | error
+  @spec cast_keep_alive(resource, primary_key, [{:node, node | [node]}]) :: :ok | error
   def cast_keep_alive(resource, pk, opts \\ []) do
     opts = options!(opts, [])
 
@@ -437,7 +440,7 @@ defmodule AshGenServer.Client do
          {:ok, stats} <- stats(opts),
          {:ok, names} <- resources(opts),
          {:ok, infos} <- infos(names, opts) do
-      {:ok, %{node: node, stats: stats, resources: infos}}
+      {:ok, %{node: Nodes.current(node), stats: stats, resources: infos}}
     end
   end
 
@@ -473,7 +476,7 @@ defmodule AshGenServer.Client do
     opts = options!(opts, [])
 
     with {:ok, node} <- node(opts, request_name(request)) do
-      Transport.raw_call(node, request, timeout(opts), &unavailable(&1, node, request))
+      Transport.raw_call(node, request, timeout(opts), &unavailable(&1, &2, request))
     end
   end
 
@@ -492,7 +495,7 @@ defmodule AshGenServer.Client do
   end
 
   defp exchange(to, request, opts),
-    do: Transport.raw_call(to, request, timeout(opts), &unavailable(&1, to, request))
+    do: Transport.raw_call(to, request, timeout(opts), &unavailable(&1, &2, request))
 
   defp result({:error, %Error{}} = error, _to, _request, _expect?), do: error
 
@@ -510,7 +513,7 @@ defmodule AshGenServer.Client do
   defp error(reason, to, request) do
     %Error{
       reason: reason,
-      node: to,
+      node: if(is_list(to), do: Nodes.current(to), else: to),
       request: request_name(request),
       resource: if(is_pid(to), do: nil, else: request_resource(request))
     }
@@ -526,9 +529,12 @@ defmodule AshGenServer.Client do
   defp request_resource(_request), do: nil
 
   defp node(opts, request) do
-    case Keyword.get(opts, :node) || Application.get_env(:ash_gen_server, :node) do
+    case Keyword.get(opts, :node) || Nodes.configured() do
       node when is_atom(node) and node != nil ->
         {:ok, node}
+
+      [node | _] = nodes when is_atom(node) ->
+        {:ok, nodes}
 
       _ ->
         {:error, %Error{reason: :no_node_configured, request: request}}

@@ -29,7 +29,7 @@ defmodule AshGenServer.DataLayer do
       node: [
         type: :atom,
         doc:
-          "The node holding the records, e.g. `:\"rust@127.0.0.1\"`. Defaults to `config :ash_gen_server, node: ...`."
+          "The node holding the records, e.g. `:\"rust@127.0.0.1\"`. Defaults to `config :ash_gen_server, nodes: [...]` (the members of a cluster, with failover), else `config :ash_gen_server, node: ...`."
       ],
       call_timeout: [
         type: :timeout,

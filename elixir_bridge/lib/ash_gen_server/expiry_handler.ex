@@ -29,6 +29,12 @@ defmodule AshGenServer.ExpiryHandler do
   restart of the node). A node too old to know `{subscribe, [Resource]}` gets a plain
   `subscribe` (every resource), with a warning.
 
+  With `config :ash_gen_server, nodes: [...]` (the members of a cluster) the resources are
+  watched per list, and the handler subscribes on the member in use
+  (`AshGenServer.Nodes.current/1`; the cluster passes the subscription on to its other
+  members). When that member goes down, the handler subscribes again through the list, which
+  fails over to the next member (`AshGenServer.Transport`).
+
   ## Destroying
 
   For each notice it starts a task (under `AshGenServer.TaskSupervisor`, so one slow destroy
@@ -48,9 +54,10 @@ defmodule AshGenServer.ExpiryHandler do
   use GenServer
   require Logger
 
-  alias AshGenServer.{Transport, Values}
+  alias AshGenServer.{Nodes, Transport, Values}
 
-  # %{node => MapSet of resources}: what this VM has defined on each node.
+  # %{node | [node] => MapSet of resources}: what this VM has defined on each node (or list of
+  # a cluster's members, see `AshGenServer.Nodes`).
   @watched {__MODULE__, :watched}
   @subscribe_timeout 5_000
 
@@ -58,11 +65,11 @@ defmodule AshGenServer.ExpiryHandler do
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
   @doc """
-  Makes sure this VM's handler is subscribed to `resource`'s expiries on `node` (synchronously,
-  so expiry notices for records created right after reach Ash). A no-op when the handler is not
-  running.
+  Makes sure this VM's handler is subscribed to `resource`'s expiries on `node` (of a list of
+  nodes: on the one in use), synchronously, so expiry notices for records created right after
+  reach Ash. A no-op when the handler is not running.
   """
-  @spec watch(node, Ash.Resource.t()) :: :ok
+  @spec watch(node | [node], Ash.Resource.t()) :: :ok
   def watch(node, resource) do
     case Process.whereis(__MODULE__) do
       nil ->
@@ -145,8 +152,16 @@ defmodule AshGenServer.ExpiryHandler do
     end
   end
 
+  # The member in use of a cluster went down: subscribe again through the list (which fails
+  # over to the next member).
   def handle_info({:nodedown, node, _info}, state) do
-    {:noreply, %{state | subscribed: Map.delete(state.subscribed, node)}}
+    state = %{state | subscribed: Map.delete(state.subscribed, node)}
+
+    {:noreply,
+     watched()
+     |> Map.keys()
+     |> Enum.filter(&(is_list(&1) and Nodes.current(&1) == node))
+     |> Enum.reduce(state, &subscribe/2)}
   end
 
   def handle_info(message, state) do
@@ -156,9 +171,11 @@ defmodule AshGenServer.ExpiryHandler do
 
   defp watched, do: :persistent_term.get(@watched, %{})
 
-  # Subscribes to the resources watched on `node`, unless the node already has that list.
-  defp subscribe(node, state) do
-    resources = watched() |> Map.get(node, MapSet.new()) |> Enum.sort()
+  # Subscribes to the resources watched on `target` (a node, or the node in use of a list),
+  # unless that node already has that list.
+  defp subscribe(target, state) do
+    node = Nodes.current(target)
+    resources = resources_on(node)
 
     case Map.get(state.subscribed, node) do
       ^resources ->
@@ -168,9 +185,10 @@ defmodule AshGenServer.ExpiryHandler do
         state
 
       _ ->
-        case subscribe_request(node, resources) do
+        case subscribe_request(target, resources) do
           {:ok, subscription} ->
-            %{state | subscribed: Map.put(state.subscribed, node, subscription)}
+            # `target`'s node in use after a failover, if the request made one
+            %{state | subscribed: Map.put(state.subscribed, Nodes.current(target), subscription)}
 
           {:error, reason} ->
             Logger.debug(
@@ -180,6 +198,16 @@ defmodule AshGenServer.ExpiryHandler do
             state
         end
     end
+  end
+
+  # The resources watched on `node`: of every target (node or list) in use there, since
+  # subscribing again replaces the list.
+  defp resources_on(node) do
+    watched()
+    |> Enum.filter(fn {target, _resources} -> Nodes.current(target) == node end)
+    |> Enum.flat_map(fn {_target, resources} -> Enum.to_list(resources) end)
+    |> Enum.uniq()
+    |> Enum.sort()
   end
 
   defp subscribe_request(node, resources) do

@@ -10,6 +10,14 @@ defmodule AshGenServer.Transport do
     An exit (node down, no server, timeout) never reaches the caller: `call/4` answers
     `{:error, %AshGenServer.Error.NodeUnavailable{}}` naming the node, `raw_call/4` what its
     caller makes of the reason.
+  - `to` can be a list of nodes, the members of one cluster (`config :ash_gen_server, nodes:
+    [...]`): the call goes to the node in use (`AshGenServer.Nodes.current/1`); when it exits
+    with `:noconnection` (node down or unknown) or `:noproc` (no server), that node is marked
+    down (`AshGenServer.Nodes.failover/2`) and the request is sent once more, to the next node
+    of the list. For reads and writes alike: a write whose node died after applying it and
+    before answering is then applied a second time (the cluster de-duplicates only the retries
+    it makes itself; the client side has no request ids yet). An unreachable node is the one
+    of the last attempt.
   - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
     `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
     `duration`, in native time units) carry the metadata `node`, `resource` (the resource the
@@ -21,37 +29,65 @@ defmodule AshGenServer.Transport do
   """
 
   alias AshGenServer.Error.NodeUnavailable
+  alias AshGenServer.Nodes
 
   @server :ash_gen_server
   @event [:ash_gen_server, :request]
 
   @doc """
-  A `GenServer.call` to the node's `ash_gen_server`, with exits turned into
-  `{:error, %NodeUnavailable{}}`. Returns the node's raw reply. `resource` is the resource the
-  request is about, for the telemetry metadata, the redaction of its sensitive attributes and
-  the error (else the request's second element when it is an atom).
+  A `GenServer.call` to the node's `ash_gen_server` (or to the node in use of a list, with one
+  failover: see the moduledoc), with exits turned into `{:error, %NodeUnavailable{}}`. Returns
+  the node's raw reply. `resource` is the resource the request is about, for the telemetry
+  metadata, the redaction of its sensitive attributes and the error (else the request's second
+  element when it is an atom).
   """
-  @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
-  def call(node, request, timeout \\ 5_000, resource \\ nil) do
-    unavailable = fn reason ->
+  @spec call(node | [node], term, timeout, Ash.Resource.t() | nil) :: term
+  def call(to, request, timeout \\ 5_000, resource \\ nil) do
+    unavailable = fn reason, node ->
       {:error, NodeUnavailable.exception(node: node, resource: resource, reason: reason)}
     end
 
-    span(node, request, timeout, resource, sensitive(resource), unavailable)
+    failover(to, request, timeout, resource, sensitive(resource), unavailable)
   end
 
   @doc """
-  A `GenServer.call` of `request` to `to` — a node (its `ash_gen_server`) or a pid (a record's
-  actor, PROTOCOL.md "Record processes") — for callers that know nothing of Ash: no resource
-  lookup, no redaction. Returns the raw reply or, when the call exits, `unavailable.(reason)`,
+  A `GenServer.call` of `request` to `to` — a node (its `ash_gen_server`), a list of nodes (as
+  `call/4`, with one failover) or a pid (a record's actor, PROTOCOL.md "Record processes") — for
+  callers that know nothing of Ash: no resource lookup, no redaction. Returns the raw reply or,
+  when the call exits, `unavailable.(reason, to)` (`to` the node or pid of the last attempt),
   `reason` being `:noconnection` (node down or unknown), `:noproc` (no such server or process),
   `:timeout` or the exit reason. The telemetry span is `call/4`'s.
   """
-  @spec raw_call(node | pid, term, timeout, (term -> term)) :: term
+  @spec raw_call(node | [node] | pid, term, timeout, (term, node | pid -> term)) :: term
   def raw_call(to, request, timeout, unavailable) do
-    span(to, request, timeout, nil, nil, unavailable)
+    failover(to, request, timeout, nil, nil, unavailable)
   end
 
+  # One span per attempt: on the node in use of a list, then (after `:noconnection` or
+  # `:noproc`) on the next one.
+  defp failover([_, _ | _] = nodes, request, timeout, resource, sensitive, unavailable) do
+    node = Nodes.current(nodes)
+
+    case span(node, request, timeout, resource, sensitive, unavailable) do
+      {_reply, reason} when reason in [:noconnection, :noproc] ->
+        next = Nodes.failover(nodes, node)
+        {reply, _} = span(next, request, timeout, resource, sensitive, unavailable)
+        reply
+
+      {reply, _} ->
+        reply
+    end
+  end
+
+  defp failover([node], request, timeout, resource, sensitive, unavailable),
+    do: failover(node, request, timeout, resource, sensitive, unavailable)
+
+  defp failover(to, request, timeout, resource, sensitive, unavailable) do
+    {reply, _} = span(to, request, timeout, resource, sensitive, unavailable)
+    reply
+  end
+
+  # The reply (or `unavailable.(reason, to)`) and the exit reason (`nil` when the call returned).
   defp span(to, request, timeout, resource, sensitive, unavailable) do
     metadata = %{
       node: if(is_pid(to), do: node(to), else: to),
@@ -61,8 +97,13 @@ defmodule AshGenServer.Transport do
     }
 
     :telemetry.span(@event, metadata, fn ->
-      reply = do_call(to, request, timeout, unavailable)
-      {reply, Map.put(metadata, :reply, redact(reply, sensitive))}
+      {reply, exit} =
+        case do_call(to, request, timeout) do
+          {:exit, reason} -> {unavailable.(reason, to), reason}
+          {:reply, reply} -> {reply, nil}
+        end
+
+      {{reply, exit}, Map.put(metadata, :reply, redact(reply, sensitive))}
     end)
   end
 
@@ -103,14 +144,17 @@ defmodule AshGenServer.Transport do
   def redact(term, sensitive) when is_list(term), do: Enum.map(term, &redact(&1, sensitive))
   def redact(term, _sensitive), do: term
 
-  @doc "A `GenServer.cast` to the node's `ash_gen_server` (no reply, no telemetry)."
-  @spec cast(node, term) :: :ok
-  def cast(node, request), do: GenServer.cast({@server, node}, request)
+  @doc """
+  A `GenServer.cast` to the node's `ash_gen_server` (of a list: the node in use; no reply, no
+  telemetry, no failover).
+  """
+  @spec cast(node | [node], term) :: :ok
+  def cast(to, request), do: GenServer.cast({@server, Nodes.current(to)}, request)
 
-  defp do_call(to, request, timeout, unavailable) do
-    GenServer.call(server(to), request, timeout)
+  defp do_call(to, request, timeout) do
+    {:reply, GenServer.call(server(to), request, timeout)}
   catch
-    :exit, reason -> unavailable.(exit_reason(reason))
+    :exit, reason -> {:exit, exit_reason(reason)}
   end
 
   defp server(pid) when is_pid(pid), do: pid

@@ -41,18 +41,23 @@ defmodule AshGenServer.TransportTest do
 
     request = {:get, :plain_atom, %{id: 1}}
 
-    assert {:gone, :noconnection} =
-             Transport.raw_call(:"nowhere@127.0.0.1", request, 100, &{:gone, &1})
+    assert {:gone, :noconnection, :"nowhere@127.0.0.1"} =
+             Transport.raw_call(:"nowhere@127.0.0.1", request, 100, &{:gone, &1, &2})
 
-    assert_receive {_, _, %{request: :get, resource: :plain_atom, reply: {:gone, :noconnection}}}
+    assert_receive {_, _,
+                    %{
+                      request: :get,
+                      resource: :plain_atom,
+                      reply: {:gone, :noconnection, :"nowhere@127.0.0.1"}
+                    }}
 
     # a pid: the record process is gone
     pid = spawn(fn -> :ok end)
     ref = Process.monitor(pid)
     assert_receive {:DOWN, ^ref, _, _, _}
-    assert {:gone, :noproc} = Transport.raw_call(pid, :get, 100, &{:gone, &1})
+    assert {:gone, :noproc, ^pid} = Transport.raw_call(pid, :get, 100, &{:gone, &1, &2})
 
-    assert_receive {_, _, %{node: node, request: :get, reply: {:gone, :noproc}}}
+    assert_receive {_, _, %{node: node, request: :get, reply: {:gone, :noproc, _}}}
                    when node == node()
   end
 end

@@ -10,13 +10,15 @@ defmodule AshGenServer.Client.Error do
     `{:primary_key_mismatch, fields}`, `{:unknown_upsert_keys, keys}`,
     `{:not_a_number, field, value}`, `{:float_overflow, field}`, `{:expr_error, term}`,
     `{:bad_request, message}`, `{:unknown_request, request}`, `{:record_crashed, reason}`,
-    `:fault_injection_disabled`), or one of the client's:
+    `:fault_injection_disabled`, `{:unavailable, message}` from a cluster member that could not
+    get the request served), or one of the client's:
     - `{:node_unavailable, why}`: the call exited, `why` being `:noconnection` (the node is
       down, unknown to EPMD, or refused this VM's cookie), `:noproc` (it runs no
       `ash_gen_server`, or the record's process is gone), `:timeout`, or the exit reason;
-    - `:no_node_configured`: no `node:` option and no `config :ash_gen_server, node: ...`;
+    - `:no_node_configured`: no `node:` option and no `config :ash_gen_server, nodes: [...]`
+      or `node: ...`;
     - `{:unexpected_reply, reply}`: a reply that is not one this request can have.
-  - `node`: the node (or record pid) asked; `request`: the request's name (`:get`, `:query`...);
+  - `node`: the node (or record pid) asked (of a list of nodes: the one in use); `request`: the request's name (`:get`, `:query`...);
     `resource`: the resource the request was about, when it names one.
   """
 
@@ -85,6 +87,10 @@ defmodule AshGenServer.Client.Error do
 
   defp describe({:float_overflow, field}), do: "the float sum of #{inspect(field)} overflowed"
   defp describe({:expr_error, term}), do: "the expression failed: #{inspect(term)}"
+
+  defp describe({:unavailable, message}) when is_binary(message),
+    do: "the cluster could not serve the request: " <> message
+
   defp describe({:bad_request, message}) when is_binary(message), do: "bad request: " <> message
   defp describe({:unknown_request, _request}), do: "the node does not know this request"
   defp describe({:record_crashed, reason}), do: "the record crashed: #{inspect(reason)}"

@@ -1,7 +1,8 @@
 defmodule AshGenServer.DataLayer.Info do
   @moduledoc """
   Reads the `gen_server` DSL section of a resource, and resolves the settings that may also come
-  from the application environment (`config :ash_gen_server, node: ..., call_timeout: ...`).
+  from the application environment (`config :ash_gen_server, node: ... | nodes: [...],
+  call_timeout: ...`).
 
   `node/1` and `call_timeout/1`, read on every request, take the DSL value from the resource's
   `AshGenServer.DataLayer.Layout` (worked out when it compiled) and only the application
@@ -23,12 +24,13 @@ defmodule AshGenServer.DataLayer.Info do
     do: Extension.get_opt(resource, [:gen_server], :maximum_lifetime, :infinity)
 
   @doc """
-  The node holding the resource's records: the DSL `node`, else
-  `Application.get_env(:ash_gen_server, :node)`, else `nil`.
+  The node holding the resource's records: the DSL `node`, else the members of a cluster
+  (`config :ash_gen_server, nodes: [...]`, a list: see `AshGenServer.Nodes`), else
+  `config :ash_gen_server, node: ...`, else `nil`.
   """
-  @spec node(Ash.Resource.t()) :: node() | nil
+  @spec node(Ash.Resource.t()) :: node() | [node()] | nil
   def node(resource) do
-    Layout.get(resource).node || Application.get_env(:ash_gen_server, :node)
+    Layout.get(resource).node || AshGenServer.Nodes.configured()
   end
 
   @doc """

@@ -4,16 +4,20 @@ defmodule AshGenServer.DataLayer.Requests do
   node's error replies to Ash errors. (Code without Ash uses `AshGenServer.Client` instead.)
 
   - `request/2` sends a request to the resource's node (its `node` in the DSL, else
-    `config :ash_gen_server, node: ...`) and returns the raw reply; `run/3` does the same and
+    `config :ash_gen_server, nodes: [...]`, else `config :ash_gen_server, node: ...`) and
+    returns the raw reply; `run/3` does the same and
     turns error replies into Ash errors (`to_ash_error/2`), which is what the data layer uses.
   - Every call goes through `AshGenServer.Transport.call/4`: an exit (node down, no server,
     timeout) becomes an `AshGenServer.Error.NodeUnavailable` naming the node, never an exit in
-    the caller, and every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`
+    the caller; with `nodes:` a call whose node is down fails over once to the next member
+    (see `AshGenServer.Transport`, and `AshGenServer.Nodes` for which member is in use); and
+    every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`
     (`[:ash_gen_server, :request, :start | :stop]`, with the metadata `node`, `resource`,
     `request`, `message` and, on stop, `reply`; see `AshGenServer.Transport`). Casts
     (`keep_alive`) emit nothing.
   - A resource is `define`d lazily, the first time it is used against a node; the fact is cached
-    in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}`. If a request
+    in `:persistent_term` under `{#{inspect(__MODULE__)}, :defined, node, resource}` (`node`
+    being the list for `nodes:`: a cluster replicates definitions to all its members). If a request
     answers `{:error, {:unknown_resource, _}}` (the node restarted and lost its definitions) the
     resource is defined again and the request retried once.
   - Before a resource is first defined on a node, `AshGenServer.ExpiryHandler` is asked to
@@ -113,12 +117,15 @@ defmodule AshGenServer.DataLayer.Requests do
     end
   end
 
-  @doc "The node configured for `resource`."
-  @spec node_for(Ash.Resource.t()) :: {:ok, node} | {:error, Exception.t()}
+  @doc "The node (or the list of a cluster's members) configured for `resource`."
+  @spec node_for(Ash.Resource.t()) :: {:ok, node | [node]} | {:error, Exception.t()}
   def node_for(resource) do
     case Info.node(resource) do
       node when is_atom(node) and not is_nil(node) ->
         {:ok, node}
+
+      [node | _] = nodes when is_atom(node) ->
+        {:ok, nodes}
 
       _ ->
         {:error, NodeUnavailable.exception(node: nil, resource: resource, reason: :no_node)}
@@ -126,7 +133,7 @@ defmodule AshGenServer.DataLayer.Requests do
   end
 
   @doc "Defines `resource` on `node` unless this VM already did (see the moduledoc)."
-  @spec ensure_defined(node, Ash.Resource.t()) :: :ok | {:error, Exception.t()}
+  @spec ensure_defined(node | [node], Ash.Resource.t()) :: :ok | {:error, Exception.t()}
   def ensure_defined(node, resource) do
     if :persistent_term.get({__MODULE__, :defined, node, resource}, false) do
       :ok
@@ -137,7 +144,7 @@ defmodule AshGenServer.DataLayer.Requests do
   end
 
   @doc "Sends `{define, Resource, Opts}` to `node` and caches the success."
-  @spec define(node, Ash.Resource.t()) :: :ok | {:error, Exception.t()}
+  @spec define(node | [node], Ash.Resource.t()) :: :ok | {:error, Exception.t()}
   def define(node, resource) do
     request = {:define, resource, Info.define_options(resource)}
 
@@ -148,6 +155,9 @@ defmodule AshGenServer.DataLayer.Requests do
 
       {:error, %NodeUnavailable{}} = error ->
         error
+
+      {:error, {:unavailable, _message} = reason} ->
+        {:error, NodeUnavailable.exception(node: node, resource: resource, reason: reason)}
 
       {:error, reason} ->
         {:error,
@@ -160,7 +170,7 @@ defmodule AshGenServer.DataLayer.Requests do
   end
 
   @doc "Forgets that `resource` is defined on `node` (so the next request defines it again)."
-  @spec forget(node, Ash.Resource.t()) :: :ok
+  @spec forget(node | [node], Ash.Resource.t()) :: :ok
   def forget(node, resource) do
     :persistent_term.erase({__MODULE__, :defined, node, resource})
     :ok
@@ -193,6 +203,16 @@ defmodule AshGenServer.DataLayer.Requests do
 
       %_{} = exception when is_exception(exception) ->
         exception
+
+      # A cluster member that could not get the request served (no leader): unavailable, as
+      # an unreachable node is.
+      {:unavailable, message} when is_binary(message) ->
+        NodeUnavailable.exception(
+          node: resource && Info.node(resource),
+          resource: resource,
+          reason: reason
+        )
+        |> to_ash_error(context)
 
       :stale ->
         Ash.Error.Changes.StaleRecord.exception(resource: resource, filter: context[:filter])
