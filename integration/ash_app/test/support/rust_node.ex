@@ -13,7 +13,8 @@ defmodule AshApp.RustNode do
   The node runs under a small `sh` wrapper that kills it as soon as the wrapper's stdin (the
   port) closes, so the node never outlives the test VM, even one killed with SIGKILL. A process
   owns the port; `stop/1` sends the node SIGTERM, as an operator would, and returns its exit
-  status (a node that does not exit within 10 s is killed and reported as `:timeout`).
+  status (a node that does not exit within 10 s is killed and reported as `:timeout`);
+  `kill/1` sends it SIGKILL (a crash).
   """
   use GenServer
 
@@ -96,6 +97,17 @@ defmodule AshApp.RustNode do
     :exit, _ -> :not_running
   end
 
+  @doc """
+  Kills the node started under `name` with SIGKILL (a crash: no drain) and returns its exit
+  status once it is gone, `{:already_exited, status}` or `:not_running`.
+  """
+  def kill(name) when is_atom(name) do
+    case :global.whereis_name({__MODULE__, name}) do
+      :undefined -> :not_running
+      pid -> GenServer.call(pid, {:signal, "-KILL"}, 15_000)
+    end
+  end
+
   @doc "The node's TLS flags, from `ASH_GEN_SERVER_SSL_DIST_OPTFILE` (none when unset)."
   def tls_args do
     case System.get_env("ASH_GEN_SERVER_SSL_DIST_OPTFILE") do
@@ -156,12 +168,14 @@ defmodule AshApp.RustNode do
   end
 
   @impl true
-  def handle_call(:sigterm, _from, %{exit: {:exit_status, status}} = state),
+  def handle_call(:sigterm, from, state), do: handle_call({:signal, "-TERM"}, from, state)
+
+  def handle_call({:signal, _}, _from, %{exit: {:exit_status, status}} = state),
     do: {:reply, {:already_exited, status}, state}
 
-  def handle_call(:sigterm, _from, %{os_pid: os_pid, port: port} = state)
+  def handle_call({:signal, signal}, _from, %{os_pid: os_pid, port: port} = state)
       when is_binary(os_pid) do
-    System.cmd("kill", ["-TERM", os_pid], stderr_to_stdout: true)
+    System.cmd("kill", [signal, os_pid], stderr_to_stdout: true)
 
     status =
       receive do
@@ -176,7 +190,7 @@ defmodule AshApp.RustNode do
     {:reply, status, %{state | exit: {:exit_status, status}}}
   end
 
-  def handle_call(:sigterm, _from, state), do: {:reply, :not_running, state}
+  def handle_call({:signal, _}, _from, state), do: {:reply, :not_running, state}
 
   def handle_call(:await_ready, from, state) do
     cond do
