@@ -39,4 +39,7 @@ integration/ash_suite/run.sh
 section "benchmark: smoke run"
 bench/run.sh --smoke
 
+section "benchmark: cluster smoke run (3 members against a single node)"
+bench/cluster.sh --smoke
+
 section "all tests passed"

@@ -505,10 +505,7 @@ impl RecordActor {
                     return Ok(step);
                 }
                 step.clear_timer = true;
-                if let Some(authority) = svc.expiry_authority()
-                    && !authority.acts()
-                {
-                    step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+                if defers_expiry(svc, &mut step, now) {
                     return Ok(step);
                 }
                 if let Some(reason) = turn.expiring {
@@ -662,10 +659,7 @@ impl RecordActor {
         step: &mut Step,
         now: u64,
     ) {
-        if let Some(authority) = svc.expiry_authority()
-            && !authority.acts()
-        {
-            step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+        if defers_expiry(svc, step, now) {
             return;
         }
         let Ok(key) = self.resource.key_of(&turn.record) else {
@@ -847,5 +841,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "panic".to_string()
+    }
+}
+
+/// Whether this node leaves expiries to another (a cluster member that does not lead): then the
+/// record checks again after [`super::service::EXPIRY_RECHECK_MS`].
+fn defers_expiry(svc: &RecordService, step: &mut Step, now: u64) -> bool {
+    match svc.expiry_authority() {
+        Some(authority) if !authority.acts() => {
+            step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+            true
+        }
+        _ => false,
     }
 }

@@ -183,6 +183,7 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :async_engine), do: true
   def can?(_, {:join, _}), do: true
   def can?(_, {:lateral_join, resources}), do: LateralJoin.supported?(resources, __MODULE__)
+  def can?(_, :through_relationship), do: true
   def can?(_, {:filter_relationship, _}), do: true
   def can?(_, {:aggregate_relationship, _}), do: true
   def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)

@@ -6,7 +6,8 @@ defmodule AshApp.MetricsTest do
   """
   use AshApp.Case, async: false
 
-  alias AshApp.{Metrics, Reading}
+  alias AshApp.Metrics
+  alias AshApp.MeterReading, as: Reading
 
   @requests "ash_gen_server_requests_total"
   @durations "ash_gen_server_request_duration_seconds_count"
