@@ -27,7 +27,11 @@ init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
     Names = [Base ++ "_" ++ L || L <- ["a", "b", "c"]],
     [First | Rest] = Names,
-    A = ash_node:start(Config, #{name => First, args => ["--cluster"]}),
+    MetricsPort = free_port(),
+    A = ash_node:start(Config, #{name => First,
+                                 args => ["--cluster", "--metrics-addr",
+                                          "127.0.0.1:" ++ integer_to_list(MetricsPort)]}),
+    persistent_term:put({?MODULE, metrics_port}, MetricsPort),
     Others = [ash_node:start(Config, #{name => N, args => join_args(A)}) || N <- Rest],
     Members = [A | Others],
     await_healthy(Members, 3),
@@ -48,6 +52,22 @@ init_per_testcase(TC, Config) ->
     [{res, ash_node:uniq_res(TC)} | Config].
 
 end_per_testcase(_, _) -> ok.
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(S),
+    gen_tcp:close(S),
+    Port.
+
+%% The first member's Prometheus text, over real HTTP.
+scrape() ->
+    {ok, _} = application:ensure_all_started(inets),
+    Url = "http://127.0.0.1:" ++ integer_to_list(persistent_term:get({?MODULE, metrics_port}))
+        ++ "/metrics",
+    {ok, {{_, 200, _}, _, Body}} = httpc:request(get, {Url, []}, [{timeout, 5000}], []),
+    Body.
+
+gauge(Body, Line) -> string:find(Body, Line) =/= nomatch.
 
 join_args(#{node := Peer}) -> ["--cluster", "--join", atom_to_list(Peer)].
 
@@ -106,6 +126,13 @@ forms_one_cluster(Config) ->
     Human = os:cmd(io_lib:format("~s status --node ~s --cookie ~s",
                                  [ash_node:bin(), hd(Nodes), erlang:get_cookie()])),
     ?assertNotEqual(nomatch, string:find(Human, "healthy (3 members, 3 voting of 3 replicas")),
+    %% The cluster gauges (sampled once a second).
+    ?assert(ash_node:poll(fun() ->
+                                  B = scrape(),
+                                  gauge(B, "ash_gen_server_cluster_members 3")
+                                      andalso gauge(B, "ash_gen_server_cluster_voters 3")
+                                      andalso gauge(B, "ash_gen_server_cluster_healthy 1")
+                          end, ?WAIT, 200) orelse scrape()),
     %% Every member is connected to every other (hidden connections are not transitive).
     [?assert(ash_node:poll(fun() ->
                                    {ok, #{peers := Peers}} = call(N, stats),

@@ -186,6 +186,7 @@ pub async fn admit(cluster: &Arc<Cluster>, name: String, id: NodeId) -> Value {
     match reconcile(cluster).await {
         Ok(()) => {
             tracing::info!(node = %name, id, "admitted a member");
+            metrics::counter!("ash_gen_server_cluster_admissions_total").increment(1);
             ok()
         }
         Err(e) => error(e),
@@ -305,11 +306,24 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
         };
         if answer == ok() {
             tracing::info!("left the cluster");
+            metrics::counter!("ash_gen_server_cluster_departures_total").increment(1);
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::warn!("could not leave the cluster in time; the others keep this member");
+}
+
+/// Whether the cluster has a leader and `min(replicas, members)` voters, all reachable from
+/// this member.
+pub fn healthy(cluster: &Cluster) -> bool {
+    let all = members(cluster);
+    let voting = voters(cluster);
+    let reachable = |id: &NodeId| {
+        *id == cluster.id || all.get(id).is_some_and(|n| cluster.node.conn(n).is_some())
+    };
+    let wanted = cluster.options.replicas.min(all.len()).max(1);
+    cluster.leader().is_some() && voting.len() == wanted && voting.iter().all(reachable)
 }
 
 /// `cluster`: `#{members, voters, leader, healthy, replicas, shards, self}`.
@@ -326,11 +340,7 @@ pub async fn info(cluster: &Cluster) -> Value {
         )
     };
     let leader = cluster.leader();
-    let reachable = |id: &NodeId| {
-        *id == cluster.id || all.get(id).is_some_and(|n| cluster.node.conn(n).is_some())
-    };
-    let wanted = cluster.options.replicas.min(all.len()).max(1);
-    let healthy = leader.is_some() && voting.len() == wanted && voting.iter().all(reachable);
+    let healthy = healthy(cluster);
     let leader = match leader {
         Some((_, name)) => {
             Value::Atom(Atom::new(&name.to_string()).unwrap_or_else(|_| Atom::from_static("?")))

@@ -9,6 +9,7 @@
 //! - [`router`]: the `ash_gen_server` process of a member: writes go through the log, reads to
 //!   the leader after a linearizability check, members forward to the leader.
 //! - [`expiry`]: only the leader's timers act; expired records leave every replica alike.
+//! - [`metrics`]: the member's cluster gauges (leader, members, health, replication lag).
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
 //!
@@ -19,6 +20,7 @@ pub mod endpoint;
 pub mod expiry;
 pub mod log_store;
 pub mod membership;
+pub mod metrics;
 pub mod network;
 pub mod placement;
 pub mod router;
@@ -117,6 +119,7 @@ impl Cluster {
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
         expiry::LeaderExpires::install(&cluster, records);
+        metrics::spawn(&cluster);
         tokio::spawn(membership::form(cluster.clone()));
         tokio::spawn(membership::keep_voters(cluster.clone()));
         Ok(cluster)
