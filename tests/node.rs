@@ -351,3 +351,109 @@ async fn two_rust_nodes_send_monitor_and_link_across() {
     b.shutdown(Duration::from_secs(5)).await;
     a.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A client node without a listening socket (as the bench's load generator is) calls a peer's
+/// registered `ash_gen_server` by name through mailboxes: one caller at a time (the node's
+/// reader ends up busy-polling for it) and then 64 at once on the same connection (the reader
+/// serves batches), every reply the right record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
+    use ash_gen_server::node::{Mailbox, mailbox::CallError};
+    use ash_gen_server::term::Atom;
+    use std::sync::Arc;
+    let (a, epmd) = start(&format!("mb_server_{}", std::process::id()), false).await;
+    let mut config = NodeConfig::new(
+        format!("mb_client_{}@127.0.0.1", std::process::id())
+            .parse()
+            .unwrap(),
+        COOKIE.into(),
+    );
+    config.epmd_port = epmd;
+    let client = Node::new(config, 9).unwrap();
+    let server_name = Atom::new("ash_gen_server").unwrap();
+    let peer = Atom::new(&a.node.config.name.to_string()).unwrap();
+    let wait = Duration::from_secs(10);
+    let me = Mailbox::new(&client);
+
+    // Not connected yet: refused at once, not a timeout.
+    assert!(matches!(
+        me.call_remote(server_name, peer, t("ping"), wait).await,
+        Err(CallError::NotConnected(_))
+    ));
+    client.connect(&a.node.config.name).await.expect("dials");
+    assert_eq!(
+        me.call_remote(server_name, peer, t("ping"), wait)
+            .await
+            .unwrap(),
+        t("pong")
+    );
+    // Its own node's names are called locally.
+    assert!(matches!(
+        me.call_remote(server_name, client.name_atom, t("ping"), wait)
+            .await,
+        Err(CallError::NoProcess(_))
+    ));
+    let request = |s: String| t(&s);
+    assert_eq!(
+        me.call_remote(
+            server_name,
+            peer,
+            t("{define, item, #{primary_key => [id]}}"),
+            wait
+        )
+        .await
+        .unwrap(),
+        t("ok")
+    );
+    let records: Vec<String> = (1..=64).map(|i| format!("#{{id => {i}}}")).collect();
+    me.call_remote(
+        server_name,
+        peer,
+        request(format!(
+            "{{bulk_create, item, [{}], #{{}}}}",
+            records.join(", ")
+        )),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // One caller, request after request.
+    for i in 0..300 {
+        let id = i % 64 + 1;
+        let reply = me
+            .call_remote(
+                server_name,
+                peer,
+                request(format!("{{get, item, #{{id => {id}}}}}")),
+                wait,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, request(format!("{{ok, #{{id => {id}}}}}")));
+    }
+
+    // 64 callers at once on the same connection, each updating its own record.
+    let mut callers = Vec::new();
+    for id in 1..=64 {
+        let client = Arc::clone(&client);
+        callers.push(tokio::spawn(async move {
+            let me = Mailbox::new(&client);
+            for n in 0..50 {
+                let reply = me
+                    .call_remote(
+                        server_name,
+                        peer,
+                        t(&format!("{{update, item, #{{id => {id}}}, #{{n => {n}}}}}")),
+                        wait,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(reply, t(&format!("{{ok, #{{id => {id}, n => {n}}}}}")));
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("a caller failed");
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::Node;
 use super::process::Process;
-use crate::term::{Pid, Ref, Value, atoms};
+use crate::term::{Atom, Pid, Ref, Value, atoms};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -64,6 +64,9 @@ pub enum CallError {
     /// No reply in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The process is on a peer this node is not connected to.
+    #[error("not connected to {0}")]
+    NotConnected(String),
 }
 
 /// A process of the node whose signals Rust code receives. It exits (`normal`) when dropped.
@@ -149,13 +152,53 @@ impl Mailbox {
         request: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        self.call_with(request, timeout, |call| {
+            self.node.send(to, call);
+            true
+        })
+        .await
+    }
+
+    /// `gen_server:call({Name, Node}, Request, Timeout)`: a process registered under `name` on
+    /// `node`, a connected peer (see [`Node::connect`]) or this node itself.
+    pub async fn call_remote(
+        &self,
+        name: Atom,
+        node: Atom,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        if node == self.node.name_atom {
+            return self.call(name.as_str(), request, timeout).await;
+        }
+        let from = self.pid;
+        let sent = self.call_with(request, timeout, |call| {
+            self.node
+                .write_to(node, |w| w.reg_send(&from, name, |t| t.term(call)))
+        });
+        match sent.await {
+            Err(CallError::NotConnected(_)) => Err(CallError::NotConnected(node.to_string())),
+            other => other,
+        }
+    }
+
+    /// Sends `{'$gen_call', {Self, Tag}, Request}` with `send` (false: not connected) and waits
+    /// for the reply tagged `Tag`.
+    async fn call_with(
+        &self,
+        request: Value,
+        timeout: Duration,
+        send: impl FnOnce(&Value) -> bool,
+    ) -> Result<Value, CallError> {
         let tag = self.node.make_ref();
         let call = Value::tuple(vec![
             Value::Atom(*atoms::GEN_CALL),
             Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
             request,
         ]);
-        self.node.send(to, &call);
+        if !send(&call) {
+            return Err(CallError::NotConnected(String::new()));
+        }
         let is_reply = |signal: &Signal| match signal {
             Signal::Message(Value::Tuple(items)) => {
                 items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == tag)
