@@ -153,7 +153,7 @@ fn parse_opts() -> Result<Opts, String> {
         o.ops = 600;
         o.rounds = 1;
         o.keys = 200;
-        o.rate_step = Duration::from_millis(150);
+        o.rate_step = Duration::from_millis(100);
         o.rate_start = 500.0;
         o.clients = vec![1, 2, 4];
     }
@@ -899,10 +899,11 @@ async fn sustained(opts: &Opts, clients: &[Arc<Node>], t: &Arc<Target>, op: Op) 
     };
     // Warm-up.
     let _ = try_rate(opts.rate_start).await;
-    let mut good = (0.0, Stats::default());
+    let mut good: Option<(f64, Stats)> = None;
+    let mut last = Stats::default();
     let mut rate = opts.rate_start;
     let mut bad = None;
-    let max_steps = if opts.smoke { 4 } else { 40 };
+    let max_steps = if opts.smoke { 2 } else { 40 };
     for _ in 0..max_steps {
         let (mut ok, mut stats) = try_rate(rate).await;
         if !ok {
@@ -910,23 +911,41 @@ async fn sustained(opts: &Opts, clients: &[Arc<Node>], t: &Arc<Target>, op: Op) 
             (ok, stats) = try_rate(rate).await;
         }
         if ok {
-            good = (rate, stats);
+            good = Some((rate, stats));
             rate *= 1.25;
         } else {
+            last = stats;
             bad = Some(rate);
             break;
         }
     }
-    if let Some(mut hi) = bad {
-        for _ in 0..2 {
-            let mid = (good.0.max(opts.rate_start * 0.5) + hi) / 2.0;
+    // Not even the first rate held: try lower ones.
+    let mut low = opts.rate_start;
+    for _ in 0..if opts.smoke { 1 } else { 4 } {
+        if good.is_some() {
+            break;
+        }
+        low /= 2.0;
+        let (ok, stats) = try_rate(low).await;
+        if ok {
+            good = Some((low, stats));
+        } else {
+            last = stats;
+            bad = Some(low * 2.0);
+        }
+    }
+    if let (Some(mut hi), Some(_)) = (bad, &good) {
+        for _ in 0..if opts.smoke { 0 } else { 2 } {
+            let lo = good.as_ref().map_or(0.0, |g| g.0);
+            let mid = (lo + hi) / 2.0;
             let (ok, stats) = try_rate(mid).await;
             if ok {
-                good = (mid, stats);
+                good = Some((mid, stats));
             } else {
                 hi = mid;
             }
         }
     }
-    good
+    // None held: rate 0, with the numbers of the lowest rate tried.
+    good.unwrap_or((0.0, last))
 }
