@@ -518,8 +518,8 @@ fn serve(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result
 /// does it pay when the peer takes longer than the budget to send its next request.
 ///
 /// So the reader sleeps by default, and learns from how it wakes: after `need` wake-ups in a
-/// row (at first [`SPIN_AFTER_LONE`]) each to a single frame that came within the budget (a
-/// lone caller), it polls after each request. It stops when a batch of several frames comes
+/// row (at first [`SPIN_AFTER_LONE`]) each to a single frame within twice the budget (a lone
+/// caller; the sleep includes the wake-up), it polls after each request. It stops when a batch of several frames comes
 /// in, and when a poll finds nothing, which also doubles `need` (up to [`SPIN_NEED_MAX`]; a
 /// poll that finds data resets it). Every [`SPIN_PROBE_EVERY`] requests it sleeps once to
 /// look at what wakes it again. An idle node never polls: a poll follows a request, for at
@@ -563,7 +563,9 @@ impl Spin {
             return Duration::ZERO;
         }
         if let Some(slept) = self.slept.take() {
-            if slept < self.full && served == 1 {
+            // The sleep includes the wake-up itself (tens of µs on a busy virtual machine):
+            // a request that came within the budget may have woken the reader later.
+            if slept < 2 * self.full && served == 1 {
                 self.lone += 1;
                 if self.lone >= self.need {
                     self.polling = true;
