@@ -38,6 +38,7 @@
 
 use ash_gen_server::node::{Mailbox, Node, NodeConfig};
 use ash_gen_server::term::{Atom, Pid, Value};
+use erl_dist::node::NodeName;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -249,7 +250,7 @@ fn main() {
 /// A node under test, set up: its name, OS pid and the keys (and, on the BEAM, record pids).
 struct Target {
     kind: Kind,
-    node: Atom,
+    node: NodeName,
     os_pid: Option<u32>,
     /// How many records it holds (ids 1..=keys).
     keys: usize,
@@ -485,7 +486,13 @@ fn person(i: usize) -> Value {
 }
 
 /// `rpc:call(Node, M, F, A)` through the node's `rex` server.
-async fn rpc(me: &Mailbox, node: Atom, m: &str, f: &str, a: Vec<Value>) -> Result<Value, String> {
+async fn rpc(
+    me: &Mailbox,
+    node: &NodeName,
+    m: &str,
+    f: &str,
+    a: Vec<Value>,
+) -> Result<Value, String> {
     let request = Value::tuple(vec![
         atom("call"),
         atom(m),
@@ -493,20 +500,15 @@ async fn rpc(me: &Mailbox, node: Atom, m: &str, f: &str, a: Vec<Value>) -> Resul
         Value::list(a),
         Value::Pid(Box::new(me.pid())),
     ]);
-    me.call_remote(Atom::new("rex").expect("atom"), node, request, TIMEOUT)
+    me.call_remote(node, "rex", request, TIMEOUT)
         .await
         .map_err(|e| format!("rpc {m}:{f} on {node}: {e}"))
 }
 
-async fn ash_call(me: &Mailbox, node: Atom, request: Value) -> Result<Value, String> {
-    me.call_remote(
-        Atom::new("ash_gen_server").expect("atom"),
-        node,
-        request,
-        TIMEOUT,
-    )
-    .await
-    .map_err(|e| format!("call to ash_gen_server on {node}: {e}"))
+async fn ash_call(me: &Mailbox, node: &NodeName, request: Value) -> Result<Value, String> {
+    me.call_remote(node, "ash_gen_server", request, TIMEOUT)
+        .await
+        .map_err(|e| format!("call to ash_gen_server on {node}: {e}"))
 }
 
 fn is_ok(reply: &Value) -> bool {
@@ -525,7 +527,7 @@ async fn set_up(
     os_pid: Option<u32>,
     keys: usize,
 ) -> Result<Target, String> {
-    let node = Atom::new(name).map_err(|e| e.to_string())?;
+    let node: NodeName = name.parse().map_err(|e| format!("{name}: {e:?}"))?;
     let me = Mailbox::new(&clients[0]);
     let resource = atom(RESOURCE);
     let batch = 1_000;
@@ -534,13 +536,13 @@ async fn set_up(
         Kind::Rust => {
             let _ = ash_call(
                 &me,
-                node,
+                &node,
                 Value::tuple(vec![atom("clear"), resource.clone()]),
             )
             .await;
             let reply = ash_call(
                 &me,
-                node,
+                &node,
                 Value::tuple(vec![
                     atom("define"),
                     resource.clone(),
@@ -557,7 +559,7 @@ async fn set_up(
                     .collect();
                 let reply = ash_call(
                     &me,
-                    node,
+                    &node,
                     Value::tuple(vec![
                         atom("bulk_create"),
                         resource.clone(),
@@ -573,13 +575,13 @@ async fn set_up(
         }
         Kind::Beam => {
             let base = "Elixir.Bench.Baseline";
-            rpc(&me, node, base, "clear", vec![resource.clone()]).await?;
+            rpc(&me, &node, base, "clear", vec![resource.clone()]).await?;
             for first in (1..=keys).step_by(batch) {
                 let last = (first + batch - 1).min(keys);
                 let records = (first..=last).map(person).collect();
                 let loaded = rpc(
                     &me,
-                    node,
+                    &node,
                     base,
                     "load",
                     vec![resource.clone(), Value::list(records)],
@@ -592,7 +594,7 @@ async fn set_up(
             let ids = (1..=keys).map(|i| Value::Int(i as i64)).collect();
             let reply = rpc(
                 &me,
-                node,
+                &node,
                 base,
                 "pids",
                 vec![resource.clone(), Value::list(ids)],
@@ -622,11 +624,11 @@ async fn tear_down(client: &Arc<Node>, t: &Target) {
     let me = Mailbox::new(client);
     let resource = atom(RESOURCE);
     let _ = match t.kind {
-        Kind::Rust => ash_call(&me, t.node, Value::tuple(vec![atom("clear"), resource])).await,
+        Kind::Rust => ash_call(&me, &t.node, Value::tuple(vec![atom("clear"), resource])).await,
         Kind::Beam => {
             rpc(
                 &me,
-                t.node,
+                &t.node,
                 "Elixir.Bench.Baseline",
                 "clear",
                 vec![resource],
@@ -651,10 +653,9 @@ impl Pick {
 /// One call of `op` on record `key` (0-based) of the target. Returns whether the reply was
 /// `{ok, _}`.
 async fn one_call(me: &Mailbox, t: &Target, op: Op, key: usize, n: u64) -> bool {
-    static NAMES: std::sync::OnceLock<[Atom; 6]> = std::sync::OnceLock::new();
-    let [server, get, update, id, score, resource] = *NAMES.get_or_init(|| {
-        ["ash_gen_server", "get", "update", "id", "score", RESOURCE].map(|s| Atom::new(s).unwrap())
-    });
+    static NAMES: std::sync::OnceLock<[Atom; 5]> = std::sync::OnceLock::new();
+    let [get, update, id, score, resource] = *NAMES
+        .get_or_init(|| ["get", "update", "id", "score", RESOURCE].map(|s| Atom::new(s).unwrap()));
     let reply = match t.kind {
         Kind::Rust => {
             let pk = Value::map(vec![(Value::Atom(id), Value::Int(key as i64 + 1))]);
@@ -667,7 +668,8 @@ async fn one_call(me: &Mailbox, t: &Target, op: Op, key: usize, n: u64) -> bool 
                     Value::map(vec![(Value::Atom(score), Value::Int(n as i64))]),
                 ]),
             };
-            me.call_remote(server, t.node, request, TIMEOUT).await
+            me.call_remote(&t.node, "ash_gen_server", request, TIMEOUT)
+                .await
         }
         Kind::Beam => {
             let request = match op {

@@ -1,6 +1,7 @@
 //! The `ash-gen-server` command: start a node, call one, or run a standalone EPMD.
 
 use ash_gen_server::client;
+use ash_gen_server::cluster;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig};
 use ash_gen_server::protocol::{self, Server};
 use ash_gen_server::storage::FsyncPolicy;
@@ -147,6 +148,7 @@ struct StartArgs {
     #[command(flatten)]
     dist: DistArgs,
     /// Connect to this node at start (repeatable; the variable takes a comma-separated list).
+    /// With --cluster: a member of the cluster to join.
     #[arg(
         long = "join",
         value_name = "NODE",
@@ -154,6 +156,15 @@ struct StartArgs {
         value_delimiter = ','
     )]
     join: Vec<String>,
+    /// Run as a member of a cluster of Rust nodes (the records replicated by Raft on
+    /// --replicas members; any member serves any request). Without --join it forms a new
+    /// cluster; with --join it joins the cluster of those nodes.
+    #[arg(long, env = "ASH_GEN_SERVER_CLUSTER")]
+    cluster: bool,
+    /// With --cluster: how many members hold the records and vote (the effective number is
+    /// min(R, members)); a write is acknowledged once a majority of them has it.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..), env = "ASH_GEN_SERVER_REPLICAS")]
+    replicas: u16,
     /// Distribution port (0 picks a free one).
     #[arg(long, default_value_t = 0, env = "ASH_GEN_SERVER_PORT")]
     port: u16,
@@ -313,7 +324,7 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {
@@ -428,12 +439,44 @@ async fn start(args: StartArgs) -> Result<(), String> {
     };
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
+    if args.cluster && args.data_dir.is_some() {
+        return Err(
+            "--data-dir with --cluster is not supported yet: a cluster keeps its records on its members (see docs/OPERATIONS.md)"
+                .into(),
+        );
+    }
     let options = protocol::Options {
         fault_injection: args.enable_fault_injection,
         data_dir: args.data_dir.clone(),
         fsync: Some(args.fsync),
+        register_as: args.cluster.then_some(cluster::state_machine::RECORDS_NAME),
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let mut peers = Vec::new();
+    for peer in &args.join {
+        let peer: NodeName = peer
+            .parse()
+            .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
+        peers.push(peer);
+    }
+    let member = if args.cluster {
+        let options = cluster::ClusterOptions {
+            join: peers.clone(),
+            replicas: usize::from(args.replicas),
+            ..Default::default()
+        };
+        let member = cluster::Cluster::start(&running.node, &server.service.records, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            id = member.id,
+            replicas = args.replicas,
+            "cluster member started"
+        );
+        Some(member)
+    } else {
+        None
+    };
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let task =
@@ -450,11 +493,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
         let n = ash_gen_server::config::define_from_json(store, &json)?;
         tracing::info!(file = %path.display(), resources = n, "defined resources from file");
     }
-    for peer in &args.join {
-        let peer: NodeName = peer
-            .parse()
-            .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
-        match running.node.connect(&peer).await {
+    for peer in peers.iter().filter(|_| member.is_none()) {
+        match running.node.connect(peer).await {
             Ok(()) => tracing::info!(%peer, "joined"),
             Err(e) => tracing::error!(%peer, error = %e, "could not join"),
         }
@@ -476,6 +516,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
 
     shutdown.await;
     tracing::info!("shutting down");
+    if let Some(member) = &member {
+        cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
+    }
     running
         .shutdown(Duration::from_secs(args.shutdown_timeout))
         .await;

@@ -42,6 +42,32 @@ pub struct Status {
     pub instance_id: String,
     /// The resources.
     pub resources: Vec<ResourceStatus>,
+    /// The cluster, from `cluster`.
+    pub cluster: ClusterStatus,
+}
+
+/// The cluster the node belongs to (a cluster of one without `--cluster`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterStatus {
+    /// Every member.
+    pub members: Vec<String>,
+    /// The members that vote.
+    pub voters: Vec<String>,
+    /// The leader, if there is one.
+    pub leader: Option<String>,
+    /// Whether it has a leader and every voter it should, all reachable.
+    pub healthy: bool,
+    /// `--replicas`.
+    pub replicas: i64,
+}
+
+fn names(map: &Value, key: &str) -> Vec<String> {
+    field(map, key)
+        .and_then(Value::as_list)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|p| p.as_atom().map(|a| a.as_str().to_string()))
+        .collect()
 }
 
 fn field<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
@@ -75,9 +101,22 @@ impl Status {
         let call = |request: Value| ask(node, cookie, epmd_port, tls, request, timeout);
         let atom = |s: &str| Value::Atom(Atom::new(s).expect("a short atom"));
         let stats = ok_body(call(atom("stats")).await?)?;
-        let names = ok_body(call(atom("resources")).await?)?;
+        let cluster = ok_body(call(atom("cluster")).await?)?;
+        let cluster = ClusterStatus {
+            members: names(&cluster, "members"),
+            voters: names(&cluster, "voters"),
+            leader: field(&cluster, "leader")
+                .and_then(Value::as_atom)
+                .filter(|a| a.as_str() != "undefined")
+                .map(|a| a.as_str().to_string()),
+            healthy: field(&cluster, "healthy")
+                .and_then(Value::as_atom)
+                .is_some_and(|a| a.as_str() == "true"),
+            replicas: int(&cluster, "replicas").unwrap_or(1),
+        };
+        let resource_names = ok_body(call(atom("resources")).await?)?;
         let mut resources = Vec::new();
-        for name in names.as_list().unwrap_or(&[]) {
+        for name in resource_names.as_list().unwrap_or(&[]) {
             let info = ok_body(call(Value::pair(atom("info"), name.clone())).await?)?;
             resources.push(ResourceStatus {
                 name: name
@@ -89,12 +128,7 @@ impl Status {
                 maximum_lifetime: int(&info, "maximum_lifetime"),
             });
         }
-        let peers = field(&stats, "peers")
-            .and_then(Value::as_list)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|p| p.as_atom().map(|a| a.as_str().to_string()))
-            .collect();
+        let peers = names(&stats, "peers");
         Ok(Status {
             node: node.to_string(),
             records: int(&stats, "records").unwrap_or(0),
@@ -108,14 +142,30 @@ impl Status {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default(),
             resources,
+            cluster,
         })
+    }
+
+    fn cluster_line(&self) -> String {
+        let c = &self.cluster;
+        if c.members.len() <= 1 && c.replicas <= 1 {
+            return "single node".into();
+        }
+        format!(
+            "{} ({} members, {} voting of {} replicas, leader {})",
+            if c.healthy { "healthy" } else { "UNHEALTHY" },
+            c.members.len(),
+            c.voters.len(),
+            c.replicas,
+            c.leader.as_deref().unwrap_or("none")
+        )
     }
 
     /// The status as text, for people.
     pub fn human(&self) -> String {
         let ms = |v: Option<i64>| v.map_or("infinity".to_string(), |n| format!("{n} ms"));
         let mut out = format!(
-            "node      {}\nuptime    {}\nmemory    {}\nrecords   {} ({} with a pid)\nhandlers  {} expiry handler(s)\ncluster   single node\npeers     {}\n",
+            "node      {}\nuptime    {}\nmemory    {}\nrecords   {} ({} with a pid)\nhandlers  {} expiry handler(s)\ncluster   {}\npeers     {}\n",
             self.node,
             human_duration(self.uptime_ms),
             self.rss_bytes.map_or("unknown".to_string(), |b| format!(
@@ -125,6 +175,7 @@ impl Status {
             self.records,
             self.record_pids,
             self.expiry_handlers,
+            self.cluster_line(),
             if self.peers.is_empty() {
                 "none".to_string()
             } else {
@@ -155,7 +206,13 @@ impl Status {
             "record_pids": self.record_pids,
             "expiry_handlers": self.expiry_handlers,
             "peers": self.peers,
-            "cluster": {"members": [self.node.clone()], "healthy": true},
+            "cluster": {
+                "members": self.cluster.members,
+                "voters": self.cluster.voters,
+                "leader": self.cluster.leader,
+                "healthy": self.cluster.healthy,
+                "replicas": self.cluster.replicas,
+            },
             "resources": self.resources.iter().map(|r| json!({
                 "name": r.name,
                 "records": r.records,

@@ -14,7 +14,8 @@ defmodule AshGenServer do
     tests...).
   """
 
-  alias AshGenServer.{Client, Values}
+  alias AshGenServer.DataLayer.Requests
+  alias AshGenServer.Values
 
   @doc """
   Resets the inactivity timer of `record` on its node (a `{keep_alive, Resource, PK}` cast).
@@ -23,7 +24,7 @@ defmodule AshGenServer do
   @spec keep_alive(Ash.Resource.record()) :: :ok
   def keep_alive(%resource{} = record) do
     case Values.primary_key(resource, record) do
-      {:ok, pk} -> Client.cast(resource, {:keep_alive, target(record), pk})
+      {:ok, pk} -> Requests.cast(resource, {:keep_alive, target(record), pk})
       _ -> :ok
     end
   end
@@ -32,14 +33,14 @@ defmodule AshGenServer do
   @spec whereis(Ash.Resource.record()) :: {:ok, pid} | {:error, term}
   def whereis(%resource{} = record) do
     with {:ok, pk} <- Values.primary_key(resource, record) do
-      Client.run(resource, {:whereis, target(record), pk}, request: :whereis, expect: &is_pid/1)
+      Requests.run(resource, {:whereis, target(record), pk}, request: :whereis, expect: &is_pid/1)
     end
   end
 
   defp target(%resource{} = record) do
     case record.__metadata__[:tenant] do
       nil -> resource
-      tenant -> Client.target(resource, Ash.ToTenant.to_tenant(tenant, resource))
+      tenant -> Requests.target(resource, Ash.ToTenant.to_tenant(tenant, resource))
     end
   end
 
@@ -55,5 +56,5 @@ defmodule AshGenServer do
   (`{:error, %AshGenServer.Error.NodeUnavailable{}}` if the node cannot be reached).
   """
   @spec request(Ash.Resource.t(), term) :: term
-  def request(resource, request), do: Client.request(resource, request)
+  def request(resource, request), do: Requests.request(resource, request)
 end

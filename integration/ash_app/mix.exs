@@ -20,7 +20,7 @@ defmodule AshApp.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger, :inets]]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

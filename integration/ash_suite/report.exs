@@ -1,13 +1,14 @@
 # Compares one run of Ash's suite with baseline.txt and prints the report (run.sh calls it).
 #
 #   elixir report.exs --mode ets|ours --results RESULTS.jsonl --baseline baseline.txt
-#                     --allow-list allow_list.txt [--node-status FILE] [--full-report FILE]
+#                     --allow-list allow_list.txt [--node-status FILE] [--metrics-status FILE]
+#                     [--full-report FILE]
 #                     [--write-baseline] [--partial]
 #
 # ours: prints the totals and every test that passes on Ets (is in baseline.txt) but did not pass
 # here, with the first lines of its error, grouped by the allow-list's causes; exits 1 if one of
-# them is not on the allow-list, if the node did not exit 0 on SIGTERM or if the run did not
-# finish. Allow-listed tests that pass now are listed (not an error), so the list can shrink.
+# them is not on the allow-list, if the node did not exit 0 on SIGTERM, if its request counters
+# (metrics) differ from the requests the VM's telemetry counted, or if the run did not finish. Allow-listed tests that pass now are listed (not an error), so the list can shrink.
 # ets: prints the totals and how the run differs from baseline.txt; --write-baseline rewrites
 # baseline.txt from this run instead.
 # --partial: only part of the suite ran (mix test arguments); baseline tests that did not run
@@ -25,6 +26,7 @@ defmodule AshSuite.Report do
           baseline: :string,
           allow_list: :string,
           node_status: :string,
+          metrics_status: :string,
           full_report: :string,
           write_baseline: :boolean,
           partial: :boolean
@@ -202,6 +204,22 @@ defmodule AshSuite.Report do
           ["no node exit status in #{opts[:node_status]} (the suite did not stop the node)"]
       end
 
+    metrics_problems =
+      case opts[:metrics_status] && File.read(opts[:metrics_status]) do
+        nil ->
+          []
+
+        {:ok, "ok" <> _ = status} ->
+          IO.puts("   node metrics: #{String.trim(status)}")
+          []
+
+        {:ok, status} ->
+          ["the node's metrics: #{String.trim(status)}"]
+
+        {:error, _} ->
+          ["no metrics check in #{opts[:metrics_status]} (the suite did not stop the node)"]
+      end
+
     unlisted_problems =
       if unlisted == [],
         do: [],
@@ -209,7 +227,7 @@ defmodule AshSuite.Report do
           "#{length(unlisted)} tests pass on Ets and fail on ours without being on allow_list.txt (listed above)"
         ]
 
-    node_problems ++ unlisted_problems
+    node_problems ++ metrics_problems ++ unlisted_problems
   end
 
   defp write_full_report(path, regressions, by_id, allowed) do

@@ -96,8 +96,9 @@ run_mode() {
 
   export ASH_SUITE_RESULTS="$dir/results.jsonl"
   export ASH_SUITE_NODE_STATUS="$dir/node_status.txt"
+  export ASH_SUITE_METRICS_STATUS="$dir/metrics_status.txt"
   export ASH_SUITE_NODE_LOG="$dir/rust_node.log"
-  rm -f "$ASH_SUITE_RESULTS" "$ASH_SUITE_NODE_STATUS" "$ASH_SUITE_NODE_LOG" "$dir/mix_status.txt"
+  rm -f "$ASH_SUITE_RESULTS" "$ASH_SUITE_NODE_STATUS" "$ASH_SUITE_METRICS_STATUS" "$ASH_SUITE_NODE_LOG" "$dir/mix_status.txt"
   rm -rf "$dir"/Mnesia.* # what the Mnesia tests left in the last run
 
   local vm=(elixir)
@@ -152,5 +153,6 @@ fi
 if [[ $mode == ours || $mode == both ]]; then
   run_mode ours
   "${report[@]}" --mode ours --results "$work/ours/results.jsonl" \
-    --node-status "$work/ours/node_status.txt" --full-report "$work/ours/report.txt"
+    --node-status "$work/ours/node_status.txt" --metrics-status "$work/ours/metrics_status.txt" \
+    --full-report "$work/ours/report.txt"
 fi

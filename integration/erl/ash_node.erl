@@ -6,7 +6,7 @@
          log_file/1, log_lines/1,
          wait_log/3, log_contains/2,
          call/2, call/3, cast/2, req/2, req/3,
-         uniq/1, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2, down/2, no_down/2,
+         uniq/1, uniq_int/0, uniq_res/1, await/3, await/2, poll/3, recv/2, no_msg/2, down/2, no_down/2,
          define/3, start_peer/2, stop_peer/1, peer_call/4, os_kill/2,
          flush/0, elapsed_ms/1, alive/1, tls_certs/1, run_bin/2]).
 
@@ -39,6 +39,7 @@ bin_default() ->
 %% start(Config, Opts) -> Node map.
 %% Opts:
 %%   tag => string()           part of the node name (default "rust")
+%%   name => string()          the whole name before @127.0.0.1 (to restart a node as itself)
 %%   cookie => string()        default: this node's cookie
 %%   args => [string()]        extra arguments for `start` (e.g. ["--enable-fault-injection"])
 %%   tls => OptFile            TLS distribution with this option file (see tls_certs/1)
@@ -51,7 +52,10 @@ start(Config, Opts) ->
         false -> ct:fail({node_binary_missing, Bin})
     end,
     Tag = maps:get(tag, Opts, "rust"),
-    Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
+    Name = case Opts of
+               #{name := Given} -> Given;
+               _ -> lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()]))
+           end,
     NodeName = Name ++ "@127.0.0.1",
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
     Args = ["start", "--name", NodeName, "--cookie", Cookie] ++ tls_args(Opts)
@@ -228,7 +232,8 @@ do_stop(#{os_pid := OsPid, port := Port, log := Log} = S, From, Signal) ->
     file:close(Log),
     remove_pid_file(S),
     catch port_close(Port),
-    Final =:= 0 orelse mark_bad_exit(S, Final),
+    %% A node killed on purpose (SIGKILL) exits 137: expected, not a bad exit.
+    Final =:= 0 orelse (Signal =:= "KILL" andalso Final =:= 137) orelse mark_bad_exit(S, Final),
     From ! {self(), stopped, Final}.
 
 wait_exit(Port, Log, Deadline) ->
@@ -387,7 +392,10 @@ elapsed_ms(T0) -> erlang:monotonic_time(millisecond) - T0.
 %% start_peer(Tag, Opts): Opts cookie => string(), args => [string()], tls => OptFile (the peer
 %% runs TLS distribution, -proto_dist inet_tls; the control connection is stdio either way).
 start_peer(Tag, Opts) ->
-    Name = lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()])),
+    Name = case Opts of
+               #{name := Given} -> Given;
+               _ -> lists:flatten(io_lib:format("~s_~s_~b", [Tag, os:getpid(), uniq_int()]))
+           end,
     Cookie = maps:get(cookie, Opts, atom_to_list(erlang:get_cookie())),
     {ok, Peer, Node} = peer:start(#{name => Name, host => "127.0.0.1", longnames => true,
                                     connection => standard_io,

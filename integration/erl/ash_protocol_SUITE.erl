@@ -34,7 +34,9 @@ groups() ->
                   query_contains, query_logic_hardcoded, query_logic_model,
                   query_sort_directions, query_sort_multi_and_ties, query_offset_limit,
                   query_filter_sort_page, query_unsorted_pages_in_pk_order, query_select,
-                  query_filter_depth_limit, query_bad]},
+                  query_filter_depth_limit, query_bad, query_partitions,
+                  query_partitions_model, query_partitions_typed_and_tenant,
+                  query_partitions_bad]},
      {aggregate, [], [agg_hardcoded, agg_model, agg_mixed_types_min_max, agg_defaults,
                       agg_defaults_count_exists_list, agg_uniq_is_exact, agg_over_page,
                       agg_not_a_number, agg_float_overflow, agg_names_and_nil_fields, agg_bad]},
@@ -941,6 +943,124 @@ query_bad(Config) ->
     assert_bad_request(Config, {query, R}),
     assert_bad_request(Config, {query, R, #{}, extra}),
     ?assertEqual({ok, [#{id => 1}]}, ?REQ({query, R, #{}})).
+
+%% A partitioned query: the matches split by a field's value, each partition sorted and paged on
+%% its own ("the first two posts of each author"), partitions in the order asked for.
+query_partitions(Config) ->
+    R = def(Config),
+    Posts = [#{id => 1, author => 1, n => 5}, #{id => 2, author => 2, n => 3},
+             #{id => 3, author => 1, n => 9}, #{id => 4, author => 1, n => 1},
+             #{id => 5, author => 3, n => 7}, #{id => 6, author => 2, n => 8},
+             #{id => 7, n => 2}, #{id => 8, author => 1.0, n => 4}],
+    [create(Config, R, P) || P <- Posts],
+    Ids = fun(Parts) -> [{K, [maps:get(id, X) || X <- Xs]} || {K, Xs} <- Parts] end,
+    Q = #{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2},
+    {ok, P1} = ?REQ({query, R, Q, #{partition_by => author,
+                                   partitions => [{x, [1]}, {{y}, [2, 3]}, {z, [9]}, {w, []}]}}),
+    %% author 1 exactly (not 1.0): n 9 (3), 5 (1); 1 (4) filtered out; offset 1, limit 2.
+    %% authors 2 and 3: n 8 (6), 7 (5), 3 (2).
+    ?assertEqual([{x, [1]}, {{y}, [5, 2]}, {z, []}, {w, []}], Ids(P1)),
+    %% a record is in every partition holding its value, once in each
+    {ok, P2} = ?REQ({query, R, #{sort => [{id, asc}]},
+                     #{partition_by => author, partitions => [{a, [2, 2, 3]}, {b, [3]}]}}),
+    ?assertEqual([{a, [2, 5, 6]}, {b, [5]}], Ids(P2)),
+    %% without partitions: one per value present, in exact term order (1 before 1.0, nil an atom)
+    {ok, P3} = ?REQ({query, R, #{sort => [{n, asc}], limit => 2}, #{partition_by => author}}),
+    ?assertEqual([{1, [4, 1]}, {1.0, [8]}, {2, [2, 6]}, {3, [5]}, {nil, [7]}], Ids(P3)),
+    %% select applies within partitions (the primary key is kept)
+    {ok, P4} = ?REQ({query, R, #{select => [n], sort => [{n, asc}], limit => 1},
+                     #{partition_by => author, partitions => [{k, [2]}]}}),
+    ?assertEqual([{k, [#{id => 2, n => 3}]}], P4),
+    %% an empty options map, or partition_by => nil, is the plain query
+    {ok, Plain} = ?REQ({query, R, Q}),
+    ?assertEqual({ok, Plain}, ?REQ({query, R, Q, #{}})),
+    ?assertEqual({ok, Plain}, ?REQ({query, R, Q, #{partition_by => nil}})),
+    ?assertEqual({error, {unknown_resource, nope}},
+                 ?REQ({query, nope, #{}, #{partition_by => author}})).
+
+%% Random partitions and pages against the model: each partition is the query over the records
+%% whose value is (exactly) one of the partition's values. (Always sorted: without a sort or a
+%% page the order is unspecified.)
+query_partitions_model(Config) ->
+    R = def(Config),
+    rand:seed(exsss, {3, 1, 4}),
+    Recs = [maps:filter(fun(_, V) -> V =/= absent end,
+                        #{id => I, g => lists:nth(rand:uniform(6), [1, 2, 3, 4, 5, absent]),
+                          n => rand:uniform(10)})
+            || I <- lists:seq(1, 60)],
+    [create(Config, R, Rec) || Rec <- Recs],
+    Bad = [{Q, Parts, Got, Want}
+           || _ <- lists:seq(1, 100),
+              Q <- [maps:from_list(
+                      [{filter, {gt, n, rand:uniform(5)}} || rand:uniform(2) =:= 1] ++
+                      [{sort, [{n, lists:nth(rand:uniform(2), [asc, desc])}]}] ++
+                      [{offset, rand:uniform(3) - 1} || rand:uniform(2) =:= 1] ++
+                      [{limit, rand:uniform(4) - 1} || rand:uniform(3) > 1])],
+              Parts <- [[{K, [lists:nth(rand:uniform(7), [1, 2, 3, 4, 5, nil, 6])
+                              || _ <- lists:seq(1, rand:uniform(3))]}
+                         || K <- lists:seq(1, rand:uniform(5))]],
+              begin
+                  {ok, Got} = ?REQ({query, R, Q, #{partition_by => g, partitions => Parts}}),
+                  Want = [{K, ash_model:query([X || X <- Recs,
+                                                    lists:member(ash_model:field(g, X), Vs)],
+                                              [id], Q)}
+                          || {K, Vs} <- Parts],
+                  Got =/= Want
+              end],
+    [ct:log("query ~p~n partitions ~p~n got  ~p~n want ~p", B) || B <- Bad],
+    ?assertEqual([], [{Q, P} || {Q, P, _, _} <- Bad]).
+
+%% A typed field partitions by meaning (a ci_string case-insensitively, as Ash compares it), and
+%% a tenant's namespace only holds its own records.
+query_partitions_typed_and_tenant(Config) ->
+    R = def(Config, #{primary_key => [id], types => #{parent => ci_string}}),
+    Children = [#{id => 1, parent => <<"ALPHA">>}, #{id => 2, parent => <<"alpha">>},
+                #{id => 3, parent => <<"Beta">>}, #{id => 4, parent => <<"gamma">>}],
+    [create(Config, R, C) || C <- Children],
+    ?assertMatch({ok, _}, ?REQ({create, {R, t2}, #{id => 9, parent => <<"Alpha">>}})),
+    Ids = fun(Parts) -> [{K, [maps:get(id, X) || X <- Xs]} || {K, Xs} <- Parts] end,
+    Parts = [{<<"Alpha">>, [<<"Alpha">>]}, {<<"Beta">>, [<<"BETA">>, <<"beta">>]},
+             {<<"Gamma">>, [<<"Gamma">>]}, {<<"Delta">>, [<<"Delta">>]}],
+    Opts = #{partition_by => parent, partitions => Parts},
+    {ok, P1} = ?REQ({query, R, #{sort => [{id, desc}]}, Opts}),
+    ?assertEqual([{<<"Alpha">>, [2, 1]}, {<<"Beta">>, [3]}, {<<"Gamma">>, [4]}, {<<"Delta">>, []}],
+                 Ids(P1)),
+    {ok, P2} = ?REQ({query, {R, t2}, #{}, Opts}),
+    ?assertEqual([{<<"Alpha">>, [9]}, {<<"Beta">>, []}, {<<"Gamma">>, []}, {<<"Delta">>, []}],
+                 Ids(P2)),
+    %% without partitions, one per value by meaning, the first record's value naming it
+    {ok, P3} = ?REQ({query, R, #{sort => [{id, asc}]}, #{partition_by => parent}}),
+    ?assertEqual([{<<"ALPHA">>, [1, 2]}, {<<"Beta">>, [3]}, {<<"gamma">>, [4]}], Ids(P3)).
+
+query_partitions_bad(Config) ->
+    R = def(Config),
+    create(Config, R, #{id => 1, g => 1}),
+    Bad = [not_a_map,
+           #{group_by => g},
+           #{partition_by => <<"g">>},
+           #{partition_by => "g"},
+           #{partitions => [{a, [1]}]},
+           #{partition_by => g, partitions => x},
+           #{partition_by => g, partitions => [{a, 1}]},
+           #{partition_by => g, partitions => [{a, [1]}, {b}]},
+           #{partition_by => g, partitions => [a]},
+           #{partition_by => g, partitions => [{a, [1], extra}]}],
+    [assert_bad_request(Config, {query, R, #{}, O}) || O <- Bad],
+    assert_bad_request(Config, {query, R, #{sort => x}, #{partition_by => g}}),
+    assert_bad_request(Config, {query, R, #{}, #{partition_by => g}, extra}),
+    {error, {bad_request, Msg}} = ?REQ({query, R, #{}, #{partitions => [{a, [1]}]}}),
+    ?assertEqual(<<"partitions needs partition_by => Field">>, Msg),
+    %% Partitions sharing values repeat records: past both the records matched and
+    %% --max-records-per-request (100000 by default) in all, the reply is refused, not built.
+    [create(Config, R, #{id => I, g => 1}) || I <- lists:seq(2, 11)],
+    Many = fun(N) -> #{partition_by => g, partitions => [{K, [1]} || K <- lists:seq(1, N)]} end,
+    {error, {bad_request, Big}} = ?REQ({query, R, #{}, Many(10000)}),
+    ?assertMatch({_, _}, binary:match(Big, <<"110000 records in all, more than the 100000">>)),
+    {ok, Parts} = ?REQ({query, R, #{limit => 9}, Many(10000)}),
+    ?assertEqual(10000, length(Parts)),
+    ?assertEqual([9], lists:usort([length(Rs) || {_, Rs} <- Parts])),
+    ?assertEqual({ok, 10}, ?REQ({destroy_where, R, #{filter => {gt, id, 1}}, #{return => count}})),
+    ?assertEqual({ok, [{1, [#{id => 1, g => 1}]}]}, ?REQ({query, R, #{}, #{partition_by => g}})).
 
 %% ---------------------------------------------------------------------------------------------
 %% aggregate

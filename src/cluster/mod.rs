@@ -1,8 +1,167 @@
-//! The cluster of Rust nodes (work in progress): where each record lives.
+//! The cluster of Rust nodes (`start --cluster`): every member holds a replica of the records,
+//! kept identical by Raft (`openraft`), and any member serves any request.
 //!
-//! [`placement`] maps a record to one of a fixed number of shards by a hash that is the same
-//! on every build and version, and a shard to the Rust nodes that hold it by rendezvous
-//! hashing, so adding or removing a node moves only that node's share. Replication of each
-//! shard (a Raft group per shard), forwarding and handoff build on it.
+//! - [`types`]: what the replicated log carries (protocol requests) and answers (replies).
+//! - [`log_store`] and [`state_machine`]: the log, and applying it to the member's own record
+//!   service ([`state_machine::RECORDS_NAME`]), so the record service knows nothing of Raft.
+//! - [`network`] and [`endpoint`]: Raft's messages as distribution messages between the
+//!   members' [`endpoint::ENDPOINT_NAME`] processes: no other transport or port.
+//! - [`router`]: the `ash_gen_server` process of a member: writes go through the log, reads to
+//!   the leader after a linearizability check, members forward to the leader.
+//! - [`expiry`]: only the leader's timers act; expired records leave every replica alike.
+//! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
+//!   [`placement`]), leaving it on SIGTERM.
+//!
+//! The records form one Raft group for now: [`placement`] already maps records to shards and
+//! shards to members for the sharded layout the protocol's group field leaves room for.
 
+pub mod endpoint;
+pub mod expiry;
+pub mod log_store;
+pub mod membership;
+pub mod network;
 pub mod placement;
+pub mod router;
+pub mod state_machine;
+pub mod types;
+
+use crate::node::Node;
+use erl_dist::node::NodeName;
+use std::sync::Arc;
+use std::time::Duration;
+use types::{Member, NodeId, Raft};
+
+/// How a member is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Members to join (any one that answers is enough).
+    pub join: Vec<NodeName>,
+    /// How many members hold the records (voters); the others are learners.
+    pub replicas: usize,
+    /// Milliseconds between heartbeats; elections start after 4 to 8 of them are missed.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> ClusterOptions {
+        ClusterOptions {
+            join: Vec::new(),
+            replicas: 3,
+            heartbeat_ms: 100,
+        }
+    }
+}
+
+/// Why the member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A process name is taken.
+    #[error("the name {0} is already registered on this node")]
+    NameTaken(&'static str),
+    /// Raft would not start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A member of the cluster.
+pub struct Cluster {
+    /// The local node.
+    pub node: Arc<Node>,
+    /// This member's Raft id (new for each run).
+    pub id: NodeId,
+    /// The Raft group of the records.
+    pub raft: Raft,
+    /// The options.
+    pub options: ClusterOptions,
+    /// The member's record service (the state machine applies to it through its process).
+    pub records: Arc<crate::record::RecordService>,
+}
+
+impl Cluster {
+    /// Starts the member on `node`: its Raft group, its endpoint and its router (registered as
+    /// `ash_gen_server`; the record service must already run as
+    /// [`state_machine::RECORDS_NAME`]). Then forms or joins the cluster in the background.
+    pub async fn start(
+        node: &Arc<Node>,
+        records: &Arc<crate::record::RecordService>,
+        options: ClusterOptions,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let id: NodeId = rand::random::<u64>() >> 1;
+        let config = openraft::Config {
+            cluster_name: "ash_gen_server".into(),
+            heartbeat_interval: options.heartbeat_ms,
+            election_timeout_min: options.heartbeat_ms * 4,
+            election_timeout_max: options.heartbeat_ms * 8,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network::Network { node: node.clone() },
+            log_store::LogStore::default(),
+            state_machine::StateMachine::new(node),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let cluster = Arc::new(Cluster {
+            node: node.clone(),
+            id,
+            raft,
+            options,
+            records: records.clone(),
+        });
+        endpoint::register(&cluster)?;
+        router::register(&cluster)?;
+        expiry::LeaderExpires::install(&cluster, records);
+        tokio::spawn(membership::form(cluster.clone()));
+        tokio::spawn(membership::keep_voters(cluster.clone()));
+        Ok(cluster)
+    }
+
+    /// This member as Raft knows it.
+    pub fn member(&self) -> Member {
+        Member {
+            addr: self.node.config.name.to_string(),
+        }
+    }
+
+    /// The current leader's node name, if there is one.
+    pub fn leader(&self) -> Option<(NodeId, NodeName)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let name = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .parse()
+            .ok()?;
+        Some((leader, name))
+    }
+
+    /// Whether this member leads now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Waits up to `timeout` for a leader to be known.
+    pub async fn await_leader(&self, timeout: Duration) -> Option<(NodeId, NodeName)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+}

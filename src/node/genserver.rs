@@ -34,6 +34,16 @@ fn atom_is(v: &Value, name: &str) -> bool {
     matches!(v, Value::Atom(a) if a.as_str() == name)
 }
 
+/// The message `{'$gen_call', {From, Tag}, Request}`: a call from `from`, to hand to a
+/// process so that it replies to the original caller.
+pub fn call_message(from: &From, request: Value) -> Value {
+    Value::tuple(vec![
+        Value::Atom(*crate::term::atoms::GEN_CALL),
+        Value::pair(Value::Pid(Box::new(from.pid)), from.tag.clone()),
+        request,
+    ])
+}
+
 /// Sorts a message into call, cast, or other.
 pub fn classify(message: Value) -> GenMessage {
     let Value::Tuple(items) = message else {

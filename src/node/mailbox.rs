@@ -64,9 +64,14 @@ pub enum CallError {
     /// No reply in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    /// The process is on a peer this node is not connected to.
-    #[error("not connected to {0}")]
-    NotConnected(String),
+    /// The peer could not be reached.
+    #[error("cannot reach {node}: {reason}")]
+    Unreachable {
+        /// The peer.
+        node: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A process of the node whose signals Rust code receives. It exits (`normal`) when dropped.
@@ -145,6 +150,42 @@ impl Mailbox {
         self.call_pid(&to, request, timeout).await
     }
 
+    /// `gen_server:call({Name, Peer}, Request, Timeout)` to a process registered on another
+    /// node, connecting to it first if needed.
+    pub async fn call_remote(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        name: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            node: peer.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(timeout, self.node.connect(peer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(CallError::Timeout(timeout)),
+        }
+        let to = Atom::new(name).map_err(|e| unreachable(e.to_string()))?;
+        let node = Atom::new(&peer.to_string()).map_err(|e| unreachable(e.to_string()))?;
+        let tag = self.node.make_ref();
+        let call = Value::tuple(vec![
+            Value::Atom(*atoms::GEN_CALL),
+            Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
+            request,
+        ]);
+        let from = self.pid;
+        if !self
+            .node
+            .write_to(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
+        {
+            return Err(unreachable("not connected".into()));
+        }
+        self.reply_to(tag, timeout).await
+    }
+
     /// `gen_server:call(Pid, Request, Timeout)`.
     pub async fn call_pid(
         &self,
@@ -152,53 +193,18 @@ impl Mailbox {
         request: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
-        self.call_with(request, timeout, |call| {
-            self.node.send(to, call);
-            true
-        })
-        .await
-    }
-
-    /// `gen_server:call({Name, Node}, Request, Timeout)`: a process registered under `name` on
-    /// `node`, a connected peer (see [`Node::connect`]) or this node itself.
-    pub async fn call_remote(
-        &self,
-        name: Atom,
-        node: Atom,
-        request: Value,
-        timeout: Duration,
-    ) -> Result<Value, CallError> {
-        if node == self.node.name_atom {
-            return self.call(name.as_str(), request, timeout).await;
-        }
-        let from = self.pid;
-        let sent = self.call_with(request, timeout, |call| {
-            self.node
-                .write_to(node, |w| w.reg_send(&from, name, |t| t.term(call)))
-        });
-        match sent.await {
-            Err(CallError::NotConnected(_)) => Err(CallError::NotConnected(node.to_string())),
-            other => other,
-        }
-    }
-
-    /// Sends `{'$gen_call', {Self, Tag}, Request}` with `send` (false: not connected) and waits
-    /// for the reply tagged `Tag`.
-    async fn call_with(
-        &self,
-        request: Value,
-        timeout: Duration,
-        send: impl FnOnce(&Value) -> bool,
-    ) -> Result<Value, CallError> {
         let tag = self.node.make_ref();
         let call = Value::tuple(vec![
             Value::Atom(*atoms::GEN_CALL),
             Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
             request,
         ]);
-        if !send(&call) {
-            return Err(CallError::NotConnected(String::new()));
-        }
+        self.node.send(to, &call);
+        self.reply_to(tag, timeout).await
+    }
+
+    /// Waits for the reply `{Tag, Reply}` of a call.
+    async fn reply_to(&self, tag: Ref, timeout: Duration) -> Result<Value, CallError> {
         let is_reply = |signal: &Signal| match signal {
             Signal::Message(Value::Tuple(items)) => {
                 items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == tag)

@@ -23,6 +23,10 @@ pub enum Error {
     /// A `fault` request to a node started without `--enable-fault-injection`.
     #[error("fault injection is disabled on this node")]
     FaultInjectionDisabled,
+    /// A cluster cannot serve the request now (no leader, no majority, a member unreachable):
+    /// nothing was applied, or (after a timeout) it may have been; the text says which.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A result of the protocol layer.
@@ -50,6 +54,9 @@ impl Error {
             }
             Error::UnknownRequest(request) => Value::pair(atom("unknown_request"), request.clone()),
             Error::FaultInjectionDisabled => atom("fault_injection_disabled"),
+            Error::Unavailable(text) => {
+                Value::pair(atom("unavailable"), Value::from(text.as_str()))
+            }
             Error::Aggregate(AggregateError::NotANumber { field, value }) => Value::tuple(vec![
                 atom("not_a_number"),
                 Value::Atom(*field),

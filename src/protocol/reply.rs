@@ -64,6 +64,17 @@ pub fn encode_records(records: &[Record], w: &mut TermWriter) {
     w.list(records, |w, record| w.record(record));
 }
 
+/// Writes `{ok, [{Key, [Record]}]}`, a partitioned query's reply.
+pub fn encode_partitions(partitions: &[(Value, Vec<Record>)], w: &mut TermWriter) {
+    w.tuple_header(2);
+    w.atom(*atoms::OK);
+    w.list(partitions, |w, (key, records)| {
+        w.tuple_header(2);
+        w.term(key);
+        w.list(records, |w, record| w.record(record));
+    });
+}
+
 /// The reply term of an outcome.
 pub fn render(outcome: &Outcome) -> Value {
     match outcome {

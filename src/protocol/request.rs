@@ -36,7 +36,7 @@ pub enum Request {
     UpdateWhere(UpdateWhere),
     /// `{destroy_where, Resource, Query[, Opts]}`.
     DestroyWhere(DestroyWhere),
-    /// `{query, Resource, Query}`.
+    /// `{query, Resource, Query[, Opts]}`.
     Query(Query),
     /// `{aggregate, Resource, Query, [Aggregate][, Opts]}`.
     Aggregate(Aggregate),
@@ -56,6 +56,8 @@ pub enum Request {
     Clear(Clear),
     /// `ping`.
     Ping,
+    /// `cluster`.
+    Cluster,
     /// `stats`.
     Stats,
     /// `{fault, Resource, PK, panic | error}`.
@@ -78,6 +80,7 @@ impl Request {
                 "unsubscribe" => Ok(Request::Unsubscribe),
                 "resources" => Ok(Request::Resources),
                 "ping" => Ok(Request::Ping),
+                "cluster" => Ok(Request::Cluster),
                 "stats" => Ok(Request::Stats),
                 _ => Err(unknown()),
             };
@@ -129,6 +132,7 @@ impl Request {
             Request::Resources => "resources",
             Request::Clear(_) => "clear",
             Request::Ping => "ping",
+            Request::Cluster => "cluster",
             Request::Stats => "stats",
             Request::Fault(_) => "fault",
         }
@@ -156,6 +160,7 @@ impl Request {
             Request::Resources => resources::execute(svc, from),
             Request::Clear(r) => r.execute(svc, from),
             Request::Ping => ping::execute(svc, from),
+            Request::Cluster => super::cmd::cluster::execute(svc, from),
             Request::Stats => stats::execute(svc, from),
             Request::Fault(r) => r.execute(svc, from),
         }
@@ -201,6 +206,9 @@ mod tests {
             "{destroy_where, r, #{limit => 3}}",
             "{destroy_where, r, #{}, #{return => records}}",
             "{query, r, #{filter => {gt, n, 1}, sort => [{n, desc}], offset => 1, limit => 2, select => [n]}}",
+            "{query, r, #{limit => 2}, #{partition_by => author, partitions => [{1, [a]}, {2, [b, c]}]}}",
+            "{query, r, #{}, #{partition_by => author}}",
+            "{query, r, #{}, #{}}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}]}",
             "{aggregate, r, #{}, [{c, count, nil, #{}}], #{group_by => author_id}}",
             "{whereis, r, #{id => 1}}",
@@ -257,6 +265,9 @@ mod tests {
                 .contains("milliseconds")
         );
         assert!(err("{query, r, #{filter => {foo, a, 1}}}").contains("foo"));
+        assert!(err("{query, r, #{}, x}").contains("query options must be a map"));
+        assert!(err("{query, r, #{}, #{partitions => []}}").contains("needs partition_by"));
+        assert!(err("{query, r, #{}, #{}, x}").contains("{query, Resource, Query, Opts}"));
         assert!(err("{fault, r, #{id => 1}, boom}").contains("panic or error"));
         for unknown in ["{frobnicate, r}", "hello", "42"] {
             assert_eq!(

@@ -37,8 +37,8 @@ pub struct RunningServer {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Another process has the name.
-    #[error("the name {SERVER_NAME} is already registered on this node")]
-    AlreadyRegistered,
+    #[error("the name {0} is already registered on this node")]
+    AlreadyRegistered(&'static str),
     /// The data directory could not be used.
     #[error(transparent)]
     DataDir(#[from] super::durable::DataDirError),
@@ -53,8 +53,9 @@ impl Server {
             .fsync
             .unwrap_or(crate::storage::FsyncPolicy::Interval);
         let mut service = None;
+        let name = options.register_as.unwrap_or(SERVER_NAME);
         let pid = node
-            .register(SERVER_NAME, |pid| {
+            .register(name, |pid| {
                 let svc = Arc::new(Service {
                     records: RecordService::new(node.clone(), pid),
                     options,
@@ -63,7 +64,7 @@ impl Server {
                 service = Some(svc.clone());
                 Arc::new(Server { service: svc })
             })
-            .ok_or(ServerError::AlreadyRegistered)?;
+            .ok_or(ServerError::AlreadyRegistered(name))?;
         let service = service.expect("the server was made");
         let mut tasks = Vec::new();
         if let Some(dir) = &data_dir {
@@ -81,7 +82,7 @@ impl Server {
             }
         }
         tasks.extend(service.records.spawn_tasks());
-        tracing::info!(%pid, instance = %service.instance, "{SERVER_NAME} started");
+        tracing::info!(%pid, instance = %service.instance, "{name} started");
         Ok(RunningServer {
             pid,
             service,

@@ -19,6 +19,9 @@ pub struct Options {
     pub data_dir: Option<std::path::PathBuf>,
     /// When the journal in `data_dir` is flushed to the disk.
     pub fsync: Option<crate::storage::FsyncPolicy>,
+    /// Register under this name instead of [`super::SERVER_NAME`] (a cluster member's router
+    /// has that name; its record service runs under another).
+    pub register_as: Option<&'static str>,
 }
 
 /// What every request is served with.

@@ -5,16 +5,19 @@
 //! - [`filter`]: filter expressions, also used by the `filter` of update, destroy and upsert.
 //! - [`sort`]: sort directions and the record comparator.
 //! - [`aggregate`](mod@aggregate): aggregate kinds and their computation.
+//! - [`partition`]: partitioned queries, each partition sorted and paged on its own.
 
 pub mod aggregate;
 pub mod expr;
 pub mod filter;
+pub mod partition;
 pub mod sort;
 pub mod typed;
 
 pub use aggregate::{Aggregate, AggregateError};
 pub use expr::{ExprError, VExpr};
 pub use filter::Expr;
+pub use partition::{Partition, run_partitioned};
 pub use sort::{Dir, Sort};
 pub use typed::Types;
 
@@ -199,30 +202,7 @@ pub fn aggregate_grouped(
     group_by: Atom,
     ty: Option<typed::FieldType>,
 ) -> Result<Value, AggregateError> {
-    #[derive(PartialEq, Eq, Hash)]
-    enum GroupKey {
-        Exact(Value),
-        Typed(typed::Key),
-    }
-    let nil = Value::nil();
-    let mut index: rustc_hash::FxHashMap<GroupKey, usize> = Default::default();
-    let mut groups: Vec<(Value, Vec<Record>)> = Vec::new();
-    for record in records {
-        let value = record.get(group_by).unwrap_or(&nil).clone();
-        let key = match ty.and_then(|t| t.key(&value)) {
-            Some(k) => GroupKey::Typed(k),
-            None => GroupKey::Exact(value.clone()),
-        };
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push((value, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(record);
-    }
-    match ty {
-        None => groups.sort_by(|a, b| crate::term::cmp_exact(&a.0, &b.0)),
-        ty => groups.sort_by(|a, b| typed::cmp(ty, &a.0, &b.0)),
-    }
+    let groups = partition::Groups::new(records, group_by, ty).into_sorted();
     let mut out = Vec::with_capacity(groups.len());
     for (key, members) in groups {
         let members = run(members, query, primary_key);

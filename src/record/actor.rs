@@ -505,8 +505,21 @@ impl RecordActor {
                     return Ok(step);
                 }
                 step.clear_timer = true;
+                if let Some(authority) = svc.expiry_authority()
+                    && !authority.acts()
+                {
+                    step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+                    return Ok(step);
+                }
                 if let Some(reason) = turn.expiring {
-                    self.remove_expired(turn, reason, &mut step, "did not destroy it in time");
+                    self.remove_expired(
+                        svc,
+                        turn,
+                        reason,
+                        &mut step,
+                        "did not destroy it in time",
+                        now,
+                    );
                     return Ok(step);
                 }
                 let config = self.resource.config();
@@ -529,7 +542,7 @@ impl RecordActor {
             Body::Stop(reason) => step.stop = Some(reason),
             Body::HandlerGone => {
                 if let Some(reason) = turn.expiring {
-                    self.remove_expired(turn, reason, &mut step, "is gone");
+                    self.remove_expired(svc, turn, reason, &mut step, "is gone", svc.timers.now());
                 }
             }
             Body::Exit(from, reason, link) => {
@@ -597,18 +610,48 @@ impl RecordActor {
     /// The expiry handler of this expired record failed it (`why`): the node removes it.
     fn remove_expired(
         self: &Arc<Self>,
+        svc: &RecordService,
         turn: &Turn,
         reason: ExpireReason,
         step: &mut Step,
         why: &str,
+        now: u64,
     ) {
         tracing::debug!(resource = %self.resource.name, record = ?turn.record, "removed");
         tracing::warn!(
             resource = %self.resource.name,
             "the expiry handler of an expired record {why}; the node removed the record itself"
         );
-        self.resource.remove(self, &turn.record);
-        step.stop = Some(reason.exit_reason());
+        if !self.remove_everywhere(svc, turn, reason, step, now) {
+            self.resource.remove(self, &turn.record);
+            step.stop = Some(reason.exit_reason());
+        }
+    }
+
+    /// Has the [`super::service::ExpiryAuthority`], if any, remove this expired record on
+    /// every replica (checking again after the grace period, should that not happen); false
+    /// without one (the node removes it itself).
+    fn remove_everywhere(
+        self: &Arc<Self>,
+        svc: &RecordService,
+        turn: &Turn,
+        reason: ExpireReason,
+        step: &mut Step,
+        now: u64,
+    ) -> bool {
+        let Some(authority) = svc.expiry_authority() else {
+            return false;
+        };
+        if let Ok(key) = self.resource.key_of(&turn.record) {
+            authority.remove(
+                self.resource.name,
+                self.resource.tenant.clone(),
+                self.resource.pk_value(&key),
+            );
+        }
+        step.expiring = Some(reason);
+        step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
+        true
     }
 
     fn expire(
@@ -619,6 +662,12 @@ impl RecordActor {
         step: &mut Step,
         now: u64,
     ) {
+        if let Some(authority) = svc.expiry_authority()
+            && !authority.acts()
+        {
+            step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+            return;
+        }
         let Ok(key) = self.resource.key_of(&turn.record) else {
             return;
         };
@@ -643,8 +692,10 @@ impl RecordActor {
         } else {
             svc.expiry
                 .unhandled(self.resource.name, &turn.record, reason.atom(), now);
-            self.resource.remove(self, &turn.record);
-            step.stop = Some(reason.exit_reason());
+            if !self.remove_everywhere(svc, turn, reason, step, now) {
+                self.resource.remove(self, &turn.record);
+                step.stop = Some(reason.exit_reason());
+            }
         }
     }
 

@@ -533,6 +533,15 @@ impl Resource {
         ])
     }
 
+    /// Every record's actor.
+    pub fn actors(&self) -> Vec<Arc<RecordActor>> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            out.extend(shard.read().values().map(|e| e.actor.clone()));
+        }
+        out
+    }
+
     /// Every live record with its creation time (Unix ms), for a journal snapshot.
     pub fn records_with_birth(&self) -> Vec<(Record, i64)> {
         let mut out = Vec::with_capacity(self.len());

@@ -11,7 +11,7 @@ use super::expiry::Expiry;
 use super::registry::{Resource, Store, StoreError};
 use super::timers::Timers;
 use crate::node::Node;
-use crate::term::{Pid, Record};
+use crate::term::{Pid, Record, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,6 +23,19 @@ pub const UPSERT_ATTEMPTS: usize = 3;
 
 /// What an upsert that lost [`UPSERT_ATTEMPTS`] races in a row answers (as `bad_request`).
 pub const UPSERT_RACED: &str = "upsert raced with concurrent changes three times; try again";
+
+/// Who acts when a record expires. Without one, the node does (a single node). A cluster
+/// member lets only the leader act, and has an expired record without a handler removed on
+/// every replica alike (through the cluster's log) instead of on its own.
+pub trait ExpiryAuthority: Send + Sync {
+    /// Whether this node acts on expiries now; when not, the record checks again later.
+    fn acts(&self) -> bool;
+    /// Removes the expired record `pk` of `resource` (of `tenant`) everywhere.
+    fn remove(&self, resource: crate::term::Atom, tenant: Option<Value>, pk: Value);
+}
+
+/// How long a record whose node does not act on expiries waits before it checks again.
+pub const EXPIRY_RECHECK_MS: u64 = 1_000;
 
 /// The record service of one node.
 pub struct RecordService {
@@ -36,6 +49,7 @@ pub struct RecordService {
     pub expiry: Expiry,
     pids: AtomicUsize,
     queued: AtomicUsize,
+    authority: std::sync::OnceLock<Arc<dyn ExpiryAuthority>>,
 }
 
 impl RecordService {
@@ -49,7 +63,28 @@ impl RecordService {
             expiry: Expiry::default(),
             pids: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            authority: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands expiries to `authority` from now on (once).
+    pub fn set_expiry_authority(&self, authority: Arc<dyn ExpiryAuthority>) {
+        let _ = self.authority.set(authority);
+    }
+
+    /// Who acts on expiries, if not this node alone.
+    pub fn expiry_authority(&self) -> Option<&Arc<dyn ExpiryAuthority>> {
+        self.authority.get()
+    }
+
+    /// Restarts every record's inactivity timeout now (a new leader of a cluster: reads that
+    /// touched the records were served by the old one).
+    pub fn touch_all(self: &Arc<Self>) {
+        for resource in self.store.all() {
+            for actor in resource.actors() {
+                actor.touch(self);
+            }
+        }
     }
 
     /// Starts the background tasks: the timers, and the once-a-second summary of records that

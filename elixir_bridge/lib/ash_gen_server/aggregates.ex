@@ -23,7 +23,8 @@ defmodule AshGenServer.Aggregates do
   `min`/`max`/`count uniq`, a pushable sort for `first`/`list`).
 
   A loaded aggregate goes to the node when it follows one `has_many`/`has_one`/`belongs_to`
-  relationship to a resource of this data layer, with no relationship filter, and the
+  relationship to a resource of this data layer, with no relationship filter nor a
+  `read_action` with a `modify_query` (which only a read through Ash runs), and the
   relationship's destination attribute is of a type the node compares and groups exactly. It is
   computed for all the records at once: one grouped `aggregate` request
   (`{aggregate, Destination, Query, Aggregates, \#{group_by => DestAttribute}}`, the query
@@ -34,11 +35,12 @@ defmodule AshGenServer.Aggregates do
   empty-set value. Everything else is computed here from the records Ash loads, with one
   `Ash.load/3` of the related records per aggregate for all the records (`compute/6`).
 
-  Every request goes through `AshGenServer.Client`, so the `[:ash_gen_server, :request, ...]`
-  telemetry events count them.
+  Every request goes through `AshGenServer.DataLayer.Requests`, so the
+  `[:ash_gen_server, :request, ...]` telemetry events count them.
   """
 
-  alias AshGenServer.{Client, Filter, Results, Values}
+  alias AshGenServer.{Filter, Results, Values}
+  alias AshGenServer.DataLayer.Requests
 
   @node_kinds [:count, :exists, :sum, :avg, :min, :max, :first, :list]
 
@@ -122,9 +124,9 @@ defmodule AshGenServer.Aggregates do
     Enum.reduce_while(groups, {:ok, %{}}, fn {request_query, entries}, {:ok, acc} ->
       specs = Enum.map(entries, fn {_aggregate, spec} -> spec.request end)
 
-      case Client.run(
+      case Requests.run(
              resource,
-             {:aggregate, Client.target(resource, tenant), request_query, specs},
+             {:aggregate, Requests.target(resource, tenant), request_query, specs},
              request: :aggregate,
              expect: &is_map/1
            ) do
@@ -150,13 +152,23 @@ defmodule AshGenServer.Aggregates do
 
   defp run_at_runtime(query, aggregates, read) do
     with {:ok, records} <- read.(%{query | aggregates: []}) do
-      Enum.reduce_while(aggregates, {:ok, %{}}, fn aggregate, {:ok, acc} ->
-        case runtime_value(records, aggregate, query.domain) do
-          {:ok, value} -> {:cont, {:ok, Map.put(acc, aggregate.name, value)}}
-          {:error, error} -> {:halt, {:error, error}}
-        end
-      end)
+      compute(records, aggregates, query.domain)
     end
+  end
+
+  @doc """
+  Computes query aggregates here over `records` (a query's records, read already):
+  `%{Name => Value}`.
+  """
+  @spec compute([Ash.Resource.record()], [Ash.Query.Aggregate.t()], Ash.Domain.t()) ::
+          {:ok, map} | {:error, term}
+  def compute(records, aggregates, domain) do
+    Enum.reduce_while(aggregates, {:ok, %{}}, fn aggregate, {:ok, acc} ->
+      case runtime_value(records, aggregate, domain) do
+        {:ok, value} -> {:cont, {:ok, Map.put(acc, aggregate.name, value)}}
+        {:error, error} -> {:halt, {:error, error}}
+      end
+    end)
   end
 
   defp runtime_value(records, aggregate, domain) do
@@ -278,9 +290,9 @@ defmodule AshGenServer.Aggregates do
       specs = Enum.map(entries, fn {_aggregate, plan} -> plan.spec.request end)
       request_query = %{filter: and_({:in, field, batch}, filter), sort: sort}
 
-      case Client.run(
+      case Requests.run(
              destination,
-             {:aggregate, Client.target(destination, tenant), request_query, specs,
+             {:aggregate, Requests.target(destination, tenant), request_query, specs,
               %{group_by: field}},
              request: :aggregate,
              expect: &is_list/1
@@ -354,6 +366,7 @@ defmodule AshGenServer.Aggregates do
          false <- dest_attribute.type == Ash.Type.Float,
          agg_query = aggregate.query,
          true <- is_nil(agg_query) or (is_nil(agg_query.limit) and agg_query.offset in [nil, 0]),
+         false <- modify_query?(agg_query),
          %{exact?: true, expr: agg_expr} <-
            Filter.translate(agg_query && agg_query.filter, destination),
          {:ok, node_sort} <- related_sort(aggregate, rel, destination),
@@ -371,6 +384,14 @@ defmodule AshGenServer.Aggregates do
       _ -> :error
     end
   end
+
+  # An aggregate whose `read_action` has a `modify_query`: the hook changes the data layer
+  # query, which only a read through Ash runs, so Ash computes the aggregate.
+  defp modify_query?(%Ash.Query{action: %{modify_query: modify_query}})
+       when not is_nil(modify_query),
+       do: true
+
+  defp modify_query?(_query), do: false
 
   defp related_sort(%{kind: kind} = aggregate, rel, destination) when kind in [:first, :list] do
     case {(aggregate.query && aggregate.query.sort) || [], Map.get(rel, :sort) || []} do
@@ -407,7 +428,9 @@ defmodule AshGenServer.Aggregates do
   end
 
   # An unrelated aggregate (`count(Other, filter: ...)`): one aggregate query on the other
-  # resource per record, with the record's values in place of `parent(...)`.
+  # resource per record, with the record's values in place of `parent(...)`. Ash adds no
+  # authorization filter to an unrelated aggregate's query: when the read is authorized
+  # (`context.authorize?`), the other resource's read policies apply here, for the actor.
   defp runtime_loaded_values(records, %{related?: false} = aggregate, query) do
     context = aggregate.context || %{}
 
@@ -435,7 +458,7 @@ defmodule AshGenServer.Aggregates do
              domain: query.domain,
              tenant: context[:tenant],
              actor: context[:actor],
-             authorize?: false
+             authorize?: context[:authorize?] || false
            ) do
         # (`false` of an `exists` stays `false`: only a missing value takes the default)
         {:ok, values} -> {:ok, nil_default(Map.get(values, aggregate.name), aggregate)}

@@ -21,8 +21,8 @@ defmodule AshGenServer.Atomics do
   The resource's `atomics_in_node? false` (DSL) forces the compare-and-set loop.
   """
 
-  alias AshGenServer.{Client, Expr, Filter, Query, Results, Values}
-  alias AshGenServer.DataLayer.Layout
+  alias AshGenServer.{Expr, Filter, Query, Results, Values}
+  alias AshGenServer.DataLayer.{Layout, Requests}
 
   @max_attempts 10_000
 
@@ -60,11 +60,11 @@ defmodule AshGenServer.Atomics do
   end
 
   defp node_update(resource, target, pk, changes, opts) do
-    case Client.request(resource, {:update, target, pk, changes, opts}) do
+    case Requests.request(resource, {:update, target, pk, changes, opts}) do
       {:ok, stored} when is_map(stored) -> {:ok, stored}
       {:error, reason} when reason in [:stale, :not_found] -> :stale
       {:error, {:expr_error, term}} -> {:error, Expr.to_exception(term)}
-      other -> Client.result(other, resource: resource, request: :update)
+      other -> Requests.result(other, resource: resource, request: :update)
     end
   end
 
@@ -85,7 +85,7 @@ defmodule AshGenServer.Atomics do
       request =
         {:update, target, pk, Map.merge(changes, dumped), %{filter: guard(resource, stored)}}
 
-      case Client.request(resource, request) do
+      case Requests.request(resource, request) do
         {:ok, stored} when is_map(stored) ->
           {:ok, stored}
 
@@ -97,7 +97,7 @@ defmodule AshGenServer.Atomics do
           :stale
 
         other ->
-          Client.result(other, resource: resource, request: :update)
+          Requests.result(other, resource: resource, request: :update)
       end
     end
   end
@@ -107,7 +107,7 @@ defmodule AshGenServer.Atomics do
   defp backoff(attempt), do: Process.sleep(:rand.uniform(min(attempt, 20)))
 
   defp read(resource, target, pk) do
-    case Client.request(resource, {:get, target, pk}) do
+    case Requests.request(resource, {:get, target, pk}) do
       {:ok, stored} when is_map(stored) ->
         with {:ok, current} <- Values.cast_record(resource, stored), do: {:ok, stored, current}
 
@@ -115,7 +115,7 @@ defmodule AshGenServer.Atomics do
         :stale
 
       other ->
-        Client.result(other, resource: resource, request: :get)
+        Requests.result(other, resource: resource, request: :get)
     end
   end
 
@@ -135,9 +135,33 @@ defmodule AshGenServer.Atomics do
   end
 
   @doc false
-  # The changeset's atomics evaluated by Ash against `current`: `{:ok, %{field => value}}`.
-  def evaluate(changeset, resource, current, incoming \\ nil) do
-    Enum.reduce_while(changeset.atomics || [], {:ok, %{}}, fn {field, expr}, {:ok, acc} ->
+  # The changeset's atomics evaluated by Ash against `current` and cast to their attributes'
+  # types: `{:ok, %{field => value}}`.
+  def evaluate(changeset, resource, current, incoming \\ nil),
+    do: evaluate_all(changeset.atomics || [], changeset, resource, current, incoming)
+
+  @doc """
+  The values of a create's `create_atomics` (`atomic_set`): each expression evaluated by Ash
+  against `record`, the record being created (no stored record is involved, so nothing has to
+  happen on the node), and cast to its attribute's type. `atomic_ref/1` reads `record`'s value.
+  """
+  @spec create_values(Ash.Changeset.t(), Ash.Resource.t(), struct) ::
+          {:ok, map} | {:error, term}
+  def create_values(%{create_atomics: atomics} = changeset, resource, record)
+      when atomics not in [nil, []],
+      do: evaluate_all(atomics, changeset, resource, record, nil)
+
+  def create_values(_changeset, _resource, _record), do: {:ok, %{}}
+
+  # Every expression is evaluated against the same record (as SQL's `SET` does).
+  defp evaluate_all(atomics, changeset, resource, current, incoming) do
+    with {:ok, values} <- evaluate_each(atomics, changeset, resource, current, incoming) do
+      Values.cast_computed(resource, values)
+    end
+  end
+
+  defp evaluate_each(atomics, changeset, resource, current, incoming) do
+    Enum.reduce_while(atomics, {:ok, %{}}, fn {field, expr}, {:ok, acc} ->
       expr = if incoming, do: replace_conflicts(expr, incoming), else: expr
 
       case Ash.Expr.eval(expr,
@@ -200,7 +224,7 @@ defmodule AshGenServer.Atomics do
           opts = %{set: changes, atomics: atomics, return: return(options)}
 
           resource
-          |> Client.request({:update_where, target, request_query, opts})
+          |> Requests.request({:update_where, target, request_query, opts})
           |> where_result(resource, changeset, options)
 
         :error ->
@@ -224,7 +248,7 @@ defmodule AshGenServer.Atomics do
       case where_plan(query, resource, []) do
         {:ok, request_query, _} ->
           resource
-          |> Client.request({:destroy_where, target, request_query, %{return: return(options)}})
+          |> Requests.request({:destroy_where, target, request_query, %{return: return(options)}})
           |> where_result(resource, changeset, options)
 
         :error ->
@@ -257,10 +281,10 @@ defmodule AshGenServer.Atomics do
   end
 
   defp destroy_request(resource, request, record: record) do
-    case Client.request(resource, request) do
+    case Requests.request(resource, request) do
       :ok -> {:ok, record}
       {:error, reason} when reason in [:stale, :not_found] -> :stale
-      other -> Client.result(other, resource: resource, request: :destroy)
+      other -> Requests.result(other, resource: resource, request: :destroy)
     end
   end
 
@@ -326,7 +350,7 @@ defmodule AshGenServer.Atomics do
         {:error, Expr.to_exception(term)}
 
       other ->
-        with {:ok, _} <- Client.result(other, resource: resource, request: :update_where),
+        with {:ok, _} <- Requests.result(other, resource: resource, request: :update_where),
              do: :ok
     end
   end

@@ -91,8 +91,15 @@ defmodule AshGenServer.DataLayer do
     record's actor where the node can, else by a compare-and-set loop (`AshGenServer.Atomics`,
     DSL `atomics_in_node?`); Ash runs a single atomic update as an update by primary key, one
     `update_where`;
+  - atomics on create (`atomic_set`) are evaluated against the record being created;
+  - combination queries (`Ash.Query.combination_of/2`) combine their combinations' records in
+    Elixir (`AshGenServer.Combination`);
+  - resources without a primary key are keyed on the node by a hidden generated key;
   - multitenancy: `:context` (each tenant's namespace on the node) and `:attribute`;
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
+  - relationships loaded with a page or a limit, or filtered on `parent(...)`, are loaded per
+    parent (lateral joins, `AshGenServer.LateralJoin`): every parent's page from one
+    partitioned `query` where the node can;
   - expired records are destroyed through the primary destroy action, for their tenant
     (`AshGenServer.ExpiryHandler`).
 
@@ -114,10 +121,8 @@ defmodule AshGenServer.DataLayer do
     sections: [@gen_server],
     persisters: [AshGenServer.DataLayer.Layout.Persister],
     verifiers: [
-      AshGenServer.DataLayer.Verifiers.PrimaryKey,
       AshGenServer.DataLayer.Verifiers.Identities,
-      AshGenServer.DataLayer.Verifiers.IdentityWhere,
-      AshGenServer.DataLayer.Verifiers.Multitenancy
+      AshGenServer.DataLayer.Verifiers.IdentityWhere
     ]
 
   # The `node` option shares its name with `Kernel.node/1`, which every module imports, and
@@ -140,7 +145,7 @@ defmodule AshGenServer.DataLayer do
 
   @behaviour Ash.DataLayer
 
-  alias AshGenServer.{Aggregates, Atomics, Query, Upsert, Write}
+  alias AshGenServer.{Aggregates, Atomics, LateralJoin, Query, Upsert, Write}
 
   # -- capabilities ---------------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ defmodule AshGenServer.DataLayer do
   def can?(resource, :destroy_query), do: can?(resource, :destroy)
   def can?(_, {:atomic, :update}), do: true
   def can?(_, {:atomic, :upsert}), do: true
+  def can?(_, {:atomic, :create}), do: true
   def can?(_, :expr_error), do: true
   def can?(_, :select), do: true
   def can?(_, :bulk_upsert_return_skipped), do: true
@@ -176,6 +182,7 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :changeset_filter), do: true
   def can?(_, :async_engine), do: true
   def can?(_, {:join, _}), do: true
+  def can?(_, {:lateral_join, resources}), do: LateralJoin.supported?(resources, __MODULE__)
   def can?(_, {:filter_relationship, _}), do: true
   def can?(_, {:aggregate_relationship, _}), do: true
   def can?(_, {:aggregate, kind}), do: Aggregates.kind?(kind)
@@ -186,6 +193,8 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :expression_calculation_sort), do: true
   def can?(_, :aggregate_filter), do: true
   def can?(_, :aggregate_sort), do: true
+  def can?(_, :combine), do: true
+  def can?(_, {:combine, _type}), do: true
   def can?(_, :transact), do: false
   def can?(_, _), do: false
 
@@ -229,6 +238,11 @@ defmodule AshGenServer.DataLayer do
   @doc false
   @impl true
   def offset(query, offset, _resource), do: {:ok, %{query | offset: offset}}
+
+  @doc false
+  @impl true
+  def combination_of(combinations, resource, domain),
+    do: {:ok, %Query{combination_of: combinations, resource: resource, domain: domain}}
 
   @doc false
   @impl true
@@ -276,6 +290,20 @@ defmodule AshGenServer.DataLayer do
   @impl true
   def run_aggregate_query(query, aggregates, resource),
     do: Aggregates.run(query, aggregates, resource, &Query.run/1)
+
+  @doc false
+  @impl true
+  def prefer_lateral_join_for_many_to_many?, do: false
+
+  @doc false
+  @impl true
+  def run_query_with_lateral_join(query, root_data, _destination_resource, path),
+    do: LateralJoin.run(query, root_data, path)
+
+  @doc false
+  @impl true
+  def run_aggregate_query_with_lateral_join(query, aggregates, root_data, _destination, path),
+    do: LateralJoin.run_aggregates(query, aggregates, root_data, path)
 
   # -- writes (AshGenServer.Write, AshGenServer.Upsert) ------------------------------------
 

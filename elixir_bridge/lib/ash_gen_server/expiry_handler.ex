@@ -15,12 +15,12 @@ defmodule AshGenServer.ExpiryHandler do
   This process subscribes, on each node, to **the resources this VM has defined there** and no
   others (`{subscribe, [Resource]}`): several applications (several VMs) can share one node, and
   each gets the notices of its own resources only, so their destroy actions and hooks run
-  where the resources are known. `AshGenServer.Client` calls `watch/2` before it first defines
-  a resource on a node; the handler then subscribes again with the longer list (subscribing
-  again replaces the list on the node), synchronously, so notices for records created right
-  after reach Ash. The handler itself talks to nodes through `AshGenServer.Transport` (raw
-  calls to the node of the notice, no `define`), never through `AshGenServer.Client`, which
-  depends on it.
+  where the resources are known. `AshGenServer.DataLayer.Requests` calls `watch/2` before it
+  first defines a resource on a node; the handler then subscribes again with the longer list
+  (subscribing again replaces the list on the node), synchronously, so notices for records
+  created right after reach Ash. The handler itself talks to nodes through
+  `AshGenServer.Transport` (raw calls to the node of the notice, no `define`), never through
+  `AshGenServer.DataLayer.Requests`, which depends on it.
 
   The resources watched per node are kept in `:persistent_term`, so a restarted handler
   subscribes again at once, and the handler monitors all nodes
@@ -36,7 +36,9 @@ defmodule AshGenServer.ExpiryHandler do
   destroy action with `authorize?: false`, so the action's changes and hooks run. The changeset
   context holds `%{ash_gen_server: %{expired: reason}}`, so a change can tell an expiry from an
   ordinary destroy. If that fails (no primary destroy action, a hook error, a crash), the task
-  falls back to a raw `{destroy, Resource, PK}` so the record goes away either way.
+  falls back to a raw `{destroy, Resource, PK}` so the record goes away either way. A record of
+  a resource without a primary key (which Ash cannot destroy) is destroyed raw at once, with no
+  warning.
 
   The destroy runs for the record's tenant: with the `:context` multitenancy strategy the
   notice's `tenant` (the tenant's namespace on the node, `{Resource, Tenant}`, which the raw
@@ -207,10 +209,14 @@ defmodule AshGenServer.ExpiryHandler do
 
   @doc false
   # Runs in a task: destroy the expired record through Ash, or raw if that is impossible.
-  def expire(%{resource: resource, primary_key: pk, node: node} = notice) do
+  def expire(%{resource: resource, primary_key: pk} = notice) do
     case destroy_through_ash(notice) do
       :ok ->
         :ok
+
+      # A resource without a primary key: Ash cannot destroy its records, the node can.
+      :raw ->
+        raw_destroy(notice)
 
       {:error, error} ->
         Logger.warning(
@@ -218,21 +224,27 @@ defmodule AshGenServer.ExpiryHandler do
             "primary destroy action (#{format(error)}); removing the record directly"
         )
 
-        case Transport.call(node, {:destroy, target(resource, Map.get(notice, :tenant)), pk}) do
-          :ok -> :ok
-          {:error, :not_found} -> :ok
-          other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")
-        end
+        raw_destroy(notice)
     end
   end
 
-  # The request target of a tenant's record (as `AshGenServer.Client.target/2`, which this
-  # module does not use): the notice's tenant is the node's, so it needs no resource info.
+  defp raw_destroy(%{resource: resource, primary_key: pk, node: node} = notice) do
+    case Transport.call(node, {:destroy, target(resource, Map.get(notice, :tenant)), pk}) do
+      :ok -> :ok
+      {:error, :not_found} -> :ok
+      other -> Logger.warning("ash_gen_server: raw destroy failed: #{inspect(other)}")
+    end
+  end
+
+  # The request target of a tenant's record (as `AshGenServer.DataLayer.Requests.target/2`,
+  # which this module does not use): the notice's tenant is the node's, so it needs no resource
+  # info.
   defp target(resource, nil), do: resource
   defp target(resource, tenant), do: {resource, tenant}
 
   defp destroy_through_ash(%{resource: resource, record: stored} = notice) do
     with true <- Code.ensure_loaded?(resource) and Ash.Resource.Info.resource?(resource),
+         {:keyed, true} <- {:keyed, Ash.Resource.Info.primary_key(resource) != []},
          %{name: action} <- Ash.Resource.Info.primary_action(resource, :destroy),
          {:ok, record} <- Values.cast_record(resource, stored) do
       tenant = tenant(resource, Map.get(notice, :tenant), record)
@@ -252,6 +264,7 @@ defmodule AshGenServer.ExpiryHandler do
       end
     else
       false -> {:error, "#{inspect(resource)} is not an Ash resource"}
+      {:keyed, false} -> :raw
       nil -> {:error, "#{inspect(resource)} has no primary destroy action"}
       {:error, error} -> {:error, error}
     end

@@ -234,15 +234,33 @@ defmodule AshGenServer.Filter do
   # What the node evaluates as a value expression (`{expr, VExpr}`: arithmetic, comparisons
   # between fields, `if`, `upsert_conflict/1`...; see `AshGenServer.Expr`): true where it is
   # true, false where its negation is true (nil is neither, as in Ash).
+  # An expression that can raise (`error(...)`) is left to Ash: the node counts a filter
+  # expression that fails as not holding (the record is left out), where Ash fails the read
+  # (`authorize_read_with :error` filters are `if allowed, do: true, else: error(Forbidden)`).
   defp value_expression(expr, resource) do
     case AshGenServer.Expr.predicate(expr, resource) do
-      {:ok, {:value, true}} -> {true, false, true}
-      {:ok, {:value, false}} -> {false, true, true}
-      {:ok, {:value, nil}} -> {false, false, true}
-      {:ok, vexpr} -> {{:expr, vexpr}, {:expr, {:not, vexpr}}, true}
-      :error -> @unknown
+      {:ok, {:value, true}} ->
+        {true, false, true}
+
+      {:ok, {:value, false}} ->
+        {false, true, true}
+
+      {:ok, {:value, nil}} ->
+        {false, false, true}
+
+      {:ok, vexpr} ->
+        if raises?(vexpr), do: @unknown, else: {{:expr, vexpr}, {:expr, {:not, vexpr}}, true}
+
+      :error ->
+        @unknown
     end
   end
+
+  defp raises?({:error, _}), do: true
+  defp raises?({:value, _}), do: false
+  defp raises?(tuple) when is_tuple(tuple), do: tuple |> Tuple.to_list() |> Enum.any?(&raises?/1)
+  defp raises?(list) when is_list(list), do: Enum.any?(list, &raises?/1)
+  defp raises?(_), do: false
 
   defp unknown_or_nil(nil), do: {false, false, true}
   defp unknown_or_nil(_), do: @unknown
@@ -310,11 +328,13 @@ defmodule AshGenServer.Filter do
 
   defp not_nil(field), do: {:not, {:is_nil, field}}
 
-  defp and_(true, x), do: x
-  defp and_(x, true), do: x
-  defp and_(false, _), do: false
-  defp and_(_, false), do: false
-  defp and_(x, y), do: {:and, x, y}
+  @doc "The node expression `{and, X, Y}`, simplified when either side is `true` or `false`."
+  @spec and_(node_expr, node_expr) :: node_expr
+  def and_(true, x), do: x
+  def and_(x, true), do: x
+  def and_(false, _), do: false
+  def and_(_, false), do: false
+  def and_(x, y), do: {:and, x, y}
 
   defp or_(true, _), do: true
   defp or_(_, true), do: true

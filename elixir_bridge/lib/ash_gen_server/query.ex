@@ -18,9 +18,15 @@ defmodule AshGenServer.Query do
   6. aggregates loaded on the records are added by `AshGenServer.Aggregates`, and expression
      calculations are evaluated on them by Ash (`Ash.Expr.eval_hydrated/2`): the node has no
      expression language beyond filters.
+
+  A combination query (`Ash.Query.combination_of/2`, `combination_of` set) runs each of its
+  combinations as above and combines their records (`AshGenServer.Combination`); its own
+  filter, sort, distinct, offset and limit then apply in Elixir, before its aggregates and
+  calculations.
   """
 
-  alias AshGenServer.{Aggregates, Client, Filter, Results, Values}
+  alias AshGenServer.{Aggregates, Combination, Filter, Results, Values}
+  alias AshGenServer.DataLayer.Requests
 
   defstruct [
     :resource,
@@ -33,6 +39,7 @@ defmodule AshGenServer.Query do
     offset: 0,
     sort: [],
     distinct: [],
+    combination_of: [],
     aggregates: [],
     calculations: [],
     context: %{}
@@ -90,21 +97,46 @@ defmodule AshGenServer.Query do
       not distinct?(query)
   end
 
-  @doc "What names the query's resource in a request (`AshGenServer.Client.target/2`)."
+  @doc "What names the query's resource in a request (`AshGenServer.DataLayer.Requests.target/2`)."
   @spec target(t) :: Ash.Resource.t() | {Ash.Resource.t(), term}
-  def target(%__MODULE__{resource: resource, tenant: tenant}), do: Client.target(resource, tenant)
+  def target(%__MODULE__{resource: resource, tenant: tenant}),
+    do: Requests.target(resource, tenant)
 
   @doc "Runs the query: the node request, then whatever `plan/1` left to Ash."
   @spec run(t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
+  def run(%__MODULE__{combination_of: [_ | _]} = query) do
+    with {:ok, records} <- Combination.records(query, &run/1) do
+      query = Combination.prepare(query)
+      sort_opts = [maybe_not_distinct?: Combination.maybe_not_distinct?(query)]
+      plan = %{runtime_filter?: query.filter != nil, runtime_sort?: true, runtime_page?: true}
+      finish(records, query, plan, sort_opts)
+    end
+  end
+
   def run(%__MODULE__{resource: resource} = query) do
     plan = plan(query)
 
     with {:ok, stored} <- fetch(resource, target(query), plan.request),
-         {:ok, records} <- Values.cast_records(resource, stored),
-         {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
-         records <- maybe_runtime_sort(records, query, plan.runtime_sort?),
-         records <- maybe_page(records, query, plan.runtime_page?),
-         {:ok, records} <- Aggregates.add_loaded(records, query) do
+         {:ok, records} <- Values.cast_records(resource, stored) do
+      finish(records, query, plan, [])
+    end
+  end
+
+  defp finish(records, query, plan, sort_opts) do
+    with {:ok, records} <- maybe_runtime_filter(records, query, plan.runtime_filter?),
+         records <- maybe_runtime_sort(records, query, plan.runtime_sort?, sort_opts),
+         records <- maybe_page(records, query, plan.runtime_page?) do
+      add_loaded(records, query)
+    end
+  end
+
+  @doc """
+  Adds to records read for `query` what it loads on them: aggregates (`AshGenServer.Aggregates`)
+  and expression calculations (evaluated by Ash).
+  """
+  @spec add_loaded([Ash.Resource.record()], t) :: {:ok, [Ash.Resource.record()]} | {:error, term}
+  def add_loaded(records, query) do
+    with {:ok, records} <- Aggregates.add_loaded(records, query) do
       add_calculations(records, query)
     end
   end
@@ -140,35 +172,60 @@ defmodule AshGenServer.Query do
   defp put_calculation(record, %{name: name}, value),
     do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
-  defp fetch(resource, target, {:get, pk}) do
-    case Client.run(resource, {:get, target, pk}, request: :get) do
+  @doc "Sends a request `plan/1` made (`{:get, pk}` or `{:query, map}`); the stored records."
+  @spec fetch(Ash.Resource.t(), term, {:get, map} | {:query, map}) ::
+          {:ok, [map]} | {:error, term}
+  def fetch(resource, target, {:get, pk}) do
+    case Requests.run(resource, {:get, target, pk}, request: :get) do
       {:ok, record} -> {:ok, [record]}
       {:error, %Ash.Error.Query.NotFound{}} -> {:ok, []}
       {:error, error} -> {:error, error}
     end
   end
 
-  defp fetch(resource, target, {:query, request}) do
-    Client.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
+  def fetch(resource, target, {:query, request}) do
+    Requests.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
   end
 
-  @doc false
-  def maybe_runtime_filter(records, _query, false), do: {:ok, records}
-  def maybe_runtime_filter([], _query, _), do: {:ok, []}
+  @doc """
+  When the third argument is true, the records matching the query's filter, checked by Ash
+  (`Ash.Filter.Runtime`); `opts` are added to its options (`parent:`, the record `parent(...)`
+  refers to).
+  """
+  @spec maybe_runtime_filter([Ash.Resource.record()], t, boolean, keyword) ::
+          {:ok, [Ash.Resource.record()]} | {:error, term}
+  def maybe_runtime_filter(records, query, runtime?, opts \\ [])
+  def maybe_runtime_filter(records, _query, false, _opts), do: {:ok, records}
+  def maybe_runtime_filter([], _query, _, _opts), do: {:ok, []}
 
-  def maybe_runtime_filter(records, query, true) do
-    Ash.Filter.Runtime.filter_matches(query.domain, records, query.filter,
-      tenant: query.tenant,
-      actor: get_in(query.context, [:private, :actor])
+  def maybe_runtime_filter(records, query, true, opts) do
+    # the read's tenant (`set_tenant/3` only sets `query.tenant` for the `:context` strategy)
+    Ash.Filter.Runtime.filter_matches(
+      query.domain,
+      records,
+      query.filter,
+      [
+        tenant: get_in(query.context, [:private, :tenant]) || query.tenant,
+        actor: get_in(query.context, [:private, :actor])
+      ] ++ opts
     )
   end
 
-  defp distinct?(query), do: query.distinct not in [nil, []]
+  @doc "Whether the query asks for distinct records."
+  @spec distinct?(t) :: boolean
+  def distinct?(query), do: query.distinct not in [nil, []]
 
-  defp maybe_runtime_sort(records, _query, false), do: records
+  @doc """
+  When the third argument is true, the records sorted (and made distinct) by Ash as the query
+  asks; `opts` are added to the sort's options.
+  """
+  @spec maybe_runtime_sort([Ash.Resource.record()], t, boolean, keyword) ::
+          [Ash.Resource.record()]
+  def maybe_runtime_sort(records, query, runtime?, opts \\ [])
+  def maybe_runtime_sort(records, _query, false, _opts), do: records
 
-  defp maybe_runtime_sort(records, query, true) do
-    opts = [domain: query.domain, rekey?: false]
+  def maybe_runtime_sort(records, query, true, opts) do
+    opts = [domain: query.domain, rekey?: false] ++ opts
 
     cond do
       not distinct?(query) ->
@@ -187,9 +244,11 @@ defmodule AshGenServer.Query do
     end
   end
 
-  defp maybe_page(records, _query, false), do: records
+  @doc "When the third argument is true, the query's page (offset, limit) of the records."
+  @spec maybe_page([Ash.Resource.record()], t, boolean) :: [Ash.Resource.record()]
+  def maybe_page(records, _query, false), do: records
 
-  defp maybe_page(records, query, true) do
+  def maybe_page(records, query, true) do
     records = Enum.drop(records, query.offset || 0)
     if query.limit, do: Enum.take(records, query.limit), else: records
   end

@@ -1,21 +1,23 @@
 defmodule AshGenServer.Transport do
   @moduledoc """
-  One call or cast to a node's `ash_gen_server` server: the lowest layer of the shim, used by
-  `AshGenServer.Client` (requests about a resource) and `AshGenServer.ExpiryHandler`
-  (subscriptions and raw destroys). It knows nothing about resources being defined or about
-  Ash errors.
+  One call or cast to a node's `ash_gen_server` server (or to a record's pid): the lowest layer
+  of the package, used by `AshGenServer.DataLayer.Requests` (the data layer's requests about a
+  resource), `AshGenServer.ExpiryHandler` (subscriptions and raw destroys) and
+  `AshGenServer.Client` (the protocol for code without Ash). It knows nothing about resources
+  being defined or about Ash errors.
 
   - Requests go to `{:ash_gen_server, node}` with `GenServer.call/3` (PROTOCOL.md "Requests").
-    An exit (node down, no server, timeout) becomes `{:error, %AshGenServer.Error.NodeUnavailable{}}`
-    naming the node, never an exit in the caller.
+    An exit (node down, no server, timeout) never reaches the caller: `call/4` answers
+    `{:error, %AshGenServer.Error.NodeUnavailable{}}` naming the node, `raw_call/4` what its
+    caller makes of the reason.
   - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
     `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
     `duration`, in native time units) carry the metadata `node`, `resource` (the resource the
     request is about, or `nil`), `request` (its name: `:get`, `:query`, `:aggregate`...) and
-    `message` (the whole request); the stop event adds `reply` (the node's raw reply, or
-    `{:error, %NodeUnavailable{}}`). Casts (`keep_alive`) emit nothing.
-  - The values of the resource's `sensitive?` attributes are left out of `message` and `reply`
-    (replaced by `:redacted`, in records and in filter comparisons alike).
+    `message` (the whole request); the stop event adds `reply` (the node's raw reply, or the
+    error returned for an unreachable node). Casts (`keep_alive`) emit nothing.
+  - With `call/4`, the values of the resource's `sensitive?` attributes are left out of
+    `message` and `reply` (replaced by `:redacted`, in records and in filter comparisons alike).
   """
 
   alias AshGenServer.Error.NodeUnavailable
@@ -26,22 +28,40 @@ defmodule AshGenServer.Transport do
   @doc """
   A `GenServer.call` to the node's `ash_gen_server`, with exits turned into
   `{:error, %NodeUnavailable{}}`. Returns the node's raw reply. `resource` is the resource the
-  request is about, for the telemetry metadata and the error (else the request's second
-  element when it is an atom).
+  request is about, for the telemetry metadata, the redaction of its sensitive attributes and
+  the error (else the request's second element when it is an atom).
   """
   @spec call(node, term, timeout, Ash.Resource.t() | nil) :: term
   def call(node, request, timeout \\ 5_000, resource \\ nil) do
-    sensitive = sensitive(resource)
+    unavailable = fn reason ->
+      {:error, NodeUnavailable.exception(node: node, resource: resource, reason: reason)}
+    end
 
+    span(node, request, timeout, resource, sensitive(resource), unavailable)
+  end
+
+  @doc """
+  A `GenServer.call` of `request` to `to` — a node (its `ash_gen_server`) or a pid (a record's
+  actor, PROTOCOL.md "Record processes") — for callers that know nothing of Ash: no resource
+  lookup, no redaction. Returns the raw reply or, when the call exits, `unavailable.(reason)`,
+  `reason` being `:noconnection` (node down or unknown), `:noproc` (no such server or process),
+  `:timeout` or the exit reason. The telemetry span is `call/4`'s.
+  """
+  @spec raw_call(node | pid, term, timeout, (term -> term)) :: term
+  def raw_call(to, request, timeout, unavailable) do
+    span(to, request, timeout, nil, nil, unavailable)
+  end
+
+  defp span(to, request, timeout, resource, sensitive, unavailable) do
     metadata = %{
-      node: node,
+      node: if(is_pid(to), do: node(to), else: to),
       resource: resource || request_resource(request),
       request: request_name(request),
       message: redact(request, sensitive)
     }
 
     :telemetry.span(@event, metadata, fn ->
-      reply = do_call(node, request, timeout, resource)
+      reply = do_call(to, request, timeout, unavailable)
       {reply, Map.put(metadata, :reply, redact(reply, sensitive))}
     end)
   end
@@ -87,13 +107,14 @@ defmodule AshGenServer.Transport do
   @spec cast(node, term) :: :ok
   def cast(node, request), do: GenServer.cast({@server, node}, request)
 
-  defp do_call(node, request, timeout, resource) do
-    GenServer.call({@server, node}, request, timeout)
+  defp do_call(to, request, timeout, unavailable) do
+    GenServer.call(server(to), request, timeout)
   catch
-    :exit, reason ->
-      {:error,
-       NodeUnavailable.exception(node: node, resource: resource, reason: exit_reason(reason))}
+    :exit, reason -> unavailable.(exit_reason(reason))
   end
+
+  defp server(pid) when is_pid(pid), do: pid
+  defp server(node), do: {@server, node}
 
   defp request_name(request) when is_tuple(request) and tuple_size(request) > 0,
     do: elem(request, 0)

@@ -14,8 +14,8 @@ defmodule AshGenServer.Upsert do
   """
 
   alias Ash.Changeset
-  alias AshGenServer.{Client, Filter, Values, Write}
-  alias AshGenServer.DataLayer.{Info, Layout}
+  alias AshGenServer.{Filter, Values, Write}
+  alias AshGenServer.DataLayer.{Info, Layout, Requests}
 
   import Write, only: [no_filter?: 1]
 
@@ -23,7 +23,7 @@ defmodule AshGenServer.Upsert do
   def upsert(resource, changeset, keys, identity \\ nil) do
     keys = keys || Ash.Resource.Info.primary_key(resource)
 
-    with {:ok, record} <- Changeset.apply_attributes(changeset),
+    with {:ok, record} <- Write.new_record(resource, changeset),
          {:ok, stored} <- Values.dump_record(resource, record),
          {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)),
          {:ok, condition} <- upsert_condition(resource, changeset, record, stored, keys) do
@@ -32,7 +32,7 @@ defmodule AshGenServer.Upsert do
           {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
 
         condition ->
-          target = Client.target(resource, changeset.to_tenant)
+          target = Requests.target(resource, changeset.to_tenant)
           condition = and_(condition, tenant_guard(resource, keys, stored))
 
           atomics =
@@ -55,13 +55,17 @@ defmodule AshGenServer.Upsert do
                  %{keys: keys, set: set, condition: Filter.to_request(condition)}
                  |> then(&if(atomics == [], do: &1, else: Map.put(&1, :atomics, atomics)))}
 
-              case Client.request(resource, request) do
+              case Requests.request(resource, request) do
                 {:error, {:expr_error, term}} ->
                   {:error, AshGenServer.Expr.to_exception(term)}
 
                 reply ->
                   reply
-                  |> Client.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
+                  |> Requests.result(
+                    resource: resource,
+                    request: :upsert,
+                    expect: &upsert_body?/1
+                  )
                   |> upsert_result(resource)
               end
           end
@@ -121,7 +125,7 @@ defmodule AshGenServer.Upsert do
            ) do
       case found do
         [] ->
-          case Client.request(resource, {:create, target, stored}) do
+          case Requests.request(resource, {:create, target, stored}) do
             {:ok, created} ->
               resource |> Values.cast_record(created) |> put_upsert_action(:create)
 
@@ -132,7 +136,7 @@ defmodule AshGenServer.Upsert do
               retry.()
 
             other ->
-              Client.result(other, resource: resource, request: :create)
+              Requests.result(other, resource: resource, request: :create)
           end
 
         [existing_stored] ->
@@ -144,7 +148,7 @@ defmodule AshGenServer.Upsert do
           with {:ok, values} <-
                  AshGenServer.Atomics.evaluate(changeset, resource, existing, record),
                {:ok, dumped} <- Values.dump_changes(resource, values) do
-            case Client.request(
+            case Requests.request(
                    resource,
                    {:update, target, pk, Map.merge(set, dumped), %{filter: guard}}
                  ) do
@@ -153,7 +157,7 @@ defmodule AshGenServer.Upsert do
 
               {:error, :stale} ->
                 # changed meanwhile, or the condition does not hold: which one?
-                case Client.request(resource, {:get, target, pk}) do
+                case Requests.request(resource, {:get, target, pk}) do
                   {:ok, ^existing_stored} ->
                     {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
 
@@ -165,7 +169,7 @@ defmodule AshGenServer.Upsert do
                 retry.()
 
               other ->
-                Client.result(other, resource: resource, request: :upsert)
+                Requests.result(other, resource: resource, request: :upsert)
             end
           end
       end
@@ -198,7 +202,7 @@ defmodule AshGenServer.Upsert do
       with {:ok, found} <-
              query_request(
                resource,
-               {:query, Client.target(resource, changeset.to_tenant),
+               {:query, Requests.target(resource, changeset.to_tenant),
                 %{filter: key_filter, sort: [], offset: 0, limit: nil}}
              ),
            {:ok, found} <- Values.cast_records(resource, found),
@@ -216,9 +220,9 @@ defmodule AshGenServer.Upsert do
             {:ok, pk} = Values.primary_key(resource, existing)
             guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
 
-            case Client.run(
+            case Requests.run(
                    resource,
-                   {:update, Client.target(resource, changeset.to_tenant), pk, set,
+                   {:update, Requests.target(resource, changeset.to_tenant), pk, set,
                     %{filter: guard}},
                    request: :upsert
                  ) do
@@ -243,7 +247,8 @@ defmodule AshGenServer.Upsert do
 
   defp put_upsert_action(other, _action), do: other
 
-  # The body of an `upsert` reply (`{ok, Action, Record}`, see `AshGenServer.Client.result/2`).
+  # The body of an `upsert` reply (`{ok, Action, Record}`, see
+  # `AshGenServer.DataLayer.Requests.result/2`).
   defp upsert_body?({action, _stored}), do: action in [:created, :updated, :skipped]
   defp upsert_body?(_body), do: false
 
@@ -319,7 +324,7 @@ defmodule AshGenServer.Upsert do
           |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
 
         request =
-          {:query, Client.target(resource, changeset.to_tenant),
+          {:query, Requests.target(resource, changeset.to_tenant),
            %{filter: key_filter, sort: [], offset: 0, limit: 1}}
 
         with {:ok, found} <- query_request(resource, request),
@@ -345,7 +350,7 @@ defmodule AshGenServer.Upsert do
   end
 
   defp query_request(resource, request),
-    do: Client.run(resource, request, request: :query, expect: &is_list/1)
+    do: Requests.run(resource, request, request: :query, expect: &is_list/1)
 
   # Bulk upserts (`c:Ash.DataLayer.bulk_create/3` with `upsert?`). When every record of the
   # batch sets, on conflict, the same fields with its own values and the condition is the same
@@ -384,9 +389,9 @@ defmodule AshGenServer.Upsert do
         stored = Enum.map(prepared, & &1.stored)
 
         with {:ok, replies} <-
-               Client.run(
+               Requests.run(
                  resource,
-                 {:bulk_create, Client.target(resource, options[:tenant]), stored, opts},
+                 {:bulk_create, Requests.target(resource, options[:tenant]), stored, opts},
                  request: :bulk_create,
                  expect: &(is_list(&1) and length(&1) == length(stored))
                ) do
@@ -394,7 +399,7 @@ defmodule AshGenServer.Upsert do
           |> Enum.zip(replies)
           |> Enum.map(fn {%{changeset: changeset}, reply} ->
             reply
-            |> Client.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
+            |> Requests.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
             |> upsert_result(resource)
             |> case do
               {:ok, record} -> {:ok, record, changeset}
@@ -416,7 +421,7 @@ defmodule AshGenServer.Upsert do
   defp batch_upsert_plan(resource, changesets, keys) do
     prepared =
       Enum.map(changesets, fn changeset ->
-        with {:ok, record} <- Changeset.apply_attributes(changeset),
+        with {:ok, record} <- Write.new_record(resource, changeset),
              {:ok, stored} <- Values.dump_record(resource, record),
              {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)) do
           condition =

@@ -147,10 +147,33 @@ defmodule AshGenServer.Values do
     )
   end
 
-  @doc "Dumps every attribute of a record (a resource struct) to the map stored on the node."
+  @hidden_key :__ash_gen_server_key__
+
+  @doc """
+  The field that keys, on the node, the records of a resource without a primary key
+  (`require_primary_key? false`): the node keys every record's actor by a primary key, so such
+  a resource is defined there with this field as its primary key, and each new record gets a
+  random 128-bit value in it (`dump_record/2`). It is never an attribute: reads drop it, and
+  the record keeps it in its metadata (`:ash_gen_server_key`) so `AshGenServer.whereis/1` and
+  `keep_alive/1` find its actor. Two records with the same attribute values are two records.
+  """
+  @spec hidden_key() :: atom
+  def hidden_key, do: @hidden_key
+
+  @doc """
+  Dumps every attribute of a new record (a resource struct) to the map stored on the node; for
+  a resource without a primary key, with a fresh `hidden_key/0`.
+  """
   @spec dump_record(Ash.Resource.t(), struct) :: {:ok, map} | {:error, term}
   def dump_record(resource, record) do
-    dump_fields(Layout.get(resource).attributes, record, [])
+    case Layout.get(resource) do
+      %{primary_key: [], attributes: attributes} ->
+        with {:ok, stored} <- dump_fields(attributes, record, []),
+             do: {:ok, Map.put(stored, @hidden_key, :crypto.strong_rand_bytes(16))}
+
+      %{attributes: attributes} ->
+        dump_fields(attributes, record, [])
+    end
   end
 
   @doc "Dumps a map or keyword of attribute changes (`%{name => value}`)."
@@ -177,12 +200,48 @@ defmodule AshGenServer.Values do
   end
 
   @doc """
+  Casts values computed by expressions (atomics) to their attributes' types, as a column of
+  that type would when the expression is written to it (a `DateTime` with microseconds into a
+  `:utc_datetime` attribute loses them, `1` into a float attribute is `1.0`...):
+  `{:ok, %{name => value}}`, or an `InvalidAttribute` error for a value that does not cast.
+  """
+  @spec cast_computed(Ash.Resource.t(), map) :: {:ok, map} | {:error, term}
+  def cast_computed(resource, values) do
+    Enum.reduce_while(values, {:ok, %{}}, fn {name, value}, {:ok, acc} ->
+      %{type: type, constraints: constraints} = Ash.Resource.Info.attribute(resource, name)
+
+      case Ash.Type.cast_input(type, value, constraints) do
+        {:ok, cast} ->
+          {:cont, {:ok, Map.put(acc, name, cast)}}
+
+        _ ->
+          {:halt,
+           {:error,
+            Ash.Error.Changes.InvalidAttribute.exception(
+              field: name,
+              value: value,
+              message: "is not a valid #{inspect(type)}"
+            )}}
+      end
+    end)
+  end
+
+  @doc """
   The primary key of a record (or changeset data) in stored form, e.g. `%{id: <<16 bytes>>}`.
   """
   @spec primary_key(Ash.Resource.t(), map) :: {:ok, map} | {:error, term}
   def primary_key(resource, record) do
-    primary_key_fields(Layout.get(resource).primary_key, record, [])
+    case Layout.get(resource).primary_key do
+      [] -> hidden_primary_key(record)
+      primary_key -> primary_key_fields(primary_key, record, [])
+    end
   end
+
+  # A record of a resource without a primary key: the node's key kept in its metadata.
+  defp hidden_primary_key(%{__metadata__: %{ash_gen_server_key: key}}),
+    do: {:ok, %{@hidden_key => key}}
+
+  defp hidden_primary_key(_record), do: {:ok, %{}}
 
   # Like dump_fields/3, but a missing field is `nil`.
   defp primary_key_fields([], _record, acc), do: {:ok, :maps.from_list(acc)}
@@ -204,7 +263,13 @@ defmodule AshGenServer.Values do
           |> Map.merge(:maps.from_list(attributes))
           |> Map.put(:__meta__, %Ecto.Schema.Metadata{state: :loaded, schema: resource})
 
-        {:ok, record}
+        case stored do
+          %{@hidden_key => key} ->
+            {:ok, Ash.Resource.put_metadata(record, :ash_gen_server_key, key)}
+
+          _ ->
+            {:ok, record}
+        end
 
       {:error, field} ->
         {:error, Ash.Error.Invalid.InvalidStoredData.exception(resource: resource, field: field)}

@@ -12,21 +12,21 @@ defmodule AshGenServer.Write do
 
   alias Ash.Changeset
   alias Ash.Error.Changes.StaleRecord
-  alias AshGenServer.{Atomics, Client, Filter, Values}
-  alias AshGenServer.DataLayer.Layout
+  alias AshGenServer.{Atomics, Filter, Values}
+  alias AshGenServer.DataLayer.{Layout, Requests}
 
   @doc false
   def create(resource, changeset) do
     with {:ok, stored} <- dump_new(resource, changeset),
-         target = Client.target(resource, changeset.to_tenant),
-         {:ok, record} <- Client.run(resource, {:create, target, stored}, request: :create) do
+         target = Requests.target(resource, changeset.to_tenant),
+         {:ok, record} <- Requests.run(resource, {:create, target, stored}, request: :create) do
       Values.cast_record(resource, record)
     end
   end
 
   @doc false
   def update(resource, %{atomics: atomics} = changeset) when atomics not in [nil, []] do
-    target = Client.target(resource, changeset.to_tenant)
+    target = Requests.target(resource, changeset.to_tenant)
 
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, changes} <- Values.dump_changes(resource, changeset.attributes) do
@@ -47,13 +47,13 @@ defmodule AshGenServer.Write do
 
   def update(resource, changeset) do
     context = [request: :update, filter: changeset.filter, not_found: :stale]
-    target = Client.target(resource, changeset.to_tenant)
+    target = Requests.target(resource, changeset.to_tenant)
 
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, changes} <- Values.dump_changes(resource, changeset.attributes),
          {:ok, opts} <- condition(resource, changeset, pk),
          request = with_opts({:update, target, pk, changes}, opts),
-         {:ok, stored} <- Client.run(resource, request, context),
+         {:ok, stored} <- Requests.run(resource, request, context),
          {:ok, record} <- Values.cast_record(resource, stored) do
       {:ok, retain_loaded(record, changeset.data)}
     end
@@ -62,11 +62,11 @@ defmodule AshGenServer.Write do
   @doc false
   def destroy(resource, changeset) do
     context = [request: :destroy, filter: changeset.filter, not_found: :stale]
-    target = Client.target(resource, changeset.to_tenant)
+    target = Requests.target(resource, changeset.to_tenant)
 
     with {:ok, pk} <- Values.primary_key(resource, changeset.data),
          {:ok, opts} <- condition(resource, changeset, pk),
-         {:ok, _} <- Client.run(resource, with_opts({:destroy, target, pk}, opts), context) do
+         {:ok, _} <- Requests.run(resource, with_opts({:destroy, target, pk}, opts), context) do
       :ok
     end
   end
@@ -97,9 +97,9 @@ defmodule AshGenServer.Write do
   defp runtime_check(resource, changeset, pk) do
     context = [request: :get, filter: changeset.filter, not_found: :stale]
 
-    target = Client.target(resource, changeset.to_tenant)
+    target = Requests.target(resource, changeset.to_tenant)
 
-    with {:ok, stored} <- Client.run(resource, {:get, target, pk}, context),
+    with {:ok, stored} <- Requests.run(resource, {:get, target, pk}, context),
          {:ok, current} <- Values.cast_record(resource, stored) do
       case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], changeset.filter,
              tenant: changeset.tenant,
@@ -128,8 +128,18 @@ defmodule AshGenServer.Write do
   defp retain_loaded(record, _data), do: record
 
   @doc false
+  # The record a create (or an upsert's create branch) stores: the changeset's attributes, then
+  # its `create_atomics` (`atomic_set`) evaluated against them (`Atomics.create_values/3`).
+  def new_record(resource, changeset) do
+    with {:ok, record} <- Changeset.apply_attributes(changeset),
+         {:ok, values} <- Atomics.create_values(changeset, resource, record) do
+      {:ok, struct(record, values)}
+    end
+  end
+
+  @doc false
   def dump_new(resource, changeset) do
-    with {:ok, record} <- Changeset.apply_attributes(changeset) do
+    with {:ok, record} <- new_record(resource, changeset) do
       Values.dump_record(resource, record)
     end
   end
@@ -142,7 +152,9 @@ defmodule AshGenServer.Write do
     prepared =
       Enum.map(changesets, fn changeset ->
         case dump_new(resource, changeset) do
-          # The data layer has no atomic create: refuse, never store the attribute without it.
+          # Update atomics (`atomic_update`) on a plain create have no stored record to
+          # apply to (`create_atomics` are in the record already): refuse, never store the
+          # attribute without them.
           {:ok, _stored} when changeset.atomics not in [nil, []] ->
             error =
               Ash.Error.Invalid.AtomicsNotSupported.exception(
@@ -163,9 +175,9 @@ defmodule AshGenServer.Write do
     to_send = for {:ok, stored, _} <- prepared, do: stored
 
     with {:ok, replies} <-
-           Client.run(
+           Requests.run(
              resource,
-             {:bulk_create, Client.target(resource, options[:tenant]), to_send, %{}},
+             {:bulk_create, Requests.target(resource, options[:tenant]), to_send, %{}},
              request: :bulk_create,
              expect: &(is_list(&1) and length(&1) == length(to_send))
            ) do
@@ -180,7 +192,7 @@ defmodule AshGenServer.Write do
 
   defp merge_replies([{:ok, _stored, changeset} | rest], [reply | replies], resource) do
     result =
-      with {:ok, stored} <- Client.result(reply, resource: resource, request: :create),
+      with {:ok, stored} <- Requests.result(reply, resource: resource, request: :create),
            {:ok, record} <- Values.cast_record(resource, stored) do
         {:ok, record, changeset}
       else
@@ -210,6 +222,9 @@ defmodule AshGenServer.Write do
     failed = Enum.reverse(failed)
 
     cond do
+      # A batch of one record that failed: its error, as a data layer without partial success
+      # gives (Ash counts any `{:partial_success, ...}` as a success, even with no record).
+      match?([{:error, _, _}], results) -> {:error, elem(hd(failed), 0)}
       failed != [] -> {:partial_success, failed, if(options[:return_records?], do: ok, else: [])}
       options[:return_records?] -> {:ok, ok}
       true -> :ok

@@ -1,104 +1,75 @@
 defmodule AshGenServer.ClientTest do
-  # not async: the tests point the application environment's node at this VM
-  use ExUnit.Case, async: false
+  # The end-to-end tests of the client (every request against a real node, and a VM without
+  # Ash) are integration/ash_app/test/client_test.exs; these need no node.
+  use ExUnit.Case, async: true
 
   alias AshGenServer.Client
-  alias AshGenServer.Error.{NodeError, NodeUnavailable}
-  alias AshGenServer.Test.{Pair, Thing}
+  alias AshGenServer.Client.Error
 
-  # A stand-in for the node's `ash_gen_server`, registered in this VM: it accepts `define` and
-  # `subscribe` and answers every other request with `reply`.
-  defmodule FakeNode do
-    use GenServer
+  test "every public function has a doc and a spec" do
+    {:docs_v1, _, :elixir, _, %{"en" => moduledoc}, _, docs} = Code.fetch_docs(Client)
+    assert moduledoc =~ "for Elixir code without"
+    {:ok, specs} = Code.Typespec.fetch_specs(Client)
+    specced = MapSet.new(specs, fn {name_arity, _} -> name_arity end)
 
-    def start_link(reply), do: GenServer.start_link(__MODULE__, reply, name: :ash_gen_server)
+    functions = Client.__info__(:functions)
+    assert length(functions) > 20
 
-    @impl true
-    def init(reply), do: {:ok, reply}
+    for {name, arity} <- functions do
+      doc =
+        Enum.find_value(docs, fn
+          {{:function, ^name, doc_arity}, _, _, doc, meta} ->
+            defaults = Map.get(meta, :defaults, 0)
+            if arity in (doc_arity - defaults)..doc_arity, do: doc
 
-    @impl true
-    def handle_call({:define, _resource, _opts}, _from, reply), do: {:reply, :ok, reply}
-    def handle_call({:subscribe, _resources}, _from, reply), do: {:reply, :ok, reply}
-    def handle_call(_request, _from, reply), do: {:reply, reply, reply}
+          _ ->
+            nil
+        end)
+
+      assert match?(%{"en" => text} when byte_size(text) > 0, doc),
+             "#{name}/#{arity} has no @doc"
+
+      full_arity = Enum.find(arity..(arity + 3), &MapSet.member?(specced, {name, &1}))
+
+      assert full_arity, "#{name}/#{arity} has no @spec"
+    end
   end
 
-  setup do
-    previous = Application.get_env(:ash_gen_server, :node)
-    Application.put_env(:ash_gen_server, :node, node())
+  test "the client and its error call nothing of Ash, Spark or Splode" do
+    for module <- [Client, Error] do
+      {:ok, {^module, [imports: imports]}} =
+        module |> :code.which() |> :beam_lib.chunks([:imports])
 
-    on_exit(fn ->
-      Client.forget(node(), Pair)
+      called = imports |> Enum.map(fn {m, _f, _a} -> inspect(m) end) |> Enum.uniq()
+      assert "AshGenServer.Transport" in called or module == Error
 
-      if previous,
-        do: Application.put_env(:ash_gen_server, :node, previous),
-        else: Application.delete_env(:ash_gen_server, :node)
-    end)
+      for name <- called do
+        refute String.starts_with?(name, ["Ash.", "Spark", "Splode", "AshGenServer.DataLayer"]),
+               "#{inspect(module)} calls #{name}"
+      end
+    end
   end
 
-  # `Client.run/3` of a `get` of `Pair` against a node that answers `reply`.
-  defp run(reply, context \\ []) do
-    _ = stop_supervised(FakeNode)
-    start_supervised!({FakeNode, reply})
-    Client.run(Pair, {:get, Pair, %{left: "a", right: 1}}, [request: :get] ++ context)
+  test "a node that cannot be reached is an error, not an exit" do
+    assert {:error, %Error{reason: {:node_unavailable, :noconnection}, request: :get} = error} =
+             Client.get(:user, %{id: 1}, node: :"unit_test_nowhere@127.0.0.1", timeout: 500)
+
+    assert Exception.message(error) =~ "unit_test_nowhere@127.0.0.1"
   end
 
-  test "success replies are {:ok, body}" do
-    assert run({:ok, %{left: "a", right: 1}}) == {:ok, %{left: "a", right: 1}}
-  end
+  test "error messages say what happened" do
+    error = %Error{reason: :not_found, node: :n@h, request: :get, resource: :user}
 
-  test ":ok is {:ok, :ok}" do
-    assert run(:ok) == {:ok, :ok}
-  end
+    assert Exception.message(error) ==
+             ~s(ash_gen_server node :n@h refused :get on :user: no record with that primary key)
 
-  test "an upsert's {:ok, action, record} is {:ok, {action, record}}" do
-    assert run({:ok, :created, %{left: "a"}}) == {:ok, {:created, %{left: "a"}}}
-  end
+    assert Exception.message(%Error{reason: {:bad_request, "bad sort"}, node: :n@h}) =~
+             "bad request: bad sort"
 
-  test "error replies are the Ash errors of to_ash_error/2" do
-    assert {:error, %Ash.Error.Query.NotFound{resource: Pair}} = run({:error, :not_found})
+    assert Exception.message(%Error{reason: {:node_unavailable, :timeout}, node: :n@h}) =~
+             "the call timed out"
 
-    assert {:error, %Ash.Error.Changes.StaleRecord{resource: Pair, filter: :the_filter}} =
-             run({:error, :not_found}, not_found: :stale, filter: :the_filter)
-
-    assert {:error,
-            [
-              %Ash.Error.Changes.InvalidAttribute{field: :left},
-              %Ash.Error.Changes.InvalidAttribute{field: :right}
-            ]} = run({:error, {:already_exists, %{left: "a", right: 1}}})
-
-    assert {:error, %NodeError{resource: Pair, request: :get, reason: {:bad_request, "no"}}} =
-             run({:error, {:bad_request, "no"}})
-  end
-
-  test "an unexpected reply is a NodeError holding it" do
-    assert {:error, %NodeError{resource: Pair, request: :get, reason: :what}} = run(:what)
-  end
-
-  test "a body passing :expect is {:ok, body}" do
-    assert run({:ok, [1]}, expect: &is_list/1) == {:ok, [1]}
-  end
-
-  test "a body failing :expect is a NodeError holding the reply" do
-    assert {:error, %NodeError{reason: {:ok, :not_a_list}}} =
-             run({:ok, :not_a_list}, expect: &is_list/1)
-  end
-
-  test "an unreachable node is Ash's Unavailable, a timed-out call Ash's Timeout" do
-    assert {:error, %Ash.Error.Invalid.Unavailable{resource: Thing} = error} =
-             Client.run(Thing, {:get, Thing, %{id: "x"}}, request: :get)
-
-    assert Exception.message(error) =~ "nowhere@127.0.0.1"
-
-    timeout = NodeUnavailable.exception(node: :n@h, resource: Thing, reason: :timeout)
-
-    assert {:error, %Ash.Error.Invalid.Timeout{timeout: 500}} =
-             Client.result({:error, timeout}, resource: Thing)
-  end
-
-  test "result/2 maps a reply without a request (per-record bulk replies)" do
-    assert Client.result({:ok, :updated, %{}}, resource: Pair) == {:ok, {:updated, %{}}}
-
-    assert {:error, %Ash.Error.Changes.StaleRecord{}} =
-             Client.result({:error, :stale}, resource: Pair)
+    assert Exception.message(%Error{reason: :no_node_configured, request: :ping}) =~
+             "config :ash_gen_server, node:"
   end
 end

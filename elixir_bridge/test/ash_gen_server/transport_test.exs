@@ -33,4 +33,26 @@ defmodule AshGenServer.TransportTest do
     assert {:error, _} = Transport.call(:"nowhere@127.0.0.1", :stats, 100)
     assert_receive {[:ash_gen_server, :request, :stop], _, %{request: :stats, resource: nil}}
   end
+
+  test "raw_call: an exit is what the caller makes of its reason, in the reply and the span" do
+    id = {__MODULE__, make_ref()}
+    :ok = :telemetry.attach(id, [:ash_gen_server, :request, :stop], &__MODULE__.forward/4, self())
+    on_exit(fn -> :telemetry.detach(id) end)
+
+    request = {:get, :plain_atom, %{id: 1}}
+
+    assert {:gone, :noconnection} =
+             Transport.raw_call(:"nowhere@127.0.0.1", request, 100, &{:gone, &1})
+
+    assert_receive {_, _, %{request: :get, resource: :plain_atom, reply: {:gone, :noconnection}}}
+
+    # a pid: the record process is gone
+    pid = spawn(fn -> :ok end)
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    assert {:gone, :noproc} = Transport.raw_call(pid, :get, 100, &{:gone, &1})
+
+    assert_receive {_, _, %{node: node, request: :get, reply: {:gone, :noproc}}}
+                   when node == node()
+  end
 end

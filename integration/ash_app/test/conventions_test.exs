@@ -1,41 +1,37 @@
 defmodule AshApp.ConventionsTest do
   @moduledoc """
   Conventions: definitions the data layer cannot honour fail to compile with a clear message
-  (no primary key, an identity `where` the node cannot evaluate);
+  (an identity `where` the node cannot evaluate; resources without a primary key are in
+  `no_primary_key_test.exs`);
   `sensitive?` values stay out of telemetry; `select` goes to the node; skipped bulk upserts
   come back with `return_skipped_upsert?`.
   """
   use AshApp.Case, async: false
 
-  test "a resource without a primary key does not compile" do
-    # (on Elixir 1.14 a verifier's error is printed as a compile warning, an error with
-    # --warnings-as-errors; it is checked here by calling the verifier)
-    ExUnit.CaptureIO.capture_io(:stderr, fn ->
-      Code.compile_string("""
-      defmodule AshApp.ConventionsTest.NoKey do
-        use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
-        resource do
-          require_primary_key? false
+  test "an :attribute multitenancy strategy without its attribute gets Ash's own message" do
+    # (on Elixir 1.14 a verifier's error is printed as a compile warning)
+    output =
+      ExUnit.CaptureIO.capture_io(:stderr, fn ->
+        Code.compile_string("""
+        defmodule AshApp.ConventionsTest.NoTenantAttribute do
+          use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
+          attributes do
+            uuid_primary_key :id
+          end
+          multitenancy do
+            strategy :attribute
+          end
         end
-        attributes do
-          attribute :name, :string, public?: true
-        end
-      end
-      """)
-    end)
+        """)
+      end)
 
-    module = AshApp.ConventionsTest.NoKey
-
-    assert {:error, error} =
-             AshGenServer.DataLayer.Verifiers.PrimaryKey.verify(module.spark_dsl_config())
-
-    assert Exception.message(error) =~ "needs a primary key"
-    refute Ash.DataLayer.data_layer_can?(module, :update)
-    refute Ash.DataLayer.data_layer_can?(module, :destroy)
+    assert output =~ "no `attribute` is configured"
+    refute output =~ "AshGenServer.DataLayer"
   end
 
   test "an identity whose where the node cannot evaluate does not compile, unless pre-checked" do
-    # (called directly, as above: on Elixir 1.14 the error is printed as a warning)
+    # (on Elixir 1.14 a verifier's error is printed as a compile warning, an error with
+    # --warnings-as-errors; it is checked here by calling the verifier)
     ExUnit.CaptureIO.capture_io(:stderr, fn ->
       for {name, pre_check} <- [
             {"Unchecked", ""},

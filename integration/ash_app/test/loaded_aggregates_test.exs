@@ -201,4 +201,20 @@ defmodule AshApp.LoadedAggregatesTest do
   defp in_filter({:in, _, _} = filter), do: filter
   defp in_filter({:and, left, right}), do: in_filter(left) || in_filter(right)
   defp in_filter(_), do: nil
+
+  test "an aggregate whose read_action has a modify_query is computed through that action",
+       %{authors: authors} do
+    # the :hidden action's hook reads no post; the node would count them all
+    assert Ash.read!(Post, action: :hidden) == []
+
+    loaded = Ash.load!(authors, [:post_count, :hidden_post_count])
+    assert Enum.any?(loaded, &(&1.post_count > 0))
+    assert Enum.all?(loaded, &(&1.hidden_post_count == 0))
+
+    assert [%{hidden_post_count: 0}] =
+             Author
+             |> Ash.Query.filter(id == ^hd(authors).id)
+             |> Ash.Query.load(:hidden_post_count)
+             |> Ash.read!()
+  end
 end

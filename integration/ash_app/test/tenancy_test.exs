@@ -13,6 +13,19 @@ defmodule AshApp.TenancyTest do
   defp memo!(tenant, attrs),
     do: Memo |> Ash.Changeset.for_create(:create, attrs, tenant: tenant) |> Ash.create!()
 
+  test ":attribute: a filter Ash evaluates through a relationship runs for the read's tenant" do
+    root = note!("a", %{slug: "root"})
+    note!("a", %{slug: "child", parent_note_id: root.id})
+    note!("b", %{slug: "root"})
+
+    assert [%{slug: "child"}] =
+             Note
+             |> Ash.Query.filter(parent_note.slug == "root")
+             |> Ash.read!(tenant: "a")
+
+    assert [] = Note |> Ash.Query.filter(parent_note.slug == "root") |> Ash.read!(tenant: "b")
+  end
+
   test ":attribute: reads, identities and upserts stay within the tenant" do
     note!("a", %{slug: "hello", body: "a1"})
     note!("b", %{slug: "hello", body: "b1"})

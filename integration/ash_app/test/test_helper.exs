@@ -10,6 +10,11 @@ if AshApp.RustNode.tls_args() != [] and
   raise "ASH_GEN_SERVER_SSL_DIST_OPTFILE is set but this VM does not run -proto_dist inet_tls"
 end
 
+# The node serves its Prometheus metrics on a free port (test/metrics_test.exs scrapes them).
+metrics_addr = "127.0.0.1:#{AshApp.Metrics.free_port()}"
+Application.put_env(:ash_app, :rust_node_args, ["--metrics-addr", metrics_addr])
+Application.put_env(:ash_app, :metrics_url, "http://#{metrics_addr}/metrics")
+
 rust_node = AshApp.RustNode.start!()
 Application.put_env(:ash_gen_server, :node, rust_node)
 System.at_exit(fn _ -> AshApp.RustNode.stop(rust_node) end)

@@ -91,4 +91,83 @@ defmodule AshApp.UnrelatedAggregatesTest do
 
     assert names == ["cy"]
   end
+
+  test "the aggregated resource's read policies apply for the actor (Secret, Vault)" do
+    for {owner, topic} <- [{"ann", "x"}, {"bob", "x"}, {"bob", "x"}, {"ann", "y"}] do
+      Secret
+      |> Ash.Changeset.for_create(:create, %{owner: owner, topic: topic}, authorize?: false)
+      |> Ash.create!(authorize?: false)
+    end
+
+    read = fn actor, load ->
+      Secret
+      |> Ash.Query.load(load)
+      |> Ash.Query.sort(topic: :asc)
+      |> Ash.read!(actor: actor)
+      |> Enum.map(&{&1.owner, &1.topic, Map.get(&1, List.first(load))})
+    end
+
+    # ann sees her two secrets, and only her own "x" in the count of "x" (bob owns two more),
+    # loaded directly or used by a calculation
+    assert read.(%{name: "ann"}, [:same_topic_count]) == [{"ann", "x", 1}, {"ann", "y", 1}]
+    assert read.(%{name: "ann"}, [:summary]) == [{"ann", "x", "seen 1"}, {"ann", "y", "seen 1"}]
+    assert read.(%{name: "bob"}, [:summary]) == [{"bob", "x", "seen 2"}, {"bob", "x", "seen 2"}]
+
+    # from another resource, through a calculation only (Ash adds no policy filter there)
+    vault = Vault |> Ash.Changeset.for_create(:create, %{topic: "x"}) |> Ash.create!()
+
+    for {actor, expected} <- [{%{name: "ann"}, "holds 1"}, {%{name: "bob"}, "holds 2"}] do
+      assert [%{summary: ^expected}] =
+               Vault
+               |> Ash.Query.filter(id == ^vault.id)
+               |> Ash.Query.load(:summary)
+               |> Ash.read!(actor: actor)
+    end
+
+    # without authorization every secret counts
+    assert Secret
+           |> Ash.Query.filter(topic == "x")
+           |> Ash.Query.load(:same_topic_count)
+           |> Ash.read!(authorize?: false)
+           |> Enum.map(& &1.same_topic_count) == [3, 3, 3]
+  end
+
+  test "a read authorized with :error fails on a record the actor may not read" do
+    [ann_secret, bob_secret] =
+      for owner <- ["ann", "bob"] do
+        Secret
+        |> Ash.Changeset.for_create(:create, %{owner: owner, topic: "k"}, authorize?: false)
+        |> Ash.create!(authorize?: false)
+      end
+
+    # a filter policy with `authorize_with: :error` raises instead of leaving records out
+    assert {:error, %Ash.Error.Forbidden{}} =
+             Ash.read(Secret, actor: %{name: "ann"}, authorize_with: :error)
+
+    assert {:ok, [%{owner: "ann"}]} =
+             Secret
+             |> Ash.Query.filter(owner == "ann")
+             |> Ash.read(actor: %{name: "ann"}, authorize_with: :error)
+
+    # a belongs_to with authorize_read_with :error and allow_forbidden_field?
+    for secret <- [ann_secret, bob_secret] do
+      Vault
+      |> Ash.Changeset.for_create(:create, %{topic: secret.owner, key_secret_id: secret.id})
+      |> Ash.create!()
+    end
+
+    load = fn query ->
+      query
+      |> Ash.Query.load(:key_secret)
+      |> Ash.Query.sort(topic: :asc)
+      |> Ash.read!(actor: %{name: "ann"})
+      |> Enum.map(& &1.key_secret)
+    end
+
+    # one read of the related secrets for all vaults: one forbidden makes the field forbidden
+    assert [%Ash.ForbiddenField{field: :key_secret}, %Ash.ForbiddenField{field: :key_secret}] =
+             load.(Vault)
+
+    assert [%Secret{owner: "ann"}] = load.(Ash.Query.filter(Vault, topic == "ann"))
+  end
 end

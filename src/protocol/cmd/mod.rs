@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod bulk_create;
 pub mod clear;
+pub mod cluster;
 pub mod create;
 pub mod define;
 pub mod destroy;

@@ -1,5 +1,6 @@
-//! `{query, Resource, Query}`: filter during the scan, then sort, offset, limit and select; the
-//! returned records are touched.
+//! `{query, Resource, Query}`: filter during the scan, then sort, offset, limit and select; and
+//! `{query, Resource, Query, #{partition_by => Field, partitions => [{Key, [Value]}]}}`: the
+//! same within each partition of the matches. The returned records are touched.
 
 use crate::protocol::args::{self, ResourceRef};
 use crate::protocol::caller::Caller;
@@ -18,26 +19,52 @@ pub struct Query {
     pub resource: ResourceRef,
     /// The query.
     pub query: q::Query,
+    /// Partitions, each sorted and paged on its own; `None` for the plain query.
+    pub partition: Option<q::Partition>,
 }
 
 impl Query {
     /// Parses the arguments.
     pub fn parse(args: &[Value]) -> Result<Query> {
-        args::arity("query", args, &[2], "{query, Resource, Query}")?;
+        args::arity(
+            "query",
+            args,
+            &[2, 3],
+            "{query, Resource, Query} or {query, Resource, Query, Opts}",
+        )?;
+        let partition = match args.get(2) {
+            Some(opts) => {
+                q::Partition::parse(args::opts(opts, "query")?).map_err(Error::BadRequest)?
+            }
+            None => None,
+        };
         Ok(Query {
             resource: args::resource(&args[0])?,
             query: q::Query::parse(&args[1]).map_err(Error::BadRequest)?,
+            partition,
         })
     }
 
     /// Serves it.
     pub fn execute(self, svc: &Service, from: Caller) {
-        match svc.resource(&self.resource) {
-            Ok(r) => {
-                let records = run(&svc.records, &r, &self.query);
-                from.reply_with(svc.node(), true, |out| reply::encode_records(&records, out));
+        let resource = match svc.resource(&self.resource) {
+            Ok(r) => r,
+            Err(e) => return svc.reply(&from, &e.to_reply()),
+        };
+        match &self.partition {
+            None => {
+                let records = run(&svc.records, &resource, &self.query);
+                from.reply_with(svc.node(), true, |w| reply::encode_records(&records, w));
             }
-            Err(e) => svc.reply(&from, &e.to_reply()),
+            Some(partition) => {
+                let max = svc.node().config.limits.max_records_per_request;
+                match run_partitioned(&svc.records, &resource, &self.query, partition, max) {
+                    Ok(partitions) => from.reply_with(svc.node(), true, |w| {
+                        reply::encode_partitions(&partitions, w)
+                    }),
+                    Err(e) => svc.reply(&from, &Error::BadRequest(e).to_reply()),
+                }
+            }
         }
     }
 }
@@ -51,7 +78,50 @@ fn run(records: &RecordService, resource: &Arc<Resource>, query: &q::Query) -> V
         filter: None,
         ..query.clone()
     };
-    let mut result = q::run(matched, &page, &config.primary_key);
+    let result = q::run(matched, &page, &config.primary_key);
+    finish(records, resource, query, result)
+}
+
+/// Filter during the scan, then split the matches into partitions and sort and page each; the
+/// returned records are touched. Partitions returning more than the records matched and more
+/// than `max_records` in all are refused.
+fn run_partitioned(
+    records: &RecordService,
+    resource: &Arc<Resource>,
+    query: &q::Query,
+    partition: &q::Partition,
+    max_records: usize,
+) -> std::result::Result<Vec<(Value, Vec<Record>)>, String> {
+    let config = resource.config();
+    let query = &query.bind(&config.types);
+    let matched = resource.select(query.filter.as_ref());
+    let page = q::Query {
+        filter: None,
+        ..query.clone()
+    };
+    let ty = config.types.get(partition.field);
+    let partitions = q::run_partitioned(
+        matched,
+        &page,
+        partition,
+        &config.primary_key,
+        ty,
+        max_records,
+    )?;
+    Ok(partitions
+        .into_iter()
+        .map(|(key, result)| (key, finish(records, resource, query, result)))
+        .collect())
+}
+
+/// Touches the records returned and keeps only the `select`ed fields.
+fn finish(
+    records: &RecordService,
+    resource: &Arc<Resource>,
+    query: &q::Query,
+    mut result: Vec<Record>,
+) -> Vec<Record> {
+    let config = resource.config();
     if config.has_lifetimes() {
         for rec in &result {
             if let Some(actor) = resource.key_of(rec).ok().and_then(|k| resource.lookup(&k)) {

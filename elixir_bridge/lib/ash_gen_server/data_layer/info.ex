@@ -45,7 +45,7 @@ defmodule AshGenServer.DataLayer.Info do
   @spec define_options(Ash.Resource.t()) :: map
   def define_options(resource) do
     base = %{
-      primary_key: Ash.Resource.Info.primary_key(resource),
+      primary_key: node_primary_key(resource),
       inactivity_timeout: inactivity_timeout(resource),
       maximum_lifetime: maximum_lifetime(resource),
       identities: node_identities(resource),
@@ -59,6 +59,18 @@ defmodule AshGenServer.DataLayer.Info do
         value -> Map.put(acc, key, value)
       end
     end)
+  end
+
+  @doc """
+  The `primary_key` of `define`: the resource's, or `[AshGenServer.Values.hidden_key()]` for a
+  resource without one.
+  """
+  @spec node_primary_key(Ash.Resource.t()) :: [atom]
+  def node_primary_key(resource) do
+    case Ash.Resource.Info.primary_key(resource) do
+      [] -> [AshGenServer.Values.hidden_key()]
+      primary_key -> primary_key
+    end
   end
 
   @doc """

@@ -3,7 +3,8 @@ defmodule AshApp.Author do
   An author: an identity on `email`, attributes of every kind the data layer pushes down or
   leaves to Ash (a date, a decimal, a ci_string), a calculation, relationship aggregates over its
   posts, unrelated aggregates over all posts (`parent(name)` in their filter), and an
-  optimistically locked update.
+  optimistically locked update; a relationship whose filter refers to the author
+  (`parent(score)`).
   """
   use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
 
@@ -30,6 +31,12 @@ defmodule AshApp.Author do
 
   relationships do
     has_many :posts, AshApp.Post, public?: true
+
+    # A filter on the parent: Ash loads it with a lateral join, one query per author in effect.
+    has_many :posts_liked_enough, AshApp.Post do
+      filter expr(likes >= parent(score))
+      public? true
+    end
   end
 
   calculations do
@@ -66,6 +73,12 @@ defmodule AshApp.Author do
 
     count :recent_post_count, :posts do
       filter expr(published_on >= ^~D[2024-01-01])
+      public? true
+    end
+
+    # over the posts the :hidden read action returns (its modify_query hook reads none)
+    count :hidden_post_count, :posts do
+      read_action :hidden
       public? true
     end
 

@@ -12,6 +12,7 @@ defmodule AshApp.Counter do
     attribute :label, :string, public?: true
     attribute :version, :integer, default: 0, public?: true
     attribute :secret, :string, public?: true, sensitive?: true
+    attribute :touched_at, :utc_datetime, public?: true
   end
 
   identities do
@@ -40,6 +41,49 @@ defmodule AshApp.Counter do
       upsert_identity :unique_name
       upsert_fields [:version, :label]
       upsert_condition expr(version < upsert_conflict(:version))
+    end
+
+    # atomics on create (`atomic_set`): evaluated against the record being created
+    create :create_stamped do
+      accept [:name, :count]
+      change atomic_set(:label, expr(name <> "@created"))
+      change atomic_set(:version, expr((^atomic_ref(:count) || 0) * 10))
+      change atomic_set(:touched_at, expr(now()))
+    end
+
+    create :create_checked do
+      accept [:name]
+      argument :start, :integer
+
+      change atomic_set(
+               :count,
+               expr(
+                 if name == "none" do
+                   nil
+                 else
+                   ^arg(:start)
+                 end
+               )
+             )
+    end
+
+    create :upsert_stamped do
+      accept [:name, :count]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields [:count]
+      change atomic_set(:label, expr(name <> "@created"))
+    end
+
+    # a value that must be cast before it is stored (a DateTime with microseconds into a
+    # :utc_datetime), set atomically by the compare-and-set loop
+    update :touch do
+      change set_attribute(:touched_at, &DateTime.utc_now/0)
+    end
+
+    destroy :archive do
+      soft? true
+      change set_attribute(:touched_at, &DateTime.utc_now/0)
     end
 
     update :increment do

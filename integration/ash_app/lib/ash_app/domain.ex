@@ -19,5 +19,11 @@ defmodule AshApp.Domain do
     resource AshApp.Visit
     resource AshApp.Badge
     resource AshApp.Seat
+    resource AshApp.Reading
+    resource AshApp.MeterReading
+    resource AshApp.Secret
+    resource AshApp.Vault
+    resource AshApp.Topic
+    resource AshApp.PostTopic
   end
 end

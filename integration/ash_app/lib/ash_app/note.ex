@@ -1,5 +1,8 @@
 defmodule AshApp.Note do
-  @moduledoc "A note in an organisation: `:attribute` multitenancy on `org`, an identity per tenant."
+  @moduledoc """
+  A note in an organisation: `:attribute` multitenancy on `org`, an identity per tenant, and a
+  parent note.
+  """
   use Ash.Resource, domain: AshApp.Domain, data_layer: AshGenServer.DataLayer
 
   multitenancy do
@@ -19,12 +22,17 @@ defmodule AshApp.Note do
     identity :unique_slug, [:slug]
   end
 
+  relationships do
+    # a filter on it (`parent_note.slug == ...`) is Ash's, which loads it for the read's tenant
+    belongs_to :parent_note, AshApp.Note, public?: true, attribute_writable?: true
+  end
+
   actions do
     defaults [:read, :destroy, update: :*]
 
     create :create do
       primary? true
-      accept [:id, :slug, :body, :internal]
+      accept [:id, :slug, :body, :internal, :parent_note_id]
     end
 
     create :upsert_slug do

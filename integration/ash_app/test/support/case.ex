@@ -20,7 +20,12 @@ defmodule AshApp.Case do
     AshApp.Memo,
     AshApp.Visit,
     AshApp.Badge,
-    AshApp.Seat
+    AshApp.Seat,
+    AshApp.Reading,
+    AshApp.Secret,
+    AshApp.Vault,
+    AshApp.Topic,
+    AshApp.PostTopic
   ]
 
   using do
@@ -41,10 +46,15 @@ defmodule AshApp.Case do
         Note,
         Orphan,
         Post,
+        Reading,
+        Secret,
+        Vault,
+        PostTopic,
         Seat,
         Session,
         Tag,
         Token,
+        Topic,
         Visit
       }
     end

@@ -41,7 +41,11 @@ defmodule AshApp.RustNode do
     :ok
   end
 
-  @doc "Starts a node (a new unique name unless `:name` is given); returns its name."
+  @doc """
+  Starts a node (a new unique name unless `:name` is given); returns its name. More `start`
+  flags come from `:args`, default `config :ash_app, rust_node_args: [...]` (which
+  `test_helper.exs` sets, so a node restarted by a test gets them too).
+  """
   def start!(opts \\ []) do
     bin = Keyword.get(opts, :bin, default_bin())
 
@@ -57,7 +61,7 @@ defmodule AshApp.RustNode do
         :"ash_rust_#{System.unique_integer([:positive])}_#{System.pid()}@127.0.0.1"
       end)
 
-    {:ok, pid} = GenServer.start(__MODULE__, {bin, name})
+    {:ok, pid} = GenServer.start(__MODULE__, {bin, name, args(opts)})
 
     case GenServer.call(pid, :await_ready, @ready_timeout + 1_000) do
       :ok ->
@@ -67,6 +71,10 @@ defmodule AshApp.RustNode do
         stop(pid)
         raise "the Rust node #{name} did not start: #{inspect(reason)} (see rust_node.log)"
     end
+  end
+
+  defp args(opts) do
+    Keyword.get_lazy(opts, :args, fn -> Application.get_env(:ash_app, :rust_node_args, []) end)
   end
 
   @doc """
@@ -98,14 +106,14 @@ defmodule AshApp.RustNode do
   end
 
   @impl true
-  def init({bin, name}) do
+  def init({bin, name, extra_args}) do
     Process.flag(:trap_exit, true)
     :global.register_name({__MODULE__, name}, self())
     log = Path.expand("rust_node.log", File.cwd!())
 
     args =
       ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++
-        ["--enable-fault-injection"] ++ tls_args()
+        ["--enable-fault-injection"] ++ tls_args() ++ extra_args
 
     # The node's stdout goes to the port; a background reader holds the port's stdin (fd 3, since
     # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF. The

@@ -18,6 +18,14 @@ defmodule AshSuite.Node do
   `setup_all` are its fixtures: they are kept for its tests and cleared when the next module
   starts.
 
+  The node serves Prometheus metrics (`--metrics-addr 127.0.0.1:<a free port>`, unless
+  `$ASH_SUITE_NODE_ARGS` gives one). Before it is stopped, `stop_suite/0` scrapes them over
+  HTTP (`:httpc`), prints the totals, and checks that `ash_gen_server_requests_total{kind,
+  result}` equals, kind by kind and result by result, the requests this VM's telemetry counted
+  (those that reached the node: an unreachable node's error is not counted; a call the node
+  could not parse is counted under the kind `invalid`, so each kind's errors may fall short by
+  exactly the `invalid` ones); the outcome goes to `$ASH_SUITE_METRICS_STATUS` (`ok ...` or what differs), which `report.exs` checks.
+
   The node runs under a small `sh` wrapper that kills it when the port's stdin closes, so it
   never outlives the VM, even one killed with SIGKILL.
   """
@@ -38,7 +46,9 @@ defmodule AshSuite.Node do
     unless File.regular?(bin), do: raise("the node binary #{bin} does not exist")
 
     name = :"ash_suite_rust_#{System.unique_integer([:positive])}_#{System.pid()}@127.0.0.1"
-    {:ok, pid} = GenServer.start(__MODULE__, {bin, name}, name: __MODULE__)
+    {args, metrics_url} = node_args()
+    :persistent_term.put({__MODULE__, :metrics_url}, metrics_url)
+    {:ok, pid} = GenServer.start(__MODULE__, {bin, name, args}, name: __MODULE__)
 
     case GenServer.call(pid, :await_ready, @ready_timeout + 1_000) do
       :ok -> :ok
@@ -76,8 +86,26 @@ defmodule AshSuite.Node do
 
   def touched(_event, _measurements, _metadata, _config), do: :ok
 
+  # `$ASH_SUITE_NODE_ARGS`, plus `--metrics-addr` on a free port unless they set one; and the
+  # URL of the metrics.
+  defp node_args do
+    args = String.split(System.get_env("ASH_SUITE_NODE_ARGS") || "")
+
+    case Enum.drop_while(args, &(&1 != "--metrics-addr")) do
+      ["--metrics-addr", addr | _] ->
+        {args, "http://#{addr}/metrics"}
+
+      _ ->
+        {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1}, reuseaddr: true)
+        {:ok, port} = :inet.port(socket)
+        :ok = :gen_tcp.close(socket)
+        addr = "127.0.0.1:#{port}"
+        {args ++ ["--metrics-addr", addr], "http://#{addr}/metrics"}
+    end
+  end
+
   @doc false
-  def count_request(_event, %{duration: duration}, %{request: request}, _config) do
+  def count_request(_event, %{duration: duration}, %{request: request} = metadata, _config) do
     us = System.convert_time_unit(duration, :native, :microsecond)
 
     :ets.update_counter(
@@ -86,6 +114,17 @@ defmodule AshSuite.Node do
       [{2, 1}, {3, us}],
       {{:request, request}, 0, 0}
     )
+
+    # what the node's `requests_total{kind, result}` should count: requests that reached it
+    case metadata do
+      %{reply: {:error, %AshGenServer.Error.NodeUnavailable{}}} ->
+        :ok
+
+      %{reply: reply} ->
+        result = if match?({:error, _}, reply), do: "error", else: "ok"
+        key = {:sent, to_string(request), result}
+        :ets.update_counter(@stats, key, {2, 1}, {key, 0})
+    end
   end
 
   @doc """
@@ -148,8 +187,15 @@ defmodule AshSuite.Node do
     :ets.update_counter(@stats, :clear, [{2, 1}, {3, us}, {4, resources}], {:clear, 0, 0, 0})
   end
 
-  @doc "Stops the node with SIGTERM and records its exit status."
+  @doc "Checks the node's metrics, stops the node with SIGTERM and records its exit status."
   def stop_suite do
+    metrics = check_metrics()
+    IO.puts("ash_suite: metrics: #{metrics}")
+
+    if path = System.get_env("ASH_SUITE_METRICS_STATUS") do
+      File.write!(path, metrics <> "\n")
+    end
+
     status =
       try do
         GenServer.call(__MODULE__, :stop, @stop_timeout + 1_000)
@@ -165,6 +211,79 @@ defmodule AshSuite.Node do
     end
 
     :ok
+  end
+
+  # The node's request counters against what this VM's telemetry counted: "ok ..." or what
+  # differs.
+  defp check_metrics do
+    url = :persistent_term.get({__MODULE__, :metrics_url})
+    {:ok, _} = Application.ensure_all_started(:inets)
+
+    {:ok, {{_, 200, _}, _headers, body}} =
+      :httpc.request(:get, {String.to_charlist(url), []}, [timeout: 10_000], [])
+
+    counted =
+      for line <- String.split(List.to_string(body), "\n"),
+          [_, labels, value] <- [
+            Regex.run(~r/^ash_gen_server_requests_total\{(.*)\} (\S+)$/, line)
+          ],
+          into: %{} do
+        [_, kind] = Regex.run(~r/kind="([^"]*)"/, labels)
+        [_, result] = Regex.run(~r/result="([^"]*)"/, labels)
+        {value, ""} = Float.parse(value)
+        {{kind, result}, round(value)}
+      end
+
+    sent =
+      for {{:sent, kind, result}, n} <- :ets.tab2list(@stats), into: %{}, do: {{kind, result}, n}
+
+    keys = Enum.sort(Enum.uniq(Map.keys(counted) ++ Map.keys(sent)))
+
+    # A call the node cannot parse is counted under the kind `invalid` (an error), not under
+    # its name: each kind's errors may fall short of the telemetry's by exactly those.
+    count = fn map, key -> Map.get(map, key, 0) end
+    invalid = count.(counted, {"invalid", "error"})
+
+    unparsed =
+      for {kind, "error"} = key <- keys, kind != "invalid", reduce: 0 do
+        n -> n + max(count.(sent, key) - count.(counted, key), 0)
+      end
+
+    differences =
+      for {kind, result} = key <- keys,
+          key != {"invalid", "error"},
+          node = count.(counted, key),
+          told = count.(sent, key),
+          not (node == told or (result == "error" and kind != "invalid" and node < told)) do
+        "#{kind}/#{result}: node #{node}, telemetry #{told}"
+      end
+
+    differences =
+      if unparsed == invalid,
+        do: differences,
+        else:
+          differences ++
+            ["invalid/error: node #{invalid}, errors missing from the other kinds #{unparsed}"]
+
+    totals =
+      Enum.map_join(keys, ", ", fn {kind, result} = key ->
+        "#{kind}/#{result} #{Map.get(counted, key, 0)}"
+      end)
+
+    cond do
+      counted == %{} ->
+        "no ash_gen_server_requests_total samples at #{url}"
+
+      differences == [] ->
+        "ok: the node counted #{Enum.sum(Map.values(counted))} requests as the telemetry did (#{totals})"
+
+      true ->
+        "the node's request counters differ from the telemetry: " <> Enum.join(differences, "; ")
+    end
+  rescue
+    error -> "could not check the metrics: #{Exception.message(error)}"
+  catch
+    kind, reason -> "could not check the metrics: #{inspect({kind, reason})}"
   end
 
   # Where the time went: the requests to the node (count, total time) and the clears.
@@ -199,7 +318,7 @@ defmodule AshSuite.Node do
   # --- the process owning the node's port and the touched-resources table ---------------------
 
   @impl true
-  def init({bin, name}) do
+  def init({bin, name, node_args}) do
     :ets.new(@table, [:named_table, :public, :set, write_concurrency: true])
     :ets.new(@stats, [:named_table, :public, :set, write_concurrency: true])
     :ets.new(@pinned, [:named_table, :public, :set])
@@ -207,8 +326,7 @@ defmodule AshSuite.Node do
     File.write!(log, "== #{name}\n", [:append])
 
     args =
-      ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++
-        String.split(System.get_env("ASH_SUITE_NODE_ARGS") || "")
+      ["start", "--name", to_string(name), "--cookie", to_string(Node.get_cookie())] ++ node_args
 
     # The node's stdout goes to the port; a background reader holds the port's stdin (fd 3, as
     # background jobs of a non-interactive shell get /dev/null) and kills the node on EOF. The

@@ -1,0 +1,149 @@
+#!/usr/bin/env escript
+%% The cluster's cost: a 3-member cluster (`start --cluster`) against a single node, in one run.
+%% Rows: get and update p50 at 1 caller (through the leader and through a follower, which
+%% forwards), ops/s at 64 callers spread over the members, creating N records with 8 callers,
+%% and a drain: SIGTERM to the leader holding those records until the others serve again.
+%% Prints ratios cluster / single node and the issue's targets; asserts nothing.
+%%
+%%   bench/cluster.sh [--ops N] [--records N] [--smoke]
+-mode(compile).
+
+main(Args) ->
+    Opts = opts(Args, #{ops => 2000, records => 100000, callers => 64}),
+    Bin = os:getenv("ASH_GEN_SERVER_BIN"),
+    Uniq = integer_to_list(erlang:unique_integer([positive])) ++ "_" ++ os:getpid(),
+    {ok, _} = net_kernel:start(list_to_atom("clbench_" ++ Uniq ++ "@127.0.0.1"),
+                               #{name_domain => longnames}),
+    Cookie = list_to_atom("clb_" ++ Uniq),
+    erlang:set_cookie(Cookie),
+    Single = start_node(Bin, "clb_single_" ++ Uniq, Cookie, []),
+    A = start_node(Bin, "clb_a_" ++ Uniq, Cookie, ["--cluster"]),
+    Join = ["--cluster", "--join", atom_to_list(node_of(A))],
+    B = start_node(Bin, "clb_b_" ++ Uniq, Cookie, Join),
+    C = start_node(Bin, "clb_c_" ++ Uniq, Cookie, Join),
+    Members = [node_of(N) || N <- [A, B, C]],
+    healthy(hd(Members)),
+    #{leader := Leader} = info(hd(Members)),
+    [Follower | _] = Members -- [Leader],
+    #{ops := Ops, records := Records, callers := Callers} = Opts,
+    io:format("3-member cluster vs single node (~b ops per row, ~b records)~n~n", [Ops, Records]),
+    io:format("~-52s ~12s ~12s ~8s ~s~n", ["row", "single", "cluster", "ratio", "target"]),
+    R = res(bench),
+    [ok = call(N, {define, R, #{primary_key => [id]}}) || N <- [node_of(Single), Leader]],
+    [{ok, _} = call(N, {create, R, #{id => I, score => 0}})
+     || N <- [node_of(Single), Leader], I <- lists:seq(1, 1000)],
+    Get = fun(N, I) -> {ok, _} = call(N, {get, R, #{id => I rem 1000 + 1}}) end,
+    Upd = fun(N, I) -> {ok, _} = call(N, {update, R, #{id => I rem 1000 + 1}, #{score => I}}) end,
+    SGet = p50(node_of(Single), Get, Ops),
+    row("get p50 us, 1 caller, via the leader", SGet, p50(Leader, Get, Ops), "<= 1.5"),
+    row("get p50 us, 1 caller, via a follower", SGet, p50(Follower, Get, Ops), ""),
+    SUpd = p50(node_of(Single), Upd, Ops),
+    row("update p50 us, 1 caller, via the leader", SUpd, p50(Leader, Upd, Ops), "<= 3"),
+    row("update p50 us, 1 caller, via a follower", SUpd, p50(Follower, Upd, Ops), ""),
+    row("get ops/s, 64 callers over the members", rate([node_of(Single)], Get, Ops, Callers),
+        rate(Members, Get, Ops, Callers), ""),
+    row("update ops/s, 64 callers over the members", rate([node_of(Single)], Upd, Ops, Callers),
+        rate(Members, Upd, Ops, Callers), ""),
+    R2 = res(create),
+    [ok = call(N, {define, R2, #{primary_key => [id]}}) || N <- [node_of(Single), Leader]],
+    row(io_lib:format("create ~b records, 8 callers, ms", [Records]),
+        create_ms(node_of(Single), R2, Records), create_ms(Leader, R2, Records), ""),
+    %% Drain: SIGTERM to the leader, which holds every record (as every member does).
+    [LeaderN] = [N || N <- [A, B, C], node_of(N) =:= Leader],
+    T0 = erlang:monotonic_time(millisecond),
+    stop_node(LeaderN),
+    Exit = erlang:monotonic_time(millisecond) - T0,
+    [Other | _] = Members -- [Leader],
+    wait_served(Other, R2, Records),
+    Served = erlang:monotonic_time(millisecond) - T0,
+    io:format("~-52s ~12s ~12b ~8s ~s~n",
+              [io_lib:format("drain of the leader with ~b records: exit ms", [Records]), "-", Exit,
+               "-", "<= 10000"]),
+    io:format("~-52s ~12s ~12b ~8s ~s~n",
+              ["  ... until another member serves them, ms", "-", Served, "-", ""]),
+    [stop_node(N) || N <- [Single | [N || N <- [A, B, C], node_of(N) =/= Leader]]],
+    ok.
+
+opts(["--ops", N | T], O) -> opts(T, O#{ops => list_to_integer(N)});
+opts(["--records", N | T], O) -> opts(T, O#{records => list_to_integer(N)});
+opts(["--smoke" | T], O) -> opts(T, O#{ops => 200, records => 2000, callers => 8});
+opts([], O) -> O.
+
+node_of({_, Node}) -> Node.
+
+res(Tag) -> list_to_atom(atom_to_list(Tag) ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))).
+
+call(Node, Req) -> gen_server:call({ash_gen_server, Node}, Req, 60000).
+
+info(Node) -> {ok, I} = call(Node, cluster), I.
+
+healthy(Node) -> healthy(Node, 300).
+healthy(Node, 0) -> error({not_healthy, info(Node)});
+healthy(Node, N) ->
+    case info(Node) of
+        #{healthy := true, voters := [_, _, _]} -> ok;
+        _ -> timer:sleep(100), healthy(Node, N - 1)
+    end.
+
+p50(Node, F, Ops) ->
+    [F(Node, I) || I <- lists:seq(1, Ops div 10)],
+    Times = lists:sort([begin
+                            T0 = erlang:monotonic_time(microsecond),
+                            F(Node, I),
+                            erlang:monotonic_time(microsecond) - T0
+                        end || I <- lists:seq(1, Ops)]),
+    lists:nth(max(1, length(Times) div 2), Times).
+
+rate(Nodes, F, Ops, Callers) ->
+    Parent = self(),
+    Per = max(1, Ops div Callers) * 4,
+    T0 = erlang:monotonic_time(microsecond),
+    Pids = [spawn_link(fun() ->
+                               Node = lists:nth(C rem length(Nodes) + 1, Nodes),
+                               [F(Node, C * Per + I) || I <- lists:seq(1, Per)],
+                               Parent ! {done, self()}
+                       end) || C <- lists:seq(1, Callers)],
+    [receive {done, P} -> ok end || P <- Pids],
+    Us = erlang:monotonic_time(microsecond) - T0,
+    round(Callers * Per * 1000000 / max(1, Us)).
+
+create_ms(Node, R, Records) ->
+    Parent = self(),
+    Per = Records div 8,
+    T0 = erlang:monotonic_time(millisecond),
+    Pids = [spawn_link(fun() ->
+                               [{ok, _} = call(Node, {create, R, #{id => C * Per + I}})
+                                || I <- lists:seq(1, Per)],
+                               Parent ! {done, self()}
+                       end) || C <- lists:seq(0, 7)],
+    [receive {done, P} -> ok end || P <- Pids],
+    erlang:monotonic_time(millisecond) - T0.
+
+wait_served(Node, R, Records) ->
+    case catch call(Node, {aggregate, R, #{}, [{c, count, id, #{}}]}) of
+        {ok, #{c := N}} when N >= Records - Records rem 8 -> ok;
+        _ -> timer:sleep(20), wait_served(Node, R, Records)
+    end.
+
+row(Name, Single, Cluster, Target) ->
+    io:format("~-52s ~12b ~12b ~8.2f ~s~n", [Name, Single, Cluster, Cluster / max(1, Single), Target]).
+
+start_node(Bin, Name, Cookie, Extra) ->
+    Node = list_to_atom(Name ++ "@127.0.0.1"),
+    Port = open_port({spawn_executable, Bin},
+                     [{args, ["start", "--name", atom_to_list(Node), "--cookie",
+                              atom_to_list(Cookie)] ++ Extra},
+                      {line, 4096}, binary, exit_status, {env, [{"RUST_LOG", "error"}]}]),
+    receive {Port, {data, {eol, <<"ready ", _/binary>>}}} -> ok
+    after 20000 -> error(node_not_ready)
+    end,
+    pong = net_adm:ping(Node),
+    {Port, Node}.
+
+stop_node({Port, _Node}) ->
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    receive {Port, {exit_status, 0}} -> ok;
+            {Port, {exit_status, S}} -> error({exit_status, S})
+    after 60000 -> error(no_exit)
+    end.

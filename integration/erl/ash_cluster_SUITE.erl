@@ -1,0 +1,285 @@
+%% A cluster of three Rust nodes (`start --cluster`, docs/OPERATIONS.md "Clustering"): any
+%% member serves every request as a single node would, a write acknowledged by any member
+%% survives a SIGKILL of one member, a rolling restart (SIGTERM, then the same name again) loses
+%% nothing, and an expired record leaves every member once.
+%%
+%% The histories: many processes write per-key sequence numbers through all three members
+%% while a member is killed or restarted; every acknowledged write must be readable from every
+%% member afterwards (the value is at least the last acknowledged and at most the last
+%% attempted number), and the members must agree. The counts are logged.
+-module(ash_cluster_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+%% Bounded waits: generous, they only stop a broken run.
+-define(WAIT, 30000).
+-define(CALL, 20000).
+
+all() ->
+    [forms_one_cluster, any_member_serves_every_request, identities_hold_across_members,
+     sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
+     expired_record_leaves_every_member_once].
+
+init_per_suite(Config) ->
+    Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Names = [Base ++ "_" ++ L || L <- ["a", "b", "c"]],
+    [First | Rest] = Names,
+    A = ash_node:start(Config, #{name => First, args => ["--cluster"]}),
+    Others = [ash_node:start(Config, #{name => N, args => join_args(A)}) || N <- Rest],
+    Members = [A | Others],
+    await_healthy(Members, 3),
+    set_members(Members),
+    Config.
+
+end_per_suite(_Config) ->
+    [ash_node:stop(M) || M <- members()],
+    persistent_term:erase({?MODULE, members}),
+    ok.
+
+%% The members now (cases restart them): kept outside Config so end_per_suite stops the
+%% last ones.
+members() -> persistent_term:get({?MODULE, members}).
+set_members(Members) -> persistent_term:put({?MODULE, members}, Members).
+
+init_per_testcase(TC, Config) ->
+    [{res, ash_node:uniq_res(TC)} | Config].
+
+end_per_testcase(_, _) -> ok.
+
+join_args(#{node := Peer}) -> ["--cluster", "--join", atom_to_list(Peer)].
+
+nodes_of(_Config) -> [ash_node:node(M) || M <- members()].
+
+call(Node, Req) ->
+    try gen_server:call({ash_gen_server, Node}, Req, ?CALL)
+    catch exit:Reason -> {exit, Reason}
+    end.
+
+info(Node) ->
+    case call(Node, cluster) of
+        {ok, Info} -> Info;
+        Other -> Other
+    end.
+
+await_healthy(Members, N) ->
+    Nodes = [ash_node:node(M) || M <- Members],
+    Healthy = fun() ->
+                      Infos = [info(Node) || Node <- Nodes],
+                      lists:all(fun(#{healthy := true, voters := Vs, leader := L}) ->
+                                        length(Vs) =:= N andalso L =/= undefined;
+                                   (_) -> false
+                                end, Infos)
+                      andalso length(lists:usort([L || #{leader := L} <- Infos])) =:= 1
+              end,
+    case ash_node:poll(Healthy, ?WAIT, 100) of
+        true -> ok;
+        false -> ct:fail({not_healthy, [{Node, info(Node)} || Node <- Nodes]})
+    end.
+
+leader(Config) ->
+    #{leader := L} = info(hd(nodes_of(Config))),
+    _ = Config,
+    [M] = [M || M <- members(), ash_node:node(M) =:= L],
+    M.
+
+%% ---------------------------------------------------------------------------------------------
+
+forms_one_cluster(Config) ->
+    Nodes = nodes_of(Config),
+    Infos = [info(N) || N <- Nodes],
+    [#{members := Members, leader := Leader} | _] = Infos,
+    ?assertEqual(lists:sort(Nodes), lists:sort(Members)),
+    [begin
+         ?assertMatch(#{healthy := true, replicas := 3, shards := 1, leader := Leader,
+                        self := Self}, I),
+         ?assertEqual(lists:sort(Nodes), lists:sort(maps:get(voters, I)))
+     end || {Self, I} <- lists:zip(Nodes, Infos)],
+    %% `status` shows it, for people and for scripts.
+    Status = os:cmd(io_lib:format("~s status --node ~s --cookie ~s --json",
+                                  [ash_node:bin(), hd(Nodes), erlang:get_cookie()])),
+    ct:log("status: ~s", [Status]),
+    ?assertNotEqual(nomatch, string:find(Status, "\"healthy\":true")),
+    [?assertNotEqual(nomatch, string:find(Status, atom_to_list(N))) || N <- Nodes],
+    Human = os:cmd(io_lib:format("~s status --node ~s --cookie ~s",
+                                 [ash_node:bin(), hd(Nodes), erlang:get_cookie()])),
+    ?assertNotEqual(nomatch, string:find(Human, "healthy (3 members, 3 voting of 3 replicas")),
+    %% Every member is connected to every other (hidden connections are not transitive).
+    [?assert(ash_node:poll(fun() ->
+                                   {ok, #{peers := Peers}} = call(N, stats),
+                                   lists:all(fun(O) -> lists:member(O, Peers) end, Nodes -- [N])
+                           end, ?WAIT, 100)) || N <- Nodes].
+
+any_member_serves_every_request(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = nodes_of(Config),
+    ok = call(B, {define, R, #{primary_key => [id]}}),
+    [?assertMatch({ok, _}, call(N, {info, R})) || N <- [A, B, C]],
+    [{ok, _} = call(lists:nth(I rem 3 + 1, [A, B, C]), {create, R, #{id => I, n => I rem 5}})
+     || I <- lists:seq(1, 30)],
+    ?assertEqual({error, {already_exists, #{id => 1}}}, call(C, {create, R, #{id => 1}})),
+    {ok, _} = call(A, {update, R, #{id => 2}, #{n => 100}}),
+    [?assertEqual({ok, #{id => 2, n => 100}}, call(N, {get, R, #{id => 2}})) || N <- [A, B, C]],
+    Q = #{filter => {gte, n, 3}, sort => [{n, desc}, {id, asc}], limit => 5, offset => 1},
+    Results = [call(N, {query, R, Q}) || N <- [A, B, C]],
+    ?assertMatch([{ok, [_, _, _, _, _]}, _, _], Results),
+    ?assertEqual(1, length(lists:usort(Results))),
+    Aggs = [call(N, {aggregate, R, #{}, [{c, count, id, #{}}, {s, sum, n, #{}}]}) || N <- [A, B, C]],
+    ?assertMatch([{ok, #{c := 30}}, _, _], Aggs),
+    ?assertEqual(1, length(lists:usort(Aggs))),
+    ok = call(C, {destroy, R, #{id => 3}}),
+    [?assertEqual({error, not_found}, call(N, {get, R, #{id => 3}})) || N <- [A, B, C]],
+    ?assertEqual({ok, 1}, call(B, {destroy_where, R, #{filter => {eq, n, 100}}, #{return => count}})),
+    ?assertEqual({error, not_found}, call(A, {get, R, #{id => 2}})),
+    ?assertMatch({error, {unknown_resource, _}}, call(A, {get, nope_never_defined, #{id => 1}})),
+    ?assertMatch({error, {unknown_request, _}}, call(C, {no_such_request, 1})).
+
+identities_hold_across_members(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = nodes_of(Config),
+    ok = call(A, {define, R, #{primary_key => [id], identities => [{email, [email]}]}}),
+    Parent = self(),
+    %% Three creators race for one email through three members: exactly one wins.
+    [spawn_link(fun() -> Parent ! {I, call(N, {create, R, #{id => I, email => <<"x@y">>}})} end)
+     || {I, N} <- [{1, A}, {2, B}, {3, C}]],
+    Replies = [receive {I, Rep} -> Rep after ?WAIT -> timeout end || I <- [1, 2, 3]],
+    ?assertEqual(1, length([ok || {ok, _} <- Replies]), Replies),
+    ?assertEqual(2, length([x || {error, {identity_conflict, _, _}} <- Replies]), Replies).
+
+%% ---------------------------------------------------------------------------------------------
+%% Histories under failures
+
+%% Writers: each owns keys and writes 1, 2, 3... to each, through the members in turn.
+start_writers(Nodes, R, Writers, KeysPerWriter) ->
+    Parent = self(),
+    [spawn_link(fun() ->
+                        Keys = [{W, K} || K <- lists:seq(1, KeysPerWriter)],
+                        writer(Parent, Nodes, R, Keys, #{}, 1)
+                end) || W <- lists:seq(1, Writers)].
+
+writer(Parent, Nodes, R, Keys, State, Seq) ->
+    receive
+        {stop, From} -> From ! {history, self(), State}
+    after 0 ->
+            State1 = lists:foldl(
+                       fun(Key, St) ->
+                               Node = lists:nth(erlang:phash2({Key, Seq}, length(Nodes)) + 1, Nodes),
+                               {Acked, Tried} = maps:get(Key, St, {0, 0}),
+                               Req = {upsert, R, #{id => Key, seq => Seq}, #{}},
+                               case call(Node, Req) of
+                                   {ok, _, _} -> St#{Key => {Seq, Seq}};
+                                   _ -> St#{Key => {Acked, max(Tried, Seq)}}
+                               end
+                       end, State, Keys),
+            writer(Parent, Nodes, R, Keys, State1, Seq + 1)
+    end.
+
+stop_writers(Pids) ->
+    [P ! {stop, self()} || P <- Pids],
+    maps:from_list(lists:append([begin
+                                     receive {history, P, St} -> maps:to_list(St)
+                                     after ?WAIT * 2 -> ct:fail({writer_stuck, P})
+                                     end
+                                 end || P <- Pids])).
+
+%% Checks a history against what every member holds; logs and returns the counts.
+check_history(Nodes, R, History) ->
+    Counts = maps:fold(
+               fun(Key, {Acked, Tried}, {Ok, Lost, Stale}) ->
+                       Values = [case call(N, {get, R, #{id => Key}}) of
+                                     {ok, #{seq := S}} -> S;
+                                     {error, not_found} -> 0;
+                                     Other -> {error, Other}
+                                 end || N <- Nodes],
+                       case lists:usort(Values) of
+                           [V] when is_integer(V), V >= Acked, V =< Tried -> {Ok + 1, Lost, Stale};
+                           [V] when is_integer(V), V < Acked -> {Ok, Lost + 1, Stale};
+                           _ -> {Ok, Lost, Stale + 1}
+                       end
+               end, {0, 0, 0}, History),
+    {Ok, Lost, Stale} = Counts,
+    Acked = lists:sum([A || {A, _} <- maps:values(History)]),
+    ct:pal("keys: ~b, acknowledged writes: ~b; keys ok: ~b, lost: ~b, stale or disagreeing: ~b",
+           [maps:size(History), Acked, Ok, Lost, Stale]),
+    ?assert(Acked > 0),
+    Counts.
+
+sigkill_of_the_leader_loses_no_acknowledged_write(Config) ->
+    R = ?config(res, Config),
+    Nodes = nodes_of(Config),
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    Writers = start_writers(Nodes, R, 8, 4),
+    timer:sleep(1500),
+    Leader = leader(Config),
+    ct:pal("killing the leader ~p", [ash_node:node(Leader)]),
+    ash_node:stop(Leader, "KILL"),
+    timer:sleep(2000),
+    %% The same node again, with a new Raft id: it rejoins and catches up.
+    Name = maps:get(name, Leader),
+    [Survivor | _] = [M || M <- members(), M =/= Leader],
+    Back = ash_node:start(Config, #{name => Name, args => join_args(Survivor)}),
+    Members = [case M of Leader -> Back; _ -> M end || M <- members()],
+    set_members(Members),
+    timer:sleep(1000),
+    History = stop_writers(Writers),
+    await_healthy(Members, 3),
+    ?assertEqual({maps:size(History), 0, 0}, check_history(Nodes, R, History)).
+
+rolling_restart_loses_nothing(Config) ->
+    R = ?config(res, Config),
+    Nodes = nodes_of(Config),
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    Writers = start_writers(Nodes, R, 6, 4),
+    Members = lists:foldl(
+                fun(Old, Current) ->
+                        timer:sleep(700),
+                        ct:pal("draining ~p", [ash_node:node(Old)]),
+                        ?assertEqual(0, ash_node:stop(Old)),
+                        [Peer | _] = Current -- [Old],
+                        New = ash_node:start(Config, #{name => maps:get(name, Old),
+                                                       args => join_args(Peer)}),
+                        Now = [case M of Old -> New; _ -> M end || M <- Current],
+                        set_members(Now),
+                        await_healthy(Now, 3),
+                        Now
+                end, members(), members()),
+    History = stop_writers(Writers),
+    ?assertEqual(3, length(Members)),
+    ?assertEqual({maps:size(History), 0, 0}, check_history(Nodes, R, History)).
+
+expired_record_leaves_every_member_once(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = Nodes = nodes_of(Config),
+    ok = call(A, {define, R, #{primary_key => [id], inactivity_timeout => 300}}),
+    %% Without a handler: the record leaves every member.
+    {ok, _} = call(B, {create, R, #{id => 1}}),
+    %% Each member's own replica, asked without touching the record (a get would keep it alive).
+    Count = fun(N) ->
+                    case gen_server:call({ash_gen_server_records, N}, {info, R}, ?CALL) of
+                        {ok, #{count := K}} -> K;
+                        Other -> Other    % a member still applying the definition
+                    end
+            end,
+    Gone = fun(_Id) -> fun() -> [Count(N) || N <- Nodes] =:= [0, 0, 0] end end,
+    Counts = fun(Want) -> fun() -> [Count(N) || N <- Nodes] =:= Want end end,
+    %% A member may apply the log a moment after the majority acknowledged it.
+    ?assert(ash_node:poll(Counts([1, 1, 1]), ?WAIT, 20) orelse [Count(N) || N <- Nodes]),
+    ?assert(ash_node:poll(Gone(1), ?WAIT, 50) orelse [Count(N) || N <- Nodes]),
+    %% A handler subscribed on one member gets exactly one notice, whoever leads.
+    Self = self(),
+    ok = call(C, {subscribe, [R]}),
+    {ok, _} = call(A, {create, R, #{id => 2}}),
+    receive
+        {ash_gen_server, expired, #{primary_key := #{id := 2}}} -> ok
+    after ?WAIT -> ct:fail(no_expiry_notice)
+    end,
+    ok = call(C, {destroy, R, #{id => 2}}),
+    receive
+        {ash_gen_server, expired, #{primary_key := #{id := 2}}} = Again -> ct:fail({second_notice, Again})
+    after 1500 -> ok
+    end,
+    ?assert(ash_node:poll(Gone(2), ?WAIT, 50)),
+    ok = call(C, unsubscribe),
+    _ = Self.

@@ -1,0 +1,163 @@
+//! The member's endpoint ([`ENDPOINT_NAME`]): what other members call it with.
+//!
+//! - `{raft, append | vote | snapshot, Payload}`: a Raft message (see [`super::network`]);
+//! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
+//! - `{leave, Id}`: a member leaves (answered by the leader);
+//! - `{subscribe_for, Pid, all | [Resource]}`, `{unsubscribe_for, Pid}`: an expiry handler
+//!   subscribed on another member: this member connects to its node and subscribes it too, so
+//!   whichever member leads can notify it;
+//! - `{forward, Request, Id}`: a request of docs/PROTOCOL.md a member passes to the leader
+//!   (`Id` de-duplicates retries).
+//!
+//! A member that is not the leader answers the last three with
+//! `{error, {not_leader, LeaderName | undefined}}`, or `{error, no_cluster}` before it belongs to
+//! a cluster; the caller then asks the leader.
+
+use super::Cluster;
+use super::types::NodeId;
+use crate::node::genserver::{self, From};
+use crate::node::{Node, Process};
+use crate::term::{Atom, Pid, Value};
+use serde::Serialize;
+use std::sync::{Arc, Weak};
+
+/// The endpoint's registered name.
+pub const ENDPOINT_NAME: &str = "ash_gen_server_raft";
+
+struct Endpoint {
+    cluster: Weak<Cluster>,
+}
+
+/// Registers the endpoint of `cluster`.
+pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
+    let weak = Arc::downgrade(cluster);
+    cluster
+        .node
+        .register(ENDPOINT_NAME, |_| Arc::new(Endpoint { cluster: weak }))
+        .ok_or(super::ClusterError::NameTaken(ENDPOINT_NAME))
+}
+
+fn atom(name: &'static str) -> Value {
+    Value::Atom(Atom::from_static(name))
+}
+
+/// `{error, {not_leader, Leader | undefined}}` or `{error, no_cluster}` for `cluster`.
+pub fn not_leader(cluster: &Cluster) -> Value {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    if metrics
+        .membership_config
+        .membership()
+        .get_node(&cluster.id)
+        .is_none()
+    {
+        return Value::pair(atom("error"), atom("no_cluster"));
+    }
+    let leader = match cluster.leader() {
+        Some((_, name)) => Value::from(name.to_string().as_str()),
+        None => atom("undefined"),
+    };
+    Value::pair(atom("error"), Value::pair(atom("not_leader"), leader))
+}
+
+fn encoded<T: Serialize, E: Serialize>(result: Result<T, E>) -> Value {
+    let (tag, bytes) = match result {
+        Ok(v) => ("ok", bincode::serialize(&v)),
+        Err(e) => ("error", bincode::serialize(&e)),
+    };
+    match bytes {
+        Ok(bytes) => Value::pair(atom(tag), Value::binary_owned(bytes)),
+        Err(e) => Value::pair(atom("error"), Value::from(e.to_string().as_str())),
+    }
+}
+
+async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
+    let bad = |e: bincode::Error| Value::pair(atom("error"), Value::from(e.to_string().as_str()));
+    match kind {
+        "append" => match bincode::deserialize(payload) {
+            Ok(rpc) => encoded(cluster.raft.append_entries(rpc).await),
+            Err(e) => bad(e),
+        },
+        "vote" => match bincode::deserialize(payload) {
+            Ok(rpc) => encoded(cluster.raft.vote(rpc).await),
+            Err(e) => bad(e),
+        },
+        "snapshot" => match bincode::deserialize(payload) {
+            Ok(rpc) => encoded(cluster.raft.install_snapshot(rpc).await),
+            Err(e) => bad(e),
+        },
+        _ => Value::pair(atom("error"), atom("unknown_raft_message")),
+    }
+}
+
+async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
+    let reply = match request.as_tuple() {
+        Some([tag, kind, payload]) if tag.as_atom().map(|a| a.as_str()) == Some("raft") => {
+            match (kind.as_atom(), payload.as_bytes()) {
+                (Some(kind), Some(payload)) => raft_message(&cluster, kind.as_str(), payload).await,
+                _ => Value::pair(atom("error"), atom("bad_raft_message")),
+            }
+        }
+        Some([tag, name, id]) if tag.as_atom().map(|a| a.as_str()) == Some("join") => {
+            match (
+                name.as_bytes().and_then(|b| std::str::from_utf8(b).ok()),
+                id.as_int(),
+            ) {
+                (Some(name), Some(id)) => {
+                    super::membership::admit(&cluster, name.to_string(), id as NodeId).await
+                }
+                _ => Value::pair(atom("error"), atom("bad_join")),
+            }
+        }
+        Some([tag, id]) if tag.as_atom().map(|a| a.as_str()) == Some("leave") => {
+            match id.as_int() {
+                Some(id) => super::membership::remove(&cluster, id as NodeId).await,
+                None => Value::pair(atom("error"), atom("bad_leave")),
+            }
+        }
+        Some([tag, Value::Pid(pid), resources])
+            if tag.as_atom().map(|a| a.as_str()) == Some("subscribe_for") =>
+        {
+            let resources = resources
+                .as_list()
+                .map(|list| list.iter().filter_map(Value::as_atom).collect());
+            if let Ok(peer) = pid.node.as_str().parse() {
+                let _ = cluster.node.connect(&peer).await;
+            }
+            cluster
+                .records
+                .expiry
+                .subscribe(&cluster.records, **pid, resources);
+            atom("ok")
+        }
+        Some([tag, Value::Pid(pid)])
+            if tag.as_atom().map(|a| a.as_str()) == Some("unsubscribe_for") =>
+        {
+            cluster.records.expiry.unsubscribe(&cluster.records, pid);
+            atom("ok")
+        }
+        Some([tag, request, id]) if tag.as_atom().map(|a| a.as_str()) == Some("forward") => {
+            let id = id.as_int().unwrap_or_default() as u64;
+            match super::router::serve_as_leader(&cluster, request.clone(), id, &from).await {
+                Some(reply) => reply,
+                // Served straight to `from` by the record service.
+                None => return,
+            }
+        }
+        _ => Value::pair(atom("error"), Value::pair(atom("unknown_request"), request)),
+    };
+    cluster.node.reply(&from, &reply);
+}
+
+impl Process for Endpoint {
+    fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
+        let Some(cluster) = self.cluster.upgrade() else {
+            return;
+        };
+        match genserver::classify(message) {
+            genserver::GenMessage::Call(from, request) => {
+                tokio::spawn(serve(cluster, from, request));
+            }
+            other => tracing::debug!(message = ?other, "the raft endpoint ignored a message"),
+        }
+    }
+}

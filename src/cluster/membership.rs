@@ -1,0 +1,352 @@
+//! Who belongs to the cluster and who votes.
+//!
+//! A node started with `--cluster` and no `--join` forms a cluster of one. A node with `--join`
+//! asks its peers to admit it (`{join, Name, Id}` to their endpoint, passed on to the leader);
+//! when no reachable peer belongs to a cluster yet, the node whose name sorts first among
+//! itself and the peers that answered forms it, so members started together make one cluster.
+//!
+//! The leader admits a node as a learner, waits for it to catch up with the log, then lets the
+//! [`super::ClusterOptions::replicas`] members ranked first by rendezvous hashing of their
+//! names ([`super::placement::replicas_of`]) vote; the others stay learners. A node restarted
+//! under the same name comes back with a new id: its old id is removed when it is admitted. A
+//! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
+
+use super::Cluster;
+use super::endpoint::{ENDPOINT_NAME, not_leader};
+use super::types::{Member, NodeId};
+use crate::node::Mailbox;
+use crate::term::{Atom, Value};
+use openraft::ChangeMembers;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn atom(name: &'static str) -> Value {
+    Value::Atom(Atom::from_static(name))
+}
+
+fn ok() -> Value {
+    atom("ok")
+}
+
+fn error(reason: String) -> Value {
+    crate::protocol::error::Error::Unavailable(reason).to_reply()
+}
+
+/// The members Raft knows (voters and learners), by id.
+pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, m)| (*id, m.addr.clone()))
+        .collect()
+}
+
+/// The voting members, by id.
+pub fn voters(cluster: &Cluster) -> BTreeSet<NodeId> {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    metrics.membership_config.membership().voter_ids().collect()
+}
+
+/// Who should vote among `members`: the first `replicas` by rendezvous hashing of their names.
+pub fn desired_voters(members: &BTreeMap<NodeId, String>, replicas: usize) -> BTreeSet<NodeId> {
+    let names: Vec<&str> = members.values().map(String::as_str).collect();
+    let chosen = super::placement::replicas_of(0, &names, replicas.max(1));
+    members
+        .iter()
+        .filter(|(_, name)| chosen.contains(&name.as_str()))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Forms or joins the cluster; returns once this member belongs to it.
+pub async fn form(cluster: Arc<Cluster>) {
+    let me = cluster.node.config.name.to_string();
+    let mailbox = Mailbox::new(&cluster.node);
+    let started = tokio::time::Instant::now();
+    loop {
+        if members(&cluster).contains_key(&cluster.id) {
+            tracing::info!(id = cluster.id, "member of the cluster");
+            return;
+        }
+        if cluster.options.join.is_empty() {
+            initialize(&cluster).await;
+            continue;
+        }
+        let mut without_cluster = Vec::new();
+        let mut joined = false;
+        for peer in &cluster.options.join {
+            let mut target = peer.clone();
+            for _hop in 0..3 {
+                let request = Value::tuple(vec![
+                    atom("join"),
+                    Value::from(me.as_str()),
+                    Value::Int(cluster.id as i64),
+                ]);
+                let answer = mailbox
+                    .call_remote(&target, ENDPOINT_NAME, request, Duration::from_secs(60))
+                    .await;
+                match answer {
+                    Ok(v) if v == ok() => {
+                        joined = true;
+                        break;
+                    }
+                    Ok(v) => match v.as_tuple() {
+                        Some([_, reason])
+                            if reason.as_atom().map(|a| a.as_str()) == Some("no_cluster") =>
+                        {
+                            without_cluster.push(target.to_string());
+                            break;
+                        }
+                        Some([_, reason]) => match reason.as_tuple() {
+                            Some([t, leader])
+                                if t.as_atom().map(|a| a.as_str()) == Some("not_leader") =>
+                            {
+                                match leader
+                                    .as_bytes()
+                                    .and_then(|b| std::str::from_utf8(b).ok())
+                                    .and_then(|s| s.parse().ok())
+                                {
+                                    Some(leader) => target = leader,
+                                    None => break,
+                                }
+                            }
+                            _ => {
+                                tracing::debug!(%target, answer = ?v, "could not join yet");
+                                break;
+                            }
+                        },
+                        _ => break,
+                    },
+                    Err(e) => {
+                        tracing::debug!(%target, error = %e, "could not reach a peer to join");
+                        break;
+                    }
+                }
+            }
+            if joined {
+                break;
+            }
+        }
+        if !joined {
+            // Nobody reachable has a cluster: the first name forms it (after a grace period
+            // when some peers did not answer, so members started together find each other).
+            let first = without_cluster.iter().all(|other| me < *other);
+            let all_answered = without_cluster.len() == cluster.options.join.len();
+            if first && (all_answered || started.elapsed() > Duration::from_secs(3)) {
+                initialize(&cluster).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn initialize(cluster: &Cluster) {
+    let mut members = BTreeMap::new();
+    members.insert(cluster.id, cluster.member());
+    match cluster.raft.initialize(members).await {
+        Ok(()) => tracing::info!(id = cluster.id, "formed a new cluster"),
+        Err(e) => tracing::debug!(error = %e, "initialize"),
+    }
+}
+
+/// On the leader: admits the node `name` with Raft id `id`.
+pub async fn admit(cluster: &Arc<Cluster>, name: String, id: NodeId) -> Value {
+    if !cluster.is_leader() {
+        return not_leader(cluster);
+    }
+    let known = members(cluster);
+    if known.get(&id) == Some(&name) {
+        return ok();
+    }
+    if let Err(e) = cluster
+        .raft
+        .add_learner(id, Member { addr: name.clone() }, true)
+        .await
+    {
+        return match e.forward_to_leader() {
+            Some(_) => not_leader(cluster),
+            None => error(format!("could not add {name}: {e}")),
+        };
+    }
+    // The same node from an earlier run: it no longer has that run's Raft state.
+    let stale: BTreeSet<NodeId> = known
+        .iter()
+        .filter(|(old, n)| **n == name && **old != id)
+        .map(|(old, _)| *old)
+        .collect();
+    if !stale.is_empty() {
+        if let Err(e) = remove_ids(cluster, stale.clone()).await {
+            return error(format!("could not remove the earlier run of {name}: {e}"));
+        }
+        tracing::info!(node = %name, ids = ?stale, "removed an earlier run of a member");
+    }
+    match reconcile(cluster).await {
+        Ok(()) => {
+            tracing::info!(node = %name, id, "admitted a member");
+            ok()
+        }
+        Err(e) => error(e),
+    }
+}
+
+async fn remove_ids(cluster: &Cluster, ids: BTreeSet<NodeId>) -> Result<(), String> {
+    let voting: BTreeSet<NodeId> = voters(cluster).intersection(&ids).copied().collect();
+    if !voting.is_empty() {
+        cluster
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(voting), false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let still: BTreeSet<NodeId> = ids
+        .into_iter()
+        .filter(|id| members(cluster).contains_key(id))
+        .collect();
+    if !still.is_empty() {
+        cluster
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(still), false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// On the leader: removes the member `id` (it is leaving).
+pub async fn remove(cluster: &Arc<Cluster>, id: NodeId) -> Value {
+    if !cluster.is_leader() {
+        return not_leader(cluster);
+    }
+    if !members(cluster).contains_key(&id) {
+        return ok();
+    }
+    let mut ids = BTreeSet::new();
+    ids.insert(id);
+    match remove_ids(cluster, ids).await {
+        Ok(()) => {
+            let _ = reconcile(cluster).await;
+            ok()
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// On the leader: lets the desired members vote.
+async fn reconcile(cluster: &Cluster) -> Result<(), String> {
+    let want = desired_voters(&members(cluster), cluster.options.replicas);
+    if want.is_empty() || want == voters(cluster) {
+        return Ok(());
+    }
+    cluster
+        .raft
+        .change_membership(ChangeMembers::ReplaceAllVoters(want), true)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Keeps every member connected to every other (hidden connections are not transitive) and,
+/// while this member leads, the voters as [`desired_voters`] says.
+pub async fn keep_voters(cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let me = cluster.node.config.name.to_string();
+    loop {
+        tick.tick().await;
+        for name in members(&cluster).into_values() {
+            if name != me
+                && cluster.node.conn(&name).is_none()
+                && let Ok(peer) = name.parse()
+            {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), cluster.node.connect(&peer)).await;
+            }
+        }
+        if cluster.is_leader()
+            && let Err(e) = reconcile(&cluster).await
+        {
+            tracing::debug!(error = %e, "could not change the voters yet");
+        }
+    }
+}
+
+/// Leaves the cluster (SIGTERM): asks the leader to remove this member, waiting up to
+/// `timeout`. The others keep their majority; the records stay on them.
+pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mailbox = Mailbox::new(&cluster.node);
+    while tokio::time::Instant::now() < deadline {
+        let all = members(cluster);
+        if !all.contains_key(&cluster.id) {
+            return;
+        }
+        if all.len() == 1 {
+            // The last member: nobody to hand the records to.
+            tracing::warn!("the last member of the cluster stops: its records are gone");
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some((leader, name)) = cluster.await_leader(left).await else {
+            break;
+        };
+        let answer = if leader == cluster.id {
+            remove(cluster, cluster.id).await
+        } else {
+            let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
+            match mailbox
+                .call_remote(&name, ENDPOINT_NAME, request, left)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => error(e.to_string()),
+            }
+        };
+        if answer == ok() {
+            tracing::info!("left the cluster");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("could not leave the cluster in time; the others keep this member");
+}
+
+/// `cluster`: `#{members, voters, leader, healthy, replicas, shards, self}`.
+pub async fn info(cluster: &Cluster) -> Value {
+    let all = members(cluster);
+    let voting = voters(cluster);
+    let names = |ids: &mut dyn Iterator<Item = &NodeId>| {
+        let mut v: Vec<&String> = ids.filter_map(|id| all.get(id)).collect();
+        v.sort();
+        Value::list(
+            v.into_iter()
+                .map(|n| Value::Atom(Atom::new(n).unwrap_or_else(|_| Atom::from_static("?"))))
+                .collect(),
+        )
+    };
+    let leader = cluster.leader();
+    let reachable = |id: &NodeId| {
+        *id == cluster.id || all.get(id).is_some_and(|n| cluster.node.conn(n).is_some())
+    };
+    let wanted = cluster.options.replicas.min(all.len()).max(1);
+    let healthy = leader.is_some() && voting.len() == wanted && voting.iter().all(reachable);
+    let leader = match leader {
+        Some((_, name)) => {
+            Value::Atom(Atom::new(&name.to_string()).unwrap_or_else(|_| Atom::from_static("?")))
+        }
+        None => atom("undefined"),
+    };
+    Value::map(vec![
+        (atom("members"), names(&mut all.keys())),
+        (atom("voters"), names(&mut voting.iter())),
+        (atom("leader"), leader),
+        (atom("healthy"), Value::boolean(healthy)),
+        (
+            atom("replicas"),
+            Value::Int(cluster.options.replicas as i64),
+        ),
+        (atom("shards"), Value::Int(1)),
+        (atom("self"), Value::Atom(cluster.node.name_atom)),
+    ])
+}

@@ -1,0 +1,282 @@
+//! The `ash_gen_server` process of a cluster member: every request of docs/PROTOCOL.md, for
+//! every record, answered as a single node would.
+//!
+//! Writes (`define`, `create`, `upsert`, `bulk_create`, `update`, `destroy`, `update_where`,
+//! `destroy_where`, `clear`) are appended to the Raft log by the leader and answered once a
+//! majority holds them (the leader's state machine gives the reply). Reads are served by the
+//! leader's record service after a linearizability check (a read never returns a value older
+//! than an acknowledged write). A member that does not lead passes the request to the leader
+//! (`{forward, Request, Id}` to its [`super::endpoint`]) and relays the answer, retrying with
+//! the same request id — applied at most once — while a new leader is elected. `ping`, `stats`,
+//! `subscribe`, `unsubscribe` and `fault` are served by the member itself; `cluster` describes
+//! the cluster.
+
+use super::Cluster;
+use super::endpoint::{ENDPOINT_NAME, not_leader};
+use super::state_machine::RECORDS_NAME;
+use super::types::Command;
+use crate::node::genserver::{self, From};
+use crate::node::{Mailbox, Node, Process};
+use crate::protocol::error::Error;
+use crate::protocol::request::Request;
+use crate::term::{Atom, Pid, Value};
+use crate::wire::etf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How long a request waits for a leader (an election) before it is answered `unavailable`.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a forwarded request may take on the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Router {
+    cluster: Weak<Cluster>,
+}
+
+/// Registers the router of `cluster` as `ash_gen_server`.
+pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
+    let weak = Arc::downgrade(cluster);
+    cluster
+        .node
+        .register(crate::protocol::SERVER_NAME, |_| {
+            Arc::new(Router { cluster: weak })
+        })
+        .ok_or(super::ClusterError::NameTaken(crate::protocol::SERVER_NAME))
+}
+
+/// What a member does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Through the log.
+    Write,
+    /// On the leader, after a linearizability check.
+    Read,
+    /// On this member.
+    Local,
+}
+
+/// Where a request of `kind` (see [`Request::kind`]) is served.
+pub fn route_of(kind: &str) -> Route {
+    match kind {
+        "define" | "create" | "upsert" | "bulk_create" | "update" | "destroy" | "update_where"
+        | "destroy_where" | "clear" => Route::Write,
+        "ping" | "stats" | "subscribe" | "unsubscribe" | "fault" => Route::Local,
+        _ => Route::Read,
+    }
+}
+
+fn atom(name: &'static str) -> Value {
+    Value::Atom(Atom::from_static(name))
+}
+
+fn unavailable(text: impl Into<String>) -> Value {
+    Error::Unavailable(text.into()).to_reply()
+}
+
+/// Hands the call to the member's record service, which replies to `from` itself.
+fn to_records(node: &Arc<Node>, from: &From, request: Value) {
+    match node.whereis(RECORDS_NAME) {
+        Some(pid) => {
+            node.send(&pid, &genserver::call_message(from, request));
+        }
+        None => node.reply(from, &unavailable("the record service is not running")),
+    }
+}
+
+/// Serves `request` on the leader: `Some(reply)`, or `None` when the record service replies
+/// to `from` itself. A member that does not lead answers `{error, {not_leader, _}}`.
+pub async fn serve_as_leader(
+    cluster: &Arc<Cluster>,
+    request: Value,
+    id: u64,
+    from: &From,
+) -> Option<Value> {
+    if !cluster.is_leader() {
+        return Some(not_leader(cluster));
+    }
+    let kind =
+        match Request::parse_with(&request, cluster.node.config.limits.max_records_per_request) {
+            Ok(parsed) => parsed.kind(),
+            Err(e) => return Some(e.to_reply()),
+        };
+    match route_of(kind) {
+        Route::Write => {
+            let mut term = Vec::new();
+            etf::encode(&request, &mut term);
+            match cluster
+                .raft
+                .client_write(Command::Request { id, term })
+                .await
+            {
+                Ok(written) => Some(match etf::decode(&written.data.0) {
+                    Ok((reply, _)) => reply,
+                    Err(e) => unavailable(format!("the reply does not decode: {e}")),
+                }),
+                Err(e) => Some(match e.forward_to_leader() {
+                    Some(_) => not_leader(cluster),
+                    None => unavailable(e.to_string()),
+                }),
+            }
+        }
+        Route::Read | Route::Local => match cluster.raft.ensure_linearizable().await {
+            Ok(_) => {
+                to_records(&cluster.node, from, request);
+                None
+            }
+            Err(e) => Some(match e.forward_to_leader() {
+                Some(_) => not_leader(cluster),
+                None => unavailable(e.to_string()),
+            }),
+        },
+    }
+}
+
+/// Calls every other member's endpoint with `message` (expiry handler subscriptions).
+async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
+    let me = cluster.node.config.name.to_string();
+    let mailbox = Mailbox::new(&cluster.node);
+    for name in super::membership::members(cluster).into_values() {
+        if name == me {
+            continue;
+        }
+        let Ok(peer) = name.parse() else { continue };
+        if let Err(e) = mailbox
+            .call_remote(
+                &peer,
+                ENDPOINT_NAME,
+                message.clone(),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            tracing::warn!(member = %name, error = %e, "could not pass an expiry handler subscription on");
+        }
+    }
+}
+
+fn is_not_leader(reply: &Value) -> bool {
+    matches!(reply.as_tuple(), Some([e, reason])
+        if e.as_atom().map(|a| a.as_str()) == Some("error")
+            && (reason.as_atom().map(|a| a.as_str()) == Some("no_cluster")
+                || matches!(reason.as_tuple(), Some([t, _]) if t.as_atom().map(|a| a.as_str()) == Some("not_leader"))))
+}
+
+/// Serves a call: on this member, as the leader, or through the leader.
+async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
+    if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
+        let info = super::membership::info(&cluster).await;
+        cluster.node.reply(&from, &Value::pair(atom("ok"), info));
+        return;
+    }
+    let parsed =
+        match Request::parse_with(&request, cluster.node.config.limits.max_records_per_request) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                cluster.node.reply(&from, &e.to_reply());
+                return;
+            }
+        };
+    if route_of(parsed.kind()) == Route::Local {
+        let broadcast = match &parsed {
+            Request::Subscribe(s) => Some(Value::tuple(vec![
+                atom("subscribe_for"),
+                Value::Pid(Box::new(from.pid)),
+                match &s.0 {
+                    Some(list) => Value::list(list.iter().map(|r| Value::Atom(*r)).collect()),
+                    None => atom("all"),
+                },
+            ])),
+            Request::Unsubscribe => Some(Value::pair(
+                atom("unsubscribe_for"),
+                Value::Pid(Box::new(from.pid)),
+            )),
+            _ => None,
+        };
+        to_records(&cluster.node, &from, request);
+        if let Some(message) = broadcast {
+            tell_members(&cluster, message).await;
+        }
+        return;
+    }
+    let id = rand::random::<u64>();
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mailbox = Mailbox::new(&cluster.node);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reply = match cluster.await_leader(left).await {
+            None => unavailable("no leader: a majority of the members is unreachable"),
+            Some((leader, _)) if leader == cluster.id => {
+                match serve_as_leader(&cluster, request.clone(), id, &from).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
+            Some((_, name)) => {
+                let forward = Value::tuple(vec![
+                    atom("forward"),
+                    request.clone(),
+                    Value::Int(id as i64),
+                ]);
+                match mailbox
+                    .call_remote(&name, ENDPOINT_NAME, forward, FORWARD_TIMEOUT)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(e) => unavailable(format!("the leader {name} did not answer: {e}")),
+                }
+            }
+        };
+        let retry = is_not_leader(&reply)
+            || matches!(reply.as_tuple(), Some([_, reason]) if matches!(reason.as_tuple(), Some([t, _]) if t.as_atom().map(|a| a.as_str()) == Some("unavailable")));
+        if retry && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let reply = if is_not_leader(&reply) {
+            unavailable("no leader: a majority of the members is unreachable")
+        } else {
+            reply
+        };
+        cluster.node.reply(&from, &reply);
+        return;
+    }
+}
+
+impl Process for Router {
+    fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
+        let Some(cluster) = self.cluster.upgrade() else {
+            return;
+        };
+        match genserver::classify(message) {
+            genserver::GenMessage::Call(from, request) => {
+                tokio::spawn(route(cluster, from, request));
+            }
+            // `keep_alive` casts: the record lives on every member; only the leader's timers
+            // count, so the cast goes where the leader is.
+            genserver::GenMessage::Cast(request) => {
+                let cast = Value::pair(atom("$gen_cast"), request);
+                match cluster.leader() {
+                    Some((id, _)) if id == cluster.id => {
+                        if let Some(pid) = node.whereis(RECORDS_NAME) {
+                            node.send(&pid, &cast);
+                        }
+                    }
+                    Some((_, name)) => {
+                        if let Ok(name_atom) = Atom::new(&name.to_string()) {
+                            let server = Atom::from_static(crate::protocol::SERVER_NAME);
+                            let from = node.processes.pid(0);
+                            node.write_to(name_atom, |w| {
+                                w.reg_send(&from, server, |t| t.term(&cast))
+                            });
+                        }
+                    }
+                    None => {}
+                }
+            }
+            genserver::GenMessage::Info(message) => {
+                tracing::debug!(?message, "the cluster router ignored a message")
+            }
+        }
+    }
+}
