@@ -101,11 +101,12 @@ step() {
   fi
 }
 
-echo "bench: building the node and the loopback example (release)" >&2
+echo "bench: building the node, the loopback example and the load generator (release)" >&2
 step "$logs/cargo.log" cargo build --release --manifest-path "$repo/Cargo.toml" \
-  --bin ash-gen-server --example loopback_rtt
+  --bin ash-gen-server --example loopback_rtt --example loadgen
 node_bin="$repo/target/release/ash-gen-server"
 loopback_bin="$repo/target/release/examples/loopback_rtt"
+loadgen_bin="$repo/target/release/examples/loadgen"
 
 echo "bench: compiling the bench app (MIX_ENV=prod)" >&2
 export MIX_ENV=prod
@@ -192,7 +193,7 @@ export BENCH_RUST_OS_PID="$rust_pid" BENCH_BIG_OS_PID="$big_pid" BENCH_BASELINE_
 export BENCH_TLS_RUST_NODE="$tls_rust_node" BENCH_TLS_BASELINE_NODE="$tls_baseline_node"
 export BENCH_TLS_OPTFILE="$tls_optfile"
 export BENCH_TLS_RUST_OS_PID="$tls_rust_pid" BENCH_TLS_BASELINE_OS_PID="$tls_baseline_pid"
-export BENCH_LOOPBACK_BIN="$loopback_bin" BENCH_OUT="$out" BENCH_TIMESTAMP="$timestamp"
+export BENCH_LOOPBACK_BIN="$loopback_bin" BENCH_LOADGEN_BIN="$loadgen_bin" BENCH_OUT="$out" BENCH_TIMESTAMP="$timestamp"
 
 set +e
 (

@@ -181,8 +181,10 @@ struct StartArgs {
     #[arg(long, env = "ASH_GEN_SERVER_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
     /// Microseconds a connection keeps polling for input before sleeping, like the BEAM's
-    /// scheduler busy wait: cuts round trips roughly in half for busy callers, at the cost of
-    /// up to this much CPU after each burst of requests (0 turns it off).
+    /// scheduler busy wait: cuts round trips roughly in half for a lone busy caller, at the
+    /// cost of up to this much CPU per request. Adaptive: only while requests come one at a
+    /// time, each soon after the last reply; never for batches (many callers) nor when idle
+    /// (0 turns it off).
     #[arg(long, default_value_t = 100, env = "ASH_GEN_SERVER_BUSY_POLL_US")]
     busy_poll_us: u64,
     /// Define the resources listed in this JSON file at start (see src/config.rs).

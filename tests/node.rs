@@ -351,3 +351,105 @@ async fn two_rust_nodes_send_monitor_and_link_across() {
     b.shutdown(Duration::from_secs(5)).await;
     a.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A client node without a listening socket (as the bench's load generator is) calls a peer's
+/// registered `ash_gen_server` by name through mailboxes: one caller at a time (the node's
+/// reader ends up busy-polling for it) and then 64 at once on the same connection (the reader
+/// serves batches), every reply the right record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
+    use ash_gen_server::node::{Mailbox, mailbox::CallError};
+    use std::sync::Arc;
+    let (a, epmd) = start(&format!("mb_server_{}", std::process::id()), false).await;
+    let mut config = NodeConfig::new(
+        format!("mb_client_{}@127.0.0.1", std::process::id())
+            .parse()
+            .unwrap(),
+        COOKIE.into(),
+    );
+    config.epmd_port = epmd;
+    let client = Node::new(config, 9).unwrap();
+    let server = a.node.config.name.clone();
+    let wait = Duration::from_secs(10);
+    let me = Mailbox::new(&client);
+
+    // A node that is not there: refused, not a timeout.
+    let nobody = format!("mb_nobody_{}@127.0.0.1", std::process::id())
+        .parse()
+        .unwrap();
+    assert!(matches!(
+        me.call_remote(&nobody, "ash_gen_server", t("ping"), wait)
+            .await,
+        Err(CallError::Unreachable { .. })
+    ));
+    assert_eq!(
+        me.call_remote(&server, "ash_gen_server", t("ping"), wait)
+            .await
+            .unwrap(),
+        t("pong")
+    );
+    let request = |s: String| t(&s);
+    assert_eq!(
+        me.call_remote(
+            &server,
+            "ash_gen_server",
+            t("{define, item, #{primary_key => [id]}}"),
+            wait
+        )
+        .await
+        .unwrap(),
+        t("ok")
+    );
+    let records: Vec<String> = (1..=64).map(|i| format!("#{{id => {i}}}")).collect();
+    me.call_remote(
+        &server,
+        "ash_gen_server",
+        request(format!(
+            "{{bulk_create, item, [{}], #{{}}}}",
+            records.join(", ")
+        )),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // One caller, request after request.
+    for i in 0..300 {
+        let id = i % 64 + 1;
+        let reply = me
+            .call_remote(
+                &server,
+                "ash_gen_server",
+                request(format!("{{get, item, #{{id => {id}}}}}")),
+                wait,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, request(format!("{{ok, #{{id => {id}}}}}")));
+    }
+
+    // 64 callers at once on the same connection, each updating its own record.
+    let mut callers = Vec::new();
+    for id in 1..=64 {
+        let client = Arc::clone(&client);
+        let server = server.clone();
+        callers.push(tokio::spawn(async move {
+            let me = Mailbox::new(&client);
+            for n in 0..50 {
+                let reply = me
+                    .call_remote(
+                        &server,
+                        "ash_gen_server",
+                        t(&format!("{{update, item, #{{id => {id}}}, #{{n => {n}}}}}")),
+                        wait,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(reply, t(&format!("{{ok, #{{id => {id}, n => {n}}}}}")));
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("a caller failed");
+    }
+}

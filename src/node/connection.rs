@@ -6,7 +6,9 @@
 //! dispatches are written by the reader itself, with one non-blocking write at the end of the
 //! batch, so a request costs no hop to another task. Messages sent from elsewhere (timers,
 //! other connections) wake the writer task, which also takes over whatever the socket would not
-//! accept at once, and sends a tick every quarter of `net_ticktime`. A peer silent for a whole
+//! accept at once, and sends a tick every quarter of `net_ticktime`. Before it sleeps, the
+//! reader may busy-poll the socket for `--busy-poll-us`, only while a lone caller sends one
+//! request at a time ([`Spin`] says when). A peer silent for a whole
 //! `net_ticktime` is disconnected. When either task ends the connection is removed and the
 //! peer's monitors and links are cleaned up.
 //!
@@ -447,8 +449,11 @@ async fn read_loop(
     started: Instant,
 ) -> Result<Read, String> {
     let mut frames = FrameReader::with_limits(node.config.limits);
-    let spin = node.config.busy_poll;
+    let mut spin = Spin::new(node.config.busy_poll);
     let mut phase = node.phase();
+    // Frames served since the reader last found the socket empty: one request at a time is
+    // a lone caller waiting on each reply (worth polling for), many are a batch.
+    let mut served = 0;
     loop {
         if *phase.borrow() >= super::Phase::Drain {
             return drain_rest(&node, &conn, &mut frames);
@@ -460,38 +465,147 @@ async fn read_loop(
                 // Like a BEAM scheduler, keep polling a moment before sleeping: a busy peer's
                 // next request usually arrives within microseconds, and waking a sleeping
                 // thread (on a virtual machine, across CPUs) costs tens of them.
-                if !spin.is_zero() {
-                    match spin_for(&conn.stream, frames.read_space(), spin) {
+                let budget = spin.budget(served);
+                served = 0;
+                if !budget.is_zero() {
+                    match spin_for(&conn.stream, frames.read_space(), budget) {
                         Ok(0) => return Ok(Read::Closed),
                         Ok(n) => {
+                            spin.caught();
                             frames.filled(n);
                             last_read
                                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            {
-                                let _reading = ReadingGuard::enter(conn.id);
-                                drain(&node, &conn, &mut frames)?;
-                            }
-                            conn.flush_now();
+                            served += serve(&node, &conn, &mut frames)?;
                             continue;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => spin.missed(),
                         Err(e) => return Err(format!("read failed: {e}")),
                     }
                 }
+                let slept = Instant::now();
                 tokio::select! {
                     r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
                     _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {}
                 }
+                spin.woke_after(slept.elapsed());
                 continue;
             }
             Err(e) => return Err(format!("read failed: {e}")),
         }
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        {
-            let _reading = ReadingGuard::enter(conn.id);
-            drain(&node, &conn, &mut frames)?;
+        served += serve(&node, &conn, &mut frames)?;
+    }
+}
+
+/// Dispatches every whole frame buffered, then writes the replies with one non-blocking
+/// write. Returns the number of frames served.
+fn serve(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<usize, String> {
+    let served = {
+        let _reading = ReadingGuard::enter(conn.id);
+        drain(node, conn, frames)?
+    };
+    conn.flush_now();
+    Ok(served)
+}
+
+/// When a connection's reader busy-polls (`--busy-poll-us`), adapted to what polling buys.
+///
+/// Polling pays when one request at a time comes in, each sent as soon as the previous reply
+/// arrived: the next one is microseconds away and a sleeping thread takes tens to wake. It
+/// does not pay when many callers share the connection: sleeping, the reader wakes to a batch
+/// of requests (one wake-up and one write for all of them), while polling catches them one by
+/// one (a read and a write each) and keeps a CPU the peer needs to send the next ones. Nor
+/// does it pay when the peer takes longer than the budget to send its next request.
+///
+/// So the reader sleeps by default, and learns from how it wakes: after `need` wake-ups in a
+/// row (at first [`SPIN_AFTER_LONE`]) each to a single frame within twice the budget (a lone
+/// caller; the sleep includes the wake-up), it polls after each request. It stops when a batch of several frames comes
+/// in, and when a poll finds nothing, which also doubles `need` (up to [`SPIN_NEED_MAX`]; a
+/// poll that finds data resets it). Every [`SPIN_PROBE_EVERY`] requests it sleeps once to
+/// look at what wakes it again. An idle node never polls: a poll follows a request, for at
+/// most the budget.
+struct Spin {
+    full: Duration,
+    polling: bool,
+    /// Wake-ups in a row to a lone request.
+    lone: u32,
+    /// Wake-ups to a lone request in a row needed to start polling.
+    need: u32,
+    /// Polls until the next probing sleep.
+    probe_in: u32,
+    /// How long the reader last slept, until the batch that woke it is served.
+    slept: Option<Duration>,
+}
+
+/// Wake-ups to a lone request in a row before the reader polls, at first.
+const SPIN_AFTER_LONE: u32 = 16;
+/// The most wake-ups to a lone request in a row ever needed (after polls that found nothing).
+const SPIN_NEED_MAX: u32 = 1024;
+/// While polling, one request in this many is followed by a sleep instead.
+const SPIN_PROBE_EVERY: u32 = 256;
+
+impl Spin {
+    fn new(full: Duration) -> Spin {
+        Spin {
+            full,
+            polling: false,
+            lone: 0,
+            need: SPIN_AFTER_LONE,
+            probe_in: SPIN_PROBE_EVERY,
+            slept: None,
         }
-        conn.flush_now();
+    }
+
+    /// How long to poll now that the socket is empty, after serving `served` frames since it
+    /// last was.
+    fn budget(&mut self, served: usize) -> Duration {
+        if self.full.is_zero() {
+            return Duration::ZERO;
+        }
+        if let Some(slept) = self.slept.take() {
+            // The sleep includes the wake-up itself (tens of µs on a busy virtual machine):
+            // a request that came within the budget may have woken the reader later.
+            if slept < 2 * self.full && served == 1 {
+                self.lone += 1;
+                if self.lone >= self.need {
+                    self.polling = true;
+                }
+            } else {
+                self.lone = 0;
+                self.polling = false;
+            }
+        } else if served > 1 {
+            self.lone = 0;
+            self.polling = false;
+        }
+        if !self.polling {
+            return Duration::ZERO;
+        }
+        self.probe_in -= 1;
+        if self.probe_in == 0 {
+            self.probe_in = SPIN_PROBE_EVERY;
+            self.polling = false;
+            self.lone = self.need - 1;
+            return Duration::ZERO;
+        }
+        self.full
+    }
+
+    /// A poll found data.
+    fn caught(&mut self) {
+        self.need = SPIN_AFTER_LONE;
+    }
+
+    /// A poll ran out without data.
+    fn missed(&mut self) {
+        self.polling = false;
+        self.lone = 0;
+        self.need = (self.need * 2).min(SPIN_NEED_MAX);
+    }
+
+    /// The reader slept for `slept` before the socket became readable.
+    fn woke_after(&mut self, slept: Duration) {
+        self.slept = Some(slept);
     }
 }
 
@@ -511,10 +625,11 @@ async fn read_loop_tls(
     };
     let mut frames = FrameReader::with_limits(node.config.limits);
     let mut cipher = vec![0u8; TLS_READ_CHUNK];
-    let spin = node.config.busy_poll;
+    let mut spin = Spin::new(node.config.busy_poll);
     let mut phase = node.phase();
     // The first frames may have come with the handshake's last bytes.
     let mut fed = tls.feed(&[], &mut frames);
+    let mut served = 0;
     loop {
         let closed = match fed {
             Ok(fed) => fed == Fed::Closed,
@@ -524,11 +639,7 @@ async fn read_loop_tls(
                 return Err(e.to_string());
             }
         };
-        {
-            let _reading = ReadingGuard::enter(conn.id);
-            drain(&node, &conn, &mut frames)?;
-        }
-        conn.flush_now();
+        served += serve(&node, &conn, &mut frames)?;
         if closed {
             return Ok(Read::Closed);
         }
@@ -540,19 +651,25 @@ async fn read_loop_tls(
             match conn.stream.try_read(&mut cipher) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if !spin.is_zero() {
-                        match spin_for(&conn.stream, &mut cipher, spin) {
-                            Ok(n) => break n,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    let budget = spin.budget(served);
+                    served = 0;
+                    if !budget.is_zero() {
+                        match spin_for(&conn.stream, &mut cipher, budget) {
+                            Ok(n) => {
+                                break n;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => spin.missed(),
                             Err(e) => return Err(format!("read failed: {e}")),
                         }
                     }
+                    let slept = Instant::now();
                     tokio::select! {
                         r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
                         _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {
                             return Ok(Read::Drained);
                         }
                     }
+                    spin.woke_after(slept.elapsed());
                 }
                 Err(e) => return Err(format!("read failed: {e}")),
             }
@@ -586,9 +703,11 @@ fn drain_rest(
     Ok(Read::Drained)
 }
 
-/// Dispatches every whole frame buffered.
-fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<(), String> {
+/// Dispatches every whole frame buffered. Returns how many there were.
+fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<usize, String> {
+    let mut served = 0;
     loop {
+        served += 1;
         match frames.next_frame() {
             Ok(Some(Frame::Tick)) => {}
             Ok(Some(Frame::Control(control))) => dispatch::dispatch(node, &conn.peer, *control),
@@ -599,7 +718,7 @@ fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result
             Ok(Some(Frame::Undecodable(why))) => {
                 return Err(format!("undecodable message: {why}"));
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(served - 1),
             Err(FrameError::Closed) => return Err("connection closed".into()),
             Err(e) => return Err(e.to_string()),
         }
@@ -699,4 +818,74 @@ fn spin_for(stream: &TcpStream, buf: &mut [u8], spin: Duration) -> std::io::Resu
         }
     }
     Err(std::io::ErrorKind::WouldBlock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: Duration = Duration::from_micros(100);
+    const SOON: Duration = Duration::from_micros(30);
+    const LATE: Duration = Duration::from_micros(500);
+
+    /// `n` wake-ups, each after `slept`, each to a batch of `frames`; the last budget.
+    fn wake(spin: &mut Spin, n: u32, slept: Duration, frames: usize) -> Duration {
+        let mut budget = Duration::ZERO;
+        for _ in 0..n {
+            spin.woke_after(slept);
+            budget = spin.budget(frames);
+        }
+        budget
+    }
+
+    #[test]
+    fn polls_only_for_a_lone_caller_that_comes_back_soon() {
+        let mut spin = Spin::new(FULL);
+        assert_eq!(
+            wake(&mut spin, SPIN_AFTER_LONE - 1, SOON, 1),
+            Duration::ZERO
+        );
+        assert_eq!(wake(&mut spin, 1, SOON, 1), FULL);
+        // Polls that catch the next request keep it polling...
+        spin.caught();
+        assert_eq!(spin.budget(1), FULL);
+        // ...until a batch comes in.
+        assert_eq!(spin.budget(5), Duration::ZERO);
+        assert_eq!(
+            wake(&mut spin, SPIN_AFTER_LONE * 4, SOON, 8),
+            Duration::ZERO
+        );
+        // A caller that comes back later than the budget is never polled for.
+        assert_eq!(
+            wake(&mut spin, SPIN_AFTER_LONE * 4, LATE, 1),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_poll_that_finds_nothing_makes_the_next_one_wait_longer() {
+        let mut spin = Spin::new(FULL);
+        assert_eq!(wake(&mut spin, SPIN_AFTER_LONE, SOON, 1), FULL);
+        spin.missed();
+        assert_eq!(spin.budget(1), Duration::ZERO);
+        assert_eq!(wake(&mut spin, SPIN_AFTER_LONE, SOON, 1), Duration::ZERO);
+        assert_eq!(wake(&mut spin, SPIN_AFTER_LONE, SOON, 1), FULL);
+        // One that finds data resets the wait.
+        spin.caught();
+        spin.missed();
+        assert_eq!(wake(&mut spin, 2 * SPIN_AFTER_LONE, SOON, 1), FULL);
+    }
+
+    #[test]
+    fn while_polling_it_sleeps_now_and_then_to_look() {
+        let mut spin = Spin::new(FULL);
+        assert_eq!(wake(&mut spin, SPIN_AFTER_LONE, SOON, 1), FULL);
+        let sleeps = (0..SPIN_PROBE_EVERY * 2)
+            .filter(|_| spin.budget(1).is_zero())
+            .count();
+        assert!(sleeps >= 1, "never probed");
+        // Turned off, it never polls.
+        let mut off = Spin::new(Duration::ZERO);
+        assert_eq!(wake(&mut off, 100, SOON, 1), Duration::ZERO);
+    }
 }

@@ -27,7 +27,7 @@ defmodule Bench.Chart do
         ratio =
           case row.table do
             "latency" -> Map.fetch!(row.ratio, String.to_atom(row.target.metric))
-            "values" -> row.ratio
+            _ -> row.ratio
           end
 
         %{
@@ -109,6 +109,8 @@ defmodule Bench.Chart do
 
   defp metric_name(%{table: "latency", target: %{metric: "p50_us"}}), do: " — p50"
   defp metric_name(%{table: "latency", target: %{metric: "ops_s"}}), do: " — ops/s"
+  defp metric_name(%{table: "capacity", metric: "rate"}), do: " — rate"
+  defp metric_name(%{table: "capacity"}), do: " — node CPU/op"
   defp metric_name(_), do: ""
 
   defp scale(v, lo, hi),

@@ -9,6 +9,8 @@ defmodule Bench.Driver do
   - `BENCH_TLS_RUST_NODE`, `BENCH_TLS_BASELINE_NODE`, `BENCH_TLS_OPTFILE` and their
     `BENCH_TLS_*_OS_PID`: the pair of nodes running TLS distribution, for workload 8
     (`Bench.Tls`); without them workload 8 is left out
+  - `BENCH_LOADGEN_BIN` (the `loadgen` example: workload 9, `Bench.Capacity`; without it
+    workload 9 is left out)
   - `BENCH_LOOPBACK_BIN` (the `loopback_rtt` example), `BENCH_OUT` (output folder),
     `BENCH_TIMESTAMP`
 
@@ -158,6 +160,8 @@ defmodule Bench.Driver do
     |> Map.put(:mode, mode)
     |> Map.put(:tls, Bench.Tls.from_env() != nil)
     |> Map.put(:loopback_bin, System.get_env("BENCH_LOOPBACK_BIN"))
+    |> Map.put(:loadgen_bin, System.get_env("BENCH_LOADGEN_BIN"))
+    |> Map.put(:capacity, System.get_env("BENCH_LOADGEN_BIN") != nil)
   end
 
   defp parse_list(text),
@@ -222,6 +226,11 @@ defmodule Bench.Driver do
 
     steps = if ctx.tls, do: steps ++ [{"8. get over TLS", &Bench.Tls.rows/1}], else: steps
 
+    steps =
+      if cfg.capacity,
+        do: steps ++ [{"9. capacity (Rust load generator)", &Bench.Capacity.rows/1}],
+        else: steps
+
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->
         progress(cfg, name)
@@ -242,7 +251,7 @@ defmodule Bench.Driver do
       loopback: loopback || %{},
       loopback_end: loopback_end || %{},
       load_average: %{start: load_start, end: loadavg()},
-      config: Map.drop(cfg, [:loopback_bin, :verbose, :mode]),
+      config: Map.drop(cfg, [:loopback_bin, :loadgen_bin, :verbose, :mode]),
       nodes: %{
         rust: rust,
         baseline: baseline,

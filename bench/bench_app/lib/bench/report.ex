@@ -32,6 +32,16 @@ defmodule Bench.Report do
     end
   end
 
+  defp evaluate_row(%{table: "capacity"} = row) do
+    ratio = Bench.Capacity.ratio(row)
+    row = Map.put(row, :ratio, ratio)
+
+    case row[:target] do
+      %{} = target -> Map.put(row, :result, judge(ratio, target))
+      _ -> Map.put(row, :result, nil)
+    end
+  end
+
   defp evaluate_row(%{table: "values"} = row) do
     ratio = ratio(row.rust, row[:reference])
     row = Map.put(row, :ratio, ratio)
@@ -65,12 +75,13 @@ defmodule Bench.Report do
 
     big = if cfg["run_big"] || cfg[:run_big], do: ["big_create", "big_memory"], else: []
     tls = if cfg["tls"] || cfg[:tls], do: ["tls_get_c1", "tls_get_vs_tcp"], else: []
+    capacity = if cfg["capacity"] || cfg[:capacity], do: Bench.Capacity.expected_ids(), else: []
 
     ["create", "create_total", "memory"] ++
       get_update ++
       ["filter_small", "filter_large"] ++
       ["ash_create", "ash_get", "ash_update", "ash_filter_small", "ash_filter_large"] ++
-      ["ash_counter_c64", "ash_datetime_page"] ++ big ++ tls
+      ["ash_counter_c64", "ash_datetime_page"] ++ big ++ tls ++ capacity
   end
 
   @doc """
@@ -172,6 +183,13 @@ defmodule Bench.Report do
 
         "values" ->
           is_number(row["rust"]) and (row["reference_name"] == nil or is_number(row["reference"]))
+
+        "capacity" ->
+          Enum.all?(["rust", "beam"], fn side ->
+            is_number(get_in(row, [side, "ops_s"])) and
+              is_number(get_in(row, [side, "node_cpu_us"])) and
+              (row["metric"] != "rate" or is_number(get_in(row, [side, "rate"])))
+          end)
       end
 
     cond do
@@ -233,6 +251,7 @@ defmodule Bench.Report do
     |---|---|--:|--:|--:|---|---|
     #{Enum.map_join(values, "\n", &values_line/1)}
     #{values_notes(values)}
+    #{Bench.Capacity.markdown(Enum.filter(rows, &(&1.table == "capacity")))}
     ## Targets
 
     #{Enum.map_join(targets, "\n", &target_line/1)}
@@ -386,11 +405,17 @@ defmodule Bench.Report do
     value =
       case row.table do
         "latency" -> Map.fetch!(row.ratio, String.to_existing_atom(row.target.metric))
-        "values" -> row.ratio
+        _ -> row.ratio
       end
 
     numbers =
       case row do
+        %{table: "capacity", metric: "rate"} ->
+          "#{fmt_ops(row.rust.rate)} vs #{fmt_ops(row.beam.rate)} ops/s"
+
+        %{table: "capacity"} ->
+          "#{fmt_num(row.rust.node_cpu_us)} vs #{fmt_num(row.beam.node_cpu_us)} µs of node CPU per operation"
+
         %{table: "latency", target: %{metric: "ops_s"}} ->
           "#{fmt_ops(row.rust.ops_s)} vs #{fmt_ops(row.beam.ops_s)} ops/s"
 
