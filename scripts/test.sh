@@ -8,7 +8,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/setup.sh"
 cd "$repo"
 
-section() { printf '\n==== %s ====\n' "$*"; }
+started=$SECONDS
+section() { printf '\n==== %s ==== (%ss since start)\n' "$*" "$((SECONDS - started))"; }
 
 section "rust: fmt, clippy"
 cargo fmt --check
