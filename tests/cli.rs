@@ -1,6 +1,8 @@
 //! The `ash-gen-server` command as a user runs it: `start` (with its own EPMD on a free port and
 //! a resources file), `call` against it, and a clean stop on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,24 +151,7 @@ fn start_call_and_stop() {
     assert_eq!(json["resources"][0]["inactivity_timeout_ms"], 60000);
 
     // SIGTERM stops it cleanly.
-    let pid = node.0.id();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    assert!(killed.map(|s| s.success()).unwrap_or(false));
-    let mut node = node;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
+    stop_ok(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -204,7 +189,7 @@ fn json_logs_are_one_object_per_line() {
     };
     assert_eq!(started["level"], "INFO");
     assert_eq!(started["fields"]["node"], name.as_str());
-    drop(node);
+    stop_ok(node);
 }
 
 /// Starts `start` with `args` and `env`, returns the node and the EPMD port from its ready line.
@@ -244,7 +229,7 @@ fn settings_come_from_flags_then_environment_then_file() {
     // Only the file: its cookie.
     let (node, epmd) = start_with(&["--config", config], &[]);
     assert!(call_with_cookie(&name, epmd, "from-file"));
-    drop(node);
+    stop_ok(node);
     // The environment beats the file.
     let (node, epmd) = start_with(
         &["--config", config],
@@ -252,7 +237,7 @@ fn settings_come_from_flags_then_environment_then_file() {
     );
     assert!(call_with_cookie(&name, epmd, "from-env"));
     assert!(!call_with_cookie(&name, epmd, "from-file"));
-    drop(node);
+    stop_ok(node);
     // A flag beats both.
     let (node, epmd) = start_with(
         &["--config", config, "--cookie", "from-flag"],
@@ -260,7 +245,7 @@ fn settings_come_from_flags_then_environment_then_file() {
     );
     assert!(call_with_cookie(&name, epmd, "from-flag"));
     assert!(!call_with_cookie(&name, epmd, "from-env"));
-    drop(node);
+    stop_ok(node);
 
     // An unknown key is refused, naming it.
     std::fs::write(&file, "nmae = \"x@127.0.0.1\"\n").unwrap();
@@ -376,13 +361,15 @@ fn a_data_dir_keeps_acknowledged_records_through_sigkill() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(gone, "the lifetime kept counting while the node was down");
-    // A second restart restores the restored state (the journal was rewritten as a snapshot).
-    drop(node);
-    let (_node, epmd) = start_with(&args, &[]);
+    // A second restart restores the restored state (the journal was rewritten as a snapshot);
+    // the restored nodes stop cleanly.
+    stop_ok(node);
+    let (node, epmd) = start_with(&args, &[]);
     assert!(
         call_ok(&name, epmd, "d", "{get, user, #{id => 1}}").contains("n => 41"),
         "after a second restart"
     );
+    stop_ok(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -430,18 +417,11 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// SIGTERM, and the exit status must be 0 within 10 s.
 fn stop_ok(mut node: Node) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(
+        common::terminate(&mut node.0, Duration::from_secs(10)),
+        0,
+        "exit status after SIGTERM"
+    );
 }
 
 /// What a user gets wrong: each fails with exit status 1 and a message saying what is wrong.

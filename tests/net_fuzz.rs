@@ -55,6 +55,8 @@ fn atom(s: &str) -> Value {
 #[derive(Default)]
 struct Counts {
     cases: AtomicUsize,
+    /// Cases that are not valid requests: mutated, breaking, handshake, raw.
+    hostile: AtomicUsize,
     connections: AtomicUsize,
     handshakes: AtomicUsize,
     closed_by_node: AtomicUsize,
@@ -65,6 +67,9 @@ struct Counts {
 impl Counts {
     fn case(&self, kind: &'static str) {
         self.cases.fetch_add(1, Ordering::Relaxed);
+        if kind != "request" {
+            self.hostile.fetch_add(1, Ordering::Relaxed);
+        }
         *self.by_kind.lock().entry(kind).or_default() += 1;
     }
 }
@@ -143,8 +148,9 @@ fn network_fuzz() {
             if last_print.elapsed() > Duration::from_secs(10) {
                 last_print = Instant::now();
                 println!(
-                    "  {} cases, {} connections, {:.0} s",
+                    "  {} cases ({} hostile), {} connections, {:.0} s",
                     counts.cases.load(Ordering::Relaxed),
+                    counts.hostile.load(Ordering::Relaxed),
                     counts.connections.load(Ordering::Relaxed),
                     started.elapsed().as_secs_f64()
                 );
@@ -177,8 +183,10 @@ fn network_fuzz() {
     });
     let elapsed = started.elapsed();
     let cases = counts.cases.load(Ordering::Relaxed);
+    let hostile = counts.hostile.load(Ordering::Relaxed);
     println!(
-        "network fuzz: {cases} cases over {} connections ({} handshakes completed; {} closed by the node, {} kept) in {:.1} s ({:.0} cases/s)",
+        "network fuzz: {cases} cases ({} valid requests, {hostile} hostile: mutated, breaking, handshake, raw) over {} connections ({} handshakes completed; {} closed by the node, {} kept) in {:.1} s ({:.0} cases/s)",
+        cases - hostile,
         counts.connections.load(Ordering::Relaxed),
         counts.handshakes.load(Ordering::Relaxed),
         counts.closed_by_node.load(Ordering::Relaxed),

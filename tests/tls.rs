@@ -6,6 +6,8 @@
 //! the environment. The cross-checks against a real `erl -proto_dist inet_tls` are in
 //! `integration/erl/ash_tls_SUITE.erl`.
 
+mod common;
+
 use ash_gen_server::client;
 use ash_gen_server::node::{EpmdMode, Node, NodeConfig, RunningNode};
 use ash_gen_server::protocol::{Options, Server};
@@ -338,7 +340,7 @@ fn the_command_takes_tls_from_a_config_file_and_the_environment() {
         }
     }
     let stdout = child.stdout.take().unwrap();
-    let _node = Kill(child);
+    let node = Kill(child);
     let ready = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
@@ -376,4 +378,10 @@ fn the_command_takes_tls_from_a_config_file_and_the_environment() {
     );
     // Without TLS the node's TLS refuses the caller.
     assert!(!call(&[]).status.success());
+    let mut node = node;
+    assert_eq!(
+        common::terminate(&mut node.0, Duration::from_secs(10)),
+        0,
+        "exit status after SIGTERM"
+    );
 }

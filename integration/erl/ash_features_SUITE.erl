@@ -15,6 +15,7 @@
 all() ->
     [atomic_increments_race_exactly, atomics_fail_without_changes, upsert_atomics_and_conditions,
      racing_guarded_updates_have_one_winner, racing_identity_upserts_leave_one_record,
+     identity_upserts_race_updates_that_change_the_identity,
      update_where_and_destroy_where, typed_dates_datetimes_and_decimals, ci_string_identities,
      identities_with_where_and_nils_not_distinct, tenants_never_see_each_other,
      tenants_expire_with_their_tenant].
@@ -120,6 +121,101 @@ racing_identity_upserts_leave_one_record(Config) ->
          ?assertEqual(63, length([u || {ok, updated, _} <- Replies])),
          ?assertMatch({ok, [_]}, ?REQ({query, R, #{filter => {eq, email, Email}}}))
      end || Round <- lists:seq(1, 10)].
+
+%% Upserts by identity race updates that move the identity's value away from the record that
+%% has it. Each round, 8 records each have an email that 1 updater changes (`a` -> `b`) while 7
+%% upserters upsert by that email 4 times each, most with a condition that fails on the original
+%% record. The upserters run on 3 peer nodes, so their calls come over connections of their own,
+%% served concurrently with the updates (one connection's requests are served in order). Whatever
+%% the interleaving, an upsert only ever lands on (or is skipped by) a record that has the email
+%% it asked for: every reply carries that email, nothing changed an original record after its
+%% update took the email away, and no email is left on two records.
+identity_upserts_race_updates_that_change_the_identity(Config) ->
+    R = ?config(res, Config),
+    ok = ?REQ({define, R, #{primary_key => [id], identities => [{by_email, [email]}]}}),
+    Groups = 8,
+    Rounds = 25,
+    Peers = [ash_node:start_peer("upserter" ++ integer_to_list(P), #{}) || P <- lists:seq(1, 3)],
+    try
+        Outcomes =
+            lists:append(
+              [begin
+                   [{ok, _} = ?REQ({create, R, #{id => {Round, G}, email => email(Round, G, "a"),
+                                                 v => 1000, tag => none}})
+                    || G <- lists:seq(1, Groups)],
+                   %% upserter K of each group runs on peer K rem 3
+                   Upserters = [{Peer, [{G, K} || G <- lists:seq(1, Groups), K <- lists:seq(1, 7),
+                                                  K rem 3 =:= P - 1]}
+                                || {P, {Peer, _}} <- lists:zip(lists:seq(1, 3), Peers)],
+                   Tasks = [{update, G} || G <- lists:seq(1, Groups)]
+                       ++ [{upserts, Peer, Mine} || {Peer, Mine} <- Upserters],
+                   Replies = lists:append(
+                               race(length(Tasks),
+                                    fun(I) ->
+                                            identity_race_task(Config, R, Round,
+                                                               lists:nth(I, Tasks))
+                                    end)),
+                   [check_identity_round(Config, R, email(Round, G, "a"), email(Round, G, "b"),
+                                         {Round, G},
+                                         [Reply || {_, G1, _} = Reply <- Replies, G1 =:= G])
+                    || G <- lists:seq(1, Groups)]
+               end || Round <- lists:seq(1, Rounds)]),
+        Counts = lists:foldl(fun(O, Acc) -> maps:update_with(O, fun(C) -> C + 1 end, 1, Acc) end,
+                             #{}, lists:append(Outcomes)),
+        ct:log("~b races: upsert outcomes ~p", [Groups * Rounds, Counts])
+    after
+        [ash_node:stop_peer(Peer) || {Peer, _} <- Peers]
+    end.
+
+email(Round, G, Side) -> iolist_to_binary(io_lib:format("~s~b_~b", [Side, Round, G])).
+
+identity_race_task(Config, R, Round, {update, G}) ->
+    %% a few reads first, so that the update comes amid the upserts rather than before them
+    [{ok, _} = ?REQ({get, R, #{id => {Round, G}}}) || _ <- lists:seq(1, Round rem 4)],
+    [{update, G, ?REQ({update, R, #{id => {Round, G}}, #{email => email(Round, G, "b")}})}];
+identity_race_task(Config, R, Round, {upserts, Peer, Mine}) ->
+    Node = ?config(node, Config),
+    ash_node:peer_call(Peer, erlang, apply,
+                       [fun ?MODULE:peer_upserts/4, [Node, R, Round, Mine]]).
+
+%% On a peer: each upserter {G, K} in a process of its own, 4 upserts in a row.
+peer_upserts(Node, R, Round, Mine) ->
+    Config = [{node, Node}],
+    lists:append(
+      race(length(Mine),
+           fun(I) ->
+                   {G, K} = lists:nth(I, Mine),
+                   [{upsert, G, identity_upsert(Config, R, email(Round, G, "a"), {Round, G, K, J})}
+                    || J <- lists:seq(1, 4)]
+           end)).
+
+%% An upsert by email; three in four with a condition that fails on the original record (v 1000).
+identity_upsert(Config, R, Email, {_, _, K, J} = Id) ->
+    Rec = #{id => Id, email => Email, v => K * 10 + J, tag => {upsert, K, J}},
+    Opts = #{keys => [email], fields => [tag]},
+    case (K + J) rem 4 of
+        0 -> ?REQ({upsert, R, Rec, Opts});
+        _ -> ?REQ({upsert, R, Rec, Opts#{condition => {expr, {gt, {incoming, v}, {ref, v}}}}})
+    end.
+
+%% One record's race: returns each upsert's outcome kind (created, updated, skipped).
+check_identity_round(Config, R, A, B, Id, Replies) ->
+    [{update, _, {ok, Moved}}] = [U || {update, _, _} = U <- Replies],
+    ?assertMatch(#{id := Id, email := B}, Moved),
+    Upserts = [Reply || {upsert, _, Reply} <- Replies],
+    %% every upsert answered with a record that has the email it asked for
+    ?assertEqual([], [U || U <- Upserts, not identity_reply(U, A)]),
+    %% nothing touched the original record once its email had gone: it is as the update left it
+    ?assertEqual({ok, Moved}, ?REQ({get, R, #{id => Id}})),
+    %% no duplicates: at most one record has email a, exactly one has b
+    {ok, WithA} = ?REQ({query, R, #{filter => {eq, email, A}}}),
+    ?assert(length(WithA) =< 1),
+    ?assertMatch({ok, [#{id := Id}]}, ?REQ({query, R, #{filter => {eq, email, B}}})),
+    [Kind || {ok, Kind, _} <- Upserts].
+
+identity_reply({ok, Kind, #{email := Email}}, Email) ->
+    lists:member(Kind, [created, updated, skipped]);
+identity_reply(_, _) -> false.
 
 update_where_and_destroy_where(Config) ->
     R = ?config(res, Config),

@@ -14,7 +14,8 @@ all() ->
      record_pid_garbage, raw_handshake_positive_control, raw_wrong_cookie,
      raw_missing_flags_refused, raw_garbage_before_handshake, raw_silent_client_does_no_harm,
      raw_garbage_after_handshake_bad_tag, raw_garbage_after_handshake_bad_terms,
-     raw_oversized_frame, reply_to_unreachable_caller, deep_request, big_values,
+     raw_oversized_frame, reply_to_unreachable_caller, deep_request, small_limits_take_effect,
+     big_values,
      concurrent_clients, wrong_cookie_erl_peer, join_with_wrong_and_right_cookie,
      stops_on_sigterm, stops_on_sigint].
 
@@ -329,8 +330,9 @@ reply_to_unreachable_caller(Config) ->
     Pid ! {'$gen_call', {Ghost, make_ref()}, get},
     assert_healthy(Config).
 
-%% Nesting is limited by the node (to protect its stack); a call above the limit is dropped but
-%% the node and the connection live on. Below it, values round-trip.
+%% Nesting is limited by the node (to protect its stack): a call nested deeper than
+%% --max-term-depth (default 300) is answered with the bad_request PROTOCOL.md documents ("Limits")
+%% and creates nothing; the node and the connection live on. Below it, values round-trip.
 deep_request(Config) ->
     R = ?config(res, Config),
     Deep = fun Nest(0) -> leaf; Nest(N) -> [Nest(N - 1)] end,
@@ -338,9 +340,59 @@ deep_request(Config) ->
     ?assertEqual({ok, #{id => 100, v => V}}, ?REQ({create, R, #{id => 100, v => V}})),
     ?assertEqual({ok, #{id => 100, v => V}}, ?REQ({get, R, #{id => 100}})),
     ok = ?REQ({destroy, R, #{id => 100}}),
-    Reply = (catch ash_node:req(Config, {create, R, #{id => 101, v => Deep(100000)}}, 1000)),
-    ct:log("a request nested 100000 deep: ~P", [Reply, 8]),
+    ?assertEqual({error, {bad_request, <<"the request nests deeper than 300 levels">>}},
+                 ?REQ({create, R, #{id => 101, v => Deep(100000)}})),
     ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 101}})),
+    assert_healthy(Config).
+
+%% A node started with small --max-* values enforces them, with the replies PROTOCOL.md
+%% ("Limits") documents, and creates nothing for a refused request; just under each limit the
+%% same request goes through. The suite's own node (defaults) is not affected.
+small_limits_take_effect(Config) ->
+    N = ash_node:start(Config, #{tag => "limits",
+                                 args => ["--max-records-per-request", "10",
+                                          "--max-term-depth", "20",
+                                          "--max-list-length", "50",
+                                          "--max-bignum-bytes", "16"]}),
+    Node = ash_node:node(N),
+    Call = fun(Req) -> ash_node:call(Node, Req) end,
+    try
+        R = ash_node:define(Node, ash_node:uniq_res(limits), #{primary_key => [id]}),
+        Recs = fun(From, To) -> [#{id => I} || I <- lists:seq(From, To)] end,
+        %% records per request: bulk_create of 11 refused, nothing created; 10 go in
+        ?assertEqual({error, {bad_request, <<"bulk_create of 11 records exceeds the limit of 10 "
+                                             "records per request">>}},
+                     Call({bulk_create, R, Recs(1, 11), #{}})),
+        ?assertEqual({ok, []}, Call({query, R, #{}})),
+        ?assertMatch({ok, _}, Call({bulk_create, R, Recs(1, 10), #{}})),
+        ?assertMatch({ok, #{count := 10}}, Call({info, R})),
+        %% term depth
+        Deep = fun Nest(0) -> leaf; Nest(D) -> [Nest(D - 1)] end,
+        ?assertEqual({error, {bad_request, <<"the request nests deeper than 20 levels">>}},
+                     Call({create, R, #{id => deep, v => Deep(30)}})),
+        ?assertMatch({ok, _}, Call({create, R, #{id => shallow, v => Deep(10)}})),
+        %% list length
+        ?assertEqual({error, {bad_request, <<"the request holds a list, tuple or map of more "
+                                             "than 50 elements">>}},
+                     Call({create, R, #{id => long, v => lists:seq(1, 51)}})),
+        ?assertMatch({ok, _}, Call({create, R, #{id => short, v => lists:seq(1, 50)}})),
+        %% bignum size: 2^200 takes 26 bytes, 2^100 13
+        ?assertEqual({error, {bad_request, <<"the request holds an integer of more than 16 "
+                                             "bytes">>}},
+                     Call({create, R, #{id => big, v => 1 bsl 200}})),
+        ?assertMatch({ok, _}, Call({create, R, #{id => small, v => 1 bsl 100}})),
+        %% nothing refused was created
+        {ok, Left} = Call({query, R, #{}}),
+        ?assertEqual(lists:sort(lists:seq(1, 10) ++ [shallow, short, small]),
+                     lists:sort([I || #{id := I} <- Left])),
+        ?assertEqual(pong, Call(ping))
+    after
+        ?assertEqual(0, ash_node:stop(N))
+    end,
+    %% the suite's node keeps its defaults
+    ?assertMatch({ok, _}, ?REQ({create, ?config(res, Config), #{id => 300, v => Long = lists:seq(1, 51)}})),
+    ?assertEqual({ok, #{id => 300, v => Long}}, ?REQ({get, ?config(res, Config), #{id => 300}})),
+    ok = ?REQ({destroy, ?config(res, Config), #{id => 300}}),
     assert_healthy(Config).
 
 big_values(Config) ->

@@ -440,19 +440,20 @@ impl RecordActor {
             }
             Body::Op(Op::Upsert(upsert)) => {
                 step.touch = true;
-                if upsert
+                if !self
+                    .resource
+                    .still_has_keys(&turn.record, &upsert.keys, &upsert.record)
+                {
+                    // The record no longer has the upsert's key values (an update changed them
+                    // between the lookup and this turn): start over from the lookup. Checked
+                    // before the condition, which is about the record that has those values.
+                    step.retry_upsert = Some(upsert);
+                } else if upsert
                     .condition
                     .as_ref()
                     .is_some_and(|c| !c.matches_upsert(&turn.record, Some(&upsert.record)))
                 {
                     step.reply = Some(Outcome::Upserted(UpsertKind::Skipped, turn.record.clone()));
-                } else if !self
-                    .resource
-                    .still_has_keys(&turn.record, &upsert.keys, &upsert.record)
-                {
-                    // The record no longer has the upsert's key values (an update changed them
-                    // between the lookup and this turn): start over from the lookup.
-                    step.retry_upsert = Some(upsert);
                 } else {
                     let new = match self.changed(
                         &turn.record,

@@ -421,4 +421,39 @@ mod tests {
             matches!(ask(&svc, &actor, Op::Get), Outcome::Record(r) if r.to_value() == t("#{id => 1, email => <<\"a\">>}"))
         );
     }
+
+    /// The same race with a conditional upsert whose condition does not hold on the record
+    /// that lost the key values: the key check comes first, so the upsert looks up again (and
+    /// creates) instead of answering `skipped` with a record that does not have its keys.
+    #[test]
+    fn a_conditional_upsert_reaching_a_record_that_lost_its_keys_looks_up_again() {
+        let (svc, _owner) = service("unit_upsert_retry_condition");
+        let mut config = ResourceConfig::new(vec![Atom::new("id").unwrap()]);
+        let email = Atom::new("email").unwrap();
+        config.identities = vec![crate::record::Identity::new(t("by_email"), vec![email])];
+        let resource = define(&svc, config);
+        let rec = |s: &str| crate::term::Record::from_map(&t(s)).unwrap();
+        svc.create(&resource, rec("#{id => 1, email => <<\"a\">>, n => 0}"))
+            .unwrap();
+        let actor = resource
+            .lookup(&resource.key_from_pk(&t("#{id => 1}")).unwrap())
+            .unwrap();
+        // The condition fails on record 1 (n is 0): evaluated first, it would answer `skipped`.
+        let upsert = Upsert {
+            record: rec("#{id => 2, email => <<\"b\">>, n => 1}"),
+            keys: vec![email],
+            set: rec("#{n => 1}"),
+            condition: Some(crate::query::filter::Expr::parse(&t("{eq, n, 5}")).unwrap()),
+            atomics: Vec::new(),
+        };
+        let outcome = ask(&svc, &actor, Op::Upsert(Box::new(upsert)));
+        assert!(
+            matches!(&outcome, Outcome::Upserted(UpsertKind::Created, r) if r.to_value() == t("#{id => 2, email => <<\"b\">>, n => 1}")),
+            "{outcome:?}"
+        );
+        assert!(
+            matches!(ask(&svc, &actor, Op::Get), Outcome::Record(r) if r.to_value() == t("#{id => 1, email => <<\"a\">>, n => 0}"))
+        );
+        assert_eq!(resource.len(), 2);
+    }
 }

@@ -116,22 +116,28 @@ impl NodeProc {
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code. A node that does
     /// not exit within `timeout` is killed and the test fails.
     pub fn stop(mut self, timeout: Duration) -> i32 {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status
-                    .code()
-                    .unwrap_or_else(|| panic!("killed by a signal: {status:?}"));
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("the node did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        terminate(&mut self.child, timeout)
+    }
+}
+
+/// Sends `child` SIGTERM and waits (bounded) for its exit; returns its exit code. A process that
+/// does not exit within `timeout` is killed and the test fails, as does one a signal ended.
+pub fn terminate(child: &mut Child, timeout: Duration) -> i32 {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status
+                .code()
+                .unwrap_or_else(|| panic!("killed by a signal: {status:?}"));
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -39,7 +39,8 @@ defmodule AshApp.MetricsTest do
           end
 
         for reading <- Enum.take(readings, 3), do: Ash.get!(Reading, reading.id)
-        assert {:error, _} = Ash.get(Reading, Ash.UUID.generate())
+        assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} =
+                 Ash.get(Reading, Ash.UUID.generate())
         assert length(Ash.read!(Reading)) == 5
 
         for reading <- Enum.slice(readings, 0, 2),

@@ -2,7 +2,8 @@ defmodule AshApp.RacesTest do
   @moduledoc """
   Atomic claims under concurrency, through Ash: 64 updates racing from the same stale copy
   with an optimistic lock have exactly one winner; 64 upserts racing on one identity leave one
-  record. Each race is repeated.
+  record; upserts by identity racing updates that change that identity's value only ever land on
+  a record that has the value, and leave no duplicates. Each race is repeated.
   """
   use AshApp.Case, async: false
 
@@ -54,6 +55,65 @@ defmodule AshApp.RacesTest do
 
       assert Enum.all?(results, &match?({:ok, %Author{email: ^email}}, &1))
       assert [_one] = Author |> Ash.Query.filter(email == ^email) |> Ash.read!()
+    end
+  end
+
+  test "upserts by identity racing updates that change it never land elsewhere (10 rounds)" do
+    groups = 8
+
+    for round <- 1..10 do
+      authors =
+        for g <- 1..groups do
+          Author
+          |> Ash.Changeset.for_create(:create, %{name: "o#{g}", email: "a#{round}_#{g}@x.io"})
+          |> Ash.create!()
+        end
+
+      # per author: one update moves its email from a... to b..., seven upserts by the a... email
+      results =
+        race(groups * 8, fn n ->
+          i = n - 1
+          g = rem(i, groups) + 1
+          author = Enum.at(authors, g - 1)
+
+          if div(i, groups) == 0 do
+            {:update, g,
+             author
+             |> Ash.Changeset.for_update(:update, %{email: "b#{round}_#{g}@x.io"})
+             |> Ash.update()}
+          else
+            {:upsert, g,
+             Author
+             |> Ash.Changeset.for_create(:upsert_by_email, %{
+               name: "u#{i}",
+               email: author.email,
+               score: i
+             })
+             |> Ash.create()}
+          end
+        end)
+
+      for {author, g} <- Enum.with_index(authors, 1) do
+        old = author.email
+        new = "b#{round}_#{g}@x.io"
+        mine = for {kind, ^g, result} <- results, do: {kind, result}
+        assert [{:ok, moved}] = for({:update, result} <- mine, do: result)
+        assert moved.email == new
+
+        # every upsert got a record with the email it upserted by
+        assert Enum.all?(mine, fn
+                 {:update, _} -> true
+                 {:upsert, result} -> match?({:ok, %Author{email: ^old}}, result)
+               end),
+               inspect(for {:upsert, r} <- mine, not match?({:ok, %Author{email: ^old}}, r), do: r)
+
+        # nothing changed the author after its email moved away; no email on two records
+        stored = Ash.get!(Author, author.id)
+        assert {stored.email, stored.name, stored.score} == {new, moved.name, moved.score}
+        assert length(Author |> Ash.Query.filter(email == ^old) |> Ash.read!()) <= 1
+        assert [%{id: id}] = Author |> Ash.Query.filter(email == ^new) |> Ash.read!()
+        assert id == author.id
+      end
     end
   end
 end
