@@ -390,7 +390,8 @@ small_limits_take_effect(Config) ->
         ?assertEqual(0, ash_node:stop(N))
     end,
     %% the suite's node keeps its defaults
-    ?assertMatch({ok, _}, ?REQ({create, ?config(res, Config), #{id => 300, v => Long = lists:seq(1, 51)}})),
+    Long = lists:seq(1, 51),
+    ?assertMatch({ok, _}, ?REQ({create, ?config(res, Config), #{id => 300, v => Long}})),
     ?assertEqual({ok, #{id => 300, v => Long}}, ?REQ({get, ?config(res, Config), #{id => 300}})),
     ok = ?REQ({destroy, ?config(res, Config), #{id => 300}}),
     assert_healthy(Config).
