@@ -12,14 +12,19 @@
 //! - limits: frames nesting too deep, lists, maps and bignums over the limits, huge lengths;
 //! - raw bytes as frames.
 //!
-//! A connection gets a few request cases and then, often, one case that may break it. A
-//! connection that got only valid frames must still answer a final `ping`; any other must
+//! A connection gets a few request cases interleaved with over-limit frames (calls nesting too
+//! deep or holding a bignum over the limit, answered `bad_request`; the same as plain messages,
+//! dropped), and then, often, one case that may break it. A connection that got no case that
+//! may break it must still answer a final `ping`; any other must
 //! either answer it or be closed by the node within a bounded time (never hang). Meanwhile a
 //! probe connection, made before the run and kept open, checks the node serves and that its
 //! records are untouched. Afterwards: the node process lives, the probe's records are exactly as
 //! created, `stats` shows only the probe's connection and no leaked monitors, links, processes
 //! or pending replies, the log has no panic and at most one disconnect line per connection,
 //! and SIGTERM stops the node with exit status 0.
+//!
+//! Cases are counted as valid requests and hostile ones (mutated, over the limits, breaking,
+//! handshake, raw), printed apart; over half are hostile.
 //!
 //! `ASH_FUZZ_CASES` sets the number of cases (default 100,000), `ASH_FUZZ_SEED` the seed
 //! (printed, so a failure can be replayed); `scripts/fuzz.sh --cases N` runs it in release.
@@ -39,6 +44,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const DEFAULT_CASES: usize = 100_000;
+/// Of a connection's cases before the one that may break it, the share that are over-limit
+/// frames the node must answer (or drop) and keep the connection for.
+const HOSTILE_KEPT_SHARE: f64 = 0.6;
 /// Concurrent fuzzing connections.
 const WORKERS: usize = 6;
 /// How long a broken connection may take to be closed, or a reply to come.
@@ -185,7 +193,7 @@ fn network_fuzz() {
     let cases = counts.cases.load(Ordering::Relaxed);
     let hostile = counts.hostile.load(Ordering::Relaxed);
     println!(
-        "network fuzz: {cases} cases ({} valid requests, {hostile} hostile: mutated, breaking, handshake, raw) over {} connections ({} handshakes completed; {} closed by the node, {} kept) in {:.1} s ({:.0} cases/s)",
+        "network fuzz: {cases} cases ({} valid requests, {hostile} hostile: mutated, over the limits, breaking, handshake, raw) over {} connections ({} handshakes completed; {} closed by the node, {} kept) in {:.1} s ({:.0} cases/s)",
         cases - hostile,
         counts.connections.load(Ordering::Relaxed),
         counts.handshakes.load(Ordering::Relaxed),
@@ -204,6 +212,10 @@ fn network_fuzz() {
     println!("  by kind: {kinds:?}");
     println!("stats after: {after:?}");
     assert!(cases >= total);
+    assert!(
+        cases < 1000 || hostile * 2 >= cases,
+        "hostile cases are under half: {hostile} of {cases}"
+    );
     assert!(node.alive(), "the node died");
     assert_eq!(get(&after, "connections"), 1, "only the probe is connected");
     for key in [
@@ -315,10 +327,15 @@ async fn one_connection(
         .await
         .map_err(|e| format!("valid handshake failed: {e}"))?;
     counts.handshakes.fetch_add(1, Ordering::Relaxed);
+    // Valid requests interleaved with over-limit frames the connection must survive.
     let n = rng.random_range(1..20);
     for _ in 0..n {
-        request_case(rng, &mut peer, node);
-        counts.case("request");
+        if rng.random_bool(HOSTILE_KEPT_SHARE) {
+            counts.case(over_limit_kept_case(rng, &mut peer));
+        } else {
+            request_case(rng, &mut peer, node);
+            counts.case("request");
+        }
     }
     let breaker = rng.random_ratio(3, 4);
     if breaker {
@@ -344,7 +361,13 @@ async fn one_connection(
     }
     // A pass-through frame: a mutated distribution header may have put other atoms in the
     // node's cache slots for our atoms, which the node cannot know (nor can we).
-    let tag = peer.tag();
+    // Its tag is unlike every other (`peer.tag()` differs only in the first word), so that a
+    // mutated call whose tag a mutation turned into the next one cannot pass for its reply.
+    let tag = Value::Ref(Box::new(Ref::new(
+        peer.me.node,
+        peer.me.creation,
+        &[0xC0DE, 0x5EED_F00D, 0xF1A1],
+    )));
     let from = Value::Pid(Box::new(peer.me));
     let control = Value::tuple(vec![
         Value::Int(6),
@@ -379,7 +402,7 @@ async fn one_connection(
         }
         Err(e) if e.starts_with("unexpected frame") => Ok(()),
         Err(e) => Err(format!(
-            "{} (after {}valid frames only)",
+            "{} (after {}valid requests and over-limit frames only)",
             e,
             if breaker { "a breaking case, not " } else { "" }
         )),
@@ -848,60 +871,11 @@ fn breaking_case(rng: &mut StdRng, peer: &mut Peer, node: Atom) -> &'static str 
             push_frame(&mut peer.writer.buf, &body);
             "atom_cache_header"
         }
-        // Over the limits.
+        // Over the limits, some with lying counts.
         11..=13 => {
-            let deep = rng.random_range(301..20_000);
-            let mut term = vec![131u8];
-            match rng.random_range(0..4) {
-                0 => {
-                    for _ in 0..deep {
-                        term.extend_from_slice(&[104, 1]);
-                    }
-                    term.push(106);
-                }
-                1 => {
-                    // A list claiming more elements than the limit, with the bytes present.
-                    let n = (1 << 20) + 1;
-                    term.extend_from_slice(&[108]);
-                    term.extend_from_slice(&(n as u32).to_be_bytes());
-                    term.extend(std::iter::repeat_n(106u8, n + 1));
-                }
-                2 => {
-                    let n = 5000usize;
-                    term.push(111);
-                    term.extend_from_slice(&(n as u32).to_be_bytes());
-                    term.push(0);
-                    term.extend(std::iter::repeat_n(7u8, n));
-                }
-                _ => {
-                    // Lying counts.
-                    term.extend_from_slice(&[pick_byte(
-                        rng,
-                        &[104, 105, 108, 116, 109, 111, 107, 118],
-                    )]);
-                    term.extend_from_slice(&rng.random::<u32>().to_be_bytes());
-                    term.push(106);
-                }
-            }
-            let tag = peer.tag();
-            let mut body = vec![112];
-            let from = Value::Pid(Box::new(me));
-            ash_gen_server::wire::etf::encode(
-                &Value::tuple(vec![
-                    Value::Int(6),
-                    from.clone(),
-                    atom(""),
-                    atom("ash_gen_server"),
-                ]),
-                &mut body,
-            );
-            // {'$gen_call', {From, Tag}, <term>}
-            let mut call = vec![131u8, 104, 3];
-            ash_gen_server::wire::etf::TermWriter::plain(&mut call).term(&atom("$gen_call"));
-            ash_gen_server::wire::etf::TermWriter::plain(&mut call).term(&Value::pair(from, tag));
-            call.extend_from_slice(&term[1..]);
-            body.extend_from_slice(&call);
-            push_frame(&mut peer.writer.buf, &body);
+            let variant = rng.random_range(0..4);
+            let term = over_limit_term(rng, variant, 20_000);
+            over_limit_call(peer, &term);
             "over_limits"
         }
         14..=15 => {
@@ -921,6 +895,96 @@ fn breaking_case(rng: &mut StdRng, peer: &mut Peer, node: Atom) -> &'static str 
             "raw_bytes"
         }
     }
+}
+
+/// An ETF term (with its 131) over one of the default limits: `variant` 0 nests 301 to
+/// `max_depth` tuples deep, 1 is a list of 2^20 + 1 elements, 2 a bignum of 5,000 bytes (all with their
+/// bytes present); 3 claims a count its bytes do not hold.
+fn over_limit_term(rng: &mut StdRng, variant: u32, max_depth: usize) -> Vec<u8> {
+    let mut term = vec![131u8];
+    match variant {
+        0 => {
+            let deep = rng.random_range(301..max_depth);
+            for _ in 0..deep {
+                term.extend_from_slice(&[104, 1]);
+            }
+            term.push(106);
+        }
+        1 => {
+            let n = (1 << 20) + 1;
+            term.extend_from_slice(&[108]);
+            term.extend_from_slice(&(n as u32).to_be_bytes());
+            term.extend(std::iter::repeat_n(106u8, n + 1));
+        }
+        2 => {
+            let n = 5000usize;
+            term.push(111);
+            term.extend_from_slice(&(n as u32).to_be_bytes());
+            term.push(0);
+            term.extend(std::iter::repeat_n(7u8, n));
+        }
+        _ => {
+            term.extend_from_slice(&[pick_byte(rng, &[104, 105, 108, 116, 109, 111, 107, 118])]);
+            term.extend_from_slice(&rng.random::<u32>().to_be_bytes());
+            term.push(106);
+        }
+    }
+    term
+}
+
+/// Appends `{'$gen_call', {From, Tag}, Term}` to `ash_gen_server`, `term` as raw ETF bytes.
+fn over_limit_call(peer: &mut Peer, term: &[u8]) {
+    let me = peer.me;
+    let tag = peer.tag();
+    let from = Value::Pid(Box::new(me));
+    let mut body = vec![112];
+    ash_gen_server::wire::etf::encode(
+        &Value::tuple(vec![
+            Value::Int(6),
+            from.clone(),
+            atom(""),
+            atom("ash_gen_server"),
+        ]),
+        &mut body,
+    );
+    let mut call = vec![131u8, 104, 3];
+    ash_gen_server::wire::etf::TermWriter::plain(&mut call).term(&atom("$gen_call"));
+    ash_gen_server::wire::etf::TermWriter::plain(&mut call).term(&Value::pair(from, tag));
+    call.extend_from_slice(&term[1..]);
+    body.extend_from_slice(&call);
+    push_frame(&mut peer.writer.buf, &body);
+}
+
+/// A hostile case the node must survive *with the connection*: a call nesting too deep or
+/// holding a bignum over the limit (answered `bad_request`), or the same as a plain message to
+/// `ash_gen_server` (dropped and logged), as PROTOCOL.md "Limits" says.
+fn over_limit_kept_case(rng: &mut StdRng, peer: &mut Peer) -> &'static str {
+    let variant = pick_u32_of(rng, &[0, 2]);
+    // Not as deep as a breaking case may go: these come many times per connection.
+    let term = over_limit_term(rng, variant, 2_000);
+    if rng.random_bool(0.7) {
+        over_limit_call(peer, &term);
+        "over_limits_call_kept"
+    } else {
+        let me = peer.me;
+        let mut body = vec![112];
+        ash_gen_server::wire::etf::encode(
+            &Value::tuple(vec![
+                Value::Int(6),
+                Value::Pid(Box::new(me)),
+                atom(""),
+                atom("ash_gen_server"),
+            ]),
+            &mut body,
+        );
+        body.extend_from_slice(&term);
+        push_frame(&mut peer.writer.buf, &body);
+        "over_limits_message_kept"
+    }
+}
+
+fn pick_u32_of(rng: &mut StdRng, items: &[u32]) -> u32 {
+    items[rng.random_range(0..items.len())]
 }
 
 fn pick_byte(rng: &mut StdRng, bytes: &[u8]) -> u8 {
