@@ -24,7 +24,9 @@ defmodule AshApp.LifetimeTest do
 
     assert_receive {:destroyed, Session, ^id, :inactivity_timeout}, 3_000
     wait_until(fn -> not exists_on_node?(session) end)
-    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} = Ash.get(Session, id)
+
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} =
+             Ash.get(Session, id)
 
     # the hook wrote to another resource too
     assert [%{resource: Session, record_id: ^id, reason: :inactivity_timeout}] =

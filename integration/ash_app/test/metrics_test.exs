@@ -39,8 +39,10 @@ defmodule AshApp.MetricsTest do
           end
 
         for reading <- Enum.take(readings, 3), do: Ash.get!(Reading, reading.id)
+
         assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} =
                  Ash.get(Reading, Ash.UUID.generate())
+
         assert length(Ash.read!(Reading)) == 5
 
         for reading <- Enum.slice(readings, 0, 2),

@@ -95,7 +95,8 @@ defmodule AshApp.NodeTest do
     ^node = AshApp.RustNode.start!(name: node)
 
     # the records are gone with the old process, but the resource works again
-    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} = Ash.get(Author, author.id)
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Query.NotFound{}]}} =
+             Ash.get(Author, author.id)
 
     assert %{name: "after"} =
              Author |> Ash.Changeset.for_create(:create, %{name: "after"}) |> Ash.create!()

@@ -105,7 +105,9 @@ defmodule AshApp.RacesTest do
                  {:update, _} -> true
                  {:upsert, result} -> match?({:ok, %Author{email: ^old}}, result)
                end),
-               inspect(for {:upsert, r} <- mine, not match?({:ok, %Author{email: ^old}}, r), do: r)
+               inspect(
+                 for {:upsert, r} <- mine, not match?({:ok, %Author{email: ^old}}, r), do: r
+               )
 
         # nothing changed the author after its email moved away; no email on two records
         stored = Ash.get!(Author, author.id)
