@@ -160,34 +160,6 @@ pub struct RecordActor {
 }
 
 impl RecordActor {
-    /// A new actor holding `record`, born at `now` (node milliseconds).
-    /// `born` is the creation time in node milliseconds (possibly before the node started, for
-    /// a restored record), `born_wall` the same in Unix milliseconds; the inactivity timer
-    /// counts from `now`.
-    pub fn new(
-        resource: Arc<Resource>,
-        record: Record,
-        now: u64,
-        born: u64,
-        born_wall: i64,
-    ) -> Arc<RecordActor> {
-        Arc::new(RecordActor {
-            resource,
-            born_wall,
-            inner: Mutex::new(Inner {
-                committed: Some(record),
-                mailbox: VecDeque::new(),
-                running: false,
-                pid: None,
-                born,
-                last_touch: now,
-                timer_at: None,
-                expiring: None,
-                history: None,
-            }),
-        })
-    }
-
     /// The actor's pid, giving it one if it has none yet: `process` makes what the node
     /// delivers that pid's messages to. `None` once the record is gone.
     pub fn pid(
@@ -711,6 +683,9 @@ impl RecordActor {
 }
 
 impl Occupant for RecordActor {
+    /// A new actor holding `record`: `born` is the creation time in node milliseconds
+    /// (possibly before the node started, for a restored record), `born_wall` the same in Unix
+    /// milliseconds; the inactivity timer counts from `now`.
     fn start(
         resource: Arc<Resource>,
         record: Record,
@@ -718,7 +693,21 @@ impl Occupant for RecordActor {
         born: u64,
         born_wall: i64,
     ) -> Arc<RecordActor> {
-        RecordActor::new(resource, record, now, born, born_wall)
+        Arc::new(RecordActor {
+            resource,
+            born_wall,
+            inner: Mutex::new(Inner {
+                committed: Some(record),
+                mailbox: VecDeque::new(),
+                running: false,
+                pid: None,
+                born,
+                last_touch: now,
+                timer_at: None,
+                expiring: None,
+                history: None,
+            }),
+        })
     }
 
     fn born_wall(&self) -> i64 {
