@@ -164,16 +164,13 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             if let Ok(peer) = pid.node.as_str().parse() {
                 let _ = cluster.node.connect(&peer).await;
             }
-            cluster
-                .records
-                .expiry
-                .subscribe(&cluster.records, **pid, resources);
+            cluster.records.subscribe_expiry(**pid, resources);
             atom("ok")
         }
         Some([tag, Value::Pid(pid)])
             if tag.as_atom().map(|a| a.as_str()) == Some("unsubscribe_for") =>
         {
-            cluster.records.expiry.unsubscribe(&cluster.records, pid);
+            cluster.records.unsubscribe_expiry(pid);
             atom("ok")
         }
         Some([tag, request, id]) if tag.as_atom().map(|a| a.as_str()) == Some("forward") => {
