@@ -17,7 +17,7 @@ defmodule AshGenServer.Upsert do
   alias AshGenServer.{Filter, Values, Write}
   alias AshGenServer.DataLayer.{Info, Layout, Requests}
 
-  import Write, only: [no_filter?: 1]
+  import Filter, only: [no_filter?: 1]
 
   @doc "Upserts one record (`c:Ash.DataLayer.upsert/4`)."
   def upsert(resource, changeset, keys, identity \\ nil) do
