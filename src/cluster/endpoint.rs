@@ -1,4 +1,4 @@
-//! The member's endpoint ([`ENDPOINT_NAME`]): what other members call it with.
+//! The member's endpoint ([`super::answer::ENDPOINT_NAME`]): what other members call it with.
 //!
 //! - `{raft, append | vote | snapshot, Payload}`: a Raft message (see [`super::network`]);
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
@@ -14,16 +14,13 @@
 //! a cluster; the caller then asks the leader.
 
 use super::Cluster;
+use super::answer::ENDPOINT_NAME;
 use super::types::NodeId;
 use crate::node::genserver::{self, From};
 use crate::node::{Node, Process};
 use crate::term::{Atom, Pid, Value};
-use erl_dist::node::NodeName;
 use serde::Serialize;
 use std::sync::{Arc, Weak};
-
-/// The endpoint's registered name.
-pub const ENDPOINT_NAME: &str = "ash_gen_server_raft";
 
 struct Endpoint {
     cluster: Weak<Cluster>,
@@ -40,64 +37,6 @@ pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
 
 fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
-}
-
-/// `{error, {not_leader, Leader | undefined}}` or `{error, no_cluster}` for `cluster`.
-pub fn not_leader(cluster: &Cluster) -> Value {
-    let metrics = cluster.raft.metrics().borrow().clone();
-    if metrics
-        .membership_config
-        .membership()
-        .get_node(&cluster.id)
-        .is_none()
-    {
-        return Value::pair(atom("error"), atom("no_cluster"));
-    }
-    let leader = match cluster.leader() {
-        Some((_, name)) => Value::from(name.to_string().as_str()),
-        None => atom("undefined"),
-    };
-    Value::pair(atom("error"), Value::pair(atom("not_leader"), leader))
-}
-
-/// What an answer of a member's endpoint or router means to the member that asked.
-#[derive(Debug)]
-pub enum Answer {
-    /// The request's own reply.
-    Reply(Value),
-    /// `{error, no_cluster}`: the member does not belong to a cluster yet.
-    NoCluster,
-    /// `{error, {not_leader, Leader | undefined}}`: ask the leader named, if any.
-    NotLeader(Option<NodeName>),
-    /// `{error, {unavailable, _}}`: no majority now; the reply as it came.
-    Unavailable(Value),
-}
-
-impl Answer {
-    /// Reads `reply`.
-    pub fn of(reply: Value) -> Answer {
-        let reason = match reply.as_tuple() {
-            Some([e, reason]) if e.as_atom().map(|a| a.as_str()) == Some("error") => reason,
-            _ => return Answer::Reply(reply),
-        };
-        if reason.as_atom().map(|a| a.as_str()) == Some("no_cluster") {
-            return Answer::NoCluster;
-        }
-        match reason.as_tuple() {
-            Some([tag, leader]) if tag.as_atom().map(|a| a.as_str()) == Some("not_leader") => {
-                Answer::NotLeader(
-                    leader
-                        .as_bytes()
-                        .and_then(|b| std::str::from_utf8(b).ok())
-                        .and_then(|s| s.parse().ok()),
-                )
-            }
-            Some([tag, _]) if tag.as_atom().map(|a| a.as_str()) == Some("unavailable") => {
-                Answer::Unavailable(reply)
-            }
-            _ => Answer::Reply(reply),
-        }
-    }
 }
 
 fn encoded<T: Serialize, E: Serialize>(result: Result<T, E>) -> Value {
@@ -197,41 +136,5 @@ impl Process for Endpoint {
             }
             other => tracing::debug!(message = ?other, "the raft endpoint ignored a message"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error(reason: Value) -> Value {
-        Value::pair(atom("error"), reason)
-    }
-
-    #[test]
-    fn answers_are_read_once() {
-        assert!(matches!(
-            Answer::of(error(atom("no_cluster"))),
-            Answer::NoCluster
-        ));
-        match Answer::of(error(Value::pair(
-            atom("not_leader"),
-            Value::from("a@127.0.0.1"),
-        ))) {
-            Answer::NotLeader(Some(name)) => assert_eq!(name.to_string(), "a@127.0.0.1"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            Answer::of(error(Value::pair(atom("not_leader"), atom("undefined")))),
-            Answer::NotLeader(None)
-        ));
-        let unavailable = error(Value::pair(atom("unavailable"), Value::from("no majority")));
-        assert!(
-            matches!(Answer::of(unavailable.clone()), Answer::Unavailable(v) if v == unavailable)
-        );
-        let not_found = error(atom("not_found"));
-        assert!(matches!(Answer::of(not_found.clone()), Answer::Reply(v) if v == not_found));
-        let ok = Value::pair(atom("ok"), Value::Int(1));
-        assert!(matches!(Answer::of(ok.clone()), Answer::Reply(v) if v == ok));
     }
 }

@@ -12,7 +12,7 @@
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
 
 use super::Cluster;
-use super::endpoint::{Answer, ENDPOINT_NAME, not_leader};
+use super::answer::{Answer, ENDPOINT_NAME, not_leader};
 use super::types::{Member, NodeId};
 use crate::node::Mailbox;
 use crate::term::{Atom, Value};

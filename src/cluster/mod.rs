@@ -4,8 +4,9 @@
 //! - [`types`]: what the replicated log carries (protocol requests) and answers (replies).
 //! - [`log_store`] and [`state_machine`]: the log, and applying it to the member's own record
 //!   service ([`state_machine::RECORDS_NAME`]), so the record service knows nothing of Raft.
+//! - [`answer`]: the endpoint's name and the answers that send a request to the leader.
 //! - [`network`] and [`endpoint`]: Raft's messages as distribution messages between the
-//!   members' [`endpoint::ENDPOINT_NAME`] processes: no other transport or port.
+//!   members' [`answer::ENDPOINT_NAME`] processes: no other transport or port.
 //! - [`router`]: the `ash_gen_server` process of a member: writes go through the log, reads to
 //!   the leader after a linearizability check, members forward to the leader.
 //! - [`expiry`]: only the leader's timers act; expired records leave every replica alike.
@@ -17,6 +18,7 @@
 //! The records form one Raft group for now: [`placement`] already maps records to shards and
 //! shards to members for the sharded layout the protocol's group field leaves room for.
 
+pub mod answer;
 pub mod endpoint;
 pub mod expiry;
 pub mod log_store;

@@ -1,9 +1,9 @@
 //! Raft's messages between members, carried as distribution messages: a call to the peer's
-//! [`super::endpoint::ENDPOINT_NAME`] process, `{raft, Kind, Payload}` with the Raft request
+//! [`super::answer::ENDPOINT_NAME`] process, `{raft, Kind, Payload}` with the Raft request
 //! serialized (bincode) in a binary, answered `{ok, Payload}` or `{error, Payload}`. No other
 //! transport or port: the members' distribution connections carry it.
 
-use super::endpoint::ENDPOINT_NAME;
+use super::answer::ENDPOINT_NAME;
 use super::types::{Member, NodeId, TypeConfig};
 use crate::node::{Mailbox, Node};
 use crate::term::{Atom, Value};

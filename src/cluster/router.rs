@@ -12,7 +12,7 @@
 //! the cluster.
 
 use super::Cluster;
-use super::endpoint::{Answer, ENDPOINT_NAME, not_leader};
+use super::answer::{Answer, ENDPOINT_NAME, not_leader};
 use super::state_machine::RECORDS_NAME;
 use super::types::Command;
 use crate::node::genserver::{self, From};

@@ -8,7 +8,7 @@
 //! other connections) wake the writer task, which also takes over whatever the socket would not
 //! accept at once, and sends a tick every quarter of `net_ticktime`. Before it sleeps, the
 //! reader may busy-poll the socket for `--busy-poll-us`, only while a lone caller sends one
-//! request at a time ([`Spin`] says when). A peer silent for a whole
+//! request at a time (`Spin` says when). A peer silent for a whole
 //! `net_ticktime` is disconnected. When either task ends the connection is removed and the
 //! peer's monitors and links are cleaned up.
 //!
