@@ -82,6 +82,30 @@ defmodule AshApp.ConventionsTest do
     assert counter.secret == "hunter2"
     refute inspect(requests) =~ "hunter2"
     assert [%{message: {:create, Counter, %{secret: :redacted}}}] = requests
+
+    # an atomic update that sets and reads a sensitive attribute, a filter expression that
+    # reads one (`{expr, ...}` with its literals)
+    {_, requests} =
+      with_requests(fn ->
+        Counter
+        |> Ash.Query.filter(id == ^counter.id)
+        |> Ash.bulk_update!(:update, %{},
+          strategy: :atomic,
+          atomic_update: %{
+            secret: Ash.Expr.expr(secret <> "hunter3"),
+            count: Ash.Expr.expr(if(secret == "hunter4", do: 1, else: 2))
+          }
+        )
+
+        Counter
+        |> Ash.Query.filter(secret <> "x" == "hunter5x")
+        |> Ash.read!()
+      end)
+
+    assert Ash.get!(Counter, counter.id).secret == "hunter2hunter3"
+    refute inspect(requests, limit: :infinity) =~ "hunter"
+
+    assert Enum.any?(requests, &match?(%{message: {:query, Counter, %{filter: {:expr, _}}}}, &1))
   end
 
   test "select goes to the node; select_by_default? false attributes are not sent" do
