@@ -5,8 +5,9 @@ defmodule AshGenServer.Upsert do
   On the primary key or an identity the node enforces, an upsert is the node's atomic `upsert`
   request: what the existing record gets is Ash's `set_on_upsert/2` plus the update defaults,
   and an `upsert_condition` the node can evaluate exactly is its `condition`. A condition it
-  cannot evaluate (e.g. one using `upsert_conflict/1`) is checked by Ash against the existing
-  record first. On keys the node does not know (an identity with a `where`) the upsert is
+  cannot evaluate (e.g. a function it lacks, on `upsert_conflict/1`) is checked by Ash against
+  the existing record read first, and the upsert is then guarded by every value read (retried
+  when the record changed, or was created, meanwhile). On keys the node does not know (an identity with a `where`) the upsert is
   emulated: look the record up, then update it or create it (not atomic).
 
   A bulk upsert whose records each set their own values for the same fields (with the same
