@@ -24,7 +24,12 @@ defmodule AshApp.Counter do
 
     create :create do
       primary? true
-      accept [:id, :name, :count, :label, :version, :secret]
+      accept [:id, :name, :count, :label, :version, :secret, :touched_at]
+    end
+
+    # keyset pages (on a :utc_datetime, say)
+    read :pages do
+      pagination keyset?: true, required?: false
     end
 
     create :hit do
