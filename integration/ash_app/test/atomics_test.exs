@@ -243,6 +243,23 @@ defmodule AshApp.AtomicsTest do
     assert [count: {:+, {:ref, :count}, {:value, 1}}] = opts.atomics
   end
 
+  test "require_atomic? true refuses a change that cannot be atomic, as with ash_postgres" do
+    counter = counter!(Counter, %{label: "before"})
+
+    {result, requests} =
+      with_requests(fn ->
+        counter |> Ash.Changeset.for_update(:touch_label_atomically) |> Ash.update()
+      end)
+
+    # Ash's own error, before anything reaches the data layer (ash_postgres gives the same)
+    assert {:error, %Ash.Error.Framework{errors: [%Ash.Error.Framework.MustBeAtomic{} = error]}} =
+             result
+
+    assert Exception.message(error) =~ "must be performed atomically"
+    assert Enum.reject(requests, &(&1.request in [:define, :get, :query])) == []
+    assert %{label: "before"} = Ash.get!(Counter, counter.id)
+  end
+
   test "a bulk upsert with atomics is one bulk_create carrying them" do
     Counter |> Ash.Changeset.for_create(:hit, %{name: "a", count: 1}) |> Ash.create!()
 

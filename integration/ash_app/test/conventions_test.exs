@@ -73,6 +73,39 @@ defmodule AshApp.ConventionsTest do
     end
   end
 
+  test "an identity on a calculation does not compile" do
+    # (on Elixir 1.14 a verifier's error is printed as a compile warning: checked by calling
+    # the verifier)
+    ExUnit.CaptureIO.capture_io(:stderr, fn ->
+      Code.compile_string("""
+      defmodule AshApp.ConventionsTest.CalculatedIdentity do
+        use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
+        attributes do
+          uuid_primary_key :id
+          attribute :name, :string, public?: true
+        end
+        calculations do
+          calculate :upper, :string, expr(string_upcase(name))
+        end
+        identities do
+          identity :unique_upper, [:upper]
+        end
+      end
+      """)
+    end)
+
+    verify = &AshGenServer.DataLayer.Verifiers.Identities.verify(&1.spark_dsl_config())
+
+    assert {:error, error} = verify.(AshApp.ConventionsTest.CalculatedIdentity)
+    message = Exception.message(error)
+    assert message =~ "cannot enforce identity :unique_upper"
+    assert message =~ "[:upper] are not attributes"
+
+    for resource <- Ash.Domain.Info.resources(AshApp.Domain) do
+      assert :ok = verify.(resource)
+    end
+  end
+
   test "sensitive values are left out of the telemetry metadata" do
     {counter, requests} =
       with_requests(fn ->
