@@ -18,6 +18,7 @@ use super::types::NodeId;
 use crate::node::genserver::{self, From};
 use crate::node::{Node, Process};
 use crate::term::{Atom, Pid, Value};
+use erl_dist::node::NodeName;
 use serde::Serialize;
 use std::sync::{Arc, Weak};
 
@@ -57,6 +58,46 @@ pub fn not_leader(cluster: &Cluster) -> Value {
         None => atom("undefined"),
     };
     Value::pair(atom("error"), Value::pair(atom("not_leader"), leader))
+}
+
+/// What an answer of a member's endpoint or router means to the member that asked.
+#[derive(Debug)]
+pub enum Answer {
+    /// The request's own reply.
+    Reply(Value),
+    /// `{error, no_cluster}`: the member does not belong to a cluster yet.
+    NoCluster,
+    /// `{error, {not_leader, Leader | undefined}}`: ask the leader named, if any.
+    NotLeader(Option<NodeName>),
+    /// `{error, {unavailable, _}}`: no majority now; the reply as it came.
+    Unavailable(Value),
+}
+
+impl Answer {
+    /// Reads `reply`.
+    pub fn of(reply: Value) -> Answer {
+        let reason = match reply.as_tuple() {
+            Some([e, reason]) if e.as_atom().map(|a| a.as_str()) == Some("error") => reason,
+            _ => return Answer::Reply(reply),
+        };
+        if reason.as_atom().map(|a| a.as_str()) == Some("no_cluster") {
+            return Answer::NoCluster;
+        }
+        match reason.as_tuple() {
+            Some([tag, leader]) if tag.as_atom().map(|a| a.as_str()) == Some("not_leader") => {
+                Answer::NotLeader(
+                    leader
+                        .as_bytes()
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|s| s.parse().ok()),
+                )
+            }
+            Some([tag, _]) if tag.as_atom().map(|a| a.as_str()) == Some("unavailable") => {
+                Answer::Unavailable(reply)
+            }
+            _ => Answer::Reply(reply),
+        }
+    }
 }
 
 fn encoded<T: Serialize, E: Serialize>(result: Result<T, E>) -> Value {
@@ -123,16 +164,13 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             if let Ok(peer) = pid.node.as_str().parse() {
                 let _ = cluster.node.connect(&peer).await;
             }
-            cluster
-                .records
-                .expiry
-                .subscribe(&cluster.records, **pid, resources);
+            cluster.records.subscribe_expiry(**pid, resources);
             atom("ok")
         }
         Some([tag, Value::Pid(pid)])
             if tag.as_atom().map(|a| a.as_str()) == Some("unsubscribe_for") =>
         {
-            cluster.records.expiry.unsubscribe(&cluster.records, pid);
+            cluster.records.unsubscribe_expiry(pid);
             atom("ok")
         }
         Some([tag, request, id]) if tag.as_atom().map(|a| a.as_str()) == Some("forward") => {
@@ -159,5 +197,41 @@ impl Process for Endpoint {
             }
             other => tracing::debug!(message = ?other, "the raft endpoint ignored a message"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(reason: Value) -> Value {
+        Value::pair(atom("error"), reason)
+    }
+
+    #[test]
+    fn answers_are_read_once() {
+        assert!(matches!(
+            Answer::of(error(atom("no_cluster"))),
+            Answer::NoCluster
+        ));
+        match Answer::of(error(Value::pair(
+            atom("not_leader"),
+            Value::from("a@127.0.0.1"),
+        ))) {
+            Answer::NotLeader(Some(name)) => assert_eq!(name.to_string(), "a@127.0.0.1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Answer::of(error(Value::pair(atom("not_leader"), atom("undefined")))),
+            Answer::NotLeader(None)
+        ));
+        let unavailable = error(Value::pair(atom("unavailable"), Value::from("no majority")));
+        assert!(
+            matches!(Answer::of(unavailable.clone()), Answer::Unavailable(v) if v == unavailable)
+        );
+        let not_found = error(atom("not_found"));
+        assert!(matches!(Answer::of(not_found.clone()), Answer::Reply(v) if v == not_found));
+        let ok = Value::pair(atom("ok"), Value::Int(1));
+        assert!(matches!(Answer::of(ok.clone()), Answer::Reply(v) if v == ok));
     }
 }

@@ -8,7 +8,7 @@
 use super::Cluster;
 use crate::node::Mailbox;
 use crate::record::RecordService;
-use crate::record::service::ExpiryAuthority;
+use crate::record::expiry::ExpiryAuthority;
 use crate::term::{Atom, Value};
 use std::sync::{Arc, Weak};
 use std::time::Duration;

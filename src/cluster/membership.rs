@@ -12,7 +12,7 @@
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
 
 use super::Cluster;
-use super::endpoint::{ENDPOINT_NAME, not_leader};
+use super::endpoint::{Answer, ENDPOINT_NAME, not_leader};
 use super::types::{Member, NodeId};
 use crate::node::Mailbox;
 use crate::term::{Atom, Value};
@@ -88,38 +88,20 @@ pub async fn form(cluster: Arc<Cluster>) {
                 let answer = mailbox
                     .call_remote(&target, ENDPOINT_NAME, request, Duration::from_secs(60))
                     .await;
-                match answer {
-                    Ok(v) if v == ok() => {
+                match answer.map(Answer::of) {
+                    Ok(Answer::Reply(v)) if v == ok() => {
                         joined = true;
                         break;
                     }
-                    Ok(v) => match v.as_tuple() {
-                        Some([_, reason])
-                            if reason.as_atom().map(|a| a.as_str()) == Some("no_cluster") =>
-                        {
-                            without_cluster.push(target.to_string());
-                            break;
-                        }
-                        Some([_, reason]) => match reason.as_tuple() {
-                            Some([t, leader])
-                                if t.as_atom().map(|a| a.as_str()) == Some("not_leader") =>
-                            {
-                                match leader
-                                    .as_bytes()
-                                    .and_then(|b| std::str::from_utf8(b).ok())
-                                    .and_then(|s| s.parse().ok())
-                                {
-                                    Some(leader) => target = leader,
-                                    None => break,
-                                }
-                            }
-                            _ => {
-                                tracing::debug!(%target, answer = ?v, "could not join yet");
-                                break;
-                            }
-                        },
-                        _ => break,
-                    },
+                    Ok(Answer::NoCluster) => {
+                        without_cluster.push(target.to_string());
+                        break;
+                    }
+                    Ok(Answer::NotLeader(Some(leader))) => target = leader,
+                    Ok(answer) => {
+                        tracing::debug!(%target, ?answer, "could not join yet");
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(%target, error = %e, "could not reach a peer to join");
                         break;

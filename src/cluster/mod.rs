@@ -9,6 +9,7 @@
 //! - [`router`]: the `ash_gen_server` process of a member: writes go through the log, reads to
 //!   the leader after a linearizability check, members forward to the leader.
 //! - [`expiry`]: only the leader's timers act; expired records leave every replica alike.
+//! - [`read_lease`]: the leader serves reads from its own records while a lease holds.
 //! - [`metrics`]: the member's cluster gauges (leader, members, health, replication lag).
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
@@ -23,6 +24,7 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod placement;
+pub mod read_lease;
 pub mod router;
 pub mod state_machine;
 pub mod types;
@@ -77,6 +79,8 @@ pub struct Cluster {
     pub options: ClusterOptions,
     /// The member's record service (the state machine applies to it through its process).
     pub records: Arc<crate::record::RecordService>,
+    /// The leader's lease for reads without a quorum round.
+    pub read_lease: read_lease::ReadLease,
 }
 
 impl Cluster {
@@ -113,6 +117,7 @@ impl Cluster {
             node: node.clone(),
             id,
             raft,
+            read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             options,
             records: records.clone(),
         });

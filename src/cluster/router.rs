@@ -4,15 +4,15 @@
 //! Writes (`define`, `create`, `upsert`, `bulk_create`, `update`, `destroy`, `update_where`,
 //! `destroy_where`, `clear`) are appended to the Raft log by the leader and answered once a
 //! majority holds them (the leader's state machine gives the reply). Reads are served by the
-//! leader's record service after a linearizability check (a read never returns a value older
-//! than an acknowledged write). A member that does not lead passes the request to the leader
+//! leader's record service after a linearizability check, or within the leader's
+//! [`super::read_lease`] (a read never returns a value older than an acknowledged write). A member that does not lead passes the request to the leader
 //! (`{forward, Request, Id}` to its [`super::endpoint`]) and relays the answer, retrying with
 //! the same request id — applied at most once — while a new leader is elected. `ping`, `stats`,
 //! `subscribe`, `unsubscribe` and `fault` are served by the member itself; `cluster` describes
 //! the cluster.
 
 use super::Cluster;
-use super::endpoint::{ENDPOINT_NAME, not_leader};
+use super::endpoint::{Answer, ENDPOINT_NAME, not_leader};
 use super::state_machine::RECORDS_NAME;
 use super::types::Command;
 use crate::node::genserver::{self, From};
@@ -119,16 +119,18 @@ pub async fn serve_as_leader(
                 }),
             }
         }
-        Route::Read | Route::Local => match cluster.raft.ensure_linearizable().await {
-            Ok(_) => {
-                to_records(&cluster.node, from, request);
-                None
+        Route::Read | Route::Local => {
+            match cluster.read_lease.ensure(&cluster.raft, cluster.id).await {
+                Ok(_) => {
+                    to_records(&cluster.node, from, request);
+                    None
+                }
+                Err(e) => Some(match e.forward_to_leader() {
+                    Some(_) => not_leader(cluster),
+                    None => unavailable(e.to_string()),
+                }),
             }
-            Err(e) => Some(match e.forward_to_leader() {
-                Some(_) => not_leader(cluster),
-                None => unavailable(e.to_string()),
-            }),
-        },
+        }
     }
 }
 
@@ -153,13 +155,6 @@ async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
             tracing::warn!(member = %name, error = %e, "could not pass an expiry handler subscription on");
         }
     }
-}
-
-fn is_not_leader(reply: &Value) -> bool {
-    matches!(reply.as_tuple(), Some([e, reason])
-        if e.as_atom().map(|a| a.as_str()) == Some("error")
-            && (reason.as_atom().map(|a| a.as_str()) == Some("no_cluster")
-                || matches!(reason.as_tuple(), Some([t, _]) if t.as_atom().map(|a| a.as_str()) == Some("not_leader"))))
 }
 
 /// Serves a call: on this member, as the leader, or through the leader.
@@ -227,16 +222,18 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
                 }
             }
         };
-        let retry = is_not_leader(&reply)
-            || matches!(reply.as_tuple(), Some([_, reason]) if matches!(reason.as_tuple(), Some([t, _]) if t.as_atom().map(|a| a.as_str()) == Some("unavailable")));
-        if retry && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let reply = if is_not_leader(&reply) {
-            unavailable("no leader: a majority of the members is unreachable")
-        } else {
-            reply
+        let reply = match Answer::of(reply) {
+            Answer::Reply(reply) => reply,
+            Answer::NoCluster | Answer::NotLeader(_) | Answer::Unavailable(_)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Answer::NoCluster | Answer::NotLeader(_) => {
+                unavailable("no leader: a majority of the members is unreachable")
+            }
+            Answer::Unavailable(reply) => reply,
         };
         cluster.node.reply(&from, &reply);
         return;

@@ -29,7 +29,7 @@ use super::dispatch;
 use crate::wire::dist::FrameWriter;
 use crate::wire::frame::{Frame, FrameError, FrameReader};
 use crate::wire::tls::TlsChannel;
-use crate::wire::tls::channel::Fed;
+use crate::wire::tls::channel::{ChannelError, Fed};
 use crate::wire::{epmd, handshake};
 use erl_dist::DistributionFlags;
 use erl_dist::node::{NodeName, PeerNode};
@@ -295,6 +295,38 @@ pub enum ConnectError {
     ClosedAtOnce(String),
 }
 
+/// Why a connection ended in error: the `reason` logged with "peer disconnected".
+#[derive(Debug, thiserror::Error)]
+enum Disconnect {
+    /// The reader task failed.
+    #[error("reader failed: {0}")]
+    Reader(tokio::task::JoinError),
+    /// The writer task failed.
+    #[error("writer failed: {0}")]
+    Writer(tokio::task::JoinError),
+    /// Reading the socket failed.
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    /// Writing the socket failed.
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// A TLS reader was started on a connection without TLS.
+    #[error("not a TLS connection")]
+    NotTls,
+    /// The TLS session failed (rustls queued an alert saying why).
+    #[error(transparent)]
+    Tls(ChannelError),
+    /// The peer sent what is not a distribution message: it is broken (as the BEAM has it).
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    /// The stream of frames broke (closed by the peer among other reasons).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Nothing came from the peer for longer than `net_ticktime` (milliseconds silent).
+    #[error("no data from the peer for {0} ms (net_ticktime)")]
+    Silent(u64),
+}
+
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
 pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), ConnectError> {
     let stream = epmd::dial(peer, node.config.epmd_port).await?;
@@ -375,9 +407,9 @@ async fn run_with(
         started,
     ));
     let reason = tokio::select! {
-        r = &mut reader => r.unwrap_or_else(|e| Err(format!("reader failed: {e}"))),
+        r = &mut reader => r.unwrap_or_else(|e| Err(Disconnect::Reader(e))),
         w = &mut writer => w
-            .unwrap_or_else(|e| Err(format!("writer failed: {e}")))
+            .unwrap_or_else(|e| Err(Disconnect::Writer(e)))
             .map(|()| Read::Closed),
         _ = conn.close.notified() => Ok(Read::Closed),
     };
@@ -399,9 +431,9 @@ async fn run_with(
                 _ = conn.close.notified() => {}
             }
             let _ = socket2::SockRef::from(&*conn.stream).shutdown(std::net::Shutdown::Write);
-            Ok("node shutting down".to_string())
+            Ok(Some("node shutting down"))
         }
-        Ok(Read::Closed) => Ok(String::new()),
+        Ok(Read::Closed) => Ok(None),
         Err(e) => Err(e),
     };
     conn.closed.store(true, Ordering::Relaxed);
@@ -411,8 +443,8 @@ async fn run_with(
         tls.close(&conn.stream);
     }
     match reason {
-        Ok(why) if why.is_empty() => tracing::info!(%peer, "peer disconnected"),
-        Ok(why) => tracing::info!(%peer, reason = %why, "peer disconnected"),
+        Ok(None) => tracing::info!(%peer, "peer disconnected"),
+        Ok(Some(why)) => tracing::info!(%peer, reason = %why, "peer disconnected"),
         Err(e) => tracing::warn!(%peer, reason = %e, "peer disconnected"),
     }
     node.remove_conn(&conn);
@@ -447,7 +479,7 @@ async fn read_loop(
     conn: Arc<Conn>,
     last_read: Arc<AtomicU64>,
     started: Instant,
-) -> Result<Read, String> {
+) -> Result<Read, Disconnect> {
     let mut frames = FrameReader::with_limits(node.config.limits);
     let mut spin = Spin::new(node.config.busy_poll);
     let mut phase = node.phase();
@@ -479,18 +511,18 @@ async fn read_loop(
                             continue;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => spin.missed(),
-                        Err(e) => return Err(format!("read failed: {e}")),
+                        Err(e) => return Err(Disconnect::Read(e)),
                     }
                 }
                 let slept = Instant::now();
                 tokio::select! {
-                    r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
+                    r = conn.stream.readable() => r.map_err(Disconnect::Read)?,
                     _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {}
                 }
                 spin.woke_after(slept.elapsed());
                 continue;
             }
-            Err(e) => return Err(format!("read failed: {e}")),
+            Err(e) => return Err(Disconnect::Read(e)),
         }
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         served += serve(&node, &conn, &mut frames)?;
@@ -499,7 +531,11 @@ async fn read_loop(
 
 /// Dispatches every whole frame buffered, then writes the replies with one non-blocking
 /// write. Returns the number of frames served.
-fn serve(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<usize, String> {
+fn serve(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    frames: &mut FrameReader,
+) -> Result<usize, Disconnect> {
     let served = {
         let _reading = ReadingGuard::enter(conn.id);
         drain(node, conn, frames)?
@@ -619,9 +655,9 @@ async fn read_loop_tls(
     conn: Arc<Conn>,
     last_read: Arc<AtomicU64>,
     started: Instant,
-) -> Result<Read, String> {
+) -> Result<Read, Disconnect> {
     let Some(tls) = &conn.tls else {
-        return Err("not a TLS connection".into());
+        return Err(Disconnect::NotTls);
     };
     let mut frames = FrameReader::with_limits(node.config.limits);
     let mut cipher = vec![0u8; TLS_READ_CHUNK];
@@ -636,7 +672,7 @@ async fn read_loop_tls(
             Err(e) => {
                 // rustls queued an alert saying why: send it before closing.
                 conn.flush_now();
-                return Err(e.to_string());
+                return Err(Disconnect::Tls(e));
             }
         };
         served += serve(&node, &conn, &mut frames)?;
@@ -659,19 +695,19 @@ async fn read_loop_tls(
                                 break n;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => spin.missed(),
-                            Err(e) => return Err(format!("read failed: {e}")),
+                            Err(e) => return Err(Disconnect::Read(e)),
                         }
                     }
                     let slept = Instant::now();
                     tokio::select! {
-                        r = conn.stream.readable() => r.map_err(|e| format!("read failed: {e}"))?,
+                        r = conn.stream.readable() => r.map_err(Disconnect::Read)?,
                         _ = phase.wait_for(|p| *p >= super::Phase::Drain) => {
                             return Ok(Read::Drained);
                         }
                     }
                     spin.woke_after(slept.elapsed());
                 }
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(Disconnect::Read(e)),
             }
         };
         if n == 0 {
@@ -687,7 +723,7 @@ fn drain_rest(
     node: &Arc<Node>,
     conn: &Arc<Conn>,
     frames: &mut FrameReader,
-) -> Result<Read, String> {
+) -> Result<Read, Disconnect> {
     let _reading = ReadingGuard::enter(conn.id);
     loop {
         drain(node, conn, frames)?;
@@ -695,7 +731,7 @@ fn drain_rest(
             Ok(0) => break,
             Ok(n) => frames.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(format!("read failed: {e}")),
+            Err(e) => return Err(Disconnect::Read(e)),
         }
     }
     drop(_reading);
@@ -704,7 +740,11 @@ fn drain_rest(
 }
 
 /// Dispatches every whole frame buffered. Returns how many there were.
-fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result<usize, String> {
+fn drain(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    frames: &mut FrameReader,
+) -> Result<usize, Disconnect> {
     let mut served = 0;
     loop {
         served += 1;
@@ -716,11 +756,10 @@ fn drain(node: &Arc<Node>, conn: &Arc<Conn>, frames: &mut FrameReader) -> Result
             }
             // As the BEAM does: a peer that sends what is not a distribution message is broken.
             Ok(Some(Frame::Undecodable(why))) => {
-                return Err(format!("undecodable message: {why}"));
+                return Err(Disconnect::Undecodable(why));
             }
             Ok(None) => return Ok(served - 1),
-            Err(FrameError::Closed) => return Err("connection closed".into()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -730,7 +769,7 @@ async fn write_loop(
     net_ticktime: Duration,
     last_read: Arc<AtomicU64>,
     started: Instant,
-) -> Result<(), String> {
+) -> Result<(), Disconnect> {
     let mut ticker = tokio::time::interval(net_ticktime / 4);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -742,7 +781,7 @@ async fn write_loop(
                 let silent_ms = (started.elapsed().as_millis() as u64)
                     .saturating_sub(last_read.load(Ordering::Relaxed));
                 if silent_ms > net_ticktime.as_millis() as u64 {
-                    return Err(format!("no data from the peer for {silent_ms} ms (net_ticktime)"));
+                    return Err(Disconnect::Silent(silent_ms));
                 }
                 conn.out.lock().frames.tick();
             }
@@ -770,35 +809,29 @@ async fn write_loop(
 
 /// Hands what is queued to rustls and writes until rustls holds nothing, waiting for the socket
 /// as needed. Nothing is held outside rustls, so the reader's own flushes stay in order.
-async fn write_tls(conn: &Conn, tls: &TlsChannel) -> Result<(), String> {
+async fn write_tls(conn: &Conn, tls: &TlsChannel) -> Result<(), Disconnect> {
     loop {
         let done = {
             let mut out = conn.out.lock();
             out.woken = false;
             let done = tls.push(&out.frames.buf, &conn.stream);
             out.frames.buf.clear();
-            done.map_err(|e| format!("write failed: {e}"))?
+            done.map_err(Disconnect::Write)?
         };
         if done {
             return Ok(());
         }
-        conn.stream
-            .writable()
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
+        conn.stream.writable().await.map_err(Disconnect::Write)?;
     }
 }
 
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), String> {
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> Result<(), Disconnect> {
     while !bytes.is_empty() {
-        stream
-            .writable()
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
+        stream.writable().await.map_err(Disconnect::Write)?;
         match stream.try_write(bytes) {
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("write failed: {e}")),
+            Err(e) => return Err(Disconnect::Write(e)),
         }
     }
     Ok(())

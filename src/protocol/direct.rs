@@ -14,7 +14,7 @@ use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
 use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
-use crate::record::{Envelope, Op, Outcome, RecordActor, RecordService, Reply, Resource};
+use crate::record::{Envelope, Host, Op, Outcome, RecordActor, RecordService, Reply, Resource};
 use crate::term::{Pid, Record, Value};
 use std::sync::Arc;
 
@@ -97,7 +97,7 @@ impl Process for RecordProcess {
                 Ok(parsed) => {
                     let op = parsed.op().bound(&self.actor.resource.config().types);
                     self.actor.deliver(
-                        &self.records,
+                        &*self.records,
                         Envelope::Call(
                             Some(Box::new(DirectReply(Caller::new(from, "direct")))),
                             op,
@@ -109,7 +109,7 @@ impl Process for RecordProcess {
             GenMessage::Cast(request) => {
                 if let Ok(DirectRequest::KeepAlive) = DirectRequest::parse(&request) {
                     self.actor
-                        .deliver(&self.records, Envelope::Call(None, Op::KeepAlive));
+                        .deliver(&*self.records, Envelope::Call(None, Op::KeepAlive));
                 }
             }
             GenMessage::Info(message) => {
@@ -124,7 +124,7 @@ impl Process for RecordProcess {
 
     fn exit_signal(&self, _node: &Arc<Node>, from: Pid, reason: Value, link: bool) {
         self.actor
-            .deliver(&self.records, Envelope::Exit { from, reason, link });
+            .deliver(&*self.records, Envelope::Exit { from, reason, link });
     }
 }
 
@@ -132,11 +132,11 @@ impl Process for RecordProcess {
 struct DirectReply(Caller);
 
 impl Reply for DirectReply {
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
+    fn send(self: Box<Self>, svc: &dyn Host, outcome: Outcome) {
         reply::send_outcome(svc, &self.0, &outcome);
     }
 
-    fn gone(self: Box<Self>, _svc: &RecordService, _resource: &Arc<Resource>, _op: Op) {}
+    fn gone(self: Box<Self>, _svc: &dyn Host, _resource: &Arc<Resource>, _op: Op) {}
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ pub fn open(
         let age = u64::try_from(wall.saturating_sub(born_wall)).unwrap_or(0);
         let born = now.saturating_sub(age);
         if let Ok((actor, _)) = resource.insert_born(record, now, born, born_wall) {
-            actor.touch(&svc.records);
+            actor.touch(&*svc.records);
             restored.records += 1;
         }
     }

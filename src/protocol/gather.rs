@@ -3,7 +3,7 @@
 //! the reply from all of them.
 
 use crate::protocol::caller::Caller;
-use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError};
+use crate::record::{Host, Op, Outcome, Reply, Resource, StoreError};
 use crate::term::Value;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ impl Gather {
         Box::new(Slot(self.clone(), i))
     }
 
-    fn put(&self, svc: &RecordService, i: usize, outcome: Outcome) {
+    fn put(&self, svc: &dyn Host, i: usize, outcome: Outcome) {
         self.outcomes.lock()[i] = Some(outcome);
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let outcomes = std::mem::take(&mut *self.outcomes.lock())
@@ -54,11 +54,11 @@ impl Gather {
 pub struct Slot(Arc<Gather>, usize);
 
 impl Reply for Slot {
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
+    fn send(self: Box<Self>, svc: &dyn Host, outcome: Outcome) {
         self.0.put(svc, self.1, outcome);
     }
 
-    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op) {
+    fn gone(self: Box<Self>, svc: &dyn Host, resource: &Arc<Resource>, op: Op) {
         match op {
             Op::Upsert(args) => svc.upsert(resource, *args, Some(self)),
             _ => self.send(svc, Outcome::Error(StoreError::NotFound)),

@@ -5,7 +5,7 @@ use super::caller::Caller;
 use super::error::Error;
 use crate::node::Node;
 use crate::node::genserver::{self, GenMessage};
-use crate::record::{Op, Outcome, RecordService, Reply, Resource, StoreError, UpsertKind};
+use crate::record::{Host, Op, Outcome, Reply, Resource, StoreError, UpsertKind};
 use crate::term::{Atom, Record, Value, atoms};
 use crate::wire::etf;
 use crate::wire::etf::TermWriter;
@@ -88,7 +88,7 @@ pub fn render(outcome: &Outcome) -> Value {
 }
 
 /// Sends an outcome to the caller `from`.
-pub fn send_outcome(svc: &RecordService, from: &Caller, outcome: &Outcome) {
+pub fn send_outcome(svc: &dyn Host, from: &Caller, outcome: &Outcome) {
     let ok = !matches!(outcome, Outcome::Error(_));
     from.reply_with(svc.node(), ok, |out| encode_outcome(outcome, out));
 }
@@ -125,11 +125,11 @@ pub fn refuse_over_limit(node: &Arc<Node>, message: Value, reason: &'static str)
 pub struct ToCaller(pub Caller);
 
 impl Reply for ToCaller {
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome) {
+    fn send(self: Box<Self>, svc: &dyn Host, outcome: Outcome) {
         send_outcome(svc, &self.0, &outcome);
     }
 
-    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op) {
+    fn gone(self: Box<Self>, svc: &dyn Host, resource: &Arc<Resource>, op: Op) {
         match op {
             // The record went away between lookup and delivery: start the upsert over.
             Op::Upsert(args) => svc.upsert(resource, *args, Some(self)),

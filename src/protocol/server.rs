@@ -130,10 +130,9 @@ impl Process for Server {
     }
 
     fn down(&self, _node: &Arc<Node>, reference: Ref, target: Pid, reason: Value) {
-        let records = &self.service.records;
-        records
-            .expiry
-            .handler_down(records, &target, &reference, &reason);
+        self.service
+            .records
+            .expiry_handler_down(&target, &reference, &reason);
     }
 }
 

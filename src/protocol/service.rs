@@ -61,7 +61,7 @@ impl Service {
             Ok(actor) => {
                 let op = op.bound(&actor.resource.config().types);
                 actor.deliver(
-                    &self.records,
+                    &*self.records,
                     Envelope::Call(Some(Box::new(ToCaller(from))), op),
                 )
             }
@@ -84,6 +84,6 @@ impl Service {
 
     /// Replies with an outcome.
     pub fn reply_outcome(&self, from: &Caller, outcome: &Outcome) {
-        reply::send_outcome(&self.records, from, outcome);
+        reply::send_outcome(&*self.records, from, outcome);
     }
 }

@@ -11,12 +11,14 @@
 //! supervisor ([`super::supervisor`]) restarts the actor from its last committed record — or,
 //! past the restart intensity, removes the record.
 
-use super::registry::{Resource, StoreError};
-use super::service::RecordService;
+use super::error::{StoreError, TurnError};
+use super::expiry::{EXPIRY_RECHECK_MS, Expiry, ExpiryAuthority, notice};
+use super::op::{Fault, Op, Outcome, Upsert, UpsertKind};
+use super::registry::{self, Occupant};
 use super::supervisor::{Decision, RestartHistory, is_clean_exit};
-use crate::node::Process;
-use crate::query::expr::{Atomics, Scope, VExpr, eval_atomics};
-use crate::query::filter::Expr;
+use super::timers::Timers;
+use crate::node::{Node, Process};
+use crate::query::expr::{Scope, VExpr, eval_atomics};
 use crate::term::{Atom, Pid, Record, Value, atoms};
 use parking_lot::Mutex;
 use std::cell::Cell;
@@ -48,117 +50,38 @@ impl ExpireReason {
     }
 }
 
-/// A fault to inject (tests only).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    /// Panic while handling.
-    Panic,
-    /// Return an internal error while handling.
-    Error,
-    /// Apply these changes to the store (where queries, identities and keys see them), then
-    /// panic before the turn commits: the failure strikes half-way through an update.
-    AfterChange(Record),
-}
+/// A resource whose records are held by their actors.
+pub type Resource = registry::Resource<RecordActor>;
 
-/// Arguments of an upsert.
-#[derive(Debug, Clone)]
-pub struct Upsert {
-    /// The record to create when none matches.
-    pub record: Record,
-    /// The fields that identify the existing record.
-    pub keys: Vec<Atom>,
-    /// What to merge into an existing record.
-    pub set: Record,
-    /// Only update when this holds for the existing record.
-    pub condition: Option<Expr>,
-    /// Value expressions merged into a matching record, evaluated against it (with
-    /// `{incoming, Field}` reading `record`).
-    pub atomics: Atomics,
-}
+/// The resources of a node, their records held by their actors.
+pub type Store = registry::Store<RecordActor>;
 
-/// What a record can be asked to do.
-#[derive(Debug)]
-pub enum Op {
-    /// Read it.
-    Get,
-    /// Merge changes, if `filter` holds.
-    Update {
-        /// The changes.
-        changes: Record,
-        /// The condition.
-        filter: Option<Expr>,
-        /// Value expressions evaluated against the record as it is, merged after `changes`.
-        atomics: Atomics,
-    },
-    /// Remove it, if `filter` holds.
-    Destroy {
-        /// The condition.
-        filter: Option<Expr>,
-    },
-    /// The update half of an upsert.
-    Upsert(Box<Upsert>),
-    /// Reset the inactivity timer.
-    KeepAlive,
-    /// Fail on purpose.
-    Fault(Fault),
-}
-
-impl Op {
-    /// The operation with its filters comparing typed fields by their type.
-    pub fn bound(self, types: &Arc<crate::query::Types>) -> Op {
-        if types.is_empty() {
-            return self;
-        }
-        match self {
-            Op::Update {
-                changes,
-                filter,
-                atomics,
-            } => Op::Update {
-                changes,
-                filter: filter.map(|f| f.bind(types)),
-                atomics,
-            },
-            Op::Destroy { filter } => Op::Destroy {
-                filter: filter.map(|f| f.bind(types)),
-            },
-            other => other,
-        }
-    }
-}
-
-/// How an upsert went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpsertKind {
-    /// No record matched: created.
-    Created,
-    /// A record matched and was updated.
-    Updated,
-    /// A record matched but the condition did not hold.
-    Skipped,
-}
-
-/// The result of an operation, before it is rendered as a reply term.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// `ok`.
-    Ok,
-    /// `ok` for a destroy: the record as it was.
-    Destroyed(Record),
-    /// `{ok, Record}`.
-    Record(Record),
-    /// `{ok, created | updated | skipped, Record}`.
-    Upserted(UpsertKind, Record),
-    /// `{error, Reason}`.
-    Error(StoreError),
+/// What a record's actor needs of the service it runs in: the record service
+/// ([`super::service::RecordService`]) is its host.
+pub trait Host: Send + Sync {
+    /// The node the records' processes live on.
+    fn node(&self) -> &Arc<Node>;
+    /// The records' timers.
+    fn timers(&self) -> &Timers<RecordActor>;
+    /// The expiry handlers.
+    fn expiry(&self) -> &Expiry<RecordActor>;
+    /// Who acts on expiries, if not this node alone.
+    fn expiry_authority(&self) -> Option<&Arc<dyn ExpiryAuthority>>;
+    /// `n` requests were queued for a turn (`true`) or taken from a mailbox.
+    fn count_queued(&self, queued: bool, n: usize);
+    /// A record got a pid (`true`) or its pid exited.
+    fn count_pid(&self, spawned: bool);
+    /// Creates the record, or updates the one that has the same keys (an upsert that found
+    /// its record gone, or no longer with those keys, starts over here).
+    fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo);
 }
 
 /// Where an operation's result goes: the protocol layer's business, not the record's.
 pub trait Reply: Send {
     /// Delivers the result.
-    fn send(self: Box<Self>, svc: &RecordService, outcome: Outcome);
+    fn send(self: Box<Self>, svc: &dyn Host, outcome: Outcome);
     /// The record was already gone when the request reached it; `op` is handed back.
-    fn gone(self: Box<Self>, svc: &RecordService, resource: &Arc<Resource>, op: Op);
+    fn gone(self: Box<Self>, svc: &dyn Host, resource: &Arc<Resource>, op: Op);
 }
 
 /// Who waits for a turn's result, if anyone.
@@ -237,39 +160,11 @@ pub struct RecordActor {
 }
 
 impl RecordActor {
-    /// A new actor holding `record`, born at `now` (node milliseconds).
-    /// `born` is the creation time in node milliseconds (possibly before the node started, for
-    /// a restored record), `born_wall` the same in Unix milliseconds; the inactivity timer
-    /// counts from `now`.
-    pub fn new(
-        resource: Arc<Resource>,
-        record: Record,
-        now: u64,
-        born: u64,
-        born_wall: i64,
-    ) -> Arc<RecordActor> {
-        Arc::new(RecordActor {
-            resource,
-            born_wall,
-            inner: Mutex::new(Inner {
-                committed: Some(record),
-                mailbox: VecDeque::new(),
-                running: false,
-                pid: None,
-                born,
-                last_touch: now,
-                timer_at: None,
-                expiring: None,
-                history: None,
-            }),
-        })
-    }
-
     /// The actor's pid, giving it one if it has none yet: `process` makes what the node
     /// delivers that pid's messages to. `None` once the record is gone.
     pub fn pid(
         self: &Arc<Self>,
-        svc: &RecordService,
+        svc: &dyn Host,
         process: impl FnOnce(Arc<RecordActor>) -> Arc<dyn Process>,
     ) -> Option<Pid> {
         let mut inner = self.inner.lock();
@@ -284,8 +179,8 @@ impl RecordActor {
     }
 
     /// Resets the inactivity timer (a query returned the record, or it was created).
-    pub fn touch(self: &Arc<Self>, svc: &RecordService) {
-        let now = svc.timers.now();
+    pub fn touch(self: &Arc<Self>, svc: &dyn Host) {
+        let now = svc.timers().now();
         let timer = {
             let mut inner = self.inner.lock();
             if inner.committed.is_none() {
@@ -295,12 +190,12 @@ impl RecordActor {
             self.arm(&mut inner)
         };
         if let Some(at) = timer {
-            svc.timers.schedule(at, self);
+            svc.timers().schedule(at, self);
         }
     }
 
     /// Queues `envelope` and, if the actor is idle, runs its turns until the mailbox is empty.
-    pub fn deliver(self: &Arc<Self>, svc: &RecordService, envelope: Envelope) {
+    pub fn deliver(self: &Arc<Self>, svc: &dyn Host, envelope: Envelope) {
         let mut inner = self.inner.lock();
         if inner.committed.is_none() {
             drop(inner);
@@ -330,7 +225,7 @@ impl RecordActor {
             };
             drop(inner);
 
-            let now = svc.timers.now();
+            let now = svc.timers().now();
             let (reply_to, body) = match envelope {
                 Envelope::Call(reply_to, op) => (reply_to, Body::Op(op)),
                 Envelope::Timer { at } => (None, Body::Timer(at)),
@@ -341,20 +236,12 @@ impl RecordActor {
             let applied = Cell::new(None);
             let step = match catch_unwind(AssertUnwindSafe(|| {
                 self.turn(svc, &turn, body, now, &applied)
-            })) {
-                Ok(Ok(step)) => step,
-                Ok(Err(internal)) => Step {
-                    fail: Some(Value::pair(
-                        Value::Atom(Atom::from_static("internal_error")),
-                        Value::from(internal.as_str()),
-                    )),
-                    ..Step::default()
-                },
-                Err(panic) => Step {
-                    fail: Some(Value::pair(
-                        Value::Atom(Atom::from_static("panic")),
-                        Value::from(panic_message(&panic).as_str()),
-                    )),
+            }))
+            .unwrap_or_else(|panic| Err(TurnError::Panicked(panic_message(&panic))))
+            {
+                Ok(step) => step,
+                Err(failure) => Step {
+                    fail: Some(failure.to_term()),
                     ..Step::default()
                 },
             };
@@ -397,12 +284,12 @@ impl RecordActor {
     /// failure puts the committed record back.
     fn turn(
         self: &Arc<Self>,
-        svc: &RecordService,
+        svc: &dyn Host,
         turn: &Turn,
         body: Body,
         now: u64,
         applied: &Cell<Option<Record>>,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, TurnError> {
         let mut step = Step::default();
         match body {
             Body::Op(Op::Get) => {
@@ -490,7 +377,7 @@ impl RecordActor {
                 }
             }
             Body::Op(Op::Fault(Fault::Panic)) => panic!("fault injected by request"),
-            Body::Op(Op::Fault(Fault::Error)) => return Err("fault injected by request".into()),
+            Body::Op(Op::Fault(Fault::Error)) => return Err(TurnError::FaultInjected),
             Body::Op(Op::Fault(Fault::AfterChange(changes))) => {
                 let new = turn.record.merge(&changes);
                 if let Err(e) = self.resource.commit(self, &turn.record, &new) {
@@ -539,7 +426,14 @@ impl RecordActor {
             Body::Stop(reason) => step.stop = Some(reason),
             Body::HandlerGone => {
                 if let Some(reason) = turn.expiring {
-                    self.remove_expired(svc, turn, reason, &mut step, "is gone", svc.timers.now());
+                    self.remove_expired(
+                        svc,
+                        turn,
+                        reason,
+                        &mut step,
+                        "is gone",
+                        svc.timers().now(),
+                    );
                 }
             }
             Body::Exit(from, reason, link) => {
@@ -607,7 +501,7 @@ impl RecordActor {
     /// The expiry handler of this expired record failed it (`why`): the node removes it.
     fn remove_expired(
         self: &Arc<Self>,
-        svc: &RecordService,
+        svc: &dyn Host,
         turn: &Turn,
         reason: ExpireReason,
         step: &mut Step,
@@ -625,12 +519,12 @@ impl RecordActor {
         }
     }
 
-    /// Has the [`super::service::ExpiryAuthority`], if any, remove this expired record on
+    /// Has the [`ExpiryAuthority`], if any, remove this expired record on
     /// every replica (checking again after the grace period, should that not happen); false
     /// without one (the node removes it itself).
     fn remove_everywhere(
         self: &Arc<Self>,
-        svc: &RecordService,
+        svc: &dyn Host,
         turn: &Turn,
         reason: ExpireReason,
         step: &mut Step,
@@ -653,7 +547,7 @@ impl RecordActor {
 
     fn expire(
         self: &Arc<Self>,
-        svc: &RecordService,
+        svc: &dyn Host,
         turn: &Turn,
         reason: ExpireReason,
         step: &mut Step,
@@ -665,7 +559,7 @@ impl RecordActor {
         let Ok(key) = self.resource.key_of(&turn.record) else {
             return;
         };
-        let notice = super::expiry::notice(
+        let notice = notice(
             svc.node().name_atom,
             self.resource.name,
             self.resource.tenant.as_ref(),
@@ -673,7 +567,9 @@ impl RecordActor {
             &turn.record,
             reason.atom(),
         );
-        let handled = svc.expiry.notify(svc, self.resource.name, self, &notice);
+        let handled = svc
+            .expiry()
+            .notify(svc.node(), self.resource.name, self, &notice);
         metrics::counter!(
             "ash_gen_server_expiries_total",
             "reason" => reason.atom().as_str(),
@@ -684,7 +580,7 @@ impl RecordActor {
             step.expiring = Some(reason);
             step.timer = Some(now.saturating_add(self.resource.config().expiry_grace));
         } else {
-            svc.expiry
+            svc.expiry()
                 .unhandled(self.resource.name, &turn.record, reason.atom(), now);
             if !self.remove_everywhere(svc, turn, reason, step, now) {
                 self.resource.remove(self, &turn.record);
@@ -786,6 +682,39 @@ impl RecordActor {
     }
 }
 
+impl Occupant for RecordActor {
+    /// A new actor holding `record`: `born` is the creation time in node milliseconds
+    /// (possibly before the node started, for a restored record), `born_wall` the same in Unix
+    /// milliseconds; the inactivity timer counts from `now`.
+    fn start(
+        resource: Arc<Resource>,
+        record: Record,
+        now: u64,
+        born: u64,
+        born_wall: i64,
+    ) -> Arc<RecordActor> {
+        Arc::new(RecordActor {
+            resource,
+            born_wall,
+            inner: Mutex::new(Inner {
+                committed: Some(record),
+                mailbox: VecDeque::new(),
+                running: false,
+                pid: None,
+                born,
+                last_touch: now,
+                timer_at: None,
+                expiring: None,
+                history: None,
+            }),
+        })
+    }
+
+    fn born_wall(&self) -> i64 {
+        self.born_wall
+    }
+}
+
 enum Body {
     Op(Op),
     Timer(u64),
@@ -805,7 +734,7 @@ struct After {
 }
 
 impl After {
-    fn finish(self, svc: &RecordService, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
+    fn finish(self, svc: &dyn Host, actor: &Arc<RecordActor>, reply_to: ReplyTo) {
         if let Some(removed) = &self.remove {
             actor.resource.remove(actor, removed);
         }
@@ -822,13 +751,13 @@ impl After {
             svc.node().exit(pid, reason);
         }
         if let Some(at) = self.timer {
-            svc.timers.schedule(at, actor);
+            svc.timers().schedule(at, actor);
         }
     }
 }
 
 /// A message for a record that is already gone.
-fn dead_letter(svc: &RecordService, resource: &Arc<Resource>, envelope: Envelope) {
+fn dead_letter(svc: &dyn Host, resource: &Arc<Resource>, envelope: Envelope) {
     if let Envelope::Call(Some(reply), op) = envelope {
         reply.gone(svc, resource, op);
     }
@@ -845,11 +774,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Whether this node leaves expiries to another (a cluster member that does not lead): then the
-/// record checks again after [`super::service::EXPIRY_RECHECK_MS`].
-fn defers_expiry(svc: &RecordService, step: &mut Step, now: u64) -> bool {
+/// record checks again after [`EXPIRY_RECHECK_MS`].
+fn defers_expiry(svc: &dyn Host, step: &mut Step, now: u64) -> bool {
     match svc.expiry_authority() {
         Some(authority) if !authority.acts() => {
-            step.timer = Some(now.saturating_add(super::service::EXPIRY_RECHECK_MS));
+            step.timer = Some(now.saturating_add(EXPIRY_RECHECK_MS));
             true
         }
         _ => false,

@@ -7,27 +7,48 @@
 //! waiting on it is told, and removes itself; if there is no handler at all, the record removes
 //! itself at once. Either way the node logs it.
 
-use super::actor::{Envelope, RecordActor};
-use super::service::RecordService;
+use crate::node::Node;
 use crate::term::{Atom, Pid, Ref, Value, atoms};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-struct Handler {
+/// Who acts when a record expires. Without one, the node does (a single node). A cluster
+/// member lets only the leader act, and has an expired record without a handler removed on
+/// every replica alike (through the cluster's log) instead of on its own.
+pub trait ExpiryAuthority: Send + Sync {
+    /// Whether this node acts on expiries now; when not, the record checks again later.
+    fn acts(&self) -> bool;
+    /// Removes the expired record `pk` of `resource` (of `tenant`) everywhere.
+    fn remove(&self, resource: Atom, tenant: Option<Value>, pk: Value);
+}
+
+/// How long a record whose node does not act on expiries waits before it checks again.
+pub const EXPIRY_RECHECK_MS: u64 = 1_000;
+
+struct Handler<T> {
     pid: Pid,
     monitor: Ref,
     /// The resources it handles; `None` for all.
     resources: Option<Vec<Atom>>,
-    waiting: Vec<Weak<RecordActor>>,
+    waiting: Vec<Weak<T>>,
 }
 
-/// The node's expiry handlers.
-#[derive(Default)]
-pub struct Expiry {
-    handlers: Mutex<Vec<Handler>>,
+/// The node's expiry handlers, and the records `T` (their actors) waiting on each.
+pub struct Expiry<T> {
+    handlers: Mutex<Vec<Handler<T>>>,
     next: AtomicUsize,
     unhandled: Mutex<Unhandled>,
+}
+
+impl<T> Default for Expiry<T> {
+    fn default() -> Self {
+        Expiry {
+            handlers: Mutex::default(),
+            next: AtomicUsize::default(),
+            unhandled: Mutex::default(),
+        }
+    }
 }
 
 /// Records removed without a handler since the last log line, per resource.
@@ -40,17 +61,17 @@ struct Unhandled {
 /// At most one summary line per this many milliseconds.
 const UNHANDLED_LOG_EVERY_MS: u64 = 1_000;
 
-impl Expiry {
-    /// Makes `pid` a handler of `resources` (all when `None`) and monitors it. Subscribing
-    /// again replaces the resources.
-    pub fn subscribe(&self, svc: &RecordService, pid: Pid, resources: Option<Vec<Atom>>) {
+impl<T> Expiry<T> {
+    /// Makes `pid` a handler of `resources` (all when `None`), monitored by `owner` on `node`.
+    /// Subscribing again replaces the resources.
+    pub fn subscribe(&self, node: &Arc<Node>, owner: &Pid, pid: Pid, resources: Option<Vec<Atom>>) {
         let mut handlers = self.handlers.lock();
         if let Some(existing) = handlers.iter_mut().find(|h| h.pid == pid) {
             existing.resources = resources;
             return;
         }
         // A handler already gone fires its monitor later, on another task: no deadlock here.
-        let monitor = svc.node().monitor(&svc.owner(), &pid);
+        let monitor = node.monitor(owner, &pid);
         tracing::info!(handler = %pid, ?resources, "expiry handler subscribed");
         handlers.push(Handler {
             pid,
@@ -60,13 +81,14 @@ impl Expiry {
         });
     }
 
-    /// Stops `pid` being a handler; records it was handling remove themselves.
-    pub fn unsubscribe(&self, svc: &RecordService, pid: &Pid) {
+    /// Stops `pid` being a handler (`owner` stops monitoring it). Returns the records it was
+    /// handling: they are to remove themselves.
+    pub fn unsubscribe(&self, node: &Arc<Node>, owner: &Pid, pid: &Pid) -> Vec<Arc<T>> {
         let removed = self.take(|h| &h.pid == pid);
         for h in &removed {
-            svc.node().demonitor(&svc.owner(), &h.pid, &h.monitor);
+            node.demonitor(owner, &h.pid, &h.monitor);
         }
-        self.orphan(svc, removed);
+        Self::orphans(removed)
     }
 
     /// Number of live handlers.
@@ -76,13 +98,7 @@ impl Expiry {
 
     /// Sends `notice` about a record of `resource` to the next handler of that resource and
     /// notes that `actor` waits on it. Returns false when no handler takes the resource.
-    pub fn notify(
-        &self,
-        svc: &RecordService,
-        resource: Atom,
-        actor: &Arc<RecordActor>,
-        notice: &Value,
-    ) -> bool {
+    pub fn notify(&self, node: &Arc<Node>, resource: Atom, actor: &Arc<T>, notice: &Value) -> bool {
         let mut handlers = self.handlers.lock();
         let eligible: Vec<usize> = (0..handlers.len())
             .filter(|&i| {
@@ -101,7 +117,7 @@ impl Expiry {
             handler.waiting.retain(|w| w.strong_count() > 0);
         }
         handler.waiting.push(Arc::downgrade(actor));
-        svc.node().send(&handler.pid, notice)
+        node.send(&handler.pid, notice)
     }
 
     /// Logs a record that expired with no handler for its resource, so the node removed it
@@ -151,8 +167,9 @@ impl Expiry {
         u.logged_at = Some(now);
     }
 
-    /// A handler's monitor fired: it exited, or its node disconnected (`noconnection`).
-    pub fn handler_down(&self, svc: &RecordService, pid: &Pid, monitor: &Ref, reason: &Value) {
+    /// A handler's monitor fired: it exited, or its node disconnected (`noconnection`). Returns
+    /// the records it was handling: they are to remove themselves.
+    pub fn handler_down(&self, pid: &Pid, monitor: &Ref, reason: &Value) -> Vec<Arc<T>> {
         let removed = self.take(|h| &h.pid == pid && &h.monitor == monitor);
         let disconnected = matches!(reason, Value::Atom(a) if *a == *atoms::NOCONNECTION);
         for h in &removed {
@@ -162,23 +179,23 @@ impl Expiry {
                 tracing::warn!(handler = %h.pid, ?reason, "expiry handler died");
             }
         }
-        self.orphan(svc, removed);
+        Self::orphans(removed)
     }
 
-    fn take(&self, pred: impl Fn(&Handler) -> bool) -> Vec<Handler> {
+    fn take(&self, pred: impl Fn(&Handler<T>) -> bool) -> Vec<Handler<T>> {
         let mut handlers = self.handlers.lock();
-        let (gone, kept): (Vec<Handler>, Vec<Handler>) =
+        let (gone, kept): (Vec<Handler<T>>, Vec<Handler<T>>) =
             std::mem::take(&mut *handlers).into_iter().partition(pred);
         *handlers = kept;
         gone
     }
 
-    fn orphan(&self, svc: &RecordService, removed: Vec<Handler>) {
-        for handler in removed {
-            for actor in handler.waiting.iter().filter_map(Weak::upgrade) {
-                actor.deliver(svc, Envelope::HandlerGone);
-            }
-        }
+    /// The records still waiting on the `removed` handlers.
+    fn orphans(removed: Vec<Handler<T>>) -> Vec<Arc<T>> {
+        removed
+            .iter()
+            .flat_map(|handler| handler.waiting.iter().filter_map(Weak::upgrade))
+            .collect()
     }
 }
 

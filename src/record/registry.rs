@@ -8,7 +8,7 @@
 //! which actor — create, re-key, destroy, identity changes — happens under write locks taken in
 //! one order (identities, then shards by number), so uniqueness holds.
 
-use super::actor::RecordActor;
+use super::error::StoreError;
 use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
 use crate::query::typed::{FieldType, Types};
@@ -174,56 +174,46 @@ impl ResourceConfig {
     }
 }
 
-/// Why a registry operation failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StoreError {
-    /// No record with that key.
-    #[error("no such record")]
-    NotFound,
-    /// A condition did not hold.
-    #[error("the record does not match the condition")]
-    Stale,
-    /// The key is taken (the primary-key map is attached).
-    #[error("a record with primary key {0:?} already exists")]
-    AlreadyExists(Value),
-    /// An identity would be duplicated: its name and the clashing values.
-    #[error("identity {0:?} is taken by {1:?}")]
-    IdentityConflict(Value, Value),
-    /// The resource was never defined.
-    #[error("unknown resource {0}")]
-    UnknownResource(Atom),
-    /// Key fields are missing or nil.
-    #[error("primary key fields missing: {0:?}")]
-    MissingPrimaryKey(Vec<Atom>),
-    /// Redefinition with another primary key while records exist.
-    #[error("the resource has records with primary key {0:?}")]
-    PrimaryKeyMismatch(Vec<Atom>),
-    /// Upsert keys are neither the primary key nor an identity.
-    #[error("upsert keys {0:?} are neither the primary key nor an identity")]
-    UnknownUpsertKeys(Vec<Atom>),
-    /// The request is malformed.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The record's actor failed while handling the request.
-    #[error("the record's actor crashed: {0:?}")]
-    RecordCrashed(Value),
-    /// A value expression failed (its term is attached); nothing changed.
-    #[error("an expression failed: {0:?}")]
-    Expr(Value),
-}
-
 /// Where a resource journals its changes, once the node has a data directory.
 pub type JournalSlot = std::sync::OnceLock<Arc<Journal>>;
 
-/// All resources, and their tenants' namespaces.
-#[derive(Default)]
-pub struct Store {
-    resources: RwLock<HashMap<Atom, Arc<Resource>>>,
-    tenants: RwLock<HashMap<(Atom, Value), Arc<Resource>>>,
+/// What the registry keeps beside each record's committed state: its actor. The registry starts
+/// one for every record it admits and hands it out to whoever looks the record up.
+pub trait Occupant: Send + Sync + Sized + 'static {
+    /// The actor of a record just admitted to `resource`: `record`, created at `born` (node
+    /// milliseconds; `born_wall` in Unix milliseconds), its inactivity counting from `now`.
+    fn start(
+        resource: Arc<Resource<Self>>,
+        record: Record,
+        now: u64,
+        born: u64,
+        born_wall: i64,
+    ) -> Arc<Self>;
+    /// When its record was created, in Unix milliseconds (what the journal keeps).
+    fn born_wall(&self) -> i64;
+}
+
+/// The tenants' namespaces of resources, by resource and tenant.
+type Tenants<A> = HashMap<(Atom, Value), Arc<Resource<A>>>;
+
+/// All resources, and their tenants' namespaces; each record held by an actor `A`.
+pub struct Store<A> {
+    resources: RwLock<HashMap<Atom, Arc<Resource<A>>>>,
+    tenants: RwLock<Tenants<A>>,
     journal: Arc<JournalSlot>,
 }
 
-impl Store {
+impl<A> Default for Store<A> {
+    fn default() -> Self {
+        Store {
+            resources: RwLock::default(),
+            tenants: RwLock::default(),
+            journal: Arc::default(),
+        }
+    }
+}
+
+impl<A: Occupant> Store<A> {
     /// Defines a resource, or updates the options of an existing one.
     pub fn define(&self, name: Atom, config: ResourceConfig) -> Result<(), StoreError> {
         if config.primary_key.is_empty() {
@@ -255,7 +245,11 @@ impl Store {
 
     /// The namespace of `tenant` in the resource `name` (made on first use, with the
     /// resource's definition); the resource itself when `tenant` is `None`.
-    pub fn get_in(&self, name: Atom, tenant: Option<&Value>) -> Result<Arc<Resource>, StoreError> {
+    pub fn get_in(
+        &self,
+        name: Atom,
+        tenant: Option<&Value>,
+    ) -> Result<Arc<Resource<A>>, StoreError> {
         let Some(tenant) = tenant else {
             return self.get(name);
         };
@@ -285,14 +279,14 @@ impl Store {
     }
 
     /// Every resource and tenant namespace.
-    pub fn all(&self) -> Vec<Arc<Resource>> {
-        let mut all: Vec<Arc<Resource>> = self.resources.read().values().cloned().collect();
+    pub fn all(&self) -> Vec<Arc<Resource<A>>> {
+        let mut all: Vec<Arc<Resource<A>>> = self.resources.read().values().cloned().collect();
         all.extend(self.tenants.read().values().cloned());
         all
     }
 
     /// Every tenant namespace of the resource `name`.
-    pub fn tenants_of(&self, name: Atom) -> Vec<Arc<Resource>> {
+    pub fn tenants_of(&self, name: Atom) -> Vec<Arc<Resource<A>>> {
         self.tenants
             .read()
             .iter()
@@ -302,7 +296,7 @@ impl Store {
     }
 
     /// A defined resource.
-    pub fn get(&self, name: Atom) -> Result<Arc<Resource>, StoreError> {
+    pub fn get(&self, name: Atom) -> Result<Arc<Resource<A>>, StoreError> {
         self.resources
             .read()
             .get(&name)
@@ -331,33 +325,33 @@ impl Store {
 }
 
 /// One indexed record: its actor and its last committed state.
-struct Entry {
-    actor: Arc<RecordActor>,
+struct Entry<A> {
+    actor: Arc<A>,
     record: Record,
 }
 
-type Shard = FxHashMap<Key, Entry>;
+type Shard<A> = FxHashMap<Key, Entry<A>>;
 
-/// One resource and its records.
-pub struct Resource {
+/// One resource and its records, each held by an actor `A`.
+pub struct Resource<A> {
     /// The resource's name.
     pub name: Atom,
     /// The tenant whose namespace this is, if any.
     pub tenant: Option<Value>,
     config: RwLock<Arc<ResourceConfig>>,
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[RwLock<Shard<A>>]>,
     identities: RwLock<Vec<FxHashMap<Key, Key>>>,
     len: AtomicUsize,
     journal: Arc<JournalSlot>,
 }
 
-impl Resource {
+impl<A: Occupant> Resource<A> {
     fn new(
         name: Atom,
         tenant: Option<Value>,
         config: ResourceConfig,
         journal: Arc<JournalSlot>,
-    ) -> Resource {
+    ) -> Resource<A> {
         let identities = vec![FxHashMap::default(); config.identities.len()];
         Resource {
             name,
@@ -446,7 +440,7 @@ impl Resource {
     }
 
     /// The actor of the record with `key`.
-    pub fn lookup(&self, key: &Key) -> Option<Arc<RecordActor>> {
+    pub fn lookup(&self, key: &Key) -> Option<Arc<A>> {
         self.shards[self.shard(key)]
             .read()
             .get(key)
@@ -455,11 +449,7 @@ impl Resource {
 
     /// The actor of the record whose `fields` equal those of `record`, for upserts: `fields`
     /// must be the primary key or an identity. `Ok(None)` when no record has those values.
-    pub fn find_by(
-        &self,
-        fields: &[Atom],
-        record: &Record,
-    ) -> Result<Option<Arc<RecordActor>>, StoreError> {
+    pub fn find_by(&self, fields: &[Atom], record: &Record) -> Result<Option<Arc<A>>, StoreError> {
         let config = self.config();
         let same = |a: &[Atom]| a.len() == fields.len() && a.iter().all(|f| fields.contains(f));
         if same(&config.primary_key) {
@@ -534,7 +524,7 @@ impl Resource {
     }
 
     /// Every record's actor.
-    pub fn actors(&self) -> Vec<Arc<RecordActor>> {
+    pub fn actors(&self) -> Vec<Arc<A>> {
         let mut out = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             out.extend(shard.read().values().map(|e| e.actor.clone()));
@@ -547,7 +537,7 @@ impl Resource {
         let mut out = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             for entry in shard.read().values() {
-                out.push((entry.record.clone(), entry.actor.born_wall));
+                out.push((entry.record.clone(), entry.actor.born_wall()));
             }
         }
         out
@@ -575,7 +565,7 @@ impl Resource {
         self: &Arc<Self>,
         record: Record,
         now: u64,
-    ) -> Result<(Arc<RecordActor>, Record), StoreError> {
+    ) -> Result<(Arc<A>, Record), StoreError> {
         self.insert_born(record, now, now, wall_ms())
     }
 
@@ -587,7 +577,7 @@ impl Resource {
         now: u64,
         born: u64,
         born_wall: i64,
-    ) -> Result<(Arc<RecordActor>, Record), StoreError> {
+    ) -> Result<(Arc<A>, Record), StoreError> {
         let config = self.config();
         let key = key_from(&config.primary_key, |f| record.get(f))?;
         let claims = identity_claims(&config, &record);
@@ -601,7 +591,7 @@ impl Resource {
             std::collections::hash_map::Entry::Vacant(slot) => slot,
         };
         check_identities(&config, &identities, &claims, None)?;
-        let actor = RecordActor::new(self.clone(), record.clone(), now, born, born_wall);
+        let actor = A::start(self.clone(), record.clone(), now, born, born_wall);
         self.log(|| self.put_entry(&record, born_wall));
         for (i, values) in claims {
             identities[i].insert(values, slot.key().clone());
@@ -616,24 +606,20 @@ impl Resource {
 
     /// Commits `new` as `actor`'s record (it was `old`): moves it to its new key if the key
     /// changed and updates the identities, refusing a key or identity value in use.
-    pub fn commit(
-        &self,
-        actor: &Arc<RecordActor>,
-        old: &Record,
-        new: &Record,
-    ) -> Result<(), StoreError> {
+    pub fn commit(&self, actor: &Arc<A>, old: &Record, new: &Record) -> Result<(), StoreError> {
         let config = self.config();
         let old_key = key_from(&config.primary_key, |f| old.get(f))?;
         let new_key = key_from(&config.primary_key, |f| new.get(f))?;
         let old_claims = identity_claims(&config, old);
         let new_claims = identity_claims(&config, new);
-        let owned =
-            |shard: &Shard, key: &Key| shard.get(key).is_some_and(|e| Arc::ptr_eq(&e.actor, actor));
+        let owned = |shard: &Shard<A>, key: &Key| {
+            shard.get(key).is_some_and(|e| Arc::ptr_eq(&e.actor, actor))
+        };
         if old_key == new_key && old_claims == new_claims {
             let mut shard = self.shards[self.shard(&old_key)].write();
             return match shard.get_mut(&old_key) {
                 Some(entry) if Arc::ptr_eq(&entry.actor, actor) => {
-                    self.log(|| self.put_entry(new, actor.born_wall));
+                    self.log(|| self.put_entry(new, actor.born_wall()));
                     entry.record = new.clone();
                     Ok(())
                 }
@@ -651,7 +637,7 @@ impl Resource {
             if old_key != new_key && shard.contains_key(&new_key) {
                 return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
             }
-            self.log_rekey(&old_key, &new_key, new, actor.born_wall);
+            self.log_rekey(&old_key, &new_key, new, actor.born_wall());
             if let Some(mut entry) = shard.remove(&old_key) {
                 entry.record = new.clone();
                 shard.insert(new_key.clone(), entry);
@@ -670,7 +656,7 @@ impl Resource {
             if new_shard.contains_key(&new_key) {
                 return Err(StoreError::AlreadyExists(self.pk_value(&new_key)));
             }
-            self.log_rekey(&old_key, &new_key, new, actor.born_wall);
+            self.log_rekey(&old_key, &new_key, new, actor.born_wall());
             if let Some(mut entry) = old_shard.remove(&old_key) {
                 entry.record = new.clone();
                 new_shard.insert(new_key.clone(), entry);
@@ -681,7 +667,7 @@ impl Resource {
     }
 
     /// Removes `actor`, whose committed record is `record`, if it is still the one indexed.
-    pub fn remove(&self, actor: &Arc<RecordActor>, record: &Record) -> bool {
+    pub fn remove(&self, actor: &Arc<A>, record: &Record) -> bool {
         let config = self.config();
         let Ok(key) = key_from(&config.primary_key, |f| record.get(f)) else {
             return false;
@@ -704,7 +690,7 @@ impl Resource {
     }
 
     /// Removes every record; returns the actors removed (for their exit notifications).
-    pub fn take_all(&self) -> Vec<Arc<RecordActor>> {
+    pub fn take_all(&self) -> Vec<Arc<A>> {
         let mut identities = self.identities.write();
         self.log(|| Value::pair(Value::Atom(Atom::from_static("clear")), self.ref_term()));
         for identity in identities.iter_mut() {
@@ -760,7 +746,7 @@ impl Resource {
 
     /// Calls `hit` with the actor and committed state of every live record that `filter`
     /// matches (every record without a filter), a shard at a time under its read lock.
-    pub fn scan(&self, filter: Option<&Expr>, hit: impl FnMut(&Arc<RecordActor>, &Record)) {
+    pub fn scan(&self, filter: Option<&Expr>, hit: impl FnMut(&Arc<A>, &Record)) {
         scan_shards(&self.shards, filter, hit)
     }
 }
@@ -770,16 +756,16 @@ const PARALLEL_SCAN_MIN: usize = 20_000;
 
 /// Scans `shards`; records are checked in batches: first one read of each record of the batch
 /// (cheap loads the CPU can overlap), then the filter on records already in cache.
-fn scan_shards(
-    shards: &[RwLock<Shard>],
+fn scan_shards<A>(
+    shards: &[RwLock<Shard<A>>],
     filter: Option<&Expr>,
-    mut hit: impl FnMut(&Arc<RecordActor>, &Record),
+    mut hit: impl FnMut(&Arc<A>, &Record),
 ) {
     const BATCH: usize = 64;
     let hint = filter.map(Expr::fields).unwrap_or_default();
     for shard in shards {
         let shard = shard.read();
-        let mut batch: Vec<&Entry> = Vec::with_capacity(BATCH);
+        let mut batch: Vec<&Entry<A>> = Vec::with_capacity(BATCH);
         let mut entries = shard.values();
         loop {
             batch.clear();
@@ -907,6 +893,7 @@ fn check_identities(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Resource, Store};
     use crate::term::parse_term;
 
     fn atom(s: &str) -> Atom {

@@ -6,12 +6,13 @@
 //! operations here are the ones that start outside any one actor: creating a record and
 //! upserting.
 
-use super::actor::{Envelope, Op, Outcome, RecordActor, ReplyTo, Upsert, UpsertKind};
-use super::expiry::Expiry;
-use super::registry::{Resource, Store, StoreError};
+use super::actor::{Envelope, Host, RecordActor, ReplyTo, Resource, Store};
+use super::error::StoreError;
+use super::expiry::{Expiry, ExpiryAuthority};
+use super::op::{Op, Outcome, Upsert, UpsertKind};
 use super::timers::Timers;
 use crate::node::Node;
-use crate::term::{Pid, Record, Value};
+use crate::term::{Atom, Pid, Record, Ref, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,19 +25,6 @@ pub const UPSERT_ATTEMPTS: usize = 3;
 /// What an upsert that lost [`UPSERT_ATTEMPTS`] races in a row answers (as `bad_request`).
 pub const UPSERT_RACED: &str = "upsert raced with concurrent changes three times; try again";
 
-/// Who acts when a record expires. Without one, the node does (a single node). A cluster
-/// member lets only the leader act, and has an expired record without a handler removed on
-/// every replica alike (through the cluster's log) instead of on its own.
-pub trait ExpiryAuthority: Send + Sync {
-    /// Whether this node acts on expiries now; when not, the record checks again later.
-    fn acts(&self) -> bool;
-    /// Removes the expired record `pk` of `resource` (of `tenant`) everywhere.
-    fn remove(&self, resource: crate::term::Atom, tenant: Option<Value>, pk: Value);
-}
-
-/// How long a record whose node does not act on expiries waits before it checks again.
-pub const EXPIRY_RECHECK_MS: u64 = 1_000;
-
 /// The record service of one node.
 pub struct RecordService {
     node: Arc<Node>,
@@ -44,9 +32,9 @@ pub struct RecordService {
     /// The resources and their records.
     pub store: Store,
     /// Record lifetimes.
-    pub timers: Arc<Timers>,
+    pub timers: Arc<Timers<RecordActor>>,
     /// Expiry handlers.
-    pub expiry: Expiry,
+    pub expiry: Expiry<RecordActor>,
     pids: AtomicUsize,
     queued: AtomicUsize,
     authority: std::sync::OnceLock<Arc<dyn ExpiryAuthority>>,
@@ -72,9 +60,28 @@ impl RecordService {
         let _ = self.authority.set(authority);
     }
 
-    /// Who acts on expiries, if not this node alone.
-    pub fn expiry_authority(&self) -> Option<&Arc<dyn ExpiryAuthority>> {
-        self.authority.get()
+    /// Makes `pid` an expiry handler of `resources` (all when `None`), monitored by the owner.
+    pub fn subscribe_expiry(&self, pid: Pid, resources: Option<Vec<Atom>>) {
+        self.expiry
+            .subscribe(&self.node, &self.owner, pid, resources);
+    }
+
+    /// Stops `pid` being an expiry handler; records it was handling remove themselves.
+    pub fn unsubscribe_expiry(&self, pid: &Pid) {
+        let orphans = self.expiry.unsubscribe(&self.node, &self.owner, pid);
+        self.handler_gone(orphans);
+    }
+
+    /// An expiry handler's monitor fired; records it was handling remove themselves.
+    pub fn expiry_handler_down(&self, pid: &Pid, monitor: &Ref, reason: &Value) {
+        let orphans = self.expiry.handler_down(pid, monitor, reason);
+        self.handler_gone(orphans);
+    }
+
+    fn handler_gone(&self, waiting: Vec<Arc<RecordActor>>) {
+        for actor in waiting {
+            actor.deliver(self, Envelope::HandlerGone);
+        }
     }
 
     /// Restarts every record's inactivity timeout now (a new leader of a cluster: reads that
@@ -82,7 +89,7 @@ impl RecordService {
     pub fn touch_all(self: &Arc<Self>) {
         for resource in self.store.all() {
             for actor in resource.actors() {
-                actor.touch(self);
+                actor.touch(&**self);
             }
         }
     }
@@ -90,7 +97,12 @@ impl RecordService {
     /// Starts the background tasks: the timers, and the once-a-second summary of records that
     /// expired without a handler. They end when the service is dropped.
     pub fn spawn_tasks(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        let timers = tokio::spawn(self.timers.clone().run(Arc::downgrade(self)));
+        let timers = tokio::spawn(self.timers.clone().run(
+            Arc::downgrade(self),
+            |svc: &RecordService, at, actor: &Arc<RecordActor>| {
+                actor.deliver(svc, Envelope::Timer { at })
+            },
+        ));
         let weak = Arc::downgrade(self);
         let log = tokio::spawn(async move {
             let mut every_second = tokio::time::interval(Duration::from_secs(1));
@@ -121,24 +133,6 @@ impl RecordService {
     /// Requests queued in record actors' mailboxes, waiting for their turn (and their reply).
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
-    }
-
-    /// `n` requests were queued for a turn (`true`) or taken from a mailbox.
-    pub(super) fn count_queued(&self, queued: bool, n: usize) {
-        if queued {
-            self.queued.fetch_add(n, Ordering::Relaxed);
-        } else {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
-        }
-    }
-
-    /// A record got a pid (`true`) or its pid exited.
-    pub(super) fn count_pid(&self, spawned: bool) {
-        if spawned {
-            self.pids.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.pids.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 
     /// Sends `outcome` to `reply`, if anyone waits for it.
@@ -206,6 +200,44 @@ impl RecordService {
     }
 }
 
+impl Host for RecordService {
+    fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    fn timers(&self) -> &Timers<RecordActor> {
+        &self.timers
+    }
+
+    fn expiry(&self) -> &Expiry<RecordActor> {
+        &self.expiry
+    }
+
+    fn expiry_authority(&self) -> Option<&Arc<dyn ExpiryAuthority>> {
+        self.authority.get()
+    }
+
+    fn count_queued(&self, queued: bool, n: usize) {
+        if queued {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    fn count_pid(&self, spawned: bool) {
+        if spawned {
+            self.pids.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.pids.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {
+        RecordService::upsert(self, resource, upsert, reply)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,10 +261,10 @@ mod tests {
     struct Captured(mpsc::Sender<Outcome>);
 
     impl Reply for Captured {
-        fn send(self: Box<Self>, _svc: &RecordService, outcome: Outcome) {
+        fn send(self: Box<Self>, _svc: &dyn Host, outcome: Outcome) {
             let _ = self.0.send(outcome);
         }
-        fn gone(self: Box<Self>, _svc: &RecordService, _r: &Arc<Resource>, _op: Op) {
+        fn gone(self: Box<Self>, _svc: &dyn Host, _r: &Arc<Resource>, _op: Op) {
             let _ = self.0.send(Outcome::Error(StoreError::NotFound));
         }
     }

@@ -6,8 +6,6 @@
 //! expire now, or schedule the next one. So a busy record costs one wake-up per timeout period,
 //! an idle one a single wake-up when it expires, and 100,000 records never mean 100,000 tasks.
 
-use super::actor::{Envelope, RecordActor};
-use super::service::RecordService;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -15,23 +13,23 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-struct Entry {
+struct Entry<T> {
     at: u64,
-    actor: Weak<RecordActor>,
+    target: Weak<T>,
 }
 
-impl PartialEq for Entry {
+impl<T> PartialEq for Entry<T> {
     fn eq(&self, other: &Self) -> bool {
         self.at == other.at
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl<T> Eq for Entry<T> {}
+impl<T> PartialOrd for Entry<T> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Entry {
+impl<T> Ord for Entry<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.at.cmp(&other.at)
     }
@@ -41,22 +39,23 @@ impl Ord for Entry {
 /// long before a restart still has a creation time on this clock.
 pub const CLOCK_ORIGIN: u64 = 1 << 40;
 
-/// The node's record timers.
-pub struct Timers {
+/// The node's record timers: deadlines of targets `T` (the records' actors), which the timers
+/// hold weakly — a target gone before its deadline is skipped.
+pub struct Timers<T> {
     epoch: Instant,
-    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
+    heap: Mutex<BinaryHeap<Reverse<Entry<T>>>>,
     wake: Notify,
 }
 
-impl Default for Timers {
+impl<T> Default for Timers<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Timers {
+impl<T> Timers<T> {
     /// No timers yet; the clock starts now.
-    pub fn new() -> Timers {
+    pub fn new() -> Timers<T> {
         Timers {
             epoch: Instant::now(),
             heap: Mutex::new(BinaryHeap::new()),
@@ -75,14 +74,14 @@ impl Timers {
         self.now() - CLOCK_ORIGIN
     }
 
-    /// Delivers a `Timer` message to `actor` at `at` (node milliseconds).
-    pub fn schedule(&self, at: u64, actor: &Arc<RecordActor>) {
+    /// Has `target` fired at `at` (node milliseconds; see [`Timers::run`]).
+    pub fn schedule(&self, at: u64, target: &Arc<T>) {
         let earliest = {
             let mut heap = self.heap.lock();
             let earlier = heap.peek().is_none_or(|Reverse(e)| at < e.at);
             heap.push(Reverse(Entry {
                 at,
-                actor: Arc::downgrade(actor),
+                target: Arc::downgrade(target),
             }));
             earlier
         };
@@ -96,9 +95,10 @@ impl Timers {
         self.heap.lock().len()
     }
 
-    /// Fires due timers until the record service is gone.
-    pub async fn run(self: Arc<Self>, svc: Weak<RecordService>) {
-        let mut due: Vec<(u64, Weak<RecordActor>)> = Vec::new();
+    /// Fires due timers, `fire(owner, at, target)` for each, until `owner` (the record
+    /// service) is gone.
+    pub async fn run<S>(self: Arc<Self>, owner: Weak<S>, fire: impl Fn(&S, u64, &Arc<T>)) {
+        let mut due: Vec<(u64, Weak<T>)> = Vec::new();
         loop {
             let now = self.now();
             let next = {
@@ -108,16 +108,16 @@ impl Timers {
                         break;
                     }
                     if let Some(Reverse(e)) = heap.pop() {
-                        due.push((e.at, e.actor));
+                        due.push((e.at, e.target));
                     }
                 }
                 heap.peek().map(|Reverse(e)| e.at)
             };
             if !due.is_empty() {
-                let Some(svc) = svc.upgrade() else { return };
-                for (at, actor) in due.drain(..) {
-                    if let Some(actor) = actor.upgrade() {
-                        actor.deliver(&svc, Envelope::Timer { at });
+                let Some(owner) = owner.upgrade() else { return };
+                for (at, target) in due.drain(..) {
+                    if let Some(target) = target.upgrade() {
+                        fire(&owner, at, &target);
                     }
                 }
                 continue;

@@ -120,7 +120,7 @@ defmodule AshGenServer.Atomics do
   end
 
   defp matches(changeset, current, filter) do
-    if AshGenServer.Write.no_filter?(filter) do
+    if Filter.no_filter?(filter) do
       :ok
     else
       case Ash.Filter.Runtime.filter_matches(changeset.domain, [current], filter,
@@ -291,7 +291,7 @@ defmodule AshGenServer.Atomics do
   defp return(options), do: if(options[:return_records?], do: :records, else: :count)
 
   defp add_filter(query, filter) do
-    if AshGenServer.Write.no_filter?(filter) do
+    if Filter.no_filter?(filter) do
       {:ok, query}
     else
       case query.filter do

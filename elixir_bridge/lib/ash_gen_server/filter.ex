@@ -76,6 +76,16 @@ defmodule AshGenServer.Filter do
   end
 
   @doc """
+  True when a changeset's or query's `filter` selects everything (`nil`, `true`, or an
+  `%Ash.Filter{}` whose expression is one of them), so no condition needs sending.
+  """
+  @spec no_filter?(Ash.Filter.t() | term | nil) :: boolean
+  def no_filter?(nil), do: true
+  def no_filter?(true), do: true
+  def no_filter?(%Ash.Filter{expression: expression}) when expression in [nil, true], do: true
+  def no_filter?(_), do: false
+
+  @doc """
   The expression to send in a request map: `nil` instead of `true` (the node's default).
   """
   @spec to_request(node_expr) :: node_expr | nil

@@ -19,7 +19,7 @@ defmodule AshGenServer.Upsert do
   alias AshGenServer.{Filter, Values, Write}
   alias AshGenServer.DataLayer.{Info, Layout, Requests}
 
-  import Write, only: [no_filter?: 1]
+  import Filter, only: [no_filter?: 1]
 
   # attempts of a read-then-write loop before it gives up with `StaleRecord`
   @max_attempts 10_000

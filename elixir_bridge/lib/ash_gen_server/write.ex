@@ -79,7 +79,7 @@ defmodule AshGenServer.Write do
   # exactly is sent as is. Otherwise Ash checks it against the current record first (stale if
   # it does not hold) and the pushable part is still sent, so it stays atomic where it can.
   defp condition(resource, %{filter: filter} = changeset, pk) do
-    if no_filter?(filter) do
+    if Filter.no_filter?(filter) do
       {:ok, nil}
     else
       plan = Filter.translate(filter, resource)
@@ -111,12 +111,6 @@ defmodule AshGenServer.Write do
       end
     end
   end
-
-  @doc false
-  def no_filter?(nil), do: true
-  def no_filter?(true), do: true
-  def no_filter?(%Ash.Filter{expression: expression}) when expression in [nil, true], do: true
-  def no_filter?(_), do: false
 
   # Keep what the changeset's data had loaded (relationships, calculations, metadata) and take
   # the attributes from the stored record.

@@ -7,7 +7,7 @@ use crate::protocol::error::{Error, Result};
 use crate::protocol::gather::{Finish, Gather};
 use crate::protocol::reply;
 use crate::protocol::service::Service;
-use crate::record::{Outcome, Reply};
+use crate::record::{Outcome, RecordService, Reply};
 use crate::term::{Record, Value};
 
 use super::upsert::UpsertOpts;
@@ -79,7 +79,7 @@ impl BulkCreate {
             reply::ok_list(outcomes.iter().map(reply::render).collect())
         });
         let gather = Gather::new(from, self.records.len(), finish);
-        let records = &svc.records;
+        let records: &RecordService = &svc.records;
         for (i, rec) in self.records.into_iter().enumerate() {
             let slot = gather.slot(i);
             match &self.upsert {

@@ -39,7 +39,7 @@ impl Clear {
                 let actors = namespace.take_all();
                 n += actors.len();
                 for actor in actors {
-                    actor.deliver(&svc.records, Envelope::Stop(reason.clone()));
+                    actor.deliver(&*svc.records, Envelope::Stop(reason.clone()));
                 }
             }
             reply::ok_with(Value::Int(n as i64))

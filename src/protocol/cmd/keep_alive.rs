@@ -34,7 +34,7 @@ impl KeepAlive {
     /// Serves the cast: nobody waits, a missing record is ignored.
     pub fn cast(self, svc: &Service) {
         if let Ok(actor) = svc.find(&self.resource, &self.pk) {
-            actor.deliver(&svc.records, Envelope::Call(None, Op::KeepAlive));
+            actor.deliver(&*svc.records, Envelope::Call(None, Op::KeepAlive));
         }
     }
 }

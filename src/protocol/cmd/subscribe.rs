@@ -26,13 +26,8 @@ impl Subscribe {
     pub fn execute(self, svc: &Service, from: Caller) {
         match self.0 {
             // Handling no resource is not handling: the same as unsubscribing.
-            Some(resources) if resources.is_empty() => {
-                svc.records.expiry.unsubscribe(&svc.records, &from.pid)
-            }
-            resources => svc
-                .records
-                .expiry
-                .subscribe(&svc.records, from.pid, resources),
+            Some(resources) if resources.is_empty() => svc.records.unsubscribe_expiry(&from.pid),
+            resources => svc.records.subscribe_expiry(from.pid, resources),
         }
         svc.reply(&from, &reply::ok());
     }
@@ -40,6 +35,6 @@ impl Subscribe {
 
 /// Serves `unsubscribe`.
 pub fn unsubscribe(svc: &Service, from: Caller) {
-    svc.records.expiry.unsubscribe(&svc.records, &from.pid);
+    svc.records.unsubscribe_expiry(&from.pid);
     svc.reply(&from, &reply::ok());
 }

@@ -184,6 +184,6 @@ pub fn fan_out(
     let gather = Gather::new(from, records.len(), ret.finish());
     for (i, (record, actor)) in records.iter().enumerate() {
         let envelope = Envelope::Call(Some(gather.slot(i)), op(record));
-        actor.deliver(&svc.records, envelope);
+        actor.deliver(&*svc.records, envelope);
     }
 }

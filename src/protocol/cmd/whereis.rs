@@ -33,11 +33,11 @@ impl Whereis {
     pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
-                .pid(&svc.records, |actor| {
+                .pid(&*svc.records, |actor| {
                     RecordProcess::spawned(actor, svc.records.clone())
                 })
                 .ok_or(Error::Store(StoreError::NotFound))?;
-            actor.touch(&svc.records);
+            actor.touch(&*svc.records);
             Ok(reply::ok_with(Value::Pid(Box::new(pid))))
         });
         svc.reply_result(&from, result);
