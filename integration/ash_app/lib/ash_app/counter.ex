@@ -135,13 +135,6 @@ defmodule AshApp.Counter do
       change atomic_update(:label, expr(string_downcase(label)))
     end
 
-    # require_atomic? true (Ash 3's default) with a change that has no atomic form
-    update :touch_label_atomically do
-      change fn changeset, _ ->
-        Ash.Changeset.force_change_attribute(changeset, :label, "touched")
-      end
-    end
-
     update :touch_label do
       require_atomic? false
 
