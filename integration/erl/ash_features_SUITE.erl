@@ -14,6 +14,7 @@
 
 all() ->
     [atomic_increments_race_exactly, atomics_fail_without_changes, upsert_atomics_and_conditions,
+     racing_bulk_upserts_with_atomics_count_exactly, typed_times_and_naive_datetimes,
      racing_guarded_updates_have_one_winner, racing_identity_upserts_leave_one_record,
      identity_upserts_race_updates_that_change_the_identity,
      update_where_and_destroy_where, typed_dates_datetimes_and_decimals, ci_string_identities,
@@ -94,6 +95,24 @@ upsert_atomics_and_conditions(Config) ->
     ?assertEqual({ok, created, #{id => 1, version => 1, seen => 1}}, Upsert(1)),
     ?assertEqual({ok, updated, #{id => 1, version => 3, seen => 2}}, Upsert(3)),
     ?assertEqual({ok, skipped, #{id => 1, version => 3, seen => 2}}, Upsert(2)).
+
+racing_bulk_upserts_with_atomics_count_exactly(Config) ->
+    R = ?config(res, Config),
+    ok = ?REQ({define, R, #{primary_key => [id]}}),
+    %% 8 processes at once, each a bulk upsert of the same 5 keys incrementing `hits` on
+    %% conflict: one creates each record (hits 1), the 7 others increment it.
+    Replies = race(8, fun(_) ->
+                              ?REQ({bulk_create, R,
+                                    [#{id => I, hits => 1, name => <<"p">>} || I <- lists:seq(1, 5)],
+                                    #{upsert => true, fields => [name],
+                                      atomics => [inc(hits)]}})
+                      end),
+    Results = lists:append([Rs || {ok, Rs} <- Replies]),
+    ?assertEqual(40, length(Results)),
+    ?assertEqual(5, length([c || {ok, created, _} <- Results])),
+    ?assertEqual(35, length([u || {ok, updated, _} <- Results])),
+    ?assertEqual({ok, [#{id => I, hits => 8, name => <<"p">>} || I <- lists:seq(1, 5)]},
+                 ?REQ({query, R, #{sort => [{id, asc}]}})).
 
 racing_guarded_updates_have_one_winner(Config) ->
     R = ?config(res, Config),
@@ -279,6 +298,42 @@ typed_dates_datetimes_and_decimals(Config) ->
     %% Values come back exactly as stored.
     ?assertEqual({ok, #{id => 1, on => date(2024, 1, 31), at => datetime(2024, 5, 1, 10, 7200),
                         price => decimal(1, 150, -2)}}, ?REQ({get, R, #{id => 1}})).
+
+time(H, Mi, S, Us) ->
+    #{'__struct__' => 'Elixir.Time', calendar => 'Elixir.Calendar.ISO', hour => H,
+      minute => Mi, second => S, microsecond => Us}.
+
+naive(Y, Mo, D, H, Mi) ->
+    #{'__struct__' => 'Elixir.NaiveDateTime', calendar => 'Elixir.Calendar.ISO', year => Y,
+      month => Mo, day => D, hour => H, minute => Mi, second => 0, microsecond => {0, 0}}.
+
+typed_times_and_naive_datetimes(Config) ->
+    R = ?config(res, Config),
+    ok = ?REQ({define, R, #{primary_key => [id], types => #{t => time, at => naive_datetime}}}),
+    %% Term order would get these wrong: maps compare key by key (for a Time: calendar, hour,
+    %% microsecond, minute...; for a NaiveDateTime: calendar, day, hour...), so 10:00:59.5
+    %% would sort after 10:01 and 2024-12-31 after 2025-01-01.
+    Rows = [{1, time(10, 0, 59, {500000, 6}), naive(2025, 1, 1, 0, 0)},
+            {2, time(10, 1, 0, {0, 0}), naive(2024, 12, 31, 23, 59)},
+            {3, time(9, 0, 0, {0, 0}), naive(2024, 2, 29, 12, 0)},
+            {4, nil, nil}],
+    [{ok, _} = ?REQ({create, R, #{id => I, t => T, at => At}}) || {I, T, At} <- Rows],
+    Ids = fun(Q) -> {ok, Recs} = ?REQ({query, R, Q}), [Id || #{id := Id} <- Recs] end,
+    ?assertEqual([3, 1, 2], Ids(#{filter => {'not', {is_nil, t}}, sort => [{t, asc}]})),
+    ?assertEqual([1, 2], Ids(#{filter => {gte, t, time(10, 0, 0, {0, 6})}, sort => [{t, asc}]})),
+    ?assertEqual([1], Ids(#{filter => {lt, t, time(10, 1, 0, {0, 0})},
+                            sort => [{t, desc}], limit => 1})),
+    %% 10:01:00 and 10:01:00.000000 are the same time of day, whatever the precision.
+    ?assertEqual([2], Ids(#{filter => {eq, t, time(10, 1, 0, {0, 6})}})),
+    ?assertEqual([1, 2, 3], Ids(#{filter => {'not', {is_nil, at}}, sort => [{at, desc}]})),
+    ?assertEqual([1], Ids(#{filter => {gt, at, naive(2024, 12, 31, 23, 59)}})),
+    ?assertEqual([4, 3, 2, 1], Ids(#{sort => [{at, asc_nils_first}]})),
+    ?assertEqual({ok, #{lo => time(9, 0, 0, {0, 0}), hi => naive(2025, 1, 1, 0, 0)}},
+                 ?REQ({aggregate, R, #{}, [{lo, min, t, #{}}, {hi, max, at, #{}}]})),
+    %% Values come back exactly as stored.
+    ?assertEqual({ok, #{id => 1, t => time(10, 0, 59, {500000, 6}),
+                        at => naive(2025, 1, 1, 0, 0)}},
+                 ?REQ({get, R, #{id => 1}})).
 
 ci_string_identities(Config) ->
     R = ?config(res, Config),

@@ -408,6 +408,72 @@ mod tests {
         );
     }
 
+    fn time(h: i64, m: i64, s: i64, us: i64, precision: i64) -> Value {
+        t(&format!(
+            "#{{'__struct__' => 'Elixir.Time', calendar => 'Elixir.Calendar.ISO', hour => {h}, \
+             minute => {m}, second => {s}, microsecond => {{{us}, {precision}}}}}"
+        ))
+    }
+
+    fn naive(y: i64, mo: i64, d: i64, h: i64, mi: i64) -> Value {
+        t(&format!(
+            "#{{'__struct__' => 'Elixir.NaiveDateTime', calendar => 'Elixir.Calendar.ISO', \
+             year => {y}, month => {mo}, day => {d}, hour => {h}, minute => {mi}, second => 0, \
+             microsecond => {{0, 0}}}}"
+        ))
+    }
+
+    #[test]
+    fn times_compare_by_time_of_day() {
+        let ty = Some(FieldType::Time);
+        // In term order the maps compare key by key (calendar, hour, microsecond, minute,
+        // second): 10:00:59.5 has the larger microsecond tuple, so it sorts after 10:01:00.
+        assert_eq!(
+            cmp(None, &time(10, 0, 59, 500_000, 6), &time(10, 1, 0, 0, 0)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            cmp(ty, &time(10, 0, 59, 500_000, 6), &time(10, 1, 0, 0, 0)),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp(ty, &time(10, 0, 0, 0, 0), &time(9, 59, 59, 999_999, 6)),
+            Ordering::Greater
+        );
+        // The precision is not part of the value.
+        assert_eq!(
+            cmp(ty, &time(10, 0, 0, 0, 0), &time(10, 0, 0, 0, 6)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            cmp(ty, &time(10, 0, 0, 1, 6), &time(10, 0, 0, 0, 6)),
+            Ordering::Greater
+        );
+        assert_eq!(cmp(ty, &Value::nil(), &time(0, 0, 0, 0, 0)), Ordering::Less);
+    }
+
+    #[test]
+    fn naive_datetimes_compare_by_date_then_time() {
+        let ty = Some(FieldType::NaiveDateTime);
+        // Term order compares the day before the year: 2024-12-31 23:59 > 2025-01-01 00:00.
+        assert_eq!(
+            cmp(None, &naive(2024, 12, 31, 23, 59), &naive(2025, 1, 1, 0, 0)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            cmp(ty, &naive(2024, 12, 31, 23, 59), &naive(2025, 1, 1, 0, 0)),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp(ty, &naive(2024, 2, 29, 12, 0), &naive(2024, 2, 29, 11, 59)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            cmp(ty, &naive(2024, 2, 29, 12, 0), &naive(2024, 2, 29, 12, 0)),
+            Ordering::Equal
+        );
+    }
+
     #[test]
     fn decimals_compare_by_value() {
         let ty = Some(FieldType::Decimal);

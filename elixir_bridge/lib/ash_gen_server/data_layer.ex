@@ -119,6 +119,7 @@ defmodule AshGenServer.DataLayer do
 
   use Spark.Dsl.Extension,
     sections: [@gen_server],
+    transformers: [AshGenServer.DataLayer.ReadTimeout.Transformer],
     persisters: [AshGenServer.DataLayer.Layout.Persister],
     verifiers: [
       AshGenServer.DataLayer.Verifiers.Identities,
@@ -247,7 +248,8 @@ defmodule AshGenServer.DataLayer do
 
   @doc false
   @impl true
-  def set_context(_resource, query, context), do: {:ok, %{query | context: context}}
+  def set_context(_resource, query, context),
+    do: {:ok, %{query | context: context, timeout: Query.read_timeout(context)}}
 
   @doc false
   @impl true

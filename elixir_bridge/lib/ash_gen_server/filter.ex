@@ -19,7 +19,8 @@ defmodule AshGenServer.Filter do
       not e         T = F(e)                          F = T(e)
 
   A sub-expression the node cannot evaluate exactly (a calculation, an aggregate, a relationship
-  path, a date or decimal comparison, a ci_string, a function...) gets `T = F = true` and is not
+  path, a comparison on a type the node does not order like Ash — a map, an array, an embedded
+  or custom type —, a function...) gets `T = F = true` and is not
   exact. Then `T` and `F` are *supersets* of the true and false sets (every rule above is
   monotonic, except `not T1`, which is only used when `e1` is exact), so `T(filter)` can always
   be sent to the node to narrow the records, and when the whole filter is exact it is the whole

@@ -278,7 +278,8 @@ defmodule AshGenServer.LateralJoin do
       limit: nil
     }
 
-    with {:ok, stored} <- Query.fetch(query.resource, Query.target(query), {:query, request}),
+    with {:ok, stored} <-
+           Query.fetch(query.resource, Query.target(query), {:query, request}, query.timeout),
          {:ok, candidates} <- Values.cast_records(query.resource, stored),
          records_of = if(dest, do: matcher(dest, candidates)),
          {:ok, records} <-

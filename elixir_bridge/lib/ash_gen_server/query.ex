@@ -19,6 +19,10 @@ defmodule AshGenServer.Query do
      calculations are evaluated on them by Ash (`Ash.Expr.eval_hydrated/2`): the node has no
      expression language beyond filters.
 
+  Every node call of the query waits the read's own `:timeout` when it has one (`timeout`,
+  from `read_timeout/1`), else the resource's call timeout: a long read is not cut short, and
+  a call that outlasts it is Ash's `Ash.Error.Invalid.Timeout`.
+
   A combination query (`Ash.Query.combination_of/2`, `combination_of` set) runs each of its
   combinations as above and combines their records (`AshGenServer.Combination`); its own
   filter, sort, distinct, offset and limit then apply in Elixir, before its aggregates and
@@ -36,6 +40,7 @@ defmodule AshGenServer.Query do
     :tenant,
     :distinct_sort,
     :select,
+    :timeout,
     offset: 0,
     sort: [],
     distinct: [],
@@ -116,7 +121,7 @@ defmodule AshGenServer.Query do
   def run(%__MODULE__{resource: resource} = query) do
     plan = plan(query)
 
-    with {:ok, stored} <- fetch(resource, target(query), plan.request),
+    with {:ok, stored} <- fetch(resource, target(query), plan.request, query.timeout),
          {:ok, records} <- Values.cast_records(resource, stored) do
       finish(records, query, plan, [])
     end
@@ -172,19 +177,43 @@ defmodule AshGenServer.Query do
   defp put_calculation(record, %{name: name}, value),
     do: Map.update!(record, :calculations, &Map.put(&1, name, value))
 
-  @doc "Sends a request `plan/1` made (`{:get, pk}` or `{:query, map}`); the stored records."
-  @spec fetch(Ash.Resource.t(), term, {:get, map} | {:query, map}) ::
+  @doc """
+  Sends a request `plan/1` made (`{:get, pk}` or `{:query, map}`); the stored records. The call
+  waits `timeout` (the read's, see the `:timeout` field), else the resource's call timeout.
+  """
+  @spec fetch(Ash.Resource.t(), term, {:get, map} | {:query, map}, timeout | nil) ::
           {:ok, [map]} | {:error, term}
-  def fetch(resource, target, {:get, pk}) do
-    case Requests.run(resource, {:get, target, pk}, request: :get) do
+  def fetch(resource, target, request, timeout \\ nil)
+
+  def fetch(resource, target, {:get, pk}, timeout) do
+    case Requests.run(resource, {:get, target, pk}, request: :get, timeout: timeout) do
       {:ok, record} -> {:ok, [record]}
       {:error, %Ash.Error.Query.NotFound{}} -> {:ok, []}
       {:error, error} -> {:error, error}
     end
   end
 
-  def fetch(resource, target, {:query, request}) do
-    Requests.run(resource, {:query, target, request}, request: :query, expect: &is_list/1)
+  def fetch(resource, target, {:query, request}, timeout) do
+    Requests.run(resource, {:query, target, request},
+      request: :query,
+      expect: &is_list/1,
+      timeout: timeout
+    )
+  end
+
+  @doc """
+  The read's own timeout (ms or `:infinity`), for the node calls of its query: the `:timeout`
+  given to the read (`Ash.read(query, timeout: ...)`, put in the query context by
+  `AshGenServer.DataLayer.ReadTimeout`), else the read action's `timeout`; `nil` when neither
+  is set (the calls then use the resource's call timeout).
+  """
+  @spec read_timeout(map) :: timeout | nil
+  def read_timeout(context) do
+    case context do
+      %{ash_gen_server: %{read_timeout: timeout}} when not is_nil(timeout) -> timeout
+      %{action: %{timeout: timeout}} -> timeout
+      _ -> nil
+    end
   end
 
   @doc """

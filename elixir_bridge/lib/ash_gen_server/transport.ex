@@ -25,7 +25,8 @@ defmodule AshGenServer.Transport do
     `message` (the whole request); the stop event adds `reply` (the node's raw reply, or the
     error returned for an unreachable node). Casts (`keep_alive`) emit nothing.
   - With `call/4`, the values of the resource's `sensitive?` attributes are left out of
-    `message` and `reply` (replaced by `:redacted`, in records and in filter comparisons alike).
+    `message` and `reply` (replaced by `:redacted`, in records, filter comparisons and the
+    literals of value expressions — atomics and `{expr, ...}` filters — alike).
   """
 
   alias AshGenServer.Error.NodeUnavailable
@@ -122,19 +123,32 @@ defmodule AshGenServer.Transport do
 
   @doc false
   # `term` with the values of the `sensitive` fields replaced by `:redacted`: in maps (records,
-  # changes) and in filter comparisons `{Op, Field, Value}`.
+  # changes), in filter comparisons `{Op, Field, Value}`, and in value expressions (PROTOCOL.md
+  # "Value expressions"): every literal `{value, V}` of an atomic `{Field, VExpr}` that sets a
+  # sensitive field or reads one, and of a filter `{expr, VExpr}` that reads one, becomes
+  # `{value, redacted}`.
   def redact(term, nil), do: term
 
   def redact(term, sensitive) when is_map(term) and not is_struct(term) do
-    Map.new(term, fn {key, value} ->
-      if MapSet.member?(sensitive, key),
-        do: {key, :redacted},
-        else: {key, redact(value, sensitive)}
+    Map.new(term, fn
+      {:atomics, atomics} when is_list(atomics) ->
+        {:atomics, Enum.map(atomics, &redact_atomic(&1, sensitive))}
+
+      {key, value} ->
+        if MapSet.member?(sensitive, key),
+          do: {key, :redacted},
+          else: {key, redact(value, sensitive)}
     end)
   end
 
   def redact({op, field, _value} = term, sensitive) when op in @comparisons and is_atom(field) do
     if MapSet.member?(sensitive, field), do: {op, field, :redacted}, else: term
+  end
+
+  def redact({:expr, vexpr}, sensitive) do
+    if reads_sensitive?(vexpr, sensitive),
+      do: {:expr, redact_literals(vexpr)},
+      else: {:expr, vexpr}
   end
 
   def redact(term, sensitive) when is_tuple(term) do
@@ -143,6 +157,36 @@ defmodule AshGenServer.Transport do
 
   def redact(term, sensitive) when is_list(term), do: Enum.map(term, &redact(&1, sensitive))
   def redact(term, _sensitive), do: term
+
+  defp redact_atomic({field, vexpr}, sensitive) when is_atom(field) do
+    if MapSet.member?(sensitive, field) or reads_sensitive?(vexpr, sensitive),
+      do: {field, redact_literals(vexpr)},
+      else: {field, vexpr}
+  end
+
+  defp redact_atomic(other, sensitive), do: redact(other, sensitive)
+
+  # Whether a value expression reads a sensitive field (`{ref, F}` or `{incoming, F}`).
+  defp reads_sensitive?({kind, field}, sensitive) when kind in [:ref, :incoming],
+    do: MapSet.member?(sensitive, field)
+
+  defp reads_sensitive?({:value, _literal}, _sensitive), do: false
+
+  defp reads_sensitive?(term, sensitive) when is_tuple(term),
+    do: term |> Tuple.to_list() |> reads_sensitive?(sensitive)
+
+  defp reads_sensitive?(term, sensitive) when is_list(term),
+    do: Enum.any?(term, &reads_sensitive?(&1, sensitive))
+
+  defp reads_sensitive?(_term, _sensitive), do: false
+
+  defp redact_literals({:value, _literal}), do: {:value, :redacted}
+
+  defp redact_literals(term) when is_tuple(term),
+    do: term |> Tuple.to_list() |> Enum.map(&redact_literals/1) |> List.to_tuple()
+
+  defp redact_literals(term) when is_list(term), do: Enum.map(term, &redact_literals/1)
+  defp redact_literals(term), do: term
 
   @doc """
   A `GenServer.cast` to the node's `ash_gen_server` (of a list: the node in use; no reply, no

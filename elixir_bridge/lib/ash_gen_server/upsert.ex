@@ -5,12 +5,14 @@ defmodule AshGenServer.Upsert do
   On the primary key or an identity the node enforces, an upsert is the node's atomic `upsert`
   request: what the existing record gets is Ash's `set_on_upsert/2` plus the update defaults,
   and an `upsert_condition` the node can evaluate exactly is its `condition`. A condition it
-  cannot evaluate (e.g. one using `upsert_conflict/1`) is checked by Ash against the existing
-  record first. On keys the node does not know (an identity with a `where`) the upsert is
+  cannot evaluate (e.g. a function it lacks, on `upsert_conflict/1`) is checked by Ash against
+  the existing record read first, and the upsert is then guarded by every value read (retried
+  when the record changed, or was created, meanwhile). On keys the node does not know (an identity with a `where`) the upsert is
   emulated: look the record up, then update it or create it (not atomic).
 
-  A bulk upsert whose records each set their own values for the same fields is one
-  `bulk_create` request with `upsert => true, fields => [...]`; otherwise one `upsert` per record.
+  A bulk upsert whose records each set their own values for the same fields (with the same
+  node atomics, if any) is one `bulk_create` request with `upsert => true, fields => [...]`;
+  otherwise one `upsert` per record, which applies the atomics as a single upsert does.
   """
 
   alias Ash.Changeset
@@ -19,58 +21,155 @@ defmodule AshGenServer.Upsert do
 
   import Filter, only: [no_filter?: 1]
 
+  # attempts of a read-then-write loop before it gives up with `StaleRecord`
+  @max_attempts 10_000
+
   @doc "Upserts one record (`c:Ash.DataLayer.upsert/4`)."
   def upsert(resource, changeset, keys, identity \\ nil) do
     keys = keys || Ash.Resource.Info.primary_key(resource)
 
     with {:ok, record} <- Write.new_record(resource, changeset),
          {:ok, stored} <- Values.dump_record(resource, record),
-         {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)),
-         {:ok, condition} <- upsert_condition(resource, changeset, record, stored, keys) do
-      case condition do
-        {:skip, existing} ->
-          {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+         {:ok, set} <- Values.dump_changes(resource, upsert_set(resource, changeset, keys)) do
+      target = Requests.target(resource, changeset.to_tenant)
+      tenant_guard = tenant_guard(resource, keys, stored)
 
-        condition ->
-          target = Requests.target(resource, changeset.to_tenant)
-          condition = and_(condition, tenant_guard(resource, keys, stored))
+      condition =
+        case upsert_condition(resource, changeset) do
+          {:node, expr} -> {:node, and_(expr, tenant_guard)}
+          {:runtime, expr} -> {:runtime, and_(expr, tenant_guard)}
+        end
 
-          atomics =
-            if Layout.get(resource).atomics_in_node?,
-              do: AshGenServer.Expr.atomics(changeset.atomics || [], resource),
-              else: :error
+      atomics = node_atomics(resource, changeset)
+      upsert = %{target: target, record: record, stored: stored, set: set, keys: keys}
 
-          cond do
-            not node_upsert_keys?(resource, keys) ->
-              emulated_upsert(resource, changeset, stored, set, keys, identity, condition)
+      cond do
+        not node_upsert_keys?(resource, keys) ->
+          emulated_upsert(resource, changeset, upsert, identity, condition)
 
-            changeset.atomics not in [nil, []] and atomics == :error ->
-              cas_upsert(resource, target, changeset, record, stored, set, keys, condition, 1)
+        atomics == :error ->
+          cas_upsert(resource, changeset, upsert, condition, 1)
 
-            true ->
-              {:ok, atomics} = if atomics == :error, do: {:ok, []}, else: atomics
+        match?({:runtime, _}, condition) ->
+          {:ok, atomics} = atomics
+          guarded_upsert(resource, changeset, upsert, condition, atomics, 1)
 
-              request =
-                {:upsert, target, stored,
-                 %{keys: keys, set: set, condition: Filter.to_request(condition)}
-                 |> then(&if(atomics == [], do: &1, else: Map.put(&1, :atomics, atomics)))}
+        true ->
+          {:ok, atomics} = atomics
+          {:node, condition} = condition
+          node_upsert(resource, upsert, condition, atomics)
+      end
+    end
+  end
 
-              case Requests.request(resource, request) do
-                {:error, {:expr_error, term}} ->
-                  {:error, AshGenServer.Expr.to_exception(term)}
+  # One node `upsert` request: atomic in the record's actor.
+  defp node_upsert(resource, upsert, condition, atomics) do
+    options = %{keys: upsert.keys, set: upsert.set, condition: Filter.to_request(condition)}
+    options = if atomics == [], do: options, else: Map.put(options, :atomics, atomics)
 
-                reply ->
-                  reply
-                  |> Requests.result(
-                    resource: resource,
-                    request: :upsert,
-                    expect: &upsert_body?/1
-                  )
-                  |> upsert_result(resource)
-              end
+    case Requests.request(resource, {:upsert, upsert.target, upsert.stored, options}) do
+      {:error, {:expr_error, term}} ->
+        {:error, AshGenServer.Expr.to_exception(term)}
+
+      reply ->
+        reply
+        |> Requests.result(resource: resource, request: :upsert, expect: &upsert_body?/1)
+        |> upsert_result(resource)
+    end
+  end
+
+  # An upsert condition the node cannot evaluate (e.g. `upsert_conflict/1` inside a function
+  # the node lacks), checked by Ash against the existing record as read, then written with one
+  # node `upsert` guarded by the values read: if the record changed meanwhile (or was created,
+  # when none was read) the node skips it and we start again, so a concurrent change is never
+  # overwritten on the strength of a stale check.
+  defp guarded_upsert(resource, changeset, upsert, {:runtime, expr} = condition, atomics, attempt) do
+    with {:ok, found} <- find_by_keys(resource, upsert) do
+      case found do
+        [] ->
+          # none read: create only (an existing record means one was created meanwhile)
+          resource
+          |> node_upsert(upsert, false, atomics)
+          |> retry_if_skipped(fn ->
+            retry_guarded(resource, changeset, upsert, condition, atomics, attempt)
+          end)
+
+        [existing_stored] ->
+          with {:ok, existing} <- Values.cast_record(resource, existing_stored),
+               {:ok, true} <- condition_holds?(changeset, existing, upsert.record) do
+            guard = AshGenServer.Atomics.guard(resource, existing_stored)
+
+            resource
+            |> node_upsert(upsert, and_(guard, expr), atomics)
+            |> retry_if_skipped(fn ->
+              retry_guarded(resource, changeset, upsert, condition, atomics, attempt)
+            end)
+          else
+            {:ok, false} -> skipped(resource, existing_stored)
+            {:error, error} -> {:error, error}
           end
       end
     end
+  end
+
+  defp retry_guarded(resource, changeset, upsert, condition, atomics, attempt) do
+    if attempt >= @max_attempts,
+      do: {:error, Ash.Error.Changes.StaleRecord.exception(resource: resource)},
+      else: guarded_upsert(resource, changeset, upsert, condition, atomics, attempt + 1)
+  end
+
+  defp retry_if_skipped({:ok, record} = result, retry) do
+    if Ash.Resource.get_metadata(record, :upsert_skipped), do: retry.(), else: result
+  end
+
+  defp retry_if_skipped(other, _retry), do: other
+
+  defp skipped(resource, stored) do
+    with {:ok, existing} <- Values.cast_record(resource, stored) do
+      {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+    end
+  end
+
+  # The record with the upsert's key values (at most one: the keys are unique).
+  defp find_by_keys(resource, upsert) do
+    key_filter =
+      upsert.keys
+      |> Enum.map(&{:eq, &1, Map.get(upsert.stored, &1)})
+      |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+
+    query_request(
+      resource,
+      {:query, upsert.target, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
+    )
+  end
+
+  # Whether the changeset's upsert condition holds for `existing` (Ash evaluates it, with
+  # `upsert_conflict/1` reading `incoming`): `{:ok, boolean}`.
+  defp condition_holds?(%{filter: filter} = changeset, existing, incoming) do
+    if no_filter?(filter) do
+      {:ok, true}
+    else
+      case Ash.Filter.Runtime.filter_matches(changeset.domain, [existing], filter,
+             tenant: changeset.tenant,
+             actor: changeset.context[:private][:actor],
+             conflicting_upsert_values: incoming
+           ) do
+        {:ok, [_]} -> {:ok, true}
+        {:ok, []} -> {:ok, false}
+        {:error, error} -> {:error, error}
+      end
+    end
+  end
+
+  # The upsert atomics (`atomic_update` on the update branch) as node value expressions:
+  # `{:ok, []}` without any, `:error` when the node cannot evaluate them (or the resource says
+  # `atomics_in_node? false`), so the compare-and-set loop must.
+  defp node_atomics(_resource, %{atomics: atomics}) when atomics in [nil, []], do: {:ok, []}
+
+  defp node_atomics(resource, changeset) do
+    if Layout.get(resource).atomics_in_node?,
+      do: AshGenServer.Expr.atomics(changeset.atomics, resource),
+      else: :error
   end
 
   defp and_(true, x), do: x
@@ -92,37 +191,20 @@ defmodule AshGenServer.Upsert do
   end
 
   # Upsert atomics the node cannot evaluate: compare-and-set. Look the record up by its keys;
-  # none: create it (a racing create makes us start again); one: check the condition, evaluate
-  # the atomics with Ash (`upsert_conflict/1` reading the incoming values) and update it guarded
-  # by the values read, starting again if it changed meanwhile.
-  defp cas_upsert(resource, target, changeset, record, stored, set, keys, condition, attempt) do
+  # none: create it (a racing create makes us start again); one: check the condition (Ash
+  # checks one the node cannot evaluate, on the record read), evaluate the atomics with Ash
+  # (`upsert_conflict/1` reading the incoming values) and update it guarded by the values read,
+  # starting again if it changed meanwhile.
+  defp cas_upsert(resource, changeset, upsert, condition, attempt) do
     retry = fn ->
-      if attempt > 10_000,
+      if attempt >= @max_attempts,
         do: {:error, Ash.Error.Changes.StaleRecord.exception(resource: resource)},
-        else:
-          cas_upsert(
-            resource,
-            target,
-            changeset,
-            record,
-            stored,
-            set,
-            keys,
-            condition,
-            attempt + 1
-          )
+        else: cas_upsert(resource, changeset, upsert, condition, attempt + 1)
     end
 
-    key_filter =
-      keys
-      |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
-      |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
+    %{target: target, record: record, stored: stored, set: set} = upsert
 
-    with {:ok, found} <-
-           query_request(
-             resource,
-             {:query, target, %{filter: key_filter, sort: [], offset: 0, limit: 1}}
-           ) do
+    with {:ok, found} <- find_by_keys(resource, upsert) do
       case found do
         [] ->
           case Requests.request(resource, {:create, target, stored}) do
@@ -143,9 +225,17 @@ defmodule AshGenServer.Upsert do
           {:ok, existing} = Values.cast_record(resource, existing_stored)
           {:ok, pk} = Values.primary_key(resource, existing)
           guard = AshGenServer.Atomics.guard(resource, existing_stored)
-          guard = if condition == true, do: guard, else: {:and, guard, condition}
 
-          with {:ok, values} <-
+          {holds, expr} =
+            case condition do
+              {:node, expr} -> {{:ok, true}, expr}
+              {:runtime, expr} -> {condition_holds?(changeset, existing, record), expr}
+            end
+
+          guard = and_(guard, expr)
+
+          with {:ok, true} <- holds,
+               {:ok, values} <-
                  AshGenServer.Atomics.evaluate(changeset, resource, existing, record),
                {:ok, dumped} <- Values.dump_changes(resource, values) do
             case Requests.request(
@@ -171,6 +261,9 @@ defmodule AshGenServer.Upsert do
               other ->
                 Requests.result(other, resource: resource, request: :upsert)
             end
+          else
+            {:ok, false} -> {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+            {:error, error} -> {:error, error}
           end
       end
     end
@@ -188,7 +281,8 @@ defmodule AshGenServer.Upsert do
 
   # Upsert keys the node does not know (an identity with a `where`): look the record up, then
   # update it (still only if its keys and the pushable condition hold) or create it. Not atomic.
-  defp emulated_upsert(resource, changeset, stored, set, keys, identity, condition) do
+  defp emulated_upsert(resource, changeset, upsert, identity, condition) do
+    %{stored: stored, set: set, keys: keys} = upsert
     key_values = Map.take(stored, keys)
 
     if Enum.any?(key_values, fn {_, value} -> is_nil(value) end) do
@@ -218,27 +312,41 @@ defmodule AshGenServer.Upsert do
 
           [existing | _] ->
             {:ok, pk} = Values.primary_key(resource, existing)
-            guard = if condition == true, do: key_filter, else: {:and, key_filter, condition}
+            {kind, expr} = condition
+            guard = and_(key_filter, expr)
 
-            case Requests.run(
-                   resource,
-                   {:update, Requests.target(resource, changeset.to_tenant), pk, set,
-                    %{filter: guard}},
-                   request: :upsert
-                 ) do
-              {:ok, updated} ->
-                resource
-                |> Values.cast_record(updated)
-                |> put_upsert_action(:update)
+            holds =
+              if kind == :runtime,
+                do: condition_holds?(changeset, existing, upsert.record),
+                else: {:ok, true}
 
-              {:error, %Ash.Error.Changes.StaleRecord{}} ->
-                {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
-
-              {:error, error} ->
-                {:error, error}
+            with {:ok, true} <- holds do
+              emulated_update(resource, changeset, existing, pk, set, guard)
+            else
+              {:ok, false} -> {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+              {:error, error} -> {:error, error}
             end
         end
       end
+    end
+  end
+
+  defp emulated_update(resource, changeset, existing, pk, set, guard) do
+    case Requests.run(
+           resource,
+           {:update, Requests.target(resource, changeset.to_tenant), pk, set, %{filter: guard}},
+           request: :upsert
+         ) do
+      {:ok, updated} ->
+        resource
+        |> Values.cast_record(updated)
+        |> put_upsert_action(:update)
+
+      {:error, %Ash.Error.Changes.StaleRecord{}} ->
+        {:ok, Ash.Resource.put_metadata(existing, :upsert_skipped, true)}
+
+      {:error, error} ->
+        {:error, error}
     end
   end
 
@@ -306,46 +414,16 @@ defmodule AshGenServer.Upsert do
   defp default_value({m, f, a}) when is_atom(m) and is_atom(f) and is_list(a), do: apply(m, f, a)
   defp default_value(value), do: value
 
-  # The upsert condition (`upsert_condition`, in `changeset.filter`). Exact ones go to the node
-  # and are checked atomically. Others (e.g. using `upsert_conflict/1`) are checked here
-  # against the existing record, and the pushable part is still sent.
-  defp upsert_condition(resource, %{filter: filter} = changeset, record, stored, keys) do
+  # The upsert condition (`upsert_condition`, in `changeset.filter`): `{:node, expr}` when the
+  # node evaluates it exactly (checked atomically in the record's actor), else
+  # `{:runtime, expr}`: Ash checks it against the existing record read (e.g. one using
+  # `upsert_conflict/1` in a function the node lacks), `expr` being its pushable part, still sent.
+  defp upsert_condition(resource, %{filter: filter}) do
     if no_filter?(filter) do
-      {:ok, true}
+      {:node, true}
     else
       plan = Filter.translate(filter, resource)
-
-      if plan.exact? do
-        {:ok, plan.expr}
-      else
-        key_filter =
-          keys
-          |> Enum.map(&{:eq, &1, Map.get(stored, &1)})
-          |> Enum.reduce(fn cond, acc -> {:and, acc, cond} end)
-
-        request =
-          {:query, Requests.target(resource, changeset.to_tenant),
-           %{filter: key_filter, sort: [], offset: 0, limit: 1}}
-
-        with {:ok, found} <- query_request(resource, request),
-             {:ok, existing} <- Values.cast_records(resource, found) do
-          case existing do
-            [] ->
-              {:ok, plan.expr}
-
-            [existing] ->
-              case Ash.Filter.Runtime.filter_matches(changeset.domain, [existing], filter,
-                     tenant: changeset.tenant,
-                     actor: changeset.context[:private][:actor],
-                     conflicting_upsert_values: record
-                   ) do
-                {:ok, [_]} -> {:ok, plan.expr}
-                {:ok, []} -> {:ok, {:skip, existing}}
-                {:error, error} -> {:error, error}
-              end
-          end
-        end
-      end
+      if plan.exact?, do: {:node, plan.expr}, else: {:runtime, plan.expr}
     end
   end
 
@@ -353,10 +431,13 @@ defmodule AshGenServer.Upsert do
     do: Requests.run(resource, request, request: :query, expect: &is_list/1)
 
   # Bulk upserts (`c:Ash.DataLayer.bulk_create/3` with `upsert?`). When every record of the
-  # batch sets, on conflict, the same fields with its own values and the condition is the same
-  # exact node expression, the batch is one `bulk_create` request with
-  # `upsert => true, fields => [...]`. Otherwise (update defaults that differ from the created
-  # values, conditions Ash must check...) each record is one `upsert` request.
+  # batch sets, on conflict, the same fields with its own values, the condition is the same
+  # exact node expression and the upsert atomics are the same node expressions (reading each
+  # record's own values through `{incoming, Field}`), the batch is one `bulk_create` request
+  # with `upsert => true, fields => [...], atomics => [...]`. Otherwise (update defaults that
+  # differ from the created values, conditions Ash must check, atomics the node cannot
+  # evaluate or that differ per record...) each record is one `upsert` request, atomics
+  # included (in the node, else the compare-and-set loop).
   @doc false
   def bulk_upsert(resource, changesets, options) do
     with results when is_list(results) <- bulk_upsert_results(resource, changesets, options) do
@@ -378,13 +459,15 @@ defmodule AshGenServer.Upsert do
       end)
 
     case batch_upsert_plan(resource, changesets, keys) do
-      {:ok, prepared, fields, condition} ->
+      {:ok, prepared, fields, condition, atomics} ->
         opts = %{
           upsert: true,
           keys: keys,
           fields: fields,
           condition: Filter.to_request(condition)
         }
+
+        opts = if atomics == [], do: opts, else: Map.put(opts, :atomics, atomics)
 
         stored = Enum.map(prepared, & &1.stored)
 
@@ -429,23 +512,30 @@ defmodule AshGenServer.Upsert do
               do: %{expr: true, exact?: true},
               else: Filter.translate(changeset.filter, resource)
 
-          %{changeset: changeset, stored: stored, set: set, condition: condition}
+          %{
+            changeset: changeset,
+            stored: stored,
+            set: set,
+            condition: condition,
+            atomics: node_atomics(resource, changeset)
+          }
         end
       end)
 
     with true <- node_upsert_keys?(resource, keys),
-         [%{set: set, condition: %{expr: expr}} | _] <- prepared,
+         [%{set: set, condition: %{expr: expr}, atomics: {:ok, atomics}} | _] <- prepared,
          fields = set |> Map.keys() |> Enum.sort(),
          true <-
            Enum.all?(prepared, fn
-             %{set: set, stored: stored, condition: condition} ->
+             %{set: set, stored: stored, condition: condition} = plan ->
                condition.exact? and condition.expr == expr and
+                 plan.atomics == {:ok, atomics} and
                  Enum.sort(Map.keys(set)) == fields and Map.take(stored, fields) == set
 
              _error ->
                false
            end) do
-      {:ok, prepared, fields, expr}
+      {:ok, prepared, fields, expr, atomics}
     else
       _ -> :error
     end

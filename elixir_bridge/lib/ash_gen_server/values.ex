@@ -63,8 +63,9 @@ defmodule AshGenServer.Values do
   @doc """
   How far the node can evaluate comparisons on an attribute of this type: `:order` (equality,
   `in`, `<`, `<=`, `>`, `>=`, sort, min/max) or `:none` (Ash evaluates it at runtime).
-  Dates, times, datetimes, decimals, ci_strings, maps, arrays, unions, embedded and custom
-  types are `:none`.
+  Integers, floats, strings, booleans, atoms, UUIDs and the types the node compares by value
+  (`node_type/1`: dates, times, naive and UTC datetimes, decimals, ci_strings) are `:order`;
+  maps, arrays, unions, embedded and custom types are `:none`.
   """
   @spec pushdown(Ash.Type.t()) :: pushdown
   def pushdown(type) do

@@ -34,6 +34,44 @@ defmodule AshGenServer.TransportTest do
     assert_receive {[:ash_gen_server, :request, :stop], _, %{request: :stats, resource: nil}}
   end
 
+  test "redact: sensitive values in records, comparisons, atomics and value expressions" do
+    sensitive = MapSet.new([:secret])
+
+    request =
+      {:update_where, Thing, %{filter: {:and, {:eq, :secret, "s1"}, {:eq, :name, "n"}}},
+       %{
+         set: %{secret: "s2", name: "n"},
+         atomics: [
+           secret: {:concat, [{:value, "s3"}, {:ref, :name}]},
+           label: {:concat, [{:ref, :secret}, {:value, "s4"}]},
+           count: {:+, {:ref, :count}, {:value, 1}}
+         ]
+       }}
+
+    assert Transport.redact(request, sensitive) ==
+             {:update_where, Thing,
+              %{filter: {:and, {:eq, :secret, :redacted}, {:eq, :name, "n"}}},
+              %{
+                set: %{secret: :redacted, name: "n"},
+                atomics: [
+                  secret: {:concat, [{:value, :redacted}, {:ref, :name}]},
+                  label: {:concat, [{:ref, :secret}, {:value, :redacted}]},
+                  count: {:+, {:ref, :count}, {:value, 1}}
+                ]
+              }}
+
+    # filter expressions: literals redacted where they read a sensitive field (or an incoming one)
+    condition =
+      {:and, {:expr, {:eq, {:incoming, :secret}, {:value, "s5"}}},
+       {:expr, {:gt, {:ref, :count}, {:value, 3}}}}
+
+    assert Transport.redact(%{condition: condition}, sensitive) == %{
+             condition:
+               {:and, {:expr, {:eq, {:incoming, :secret}, {:value, :redacted}}},
+                {:expr, {:gt, {:ref, :count}, {:value, 3}}}}
+           }
+  end
+
   test "raw_call: an exit is what the caller makes of its reason, in the reply and the span" do
     id = {__MODULE__, make_ref()}
     :ok = :telemetry.attach(id, [:ash_gen_server, :request, :stop], &__MODULE__.forward/4, self())

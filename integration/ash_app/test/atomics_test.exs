@@ -110,6 +110,30 @@ defmodule AshApp.AtomicsTest do
       assert [%{name: "page", count: 32}] = Ash.read!(@resource)
     end
 
+    test "#{inspect(resource)}: 8 concurrent bulk upserts with an atomic update count exactly" do
+      names = for i <- 1..5, do: "page#{i}"
+
+      1..8
+      |> Task.async_stream(
+        fn _ ->
+          result =
+            names
+            |> Enum.map(&%{name: &1, count: 1})
+            |> Ash.bulk_create(@resource, :hit, return_errors?: true, return_records?: true)
+
+          assert result.status == :success
+          assert length(result.records) == 5
+        end,
+        max_concurrency: 8,
+        timeout: 60_000
+      )
+      |> Enum.each(fn {:ok, _} -> :ok end)
+
+      # each name: one upsert creates it with count 1, the 7 others increment it
+      assert @resource |> Ash.read!() |> Enum.map(&{&1.name, &1.count}) |> Enum.sort() ==
+               Enum.map(names, &{&1, 8})
+    end
+
     test "#{inspect(resource)}: an upsert condition on the incoming values" do
       @resource
       |> Ash.Changeset.for_create(:newer, %{name: "doc", version: 2, label: "v2"})
@@ -217,6 +241,82 @@ defmodule AshApp.AtomicsTest do
     assert [%{request: :update_where, message: {:update_where, Counter, _query, opts}}] = requests
 
     assert [count: {:+, {:ref, :count}, {:value, 1}}] = opts.atomics
+  end
+
+  test "require_atomic? true refuses a change that cannot be atomic, as with ash_postgres" do
+    counter = counter!(Counter, %{label: "before"})
+
+    {result, requests} =
+      with_requests(fn ->
+        # :increment has require_atomic? true (Ash 3's default); a before_action hook cannot
+        # run atomically (a change without an atomic form is refused when the resource
+        # compiles, by Ash's own verifier)
+        counter
+        |> Ash.Changeset.for_update(:increment)
+        |> Ash.Changeset.before_action(&Ash.Changeset.force_change_attribute(&1, :label, "x"))
+        |> Ash.update()
+      end)
+
+    # Ash's own error, before anything reaches the data layer (ash_postgres gives the same)
+    assert {:error, %Ash.Error.Framework{errors: [%Ash.Error.Framework.MustBeAtomic{} = error]}} =
+             result
+
+    assert Exception.message(error) =~ "must be performed atomically"
+    assert Enum.reject(requests, &(&1.request in [:define, :get, :query])) == []
+    assert %{label: "before"} = Ash.get!(Counter, counter.id)
+  end
+
+  test "a bulk upsert with atomics is one bulk_create carrying them" do
+    Counter |> Ash.Changeset.for_create(:hit, %{name: "a", count: 1}) |> Ash.create!()
+
+    {result, requests} =
+      with_requests(fn ->
+        Ash.bulk_create([%{name: "a", count: 1}, %{name: "b", count: 1}], Counter, :hit,
+          return_errors?: true
+        )
+      end)
+
+    assert result.status == :success
+
+    assert [%{request: :bulk_create, message: {:bulk_create, Counter, [_, _], opts}}] =
+             Enum.reject(requests, &(&1.request == :define))
+
+    # count + 1 (with Ash's allow_nil? check around it)
+    increment = {:+, {:ref, :count}, {:value, 1}}
+    assert %{upsert: true, atomics: [count: {:if, {:is_nil, ^increment}, _, ^increment}]} = opts
+
+    assert Counter |> Ash.read!() |> Enum.map(&{&1.name, &1.count}) |> Enum.sort() ==
+             [{"a", 2}, {"b", 1}]
+  end
+
+  test "an upsert condition the node cannot evaluate never overwrites a concurrent change" do
+    # 5 rounds of 24 racing upserts, each with a longer label; the condition keeps only longer
+    # ones, so the longest must win whatever the interleaving
+    for round <- 1..5 do
+      name = "race#{round}"
+
+      1..24
+      |> Enum.shuffle()
+      |> Task.async_stream(
+        fn length ->
+          Counter
+          |> Ash.Changeset.for_create(:longer, %{name: name, label: String.duplicate("x", length)})
+          |> Ash.create(return_skipped_upsert?: true)
+        end,
+        max_concurrency: 24,
+        timeout: 60_000
+      )
+      |> Enum.each(fn {:ok, result} -> assert {:ok, %Counter{}} = result end)
+
+      assert [%{label: label}] = Counter |> Ash.Query.filter(name == ^name) |> Ash.read!()
+      assert String.length(label) == 24
+    end
+
+    # the condition is still checked: a shorter label is skipped
+    assert {:error, %Ash.Error.Invalid{errors: [%Ash.Error.Changes.StaleRecord{}]}} =
+             Counter
+             |> Ash.Changeset.for_create(:longer, %{name: "race1", label: "short"})
+             |> Ash.create()
   end
 
   test "an upsert condition on incoming values is checked by the node, in one request" do

@@ -73,6 +73,39 @@ defmodule AshApp.ConventionsTest do
     end
   end
 
+  test "an identity on a calculation does not compile" do
+    # (on Elixir 1.14 a verifier's error is printed as a compile warning: checked by calling
+    # the verifier)
+    ExUnit.CaptureIO.capture_io(:stderr, fn ->
+      Code.compile_string("""
+      defmodule AshApp.ConventionsTest.CalculatedIdentity do
+        use Ash.Resource, domain: nil, data_layer: AshGenServer.DataLayer
+        attributes do
+          uuid_primary_key :id
+          attribute :name, :string, public?: true
+        end
+        calculations do
+          calculate :upper, :string, expr(string_upcase(name))
+        end
+        identities do
+          identity :unique_upper, [:upper]
+        end
+      end
+      """)
+    end)
+
+    verify = &AshGenServer.DataLayer.Verifiers.Identities.verify(&1.spark_dsl_config())
+
+    assert {:error, error} = verify.(AshApp.ConventionsTest.CalculatedIdentity)
+    message = Exception.message(error)
+    assert message =~ "cannot enforce identity :unique_upper"
+    assert message =~ "[:upper] are not attributes"
+
+    for resource <- Ash.Domain.Info.resources(AshApp.Domain) do
+      assert :ok = verify.(resource)
+    end
+  end
+
   test "sensitive values are left out of the telemetry metadata" do
     {counter, requests} =
       with_requests(fn ->
@@ -82,6 +115,30 @@ defmodule AshApp.ConventionsTest do
     assert counter.secret == "hunter2"
     refute inspect(requests) =~ "hunter2"
     assert [%{message: {:create, Counter, %{secret: :redacted}}}] = requests
+
+    # an atomic update that sets and reads a sensitive attribute, a filter expression that
+    # reads one (`{expr, ...}` with its literals)
+    {_, requests} =
+      with_requests(fn ->
+        Counter
+        |> Ash.Query.filter(id == ^counter.id)
+        |> Ash.bulk_update!(:update, %{},
+          strategy: :atomic,
+          atomic_update: %{
+            secret: Ash.Expr.expr(secret <> "hunter3"),
+            count: Ash.Expr.expr(if(secret == "hunter4", do: 1, else: 2))
+          }
+        )
+
+        Counter
+        |> Ash.Query.filter(secret <> "x" == "hunter5x")
+        |> Ash.read!()
+      end)
+
+    assert Ash.get!(Counter, counter.id).secret == "hunter2hunter3"
+    refute inspect(requests, limit: :infinity) =~ "hunter"
+
+    assert Enum.any?(requests, &match?(%{message: {:query, Counter, %{filter: {:expr, _}}}}, &1))
   end
 
   test "select goes to the node; select_by_default? false attributes are not sent" do

@@ -206,6 +206,22 @@ defmodule AshApp.CrudTest do
       assert %{name: "ann"} = Ash.get!(Author, ann.id)
     end
 
+    test "a duplicate identity names its field_names" do
+      Seat
+      |> Ash.Changeset.for_create(:create, %{row: "A", number: 1, code: "A1"})
+      |> Ash.create!()
+
+      assert {:error, %Ash.Error.Invalid{errors: [error]}} =
+               Seat
+               |> Ash.Changeset.for_create(:create, %{row: "B", number: 2, code: "A1"})
+               |> Ash.create()
+
+      assert %Ash.Error.Changes.InvalidAttribute{
+               field: :ticket,
+               message: "has already been taken"
+             } = error
+    end
+
     test "a duplicate identity names the field" do
       assert {:error, %Ash.Error.Invalid{errors: [error]}} =
                Author

@@ -26,7 +26,7 @@ defmodule AshApp.QueryTest do
 
   defp names(query), do: query |> Ash.read!() |> Enum.map(& &1.name) |> Enum.sort()
 
-  describe "filters the node cannot evaluate are evaluated by Ash" do
+  describe "typed filters (dates, decimals, ci_strings: in the node) and filters Ash evaluates" do
     test "on a date" do
       assert names(Ash.Query.filter(Author, born_on > ^~D[1989-12-31])) == ["ann", "carla"]
       assert names(Ash.Query.filter(Author, born_on <= ^~D[1990-05-01])) == ["ann", "bob"]

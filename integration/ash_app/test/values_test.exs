@@ -74,4 +74,91 @@ defmodule AshApp.ValuesTest do
     by_uuid = Everything |> Ash.Query.sort(uuid: :asc) |> Ash.read!() |> Enum.map(& &1.uuid)
     assert by_uuid == Enum.sort(by_uuid)
   end
+
+  test "keyset pages on a utc_datetime: one query each, filtered, sorted and paged in the node" do
+    base = ~U[2025-12-31 23:00:00Z]
+
+    for i <- 1..10 do
+      Counter
+      |> Ash.Changeset.for_create(:create, %{
+        name: "c#{i}",
+        touched_at: DateTime.add(base, i * 600)
+      })
+      |> Ash.create!()
+    end
+
+    read_page = fn page_opts ->
+      Counter
+      |> Ash.Query.for_read(:pages)
+      |> Ash.Query.filter(touched_at > ^base)
+      |> Ash.Query.sort(touched_at: :desc)
+      |> Ash.read!(page: page_opts)
+    end
+
+    {first, requests} = with_requests(fn -> read_page.(limit: 4) end)
+    assert Enum.map(first.results, & &1.name) == ["c10", "c9", "c8", "c7"]
+    assert first.more?
+    # the filter, the sort and the limit (one more, to know if there are more) go to the node
+    assert [%{request: :query, message: {:query, Counter, %{sort: [_ | _], limit: 5}}}] = requests
+
+    {second, requests} =
+      with_requests(fn ->
+        read_page.(limit: 4, after: List.last(first.results).__metadata__.keyset)
+      end)
+
+    assert Enum.map(second.results, & &1.name) == ["c6", "c5", "c4", "c3"]
+
+    assert [%{request: :query, message: {:query, Counter, %{filter: filter, limit: 5}}}] =
+             requests
+
+    # the keyset's "after" condition on touched_at is part of the node's filter
+    assert inspect(filter) =~ "touched_at"
+
+    third = read_page.(limit: 4, after: List.last(second.results).__metadata__.keyset)
+    assert Enum.map(third.results, & &1.name) == ["c2", "c1"]
+    refute third.more?
+  end
+
+  test "times and naive datetimes filter, sort and page in the node" do
+    # naive datetimes across a new year: term order would compare the day first
+    for n <- 1..6 do
+      Everything
+      |> Ash.Changeset.for_create(
+        :create,
+        Map.merge(attrs(n), %{
+          time: Time.add(~T[09:58:30], n * 20),
+          naive: NaiveDateTime.add(~N[2024-12-31 23:59:00], n * 30)
+        })
+      )
+      |> Ash.create!()
+    end
+
+    big = 123_456_789_012_345_678_901_234_567_890
+    ns = fn query -> query |> Ash.read!() |> Enum.map(&(&1.integer - big)) end
+
+    {results, requests} =
+      with_requests(fn ->
+        [
+          ns.(Everything |> Ash.Query.filter(time > ^~T[09:59:40]) |> Ash.Query.sort(:time)),
+          ns.(Everything |> Ash.Query.sort(time: :desc) |> Ash.Query.limit(2)),
+          ns.(Everything |> Ash.Query.filter(time == ^~T[10:00:10])),
+          ns.(
+            Everything
+            |> Ash.Query.filter(naive >= ^~N[2025-01-01 00:00:00])
+            |> Ash.Query.sort(naive: :desc)
+          ),
+          ns.(Everything |> Ash.Query.sort(:naive) |> Ash.Query.offset(1) |> Ash.Query.limit(2)),
+          ns.(Everything |> Ash.Query.filter(naive < ^~N[2025-01-01 00:00:00]))
+        ]
+      end)
+
+    assert results == [[4, 5, 6], [6, 5], [5], [6, 5, 4, 3, 2], [2, 3], [1]]
+
+    # each read is one query the node filters, sorts and pages
+    assert Enum.map(requests, & &1.request) == List.duplicate(:query, 6)
+
+    assert Enum.any?(requests, fn %{message: {:query, _, query}} ->
+             query.sort == [naive: :asc_nils_last] and query.offset == 1 and query.limit == 2
+           end)
+  end
 end

@@ -32,13 +32,14 @@ defmodule AshGenServer.DataLayer.Requests do
   @doc """
   Sends `request` about `resource` to the resource's node, defining the resource there first if
   needed. Returns the node's raw reply, or `{:error, exception}` when the node is unreachable
-  or the definition fails.
+  or the definition fails. The call waits `timeout` ms (a read's own `:timeout`), else the
+  resource's `AshGenServer.DataLayer.Info.call_timeout/1`.
   """
-  @spec request(Ash.Resource.t(), term) :: term
-  def request(resource, request) do
+  @spec request(Ash.Resource.t(), term, timeout | nil) :: term
+  def request(resource, request, timeout \\ nil) do
     with {:ok, node} <- node_for(resource),
          :ok <- ensure_defined(node, resource) do
-      timeout = Info.call_timeout(resource)
+      timeout = timeout || Info.call_timeout(resource)
 
       case Transport.call(node, request, timeout, resource) do
         {:error, {:unknown_resource, _}} ->
@@ -58,13 +59,14 @@ defmodule AshGenServer.DataLayer.Requests do
   Sends `request` about `resource` (as `request/2`) and returns `{:ok, body}` or
   `{:error, ash_error}`: the node's reply through `result/2`. What the data layer uses.
 
-  `context` is `result/2`'s; its `:resource` defaults to `resource`.
+  `context` is `result/2`'s; its `:resource` defaults to `resource`, and its `:timeout` (ms or
+  `:infinity`; a read's own `:timeout`) is the call's, instead of the resource's call timeout.
   """
   @spec run(Ash.Resource.t(), term, keyword) ::
           {:ok, term} | {:error, Exception.t() | [Exception.t()]}
   def run(resource, request, context \\ []) do
     context = Keyword.put_new(context, :resource, resource)
-    resource |> request(request) |> result(context)
+    resource |> request(request, context[:timeout]) |> result(context)
   end
 
   @doc """
@@ -180,6 +182,7 @@ defmodule AshGenServer.DataLayer.Requests do
   Turns a node error reply into an Ash error.
 
   `context` is a keyword list: `:resource`, `:request` (the request's name, for messages),
+  `:timeout` (the call's, when not the resource's call timeout),
   `:filter` (the changeset filter, for stale-record errors) and `:not_found` (what `not_found`
   means here; `:stale` gives `Ash.Error.Changes.StaleRecord`, like `Ash.DataLayer.Ets` for an
   update of a missing record).
@@ -192,7 +195,7 @@ defmodule AshGenServer.DataLayer.Requests do
       %NodeUnavailable{reason: :timeout} = unavailable ->
         Ash.Error.Invalid.Timeout.exception(
           name: Exception.message(unavailable),
-          timeout: resource && Info.call_timeout(resource)
+          timeout: context[:timeout] || (resource && Info.call_timeout(resource))
         )
 
       %NodeUnavailable{} = unavailable ->

@@ -24,7 +24,12 @@ defmodule AshApp.Counter do
 
     create :create do
       primary? true
-      accept [:id, :name, :count, :label, :version, :secret]
+      accept [:id, :name, :count, :label, :version, :secret, :touched_at]
+    end
+
+    # keyset pages (on a :utc_datetime, say)
+    read :pages do
+      pagination keyset?: true, required?: false
     end
 
     create :hit do
@@ -41,6 +46,16 @@ defmodule AshApp.Counter do
       upsert_identity :unique_name
       upsert_fields [:version, :label]
       upsert_condition expr(version < upsert_conflict(:version))
+    end
+
+    # an upsert condition the node cannot evaluate (string_length): Ash checks it on the
+    # record read, and the write is guarded by the values read
+    create :longer do
+      accept [:name, :label]
+      upsert? true
+      upsert_identity :unique_name
+      upsert_fields [:label]
+      upsert_condition expr(string_length(label) < string_length(upsert_conflict(:label)))
     end
 
     # atomics on create (`atomic_set`): evaluated against the record being created

@@ -25,5 +25,6 @@ defmodule AshApp.Domain do
     resource AshApp.Vault
     resource AshApp.Topic
     resource AshApp.PostTopic
+    resource AshApp.Parcel
   end
 end

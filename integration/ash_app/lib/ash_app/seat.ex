@@ -16,7 +16,8 @@ defmodule AshApp.Seat do
 
   identities do
     identity :unique_place, [:row, :number], nils_distinct?: false
-    identity :unique_code, [:code]
+    # duplicate errors name `field_names`, not the keys (as ash_postgres reports them)
+    identity :unique_code, [:code], field_names: [:ticket]
   end
 
   actions do

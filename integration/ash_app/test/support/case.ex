@@ -25,7 +25,8 @@ defmodule AshApp.Case do
     AshApp.Secret,
     AshApp.Vault,
     AshApp.Topic,
-    AshApp.PostTopic
+    AshApp.PostTopic,
+    AshApp.Parcel
   ]
 
   using do
@@ -45,6 +46,7 @@ defmodule AshApp.Case do
         Memo,
         Note,
         Orphan,
+        Parcel,
         Post,
         Reading,
         Secret,

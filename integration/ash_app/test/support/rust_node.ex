@@ -108,6 +108,17 @@ defmodule AshApp.RustNode do
     end
   end
 
+  @doc """
+  Freezes the node started under `name` (SIGSTOP) for `ms` milliseconds, then lets it go on
+  (SIGCONT): calls made meanwhile are answered late, as by a slow node. Returns at once.
+  """
+  def pause(name, ms) when is_atom(name) do
+    case :global.whereis_name({__MODULE__, name}) do
+      :undefined -> :not_running
+      pid -> GenServer.call(pid, {:pause, ms}, 15_000)
+    end
+  end
+
   @doc "The node's TLS flags, from `ASH_GEN_SERVER_SSL_DIST_OPTFILE` (none when unset)."
   def tls_args do
     case System.get_env("ASH_GEN_SERVER_SSL_DIST_OPTFILE") do
@@ -192,6 +203,15 @@ defmodule AshApp.RustNode do
 
   def handle_call({:signal, _}, _from, state), do: {:reply, :not_running, state}
 
+  def handle_call({:pause, ms}, _from, %{os_pid: os_pid, exit: nil} = state)
+      when is_binary(os_pid) do
+    System.cmd("kill", ["-STOP", os_pid], stderr_to_stdout: true)
+    Process.send_after(self(), :resume, ms)
+    {:reply, :ok, state}
+  end
+
+  def handle_call({:pause, _ms}, _from, state), do: {:reply, :not_running, state}
+
   def handle_call(:await_ready, from, state) do
     cond do
       state.ready? -> {:reply, :ok, state}
@@ -215,6 +235,11 @@ defmodule AshApp.RustNode do
     state = %{state | exit: {:exit_status, status}}
     Enum.each(state.waiting, &GenServer.reply(&1, {:error, state.exit}))
     {:noreply, %{state | waiting: []}}
+  end
+
+  def handle_info(:resume, %{os_pid: os_pid} = state) do
+    System.cmd("kill", ["-CONT", os_pid], stderr_to_stdout: true)
+    {:noreply, state}
   end
 
   def handle_info(:poll, %{ready?: false, exit: nil} = state) do
