@@ -28,6 +28,7 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod embedded;
 pub mod metrics;
 pub mod node;

@@ -50,6 +50,9 @@ enum Command {
     Call(CallArgs),
     /// Print what a running node holds: resources and their records, peers, uptime, memory.
     Status(StatusArgs),
+    /// Stop a running node as SIGTERM does (a cluster member first hands its place to the
+    /// others), and wait until it has exited.
+    Drain(DrainArgs),
     /// Run only an EPMD server (for machines without `epmd`).
     Epmd {
         /// Port to listen on.
@@ -294,6 +297,15 @@ struct StatusArgs {
 }
 
 #[derive(Args)]
+struct DrainArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Seconds to wait for the node to leave and exit.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Args)]
 struct CallArgs {
     #[command(flatten)]
     remote: RemoteArgs,
@@ -362,6 +374,7 @@ fn main() -> ExitCode {
             Command::Start(args) => start(args).await,
             Command::Call(args) => call(args).await,
             Command::Status(args) => status(args).await,
+            Command::Drain(args) => drain(args).await,
             Command::Epmd { port } => epmd(port).await,
         }
     });
@@ -500,6 +513,12 @@ async fn start(args: StartArgs) -> Result<(), String> {
         }
     }
     let shutdown = shutdown_signal();
+    let (_, drain) = ash_gen_server::control::register(&running.node).ok_or_else(|| {
+        format!(
+            "the name {} is already registered",
+            ash_gen_server::control::CONTROL_NAME
+        )
+    })?;
     println!(
         "ready node={} port={} epmd={} epmd_port={} proto_dist={}",
         running.node.config.name,
@@ -514,7 +533,10 @@ async fn start(args: StartArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = drain.notified() => {}
+    }
     tracing::info!("shutting down");
     if let Some(member) = &member {
         cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
@@ -574,6 +596,40 @@ async fn call(args: CallArgs) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     println!("{reply:?}");
+    Ok(())
+}
+
+async fn drain(args: DrainArgs) -> Result<(), String> {
+    let (node, cookie, tls) = args.remote.resolve()?;
+    let timeout = Duration::from_secs(args.timeout);
+    let reply = client::call(
+        &node,
+        &cookie,
+        args.remote.epmd_port,
+        tls.as_ref(),
+        ash_gen_server::control::CONTROL_NAME,
+        &parse_term("drain").expect("an atom"),
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if reply != parse_term("ok").expect("an atom") {
+        return Err(format!("{node} answered the drain with {reply:?}"));
+    }
+    // The node has left EPMD once it has exited.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match ash_gen_server::wire::epmd::lookup(node.host(), args.remote.epmd_port, node.name())
+            .await
+        {
+            Ok(None) | Err(_) => break,
+            Ok(Some(_)) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{node} is still running after {timeout:?}"));
+            }
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    println!("drained {node}");
     Ok(())
 }
 

@@ -577,3 +577,51 @@ fn failure_paths_and_defaults() {
     stop_ok(node);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `ash-gen-server drain` stops a node as SIGTERM does: it answers, the node exits 0, and the
+/// command returns once the node is gone; a second drain finds nobody.
+#[test]
+fn drain_stops_a_node_as_sigterm_does() {
+    let name = format!("clidrain{}@127.0.0.1", std::process::id());
+    let args = [
+        "--name",
+        &name,
+        "--cookie",
+        "dr",
+        "--epmd",
+        "embedded",
+        "--epmd-port",
+        "0",
+    ];
+    let (mut node, epmd) = start_with(&args, &[]);
+    let epmd = epmd.to_string();
+    let drain = [
+        "drain",
+        "--node",
+        &name,
+        "--cookie",
+        "dr",
+        "--epmd-port",
+        &epmd,
+        "--timeout",
+        "20",
+    ];
+    let (code, out, err) = run(&drain, &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains(&format!("drained {name}")), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    let (code, _, err) = run(&drain, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+}
