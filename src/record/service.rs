@@ -149,6 +149,23 @@ impl RecordService {
         Ok(record)
     }
 
+    /// Creates every record, or none: the first record (by position) that could not be
+    /// created is returned with its position and why (`Resource::insert_all`).
+    pub fn create_all(
+        &self,
+        resource: &Arc<Resource>,
+        records: Vec<Record>,
+    ) -> Result<Vec<Record>, super::registry::BatchError> {
+        let created = resource.insert_all(records, self.timers.now())?;
+        Ok(created
+            .into_iter()
+            .map(|(actor, record)| {
+                actor.touch(self);
+                record
+            })
+            .collect())
+    }
+
     /// Creates the record, or updates the one that has the same `keys` (atomically, in its
     /// actor).
     pub fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {
