@@ -7,7 +7,7 @@
 
 use super::caller::Caller;
 use super::reply;
-use super::request::Request;
+use super::request::{Request, split_request_id};
 use super::service::{Options, Service};
 use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
@@ -104,16 +104,17 @@ impl Process for Server {
     fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         let svc = &self.service;
         match genserver::classify(message) {
-            GenMessage::Call(from, request) => match Request::parse_with(
-                &request,
-                svc.node().config.limits.max_records_per_request,
-            ) {
-                Ok(request) => {
-                    let caller = Caller::new(from, request.kind());
-                    request.execute(svc, caller)
+            GenMessage::Call(from, request) => {
+                match split_request_id(&request).and_then(|(_, request)| {
+                    Request::parse_with(request, svc.node().config.limits.max_records_per_request)
+                }) {
+                    Ok(request) => {
+                        let caller = Caller::new(from, request.kind());
+                        request.execute(svc, caller)
+                    }
+                    Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
                 }
-                Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
-            },
+            }
             GenMessage::Cast(request) => match Request::parse(&request) {
                 Ok(request) => request.cast(svc),
                 Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),
