@@ -102,7 +102,9 @@ run_mode() {
   rm -rf "$dir"/Mnesia.* # what the Mnesia tests left in the last run
 
   local vm=(elixir)
-  local test_args=(--seed 0 --formatter AshSuite.Formatter --formatter ExUnit.CLIFormatter)
+  # Ash's tests are not about speed: a compile-heavy one (attributes_test's reserved names)
+  # outlived ExUnit's 60 s default on a loaded 2-core machine, so each test gets 5 minutes.
+  local test_args=(--seed 0 --timeout 300000 --formatter AshSuite.Formatter --formatter ExUnit.CLIFormatter)
   if [[ $m == ours ]]; then
     # The VM is distributed on 127.0.0.1 with a cookie of its own; the node shares it.
     epmd -daemon
