@@ -88,6 +88,12 @@ soak(Config) ->
            [?CALLERS, Elapsed, Ops, round(Ops / Elapsed), Totals, length(Violations),
             maps:get(records, Warm), PeakRecords, maps:get(records, End),
             mib(WarmRss), mib(PeakRss), mib(EndRss), 100 * (EndRss - WarmRss) / WarmRss]),
+    %% The RSS and record count every tenth sample (about every 10 s): a leak grows with
+    %% time, a high-water mark follows the peak of records and load.
+    Series = [io_lib:format("~.1f MiB/~b", [mib(R), N])
+              || {I, {R, N}} <- lists:zip(lists:seq(1, length(Samples)), lists:reverse(Samples)),
+                 I rem 10 =:= 0],
+    ct:pal("soak: RSS/records every 10 s: ~s", [lists:join(", ", Series)]),
     ?assertEqual([], lists:sublist(Violations, 10)),
     ?assertEqual(0, maps:get(records, End)),
     ?assert(maps:get(expired, Totals, 0) > 0),

@@ -5,7 +5,8 @@
 //! `destroy_where`, `clear`) are appended to the Raft log by the leader and answered once a
 //! majority holds them (the leader's state machine gives the reply). Reads are served by the
 //! leader's record service after a linearizability check, or within the leader's
-//! [`super::read_lease`] (a read never returns a value older than an acknowledged write). A member that does not lead passes the request to the leader
+//! [`super::read_lease`] (a read never returns a value older than an acknowledged write). A
+//! member that does not lead passes the request to the leader
 //! (`{forward, Request, Id}` to its [`super::endpoint`]) and relays the answer, retrying with
 //! the same request id — applied at most once — while a new leader is elected. `ping`, `stats`,
 //! `subscribe`, `unsubscribe` and `fault` are served by the member itself; `cluster` describes

@@ -27,7 +27,7 @@
 use super::Node;
 use super::dispatch;
 use crate::wire::dist::FrameWriter;
-use crate::wire::frame::{Frame, FrameError, FrameReader};
+use crate::wire::frame::{Frame, FrameError, FrameReader, release_if_large};
 use crate::wire::tls::TlsChannel;
 use crate::wire::tls::channel::{ChannelError, Fed};
 use crate::wire::{epmd, handshake};
@@ -113,6 +113,7 @@ impl Conn {
             }
         }
         out.frames.buf.drain(..written);
+        release_if_large(&mut out.frames.buf);
         if !out.frames.buf.is_empty() && !out.woken {
             out.woken = true;
             drop(out);
@@ -129,6 +130,7 @@ impl Conn {
         }
         let done = tls.push(&out.frames.buf, &self.stream);
         out.frames.buf.clear();
+        release_if_large(&mut out.frames.buf);
         if !matches!(done, Ok(true)) && !out.woken {
             out.woken = true;
             drop(out);
@@ -803,6 +805,8 @@ async fn write_loop(
                 std::mem::swap(&mut chunk, &mut out.frames.buf);
             }
             write_all(&conn.stream, &chunk).await?;
+            chunk.clear();
+            release_if_large(&mut chunk);
         }
     }
 }
@@ -816,6 +820,7 @@ async fn write_tls(conn: &Conn, tls: &TlsChannel) -> Result<(), Disconnect> {
             out.woken = false;
             let done = tls.push(&out.frames.buf, &conn.stream);
             out.frames.buf.clear();
+            release_if_large(&mut out.frames.buf);
             done.map_err(Disconnect::Write)?
         };
         if done {

@@ -52,6 +52,17 @@ pub struct FrameReader {
 /// Bytes read from the socket at a time, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// An emptied buffer keeps at most this much capacity: one large frame (a query's reply of
+/// thousands of records, a big bulk create) must not stay allocated for the connection's life.
+pub const RETAIN_BYTES: usize = 256 * 1024;
+
+/// Gives an empty `buf`'s memory back when it holds more than [`RETAIN_BYTES`].
+pub fn release_if_large(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > RETAIN_BYTES {
+        *buf = Vec::new();
+    }
+}
+
 impl Default for FrameReader {
     fn default() -> Self {
         FrameReader::with_limits(Limits::default())
@@ -120,6 +131,9 @@ impl FrameReader {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.end == 0 && self.buf.len() > RETAIN_BYTES {
+            self.buf = Vec::new();
         }
         let pending = &self.buf[self.start..self.end];
         let want = if pending.len() >= 4 {
@@ -192,6 +206,46 @@ mod tests {
         let space = reader.read_space();
         space[..bytes.len()].copy_from_slice(bytes);
         reader.filled(bytes.len());
+    }
+
+    #[test]
+    fn a_large_frame_does_not_stay_allocated() {
+        let to = Pid {
+            node: Atom::new("a@127.0.0.1").unwrap(),
+            id: 1,
+            serial: 2,
+            creation: 3,
+        };
+        let len = 1 << 20;
+        let mut writer = FrameWriter::new(false);
+        writer.send(&to, |w| w.term(&Value::binary_owned(vec![7; len])));
+        let frame = writer.buf.clone();
+        let mut reader = FrameReader::new();
+        let mut sent = 0;
+        while sent < frame.len() {
+            let space = reader.read_space();
+            let n = space.len().min(frame.len() - sent);
+            space[..n].copy_from_slice(&frame[sent..sent + n]);
+            reader.filled(n);
+            sent += n;
+        }
+        assert!(reader.buf.capacity() > len);
+        assert!(matches!(reader.next_frame(), Ok(Some(Frame::Control(_)))));
+        assert_eq!(reader.buffered(), 0);
+        assert!(reader.read_space().len() >= READ_CHUNK);
+        assert!(
+            reader.buf.capacity() <= RETAIN_BYTES,
+            "{}",
+            reader.buf.capacity()
+        );
+
+        let mut out = vec![0u8; 2 * RETAIN_BYTES];
+        out.clear();
+        release_if_large(&mut out);
+        assert_eq!(out.capacity(), 0);
+        let mut small = Vec::with_capacity(1024);
+        release_if_large(&mut small);
+        assert_eq!(small.capacity(), 1024);
     }
 
     #[test]
