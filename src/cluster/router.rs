@@ -107,7 +107,11 @@ pub async fn serve_as_leader(
             etf::encode(&request, &mut term);
             match cluster
                 .raft
-                .client_write(Command::Request { id, term })
+                .client_write(Command::Request {
+                    id,
+                    at: crate::record::registry::wall_ms(),
+                    term,
+                })
                 .await
             {
                 Ok(written) => Some(match etf::decode(&written.data.0) {
