@@ -23,6 +23,7 @@
 
 all() ->
     [forms_one_cluster, any_member_serves_every_request, identities_hold_across_members,
+     request_ids_apply_a_write_once,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
      expired_record_leaves_every_member_once].
 
@@ -151,6 +152,34 @@ identities_hold_across_members(Config) ->
     Replies = [receive {I, Rep} -> Rep after ?WAIT -> timeout end || I <- [1, 2, 3]],
     ?assertEqual(1, length([ok || {ok, _} <- Replies]), Replies),
     ?assertEqual(2, length([x || {error, {identity_conflict, _, _}} <- Replies]), Replies).
+
+%% A write sent again with the same request id (PROTOCOL.md "Request ids"), to the same member or
+%% another, is applied once and answered as the first time; without an id it is a new write.
+request_ids_apply_a_write_once(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = nodes_of(Config),
+    ok = call(A, {define, R, #{primary_key => [id]}}),
+    Id = erlang:unique_integer([positive]),
+    Create = {request_id, Id, {create, R, #{id => 1, n => 0}}},
+    {ok, Created} = call(A, Create),
+    [?assertEqual({ok, Created}, call(N, Create)) || N <- [A, B, C]],
+    ?assertEqual({error, {already_exists, #{id => 1}}}, call(B, {create, R, #{id => 1}})),
+    Inc = fun(I) ->
+              {request_id, I, {update, R, #{id => 1}, #{},
+                               #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}}
+          end,
+    %% One increment sent three times through three members counts once...
+    [?assertEqual({ok, #{id => 1, n => 1}}, call(N, Inc(Id + 1))) || N <- [C, B, A]],
+    %% ...two with ids of their own count twice.
+    {ok, #{n := 2}} = call(B, Inc(Id + 2)),
+    {ok, #{n := 3}} = call(C, Inc(Id + 3)),
+    [?assertEqual({ok, #{id => 1, n => 3}}, call(N, {get, R, #{id => 1}})) || N <- [A, B, C]],
+    %% A destroy repeated with its id answers ok again (not not_found), and nothing else changes.
+    Destroy = {request_id, Id + 4, {destroy, R, #{id => 1}}},
+    [?assertEqual(ok, call(N, Destroy)) || N <- [A, C]],
+    ?assertEqual({error, not_found}, call(B, {get, R, #{id => 1}})),
+    ?assertMatch({error, {bad_request, _}}, call(C, {request_id, -1, {create, R, #{id => 9}}})),
+    ?assertEqual({error, not_found}, call(A, {get, R, #{id => 9}})).
 
 %% ---------------------------------------------------------------------------------------------
 %% Histories under failures

@@ -107,6 +107,9 @@ pub async fn form(cluster: Arc<Cluster>) {
         }
         if peers.is_empty() {
             initialize(&cluster).await;
+            // Give the membership entry time to apply before looking again (a second
+            // `initialize` is refused, and openraft logs that as an error).
+            tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
         let mut without_cluster = Vec::new();

@@ -234,7 +234,8 @@ mod tests {
             }
         }
         // An id wraps one request: a second wrapper is an unknown request.
-        let (_, inner) = split_request_id(&term("{request_id, 1, {request_id, 2, ping}}")).unwrap();
+        let nested = term("{request_id, 1, {request_id, 2, ping}}");
+        let (_, inner) = split_request_id(&nested).unwrap();
         assert!(matches!(
             Request::parse(inner),
             Err(Error::UnknownRequest(_))
