@@ -1,6 +1,7 @@
 //! The node's control process, registered as [`CONTROL_NAME`]: `ash-gen-server drain --node N`
-//! calls it with `drain`, and the node then stops exactly as on SIGTERM (a cluster member
-//! leaves the cluster first, calls already received are answered, then it exits 0).
+//! calls it with `drain`, and the node then stops as on SIGTERM (a cluster member leaves the
+//! cluster first — even one with a data directory, which keeps its place on SIGTERM — calls
+//! already received are answered, then it exits 0).
 //!
 //! It knows nothing of records or of the cluster: it only tells `main.rs` that a stop was asked.
 

@@ -18,8 +18,16 @@ pub struct Caller {
     pub from: From,
     /// The request's kind (`get`, `query`...), for metrics.
     pub kind: &'static str,
+    /// When a record the request creates is born (Unix milliseconds), when it is not now: a
+    /// cluster member applying its log passes the leader's time (see [`AT_TAG`]).
+    pub born_wall: Option<i64>,
     started: Instant,
 }
+
+/// A call `{'$at', UnixMs, Request}` serves `Request` as if made at `UnixMs` (the records it
+/// creates are born then): how a cluster member applies its replicated log, so every replica
+/// and every replay after a restart gives a record the same creation time.
+pub const AT_TAG: &str = "$at";
 
 impl Deref for Caller {
     type Target = From;
@@ -34,6 +42,7 @@ impl Caller {
         Caller {
             from,
             kind,
+            born_wall: None,
             started: Instant::now(),
         }
     }
