@@ -617,8 +617,9 @@ impl<A: Occupant> Resource<A> {
         Ok((actor, record))
     }
 
-    /// Adds every record of `records` and its actor, born at `now`, or none of them (a bulk
-    /// create that is all or nothing). The first record, by position, whose primary key is
+    /// Adds every record of `records` and its actor, created at `born` (node milliseconds;
+    /// `born_wall` in Unix milliseconds) with their inactivity counting from `now`, or none of
+    /// them (a bulk create that is all or nothing). The first record, by position, whose primary key is
     /// missing or in use (by a stored record or an earlier record of the batch), or whose
     /// identity values are taken (likewise), is returned with its position, and nothing is
     /// added. The checks and the inserts happen under the identities' write lock and the write
@@ -629,6 +630,8 @@ impl<A: Occupant> Resource<A> {
         self: &Arc<Self>,
         records: Vec<Record>,
         now: u64,
+        born: u64,
+        born_wall: i64,
     ) -> Result<Vec<(Arc<A>, Record)>, BatchError> {
         let config = self.config();
         let keys: Vec<Result<Key, StoreError>> = records
@@ -662,12 +665,11 @@ impl<A: Occupant> Resource<A> {
             }
             claims_of.push(claims);
         }
-        let born_wall = wall_ms();
         self.log(|| self.put_all_entry(&records, born_wall));
         let mut created = Vec::with_capacity(records.len());
         for ((record, key), claims) in records.into_iter().zip(keys).zip(claims_of) {
             let key = key.expect("checked above");
-            let actor = A::start(self.clone(), record.clone(), now, now, born_wall);
+            let actor = A::start(self.clone(), record.clone(), now, born, born_wall);
             for (id, values) in claims {
                 identities[id].insert(values, key.clone());
             }
@@ -1034,7 +1036,7 @@ mod tests {
         let refused = |batch: &[&str]| {
             let before = ids(&r);
             let err = r
-                .insert_all(batch.iter().map(|t| rec(t)).collect(), 0)
+                .insert_all(batch.iter().map(|t| rec(t)).collect(), 0, 0, 0)
                 .map(|_| ())
                 .unwrap_err();
             assert_eq!(ids(&r), before, "a refused batch adds nothing");
@@ -1076,6 +1078,8 @@ mod tests {
                     rec("#{id => 4, email => nil}"),
                 ],
                 0,
+                0,
+                0,
             )
             .unwrap();
         let created_ids: Vec<_> = created
@@ -1100,7 +1104,7 @@ mod tests {
             r.insert(rec("#{id => 9, email => <<\"b@x\">>}"), 0),
             Err(StoreError::IdentityConflict(..))
         ));
-        assert!(r.insert_all(Vec::new(), 0).unwrap().is_empty());
+        assert!(r.insert_all(Vec::new(), 0, 0, 0).unwrap().is_empty());
     }
 
     #[test]
@@ -1118,7 +1122,7 @@ mod tests {
                                 .map(|i| rec(&format!("#{{id => {}}}", 1000 + t * 100 + i)))
                                 .collect();
                             batch.insert(10, rec("#{id => 1}"));
-                            r.insert_all(batch, 0).is_ok()
+                            r.insert_all(batch, 0, 0, 0).is_ok()
                         })
                     })
                     .collect();

@@ -89,7 +89,10 @@ impl BulkCreate {
             return svc.reply(&from, &reply::ok_list(Vec::new()));
         }
         if self.all_or_nothing {
-            let answer = match svc.records.create_all(&resource, self.records) {
+            let answer = match svc
+                .records
+                .create_all(&resource, self.records, from.born_wall)
+            {
                 Ok(created) => reply::ok_list(
                     created
                         .iter()
