@@ -151,7 +151,22 @@ identities_hold_across_members(Config) ->
      || {I, N} <- [{1, A}, {2, B}, {3, C}]],
     Replies = [receive {I, Rep} -> Rep after ?WAIT -> timeout end || I <- [1, 2, 3]],
     ?assertEqual(1, length([ok || {ok, _} <- Replies]), Replies),
-    ?assertEqual(2, length([x || {error, {identity_conflict, _, _}} <- Replies]), Replies).
+    ?assertEqual(2, length([x || {error, {identity_conflict, _, _}} <- Replies]), Replies),
+    %% Three all-or-nothing bulk creates race the same way, each with a record of its own:
+    %% one is created whole, the others not at all, and every member holds the same records.
+    [spawn_link(fun() ->
+                    Batch = [#{id => 10 + I, email => I}, #{id => 20 + I, email => <<"z@y">>}],
+                    Parent ! {bulk, I, call(N, {bulk_create, R, Batch, #{all_or_nothing => true}})}
+                end) || {I, N} <- [{1, A}, {2, B}, {3, C}]],
+    Bulk = [receive {bulk, I, Rep} -> {I, Rep} after ?WAIT -> timeout end || I <- [1, 2, 3]],
+    [Winner] = [I || {I, {ok, [_, _]}} <- Bulk],
+    ?assertEqual(2, length([x || {_, {error, {record, 2, {identity_conflict, email,
+                                                         #{email := <<"z@y">>}}}}} <- Bulk]),
+                 Bulk),
+    Ids = fun(N) -> {ok, Rs} = call(N, {query, R, #{sort => [{id, asc}]}}),
+                    [Id || #{id := Id} <- Rs] end,
+    Expected = lists:sort([Id || {ok, #{id := Id}} <- Replies] ++ [10 + Winner, 20 + Winner]),
+    [?assertEqual(Expected, Ids(N)) || N <- [A, B, C]].
 
 %% A write sent again with the same request id (PROTOCOL.md "Request ids"), to the same member or
 %% another, is applied once and answered as the first time; without an id it is a new write.
