@@ -12,7 +12,7 @@ use super::error::StoreError;
 use super::supervisor::RestartPolicy;
 use crate::query::filter::Expr;
 use crate::query::typed::{FieldType, Types};
-use crate::storage::Journal;
+use crate::storage::{Journal, JournalError};
 use crate::term::{Atom, Record, Value};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -491,6 +491,18 @@ impl<A: Occupant> Resource<A> {
         }
     }
 
+    /// Journals records created together as one `put_all` entry (a restart finds all or none
+    /// of them); a batch too large for one entry goes in halves, each written in turn, so a
+    /// crash between two writes is the one case where a restart finds part of a batch.
+    fn log_batch(&self, records: &[Record], born_wall: i64) {
+        if let Some(journal) = self.journal.get() {
+            let entry = |chunk: &[Record]| self.put_all_entry(chunk, born_wall);
+            if let Err(e) = append_halving(records, &entry, &|term| journal.append(term)) {
+                tracing::error!(resource = %self.name, error = %e, "could not journal a change");
+            }
+        }
+    }
+
     fn log_rekey(&self, old: &Key, new: &Key, record: &Record, born_wall: i64) {
         if old != new {
             self.log(|| self.delete_entry(old));
@@ -665,7 +677,7 @@ impl<A: Occupant> Resource<A> {
             }
             claims_of.push(claims);
         }
-        self.log(|| self.put_all_entry(&records, born_wall));
+        self.log_batch(&records, born_wall);
         let mut created = Vec::with_capacity(records.len());
         for ((record, key), claims) in records.into_iter().zip(keys).zip(claims_of) {
             let key = key.expect("checked above");
@@ -961,6 +973,23 @@ fn check_identities(
     Ok(())
 }
 
+/// Appends `entry(records)`, or, when `append` finds it too large, the entries of its halves
+/// (recursively; a single record too large is the error).
+fn append_halving(
+    records: &[Record],
+    entry: &dyn Fn(&[Record]) -> Value,
+    append: &dyn Fn(&Value) -> Result<(), JournalError>,
+) -> Result<(), JournalError> {
+    match append(&entry(records)) {
+        Err(JournalError::TooLarge(_)) if records.len() > 1 => {
+            let (first, rest) = records.split_at(records.len() / 2);
+            append_halving(first, entry, append)?;
+            append_halving(rest, entry, append)
+        }
+        other => other,
+    }
+}
+
 /// The error for identity `i` of `config` already holding `values`.
 fn identity_conflict(config: &ResourceConfig, i: usize, values: &Key) -> StoreError {
     let identity = &config.identities[i];
@@ -1105,6 +1134,33 @@ mod tests {
             Err(StoreError::IdentityConflict(..))
         ));
         assert!(r.insert_all(Vec::new(), 0, 0, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_too_large_for_one_journal_entry_goes_in_halves() {
+        // An `append` that refuses entries of more than 3 records as too large.
+        let written = std::cell::RefCell::new(Vec::new());
+        let append = |term: &Value| {
+            let n = term.as_list().map_or(0, <[Value]>::len);
+            if n > 3 {
+                return Err(JournalError::TooLarge(n));
+            }
+            written.borrow_mut().push(n);
+            Ok(())
+        };
+        let entry = |chunk: &[Record]| Value::list(chunk.iter().map(Record::to_value).collect());
+        let records: Vec<Record> = (0..10).map(|i| rec(&format!("#{{id => {i}}}"))).collect();
+        append_halving(&records[..3], &entry, &append).unwrap();
+        assert_eq!(*written.borrow(), vec![3], "a batch that fits is one entry");
+        written.borrow_mut().clear();
+        append_halving(&records, &entry, &append).unwrap();
+        // 10 -> 5 + 5 -> (2 + 3) + (2 + 3): every record once, in order.
+        assert_eq!(*written.borrow(), vec![2, 3, 2, 3]);
+        let one_too_large = |_: &Value| Err(JournalError::TooLarge(1));
+        assert!(matches!(
+            append_halving(&records[..1], &entry, &one_too_large),
+            Err(JournalError::TooLarge(1))
+        ));
     }
 
     #[test]
