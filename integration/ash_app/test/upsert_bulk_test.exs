@@ -221,6 +221,24 @@ defmodule AshApp.UpsertBulkTest do
       assert records |> Enum.map(& &1.row) |> Enum.sort() == ["B", "D"]
       assert Exception.message(error) =~ "has already been taken"
       assert Seat |> Ash.read!() |> Enum.map(& &1.row) |> Enum.sort() == ["A", "B", "D"]
+
+      # with stop_on_error?, Ash stops at the failing record and reports its error (not the
+      # records); the others of the batch were upserted all the same: upserts are per record
+      inputs = [%{row: "E", number: 1}, %{row: "F", number: 1, code: "x"}, %{row: "G", number: 1}]
+
+      stopped =
+        Ash.bulk_create(inputs, Seat, :create,
+          upsert?: true,
+          upsert_identity: :unique_place,
+          upsert_fields: [:holder],
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: true
+        )
+
+      assert %Ash.BulkResult{status: :partial_success, records: [], errors: [error]} = stopped
+      assert Exception.message(error) =~ "has already been taken"
+      assert Seat |> Ash.read!() |> Enum.map(& &1.row) |> Enum.sort() == ["A", "B", "D", "E", "G"]
     end
 
     test "bulk upsert by identity" do
