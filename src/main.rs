@@ -180,7 +180,8 @@ struct StartArgs {
     /// Seconds of silence after which a peer is considered gone (as Erlang's net_ticktime).
     #[arg(long, default_value_t = 60, env = "ASH_GEN_SERVER_NET_TICKTIME")]
     net_ticktime: u64,
-    /// Serve the `fault` request, which makes a record's actor fail (for tests).
+    /// Serve the `fault` request, which makes a record's actor fail, and the control
+    /// process's `isolate`/`heal`, which cut the node off from others (for tests).
     #[arg(long, env = "ASH_GEN_SERVER_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
     /// Microseconds a connection keeps polling for input before sleeping, like the BEAM's
@@ -521,7 +522,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
         }
     }
     let shutdown = shutdown_signal();
-    let (_, drain) = ash_gen_server::control::register(&running.node).ok_or_else(|| {
+    let faults = args.enable_fault_injection;
+    let (_, drain) = ash_gen_server::control::register(&running.node, faults).ok_or_else(|| {
         format!(
             "the name {} is already registered",
             ash_gen_server::control::CONTROL_NAME

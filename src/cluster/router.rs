@@ -105,35 +105,45 @@ pub async fn serve_as_leader(
         Route::Write => {
             let mut term = Vec::new();
             etf::encode(&request, &mut term);
-            match cluster
-                .raft
-                .client_write(Command::Request {
-                    id,
-                    at: crate::record::registry::wall_ms(),
-                    term,
-                })
-                .await
-            {
-                Ok(written) => Some(match etf::decode(&written.data.0) {
+            let write = cluster.raft.client_write(Command::Request {
+                id,
+                at: crate::record::registry::wall_ms(),
+                term,
+            });
+            // A leader cut off from the majority stays leader until it hears a newer term: its
+            // writes wait for a commit that cannot come.
+            match tokio::time::timeout(LEADER_WAIT, write).await {
+                Ok(Ok(written)) => Some(match etf::decode(&written.data.0) {
                     Ok((reply, _)) => reply,
                     Err(e) => unavailable(format!("the reply does not decode: {e}")),
                 }),
-                Err(e) => Some(match e.forward_to_leader() {
+                Ok(Err(e)) => Some(match e.forward_to_leader() {
                     Some(_) => not_leader(cluster),
                     None => unavailable(e.to_string()),
                 }),
+                Err(_) => Some(unavailable(format!(
+                    "not committed within {} s: no majority of the members is reachable \
+                     (the write may still be applied later)",
+                    LEADER_WAIT.as_secs()
+                ))),
             }
         }
         Route::Read | Route::Local => {
-            match cluster.read_lease.ensure(&cluster.raft, cluster.id).await {
-                Ok(_) => {
+            let ensure = cluster.read_lease.ensure(&cluster.raft, cluster.id);
+            match tokio::time::timeout(LEADER_WAIT, ensure).await {
+                Ok(Ok(_)) => {
                     to_records(&cluster.node, from, request);
                     None
                 }
-                Err(e) => Some(match e.forward_to_leader() {
+                Ok(Err(e)) => Some(match e.forward_to_leader() {
                     Some(_) => not_leader(cluster),
                     None => unavailable(e.to_string()),
                 }),
+                Err(_) => Some(unavailable(format!(
+                    "leadership not confirmed within {} s: no majority of the members is \
+                     reachable",
+                    LEADER_WAIT.as_secs()
+                ))),
             }
         }
     }
