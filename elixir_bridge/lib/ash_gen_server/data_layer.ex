@@ -51,6 +51,12 @@ defmodule AshGenServer.DataLayer do
         doc:
           "Evaluate atomic updates (`atomic_update`, `atomic_set`, updates by query) in the record's actor when the node can. `false` always uses the shim's compare-and-set loop instead (read, evaluate with Ash, update guarded by the values read, retry)."
       ],
+      lateral_joins_in_node?: [
+        type: :boolean,
+        default: true,
+        doc:
+          "Load relationships per parent (a page or a limit, `parent(...)` filters) as lateral joins, every parent's page from one partitioned query in the node where it can (`AshGenServer.LateralJoin`). `false` on any resource of a relationship (source, through or destination) makes `can?(_, {:lateral_join, _})` false: Ash loads it its own way, reading every related record and paging them in memory (an offset page where a keyset page was asked), e.g. to compare the two."
+      ],
       expiry_grace: [
         type: :non_neg_integer,
         doc:
@@ -99,7 +105,7 @@ defmodule AshGenServer.DataLayer do
   - aggregates are computed by the node where it can (`AshGenServer.Aggregates`);
   - relationships loaded with a page or a limit, or filtered on `parent(...)`, are loaded per
     parent (lateral joins, `AshGenServer.LateralJoin`): every parent's page from one
-    partitioned `query` where the node can;
+    partitioned `query` where the node can (DSL `lateral_joins_in_node?`);
   - expired records are destroyed through the primary destroy action, for their tenant
     (`AshGenServer.ExpiryHandler`).
 

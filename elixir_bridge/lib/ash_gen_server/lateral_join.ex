@@ -40,15 +40,20 @@ defmodule AshGenServer.LateralJoin do
   require Ash.Query
 
   alias AshGenServer.{Aggregates, Filter, Query, Results, Values}
-  alias AshGenServer.DataLayer.Requests
+  alias AshGenServer.DataLayer.{Layout, Requests}
 
   @doc """
   Whether a lateral join over these resources (source, through resources, destination) can
-  run here: every one of them must be on this data layer.
+  run here: every one of them must be on this data layer, none with `lateral_joins_in_node?
+  false` (DSL).
   """
   @spec supported?([Ash.Resource.t()], module) :: boolean
   def supported?(resources, data_layer) do
-    resources != [] and Enum.all?(resources, &(Ash.DataLayer.data_layer(&1) == data_layer))
+    resources != [] and
+      Enum.all?(resources, fn resource ->
+        Ash.DataLayer.data_layer(resource) == data_layer and
+          Layout.get(resource).lateral_joins_in_node?
+      end)
   end
 
   @doc "Runs the lateral join (`c:Ash.DataLayer.run_query_with_lateral_join/4`)."

@@ -3,7 +3,8 @@ defmodule AshGenServer.DataLayerTest do
   use ExUnit.Case, async: false
 
   alias AshGenServer.DataLayer.Info
-  alias AshGenServer.Test.{Pair, Thing}
+  alias AshGenServer.DataLayer.Layout
+  alias AshGenServer.Test.{Aside, Pair, Thing}
 
   test "the DSL is read, `node` included" do
     assert Info.node(Thing) == :"nowhere@127.0.0.1"
@@ -78,5 +79,18 @@ defmodule AshGenServer.DataLayerTest do
     # a bulk create's batch is all or nothing: Ash stops at a failing batch's first error
     refute AshGenServer.DataLayer.can?(Thing, :bulk_create_with_partial_success)
     refute AshGenServer.DataLayer.can?(Thing, {:aggregate, :custom})
+  end
+
+  test "lateral_joins_in_node? false on any resource of a relationship turns lateral joins off" do
+    assert Layout.get(Thing).lateral_joins_in_node?
+    refute Layout.get(Aside).lateral_joins_in_node?
+
+    assert AshGenServer.DataLayer.can?(Thing, {:lateral_join, [Thing, Pair]})
+    assert AshGenServer.DataLayer.can?(Thing, {:lateral_join, [Thing, Pair, Thing]})
+
+    for resources <- [[Aside, Thing], [Thing, Aside], [Thing, Aside, Pair]] do
+      refute AshGenServer.DataLayer.can?(hd(resources), {:lateral_join, resources}),
+             inspect(resources)
+    end
   end
 end

@@ -5,6 +5,7 @@ defmodule AshGenServer.Test.Domain do
   resources do
     resource AshGenServer.Test.Thing
     resource AshGenServer.Test.Pair
+    resource AshGenServer.Test.Aside
   end
 end
 
@@ -56,6 +57,23 @@ defmodule AshGenServer.Test.Pair do
   attributes do
     attribute :left, :string, primary_key?: true, allow_nil?: false, public?: true
     attribute :right, :integer, primary_key?: true, allow_nil?: false, public?: true
+  end
+
+  actions do
+    defaults [:read, :destroy, create: :*]
+  end
+end
+
+defmodule AshGenServer.Test.Aside do
+  @moduledoc "A resource whose relationships are never loaded as lateral joins."
+  use Ash.Resource, domain: AshGenServer.Test.Domain, data_layer: AshGenServer.DataLayer
+
+  gen_server do
+    lateral_joins_in_node?(false)
+  end
+
+  attributes do
+    uuid_primary_key :id
   end
 
   actions do

@@ -14,6 +14,7 @@ defmodule AshGenServer.DataLayer.Layout do
   - `context_tenancy?`: whether the resource uses the `:context` multitenancy strategy (each
     tenant's records in their own namespace on the node, `{Resource, Tenant}`).
   - `atomics_in_node?`: the DSL option (see `AshGenServer.Atomics`).
+  - `lateral_joins_in_node?`: the DSL option (see `AshGenServer.LateralJoin`).
   - `node`, `call_timeout`: the DSL options (`nil` when not set; the application environment
     fallbacks are read per request by `AshGenServer.DataLayer.Info`, since they may change at
     run time).
@@ -35,7 +36,8 @@ defmodule AshGenServer.DataLayer.Layout do
           attribute_names: [atom],
           sensitive: [atom],
           context_tenancy?: boolean,
-          atomics_in_node?: boolean
+          atomics_in_node?: boolean,
+          lateral_joins_in_node?: boolean
         }
 
   defstruct [
@@ -46,7 +48,8 @@ defmodule AshGenServer.DataLayer.Layout do
     attribute_names: [],
     sensitive: [],
     context_tenancy?: false,
-    atomics_in_node?: true
+    atomics_in_node?: true,
+    lateral_joins_in_node?: true
   ]
 
   @typedoc "See `plain_kind/1`."
@@ -103,7 +106,9 @@ defmodule AshGenServer.DataLayer.Layout do
       attribute_names: Enum.map(attributes, &elem(&1, 0)),
       sensitive: for({name, _, %{sensitive?: true}} <- attributes, do: name),
       context_tenancy?: Ash.Resource.Info.multitenancy_strategy(resource) == :context,
-      atomics_in_node?: Extension.get_opt(resource, [:gen_server], :atomics_in_node?, true)
+      atomics_in_node?: Extension.get_opt(resource, [:gen_server], :atomics_in_node?, true),
+      lateral_joins_in_node?:
+        Extension.get_opt(resource, [:gen_server], :lateral_joins_in_node?, true)
     }
   end
 
