@@ -67,6 +67,24 @@ defmodule Bench.Data do
     |> Enum.map(&elem(&1, 1))
   end
 
+  @doc """
+  A post of workload 7's relationship load: `n` posts spread over `authors` authors
+  (`author_id` 1..authors, round robin), `rank` scrambled over `0..n-1` (distinct when `n`
+  and 7919 are coprime; ties are broken by id).
+  """
+  def post(i, n, authors),
+    do: %{id: i, author_id: rem(i - 1, authors) + 1, rank: rem(i * 7_919, n), title: "post-#{i}"}
+
+  @doc "Each author's ids of its `limit` posts of highest rank (then lowest id): `%{author_id => ids}`."
+  def expected_top_posts(n, authors, limit) do
+    1..n
+    |> Enum.map(&post(&1, n, authors))
+    |> Enum.group_by(& &1.author_id)
+    |> Map.new(fn {author, posts} ->
+      {author, posts |> Enum.sort_by(&{-&1.rank, &1.id}) |> Enum.take(limit) |> Enum.map(& &1.id)}
+    end)
+  end
+
   @doc "A human-readable form of the filter."
   def filter_text, do: ~s(age > #{@filter_age} and team == "#{@filter_team}")
 end

@@ -37,6 +37,8 @@ defmodule Bench.Driver do
     --batch N               records per bulk_create batch (1000)
     --scan-iters-small N    BEAM scans timed over the small set (10)
     --scan-iters-large N    BEAM scans timed over the large set (3)
+    --only LIST             run only these workloads, e.g. 7 or 5,7 (1 and 2 run together;
+                            all by default); with --smoke the row check then fails
     --rounds N              get/update/Ash measurements are split in N rounds, the sides
                             taking turns (5); ops/s is the median round's
     --loopback-iters N      loopback_rtt rounds (20000)
@@ -90,6 +92,7 @@ defmodule Bench.Driver do
     big: :integer,
     big_small: :integer,
     no_big: :boolean,
+    only: :string,
     batch: :integer,
     scan_iters_small: :integer,
     scan_iters_large: :integer,
@@ -140,6 +143,7 @@ defmodule Bench.Driver do
         {:no_big, false}, acc -> acc
         {:quiet, q}, acc -> %{acc | verbose: not q}
         {:callers, list}, acc -> %{acc | callers: parse_list(list)}
+        {:only, list}, acc -> Map.put(acc, :only, parse_list(list))
         {key, value}, acc -> Map.put(acc, key, max(value, 1))
       end)
 
@@ -231,6 +235,8 @@ defmodule Bench.Driver do
         do: steps ++ [{"9. capacity (Rust load generator)", &Bench.Capacity.rows/1}],
         else: steps
 
+    steps = if cfg[:only], do: Enum.filter(steps, &only?(&1, cfg.only)), else: steps
+
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->
         progress(cfg, name)
@@ -266,6 +272,12 @@ defmodule Bench.Driver do
 
     write(doc)
     if errors == [], do: 0, else: 1
+  end
+
+  # Whether a step ("3. ...", "1-2. ...") runs one of the workloads `only` names.
+  defp only?({name, _fun}, only) do
+    [numbers | _] = String.split(name, ".", parts: 2)
+    numbers |> String.split("-") |> Enum.any?(&(String.to_integer(&1) in only))
   end
 
   defp attempt(name, errors, fun) do

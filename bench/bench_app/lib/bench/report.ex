@@ -85,7 +85,7 @@ defmodule Bench.Report do
       get_update ++
       ["filter_small", "filter_large"] ++
       ["ash_create", "ash_get", "ash_update", "ash_filter_small", "ash_filter_large"] ++
-      ["ash_counter_c64", "ash_datetime_page"] ++ big ++ tls ++ capacity
+      ["ash_counter_c64", "ash_datetime_page", "ash_relationship_limit"] ++ big ++ tls ++ capacity
   end
 
   @doc """

@@ -13,6 +13,9 @@ defmodule Bench.Domain do
     resource(Bench.CasCounter)
     resource(Bench.TypedEvent)
     resource(Bench.OpaqueEvent)
+    resource(Bench.Post)
+    resource(Bench.NodeAuthor)
+    resource(Bench.FallbackAuthor)
   end
 end
 
@@ -132,4 +135,60 @@ defmodule Bench.OpaqueEvent do
   @moduledoc "`at` is a `Bench.OpaqueDatetime`: every record is fetched, Ash filters, sorts and pages."
   use Ash.Resource, domain: Bench.Domain, data_layer: AshGenServer.DataLayer
   use Bench.EventFields, Bench.OpaqueDatetime
+end
+
+defmodule Bench.Post do
+  @moduledoc "A post of an author (`author_id`), ranked: the related records of workload 7's loads."
+  use Ash.Resource, domain: Bench.Domain, data_layer: AshGenServer.DataLayer
+
+  attributes do
+    attribute(:id, :integer, primary_key?: true, allow_nil?: false, public?: true)
+    attribute(:author_id, :integer, allow_nil?: false, public?: true)
+    attribute(:rank, :integer, allow_nil?: false, public?: true)
+    attribute(:title, :string, public?: true)
+  end
+
+  actions do
+    defaults([:read, :destroy, create: :*])
+  end
+end
+
+defmodule Bench.AuthorFields do
+  @moduledoc false
+  # An author with many `Bench.Post`s (the same posts for both author resources).
+  defmacro __using__(_) do
+    quote do
+      attributes do
+        attribute(:id, :integer, primary_key?: true, allow_nil?: false, public?: true)
+        attribute(:name, :string, public?: true)
+      end
+
+      relationships do
+        has_many(:posts, Bench.Post, destination_attribute: :author_id, public?: true)
+      end
+
+      actions do
+        defaults([:read, :destroy, create: :*])
+      end
+    end
+  end
+end
+
+defmodule Bench.NodeAuthor do
+  @moduledoc "Posts loaded with a limit are a lateral join: one partitioned query in the node."
+  use Ash.Resource, domain: Bench.Domain, data_layer: AshGenServer.DataLayer
+  use Bench.AuthorFields
+end
+
+defmodule Bench.FallbackAuthor do
+  @moduledoc """
+  The same author with `lateral_joins_in_node? false`: Ash loads the posts its own way, every
+  post of the authors read and each author's sorted and limited in memory.
+  """
+  use Ash.Resource, domain: Bench.Domain, data_layer: AshGenServer.DataLayer
+  use Bench.AuthorFields
+
+  gen_server do
+    lateral_joins_in_node?(false)
+  end
 end

@@ -624,19 +624,23 @@ defmodule Bench.Workloads do
   @counter_callers 64
   @page_offset 40
   @page_limit 20
+  @authors 200
+  @posts_limit 5
 
   @doc """
-  Two features of the data layer, each against the shim's fallback for it on the same Rust
+  Three features of the data layer, each against the shim's fallback for it on the same Rust
   node: 64 callers incrementing one counter with an atomic update evaluated in the record's
   actor (`Bench.NodeCounter`) or by the compare-and-set loop (`Bench.CasCounter`,
-  `atomics_in_node? false`); and a page of a filter and sort on a `utc_datetime_usec` over
+  `atomics_in_node? false`); a page of a filter and sort on a `utc_datetime_usec` over
   `records` events, in the node (`Bench.TypedEvent`) or by Ash on every record fetched
-  (`Bench.OpaqueEvent`, a `NewType` the shim does not push down). In the rows, "rust" is the
-  node's way and "beam" the fallback.
+  (`Bench.OpaqueEvent`, a `NewType` the shim does not push down); and the top posts of 200
+  authors over `records` posts, a lateral join in the node (`Bench.NodeAuthor`) or Ash's own
+  load paging in memory (`Bench.FallbackAuthor`, `lateral_joins_in_node? false`). In the
+  rows, "rust" is the node's way and "beam" the fallback.
   """
   def ash_features(ctx) do
     cpu = fn _side -> %{driver: ctx.os_pids.driver, node: ctx.os_pids.rust} end
-    [ash_counter(ctx, cpu) | ash_datetime_page(ctx, cpu)]
+    [ash_counter(ctx, cpu) | ash_datetime_page(ctx, cpu)] ++ ash_relationship_limit(ctx, cpu)
   end
 
   defp ash_counter(ctx, cpu) do
@@ -763,6 +767,98 @@ defmodule Bench.Workloads do
         detail: %{
           load_us_typed: load_us.rust,
           load_us_opaque: load_us.beam,
+          load: "Ash.bulk_create, batches of #{ctx.cfg.batch} (not timed in the row)"
+        }
+      }
+    ]
+  end
+
+  # Every author's `@posts_limit` posts of highest rank: a lateral join (one partitioned query
+  # in the node) against Ash's own load (every post of the authors read, paged in memory).
+  defp ash_relationship_limit(ctx, cpu) do
+    n = ctx.cfg.records
+    authors = min(@authors, n)
+    iters = ctx.cfg.scan_iters_large
+    sides = [rust: Bench.NodeAuthor, beam: Bench.FallbackAuthor]
+    for r <- [Bench.Post | Keyword.values(sides)], do: ash_clear(ctx, :rust, r)
+
+    log(ctx, "through Ash: load #{n} Bench.Post over #{authors} authors (Ash.bulk_create)")
+
+    {load_us, :ok} =
+      Measure.timed(fn ->
+        ash_load(Bench.Post, 1..n, &Data.post(&1, n, authors), ctx.cfg.batch)
+      end)
+
+    parents =
+      Map.new(sides, fn {side, r} ->
+        ash_load(r, 1..authors, &%{id: &1, name: "author-#{&1}"}, ctx.cfg.batch)
+        {side, r |> Ash.Query.sort(:id) |> Ash.read!()}
+      end)
+
+    expected = Data.expected_top_posts(n, authors, @posts_limit)
+
+    posts =
+      Bench.Post
+      |> Ash.Query.sort(rank: :desc, id: :asc)
+      |> Ash.Query.limit(@posts_limit)
+
+    read = fn side ->
+      fn _ ->
+        loaded = Ash.load!(parents[side], posts: posts)
+
+        wrong =
+          Enum.find(loaded, fn author ->
+            Enum.map(author.posts, & &1.id) != Map.get(expected, author.id, [])
+          end)
+
+        if length(loaded) != authors or wrong,
+          do:
+            raise(
+              "Ash.load! of #{inspect(sides[side])}.posts: #{length(loaded)} authors, " <>
+                "first wrong #{inspect(wrong && {wrong.id, Enum.map(wrong.posts, & &1.id)})}"
+            )
+      end
+    end
+
+    log(
+      ctx,
+      "through Ash: top #{@posts_limit} posts of #{authors} authors, #{iters} fallback loads"
+    )
+
+    for {side, _r} <- sides, do: read.(side).(0)
+    rust_per = if iters > 1, do: 10, else: 1
+
+    # Interleaved: one fallback load, then `rust_per` in the node, `iters` times.
+    stats =
+      for _ <- 1..iters, {side, _r} <- Enum.reverse(sides) do
+        times = if side == :rust, do: rust_per, else: 1
+
+        {side,
+         Measure.raw_with_cpu(cpu.(side), fn -> Measure.sequential_raw(times, read.(side)) end)}
+      end
+      |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+      |> Map.new(fn {side, list} -> {side, Measure.merge(list)} end)
+
+    for r <- [Bench.Post | Keyword.values(sides)], do: ash_clear(ctx, :rust, r)
+
+    [
+      %{
+        id: "ash_relationship_limit",
+        table: "latency",
+        workload: "7",
+        label: "Ash load of #{authors} authors' top #{@posts_limit} posts, #{fmt_int(n)} posts",
+        rust: stats.rust,
+        beam: stats.beam,
+        target: %{metric: "p50_us", op: "<=", value: 1 / 5, text: "≥ 5× faster (p50 ≤ 0.2×)"},
+        counted: true,
+        rust_how:
+          "Ash.load!(authors, posts: sort(rank: :desc, id: :asc) |> limit(#{@posts_limit})): " <>
+            "a lateral join, one partitioned {:query, ...} (a partition per author)",
+        beam_how:
+          "the same on the same node with lateral_joins_in_node? false: Ash reads every post " <>
+            "of the authors (one query) and sorts and limits each author's in memory",
+        detail: %{
+          load_us_posts: load_us,
           load: "Ash.bulk_create, batches of #{ctx.cfg.batch} (not timed in the row)"
         }
       }
