@@ -126,12 +126,15 @@ impl InCache {
 /// The atoms we have cached with a peer.
 pub struct OutCache {
     slots: Box<[Option<Atom>]>,
+    /// The atoms of the message being written (see [`AtomRefs`]), kept to reuse its memory.
+    refs: Vec<(Atom, u16, bool)>,
 }
 
 impl Default for OutCache {
     fn default() -> Self {
         OutCache {
             slots: vec![None; SLOTS].into_boxed_slice(),
+            refs: Vec::new(),
         }
     }
 }
@@ -139,49 +142,56 @@ impl Default for OutCache {
 impl OutCache {
     /// Starts collecting the atoms of one message.
     pub fn message(&mut self) -> AtomRefs<'_> {
-        AtomRefs {
-            cache: self,
-            refs: Vec::new(),
-        }
+        self.refs.clear();
+        AtomRefs { cache: self }
     }
 }
 
-/// The atoms of one outgoing message, in header order.
+/// The atoms of one outgoing message, in header order: (atom, cache slot, whether the slot is
+/// new for the peer).
 pub struct AtomRefs<'a> {
     cache: &'a mut OutCache,
-    /// (atom, cache slot, whether the slot is new for the peer)
-    refs: Vec<(Atom, u16, bool)>,
+}
+
+/// The cache slot an atom goes in. Any fixed choice works (the header says which slot each
+/// atom is in); this one hashes the atom's identity, not its text, and takes the hash's top
+/// bits (the low ones of a multiplicative hash of an aligned address vary little).
+fn slot_of(atom: Atom) -> u16 {
+    let mut hasher = FxHasher::default();
+    atom.hash(&mut hasher);
+    (hasher.finish() >> (64 - SLOTS.trailing_zeros())) as u16
 }
 
 impl AtomRefs<'_> {
     /// The header index for `atom`, adding it (and caching it) if needed; `None` when the header
     /// is full, in which case the atom is written as text.
     pub fn index(&mut self, atom: Atom) -> Option<u8> {
-        if let Some(i) = self.refs.iter().position(|r| r.0 == atom) {
+        let refs = &mut self.cache.refs;
+        if let Some(i) = refs.iter().position(|r| r.0 == atom) {
             return Some(i as u8);
         }
-        if self.refs.len() >= MAX_REFS {
+        if refs.len() >= MAX_REFS {
             return None;
         }
-        let mut hasher = FxHasher::default();
-        atom.as_str().hash(&mut hasher);
-        let slot = (hasher.finish() % SLOTS as u64) as u16;
+        let slot = slot_of(atom);
         let new = self.cache.slots[slot as usize] != Some(atom);
         if new {
             self.cache.slots[slot as usize] = Some(atom);
         }
-        self.refs.push((atom, slot, new));
-        Some((self.refs.len() - 1) as u8)
+        let refs = &mut self.cache.refs;
+        refs.push((atom, slot, new));
+        Some((refs.len() - 1) as u8)
     }
 
     /// Writes the header: `131, 68, NumberOfAtomCacheRefs, Flags, AtomCacheRefs`.
     pub fn write_header(&self, out: &mut Vec<u8>) {
-        let n = self.refs.len();
+        let n = self.cache.refs.len();
         out.extend_from_slice(&[131, 68, n as u8]);
         if n == 0 {
             return;
         }
         let long_atoms = self
+            .cache
             .refs
             .iter()
             .any(|(a, _, new)| *new && a.as_str().len() > 255);
@@ -190,11 +200,11 @@ impl AtomRefs<'_> {
         let set_nibble = |out: &mut Vec<u8>, i: usize, v: u8| {
             out[flags_at + i / 2] |= (v & 0x0f) << (4 * (i % 2));
         };
-        for (i, (_, slot, new)) in self.refs.iter().enumerate() {
+        for (i, (_, slot, new)) in self.cache.refs.iter().enumerate() {
             set_nibble(out, i, (u8::from(*new) << 3) | (slot / 256) as u8);
         }
         set_nibble(out, n, u8::from(long_atoms));
-        for (atom, slot, new) in &self.refs {
+        for (atom, slot, new) in &self.cache.refs {
             out.push((slot % 256) as u8);
             if *new {
                 let text = atom.as_str().as_bytes();

@@ -253,9 +253,11 @@ pub fn decode_limited(
             )))
         }
     };
+    // Each operation takes the payload at most once: moved out, not copied.
+    let payload = std::cell::Cell::new(payload);
     let payload = |what: &str| -> Result<Value, DecodeError> {
         payload
-            .clone()
+            .take()
             .ok_or_else(|| bad(format!("operation {op} lacks its {what}")))
     };
     Ok(match op {
@@ -418,15 +420,20 @@ impl FrameWriter {
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
     }
 
-    /// One frame: `control` and, if `payload` is given, the term it writes.
-    fn frame(&mut self, control: &Value, payload: Option<&mut dyn FnMut(&mut TermWriter)>) {
+    /// One frame: the control message `control` writes and, if `payload` is given, the term it
+    /// writes.
+    fn frame(
+        &mut self,
+        control: &mut dyn FnMut(&mut TermWriter),
+        payload: Option<&mut dyn FnMut(&mut TermWriter)>,
+    ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
         match self.cache.as_deref_mut() {
             None => {
                 self.buf.push(112);
                 self.buf.push(131);
-                TermWriter::plain(&mut self.buf).term(control);
+                control(&mut TermWriter::plain(&mut self.buf));
                 if let Some(payload) = payload {
                     self.buf.push(131);
                     payload(&mut TermWriter::plain(&mut self.buf));
@@ -438,7 +445,7 @@ impl FrameWriter {
                 self.scratch.clear();
                 {
                     let mut w = TermWriter::cached(&mut self.scratch, &mut refs);
-                    w.term(control);
+                    control(&mut w);
                     if let Some(payload) = payload {
                         payload(&mut w);
                     }
@@ -451,14 +458,21 @@ impl FrameWriter {
         self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// `SEND` to `to`; `payload` writes the message.
+    /// A frame whose control message is the term `control`, without payload.
+    fn control_frame(&mut self, control: &Value) {
+        self.frame(&mut |w| w.term(control), None);
+    }
+
+    /// `SEND` to `to`; `payload` writes the message. The control tuple is written as it goes
+    /// (these three carry every reply and call), without building it as a term first.
     pub fn send(&mut self, to: &Pid, mut payload: impl FnMut(&mut TermWriter)) {
-        let control = Value::tuple(vec![
-            op_value(op::SEND),
-            Value::Atom(*atoms::EMPTY),
-            pid_value(to),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(3);
+            w.int(op::SEND);
+            w.atom(*atoms::EMPTY);
+            w.pid(to);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `ALIAS_SEND` from `from` to `alias`; `payload` writes the message.
@@ -468,23 +482,25 @@ impl FrameWriter {
         alias: &Ref,
         mut payload: impl FnMut(&mut TermWriter),
     ) {
-        let control = Value::tuple(vec![
-            op_value(op::ALIAS_SEND),
-            pid_value(from),
-            ref_value(alias),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(3);
+            w.int(op::ALIAS_SEND);
+            w.pid(from);
+            w.reference(alias);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `REG_SEND` from `from` to the name `to`; `payload` writes the message.
     pub fn reg_send(&mut self, from: &Pid, to: Atom, mut payload: impl FnMut(&mut TermWriter)) {
-        let control = Value::tuple(vec![
-            op_value(op::REG_SEND),
-            pid_value(from),
-            Value::Atom(*atoms::EMPTY),
-            Value::Atom(to),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(4);
+            w.int(op::REG_SEND);
+            w.pid(from);
+            w.atom(*atoms::EMPTY);
+            w.atom(to);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
@@ -496,7 +512,7 @@ impl FrameWriter {
             ref_value(reference),
             reason.clone(),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
@@ -507,7 +523,7 @@ impl FrameWriter {
             pid_value(to),
             reason.clone(),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `MONITOR_P` from a local process.
@@ -518,7 +534,7 @@ impl FrameWriter {
             proc_value(to),
             ref_value(reference),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `DEMONITOR_P` from a local process.
@@ -529,13 +545,13 @@ impl FrameWriter {
             proc_value(to),
             ref_value(reference),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `LINK` from `from` to `to`.
     pub fn link(&mut self, from: &Pid, to: &Pid) {
         let control = Value::tuple(vec![op_value(op::LINK), pid_value(from), pid_value(to)]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `UNLINK_ID_ACK`.
@@ -546,7 +562,7 @@ impl FrameWriter {
             pid_value(from),
             pid_value(to),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `SPAWN_REPLY` refusing a spawn request with `reason`.
@@ -558,7 +574,7 @@ impl FrameWriter {
             Value::Int(0), // flags
             Value::Atom(reason),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 }
 
