@@ -128,6 +128,11 @@ pub struct OutCache {
     slots: Box<[Option<Atom>]>,
     /// The atoms of the message being written (see [`AtomRefs`]), kept to reuse its memory.
     refs: Vec<(Atom, u16, bool)>,
+    /// Which message last listed an atom in each slot, and at which header index: finds an
+    /// atom already listed without searching the list.
+    listed: Box<[(u32, u8)]>,
+    /// The number of the message being written.
+    message: u32,
 }
 
 impl Default for OutCache {
@@ -135,6 +140,8 @@ impl Default for OutCache {
         OutCache {
             slots: vec![None; SLOTS].into_boxed_slice(),
             refs: Vec::new(),
+            listed: vec![(0, 0); SLOTS].into_boxed_slice(),
+            message: 0,
         }
     }
 }
@@ -143,6 +150,12 @@ impl OutCache {
     /// Starts collecting the atoms of one message.
     pub fn message(&mut self) -> AtomRefs<'_> {
         self.refs.clear();
+        self.message = self.message.wrapping_add(1);
+        if self.message == 0 {
+            // Numbers start over: forget which message listed what.
+            self.listed.fill((0, 0));
+            self.message = 1;
+        }
         AtomRefs { cache: self }
     }
 }
@@ -166,21 +179,29 @@ impl AtomRefs<'_> {
     /// The header index for `atom`, adding it (and caching it) if needed; `None` when the header
     /// is full, in which case the atom is written as text.
     pub fn index(&mut self, atom: Atom) -> Option<u8> {
-        let refs = &mut self.cache.refs;
-        if let Some(i) = refs.iter().position(|r| r.0 == atom) {
-            return Some(i as u8);
+        let cache = &mut *self.cache;
+        let slot = slot_of(atom);
+        let (message, at) = cache.listed[slot as usize];
+        if message == cache.message {
+            if cache.refs[at as usize].0 == atom {
+                return Some(at);
+            }
+            // Another atom of this message took the slot after this one, or this one is new.
+            if let Some(i) = cache.refs.iter().position(|r| r.0 == atom) {
+                return Some(i as u8);
+            }
         }
-        if refs.len() >= MAX_REFS {
+        if cache.refs.len() >= MAX_REFS {
             return None;
         }
-        let slot = slot_of(atom);
-        let new = self.cache.slots[slot as usize] != Some(atom);
+        let new = cache.slots[slot as usize] != Some(atom);
         if new {
-            self.cache.slots[slot as usize] = Some(atom);
+            cache.slots[slot as usize] = Some(atom);
         }
-        let refs = &mut self.cache.refs;
-        refs.push((atom, slot, new));
-        Some((refs.len() - 1) as u8)
+        let at = cache.refs.len() as u8;
+        cache.refs.push((atom, slot, new));
+        cache.listed[slot as usize] = (cache.message, at);
+        Some(at)
     }
 
     /// Writes the header: `131, 68, NumberOfAtomCacheRefs, Flags, AtomCacheRefs`.
@@ -253,6 +274,46 @@ mod tests {
         assert!(!bytes2.windows(4).any(|w| w == b"name"));
         incoming.read_header(&bytes2[2..], &mut refs).unwrap();
         assert_eq!(refs, vec![a("name"), a("ok")]);
+    }
+
+    #[test]
+    fn atoms_sharing_a_slot_in_one_message() {
+        // Two atoms with the same slot: each keeps its own header index, and the peer reads
+        // them right (the later one takes the slot).
+        let mut seen = std::collections::HashMap::new();
+        let (first, second) = (0..)
+            .find_map(|i| {
+                let atom = a(&format!("slot_probe_{i}"));
+                seen.insert(slot_of(atom), atom)
+                    .filter(|other| *other != atom)
+                    .map(|other| (other, atom))
+            })
+            .unwrap();
+        let mut out = OutCache::default();
+        let mut incoming = InCache::default();
+        let mut refs = Vec::new();
+        let mut m = out.message();
+        assert_eq!(m.index(first), Some(0));
+        assert_eq!(m.index(second), Some(1));
+        assert_eq!(m.index(first), Some(0));
+        assert_eq!(m.index(second), Some(1));
+        let mut bytes = Vec::new();
+        m.write_header(&mut bytes);
+        incoming.read_header(&bytes[2..], &mut refs).unwrap();
+        assert_eq!(refs, vec![first, second]);
+        // The next message: the slot holds the second, so the first is sent as text again.
+        let mut m = out.message();
+        assert_eq!(m.index(second), Some(0));
+        assert_eq!(m.index(first), Some(1));
+        let mut bytes = Vec::new();
+        m.write_header(&mut bytes);
+        assert!(
+            bytes
+                .windows(first.as_str().len())
+                .any(|w| w == first.as_str().as_bytes())
+        );
+        incoming.read_header(&bytes[2..], &mut refs).unwrap();
+        assert_eq!(refs, vec![second, first]);
     }
 
     #[test]
