@@ -220,6 +220,19 @@ pub fn decode_limited(
     limits: &Limits,
 ) -> Result<Control, DecodeError> {
     let term = |bytes: &[u8]| etf::decode_limited(bytes, refs, truncate, limits);
+    // Most messages are calls to a registered name: read their control message directly.
+    if let Some((from, to, used)) = etf::name_send_control(bytes, refs, op::REG_SEND as u8)
+        && used < bytes.len()
+    {
+        let (message, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
+            offset: used + e.offset,
+            reason: e.reason,
+        })?;
+        if used + used2 != bytes.len() {
+            return Err(bad("trailing bytes after the payload".into()));
+        }
+        return Ok(Control::RegSend { from, to, message });
+    }
     let (control, used) = term(bytes)?;
     let payload = if used < bytes.len() {
         let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
@@ -740,6 +753,61 @@ mod tests {
         assert!(matches!(&decoded[1], Message::MonitorPExit(m) if m.to_pid == b.to_eetf()));
         assert!(matches!(&decoded[2], Message::Exit(e) if e.from_pid == a.to_eetf()));
         assert!(matches!(&decoded[3], Message::AliasSend(s) if s.alias == r.to_eetf()));
+    }
+
+    #[test]
+    fn calls_to_a_name_read_back_through_the_atom_cache() {
+        // REG_SEND, as every call to `ash_gen_server` comes: its control message is read
+        // without building it as a term, with or without the atom cache, PID_EXT or NEW_PID_EXT.
+        let from = Pid {
+            node: Atom::new("c@h").unwrap(),
+            id: 9,
+            serial: 1,
+            creation: 7,
+        };
+        let srv = Atom::new("srv").unwrap();
+        for cache in [true, false] {
+            let mut out = FrameWriter::new(cache);
+            for i in 0..3 {
+                out.reg_send(&from, srv, |w| w.term(&Value::Int(i)));
+            }
+            let mut reader = super::super::frame::FrameReader::new();
+            let space = reader.read_space();
+            space[..out.buf.len()].copy_from_slice(&out.buf);
+            reader.filled(out.buf.len());
+            for i in 0..3 {
+                match reader.next_frame().unwrap() {
+                    Some(super::super::frame::Frame::Control(c)) => assert_eq!(
+                        *c,
+                        Control::RegSend {
+                            from,
+                            to: srv,
+                            message: Value::Int(i)
+                        }
+                    ),
+                    _ => panic!("not a frame"),
+                }
+            }
+        }
+        // PID_EXT (103, one-byte creation), no atom cache, then the message 5.
+        let old_pid = [
+            131, 104, 4, 97, 6, 103, 119, 3, b'c', b'@', b'h', 0, 0, 0, 9, 0, 0, 0, 1, 7, 119, 0,
+            119, 3, b's', b'r', b'v', 131, 97, 5,
+        ];
+        assert_eq!(
+            decode(&old_pid, None).unwrap(),
+            Control::RegSend {
+                from,
+                to: srv,
+                message: Value::Int(5)
+            }
+        );
+        // Without its message, or with bytes after it: errors, as before.
+        let cut = old_pid.len() - 3;
+        assert!(decode(&old_pid[..cut], None).is_err());
+        let mut longer = old_pid.to_vec();
+        longer.push(106);
+        assert!(decode(&longer, None).is_err());
     }
 
     #[test]
