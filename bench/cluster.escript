@@ -3,7 +3,11 @@
 %% Rows: get and update p50 at 1 caller (through the leader and through a follower, which
 %% forwards), ops/s at 64 callers spread over the members, creating N records with 8 callers,
 %% and a drain: SIGTERM to the leader holding those records until the others serve again.
-%% Prints ratios cluster / single node and the issue's targets; asserts nothing.
+%% Then durability's cost: a single node with `--data-dir` (`--fsync interval` and `always`)
+%% and a 3-member cluster with `--data-dir --fsync interval`, each against the same thing in
+%% memory: update p50 at 1 caller, creating N records.
+%% Prints ratios (cluster / single node, durable / in memory) and the issue's targets; asserts
+%% nothing.
 %%
 %%   bench/cluster.sh [--ops N] [--records N] [--smoke]
 -mode(compile).
@@ -17,12 +21,8 @@ main(Args) ->
     Cookie = list_to_atom("clb_" ++ Uniq),
     erlang:set_cookie(Cookie),
     Single = start_node(Bin, "clb_single_" ++ Uniq, Cookie, []),
-    A = start_node(Bin, "clb_a_" ++ Uniq, Cookie, ["--cluster"]),
-    Join = ["--cluster", "--join", atom_to_list(node_of(A))],
-    B = start_node(Bin, "clb_b_" ++ Uniq, Cookie, Join),
-    C = start_node(Bin, "clb_c_" ++ Uniq, Cookie, Join),
+    [A, B, C] = cluster(Bin, "clb_" ++ Uniq, Cookie, fun(_) -> [] end),
     Members = [node_of(N) || N <- [A, B, C]],
-    healthy(hd(Members)),
     #{leader := Leader} = info(hd(Members)),
     [Follower | _] = Members -- [Leader],
     #{ops := Ops, records := Records, callers := Callers} = Opts,
@@ -61,8 +61,55 @@ main(Args) ->
                "-", "<= 10000"]),
     io:format("~-52s ~12s ~12b ~8s ~s~n",
               ["  ... until another member serves them, ms", "-", Served, "-", ""]),
-    [stop_node(N) || N <- [Single | [N || N <- [A, B, C], node_of(N) =/= Leader]]],
+    [stop_node(N) || N <- [N || N <- [A, B, C], node_of(N) =/= Leader]],
+    durable(Bin, Uniq, Cookie, Single, Opts),
+    stop_node(Single),
     ok.
+
+%% Durable nodes against in-memory ones, in this run: the single node of the rows above, and a
+%% fresh in-memory cluster against a durable one (each a leader taking the calls).
+durable(Bin, Uniq, Cookie, Single, #{ops := Ops, records := Records}) ->
+    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "clbench_" ++ Uniq),
+    ok = filelib:ensure_path(Dir),
+    Data = fun(Name) -> ["--data-dir", filename:join(Dir, Name)] end,
+    Interval = start_node(Bin, "clb_di_" ++ Uniq, Cookie, Data("interval") ++ ["--fsync", "interval"]),
+    Always = start_node(Bin, "clb_da_" ++ Uniq, Cookie, Data("always") ++ ["--fsync", "always"]),
+    io:format("~n--data-dir against memory, ~b ops per row~n~n", [Ops]),
+    io:format("~-52s ~12s ~12s ~8s ~s~n", ["row", "memory", "durable", "ratio", "target"]),
+    Nodes = [node_of(N) || N <- [Single, Interval, Always]],
+    R = res(durable),
+    [ok = call(N, {define, R, #{primary_key => [id]}}) || N <- Nodes],
+    [{ok, _} = call(N, {create, R, #{id => I, score => 0}}) || N <- Nodes, I <- lists:seq(1, 1000)],
+    Upd = fun(N, I) -> {ok, _} = call(N, {update, R, #{id => I rem 1000 + 1}, #{score => I}}) end,
+    [SUpd, IUpd, AUpd] = [p50(N, Upd, Ops) || N <- Nodes],
+    row("single node: update p50 us, 1 caller, fsync interval", SUpd, IUpd, "<= 1.5"),
+    row("single node: update p50 us, 1 caller, fsync always", SUpd, AUpd, ""),
+    R2 = res(durable_create),
+    [ok = call(N, {define, R2, #{primary_key => [id]}}) || N <- Nodes],
+    [SCreate, ICreate] = [create_ms(N, R2, Records) || N <- lists:sublist(Nodes, 2)],
+    row(io_lib:format("single node: create ~b records, 8 callers, ms", [Records]),
+        SCreate, ICreate, ""),
+    [stop_node(N) || N <- [Interval, Always]],
+    Memory = cluster(Bin, "clb_m" ++ Uniq, Cookie, fun(_) -> [] end),
+    Durable = cluster(Bin, "clb_d" ++ Uniq, Cookie,
+                      fun(L) -> Data("member_" ++ L) ++ ["--fsync", "interval"] end),
+    [MLeader, DLeader] = [maps:get(leader, info(node_of(hd(C)))) || C <- [Memory, Durable]],
+    [ok = call(L, {define, R, #{primary_key => [id]}}) || L <- [MLeader, DLeader]],
+    [{ok, _} = call(L, {create, R, #{id => I, score => 0}})
+     || L <- [MLeader, DLeader], I <- lists:seq(1, 1000)],
+    row("cluster: update p50 us, 1 caller, leader, interval", p50(MLeader, Upd, Ops),
+        p50(DLeader, Upd, Ops), "<= 1.5"),
+    [stop_node(N) || N <- Memory ++ Durable],
+    os:cmd("rm -rf '" ++ Dir ++ "'"),
+    ok.
+
+%% Three members named Prefix_a/b/c, `Extra(Letter)` added to each one's arguments; healthy.
+cluster(Bin, Prefix, Cookie, Extra) ->
+    A = start_node(Bin, Prefix ++ "_a", Cookie, ["--cluster"] ++ Extra("a")),
+    Join = ["--cluster", "--join", atom_to_list(node_of(A))],
+    Others = [start_node(Bin, Prefix ++ "_" ++ L, Cookie, Join ++ Extra(L)) || L <- ["b", "c"]],
+    healthy(node_of(A)),
+    [A | Others].
 
 opts(["--ops", N | T], O) -> opts(T, O#{ops => list_to_integer(N)});
 opts(["--records", N | T], O) -> opts(T, O#{records => list_to_integer(N)});

@@ -15,27 +15,8 @@ repo="$(cd "$here/.." && pwd)"
 bridge="$repo/elixir_bridge"
 app="$here/ash_app"
 
-export ASH_GEN_SERVER_BIN="${ASH_GEN_SERVER_BIN:-$repo/target/release/ash-gen-server}"
-if [[ ! -x "$ASH_GEN_SERVER_BIN" ]]; then
-  echo "run_ash.sh: the Rust node binary $ASH_GEN_SERVER_BIN is missing." >&2
-  echo "            Build it first: (cd $repo && cargo build --release)" >&2
-  exit 2
-fi
-
-if [[ -z "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" && -d "$repo/../shared/hex" ]]; then
-  ASH_GEN_SERVER_OFFLINE_DEPS="$(cd "$repo/../shared/hex" && pwd)"
-  export ASH_GEN_SERVER_OFFLINE_DEPS
-fi
-if [[ -n "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" ]]; then
-  echo "run_ash.sh: offline dependencies from $ASH_GEN_SERVER_OFFLINE_DEPS"
-fi
-
-for tool in elixir mix epmd; do
-  command -v "$tool" >/dev/null || { echo "run_ash.sh: $tool not found (apt-get install erlang-nox erlang-dev elixir rebar3)" >&2; exit 2; }
-done
-
-# Distribution needs EPMD, for the test VM and the Rust node alike.
-epmd -daemon
+source "$here/ash_env.sh"
+ash_env run_ash.sh
 
 export MIX_ENV=test
 

@@ -16,20 +16,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 app="$here/ash_app"
 
-export ASH_GEN_SERVER_BIN="${ASH_GEN_SERVER_BIN:-$repo/target/release/ash-gen-server}"
-if [[ ! -x "$ASH_GEN_SERVER_BIN" ]]; then
-  echo "run_ash_tls.sh: the Rust node binary $ASH_GEN_SERVER_BIN is missing." >&2
-  echo "                Build it first: (cd $repo && cargo build --release)" >&2
-  exit 2
-fi
-if [[ -z "${ASH_GEN_SERVER_OFFLINE_DEPS:-}" && -d "$repo/../shared/hex" ]]; then
-  ASH_GEN_SERVER_OFFLINE_DEPS="$(cd "$repo/../shared/hex" && pwd)"
-  export ASH_GEN_SERVER_OFFLINE_DEPS
-fi
-for tool in elixir mix epmd openssl; do
-  command -v "$tool" >/dev/null || { echo "run_ash_tls.sh: $tool not found (scripts/setup.sh installs it)" >&2; exit 2; }
-done
-epmd -daemon
+source "$here/ash_env.sh"
+ash_env run_ash_tls.sh openssl
 
 certs="$(mktemp -d "${TMPDIR:-/tmp}/ash_tls_certs.XXXXXX")"
 trap 'rm -rf "$certs"' EXIT

@@ -30,6 +30,9 @@ integration/run_ash.sh
 section "ash: smoke subset over TLS distribution (inet_tls)"
 integration/run_ash_tls.sh
 
+section "ash: the data tests against a 3-node cluster (nodes: [...])"
+integration/run_ash_cluster.sh
+
 section "demo app: formatting, compile, and a run against a node"
 (cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)
 scripts/demo.sh --ci

@@ -180,7 +180,8 @@ struct StartArgs {
     /// Seconds of silence after which a peer is considered gone (as Erlang's net_ticktime).
     #[arg(long, default_value_t = 60, env = "ASH_GEN_SERVER_NET_TICKTIME")]
     net_ticktime: u64,
-    /// Serve the `fault` request, which makes a record's actor fail (for tests).
+    /// Serve the `fault` request, which makes a record's actor fail, and the control
+    /// process's `isolate`/`heal`, which cut the node off from others (for tests).
     #[arg(long, env = "ASH_GEN_SERVER_ENABLE_FAULT_INJECTION")]
     enable_fault_injection: bool,
     /// Microseconds a connection keeps polling for input before sleeping, like the BEAM's
@@ -195,7 +196,8 @@ struct StartArgs {
     resources: Option<PathBuf>,
     /// Keep the records in this directory (a journal), so a restart, even after a crash, comes
     /// back with every acknowledged record and its remaining lifetime. Without it, records
-    /// live in memory only.
+    /// live in memory only. With --cluster: the member's Raft id, vote and log, so it restarts
+    /// as the same member and rebuilds its records from the log.
     #[arg(long, value_name = "DIR", env = "ASH_GEN_SERVER_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// When the journal is flushed to the disk: before each acknowledgement (always), every
@@ -452,15 +454,20 @@ async fn start(args: StartArgs) -> Result<(), String> {
     };
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
-    if args.cluster && args.data_dir.is_some() {
-        return Err(
-            "--data-dir with --cluster is not supported yet: a cluster keeps its records on its members (see docs/OPERATIONS.md)"
-                .into(),
-        );
+    // A cluster member keeps its Raft log in the directory (its records are rebuilt from it);
+    // a single node its records journal. Neither takes the other's directory.
+    if !args.cluster
+        && let Some(dir) = &args.data_dir
+        && dir.join(cluster::log_store::LOG_FILE).exists()
+    {
+        return Err(format!(
+            "the data directory {} holds a cluster member's Raft log: start it with --cluster, or give this node a directory of its own",
+            dir.display()
+        ));
     }
     let options = protocol::Options {
         fault_injection: args.enable_fault_injection,
-        data_dir: args.data_dir.clone(),
+        data_dir: args.data_dir.clone().filter(|_| !args.cluster),
         fsync: Some(args.fsync),
         register_as: args.cluster.then_some(cluster::state_machine::RECORDS_NAME),
     };
@@ -476,6 +483,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
         let options = cluster::ClusterOptions {
             join: peers.clone(),
             replicas: usize::from(args.replicas),
+            data_dir: args.data_dir.clone(),
+            fsync: args.fsync,
             ..Default::default()
         };
         let member = cluster::Cluster::start(&running.node, &server.service.records, options)
@@ -513,7 +522,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
         }
     }
     let shutdown = shutdown_signal();
-    let (_, drain) = ash_gen_server::control::register(&running.node).ok_or_else(|| {
+    let faults = args.enable_fault_injection;
+    let (_, drain) = ash_gen_server::control::register(&running.node, faults).ok_or_else(|| {
         format!(
             "the name {} is already registered",
             ash_gen_server::control::CONTROL_NAME
@@ -533,13 +543,19 @@ async fn start(args: StartArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    tokio::select! {
-        _ = shutdown => {}
-        _ = drain.notified() => {}
-    }
+    let drained = tokio::select! {
+        _ = shutdown => false,
+        _ = drain.notified() => true,
+    };
     tracing::info!("shutting down");
     if let Some(member) = &member {
-        cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
+        if drained || member.reopened.is_none() {
+            cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
+        } else {
+            tracing::info!(
+                "keeping this member's place in the cluster: it restarts with its data directory"
+            );
+        }
     }
     running
         .shutdown(Duration::from_secs(args.shutdown_timeout))

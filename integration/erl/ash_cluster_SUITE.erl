@@ -14,12 +14,16 @@
 
 -compile([export_all, nowarn_export_all]).
 
+-import(ash_cluster_lib, [call/2, info/1, await_healthy/2, start_writers/4, stop_writers/1,
+                          check_history/3]).
+
 %% Bounded waits: generous, they only stop a broken run.
 -define(WAIT, 30000).
 -define(CALL, 20000).
 
 all() ->
     [forms_one_cluster, any_member_serves_every_request, identities_hold_across_members,
+     request_ids_apply_a_write_once,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
      expired_record_leaves_every_member_once].
 
@@ -72,32 +76,6 @@ gauge(Body, Line) -> string:find(Body, Line) =/= nomatch.
 join_args(#{node := Peer}) -> ["--cluster", "--join", atom_to_list(Peer)].
 
 nodes_of(_Config) -> [ash_node:node(M) || M <- members()].
-
-call(Node, Req) ->
-    try gen_server:call({ash_gen_server, Node}, Req, ?CALL)
-    catch exit:Reason -> {exit, Reason}
-    end.
-
-info(Node) ->
-    case call(Node, cluster) of
-        {ok, Info} -> Info;
-        Other -> Other
-    end.
-
-await_healthy(Members, N) ->
-    Nodes = [ash_node:node(M) || M <- Members],
-    Healthy = fun() ->
-                      Infos = [info(Node) || Node <- Nodes],
-                      lists:all(fun(#{healthy := true, voters := Vs, leader := L}) ->
-                                        length(Vs) =:= N andalso L =/= undefined;
-                                   (_) -> false
-                                end, Infos)
-                      andalso length(lists:usort([L || #{leader := L} <- Infos])) =:= 1
-              end,
-    case ash_node:poll(Healthy, ?WAIT, 100) of
-        true -> ok;
-        false -> ct:fail({not_healthy, [{Node, info(Node)} || Node <- Nodes]})
-    end.
 
 leader(Config) ->
     #{leader := L} = info(hd(nodes_of(Config))),
@@ -175,63 +153,36 @@ identities_hold_across_members(Config) ->
     ?assertEqual(1, length([ok || {ok, _} <- Replies]), Replies),
     ?assertEqual(2, length([x || {error, {identity_conflict, _, _}} <- Replies]), Replies).
 
+%% A write sent again with the same request id (PROTOCOL.md "Request ids"), to the same member or
+%% another, is applied once and answered as the first time; without an id it is a new write.
+request_ids_apply_a_write_once(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = nodes_of(Config),
+    ok = call(A, {define, R, #{primary_key => [id]}}),
+    Id = erlang:unique_integer([positive]),
+    Create = {request_id, Id, {create, R, #{id => 1, n => 0}}},
+    {ok, Created} = call(A, Create),
+    [?assertEqual({ok, Created}, call(N, Create)) || N <- [A, B, C]],
+    ?assertEqual({error, {already_exists, #{id => 1}}}, call(B, {create, R, #{id => 1}})),
+    Inc = fun(I) ->
+              {request_id, I, {update, R, #{id => 1}, #{},
+                               #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}}
+          end,
+    %% One increment sent three times through three members counts once...
+    [?assertEqual({ok, #{id => 1, n => 1}}, call(N, Inc(Id + 1))) || N <- [C, B, A]],
+    %% ...two with ids of their own count twice.
+    {ok, #{n := 2}} = call(B, Inc(Id + 2)),
+    {ok, #{n := 3}} = call(C, Inc(Id + 3)),
+    [?assertEqual({ok, #{id => 1, n => 3}}, call(N, {get, R, #{id => 1}})) || N <- [A, B, C]],
+    %% A destroy repeated with its id answers ok again (not not_found), and nothing else changes.
+    Destroy = {request_id, Id + 4, {destroy, R, #{id => 1}}},
+    [?assertEqual(ok, call(N, Destroy)) || N <- [A, C]],
+    ?assertEqual({error, not_found}, call(B, {get, R, #{id => 1}})),
+    ?assertMatch({error, {bad_request, _}}, call(C, {request_id, -1, {create, R, #{id => 9}}})),
+    ?assertEqual({error, not_found}, call(A, {get, R, #{id => 9}})).
+
 %% ---------------------------------------------------------------------------------------------
 %% Histories under failures
-
-%% Writers: each owns keys and writes 1, 2, 3... to each, through the members in turn.
-start_writers(Nodes, R, Writers, KeysPerWriter) ->
-    Parent = self(),
-    [spawn_link(fun() ->
-                        Keys = [{W, K} || K <- lists:seq(1, KeysPerWriter)],
-                        writer(Parent, Nodes, R, Keys, #{}, 1)
-                end) || W <- lists:seq(1, Writers)].
-
-writer(Parent, Nodes, R, Keys, State, Seq) ->
-    receive
-        {stop, From} -> From ! {history, self(), State}
-    after 0 ->
-            State1 = lists:foldl(
-                       fun(Key, St) ->
-                               Node = lists:nth(erlang:phash2({Key, Seq}, length(Nodes)) + 1, Nodes),
-                               {Acked, Tried} = maps:get(Key, St, {0, 0}),
-                               Req = {upsert, R, #{id => Key, seq => Seq}, #{}},
-                               case call(Node, Req) of
-                                   {ok, _, _} -> St#{Key => {Seq, Seq}};
-                                   _ -> St#{Key => {Acked, max(Tried, Seq)}}
-                               end
-                       end, State, Keys),
-            writer(Parent, Nodes, R, Keys, State1, Seq + 1)
-    end.
-
-stop_writers(Pids) ->
-    [P ! {stop, self()} || P <- Pids],
-    maps:from_list(lists:append([begin
-                                     receive {history, P, St} -> maps:to_list(St)
-                                     after ?WAIT * 2 -> ct:fail({writer_stuck, P})
-                                     end
-                                 end || P <- Pids])).
-
-%% Checks a history against what every member holds; logs and returns the counts.
-check_history(Nodes, R, History) ->
-    Counts = maps:fold(
-               fun(Key, {Acked, Tried}, {Ok, Lost, Stale}) ->
-                       Values = [case call(N, {get, R, #{id => Key}}) of
-                                     {ok, #{seq := S}} -> S;
-                                     {error, not_found} -> 0;
-                                     Other -> {error, Other}
-                                 end || N <- Nodes],
-                       case lists:usort(Values) of
-                           [V] when is_integer(V), V >= Acked, V =< Tried -> {Ok + 1, Lost, Stale};
-                           [V] when is_integer(V), V < Acked -> {Ok, Lost + 1, Stale};
-                           _ -> {Ok, Lost, Stale + 1}
-                       end
-               end, {0, 0, 0}, History),
-    {Ok, Lost, Stale} = Counts,
-    Acked = lists:sum([A || {A, _} <- maps:values(History)]),
-    ct:pal("keys: ~b, acknowledged writes: ~b; keys ok: ~b, lost: ~b, stale or disagreeing: ~b",
-           [maps:size(History), Acked, Ok, Lost, Stale]),
-    ?assert(Acked > 0),
-    Counts.
 
 sigkill_of_the_leader_loses_no_acknowledged_write(Config) ->
     R = ?config(res, Config),

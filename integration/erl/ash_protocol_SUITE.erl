@@ -41,7 +41,7 @@ groups() ->
                       agg_defaults_count_exists_list, agg_uniq_is_exact, agg_over_page,
                       agg_not_a_number, agg_float_overflow, agg_names_and_nil_fields, agg_bad]},
      {misc, [], [whereis, keep_alive_call, keep_alive_cast, info_count, resources_list, clear,
-                 ping, stats]},
+                 ping, stats, request_ids_on_a_single_node]},
      {record_pid, [], [pid_get_update_destroy, pid_update_filter]},
      {identities, [], [identity_conflict_create, identity_nils_distinct, identity_update,
                        identity_rekey_and_destroy_free]}].
@@ -1342,6 +1342,20 @@ ping(Config) ->
     Node = ?config(node, Config),
     ?assertEqual(pong, gen_server:call({ash_gen_server, Node}, ping, infinity)),
     ?assertEqual(pong, net_adm:ping(Node)).
+
+%% {request_id, Id, Request} (PROTOCOL.md "Request ids"): a single node serves Request as it is;
+%% an id that is not an integer from 0 to 2^63 - 1 is a bad request, and nothing is done.
+request_ids_on_a_single_node(Config) ->
+    R = ash_node:uniq_res(request_ids),
+    ok = ?REQ({define, R, #{primary_key => [id]}}),
+    ?assertEqual({ok, #{id => 1, n => 1}}, ?REQ({request_id, 7, {create, R, #{id => 1, n => 1}}})),
+    ?assertEqual({ok, #{id => 1, n => 1}}, ?REQ({request_id, 8, {get, R, #{id => 1}}})),
+    ?assertEqual(pong, ?REQ({request_id, 0, ping})),
+    [?assertMatch({error, {bad_request, _}},
+                  ?REQ({request_id, Bad, {create, R, #{id => 2}}}))
+     || Bad <- [-1, 1 bsl 63, <<"7">>, 1.0, undefined]],
+    ?assertMatch({error, {unknown_request, _}}, ?REQ({request_id, 1, {request_id, 2, ping}})),
+    ?assertEqual({error, not_found}, ?REQ({get, R, #{id => 2}})).
 
 %% stats, on a node of its own so the numbers are ours alone
 stats(Config) ->

@@ -10,6 +10,10 @@
 //! names ([`super::placement::replicas_of`]) vote; the others stay learners. A node restarted
 //! under the same name comes back with a new id: its old id is removed when it is admitted. A
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
+//!
+//! With `--data-dir` a member keeps its id, vote and log ([`super::identity`],
+//! [`super::log_store`]): restarted, it is still a member (no `--join` needed), and it stays
+//! one on SIGTERM, expecting to come back; `ash-gen-server drain` still makes it leave.
 
 use super::Cluster;
 use super::answer::{Answer, ENDPOINT_NAME, not_leader};
@@ -61,23 +65,56 @@ pub fn desired_voters(members: &BTreeMap<NodeId, String>, replicas: usize) -> BT
         .collect()
 }
 
-/// Forms or joins the cluster; returns once this member belongs to it.
+/// Waits (up to a few seconds) until Raft shows the membership its reopened log holds.
+async fn reopened_membership(cluster: &Cluster) {
+    if cluster.reopened.as_ref().is_none_or(|r| r.entries == 0) {
+        return;
+    }
+    let mut metrics = cluster.raft.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while members(cluster).is_empty() {
+        if tokio::time::timeout_at(deadline, metrics.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Forms or joins the cluster; returns once this member belongs to it. A member whose data
+/// directory holds a log already belongs to the cluster it records (Raft elects a leader among
+/// the members it knows); one removed meanwhile asks the members it knows to admit it again.
 pub async fn form(cluster: Arc<Cluster>) {
     let me = cluster.node.config.name.to_string();
     let mailbox = Mailbox::new(&cluster.node);
     let started = tokio::time::Instant::now();
+    reopened_membership(&cluster).await;
     loop {
-        if members(&cluster).contains_key(&cluster.id) {
+        let known = members(&cluster);
+        if known.contains_key(&cluster.id) {
             tracing::info!(id = cluster.id, "member of the cluster");
             return;
         }
-        if cluster.options.join.is_empty() {
+        let mut peers = cluster.options.join.clone();
+        for name in known.values() {
+            if let Ok(peer) = name.parse::<erl_dist::node::NodeName>()
+                && *name != me
+                && !peers.contains(&peer)
+            {
+                peers.push(peer);
+            }
+        }
+        if peers.is_empty() {
             initialize(&cluster).await;
+            // Give the membership entry time to apply before looking again (a second
+            // `initialize` is refused, and openraft logs that as an error).
+            tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
         let mut without_cluster = Vec::new();
         let mut joined = false;
-        for peer in &cluster.options.join {
+        for peer in &peers {
             let mut target = peer.clone();
             for _hop in 0..3 {
                 let request = Value::tuple(vec![
@@ -112,11 +149,11 @@ pub async fn form(cluster: Arc<Cluster>) {
                 break;
             }
         }
-        if !joined {
+        if !joined && known.is_empty() {
             // Nobody reachable has a cluster: the first name forms it (after a grace period
             // when some peers did not answer, so members started together find each other).
             let first = without_cluster.iter().all(|other| me < *other);
-            let all_answered = without_cluster.len() == cluster.options.join.len();
+            let all_answered = without_cluster.len() == peers.len();
             if first && (all_answered || started.elapsed() > Duration::from_secs(3)) {
                 initialize(&cluster).await;
             }

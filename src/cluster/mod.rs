@@ -4,6 +4,9 @@
 //! - [`types`]: what the replicated log carries (protocol requests) and answers (replies).
 //! - [`log_store`] and [`state_machine`]: the log, and applying it to the member's own record
 //!   service ([`state_machine::RECORDS_NAME`]), so the record service knows nothing of Raft.
+//!   With `--data-dir` the log and the vote are kept on disk and [`identity`] keeps the
+//!   member's Raft id: a restarted member is the same member, rebuilds its records by applying
+//!   its log again (no snapshots yet), catches up with the leader and counts again.
 //! - [`answer`]: the endpoint's name and the answers that send a request to the leader.
 //! - [`network`] and [`endpoint`]: Raft's messages as distribution messages between the
 //!   members' [`answer::ENDPOINT_NAME`] processes: no other transport or port.
@@ -21,6 +24,7 @@
 pub mod answer;
 pub mod endpoint;
 pub mod expiry;
+pub mod identity;
 pub mod log_store;
 pub mod membership;
 pub mod metrics;
@@ -32,7 +36,9 @@ pub mod state_machine;
 pub mod types;
 
 use crate::node::Node;
+use crate::storage::FsyncPolicy;
 use erl_dist::node::NodeName;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use types::{Member, NodeId, Raft};
@@ -46,6 +52,10 @@ pub struct ClusterOptions {
     pub replicas: usize,
     /// Milliseconds between heartbeats; elections start after 4 to 8 of them are missed.
     pub heartbeat_ms: u64,
+    /// Keep the member's Raft id, vote and log here (`--data-dir`); in memory when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// When the log in `data_dir` is flushed to the disk.
+    pub fsync: FsyncPolicy,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +64,8 @@ impl Default for ClusterOptions {
             join: Vec::new(),
             replicas: 3,
             heartbeat_ms: 100,
+            data_dir: None,
+            fsync: FsyncPolicy::Interval,
         }
     }
 }
@@ -67,14 +79,22 @@ pub enum ClusterError {
     /// Raft would not start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The log in the data directory cannot be read or written.
+    #[error(transparent)]
+    Log(#[from] log_store::LogStoreError),
 }
 
 /// A member of the cluster.
 pub struct Cluster {
     /// The local node.
     pub node: Arc<Node>,
-    /// This member's Raft id (new for each run).
+    /// This member's Raft id (new for each run, kept in the data directory with one).
     pub id: NodeId,
+    /// What the data directory held at start (`None` without one).
+    pub reopened: Option<log_store::Reopened>,
     /// The Raft group of the records.
     pub raft: Raft,
     /// The options.
@@ -94,7 +114,33 @@ impl Cluster {
         records: &Arc<crate::record::RecordService>,
         options: ClusterOptions,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let id: NodeId = rand::random::<u64>() >> 1;
+        // No record expires on its own while the log is applied again at start.
+        let expiries = expiry::LeaderExpires::hold(records);
+        let mut flush = None;
+        let (id, log, reopened) = match &options.data_dir {
+            Some(dir) => {
+                let id = identity::load_or_create(dir, &node.config.name.to_string())?;
+                let (log, journal, reopened) = log_store::LogStore::open(dir, options.fsync)?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    id,
+                    fsync = ?options.fsync,
+                    entries = reopened.entries,
+                    committed = ?reopened.committed,
+                    cut_bytes = reopened.cut_bytes,
+                    "opened the raft log in the data directory"
+                );
+                if options.fsync == FsyncPolicy::Interval {
+                    flush = Some(journal);
+                }
+                (id, log, Some(reopened))
+            }
+            None => (
+                rand::random::<u64>() >> 1,
+                log_store::LogStore::default(),
+                None,
+            ),
+        };
         let config = openraft::Config {
             cluster_name: "ash_gen_server".into(),
             heartbeat_interval: options.heartbeat_ms,
@@ -110,7 +156,7 @@ impl Cluster {
             id,
             Arc::new(config),
             network::Network { node: node.clone() },
-            log_store::LogStore::default(),
+            log,
             state_machine::StateMachine::new(node),
         )
         .await
@@ -118,6 +164,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             node: node.clone(),
             id,
+            reopened,
             raft,
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             options,
@@ -125,8 +172,11 @@ impl Cluster {
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
-        expiry::LeaderExpires::install(&cluster, records);
+        expiries.install(&cluster, records);
         metrics::spawn(&cluster);
+        if let Some(journal) = flush {
+            tokio::spawn(crate::storage::journal::flush_every_interval(journal));
+        }
         tokio::spawn(membership::form(cluster.clone()));
         tokio::spawn(membership::keep_voters(cluster.clone()));
         Ok(cluster)

@@ -19,7 +19,7 @@ use super::types::Command;
 use crate::node::genserver::{self, From};
 use crate::node::{Mailbox, Node, Process};
 use crate::protocol::error::Error;
-use crate::protocol::request::Request;
+use crate::protocol::request::{Request, split_request_id};
 use crate::term::{Atom, Pid, Value};
 use crate::wire::etf;
 use std::sync::{Arc, Weak};
@@ -105,31 +105,45 @@ pub async fn serve_as_leader(
         Route::Write => {
             let mut term = Vec::new();
             etf::encode(&request, &mut term);
-            match cluster
-                .raft
-                .client_write(Command::Request { id, term })
-                .await
-            {
-                Ok(written) => Some(match etf::decode(&written.data.0) {
+            let write = cluster.raft.client_write(Command::Request {
+                id,
+                at: crate::record::registry::wall_ms(),
+                term,
+            });
+            // A leader cut off from the majority stays leader until it hears a newer term: its
+            // writes wait for a commit that cannot come.
+            match tokio::time::timeout(LEADER_WAIT, write).await {
+                Ok(Ok(written)) => Some(match etf::decode(&written.data.0) {
                     Ok((reply, _)) => reply,
                     Err(e) => unavailable(format!("the reply does not decode: {e}")),
                 }),
-                Err(e) => Some(match e.forward_to_leader() {
+                Ok(Err(e)) => Some(match e.forward_to_leader() {
                     Some(_) => not_leader(cluster),
                     None => unavailable(e.to_string()),
                 }),
+                Err(_) => Some(unavailable(format!(
+                    "not committed within {} s: no majority of the members is reachable \
+                     (the write may still be applied later)",
+                    LEADER_WAIT.as_secs()
+                ))),
             }
         }
         Route::Read | Route::Local => {
-            match cluster.read_lease.ensure(&cluster.raft, cluster.id).await {
-                Ok(_) => {
+            let ensure = cluster.read_lease.ensure(&cluster.raft, cluster.id);
+            match tokio::time::timeout(LEADER_WAIT, ensure).await {
+                Ok(Ok(_)) => {
                     to_records(&cluster.node, from, request);
                     None
                 }
-                Err(e) => Some(match e.forward_to_leader() {
+                Ok(Err(e)) => Some(match e.forward_to_leader() {
                     Some(_) => not_leader(cluster),
                     None => unavailable(e.to_string()),
                 }),
+                Err(_) => Some(unavailable(format!(
+                    "leadership not confirmed within {} s: no majority of the members is \
+                     reachable",
+                    LEADER_WAIT.as_secs()
+                ))),
             }
         }
     }
@@ -160,6 +174,13 @@ async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
 
 /// Serves a call: on this member, as the leader, or through the leader.
 async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
+    let (client_id, request) = match split_request_id(&request) {
+        Ok((id, request)) => (id, request.clone()),
+        Err(e) => {
+            cluster.node.reply(&from, &e.to_reply());
+            return;
+        }
+    };
     if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
         let info = super::membership::info(&cluster).await;
         cluster.node.reply(&from, &Value::pair(atom("ok"), info));
@@ -195,7 +216,9 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
         }
         return;
     }
-    let id = rand::random::<u64>();
+    // The client's id (below 2^63) or one of ours (2^63 and above): a retry of either, by the
+    // client or by this loop, is applied once.
+    let id = client_id.unwrap_or_else(|| rand::random::<u64>() | 1 << 63);
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     let mailbox = Mailbox::new(&cluster.node);
     loop {

@@ -3,8 +3,14 @@
 //! holds the same records; the leader's answer is the reply its caller gets.
 //!
 //! A request carries an id: a retried request (same id) is applied once, and the retry gets
-//! the first answer. Snapshots are not built yet: the log is kept whole (see
-//! [`super::log_store`]).
+//! the first answer. It also carries the leader's wall-clock time, passed to the record service
+//! with it (`{'$at', At, Request}`), so a record created by it is born at the same time on
+//! every replica and on every replay.
+//!
+//! The state machine lives in memory only: with `--data-dir`, a restarted member rebuilds it by
+//! applying its durable log again from the start (openraft re-applies the committed entries
+//! when the member starts, then the leader's newer ones). Snapshots are not built yet: the log
+//! is kept whole (see [`super::log_store`]).
 
 use super::types::{Command, Member, NodeId, Reply, TypeConfig};
 use crate::node::{Mailbox, Node};
@@ -51,14 +57,14 @@ impl StateMachine {
         }
     }
 
-    async fn execute(&mut self, id: u64, term: &[u8]) -> Reply {
+    async fn execute(&mut self, id: u64, at: i64, term: &[u8]) -> Reply {
         if let Some(reply) = self.answered.get(&id) {
             return reply.clone();
         }
         let reply = match etf::decode(term) {
             Ok((request, _)) => match self
                 .mailbox
-                .call(RECORDS_NAME, request, APPLY_TIMEOUT)
+                .call(RECORDS_NAME, at_leader_time(at, request), APPLY_TIMEOUT)
                 .await
             {
                 Ok(reply) => reply,
@@ -78,6 +84,18 @@ impl StateMachine {
         self.answered.insert(id, reply.clone());
         reply
     }
+}
+
+/// `{'$at', At, Request}`: the request as done at the leader's time (see
+/// [`crate::protocol::caller::AT_TAG`]).
+fn at_leader_time(at: i64, request: Value) -> Value {
+    Value::tuple(vec![
+        Value::Atom(crate::term::Atom::from_static(
+            crate::protocol::caller::AT_TAG,
+        )),
+        Value::Int(at),
+        request,
+    ])
 }
 
 fn error_reply(text: &str) -> Value {
@@ -108,8 +126,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     replies.push(Reply::default());
                 }
-                EntryPayload::Normal(Command::Request { id, term }) => {
-                    replies.push(self.execute(id, &term).await)
+                EntryPayload::Normal(Command::Request { id, at, term }) => {
+                    replies.push(self.execute(id, at, &term).await)
                 }
             }
         }

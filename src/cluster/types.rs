@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
 /// A member's Raft id. Random for each run of a node without a data directory, so a node
-/// restarted without its Raft state joins as a new member and never votes twice in a term.
+/// restarted without its Raft state joins as a new member and never votes twice in a term;
+/// kept in the data directory with one (see [`super::identity`]), with the vote and the log.
 pub type NodeId = u64;
 
 /// A member: its distribution node name (`name@host`).
@@ -19,6 +20,10 @@ pub enum Command {
     Request {
         /// Unique to the request (de-duplicates retries).
         id: u64,
+        /// The leader's wall-clock time when it took the request, in Unix milliseconds: what
+        /// the request counts as done at (a created record's creation time) on every replica
+        /// and on every replay of the log after a restart.
+        at: i64,
         /// `term_to_binary(Request)`.
         term: Vec<u8>,
     },

@@ -216,21 +216,31 @@ async fn accept_handshakes(
                         .into(),
                 );
             }
-            let (stream, peer) = handshake::accept(stream, local, cookie, |_| true)
+            let (stream, peer) = handshake::accept(stream, local, cookie, not_isolated(node))
                 .await
                 .map_err(|e| e.to_string())?;
             Ok((stream, None, peer))
         }
         Some(tls) => {
             let stream = tls.accept(stream).await.map_err(|e| e.to_string())?;
-            let (stream, peer) =
-                handshake::accept(handshake::Packet4::new(stream), local, cookie, |_| true)
-                    .await
-                    .map_err(|e| format!("inside TLS: {e}"))?;
+            let (stream, peer) = handshake::accept(
+                handshake::Packet4::new(stream),
+                local,
+                cookie,
+                not_isolated(node),
+            )
+            .await
+            .map_err(|e| format!("inside TLS: {e}"))?;
             let (stream, channel) = TlsChannel::from_server(stream.into_inner());
             Ok((stream, Some(channel), peer))
         }
     }
+}
+
+/// Whether the accepting side goes on with a peer of this name: not when this node is cut off
+/// from it ([`Node::isolate`]).
+fn not_isolated(node: &Arc<Node>) -> impl FnOnce(&NodeName) -> bool + '_ {
+    |name| !node.is_isolated_from(&name.to_string())
 }
 
 /// The dialling side's handshakes with `peer`, TLS first when configured.
@@ -296,6 +306,9 @@ pub enum ConnectError {
     /// The connection ended as soon as it was made.
     #[error("connection to {0} closed at once")]
     ClosedAtOnce(String),
+    /// This node is cut off from the peer ([`super::Node::isolate`]).
+    #[error("isolated from {0} (fault injection)")]
+    Isolated(String),
 }
 
 /// Why a connection ended in error: the `reason` logged with "peer disconnected".
@@ -332,6 +345,10 @@ enum Disconnect {
 
 /// Dials `peer` through its host's EPMD and runs the connection in the background.
 pub async fn connect(node: Arc<Node>, peer: &NodeName) -> Result<(), ConnectError> {
+    let name = peer.to_string();
+    if node.is_isolated_from(&name) {
+        return Err(ConnectError::Isolated(name));
+    }
     let stream = epmd::dial(peer, node.config.epmd_port).await?;
     let (stream, tls, peer_node) =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_handshakes(&node, stream, peer))

@@ -113,6 +113,8 @@ pub struct Node {
     refs: AtomicU64,
     conn_ids: AtomicU64,
     phase: tokio::sync::watch::Sender<Phase>,
+    /// Peers this node neither connects to nor accepts (see [`Node::isolate`]).
+    isolated_from: RwLock<std::collections::HashSet<String>>,
 }
 
 /// Where the node is in its life; connections watch it to drain at shutdown.
@@ -186,6 +188,7 @@ impl Node {
             refs: AtomicU64::new(1),
             conn_ids: AtomicU64::new(1),
             phase: tokio::sync::watch::Sender::new(Phase::Running),
+            isolated_from: RwLock::new(std::collections::HashSet::new()),
             config,
         });
         net_kernel::register(&node);
@@ -363,6 +366,32 @@ impl Node {
             Some(conn) => conn.write(write),
             None => false,
         }
+    }
+
+    /// Cuts this node off from `peers` (full node names) until [`Node::heal`]: their
+    /// connections close, and neither side can connect again (this node does not dial them and
+    /// refuses their handshakes) — a network partition between this node and them, made on
+    /// loopback, for fault-injection tests. Replaces any earlier set.
+    pub fn isolate(&self, peers: impl IntoIterator<Item = String>) {
+        let peers: std::collections::HashSet<String> = peers.into_iter().collect();
+        *self.isolated_from.write() = peers.clone();
+        for peer in &peers {
+            if let Some(conn) = self.conn(peer) {
+                tracing::warn!(%peer, "isolated from a peer: closing its connection");
+                conn.close();
+            }
+        }
+    }
+
+    /// Ends [`Node::isolate`]: every peer may connect again.
+    pub fn heal(&self) {
+        self.isolated_from.write().clear();
+    }
+
+    /// Whether this node is cut off from `peer` by [`Node::isolate`].
+    pub fn is_isolated_from(&self, peer: &str) -> bool {
+        let isolated = self.isolated_from.read();
+        !isolated.is_empty() && isolated.contains(peer)
     }
 
     /// Closes every connection (used at shutdown).

@@ -30,9 +30,17 @@ pub struct Caller {
     pub from: From,
     /// The request's kind (`get`, `query`...), for metrics.
     pub kind: &'static str,
+    /// When a record the request creates is born (Unix milliseconds), when it is not now: a
+    /// cluster member applying its log passes the leader's time (see [`AT_TAG`]).
+    pub born_wall: Option<i64>,
     /// When it was received, if request metrics are recorded.
     started: Option<Instant>,
 }
+
+/// A call `{'$at', UnixMs, Request}` serves `Request` as if made at `UnixMs` (the records it
+/// creates are born then): how a cluster member applies its replicated log, so every replica
+/// and every replay after a restart gives a record the same creation time.
+pub const AT_TAG: &str = "$at";
 
 impl Deref for Caller {
     type Target = From;
@@ -47,6 +55,7 @@ impl Caller {
         Caller {
             from,
             kind,
+            born_wall: None,
             started: RECORDING.load(Ordering::Relaxed).then(Instant::now),
         }
     }

@@ -10,7 +10,7 @@
 use super::cmd::define::Define;
 use super::service::Service;
 use crate::record::registry::wall_ms;
-use crate::storage::journal::{self, FSYNC_INTERVAL};
+use crate::storage::journal;
 use crate::storage::{FsyncPolicy, Journal, JournalError};
 use crate::term::{Atom, Record, Value};
 use std::collections::HashMap;
@@ -158,15 +158,4 @@ pub fn open(
     let journal = Arc::new(Journal::open(&path, policy)?);
     store.attach_journal(journal.clone());
     Ok((journal, restored))
-}
-
-/// Flushes `journal` to the disk every [`FSYNC_INTERVAL`] (for [`FsyncPolicy::Interval`]).
-pub async fn flush_every_interval(journal: Arc<Journal>) {
-    let mut tick = tokio::time::interval(FSYNC_INTERVAL);
-    loop {
-        tick.tick().await;
-        if let Err(e) = journal.flush() {
-            tracing::error!(error = %e, "could not flush the journal");
-        }
-    }
 }

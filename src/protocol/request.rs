@@ -64,6 +64,26 @@ pub enum Request {
     Fault(Fault),
 }
 
+/// The tag of a request sent with the client's request id: `{request_id, Id, Request}`.
+pub const REQUEST_ID_TAG: &str = "request_id";
+
+/// Splits `{request_id, Id, Request}` into `Id` and `Request` (docs/PROTOCOL.md "Request
+/// ids"): a client that may send a write twice (again to another member after a `nodedown`)
+/// names it with an id of its own, an integer from 0 to 2^63 − 1 unique to the request, and a
+/// cluster applies it at most once per id. A single node serves `Request` as it is. Any other
+/// term is a request without an id: `(None, v)`.
+pub fn split_request_id(v: &Value) -> Result<(Option<u64>, &Value)> {
+    match v.as_tuple() {
+        Some([Value::Atom(tag), id, request]) if tag.as_str() == REQUEST_ID_TAG => match id {
+            Value::Int(n) if *n >= 0 => Ok((Some(*n as u64), request)),
+            _ => super::error::bad(format!(
+                "a request id is an integer from 0 to 2^63 - 1, got: {id:?}"
+            )),
+        },
+        _ => Ok((None, v)),
+    }
+}
+
 impl Request {
     /// Parses a request term, with the default limit on records per request.
     pub fn parse(v: &Value) -> Result<Request> {
@@ -186,6 +206,40 @@ mod tests {
 
     fn term(s: &str) -> Value {
         crate::term::parse_term(s).unwrap()
+    }
+
+    #[test]
+    fn request_ids_are_split_off_and_checked() {
+        let wrapped = term("{request_id, 42, {get, r, #{id => 1}}}");
+        let (id, request) = split_request_id(&wrapped).unwrap();
+        assert_eq!(id, Some(42));
+        assert_eq!(*request, term("{get, r, #{id => 1}}"));
+        assert!(matches!(Request::parse(request), Ok(Request::Get(_))));
+
+        let plain = term("{get, r, #{id => 1}}");
+        let (id, request) = split_request_id(&plain).unwrap();
+        assert_eq!((id, request), (None, &plain));
+
+        for bad in [
+            "{request_id, -1, ping}",
+            "{request_id, <<\"x\">>, ping}",
+            "{request_id, 1.5, ping}",
+            "{request_id, 18446744073709551615, ping}",
+        ] {
+            match split_request_id(&term(bad)) {
+                Err(Error::BadRequest(message)) => {
+                    assert!(message.contains("request id"), "{bad}: {message}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // An id wraps one request: a second wrapper is an unknown request.
+        let nested = term("{request_id, 1, {request_id, 2, ping}}");
+        let (_, inner) = split_request_id(&nested).unwrap();
+        assert!(matches!(
+            Request::parse(inner),
+            Err(Error::UnknownRequest(_))
+        ));
     }
 
     #[test]

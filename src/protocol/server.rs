@@ -7,7 +7,7 @@
 
 use super::caller::Caller;
 use super::reply;
-use super::request::Request;
+use super::request::{Request, split_request_id};
 use super::service::{Options, Service};
 use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
@@ -78,7 +78,9 @@ impl Server {
                 "restored records from the data directory"
             );
             if fsync == crate::storage::FsyncPolicy::Interval {
-                tasks.push(tokio::spawn(super::durable::flush_every_interval(journal)));
+                tasks.push(tokio::spawn(crate::storage::journal::flush_every_interval(
+                    journal,
+                )));
             }
         }
         tasks.extend(service.records.spawn_tasks());
@@ -104,16 +106,26 @@ impl Process for Server {
     fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         let svc = &self.service;
         match genserver::classify(message) {
-            GenMessage::Call(from, request) => match Request::parse_with(
-                &request,
-                svc.node().config.limits.max_records_per_request,
-            ) {
-                Ok(request) => {
-                    let caller = Caller::new(from, request.kind());
-                    request.execute(svc, caller)
+            GenMessage::Call(from, request) => {
+                let (born_wall, request) = match request.as_tuple() {
+                    Some([Value::Atom(tag), Value::Int(at), inner])
+                        if tag.as_str() == super::caller::AT_TAG =>
+                    {
+                        (Some(*at), inner.clone())
+                    }
+                    _ => (None, request),
+                };
+                match split_request_id(&request).and_then(|(_, request)| {
+                    Request::parse_with(request, svc.node().config.limits.max_records_per_request)
+                }) {
+                    Ok(request) => {
+                        let mut caller = Caller::new(from, request.kind());
+                        caller.born_wall = born_wall;
+                        request.execute(svc, caller)
+                    }
+                    Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
                 }
-                Err(e) => svc.reply(&Caller::new(from, "invalid"), &e.to_reply()),
-            },
+            }
             GenMessage::Cast(request) => match Request::parse(&request) {
                 Ok(request) => request.cast(svc),
                 Err(e) => tracing::warn!(error = %e, "ignored a malformed cast"),

@@ -33,6 +33,9 @@ pub struct Upsert {
     /// Value expressions merged into a matching record, evaluated against it (with
     /// `{incoming, Field}` reading `record`).
     pub atomics: Atomics,
+    /// When a record it creates is born (Unix milliseconds); now when `None`. A cluster's
+    /// replicas and replays all pass the leader's time, so they agree on it.
+    pub born_wall: Option<i64>,
 }
 
 /// What a record can be asked to do.

@@ -144,7 +144,27 @@ impl RecordService {
 
     /// Creates a record: its actor starts, and its lifetime timers with it.
     pub fn create(&self, resource: &Arc<Resource>, record: Record) -> Result<Record, StoreError> {
-        let (actor, record) = resource.insert(record, self.timers.now())?;
+        self.create_at(resource, record, None)
+    }
+
+    /// Creates a record born at `born_wall` (Unix milliseconds; now when `None`): its maximum
+    /// lifetime counts from then (a cluster applies the leader's time, on every replica and
+    /// on every replay of its log); its inactivity timeout from now.
+    pub fn create_at(
+        &self,
+        resource: &Arc<Resource>,
+        record: Record,
+        born_wall: Option<i64>,
+    ) -> Result<Record, StoreError> {
+        let now = self.timers.now();
+        let (actor, record) = match born_wall {
+            None => resource.insert(record, now)?,
+            Some(born_wall) => {
+                let age = u64::try_from(super::registry::wall_ms().saturating_sub(born_wall))
+                    .unwrap_or(0);
+                resource.insert_born(record, now, now.saturating_sub(age), born_wall)?
+            }
+        };
         actor.touch(self);
         Ok(record)
     }
@@ -152,12 +172,13 @@ impl RecordService {
     /// Creates the record, or updates the one that has the same `keys` (atomically, in its
     /// actor).
     pub fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {
+        let born_wall = upsert.born_wall;
         self.upsert_steps(
             resource,
             upsert,
             reply,
             |resource, upsert| resource.find_by(&upsert.keys, &upsert.record),
-            |svc, resource, record| svc.create(resource, record),
+            |svc, resource, record| svc.create_at(resource, record, born_wall),
         )
     }
 
@@ -372,6 +393,7 @@ mod tests {
             set: rec("#{n => 1}"),
             condition: None,
             atomics: Vec::new(),
+            born_wall: None,
         };
         for races in [1, 2, 3] {
             let (tx, rx) = mpsc::channel();
@@ -443,6 +465,7 @@ mod tests {
             set: rec("#{n => 1}"),
             condition: None,
             atomics: Vec::new(),
+            born_wall: None,
         };
         let outcome = ask(&svc, &actor, Op::Upsert(Box::new(upsert)));
         assert!(
@@ -477,6 +500,7 @@ mod tests {
             set: rec("#{n => 1}"),
             condition: Some(crate::query::filter::Expr::parse(&t("{eq, n, 5}")).unwrap()),
             atomics: Vec::new(),
+            born_wall: None,
         };
         let outcome = ask(&svc, &actor, Op::Upsert(Box::new(upsert)));
         assert!(

@@ -161,7 +161,17 @@ impl Journal {
 
     /// Appends `term`; with [`FsyncPolicy::Always`], flushes it to the disk before returning.
     pub fn append(&self, term: &Value) -> Result<(), JournalError> {
-        let bytes = frame(term)?;
+        self.append_all(std::slice::from_ref(term))
+    }
+
+    /// Appends `terms` with one write (and, with [`FsyncPolicy::Always`], one flush to the disk
+    /// before returning). A crash mid-write keeps a prefix of them: the torn one is cut when
+    /// the journal is [`read`].
+    pub fn append_all(&self, terms: &[Value]) -> Result<(), JournalError> {
+        let mut bytes = Vec::new();
+        for term in terms {
+            bytes.extend_from_slice(&frame(term)?);
+        }
         let mut file = self.file.lock();
         file.write_all(&bytes).map_err(io(&self.path))?;
         if self.policy == FsyncPolicy::Always {
@@ -169,6 +179,18 @@ impl Journal {
         } else {
             self.dirty.store(true, Ordering::Relaxed);
         }
+        self.appended
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends `term` without flushing it to the disk now, whatever the policy: the next flush
+    /// takes it (for what can be lost to a machine crash without harm).
+    pub fn append_lazily(&self, term: &Value) -> Result<(), JournalError> {
+        let bytes = frame(term)?;
+        let mut file = self.file.lock();
+        file.write_all(&bytes).map_err(io(&self.path))?;
+        self.dirty.store(true, Ordering::Relaxed);
         self.appended
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -191,6 +213,17 @@ impl Journal {
     /// Bytes appended since the journal was opened.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
+    }
+}
+
+/// Flushes `journal` to the disk every [`FSYNC_INTERVAL`] (for [`FsyncPolicy::Interval`]).
+pub async fn flush_every_interval(journal: std::sync::Arc<Journal>) {
+    let mut tick = tokio::time::interval(FSYNC_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = journal.flush() {
+            tracing::error!(error = %e, "could not flush the journal");
+        }
     }
 }
 

@@ -14,9 +14,9 @@ defmodule AshGenServer.Transport do
     [...]`): the call goes to the node in use (`AshGenServer.Nodes.current/1`); when it exits
     with `:noconnection` (node down or unknown) or `:noproc` (no server), that node is marked
     down (`AshGenServer.Nodes.failover/2`) and the request is sent once more, to the next node
-    of the list. For reads and writes alike: a write whose node died after applying it and
-    before answering is then applied a second time (the cluster de-duplicates only the retries
-    it makes itself; the client side has no request ids yet). An unreachable node is the one
+    of the list. Every call to a list goes as `{:request_id, id, request}` (PROTOCOL.md "Request
+    ids"), the retry with the same random id: a write the first member passed on to the cluster
+    before it died is applied once, however often it is sent. An unreachable node is the one
     of the last attempt.
   - Every call is a `:telemetry.span/3` named `[:ash_gen_server, :request]`: the events
     `[:ash_gen_server, :request, :start]` and `[:ash_gen_server, :request, :stop]` (measurement
@@ -34,6 +34,8 @@ defmodule AshGenServer.Transport do
 
   @server :ash_gen_server
   @event [:ash_gen_server, :request]
+  # Request ids are below 2^63 (PROTOCOL.md "Request ids").
+  @request_ids 0x8000000000000000
 
   @doc """
   A `GenServer.call` to the node's `ash_gen_server` (or to the node in use of a list, with one
@@ -68,11 +70,12 @@ defmodule AshGenServer.Transport do
   # `:noproc`) on the next one.
   defp failover([_, _ | _] = nodes, request, timeout, resource, sensitive, unavailable) do
     node = Nodes.current(nodes)
+    sent = {:request_id, :rand.uniform(@request_ids) - 1, request}
 
-    case span(node, request, timeout, resource, sensitive, unavailable) do
+    case span(node, request, sent, timeout, resource, sensitive, unavailable) do
       {_reply, reason} when reason in [:noconnection, :noproc] ->
         next = Nodes.failover(nodes, node)
-        {reply, _} = span(next, request, timeout, resource, sensitive, unavailable)
+        {reply, _} = span(next, request, sent, timeout, resource, sensitive, unavailable)
         reply
 
       {reply, _} ->
@@ -84,12 +87,13 @@ defmodule AshGenServer.Transport do
     do: failover(node, request, timeout, resource, sensitive, unavailable)
 
   defp failover(to, request, timeout, resource, sensitive, unavailable) do
-    {reply, _} = span(to, request, timeout, resource, sensitive, unavailable)
+    {reply, _} = span(to, request, request, timeout, resource, sensitive, unavailable)
     reply
   end
 
   # The reply (or `unavailable.(reason, to)`) and the exit reason (`nil` when the call returned).
-  defp span(to, request, timeout, resource, sensitive, unavailable) do
+  # `sent` is `request` or `request` with its request id.
+  defp span(to, request, sent, timeout, resource, sensitive, unavailable) do
     metadata = %{
       node: if(is_pid(to), do: node(to), else: to),
       resource: resource || request_resource(request),
@@ -99,7 +103,7 @@ defmodule AshGenServer.Transport do
 
     :telemetry.span(@event, metadata, fn ->
       {reply, exit} =
-        case do_call(to, request, timeout) do
+        case do_call(to, sent, timeout) do
           {:exit, reason} -> {unavailable.(reason, to), reason}
           {:reply, reply} -> {reply, nil}
         end

@@ -98,4 +98,55 @@ defmodule AshGenServer.TransportTest do
     assert_receive {_, _, %{node: node, request: :get, reply: {:gone, :noproc, _}}}
                    when node == node()
   end
+
+  # A stand-in for a member's `ash_gen_server` on this VM: reports every message it is called
+  # with. `:dies` dies at the first one as if the member were gone (`:noproc`), after
+  # registering an `:answers` stand-in in its place.
+  defp stand_in(test, mode, ready_to) do
+    spawn(fn ->
+      Process.register(self(), :ash_gen_server)
+      send(ready_to, {:registered, self()})
+      serve(test, mode)
+    end)
+  end
+
+  defp serve(test, mode) do
+    receive do
+      {:"$gen_call", from, message} ->
+        send(test, {:called, message})
+
+        case mode do
+          :dies ->
+            Process.unregister(:ash_gen_server)
+            stand_in(test, :answers, self())
+            receive do: ({:registered, _} -> exit(:noproc))
+
+          :answers ->
+            GenServer.reply(from, :answered)
+            serve(test, mode)
+        end
+    end
+  end
+
+  test "a call to a list of members carries a request id, the same on its retry" do
+    # This VM as a two-member list: the failover goes from `node()` to `node()` again.
+    members = [node(), node()]
+    first = stand_in(self(), :dies, self())
+    assert_receive {:registered, ^first}
+    on_exit(fn -> if pid = Process.whereis(:ash_gen_server), do: Process.exit(pid, :kill) end)
+    request = {:create, :plain_atom, %{id: 1}}
+
+    assert :answered = Transport.raw_call(members, request, 1_000, &{:gone, &1, &2})
+    assert_receive {:called, {:request_id, id, ^request}}
+    assert is_integer(id) and id >= 0 and id < 0x8000000000000000
+    assert_receive {:called, {:request_id, ^id, ^request}}
+
+    # Each request its own id; a single node gets the request as it is.
+    assert :answered = Transport.raw_call(members, request, 1_000, &{:gone, &1, &2})
+    assert_receive {:called, {:request_id, other, ^request}}
+    assert other != id
+    assert :answered = Transport.raw_call(node(), request, 1_000, &{:gone, &1, &2})
+    assert_receive {:called, ^request}
+    refute_received {:called, _}
+  end
 end

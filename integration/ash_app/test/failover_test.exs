@@ -12,21 +12,8 @@ defmodule AshApp.FailoverTest do
     # A member draining on SIGTERM asks the cluster to remove it, which a cluster with a dead
     # member cannot commit: the drain then ends at the shutdown timeout (3 s here, inside
     # RustNode's 10 s), and the member must still exit 0.
-    first = RustNode.start!(args: ["--cluster", "--shutdown-timeout", "3"])
-    join = ["--cluster", "--shutdown-timeout", "3", "--join", to_string(first)]
-    members = [first | for(_ <- 1..2, do: RustNode.start!(args: join))]
+    members = RustNode.start_cluster!(3, ["--shutdown-timeout", "3"])
     on_exit(fn -> Enum.each(members, &RustNode.stop/1) end)
-
-    wait_until(
-      fn ->
-        match?(
-          {:ok, %{healthy: true, members: [_, _, _]}},
-          AshGenServer.Client.call(:cluster, node: first)
-        )
-      end,
-      30_000,
-      50
-    )
 
     previous = Application.fetch_env(:ash_gen_server, :nodes)
     Application.put_env(:ash_gen_server, :nodes, members)

@@ -15,21 +15,45 @@ metrics_addr = "127.0.0.1:#{AshApp.Metrics.free_port()}"
 Application.put_env(:ash_app, :rust_node_args, ["--metrics-addr", metrics_addr])
 Application.put_env(:ash_app, :metrics_url, "http://#{metrics_addr}/metrics")
 
-rust_node = AshApp.RustNode.start!()
+# ASH_APP_CLUSTER=N (integration/run_ash_cluster.sh): the suite runs against a cluster of N Rust
+# nodes instead, named in `config :ash_gen_server, nodes: [...]`; `node` names the first member
+# (the raw calls of the tests go to it: any member serves any request).
+rust_nodes =
+  case System.get_env("ASH_APP_CLUSTER", "") do
+    "" ->
+      [AshApp.RustNode.start!()]
+
+    count ->
+      members =
+        AshApp.RustNode.start_cluster!(String.to_integer(count), ["--shutdown-timeout", "3"])
+
+      Application.put_env(:ash_gen_server, :nodes, members)
+      members
+  end
+
+rust_node = hd(rust_nodes)
 Application.put_env(:ash_gen_server, :node, rust_node)
-System.at_exit(fn _ -> AshApp.RustNode.stop(rust_node) end)
+System.at_exit(fn _ -> Enum.each(rust_nodes, &AshApp.RustNode.stop/1) end)
 
 ExUnit.after_suite(fn _ ->
-  case AshApp.RustNode.stop(rust_node) do
-    0 ->
-      :ok
+  # Each stopped with SIGTERM; the last members of a cluster may no longer commit their own
+  # removal, and drain until the shutdown timeout: all must exit 0.
+  for node <- Enum.reverse(rust_nodes) do
+    case AshApp.RustNode.stop(node) do
+      0 ->
+        :ok
 
-    status ->
-      IO.puts(:stderr, "ash_gen_server: the Rust node exited with #{inspect(status)}, not 0")
-      System.halt(1)
+      status ->
+        IO.puts(
+          :stderr,
+          "ash_gen_server: the Rust node #{node} exited with #{inspect(status)}, not 0"
+        )
+
+        System.halt(1)
+    end
   end
 end)
 
 transport = if AshApp.RustNode.tls_args() == [], do: "TCP", else: "TLS (inet_tls)"
-IO.puts("ash_gen_server: testing against #{rust_node} from #{node()} over #{transport}")
+IO.puts("ash_gen_server: testing against #{inspect(rust_nodes)} from #{node()} over #{transport}")
 ExUnit.start(timeout: 60_000)

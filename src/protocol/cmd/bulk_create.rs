@@ -78,6 +78,7 @@ impl BulkCreate {
         let finish: Finish = Box::new(|outcomes: Vec<Outcome>| {
             reply::ok_list(outcomes.iter().map(reply::render).collect())
         });
+        let born_wall = from.born_wall;
         let gather = Gather::new(from, self.records.len(), finish);
         let records: &RecordService = &svc.records;
         for (i, rec) in self.records.into_iter().enumerate() {
@@ -85,11 +86,11 @@ impl BulkCreate {
             match &self.upsert {
                 None => {
                     let outcome = records
-                        .create(&resource, rec)
+                        .create_at(&resource, rec, born_wall)
                         .map_or_else(Outcome::Error, Outcome::Record);
                     slot.send(records, outcome)
                 }
-                Some(opts) => match opts.args(&resource, rec) {
+                Some(opts) => match opts.args(&resource, rec, born_wall) {
                     Ok(args) => records.upsert(&resource, args, Some(slot)),
                     Err(e) => slot.send(records, Outcome::Error(e)),
                 },

@@ -32,7 +32,7 @@ impl Create {
             Ok(r) => {
                 let outcome = svc
                     .records
-                    .create(&r, self.record)
+                    .create_at(&r, self.record, from.born_wall)
                     .map_or_else(Outcome::Error, Outcome::Record);
                 svc.reply_outcome(&from, &outcome);
             }

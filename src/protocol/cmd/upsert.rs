@@ -52,11 +52,13 @@ impl UpsertOpts {
         Ok(out)
     }
 
-    /// The upsert of `record` into `resource` these options describe.
+    /// The upsert of `record` into `resource` these options describe; a record it creates is
+    /// born at `born_wall` (see [`Caller::born_wall`]).
     pub fn args(
         &self,
         resource: &Resource,
         record: Record,
+        born_wall: Option<i64>,
     ) -> std::result::Result<UpsertArgs, StoreError> {
         let keys = self
             .keys
@@ -86,6 +88,7 @@ impl UpsertOpts {
                 .as_ref()
                 .map(|c| c.bind(&resource.config().types)),
             atomics: self.atomics.clone(),
+            born_wall,
         })
     }
 }
@@ -117,8 +120,12 @@ impl Upsert {
 
     /// Serves it: the record's actor (or the create) replies.
     pub fn execute(self, svc: &Service, from: Caller) {
+        let born_wall = from.born_wall;
         let prepared = svc.resource(&self.resource).and_then(|r| {
-            let args = self.opts.args(&r, self.record).map_err(Error::from)?;
+            let args = self
+                .opts
+                .args(&r, self.record, born_wall)
+                .map_err(Error::from)?;
             Ok((r, args))
         });
         match prepared {

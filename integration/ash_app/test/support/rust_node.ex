@@ -74,6 +74,33 @@ defmodule AshApp.RustNode do
     end
   end
 
+  @doc """
+  Starts a cluster of `count` nodes (`--cluster`, the others `--join` the first), each with
+  `extra_args` (not `rust_node_args`: one metrics port cannot serve several nodes), and returns their names once the cluster is healthy with
+  every member in it (bounded: 30 s).
+  """
+  def start_cluster!(count, extra_args \\ []) do
+    base = ["--cluster" | extra_args]
+    first = start!(args: base)
+
+    members = [
+      first | for(_ <- 2..count//1, do: start!(args: base ++ ["--join", to_string(first)]))
+    ]
+
+    AshApp.Helpers.wait_until(
+      fn ->
+        case AshGenServer.Client.call(:cluster, node: first) do
+          {:ok, %{healthy: true, members: in_cluster}} -> length(in_cluster) == count
+          _ -> false
+        end
+      end,
+      30_000,
+      50
+    )
+
+    members
+  end
+
   defp args(opts) do
     Keyword.get_lazy(opts, :args, fn -> Application.get_env(:ash_app, :rust_node_args, []) end)
   end

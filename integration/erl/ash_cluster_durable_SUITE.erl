@@ -1,0 +1,189 @@
+%% A cluster of three Rust nodes with a data directory each (`start --cluster --data-dir DIR`,
+%% docs/OPERATIONS.md "Clustering"): the members keep their Raft id, vote and log on disk, so
+%%
+%% - after a SIGKILL of all three members, restarted with the same names and directories (and
+%%   no --join), every write acknowledged before the kill is readable from every member with
+%%   its last value, and the cluster takes writes again;
+%% - one member killed and restarted alone comes back as the same member (same Raft id, still
+%%   three members) and counts again: with another member down, the writes it acknowledges
+%%   need it;
+%% - a record's maximum lifetime keeps counting from its creation across the restart of the
+%%   whole cluster (the log carries the leader's time of each write).
+%%
+%% The members use the three --fsync policies (a SIGKILL of the process loses nothing in any).
+%% The writers and the history check are the cluster suites' (ash_cluster_lib).
+-module(ash_cluster_durable_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(WAIT, 30000).
+-define(CALL, 20000).
+
+all() ->
+    [sigkill_of_every_member_loses_no_acknowledged_write,
+     a_member_restarted_alone_keeps_its_place,
+     lifetime_counts_from_creation_across_a_restart].
+
+init_per_suite(Config) ->
+    Base = lists:flatten(io_lib:format("cld_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Names = [Base ++ "_" ++ L || L <- ["a", "b", "c"]],
+    Priv = ?config(priv_dir, Config),
+    Specs = lists:zip3(Names, [filename:join(Priv, N) || N <- Names], ["always", "interval", "never"]),
+    persistent_term:put({?MODULE, specs}, Specs),
+    [FirstSpec | Rest] = Specs,
+    First = start_member(Config, FirstSpec, []),
+    Others = [start_member(Config, S, ["--join", atom_to_list(ash_node:node(First))])
+              || S <- Rest],
+    Members = [First | Others],
+    ash_cluster_lib:await_healthy(Members, 3),
+    set_members(Members),
+    Config.
+
+end_per_suite(_Config) ->
+    [ash_node:stop(M) || M <- members()],
+    persistent_term:erase({?MODULE, members}),
+    persistent_term:erase({?MODULE, specs}),
+    ok.
+
+members() -> persistent_term:get({?MODULE, members}).
+set_members(Members) -> persistent_term:put({?MODULE, members}, Members).
+
+init_per_testcase(TC, Config) ->
+    [{res, ash_node:uniq_res(TC)} | Config].
+
+end_per_testcase(_, _) -> ok.
+
+start_member(Config, {Name, Dir, Fsync}, Extra) ->
+    ash_node:start(Config, #{name => Name,
+                             args => ["--cluster", "--data-dir", Dir, "--fsync", Fsync] ++ Extra}).
+
+spec_of(#{name := Name}) ->
+    lists:keyfind(Name, 1, persistent_term:get({?MODULE, specs})).
+
+%% Restarts `Member` (already stopped) with its name and directory, without --join.
+restart(Config, Member) ->
+    start_member(Config, spec_of(Member), []).
+
+nodes_of() -> [ash_node:node(M) || M <- members()].
+
+call(Node, Req) -> ash_cluster_lib:call(Node, Req).
+
+%% The Raft id a member's log reports ("opened the raft log in the data directory ... id=N").
+raft_id(Member) ->
+    Ids = [Id || Line <- ash_node:log_lines(Member),
+                 string:find(Line, "opened the raft log") =/= nomatch,
+                 {match, [Id]} <- [re:run(Line, "\\bid=([0-9]+)", [{capture, all_but_first, binary}])]],
+    case Ids of
+        [Id | _] -> Id;
+        [] -> ct:fail({no_raft_id_in_log, ash_node:node(Member)})
+    end.
+
+member_count(Node) ->
+    #{members := Ms} = ash_cluster_lib:info(Node),
+    length(Ms).
+
+%% ---------------------------------------------------------------------------------------------
+
+sigkill_of_every_member_loses_no_acknowledged_write(Config) ->
+    R = ?config(res, Config),
+    Nodes = nodes_of(),
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    Ids = [raft_id(M) || M <- members()],
+    Writers = ash_cluster_lib:start_writers(Nodes, R, 8, 4),
+    timer:sleep(2000),
+    ct:pal("killing every member"),
+    [ash_node:stop(M, "KILL") || M <- members()],
+    History = ash_cluster_lib:stop_writers(Writers),
+    %% The same names and directories, no --join: each knows its peers from its log.
+    Back = [restart(Config, M) || M <- members()],
+    set_members(Back),
+    ash_cluster_lib:await_healthy(Back, 3),
+    ?assertEqual(Ids, [raft_id(M) || M <- Back]),
+    ?assertEqual([3, 3, 3], [member_count(N) || N <- Nodes]),
+    ?assertEqual({maps:size(History), 0, 0}, ash_cluster_lib:check_history(Nodes, R, History)),
+    %% And it takes writes again, through any member, seen by every member.
+    {ok, _, _} = call(lists:last(Nodes), {upsert, R, #{id => after_restart, seq => 1}, #{}}),
+    [?assertEqual({ok, #{id => after_restart, seq => 1}}, call(N, {get, R, #{id => after_restart}}))
+     || N <- Nodes].
+
+a_member_restarted_alone_keeps_its_place(Config) ->
+    R = ?config(res, Config),
+    Nodes = nodes_of(),
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    Writers = ash_cluster_lib:start_writers(Nodes, R, 6, 4),
+    timer:sleep(1500),
+    #{leader := LeaderNode} = ash_cluster_lib:info(hd(Nodes)),
+    [Leader] = [M || M <- members(), ash_node:node(M) =:= LeaderNode],
+    Id = raft_id(Leader),
+    ct:pal("killing the leader ~p and restarting it alone", [LeaderNode]),
+    ash_node:stop(Leader, "KILL"),
+    timer:sleep(1000),
+    Back = restart(Config, Leader),
+    Members = [case M of Leader -> Back; _ -> M end || M <- members()],
+    set_members(Members),
+    timer:sleep(1000),
+    History = ash_cluster_lib:stop_writers(Writers),
+    ash_cluster_lib:await_healthy(Members, 3),
+    ?assertEqual(Id, raft_id(Back)),
+    ?assertEqual([3, 3, 3], [member_count(N) || N <- Nodes]),
+    ?assertEqual({maps:size(History), 0, 0}, ash_cluster_lib:check_history(Nodes, R, History)),
+    %% It counts: with another member down, a write needs its acknowledgement.
+    [Other | _] = [M || M <- Members, M =/= Back],
+    ash_node:stop(Other, "KILL"),
+    ?assertMatch({ok, _, _},
+                 poll_write(ash_node:node(Back), {upsert, R, #{id => counted, seq => 1}, #{}})),
+    ?assertEqual({ok, #{id => counted, seq => 1}},
+                 call(ash_node:node(Back), {get, R, #{id => counted}})),
+    Again = restart(Config, Other),
+    Final = [case M of Other -> Again; _ -> M end || M <- Members],
+    set_members(Final),
+    ash_cluster_lib:await_healthy(Final, 3),
+    ?assertEqual({ok, #{id => counted, seq => 1}},
+                 call(ash_node:node(Again), {get, R, #{id => counted}})).
+
+%% A write through `Node`, retried while a new leader is elected.
+poll_write(Node, Req) ->
+    Deadline = erlang:monotonic_time(millisecond) + ?WAIT,
+    poll_write(Node, Req, Deadline).
+
+poll_write(Node, Req, Deadline) ->
+    case call(Node, Req) of
+        {ok, _, _} = Ok -> Ok;
+        Other ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> Other;
+                false -> timer:sleep(200), poll_write(Node, Req, Deadline)
+            end
+    end.
+
+lifetime_counts_from_creation_across_a_restart(Config) ->
+    R = ?config(res, Config),
+    Nodes = nodes_of(),
+    Lifetime = 15000,
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id], maximum_lifetime => Lifetime}}),
+    {ok, _} = call(lists:last(Nodes), {create, R, #{id => 1}}),
+    Created = erlang:monotonic_time(millisecond),
+    %% Each member's own replica, asked without touching the record.
+    Count = fun(N) ->
+                    case gen_server:call({ash_gen_server_records, N}, {info, R}, ?CALL) of
+                        {ok, #{count := K}} -> K;
+                        Other -> Other
+                    end
+            end,
+    ?assert(ash_node:poll(fun() -> [Count(N) || N <- Nodes] =:= [1, 1, 1] end, ?WAIT, 20)),
+    [ash_node:stop(M, "KILL") || M <- members()],
+    %% Down until the record's lifetime has run out.
+    timer:sleep(max(0, Created + Lifetime + 1000 - erlang:monotonic_time(millisecond))),
+    Restarted = erlang:monotonic_time(millisecond),
+    Back = [restart(Config, M) || M <- members()],
+    set_members(Back),
+    ash_cluster_lib:await_healthy(Back, 3),
+    %% Born at its creation, the record expires as soon as a leader is elected; born again at
+    %% the replay, it would live `Lifetime` more, on every member.
+    Left = Restarted + Lifetime - 4000 - erlang:monotonic_time(millisecond),
+    ?assert(Left > 0),
+    ?assert(ash_node:poll(fun() -> [Count(N) || N <- Nodes] =:= [0, 0, 0] end, Left, 100)
+            orelse [Count(N) || N <- Nodes]).
