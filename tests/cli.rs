@@ -328,6 +328,15 @@ fn a_data_dir_keeps_acknowledged_records_through_sigkill() {
     c("{update_where, user, #{filter => {eq, id, 4}}, #{set => #{active => false}}}");
     c("{create, {user, <<\"t\">>}, #{id => 1, email => <<\"U1@x\">>, active => true}}");
     c("{create, short, #{id => 1}}");
+    // An all-or-nothing bulk create is one journal entry; a refused one journals nothing.
+    assert!(
+        c("{bulk_create, user, [#{id => 30}, #{id => 31}], #{all_or_nothing => true}}")
+            .starts_with("{ok,[{ok,")
+    );
+    assert_eq!(
+        c("{bulk_create, user, [#{id => 32}, #{id => 1}], #{all_or_nothing => true}}"),
+        "{error,{record,2,{already_exists,#{id => 1}}}}"
+    );
     // A crash: nothing acknowledged may be lost.
     drop(node);
     std::thread::sleep(Duration::from_millis(4500));
@@ -340,6 +349,9 @@ fn a_data_dir_keeps_acknowledged_records_through_sigkill() {
     assert_eq!(c("{get, user, #{id => 2}}"), "{error,not_found}");
     assert!(c("{get, user, #{id => 20}}").starts_with("{ok,"));
     assert_eq!(c("{get, user, #{id => 3}}"), "{error,not_found}");
+    assert_eq!(c("{get, user, #{id => 30}}"), "{ok,#{id => 30}}");
+    assert_eq!(c("{get, user, #{id => 31}}"), "{ok,#{id => 31}}");
+    assert_eq!(c("{get, user, #{id => 32}}"), "{error,not_found}");
     assert!(c("{get, user, #{id => 4}}").contains("active => false"));
     assert!(c("{get, {user, <<\"t\">>}, #{id => 1}}").starts_with("{ok,"));
     // The definition came back: identities (case-insensitive, only active records) hold.

@@ -29,7 +29,8 @@ groups() ->
                    upsert_nil_key_is_plain_create, upsert_create_conflicts,
                    upsert_identity_conflict_on_update, upsert_bad]},
      {bulk_create, [], [bulk_plain, bulk_identity, bulk_non_map_item, bulk_upsert,
-                        bulk_upsert_identity_keys, bulk_upsert_fields, bulk_empty, bulk_bad]},
+                        bulk_upsert_identity_keys, bulk_upsert_fields, bulk_empty, bulk_bad,
+                        bulk_all_or_nothing, bulk_all_or_nothing_races]},
      {query, [], [query_all, query_comparisons_term_order, query_in_is_nil,
                   query_contains, query_logic_hardcoded, query_logic_model,
                   query_sort_directions, query_sort_multi_and_ties, query_offset_limit,
@@ -655,6 +656,81 @@ bulk_bad(Config) ->
     assert_bad_request(Config, {bulk_create, R}),
     assert_bad_request(Config, {bulk_create, R, [#{id => 1}], #{}, extra}),
     ?assertEqual(0, count(Config, R)).
+
+%% all_or_nothing => true: every record or none; the error names the first failing record.
+bulk_all_or_nothing(Config) ->
+    R = def(Config, #{primary_key => [id], identities => [{email, [email]}]}),
+    create(Config, R, #{id => 1, email => a}),
+    Whole = fun(Records) -> ?REQ({bulk_create, R, Records, #{all_or_nothing => true}}) end,
+    %% a key in use: by a stored record, or by an earlier record of the request
+    ?assertEqual({error, {record, 2, {already_exists, #{id => 1}}}},
+                 Whole([#{id => 2}, #{id => 1}, #{id => 3}])),
+    ?assertEqual({error, {record, 3, {already_exists, #{id => 2}}}},
+                 Whole([#{id => 2}, #{id => 3}, #{id => 2}])),
+    %% a missing key, before a later conflict: the first failing record is named
+    ?assertEqual({error, {record, 2, {missing_primary_key, [id]}}},
+                 Whole([#{id => 2}, #{id => nil}, #{id => 1}])),
+    %% an identity taken: by a stored record, or by an earlier record of the request
+    ?assertEqual({error, {record, 2, {identity_conflict, email, #{email => a}}}},
+                 Whole([#{id => 2, email => b}, #{id => 3, email => a}])),
+    ?assertEqual({error, {record, 2, {identity_conflict, email, #{email => b}}}},
+                 Whole([#{id => 2, email => b}, #{id => 3, email => b}])),
+    %% none of the refused requests created anything
+    ?assertEqual([#{id => 1, email => a}], all_recs(Config, R)),
+    %% a valid request creates every record, in order
+    ?assertEqual({ok, [{ok, #{id => 3, email => b}}, {ok, #{id => 2}}, {ok, #{id => 4}}]},
+                 Whole([#{id => 3, email => b}, #{id => 2}, #{id => 4}])),
+    ?assertEqual([#{id => 1, email => a}, #{id => 2}, #{id => 3, email => b}, #{id => 4}],
+                 all_recs(Config, R)),
+    {ok, Pid} = ?REQ({whereis, R, #{id => 4}}),
+    ?assert(is_pid(Pid)),
+    ?assertEqual({ok, []}, Whole([])),
+    %% only for plain creates
+    assert_bad_request(Config, {bulk_create, R, [#{id => 9}],
+                                #{upsert => true, all_or_nothing => true}}),
+    ?assertEqual(4, count(Config, R)).
+
+%% Writers race requests that share one key, each with records of its own, while a reader
+%% queries: exactly one request is created whole, and no record of another is ever seen.
+bulk_all_or_nothing_races(Config) ->
+    Node = proplists:get_value(node, Config),
+    lists:foreach(
+      fun(Round) ->
+          R = new_res(Config, #{primary_key => [id]}),
+          Self = self(),
+          Reader = spawn_link(fun() -> read_loop(Node, R, Self, #{}) end),
+          Writers = [spawn_link(
+                       fun() ->
+                           Own = [#{id => W * 1000 + I, w => W} || I <- lists:seq(1, 50)],
+                           {L1, L2} = lists:split(25, Own),
+                           Records = L1 ++ [#{id => 0, w => W}] ++ L2,
+                           Self ! {written, W, ash_node:call(Node, {bulk_create, R, Records,
+                                                                    #{all_or_nothing => true}})}
+                       end) || W <- lists:seq(1, 8)],
+          Replies = [receive {written, W, Reply} -> {W, Reply} after 30000 -> ct:fail(no_reply)
+                     end || W <- lists:seq(1, length(Writers))],
+          Winners = [W || {W, {ok, _}} <- Replies],
+          ?assertMatch([_], Winners, {round, Round}),
+          [?assertEqual({error, {record, 26, {already_exists, #{id => 0}}}}, Reply)
+           || {_, {error, _} = Reply} <- Replies],
+          [Winner] = Winners,
+          Reader ! {stop, self()},
+          Seen = receive {seen, S} -> S after 30000 -> ct:fail(reader_stuck) end,
+          %% every writer seen is the winner
+          ?assertEqual([], [W || W <- maps:keys(Seen), W =/= Winner]),
+          Final = all_recs(Config, R),
+          ?assertEqual(51, length(Final)),
+          ?assertEqual([Winner], lists:usort([maps:get(w, Rec) || Rec <- Final]))
+      end, lists:seq(1, 10)).
+
+read_loop(Node, R, Parent, Seen) ->
+    receive
+        {stop, From} -> From ! {seen, Seen}
+    after 0 ->
+        {ok, Rs} = ash_node:call(Node, {query, R, #{}}),
+        read_loop(Node, R, Parent, lists:foldl(fun(#{w := W}, Acc) -> Acc#{W => true} end,
+                                               Seen, Rs))
+    end.
 
 %% ---------------------------------------------------------------------------------------------
 %% query

@@ -100,17 +100,27 @@ pub fn open(
                     .define(define.resource, define.config)
                     .map_err(|e| bad(&e.to_string()))?;
             }
-            [tag, ns, record, born] if atom_is(tag, "put") => {
+            [tag, ns, record, born] if atom_is(tag, "put") || atom_is(tag, "put_all") => {
                 let (name, tenant) = namespace(ns).ok_or_else(|| bad("bad namespace"))?;
                 let resource = store
                     .get_in(name, tenant.as_ref())
                     .map_err(|e| bad(&e.to_string()))?;
-                let record = Record::from_map(record).map_err(|e| bad(&e.to_string()))?;
-                let key = resource.key_of(&record).map_err(|e| bad(&e.to_string()))?;
                 let born = born.as_int().ok_or_else(|| bad("bad creation time"))?;
-                let slot = (ns.clone(), resource.pk_value(&key));
-                let order = latest.get(&slot).map_or(index, |(o, _, _)| *o);
-                latest.insert(slot, (order, record, born));
+                // `put_all`: records created together (a bulk create, all or nothing).
+                let records = if atom_is(tag, "put_all") {
+                    record
+                        .as_list()
+                        .ok_or_else(|| bad("not a list of records"))?
+                } else {
+                    std::slice::from_ref(record)
+                };
+                for record in records {
+                    let record = Record::from_map(record).map_err(|e| bad(&e.to_string()))?;
+                    let key = resource.key_of(&record).map_err(|e| bad(&e.to_string()))?;
+                    let slot = (ns.clone(), resource.pk_value(&key));
+                    let order = latest.get(&slot).map_or(index, |(o, _, _)| *o);
+                    latest.insert(slot, (order, record, born));
+                }
             }
             [tag, ns, pk] if atom_is(tag, "delete") => {
                 latest.remove(&(ns.clone(), pk.clone()));

@@ -99,6 +99,13 @@ impl Error {
     pub fn to_reply(&self) -> Value {
         Value::pair(Value::Atom(*crate::term::atoms::ERROR), self.to_term())
     }
+
+    /// The reply of a request about many records that failed, as a whole, on its `n`th record
+    /// (from 1): `{error, {record, N, Reason}}`.
+    pub fn to_reply_about_record(&self, n: usize) -> Value {
+        let reason = Value::tuple(vec![atom("record"), Value::Int(n as i64), self.to_term()]);
+        Value::pair(Value::Atom(*crate::term::atoms::ERROR), reason)
+    }
 }
 
 #[cfg(test)]

@@ -250,6 +250,7 @@ mod tests {
             "{upsert, r, #{id => 1}, #{keys => [id], set => #{n => 2}, condition => {eq, n, 1}}}",
             "{bulk_create, r, [#{id => 1}, #{id => 2}], #{}}",
             "{bulk_create, r, [#{id => 1}], #{upsert => true, fields => [n]}}",
+            "{bulk_create, r, [#{id => 1}], #{all_or_nothing => true}}",
             "{get, r, #{id => 1}}",
             "{update, r, #{id => 1}, #{n => 2}}",
             "{update, r, #{id => 1}, #{n => 2}, #{filter => {eq, n, 1}}}",
@@ -323,6 +324,10 @@ mod tests {
         assert!(err("{query, r, #{}, #{partitions => []}}").contains("needs partition_by"));
         assert!(err("{query, r, #{}, #{}, x}").contains("{query, Resource, Query, Opts}"));
         assert!(err("{fault, r, #{id => 1}, boom}").contains("panic or error"));
+        assert!(
+            err("{bulk_create, r, [#{id => 1}], #{upsert => true, all_or_nothing => true}}")
+                .contains("all_or_nothing applies to plain creates")
+        );
         for unknown in ["{frobnicate, r}", "hello", "42"] {
             assert_eq!(
                 Request::parse(&term(unknown)).unwrap_err(),

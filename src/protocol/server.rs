@@ -234,6 +234,16 @@ mod tests {
             call(&me, "{bulk_create, user, [#{id => 3}, #{id => 1}], #{}}").await,
             t("{ok, [{ok, #{id => 3}}, {error, {already_exists, #{id => 1}}}]}")
         );
+        // All or nothing: the second record's key is taken, so 4 is not created either (the
+        // query below still finds 3 as the highest id).
+        assert_eq!(
+            call(
+                &me,
+                "{bulk_create, user, [#{id => 4}, #{id => 3}], #{all_or_nothing => true}}"
+            )
+            .await,
+            t("{error, {record, 2, {already_exists, #{id => 3}}}}")
+        );
         assert_eq!(
             call(
                 &me,

@@ -156,17 +156,44 @@ impl RecordService {
         record: Record,
         born_wall: Option<i64>,
     ) -> Result<Record, StoreError> {
+        let (now, born, born_wall) = self.birth(born_wall);
+        let (actor, record) = resource.insert_born(record, now, born, born_wall)?;
+        actor.touch(self);
+        Ok(record)
+    }
+
+    /// Now (node milliseconds), and the node time and wall-clock time (Unix milliseconds) of
+    /// a record born at `born_wall` (now when `None`).
+    fn birth(&self, born_wall: Option<i64>) -> (u64, u64, i64) {
         let now = self.timers.now();
-        let (actor, record) = match born_wall {
-            None => resource.insert(record, now)?,
+        match born_wall {
+            None => (now, now, super::registry::wall_ms()),
             Some(born_wall) => {
                 let age = u64::try_from(super::registry::wall_ms().saturating_sub(born_wall))
                     .unwrap_or(0);
-                resource.insert_born(record, now, now.saturating_sub(age), born_wall)?
+                (now, now.saturating_sub(age), born_wall)
             }
-        };
-        actor.touch(self);
-        Ok(record)
+        }
+    }
+
+    /// Creates every record, born at `born_wall` as [`RecordService::create_at`], or none:
+    /// the first record (by position) that could not be created is returned with its position
+    /// and why (`Resource::insert_all`).
+    pub fn create_all(
+        &self,
+        resource: &Arc<Resource>,
+        records: Vec<Record>,
+        born_wall: Option<i64>,
+    ) -> Result<Vec<Record>, super::registry::BatchError> {
+        let (now, born, born_wall) = self.birth(born_wall);
+        let created = resource.insert_all(records, now, born, born_wall)?;
+        Ok(created
+            .into_iter()
+            .map(|(actor, record)| {
+                actor.touch(self);
+                record
+            })
+            .collect())
     }
 
     /// Creates the record, or updates the one that has the same `keys` (atomically, in its

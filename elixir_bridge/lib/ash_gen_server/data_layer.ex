@@ -179,7 +179,6 @@ defmodule AshGenServer.DataLayer do
   def can?(_, :composite_primary_key), do: true
   def can?(_, :upsert), do: true
   def can?(_, :bulk_create), do: true
-  def can?(_, :bulk_create_with_partial_success), do: true
   def can?(_, :changeset_filter), do: true
   def can?(_, :async_engine), do: true
   def can?(_, {:join, _}), do: true

@@ -5,9 +5,17 @@ defmodule AshGenServer.Write do
   Each write is one request to the node. An update or destroy carrying a `changeset.filter`
   (optimistic locking, atomic conditions) sends the filter as the request's `filter` option,
   checked atomically by the record's actor; a filter the node cannot evaluate exactly is first
-  checked by Ash against the current record, and its pushable part is still sent. A bulk create
-  is one `bulk_create` request whose records succeed or fail one by one (Ash's partial success).
-  Upserts are in `AshGenServer.Upsert`.
+  checked by Ash against the current record, and its pushable part is still sent.
+
+  A bulk create of a batch is all or nothing, as on `Ash.DataLayer.Ets` and in a SQL
+  transaction: a record the shim cannot store (a value that does not dump, an `atomic_set`
+  that fails) fails the batch before anything is sent, and otherwise the batch is one
+  `bulk_create` request with `all_or_nothing => true`, which the node refuses whole when one
+  record's primary key is missing or taken or one of its identities is taken (docs/PROTOCOL.md). The batch then answers that
+  record's error and no record of it exists, so the data layer does not declare
+  `:bulk_create_with_partial_success` and Ash stops at a batch's first error as it does on Ets.
+  Bulk upserts (`AshGenServer.Upsert`) are per record: a failing record leaves the others of
+  its batch upserted, and the batch answers `{:partial_success, ...}` with each record's result.
   """
 
   alias Ash.Changeset
@@ -139,43 +147,57 @@ defmodule AshGenServer.Write do
   end
 
   # Plain creates (`c:Ash.DataLayer.bulk_create/3` without `upsert?`; bulk upserts are
-  # `AshGenServer.Upsert.bulk_upsert/3`): one `bulk_create` request for the batch; each record
-  # succeeds or fails alone.
+  # `AshGenServer.Upsert.bulk_upsert/3`): the batch is created whole or not at all (see the
+  # moduledoc). Its error is the first failing record's.
   @doc false
   def bulk_create(resource, changesets, options) do
-    prepared =
-      Enum.map(changesets, fn changeset ->
-        case dump_new(resource, changeset) do
-          # Update atomics (`atomic_update`) on a plain create have no stored record to
-          # apply to (`create_atomics` are in the record already): refuse, never store the
-          # attribute without them.
-          {:ok, _stored} when changeset.atomics not in [nil, []] ->
-            error =
-              Ash.Error.Invalid.AtomicsNotSupported.exception(
-                resource: resource,
-                action_type: :create
-              )
+    prepared = Enum.map(changesets, &prepare_new(resource, &1))
 
-            {:error, error, changeset}
+    case Enum.find(prepared, &match?({:error, _, _}, &1)) do
+      {:error, error, _changeset} -> {:error, error}
+      nil -> create_all(resource, prepared, options)
+    end
+  end
 
-          {:ok, stored} ->
-            {:ok, stored, changeset}
+  # Update atomics (`atomic_update`) on a plain create have no stored record to apply to
+  # (`create_atomics` are in the record already): refuse, never store the attribute without them.
+  defp prepare_new(resource, changeset) do
+    case dump_new(resource, changeset) do
+      {:ok, _stored} when changeset.atomics not in [nil, []] ->
+        error =
+          Ash.Error.Invalid.AtomicsNotSupported.exception(
+            resource: resource,
+            action_type: :create
+          )
 
-          {:error, error} ->
-            {:error, error, changeset}
-        end
-      end)
+        {:error, error, changeset}
 
+      {:ok, stored} ->
+        {:ok, stored, changeset}
+
+      {:error, error} ->
+        {:error, error, changeset}
+    end
+  end
+
+  defp create_all(resource, prepared, options) do
     to_send = for {:ok, stored, _} <- prepared, do: stored
+    target = Requests.target(resource, options[:tenant])
+    request = {:bulk_create, target, to_send, %{all_or_nothing: true}}
+    context = [resource: resource, request: :bulk_create]
 
-    with {:ok, replies} <-
-           Requests.run(
-             resource,
-             {:bulk_create, Requests.target(resource, options[:tenant]), to_send, %{}},
-             request: :bulk_create,
-             expect: &(is_list(&1) and length(&1) == length(to_send))
-           ) do
-      prepared |> merge_replies(replies, resource) |> bulk_result(options)
+    case Requests.request(resource, request) do
+      # The node refused the whole batch because of its `n`th record: that record's error, as
+      # a `create` of it would have answered.
+      {:error, {:record, n, reason}} when is_integer(n) ->
+        Requests.result({:error, reason}, Keyword.put(context, :request, :create))
+
+      reply ->
+        expect = &(is_list(&1) and length(&1) == length(to_send))
+
+        with {:ok, replies} <- Requests.result(reply, [expect: expect] ++ context) do
+          prepared |> merge_replies(replies, resource) |> bulk_result(options)
+        end
     end
   end
 

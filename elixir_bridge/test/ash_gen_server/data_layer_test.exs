@@ -75,6 +75,8 @@ defmodule AshGenServer.DataLayerTest do
     end
 
     refute AshGenServer.DataLayer.can?(Thing, :transact)
+    # a bulk create's batch is all or nothing: Ash stops at a failing batch's first error
+    refute AshGenServer.DataLayer.can?(Thing, :bulk_create_with_partial_success)
     refute AshGenServer.DataLayer.can?(Thing, {:aggregate, :custom})
   end
 end

@@ -112,7 +112,7 @@ defmodule AshApp.UpsertBulkTest do
       assert %{label: "l7"} = Ash.get!(Tag, %{scope: "bulk", slot: 7})
     end
 
-    test "a duplicate fails alone" do
+    test "a duplicate fails its whole batch: none of the batch is created" do
       Tag |> Ash.Changeset.for_create(:create, %{scope: "dup", slot: 2}) |> Ash.create!()
       inputs = for i <- 1..3, do: %{scope: "dup", slot: i, label: "new"}
 
@@ -123,12 +123,122 @@ defmodule AshApp.UpsertBulkTest do
           stop_on_error?: false
         )
 
+      # as on Ets: the data layer's error is every record's of the batch
+      assert %Ash.BulkResult{status: :error, records: [], error_count: 3, errors: errors} = result
+
+      assert Enum.all?(errors, &(Exception.message(&1) =~ "has already been taken"))
+      assert Tag |> Ash.Query.filter(scope == "dup") |> Ash.count!() == 1
+      assert %{label: nil} = Ash.get!(Tag, %{scope: "dup", slot: 2})
+    end
+
+    test "a failing batch stops the bulk create with stop_on_error?; earlier batches stay" do
+      Tag |> Ash.Changeset.for_create(:create, %{scope: "b1", slot: 3}) |> Ash.create!()
+      Tag |> Ash.Changeset.for_create(:create, %{scope: "b2", slot: 3}) |> Ash.create!()
+      slots = fn scope -> Tag |> Ash.Query.filter(scope == ^scope) |> Ash.read!() end
+      sorted = fn records -> records |> Enum.map(& &1.slot) |> Enum.sort() end
+      inputs = fn scope -> for i <- 1..5, do: %{scope: scope, slot: i, label: "new"} end
+
+      # batches [1, 2], [3, 4], [5]: the second fails whole, at its record 3
+      stopped =
+        Ash.bulk_create(inputs.("b1"), Tag, :create,
+          batch_size: 2,
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: true
+        )
+
+      assert %Ash.BulkResult{status: :partial_success, errors: [error]} = stopped
+      assert Exception.message(error) =~ "has already been taken"
+      # Ash's result after the stop carries the error, not the first batch's records (as on
+      # Ets); the first batch is created, nothing of the second or the third
+      assert stopped.records == []
+      assert sorted.(slots.("b1")) == [1, 2, 3]
+
+      went_on =
+        Ash.bulk_create(inputs.("b2"), Tag, :create,
+          batch_size: 2,
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: false
+        )
+
+      assert %Ash.BulkResult{status: :partial_success, error_count: 2} = went_on
+      assert sorted.(went_on.records) == [1, 2, 5]
+      assert sorted.(slots.("b2")) == [1, 2, 3, 5]
+    end
+
+    test "racing bulk creates sharing one key: one batch is created whole, the others not at all" do
+      for round <- 1..5 do
+        scope = "race#{round}"
+
+        results =
+          1..6
+          |> Task.async_stream(
+            fn t ->
+              inputs = for i <- 1..10, do: %{scope: scope, slot: t * 100 + i, label: "t#{t}"}
+              # the shared key in the middle of every batch
+              inputs = List.insert_at(inputs, 5, %{scope: scope, slot: 0, label: "t#{t}"})
+              {t, Ash.bulk_create(inputs, Tag, :create, return_errors?: true)}
+            end,
+            max_concurrency: 6,
+            timeout: 60_000
+          )
+          |> Enum.map(fn {:ok, result} -> result end)
+
+        assert [{winner, _}] = Enum.filter(results, fn {_, r} -> r.status == :success end)
+        assert Enum.all?(results, fn {_, r} -> r.status in [:success, :error] end)
+
+        stored = Tag |> Ash.Query.filter(scope == ^scope) |> Ash.read!()
+        assert length(stored) == 11
+        assert Enum.all?(stored, &(&1.label == "t#{winner}"))
+      end
+    end
+
+    test "a bulk upsert is per record: a failing record leaves the others upserted" do
+      Seat
+      |> Ash.Changeset.for_create(:create, %{row: "A", number: 1, code: "x"})
+      |> Ash.create!()
+
+      inputs = [
+        %{row: "B", number: 1, code: "y"},
+        # its code is seat A1's
+        %{row: "C", number: 1, code: "x"},
+        %{row: "D", number: 1}
+      ]
+
+      result =
+        Ash.bulk_create(inputs, Seat, :create,
+          upsert?: true,
+          upsert_identity: :unique_place,
+          upsert_fields: [:holder],
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: false
+        )
+
       assert %Ash.BulkResult{status: :partial_success, records: records, errors: [error]} = result
 
-      assert records |> Enum.map(& &1.slot) |> Enum.sort() == [1, 3]
+      assert records |> Enum.map(& &1.row) |> Enum.sort() == ["B", "D"]
       assert Exception.message(error) =~ "has already been taken"
-      assert Tag |> Ash.Query.filter(scope == "dup") |> Ash.count!() == 3
-      assert %{label: nil} = Ash.get!(Tag, %{scope: "dup", slot: 2})
+      assert Seat |> Ash.read!() |> Enum.map(& &1.row) |> Enum.sort() == ["A", "B", "D"]
+
+      # with stop_on_error?, Ash stops at the failing record and reports its error (not the
+      # records); the others of the batch were upserted all the same: upserts are per record
+      inputs = [%{row: "E", number: 1}, %{row: "F", number: 1, code: "x"}, %{row: "G", number: 1}]
+
+      stopped =
+        Ash.bulk_create(inputs, Seat, :create,
+          upsert?: true,
+          upsert_identity: :unique_place,
+          upsert_fields: [:holder],
+          return_records?: true,
+          return_errors?: true,
+          stop_on_error?: true
+        )
+
+      assert %Ash.BulkResult{status: :partial_success, records: [], errors: [error]} = stopped
+      assert Exception.message(error) =~ "has already been taken"
+      assert Seat |> Ash.read!() |> Enum.map(& &1.row) |> Enum.sort() == ["A", "B", "D", "E", "G"]
     end
 
     test "bulk upsert by identity" do

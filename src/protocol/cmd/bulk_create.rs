@@ -1,5 +1,7 @@
 //! `{bulk_create, Resource, [Record], Opts}`: many creates (or upserts, with `upsert => true`)
-//! in one request; the reply lists each record's result in order, once all are in.
+//! in one request; the reply lists each record's result in order, once all are in. With
+//! `all_or_nothing => true`, plain creates are one step: every record is created, or none and
+//! the reply names the first record that could not be.
 
 use crate::protocol::args::{self, ResourceRef, key};
 use crate::protocol::caller::Caller;
@@ -21,6 +23,8 @@ pub struct BulkCreate {
     pub records: Vec<Record>,
     /// Upsert options, when `upsert => true`.
     pub upsert: Option<UpsertOpts>,
+    /// `all_or_nothing => true` (plain creates only): every record or none.
+    pub all_or_nothing: bool,
 }
 
 impl BulkCreate {
@@ -49,20 +53,29 @@ impl BulkCreate {
             .enumerate()
             .map(|(i, r)| args::record(r, &format!("record {}", i + 1)))
             .collect::<Result<Vec<_>>>()?;
-        let upsert = match args.get(2) {
-            Some(o) => {
-                let is_upsert = args::opts(o, "bulk_create")?
-                    .iter()
-                    .any(|(k, v)| key(k) == Some("upsert") && v.is_true());
-                let parsed = UpsertOpts::parse(o, true)?;
-                is_upsert.then_some(parsed)
+        let (mut upsert, mut all_or_nothing) = (None, false);
+        if let Some(o) = args.get(2) {
+            let switch = |name| {
+                args::opts(o, "bulk_create").map(|opts| {
+                    opts.iter()
+                        .any(|(k, v)| key(k) == Some(name) && v.is_true())
+                })
+            };
+            let (is_upsert, whole) = (switch("upsert")?, switch("all_or_nothing")?);
+            let parsed = UpsertOpts::parse(o, true)?;
+            if is_upsert && whole {
+                return Err(Error::BadRequest(
+                    "bulk_create: all_or_nothing applies to plain creates, not to upserts".into(),
+                ));
             }
-            None => None,
-        };
+            upsert = is_upsert.then_some(parsed);
+            all_or_nothing = whole;
+        }
         Ok(BulkCreate {
             resource: args::resource(&args[0])?,
             records,
             upsert,
+            all_or_nothing,
         })
     }
 
@@ -74,6 +87,22 @@ impl BulkCreate {
         };
         if self.records.is_empty() {
             return svc.reply(&from, &reply::ok_list(Vec::new()));
+        }
+        if self.all_or_nothing {
+            let answer = match svc
+                .records
+                .create_all(&resource, self.records, from.born_wall)
+            {
+                Ok(created) => reply::ok_list(
+                    created
+                        .iter()
+                        .map(|r| reply::ok_with(r.to_value()))
+                        .collect(),
+                ),
+                // `{error, {record, N, Reason}}`: N from 1, Reason as `create` gives it.
+                Err((i, e)) => Error::Store(e).to_reply_about_record(i + 1),
+            };
+            return svc.reply(&from, &answer);
         }
         let finish: Finish = Box::new(|outcomes: Vec<Outcome>| {
             reply::ok_list(outcomes.iter().map(reply::render).collect())

@@ -27,7 +27,8 @@ pub struct UpsertOpts {
 }
 
 impl UpsertOpts {
-    /// Parses the options map; `bulk` also accepts `upsert => Bool` (bulk_create's switch).
+    /// Parses the options map; `bulk` also accepts `upsert => Bool` and `all_or_nothing => Bool`
+    /// (bulk_create's switches).
     pub fn parse(v: &Value, bulk: bool) -> Result<UpsertOpts> {
         let mut out = UpsertOpts::default();
         for (k, val) in args::opts(v, "upsert")? {
@@ -41,7 +42,7 @@ impl UpsertOpts {
                 Some("condition") if val.is_nil() => out.condition = None,
                 Some("condition") => out.condition = Some(args::filter(val)?),
                 Some("atomics") => out.atomics = args::atomics(val)?,
-                Some("upsert") if bulk => {}
+                Some("upsert" | "all_or_nothing") if bulk => {}
                 _ => {
                     return bad(format!(
                         "unknown upsert option {k:?} (expected keys, set, fields, condition or atomics)"

@@ -73,7 +73,11 @@ defmodule Bench.Report do
         "#{name}#{suffix}_c#{c}"
       end
 
-    big = if cfg["run_big"] || cfg[:run_big], do: ["big_create", "big_memory"], else: []
+    big =
+      if cfg["run_big"] || cfg[:run_big],
+        do: ["big_create", "big_create_whole", "big_memory"],
+        else: []
+
     tls = if cfg["tls"] || cfg[:tls], do: ["tls_get_c1", "tls_get_vs_tcp"], else: []
     capacity = if cfg["capacity"] || cfg[:capacity], do: Bench.Capacity.expected_ids(), else: []
 
