@@ -53,6 +53,7 @@ pub fn serve(addr: SocketAddr, service: &Arc<Service>) -> Result<JoinHandle<()>,
         .map_err(|e| fail(e.to_string()))?
         .install()
         .map_err(|e| fail(e.to_string()))?;
+    crate::protocol::caller::record_metrics(true);
     let weak = Arc::downgrade(service);
     Ok(tokio::spawn(async move {
         let mut every_second = tokio::time::interval(Duration::from_secs(1));

@@ -24,6 +24,7 @@
 all() ->
     [forms_one_cluster, any_member_serves_every_request, identities_hold_across_members,
      request_ids_apply_a_write_once,
+     queries_equal_a_single_node,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
      expired_record_leaves_every_member_once].
 
@@ -195,6 +196,55 @@ request_ids_apply_a_write_once(Config) ->
     ?assertEqual({error, not_found}, call(B, {get, R, #{id => 1}})),
     ?assertMatch({error, {bad_request, _}}, call(C, {request_id, -1, {create, R, #{id => 9}}})),
     ?assertEqual({error, not_found}, call(A, {get, R, #{id => 9}})).
+
+%% The same records in the cluster and in a single node: every query, page and aggregate (with
+%% and without group_by) answers the same through each member as the single node does.
+queries_equal_a_single_node(Config) ->
+    R = ?config(res, Config),
+    Members = nodes_of(Config),
+    Single = ash_node:start(Config, #{tag => "cl_single"}),
+    S = ash_node:node(Single),
+    try
+        Def = {define, R, #{primary_key => [id]}},
+        ok = call(hd(Members), Def),
+        ok = call(S, Def),
+        Teams = [<<"a">>, <<"b">>, <<"c">>, nil],
+        Records = [maps:filter(fun(_, V) -> V =/= skip end,
+                               #{id => I, n => I rem 7, team => lists:nth(I rem 4 + 1, Teams),
+                                 score => case I rem 11 of 0 -> skip; _ -> (I * 37) rem 101 end})
+                   || I <- lists:seq(1, 300)],
+        [begin
+             {ok, Results} = call(N, {bulk_create, R, Records, #{}}),
+             ?assertEqual(300, length([ok || {ok, _} <- Results]))
+         end || N <- [lists:last(Members), S]],
+        Queries = [#{},
+                   #{filter => {gte, n, 3}, sort => [{score, desc}, {id, asc}], limit => 17,
+                     offset => 5},
+                   #{sort => [{team, asc_nils_first}, {n, desc}], offset => 290},
+                   #{filter => {'or', {is_nil, score}, {in, team, [<<"b">>]}},
+                     sort => [{score, desc_nils_last}], limit => 40, select => [n]},
+                   #{filter => {'and', {gt, score, 50}, {'not', {eq, team, nil}}}, limit => 10},
+                   #{sort => [{n, asc}, {score, asc}], offset => 20, limit => 20}],
+        Aggs = [{c, count, nil, #{}}, {cs, count, score, #{}}, {s, sum, score, #{}},
+                {a, avg, score, #{}}, {mn, min, score, #{}}, {mx, max, team, #{}},
+                {f, first, score, #{}}, {l, list, id, #{}}, {u, count, team, #{uniq => true}},
+                {e, exists, nil, #{}}],
+        Expected = [{query, Q, call(S, {query, R, Q})} || Q <- Queries]
+            ++ [{aggregate, Q, call(S, {aggregate, R, Q, Aggs})} || Q <- Queries]
+            ++ [{group_by, Q, call(S, {aggregate, R, Q, Aggs, #{group_by => team}})}
+                || Q <- Queries],
+        [?assertMatch({_, _, {ok, _}}, E) || E <- Expected],
+        [?assertEqual({Kind, Q, Reply},
+                      {Kind, Q, case Kind of
+                                    query -> call(N, {query, R, Q});
+                                    aggregate -> call(N, {aggregate, R, Q, Aggs});
+                                    group_by -> call(N, {aggregate, R, Q, Aggs,
+                                                         #{group_by => team}})
+                                end})
+         || {Kind, Q, Reply} <- Expected, N <- Members]
+    after
+        ash_node:stop(Single)
+    end.
 
 %% ---------------------------------------------------------------------------------------------
 %% Histories under failures

@@ -31,6 +31,7 @@ use connection::Conn;
 use erl_dist::node::{LocalNode, NodeName};
 use parking_lot::{Mutex, RwLock};
 use process::ProcessTable;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ pub struct Node {
     /// This incarnation's creation, from EPMD.
     pub creation: u32,
     local: LocalNode,
-    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    conns: RwLock<FxHashMap<String, Arc<Conn>>>,
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Local processes, monitors and links.
     pub processes: ProcessTable,
@@ -181,7 +182,7 @@ impl Node {
             name_atom,
             creation,
             local,
-            conns: RwLock::new(HashMap::new()),
+            conns: RwLock::new(FxHashMap::default()),
             connecting: Mutex::new(HashMap::new()),
             node_down: Mutex::new(Vec::new()),
             refs: AtomicU64::new(1),

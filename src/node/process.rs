@@ -62,7 +62,7 @@ pub struct ProcessTable {
     creation: u32,
     next: AtomicU64,
     live: RwLock<FxHashMap<u64, Arc<dyn Process>>>,
-    names: RwLock<HashMap<Atom, u64>>,
+    names: RwLock<FxHashMap<Atom, u64>>,
     /// Monitors on local processes, by the watched process's number.
     monitors: Mutex<FxHashMap<u64, Vec<Watcher>>>,
     /// Monitors local processes hold on remote ones: reference → (watcher number, target).
@@ -88,7 +88,7 @@ impl ProcessTable {
             creation,
             next: AtomicU64::new(FIRST_PID),
             live: RwLock::new(FxHashMap::default()),
-            names: RwLock::new(HashMap::new()),
+            names: RwLock::new(FxHashMap::default()),
             monitors: Mutex::new(FxHashMap::default()),
             watching: Mutex::new(HashMap::new()),
             links: Mutex::new(FxHashMap::default()),

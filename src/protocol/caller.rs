@@ -1,7 +1,9 @@
 //! The caller of a request, and the request metrics: every reply to a caller goes through
 //! [`Caller`], which counts it by request kind and result and times it
 //! (`ash_gen_server_requests_total{kind, result}`,
-//! `ash_gen_server_request_duration_seconds{kind}`).
+//! `ash_gen_server_request_duration_seconds{kind}`) once [`record_metrics`] has turned them on
+//! (the metrics endpoint does, `--metrics-addr`); without it a request costs no clock reading
+//! and no metrics key.
 
 use crate::node::Node;
 use crate::node::genserver::From;
@@ -9,7 +11,17 @@ use crate::term::{Value, atoms};
 use crate::wire::etf::TermWriter;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Whether request metrics are recorded (a metrics recorder is installed).
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Turns the request metrics on (`true`) or off: called when a metrics recorder is installed.
+/// Off, as by default, replies record nothing (there is nobody to record them for).
+pub fn record_metrics(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
 
 /// Who waits for a request's reply: the `gen_server` caller, with what it asked and when.
 #[derive(Debug, Clone)]
@@ -21,7 +33,8 @@ pub struct Caller {
     /// When a record the request creates is born (Unix milliseconds), when it is not now: a
     /// cluster member applying its log passes the leader's time (see [`AT_TAG`]).
     pub born_wall: Option<i64>,
-    started: Instant,
+    /// When it was received, if request metrics are recorded.
+    started: Option<Instant>,
 }
 
 /// A call `{'$at', UnixMs, Request}` serves `Request` as if made at `UnixMs` (the records it
@@ -43,7 +56,7 @@ impl Caller {
             from,
             kind,
             born_wall: None,
-            started: Instant::now(),
+            started: RECORDING.load(Ordering::Relaxed).then(Instant::now),
         }
     }
 
@@ -61,10 +74,13 @@ impl Caller {
     }
 
     fn done(&self, ok: bool) {
+        let Some(started) = self.started else {
+            return;
+        };
         let result = if ok { "ok" } else { "error" };
         metrics::counter!("ash_gen_server_requests_total", "kind" => self.kind, "result" => result)
             .increment(1);
         metrics::histogram!("ash_gen_server_request_duration_seconds", "kind" => self.kind)
-            .record(self.started.elapsed().as_secs_f64());
+            .record(started.elapsed().as_secs_f64());
     }
 }

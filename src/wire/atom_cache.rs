@@ -126,12 +126,22 @@ impl InCache {
 /// The atoms we have cached with a peer.
 pub struct OutCache {
     slots: Box<[Option<Atom>]>,
+    /// The atoms of the message being written (see [`AtomRefs`]), kept to reuse its memory.
+    refs: Vec<(Atom, u16, bool)>,
+    /// Which message last listed an atom in each slot, and at which header index: finds an
+    /// atom already listed without searching the list.
+    listed: Box<[(u32, u8)]>,
+    /// The number of the message being written.
+    message: u32,
 }
 
 impl Default for OutCache {
     fn default() -> Self {
         OutCache {
             slots: vec![None; SLOTS].into_boxed_slice(),
+            refs: Vec::new(),
+            listed: vec![(0, 0); SLOTS].into_boxed_slice(),
+            message: 0,
         }
     }
 }
@@ -139,49 +149,70 @@ impl Default for OutCache {
 impl OutCache {
     /// Starts collecting the atoms of one message.
     pub fn message(&mut self) -> AtomRefs<'_> {
-        AtomRefs {
-            cache: self,
-            refs: Vec::new(),
+        self.refs.clear();
+        self.message = self.message.wrapping_add(1);
+        if self.message == 0 {
+            // Numbers start over: forget which message listed what.
+            self.listed.fill((0, 0));
+            self.message = 1;
         }
+        AtomRefs { cache: self }
     }
 }
 
-/// The atoms of one outgoing message, in header order.
+/// The atoms of one outgoing message, in header order: (atom, cache slot, whether the slot is
+/// new for the peer).
 pub struct AtomRefs<'a> {
     cache: &'a mut OutCache,
-    /// (atom, cache slot, whether the slot is new for the peer)
-    refs: Vec<(Atom, u16, bool)>,
+}
+
+/// The cache slot an atom goes in. Any fixed choice works (the header says which slot each
+/// atom is in); this one hashes the atom's identity, not its text, and takes the hash's top
+/// bits (the low ones of a multiplicative hash of an aligned address vary little).
+fn slot_of(atom: Atom) -> u16 {
+    let mut hasher = FxHasher::default();
+    atom.hash(&mut hasher);
+    (hasher.finish() >> (64 - SLOTS.trailing_zeros())) as u16
 }
 
 impl AtomRefs<'_> {
     /// The header index for `atom`, adding it (and caching it) if needed; `None` when the header
     /// is full, in which case the atom is written as text.
     pub fn index(&mut self, atom: Atom) -> Option<u8> {
-        if let Some(i) = self.refs.iter().position(|r| r.0 == atom) {
-            return Some(i as u8);
+        let cache = &mut *self.cache;
+        let slot = slot_of(atom);
+        let (message, at) = cache.listed[slot as usize];
+        if message == cache.message {
+            if cache.refs[at as usize].0 == atom {
+                return Some(at);
+            }
+            // Another atom of this message took the slot after this one, or this one is new.
+            if let Some(i) = cache.refs.iter().position(|r| r.0 == atom) {
+                return Some(i as u8);
+            }
         }
-        if self.refs.len() >= MAX_REFS {
+        if cache.refs.len() >= MAX_REFS {
             return None;
         }
-        let mut hasher = FxHasher::default();
-        atom.as_str().hash(&mut hasher);
-        let slot = (hasher.finish() % SLOTS as u64) as u16;
-        let new = self.cache.slots[slot as usize] != Some(atom);
+        let new = cache.slots[slot as usize] != Some(atom);
         if new {
-            self.cache.slots[slot as usize] = Some(atom);
+            cache.slots[slot as usize] = Some(atom);
         }
-        self.refs.push((atom, slot, new));
-        Some((self.refs.len() - 1) as u8)
+        let at = cache.refs.len() as u8;
+        cache.refs.push((atom, slot, new));
+        cache.listed[slot as usize] = (cache.message, at);
+        Some(at)
     }
 
     /// Writes the header: `131, 68, NumberOfAtomCacheRefs, Flags, AtomCacheRefs`.
     pub fn write_header(&self, out: &mut Vec<u8>) {
-        let n = self.refs.len();
+        let n = self.cache.refs.len();
         out.extend_from_slice(&[131, 68, n as u8]);
         if n == 0 {
             return;
         }
         let long_atoms = self
+            .cache
             .refs
             .iter()
             .any(|(a, _, new)| *new && a.as_str().len() > 255);
@@ -190,11 +221,11 @@ impl AtomRefs<'_> {
         let set_nibble = |out: &mut Vec<u8>, i: usize, v: u8| {
             out[flags_at + i / 2] |= (v & 0x0f) << (4 * (i % 2));
         };
-        for (i, (_, slot, new)) in self.refs.iter().enumerate() {
+        for (i, (_, slot, new)) in self.cache.refs.iter().enumerate() {
             set_nibble(out, i, (u8::from(*new) << 3) | (slot / 256) as u8);
         }
         set_nibble(out, n, u8::from(long_atoms));
-        for (atom, slot, new) in &self.refs {
+        for (atom, slot, new) in &self.cache.refs {
             out.push((slot % 256) as u8);
             if *new {
                 let text = atom.as_str().as_bytes();
@@ -243,6 +274,46 @@ mod tests {
         assert!(!bytes2.windows(4).any(|w| w == b"name"));
         incoming.read_header(&bytes2[2..], &mut refs).unwrap();
         assert_eq!(refs, vec![a("name"), a("ok")]);
+    }
+
+    #[test]
+    fn atoms_sharing_a_slot_in_one_message() {
+        // Two atoms with the same slot: each keeps its own header index, and the peer reads
+        // them right (the later one takes the slot).
+        let mut seen = std::collections::HashMap::new();
+        let (first, second) = (0..)
+            .find_map(|i| {
+                let atom = a(&format!("slot_probe_{i}"));
+                seen.insert(slot_of(atom), atom)
+                    .filter(|other| *other != atom)
+                    .map(|other| (other, atom))
+            })
+            .unwrap();
+        let mut out = OutCache::default();
+        let mut incoming = InCache::default();
+        let mut refs = Vec::new();
+        let mut m = out.message();
+        assert_eq!(m.index(first), Some(0));
+        assert_eq!(m.index(second), Some(1));
+        assert_eq!(m.index(first), Some(0));
+        assert_eq!(m.index(second), Some(1));
+        let mut bytes = Vec::new();
+        m.write_header(&mut bytes);
+        incoming.read_header(&bytes[2..], &mut refs).unwrap();
+        assert_eq!(refs, vec![first, second]);
+        // The next message: the slot holds the second, so the first is sent as text again.
+        let mut m = out.message();
+        assert_eq!(m.index(second), Some(0));
+        assert_eq!(m.index(first), Some(1));
+        let mut bytes = Vec::new();
+        m.write_header(&mut bytes);
+        assert!(
+            bytes
+                .windows(first.as_str().len())
+                .any(|w| w == first.as_str().as_bytes())
+        );
+        incoming.read_header(&bytes[2..], &mut refs).unwrap();
+        assert_eq!(refs, vec![second, first]);
     }
 
     #[test]

@@ -220,6 +220,19 @@ pub fn decode_limited(
     limits: &Limits,
 ) -> Result<Control, DecodeError> {
     let term = |bytes: &[u8]| etf::decode_limited(bytes, refs, truncate, limits);
+    // Most messages are calls to a registered name: read their control message directly.
+    if let Some((from, to, used)) = etf::name_send_control(bytes, refs, op::REG_SEND as u8)
+        && used < bytes.len()
+    {
+        let (message, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
+            offset: used + e.offset,
+            reason: e.reason,
+        })?;
+        if used + used2 != bytes.len() {
+            return Err(bad("trailing bytes after the payload".into()));
+        }
+        return Ok(Control::RegSend { from, to, message });
+    }
     let (control, used) = term(bytes)?;
     let payload = if used < bytes.len() {
         let (payload, used2) = term(&bytes[used..]).map_err(|e| DecodeError {
@@ -253,9 +266,11 @@ pub fn decode_limited(
             )))
         }
     };
+    // Each operation takes the payload at most once: moved out, not copied.
+    let payload = std::cell::Cell::new(payload);
     let payload = |what: &str| -> Result<Value, DecodeError> {
         payload
-            .clone()
+            .take()
             .ok_or_else(|| bad(format!("operation {op} lacks its {what}")))
     };
     Ok(match op {
@@ -418,15 +433,20 @@ impl FrameWriter {
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
     }
 
-    /// One frame: `control` and, if `payload` is given, the term it writes.
-    fn frame(&mut self, control: &Value, payload: Option<&mut dyn FnMut(&mut TermWriter)>) {
+    /// One frame: the control message `control` writes and, if `payload` is given, the term it
+    /// writes.
+    fn frame(
+        &mut self,
+        control: &mut dyn FnMut(&mut TermWriter),
+        payload: Option<&mut dyn FnMut(&mut TermWriter)>,
+    ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
         match self.cache.as_deref_mut() {
             None => {
                 self.buf.push(112);
                 self.buf.push(131);
-                TermWriter::plain(&mut self.buf).term(control);
+                control(&mut TermWriter::plain(&mut self.buf));
                 if let Some(payload) = payload {
                     self.buf.push(131);
                     payload(&mut TermWriter::plain(&mut self.buf));
@@ -438,7 +458,7 @@ impl FrameWriter {
                 self.scratch.clear();
                 {
                     let mut w = TermWriter::cached(&mut self.scratch, &mut refs);
-                    w.term(control);
+                    control(&mut w);
                     if let Some(payload) = payload {
                         payload(&mut w);
                     }
@@ -451,14 +471,21 @@ impl FrameWriter {
         self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// `SEND` to `to`; `payload` writes the message.
+    /// A frame whose control message is the term `control`, without payload.
+    fn control_frame(&mut self, control: &Value) {
+        self.frame(&mut |w| w.term(control), None);
+    }
+
+    /// `SEND` to `to`; `payload` writes the message. The control tuple is written as it goes
+    /// (these three carry every reply and call), without building it as a term first.
     pub fn send(&mut self, to: &Pid, mut payload: impl FnMut(&mut TermWriter)) {
-        let control = Value::tuple(vec![
-            op_value(op::SEND),
-            Value::Atom(*atoms::EMPTY),
-            pid_value(to),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(3);
+            w.int(op::SEND);
+            w.atom(*atoms::EMPTY);
+            w.pid(to);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `ALIAS_SEND` from `from` to `alias`; `payload` writes the message.
@@ -468,23 +495,25 @@ impl FrameWriter {
         alias: &Ref,
         mut payload: impl FnMut(&mut TermWriter),
     ) {
-        let control = Value::tuple(vec![
-            op_value(op::ALIAS_SEND),
-            pid_value(from),
-            ref_value(alias),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(3);
+            w.int(op::ALIAS_SEND);
+            w.pid(from);
+            w.reference(alias);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `REG_SEND` from `from` to the name `to`; `payload` writes the message.
     pub fn reg_send(&mut self, from: &Pid, to: Atom, mut payload: impl FnMut(&mut TermWriter)) {
-        let control = Value::tuple(vec![
-            op_value(op::REG_SEND),
-            pid_value(from),
-            Value::Atom(*atoms::EMPTY),
-            Value::Atom(to),
-        ]);
-        self.frame(&control, Some(&mut payload));
+        let mut control = |w: &mut TermWriter| {
+            w.tuple_header(4);
+            w.int(op::REG_SEND);
+            w.pid(from);
+            w.atom(*atoms::EMPTY);
+            w.atom(to);
+        };
+        self.frame(&mut control, Some(&mut payload));
     }
 
     /// `MONITOR_P_EXIT`: `from` died (or never existed) with `reason`.
@@ -496,7 +525,7 @@ impl FrameWriter {
             ref_value(reference),
             reason.clone(),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `EXIT`: the link between `from` and `to` broke because `from` exited with `reason`.
@@ -507,7 +536,7 @@ impl FrameWriter {
             pid_value(to),
             reason.clone(),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `MONITOR_P` from a local process.
@@ -518,7 +547,7 @@ impl FrameWriter {
             proc_value(to),
             ref_value(reference),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `DEMONITOR_P` from a local process.
@@ -529,13 +558,13 @@ impl FrameWriter {
             proc_value(to),
             ref_value(reference),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `LINK` from `from` to `to`.
     pub fn link(&mut self, from: &Pid, to: &Pid) {
         let control = Value::tuple(vec![op_value(op::LINK), pid_value(from), pid_value(to)]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `UNLINK_ID_ACK`.
@@ -546,7 +575,7 @@ impl FrameWriter {
             pid_value(from),
             pid_value(to),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 
     /// `SPAWN_REPLY` refusing a spawn request with `reason`.
@@ -558,7 +587,7 @@ impl FrameWriter {
             Value::Int(0), // flags
             Value::Atom(reason),
         ]);
-        self.frame(&control, None);
+        self.control_frame(&control);
     }
 }
 
@@ -724,6 +753,61 @@ mod tests {
         assert!(matches!(&decoded[1], Message::MonitorPExit(m) if m.to_pid == b.to_eetf()));
         assert!(matches!(&decoded[2], Message::Exit(e) if e.from_pid == a.to_eetf()));
         assert!(matches!(&decoded[3], Message::AliasSend(s) if s.alias == r.to_eetf()));
+    }
+
+    #[test]
+    fn calls_to_a_name_read_back_through_the_atom_cache() {
+        // REG_SEND, as every call to `ash_gen_server` comes: its control message is read
+        // without building it as a term, with or without the atom cache, PID_EXT or NEW_PID_EXT.
+        let from = Pid {
+            node: Atom::new("c@h").unwrap(),
+            id: 9,
+            serial: 1,
+            creation: 7,
+        };
+        let srv = Atom::new("srv").unwrap();
+        for cache in [true, false] {
+            let mut out = FrameWriter::new(cache);
+            for i in 0..3 {
+                out.reg_send(&from, srv, |w| w.term(&Value::Int(i)));
+            }
+            let mut reader = super::super::frame::FrameReader::new();
+            let space = reader.read_space();
+            space[..out.buf.len()].copy_from_slice(&out.buf);
+            reader.filled(out.buf.len());
+            for i in 0..3 {
+                match reader.next_frame().unwrap() {
+                    Some(super::super::frame::Frame::Control(c)) => assert_eq!(
+                        *c,
+                        Control::RegSend {
+                            from,
+                            to: srv,
+                            message: Value::Int(i)
+                        }
+                    ),
+                    _ => panic!("not a frame"),
+                }
+            }
+        }
+        // PID_EXT (103, one-byte creation), no atom cache, then the message 5.
+        let old_pid = [
+            131, 104, 4, 97, 6, 103, 119, 3, b'c', b'@', b'h', 0, 0, 0, 9, 0, 0, 0, 1, 7, 119, 0,
+            119, 3, b's', b'r', b'v', 131, 97, 5,
+        ];
+        assert_eq!(
+            decode(&old_pid, None).unwrap(),
+            Control::RegSend {
+                from,
+                to: srv,
+                message: Value::Int(5)
+            }
+        );
+        // Without its message, or with bytes after it: errors, as before.
+        let cut = old_pid.len() - 3;
+        assert!(decode(&old_pid[..cut], None).is_err());
+        let mut longer = old_pid.to_vec();
+        longer.push(106);
+        assert!(decode(&longer, None).is_err());
     }
 
     #[test]

@@ -114,6 +114,39 @@ pub fn decode_limited(
     Ok((value, d.pos + skip))
 }
 
+/// Reads a control message `{Op, FromPid, Unused, ToName}` (`REG_SEND` when `op` is 6) the
+/// way [`decode_limited`] would (same `refs` convention), without building it as a term: the
+/// sender, the name and the bytes used. `None` when the bytes are anything else, malformed
+/// ones included; the general decoder then reads them (and says what is wrong).
+pub fn name_send_control(
+    bytes: &[u8],
+    refs: Option<&[Atom]>,
+    op: u8,
+) -> Option<(Pid, Atom, usize)> {
+    let (body, skip, refs) = match refs {
+        Some(refs) => (bytes, 0, refs),
+        None if bytes.first() == Some(&VERSION) => (&bytes[1..], 1, &[][..]),
+        None => return None,
+    };
+    let mut d = Decoder {
+        bytes: body,
+        pos: 0,
+        truncate: false,
+        refs,
+        limits: Limits::default(),
+    };
+    if d.take(4).ok()? != [104, 4, 97, op] {
+        return None;
+    }
+    let from = match d.u8().ok()? {
+        tag @ (88 | 103) => d.pid_body(tag).ok()?,
+        _ => return None,
+    };
+    d.atom().ok()?;
+    let to = d.atom().ok()?;
+    Some((from, to, d.pos + skip))
+}
+
 /// Appends `value`, with the version byte, to `out` (atoms spelled out).
 pub fn encode(value: &Value, out: &mut Vec<u8>) {
     out.push(VERSION);
@@ -335,6 +368,24 @@ impl<'a> Decoder<'a> {
         Ok(Value::Opaque(Box::new(term)))
     }
 
+    /// A pid after its tag (`NEW_PID_EXT` 88 or `PID_EXT` 103).
+    fn pid_body(&mut self, tag: u8) -> Result<Pid> {
+        let node = self.atom()?;
+        let id = self.u32()?;
+        let serial = self.u32()?;
+        let creation = if tag == 88 {
+            self.u32()?
+        } else {
+            self.u8()? as u32
+        };
+        Ok(Pid {
+            node,
+            id,
+            serial,
+            creation,
+        })
+    }
+
     fn term(&mut self, depth: usize) -> Result<Value> {
         if depth > self.limits.max_term_depth {
             return self.over_limit(self.pos, TOO_DEEP_REASON);
@@ -394,22 +445,7 @@ impl<'a> Decoder<'a> {
                 };
                 Value::integer(BigInt::from_bytes_le(sign, self.take(n)?))
             }
-            88 | 103 => {
-                let node = self.atom()?;
-                let id = self.u32()?;
-                let serial = self.u32()?;
-                let creation = if tag == 88 {
-                    self.u32()?
-                } else {
-                    self.u8()? as u32
-                };
-                Value::Pid(Box::new(Pid {
-                    node,
-                    id,
-                    serial,
-                    creation,
-                }))
-            }
+            88 | 103 => Value::Pid(Box::new(self.pid_body(tag)?)),
             90 | 114 => {
                 let n = self.u16()?;
                 if n > 5 {
