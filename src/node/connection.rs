@@ -4,7 +4,7 @@
 //! Outgoing messages are encoded straight into the connection's outbox. The reader cuts frames
 //! out of what it reads and hands each message to [`super::dispatch`]; replies produced while it
 //! dispatches are written by the reader itself, with one non-blocking write once it has read
-//! everything the peer sent (or every [`FLUSH_AFTER`] frames while more keep coming), so a
+//! everything the peer sent (or every 64 frames, `FLUSH_AFTER`, while more keep coming), so a
 //! request costs no hop to another task and a burst of requests one write. Messages sent from elsewhere (timers,
 //! other connections) wake the writer task, which also takes over whatever the socket would not
 //! accept at once, and sends a tick every quarter of `net_ticktime`. Before it sleeps, the
