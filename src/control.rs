@@ -46,32 +46,52 @@ impl Process for Control {
     fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         match genserver::classify(message) {
             GenMessage::Call(from, request) => {
-                let reply = match (request.as_atom().map(|a| a.as_str()), request.as_tuple()) {
-                    (Some("drain"), _) => {
+                let reply = match Asked::of(&request) {
+                    Asked::Drain => {
                         tracing::info!("drain asked for: stopping as on SIGTERM");
                         node.reply(&from, &atom("ok"));
                         self.stop.notify_one();
                         return;
                     }
-                    (Some("heal"), _) if self.faults => {
+                    Asked::Heal | Asked::Isolate(_) if !self.faults => fault_injection_disabled(),
+                    Asked::Heal => {
                         tracing::warn!("healed: every peer may connect again");
                         node.heal();
                         atom("ok")
                     }
-                    (_, Some([tag, peers]))
-                        if tag.as_atom().map(|a| a.as_str()) == Some("isolate") && self.faults =>
-                    {
-                        isolate(node, peers)
+                    Asked::Isolate(peers) => isolate(node, peers),
+                    Asked::Other => {
+                        Value::pair(atom("error"), Value::pair(atom("unknown_request"), request))
                     }
-                    (Some("heal"), _) => fault_injection_disabled(),
-                    (_, Some([tag, _])) if tag.as_atom().map(|a| a.as_str()) == Some("isolate") => {
-                        fault_injection_disabled()
-                    }
-                    _ => Value::pair(atom("error"), Value::pair(atom("unknown_request"), request)),
                 };
                 node.reply(&from, &reply);
             }
             other => tracing::debug!(message = ?other, "the control process ignored a message"),
+        }
+    }
+}
+
+/// What a call to the control process asks for.
+enum Asked<'a> {
+    /// `drain`.
+    Drain,
+    /// `heal`.
+    Heal,
+    /// `{isolate, Peers}`.
+    Isolate(&'a Value),
+    /// Anything else.
+    Other,
+}
+
+impl Asked<'_> {
+    fn of(request: &Value) -> Asked<'_> {
+        match (request.as_atom().map(|a| a.as_str()), request.as_tuple()) {
+            (Some("drain"), _) => Asked::Drain,
+            (Some("heal"), _) => Asked::Heal,
+            (_, Some([tag, peers])) if tag.as_atom().map(|a| a.as_str()) == Some("isolate") => {
+                Asked::Isolate(peers)
+            }
+            _ => Asked::Other,
         }
     }
 }

@@ -390,8 +390,7 @@ impl Node {
 
     /// Whether this node is cut off from `peer` by [`Node::isolate`].
     pub fn is_isolated_from(&self, peer: &str) -> bool {
-        let isolated = self.isolated_from.read();
-        !isolated.is_empty() && isolated.contains(peer)
+        self.isolated_from.read().contains(peer)
     }
 
     /// Closes every connection (used at shutdown).
