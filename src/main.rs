@@ -44,7 +44,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node in the foreground.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Call a process on a running node once and print the reply, e.g.
     /// `ash-gen-server call --node rust@127.0.0.1 --cookie secret '{info, user}'`.
     Call(CallArgs),
@@ -168,6 +168,11 @@ struct StartArgs {
     /// min(R, members)); a write is acknowledged once a majority of them has it.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..), env = "ASH_GEN_SERVER_REPLICAS")]
     replicas: u16,
+    /// With --cluster: build a snapshot of the records every this many log entries and drop
+    /// the log before it (keeping a tenth of it for members a little behind), so the log stays
+    /// bounded; a member that joins or falls further behind receives the snapshot.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..), env = "ASH_GEN_SERVER_SNAPSHOT_EVERY")]
+    snapshot_every: u64,
     /// Distribution port (0 picks a free one).
     #[arg(long, default_value_t = 0, env = "ASH_GEN_SERVER_PORT")]
     port: u16,
@@ -373,7 +378,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Start(args) => start(args).await,
+            Command::Start(args) => start(*args).await,
             Command::Call(args) => call(args).await,
             Command::Status(args) => status(args).await,
             Command::Drain(args) => drain(args).await,
@@ -485,6 +490,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
             replicas: usize::from(args.replicas),
             data_dir: args.data_dir.clone(),
             fsync: args.fsync,
+            snapshot_every: args.snapshot_every,
             ..Default::default()
         };
         let member = cluster::Cluster::start(&running.node, &server.service.records, options)

@@ -11,10 +11,11 @@
 //! to the disk by the [`FsyncPolicy`] (with `always`, before); the committed position is only
 //! written (it is a hint: a member learns it again from the leader).
 //!
-//! The log is never compacted yet (no snapshots): a member that joins replays it from the
-//! start, and it grows with every write. The state machine is not stored: a restarted member
-//! rebuilds its records by applying the log again (openraft re-applies the committed entries at
-//! start, see [`RaftLogStorage::read_committed`]).
+//! Once a [`super::snapshot`] covers them, openraft purges the entries before it; the journal
+//! is rewritten as the entries left once [`COMPACT_AFTER`] have been purged since it was last
+//! written whole, so the file stays bounded too. A restarted member loads its snapshot, then
+//! applies the log after it again (openraft re-applies the committed entries at start, see
+//! [`RaftLogStorage::read_committed`]).
 
 use super::types::{NodeId, TypeConfig};
 use crate::storage::journal::{self, FsyncPolicy, Journal, JournalError};
@@ -35,6 +36,9 @@ use tokio::sync::Mutex;
 /// The journal's file name in the data directory.
 pub const LOG_FILE: &str = "raft.log";
 
+/// Purged entries after which the journal is rewritten without them.
+pub const COMPACT_AFTER: u64 = 10_000;
+
 #[derive(Default)]
 struct Inner {
     last_purged: Option<LogId<NodeId>>,
@@ -42,6 +46,8 @@ struct Inner {
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     journal: Option<Arc<Journal>>,
+    /// Entries purged since the journal was last written whole.
+    purged_since_rewrite: u64,
 }
 
 /// The log of one Raft group (cheap to clone: a reader shares it).
@@ -308,8 +314,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let term = tagged("purge", &log_id).map_err(write_error)?;
             inner.write(&[term]).map_err(write_error)?;
         }
+        let before = inner.entries.len();
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
         inner.last_purged = Some(log_id);
+        inner.purged_since_rewrite += (before - inner.entries.len()) as u64;
+        if inner.purged_since_rewrite >= COMPACT_AFTER
+            && let Some(journal) = inner.journal.clone()
+        {
+            let terms = inner.as_journal().map_err(write_error)?;
+            journal.replace(terms).map_err(write_error)?;
+            inner.purged_since_rewrite = 0;
+        }
         Ok(())
     }
 }

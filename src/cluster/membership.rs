@@ -67,7 +67,9 @@ pub fn desired_voters(members: &BTreeMap<NodeId, String>, replicas: usize) -> BT
 
 /// Waits (up to a few seconds) until Raft shows the membership its reopened log holds.
 async fn reopened_membership(cluster: &Cluster) {
-    if cluster.reopened.as_ref().is_none_or(|r| r.entries == 0) {
+    if cluster.reopened.as_ref().is_none_or(|r| r.entries == 0)
+        && cluster.snapshots.latest().is_none()
+    {
         return;
     }
     let mut metrics = cluster.raft.metrics();
@@ -349,7 +351,9 @@ pub fn healthy(cluster: &Cluster) -> bool {
     cluster.leader().is_some() && voting.len() == wanted && voting.iter().all(reachable)
 }
 
-/// `cluster`: `#{members, voters, leader, healthy, replicas, shards, self}`.
+/// `cluster`: `#{members, voters, leader, healthy, replicas, shards, self, log}`, `log` being
+/// `#{last, purged, snapshot}`: the member's last log index, the last one dropped and the
+/// last one its latest snapshot covers (`undefined` when none).
 pub async fn info(cluster: &Cluster) -> Value {
     let all = members(cluster);
     let voting = voters(cluster);
@@ -381,5 +385,22 @@ pub async fn info(cluster: &Cluster) -> Value {
         ),
         (atom("shards"), Value::Int(1)),
         (atom("self"), Value::Atom(cluster.node.name_atom)),
+        (atom("log"), log_info(cluster)),
+    ])
+}
+
+fn log_info(cluster: &Cluster) -> Value {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    let index = |id: Option<openraft::LogId<NodeId>>| match id {
+        Some(id) => Value::Int(id.index as i64),
+        None => atom("undefined"),
+    };
+    Value::map(vec![
+        (
+            atom("last"),
+            Value::Int(metrics.last_log_index.unwrap_or(0) as i64),
+        ),
+        (atom("purged"), index(metrics.purged)),
+        (atom("snapshot"), index(metrics.snapshot)),
     ])
 }

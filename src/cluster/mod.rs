@@ -6,7 +6,10 @@
 //!   service ([`state_machine::RECORDS_NAME`]), so the record service knows nothing of Raft.
 //!   With `--data-dir` the log and the vote are kept on disk and [`identity`] keeps the
 //!   member's Raft id: a restarted member is the same member, rebuilds its records by applying
-//!   its log again (no snapshots yet), catches up with the leader and counts again.
+//!   its latest [`snapshot`] and the log after it again, catches up with the leader and counts
+//!   again.
+//! - [`snapshot`]: the records captured every `--snapshot-every` entries, so the log stays
+//!   bounded; a member that joins or fell behind receives one.
 //! - [`answer`]: the endpoint's name and the answers that send a request to the leader.
 //! - [`network`] and [`endpoint`]: Raft's messages as distribution messages between the
 //!   members' [`answer::ENDPOINT_NAME`] processes: no other transport or port.
@@ -32,6 +35,7 @@ pub mod network;
 pub mod placement;
 pub mod read_lease;
 pub mod router;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
@@ -56,6 +60,9 @@ pub struct ClusterOptions {
     pub data_dir: Option<PathBuf>,
     /// When the log in `data_dir` is flushed to the disk.
     pub fsync: FsyncPolicy,
+    /// Entries between two snapshots (the log before a snapshot is dropped, but for a tenth
+    /// of this kept for members a little behind).
+    pub snapshot_every: u64,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +73,7 @@ impl Default for ClusterOptions {
             heartbeat_ms: 100,
             data_dir: None,
             fsync: FsyncPolicy::Interval,
+            snapshot_every: 20_000,
         }
     }
 }
@@ -85,6 +93,9 @@ pub enum ClusterError {
     /// The log in the data directory cannot be read or written.
     #[error(transparent)]
     Log(#[from] log_store::LogStoreError),
+    /// The snapshot in the data directory cannot be read.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
 }
 
 /// A member of the cluster.
@@ -103,6 +114,8 @@ pub struct Cluster {
     pub records: Arc<crate::record::RecordService>,
     /// The leader's lease for reads without a quorum round.
     pub read_lease: read_lease::ReadLease,
+    /// The member's latest snapshot.
+    pub snapshots: Arc<snapshot::SnapshotStore>,
 }
 
 impl Cluster {
@@ -146,18 +159,24 @@ impl Cluster {
             heartbeat_interval: options.heartbeat_ms,
             election_timeout_min: options.heartbeat_ms * 4,
             election_timeout_max: options.heartbeat_ms * 8,
-            snapshot_policy: openraft::SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: u64::MAX,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+            max_in_snapshot_log_to_keep: options.snapshot_every / 10,
+            // A snapshot goes in chunks of 1 MiB; installing the last one (the records made
+            // again) may take a while.
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 30_000,
             ..Default::default()
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
+        let state_machine = state_machine::StateMachine::new(node, records, snapshots.clone())?;
         let raft = Raft::new(
             id,
             Arc::new(config),
             network::Network { node: node.clone() },
             log,
-            state_machine::StateMachine::new(node),
+            state_machine,
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
@@ -169,6 +188,7 @@ impl Cluster {
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             options,
             records: records.clone(),
+            snapshots,
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;

@@ -7,19 +7,23 @@
 //! with it (`{'$at', At, Request}`), so a record created by it is born at the same time on
 //! every replica and on every replay.
 //!
-//! The state machine lives in memory only: with `--data-dir`, a restarted member rebuilds it by
-//! applying its durable log again from the start (openraft re-applies the committed entries
-//! when the member starts, then the leader's newer ones). Snapshots are not built yet: the log
-//! is kept whole (see [`super::log_store`]).
+//! Every so many entries (`--snapshot-every`) the state is captured as a [`super::snapshot`]
+//! and the log before it dropped. Installing a snapshot (a member that joins or fell behind)
+//! empties the member's record service and fills it from the snapshot. With `--data-dir`, a
+//! restarted member loads its latest snapshot, then applies the durable log after it again
+//! (openraft re-applies the committed entries when the member starts, then the leader's newer
+//! ones).
 
+use super::snapshot::{Contents, SnapshotError, SnapshotStore};
 use super::types::{Command, Member, NodeId, Reply, TypeConfig};
 use crate::node::{Mailbox, Node};
-use crate::term::Value;
+use crate::record::{Envelope, RecordService};
+use crate::term::{Atom, Value, atoms};
 use crate::wire::etf;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
@@ -39,6 +43,8 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The state machine of a member.
 pub struct StateMachine {
     mailbox: Arc<Mailbox>,
+    records: Arc<RecordService>,
+    snapshots: Arc<SnapshotStore>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
     answered: HashMap<u64, Reply>,
@@ -46,15 +52,72 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// A state machine applying to the record service of `node`.
-    pub fn new(node: &Arc<Node>) -> StateMachine {
-        StateMachine {
+    /// A state machine applying to `records`, the record service of `node` (registered as
+    /// [`RECORDS_NAME`]), keeping its snapshots in `snapshots`. The latest snapshot kept there
+    /// (with a data directory) is loaded into `records` first.
+    pub fn new(
+        node: &Arc<Node>,
+        records: &Arc<RecordService>,
+        snapshots: Arc<SnapshotStore>,
+    ) -> Result<StateMachine, SnapshotError> {
+        let mut sm = StateMachine {
             mailbox: Arc::new(Mailbox::new(node)),
+            records: records.clone(),
+            snapshots,
             last_applied: None,
             membership: StoredMembership::default(),
             answered: HashMap::new(),
             order: VecDeque::new(),
+        };
+        if let Some((meta, bytes)) = sm.snapshots.load()? {
+            let restored = sm.install(&meta, &bytes)?;
+            tracing::info!(
+                index = ?meta.last_log_id.map(|l| l.index),
+                records = restored,
+                "loaded the raft snapshot from the data directory"
+            );
         }
+        Ok(sm)
+    }
+
+    /// Replaces the records and remembered ids with the snapshot's. Returns how many records
+    /// it holds.
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        bytes: &[u8],
+    ) -> Result<usize, SnapshotError> {
+        let contents = Contents::decode(bytes)?;
+        // Whatever this member held is replaced: its record processes exit.
+        let reason = Value::pair(
+            Value::Atom(*atoms::SHUTDOWN),
+            Value::Atom(Atom::from_static("replaced_by_snapshot")),
+        );
+        for resource in self.records.store.all() {
+            for actor in resource.take_all() {
+                actor.deliver(&*self.records, Envelope::Stop(reason.clone()));
+            }
+        }
+        let restored = crate::protocol::durable::restore(&self.records, &contents.entries)
+            .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        self.answered.clear();
+        self.order.clear();
+        for (id, reply) in contents.answered {
+            self.remember(id, Reply(reply));
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(restored.records)
+    }
+
+    fn remember(&mut self, id: u64, reply: Reply) {
+        if self.order.len() >= REMEMBERED_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.answered.remove(&old);
+        }
+        self.order.push_back(id);
+        self.answered.insert(id, reply);
     }
 
     async fn execute(&mut self, id: u64, at: i64, term: &[u8]) -> Reply {
@@ -75,13 +138,7 @@ impl StateMachine {
         let mut bytes = Vec::new();
         etf::encode(&reply, &mut bytes);
         let reply = Reply(bytes);
-        if self.order.len() >= REMEMBERED_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.answered.remove(&old);
-        }
-        self.order.push_back(id);
-        self.answered.insert(id, reply.clone());
+        self.remember(id, reply.clone());
         reply
     }
 }
@@ -102,8 +159,14 @@ fn error_reply(text: &str) -> Value {
     crate::protocol::error::Error::Unavailable(text.to_string()).to_reply()
 }
 
+fn snapshot_error(e: SnapshotError) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::write_snapshot(None, AnyError::new(&e)),
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -134,8 +197,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(replies)
     }
 
+    /// Captures the state now, between two applied entries (cloning the records); the
+    /// builder encodes and keeps it while the log goes on being applied.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        SnapshotBuilder {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            contents: Contents {
+                entries: crate::protocol::durable::snapshot_terms(&self.records),
+                answered: self
+                    .order
+                    .iter()
+                    .filter_map(|id| Some((*id, self.answered.get(id)?.0.clone())))
+                    .collect(),
+            },
+            snapshots: self.snapshots.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(
@@ -146,33 +223,79 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        Err(no_snapshots())
+        let bytes = Arc::new(snapshot.into_inner());
+        let records = self.install(meta, &bytes).map_err(snapshot_error)?;
+        self.snapshots
+            .save(meta.clone(), bytes)
+            .map_err(snapshot_error)?;
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            records,
+            "installed a raft snapshot from the leader"
+        );
+        metrics::counter!("ash_gen_server_cluster_snapshots_installed_total").increment(1);
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(None)
+        Ok(self.snapshots.latest().map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes.to_vec())),
+        }))
     }
 }
 
-fn no_snapshots() -> StorageError<NodeId> {
-    StorageError::IO {
-        source: StorageIOError::write_snapshot(
-            None,
-            &std::io::Error::other("snapshots are not supported yet (the log is kept whole)"),
-        ),
-    }
+/// Encodes and keeps a snapshot captured by [`StateMachine::get_snapshot_builder`].
+pub struct SnapshotBuilder {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Member>,
+    contents: Contents,
+    snapshots: Arc<SnapshotStore>,
 }
 
-/// Snapshots are not built yet (the Raft configuration never asks for one).
-pub struct NoSnapshots;
-
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        Err(no_snapshots())
+        let contents = std::mem::replace(
+            &mut self.contents,
+            Contents {
+                entries: Vec::new(),
+                answered: Vec::new(),
+            },
+        );
+        let records = contents.entries.len();
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: match self.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
+                None => format!("0-0-{}", rand::random::<u32>()),
+            },
+        };
+        // Encoding and writing take a while for many records: off the runtime's threads.
+        let snapshots = self.snapshots.clone();
+        let saved_meta = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = Arc::new(contents.encode());
+            snapshots.save(saved_meta, bytes.clone()).map(|()| bytes)
+        })
+        .await
+        .map_err(|e| snapshot_error(SnapshotError::Invalid(e.to_string())))?
+        .map_err(snapshot_error)?;
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            entries = records,
+            bytes = bytes.len(),
+            "built a raft snapshot"
+        );
+        metrics::counter!("ash_gen_server_cluster_snapshots_built_total").increment(1);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes.to_vec())),
+        })
     }
 }

@@ -9,6 +9,7 @@
 
 use super::cmd::define::Define;
 use super::service::Service;
+use crate::record::RecordService;
 use crate::record::registry::wall_ms;
 use crate::storage::journal;
 use crate::storage::{FsyncPolicy, Journal, JournalError};
@@ -83,7 +84,40 @@ pub fn open(
     })?;
     let path = dir.join(JOURNAL_FILE);
     let (entries, cut_bytes) = journal::read(&path)?;
-    let store = &svc.records.store;
+    let mut restored = restore(&svc.records, &entries)?;
+    restored.cut_bytes = cut_bytes;
+    // The journal becomes a snapshot of what was restored, then records every change.
+    journal::rewrite(&path, snapshot_terms(&svc.records))?;
+    let journal = Arc::new(Journal::open(&path, policy)?);
+    svc.records.store.attach_journal(journal.clone());
+    Ok((journal, restored))
+}
+
+/// The state of `records` as journal entries: every definition, then every live record with
+/// its creation time (`{put, Ref, Record, BornWallMs}`). [`restore`] reads them back; a
+/// cluster member's Raft snapshot is made of them too.
+pub fn snapshot_terms(records: &RecordService) -> Vec<Value> {
+    let store = &records.store;
+    let mut terms = Vec::with_capacity(store.total_records() + 8);
+    for name in store.names() {
+        if let Ok(r) = store.get(name) {
+            terms.push(r.define_entry());
+        }
+    }
+    for resource in store.all() {
+        for (record, born_wall) in resource.records_with_birth() {
+            terms.push(resource.put_entry(&record, born_wall));
+        }
+    }
+    terms
+}
+
+/// Replays journal `entries` (definitions, then records as last written) into `records`: each
+/// record keeps its creation time, so its maximum lifetime goes on counting; its inactivity
+/// timer starts now. Records already there stay (a snapshot is installed into an emptied
+/// service).
+pub fn restore(records: &RecordService, entries: &[Value]) -> Result<Restored, DataDirError> {
+    let store = &records.store;
     // The records as last written, per namespace and primary key, in first-written order.
     let mut latest: HashMap<(Value, Value), (usize, Record, i64)> = HashMap::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -107,14 +141,14 @@ pub fn open(
                     .map_err(|e| bad(&e.to_string()))?;
                 let born = born.as_int().ok_or_else(|| bad("bad creation time"))?;
                 // `put_all`: records created together (a bulk create, all or nothing).
-                let records = if atom_is(tag, "put_all") {
+                let list = if atom_is(tag, "put_all") {
                     record
                         .as_list()
                         .ok_or_else(|| bad("not a list of records"))?
                 } else {
                     std::slice::from_ref(record)
                 };
-                for record in records {
+                for record in list {
                     let record = Record::from_map(record).map_err(|e| bad(&e.to_string()))?;
                     let key = resource.key_of(&record).map_err(|e| bad(&e.to_string()))?;
                     let slot = (ns.clone(), resource.pk_value(&key));
@@ -131,16 +165,16 @@ pub fn open(
             _ => return Err(bad("unknown entry")),
         }
     }
-    let mut records: Vec<_> = latest.into_iter().collect();
-    records.sort_by_key(|(_, (order, _, _))| *order);
-    let now = svc.records.timers.now();
+    let mut latest: Vec<_> = latest.into_iter().collect();
+    latest.sort_by_key(|(_, (order, _, _))| *order);
+    let now = records.timers.now();
     let wall = wall_ms();
     let mut restored = Restored {
         resources: store.names().len(),
         records: 0,
-        cut_bytes,
+        cut_bytes: 0,
     };
-    for ((ns, _), (_, record, born_wall)) in records {
+    for ((ns, _), (_, record, born_wall)) in latest {
         let (name, tenant) = namespace(&ns).expect("checked when read");
         let resource = store
             .get_in(name, tenant.as_ref())
@@ -148,24 +182,9 @@ pub fn open(
         let age = u64::try_from(wall.saturating_sub(born_wall)).unwrap_or(0);
         let born = now.saturating_sub(age);
         if let Ok((actor, _)) = resource.insert_born(record, now, born, born_wall) {
-            actor.touch(&*svc.records);
+            actor.touch(records);
             restored.records += 1;
         }
     }
-    // The journal becomes a snapshot of what was restored, then records every change.
-    let mut snapshot = Vec::new();
-    for name in store.names() {
-        if let Ok(r) = store.get(name) {
-            snapshot.push(r.define_entry());
-        }
-    }
-    for resource in store.all() {
-        for (record, born_wall) in resource.records_with_birth() {
-            snapshot.push(resource.put_entry(&record, born_wall));
-        }
-    }
-    journal::rewrite(&path, snapshot)?;
-    let journal = Arc::new(Journal::open(&path, policy)?);
-    store.attach_journal(journal.clone());
-    Ok((journal, restored))
+    Ok(restored)
 }

@@ -196,6 +196,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Replaces the whole journal with `entries` (atomically, as [`rewrite`] does) and goes on
+    /// appending after them: compaction while it is open.
+    pub fn replace(&self, entries: impl IntoIterator<Item = Value>) -> Result<(), JournalError> {
+        let mut file = self.file.lock();
+        rewrite(&self.path, entries)?;
+        *file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io(&self.path))?;
+        Ok(())
+    }
+
     /// Flushes what was appended to the disk, if anything (the interval task calls this).
     pub fn flush(&self) -> Result<(), JournalError> {
         if self.dirty.swap(false, Ordering::Relaxed) {
