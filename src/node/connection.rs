@@ -22,7 +22,11 @@
 //! phases: first every reader reads and serves what the peer has already sent (the bytes that
 //! arrived before the shutdown reached it) and then stops reading; once every reader has, so
 //! that every call those messages made has been answered (whichever connection's reader ran the
-//! record's turn), every writer writes out what is queued and the socket is shut down.
+//! record's turn), every writer writes out what is queued and the socket is shut down for
+//! writing. The connection then reads and throws away whatever the peer still sends until the
+//! peer closes its side (a BEAM peer does on our FIN) or sends nothing for a second, and only
+//! then closes: a socket closed with bytes unread, or hit by bytes after its close, resets the
+//! connection, and a reset can make the peer lose replies it has received but not yet read.
 
 use super::Node;
 use super::dispatch;
@@ -450,6 +454,18 @@ async fn run_with(
                 _ = conn.close.notified() => {}
             }
             let _ = socket2::SockRef::from(&*conn.stream).shutdown(std::net::Shutdown::Write);
+            // The peer may still be sending (calls it made before it read our replies): close
+            // the socket only once it has closed its side, or gone quiet. Closed with bytes
+            // unread, or hit by bytes after the close, the socket would answer with a reset,
+            // and a reset makes the peer drop the replies it has received but not yet read.
+            if !conn.closed.load(Ordering::Relaxed) {
+                conn.closed.store(true, Ordering::Relaxed);
+                writer.abort();
+                tokio::select! {
+                    _ = linger(&conn.stream) => {}
+                    _ = conn.close.notified() => {}
+                }
+            }
             Ok(Some("node shutting down"))
         }
         Ok(Read::Closed) => Ok(None),
@@ -467,6 +483,29 @@ async fn run_with(
         Err(e) => tracing::warn!(%peer, reason = %e, "peer disconnected"),
     }
     node.remove_conn(&conn);
+}
+
+/// How long a connection closing at shutdown waits for more bytes from a peer that has not
+/// closed its side ([`linger`]).
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+
+/// At shutdown, after the last reply and our FIN: reads and discards what the peer still sends
+/// until it closes its side (as a BEAM peer does on the FIN) or sends nothing for
+/// [`LINGER_QUIET`], so that the socket is closed with nothing unread and nothing more coming,
+/// without a reset. The node's shutdown timeout bounds it too ([`Conn::close`]).
+async fn linger(stream: &TcpStream) {
+    let mut discard = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(LINGER_QUIET, stream.readable()).await {
+            Ok(Ok(())) => match stream.try_read(&mut discard) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            },
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
 }
 
 /// Restores the reader marker even if dispatch panics.
