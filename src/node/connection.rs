@@ -3,12 +3,13 @@
 //!
 //! Outgoing messages are encoded straight into the connection's outbox. The reader cuts frames
 //! out of what it reads and hands each message to [`super::dispatch`]; replies produced while it
-//! dispatches are written by the reader itself, with one non-blocking write at the end of the
-//! batch, so a request costs no hop to another task. Messages sent from elsewhere (timers,
-//! other connections) wake the writer task, which also takes over whatever the socket would not
-//! accept at once, and sends a tick every quarter of `net_ticktime`. Before it sleeps, the
-//! reader may busy-poll the socket for `--busy-poll-us`, only while a lone caller sends one
-//! request at a time (`Spin` says when). A peer silent for a whole
+//! dispatches are written by the reader itself, with one non-blocking write once it has read
+//! everything the peer sent (or every 64 frames, `FLUSH_AFTER`, while more keep coming), so a
+//! request costs no hop to another task and a burst of requests one write. Messages sent from
+//! elsewhere (timers, other connections) wake the writer task, which also takes over whatever
+//! the socket would not accept at once, and sends a tick every quarter of `net_ticktime`.
+//! Before it sleeps, the reader may busy-poll the socket for `--busy-poll-us`, only while a lone
+//! caller sends one request at a time (`Spin` says when). A peer silent for a whole
 //! `net_ticktime` is disconnected. When either task ends the connection is removed and the
 //! peer's monitors and links are cleaned up.
 //!
@@ -22,7 +23,11 @@
 //! phases: first every reader reads and serves what the peer has already sent (the bytes that
 //! arrived before the shutdown reached it) and then stops reading; once every reader has, so
 //! that every call those messages made has been answered (whichever connection's reader ran the
-//! record's turn), every writer writes out what is queued and the socket is shut down.
+//! record's turn), every writer writes out what is queued and the socket is shut down for
+//! writing. The connection then reads and throws away whatever the peer still sends until the
+//! peer closes its side (a BEAM peer does on our FIN) or sends nothing for a second, and only
+//! then closes: a socket closed with bytes unread, or hit by bytes after its close, resets the
+//! connection, and a reset can make the peer lose replies it has received but not yet read.
 
 use super::Node;
 use super::dispatch;
@@ -450,6 +455,18 @@ async fn run_with(
                 _ = conn.close.notified() => {}
             }
             let _ = socket2::SockRef::from(&*conn.stream).shutdown(std::net::Shutdown::Write);
+            // The peer may still be sending (calls it made before it read our replies): close
+            // the socket only once it has closed its side, or gone quiet. Closed with bytes
+            // unread, or hit by bytes after the close, the socket would answer with a reset,
+            // and a reset makes the peer drop the replies it has received but not yet read.
+            if !conn.closed.load(Ordering::Relaxed) {
+                conn.closed.store(true, Ordering::Relaxed);
+                writer.abort();
+                tokio::select! {
+                    _ = linger(&conn.stream) => {}
+                    _ = conn.close.notified() => {}
+                }
+            }
             Ok(Some("node shutting down"))
         }
         Ok(Read::Closed) => Ok(None),
@@ -467,6 +484,29 @@ async fn run_with(
         Err(e) => tracing::warn!(%peer, reason = %e, "peer disconnected"),
     }
     node.remove_conn(&conn);
+}
+
+/// How long a connection closing at shutdown waits for more bytes from a peer that has not
+/// closed its side ([`linger`]).
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+
+/// At shutdown, after the last reply and our FIN: reads and discards what the peer still sends
+/// until it closes its side (as a BEAM peer does on the FIN) or sends nothing for
+/// [`LINGER_QUIET`], so that the socket is closed with nothing unread and nothing more coming,
+/// without a reset. The node's shutdown timeout bounds it too ([`Conn::close`]).
+async fn linger(stream: &TcpStream) {
+    let mut discard = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(LINGER_QUIET, stream.readable()).await {
+            Ok(Ok(())) => match stream.try_read(&mut discard) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            },
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
 }
 
 /// Restores the reader marker even if dispatch panics.
@@ -505,14 +545,24 @@ async fn read_loop(
     // Frames served since the reader last found the socket empty: one request at a time is
     // a lone caller waiting on each reply (worth polling for), many are a batch.
     let mut served = 0;
+    // Frames served whose replies are not written yet (see below).
+    let mut unflushed = 0;
     loop {
         if *phase.borrow() >= super::Phase::Drain {
+            conn.flush_now();
             return drain_rest(&node, &conn, &mut frames);
         }
         match conn.stream.try_read(frames.read_space()) {
-            Ok(0) => return Ok(Read::Closed),
+            Ok(0) => {
+                conn.flush_now();
+                return Ok(Read::Closed);
+            }
             Ok(n) => frames.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if unflushed > 0 {
+                    conn.flush_now();
+                    unflushed = 0;
+                }
                 // Like a BEAM scheduler, keep polling a moment before sleeping: a busy peer's
                 // next request usually arrives within microseconds, and waking a sleeping
                 // thread (on a virtual machine, across CPUs) costs tens of them.
@@ -544,9 +594,25 @@ async fn read_loop(
             Err(e) => return Err(Disconnect::Read(e)),
         }
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        served += serve(&node, &conn, &mut frames)?;
+        let n = {
+            let _reading = ReadingGuard::enter(conn.id);
+            drain(&node, &conn, &mut frames)?
+        };
+        // Coalesce: while the peer keeps sending, the replies of what was read wait for the
+        // socket to be empty (one write for all of them, instead of one per read), up to
+        // `FLUSH_AFTER` frames. A lone request (all that came since the socket was empty) is
+        // answered at once: its caller is waiting to send the next one.
+        unflushed += n;
+        if unflushed >= FLUSH_AFTER || (served == 0 && n <= 1) {
+            conn.flush_now();
+            unflushed = 0;
+        }
+        served += n;
     }
 }
+
+/// The most frames a reader serves before it writes their replies, while more keep coming.
+const FLUSH_AFTER: usize = 64;
 
 /// Dispatches every whole frame buffered, then writes the replies with one non-blocking
 /// write. Returns the number of frames served.

@@ -412,10 +412,11 @@ pub fn rss_bytes() -> Option<usize> {
 impl RunningNode {
     /// Stops gracefully: unregisters from EPMD and stops accepting, then drains every
     /// connection — each reads and serves what its peer has already sent, every reply those
-    /// calls produce is written out, then the connection closes. A call the node received
-    /// before the shutdown reached its connection is answered; one sent later finds the
-    /// connection closed (the caller sees the node go down). Whatever is left after `timeout`
-    /// is closed anyway.
+    /// calls produce is written out, then the connection closes (once the peer has closed its
+    /// side, or gone quiet, so that no reset costs it replies it has not read). A call the
+    /// node received before the shutdown reached its connection is answered; one sent later
+    /// finds the connection closed (the caller sees the node go down). Whatever is left after
+    /// `timeout` is closed anyway.
     pub async fn shutdown(self, timeout: Duration) {
         let RunningNode {
             node,
