@@ -13,7 +13,7 @@ all() ->
     [malformed_requests_barrage, unknown_resource_call, non_call_messages_ignored,
      record_pid_garbage, raw_handshake_positive_control, raw_wrong_cookie,
      raw_missing_flags_refused, raw_garbage_before_handshake, raw_silent_client_does_no_harm,
-     raw_garbage_after_handshake_bad_tag, raw_garbage_after_handshake_bad_terms,
+     raw_garbage_after_handshake_bad_tag, raw_replies_before_a_broken_frame, raw_garbage_after_handshake_bad_terms,
      raw_oversized_frame, reply_to_unreachable_caller, deep_request, small_limits_take_effect,
      big_values,
      concurrent_clients, wrong_cookie_erl_peer, join_with_wrong_and_right_cookie,
@@ -263,6 +263,40 @@ raw_garbage_after_handshake_bad_tag(Config) ->
          gen_tcp:close(S)
      end || Frame <- [<<99, 1, 2, 3>>, <<131, 104, 0>>, <<0>>, <<255, 255, 255>>]],
     assert_healthy(Config).
+
+%% Good calls and a broken frame in one write: the node answers every good call, then closes
+%% the connection (the replies held back to be written together go out before the close).
+raw_replies_before_a_broken_frame(Config) ->
+    Node = ?config(node, Config),
+    R = ash_node:uniq_res(before_broken),
+    ok = ash_node:req(Config, {define, R, #{primary_key => [id]}}),
+    {ok, _} = ash_node:req(Config, {create, R, #{id => 1}}),
+    Me = my_name("raw_then_bad"),
+    {ok, S, _} = ash_raw_dist:connect(Node, Me, cookie()),
+    From = ash_raw_dist:fake_pid(Me, 1),
+    Calls = [begin
+                 Ref = make_ref(),
+                 Frame = iolist_to_binary(
+                           [112, term_to_binary({6, From, '', ash_gen_server}),
+                            term_to_binary({'$gen_call', {From, Ref}, {get, R, #{id => 1}}})]),
+                 {Ref, <<(byte_size(Frame)):32, Frame/binary>>}
+             end || _ <- lists:seq(1, 20)],
+    ok = inet:setopts(S, [{packet, raw}]),
+    ok = gen_tcp:send(S, [[F || {_, F} <- Calls], <<4:32, 99, 1, 2, 3>>]),
+    ok = inet:setopts(S, [{packet, 4}]),
+    Replies = recv_until_closed(S, []),
+    gen_tcp:close(S),
+    ?assertEqual([{Ref, {ok, #{id => 1}}} || {Ref, _} <- Calls], Replies),
+    assert_healthy(Config).
+
+recv_until_closed(S, Acc) ->
+    case ash_raw_dist:recv_msg(S, 5000) of
+        {ok, {Ref, Reply}} when is_reference(Ref) -> recv_until_closed(S, [{Ref, Reply} | Acc]);
+        {ok, _} -> recv_until_closed(S, Acc);
+        {other, _, _} -> recv_until_closed(S, Acc);
+        {error, closed} -> lists:reverse(Acc);
+        {error, Other} -> ct:fail({connection_not_closed, Other, length(Acc)})
+    end.
 
 %% Frames with the pass-through tag whose terms are garbage: the node must survive (it may drop
 %% the frame and keep the connection, or close it); if the connection stays, it still works.

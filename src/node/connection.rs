@@ -596,7 +596,15 @@ async fn read_loop(
         last_read.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let n = {
             let _reading = ReadingGuard::enter(conn.id);
-            drain(&node, &conn, &mut frames)?
+            match drain(&node, &conn, &mut frames) {
+                Ok(n) => n,
+                Err(e) => {
+                    // A broken frame ends the connection; the replies to the good requests
+                    // before it (held back for coalescing) go out first.
+                    conn.flush_now();
+                    return Err(e);
+                }
+            }
         };
         // Coalesce: while the peer keeps sending, the replies of what was read wait for the
         // socket to be empty (one write for all of them, instead of one per read), up to
