@@ -549,11 +549,28 @@ async fn start(args: StartArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    let drained = tokio::select! {
-        _ = shutdown => false,
-        _ = drain.notified() => true,
+    let raft_stopped = async {
+        match &member {
+            Some(member) => member.stopped().await,
+            None => std::future::pending().await,
+        }
+    };
+    let (drained, fatal) = tokio::select! {
+        _ = shutdown => (false, None),
+        _ = drain.notified() => (true, None),
+        why = raft_stopped => (false, Some(why)),
     };
     tracing::info!("shutting down");
+    if let Some(why) = fatal {
+        // A member whose Raft core stopped cannot serve nor leave: answer what was received,
+        // then exit non-zero (restarted with its data directory it loads what it had).
+        tracing::error!(error = %why, "the cluster member's raft core stopped");
+        running
+            .shutdown(Duration::from_secs(args.shutdown_timeout))
+            .await;
+        server.stop();
+        return Err(format!("the cluster member's raft core stopped: {why}"));
+    }
     if let Some(member) = &member {
         if drained || member.reopened.is_none() {
             cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;

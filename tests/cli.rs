@@ -637,3 +637,67 @@ fn drain_stops_a_node_as_sigterm_does() {
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("error: "), "{err}");
 }
+
+/// A cluster member whose Raft core stops on a storage error (here: its snapshot cannot be
+/// written, `raft.snapshot.new` being a directory) exits non-zero instead of running on without a
+/// cluster role.
+#[test]
+fn a_member_whose_raft_core_stops_exits_non_zero() {
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("ash-cli-snapfail-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("raft.snapshot.new")).unwrap();
+    let name = format!("clisnapfail{id}@127.0.0.1");
+    let data_dir = dir.to_string_lossy().into_owned();
+    let args = [
+        "--name",
+        &name,
+        "--cookie",
+        "sf",
+        "--epmd",
+        "embedded",
+        "--epmd-port",
+        "0",
+        "--cluster",
+        "--data-dir",
+        &data_dir,
+        "--snapshot-every",
+        "5",
+    ];
+    let (mut node, epmd) = start_with(&args, &[]);
+    let epmd = epmd.to_string();
+    let call = |request: &str| {
+        run(
+            &[
+                "call",
+                "--node",
+                &name,
+                "--cookie",
+                "sf",
+                "--epmd-port",
+                &epmd,
+                "--timeout",
+                "5",
+                request,
+            ],
+            &[],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member did not exit after its snapshot failed"
+        );
+        // Writes until the first snapshot is due (it fails, and the core stops).
+        let _ = call("{define, r, #{primary_key => [id]}}");
+        let _ = call(&format!("{{create, r, #{{id => {i}}}}}"));
+        i += 1;
+    };
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -228,6 +228,21 @@ impl Cluster {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
+    /// Resolves when this member's Raft core has stopped on an error (openraft stops on a
+    /// storage error: the log, or a snapshot, could not be written or installed), with the
+    /// error: the member can no longer take part in the cluster.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the raft core ended".to_string();
+            }
+        }
+    }
+
     /// Waits up to `timeout` for a leader to be known.
     pub async fn await_leader(&self, timeout: Duration) -> Option<(NodeId, NodeName)> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -10,7 +10,8 @@
 //! members a little behind): the log no longer grows with every write, and a member that joins
 //! or fell too far behind receives the snapshot, then the log after it.
 //!
-//! With `--data-dir` the latest snapshot is also kept in [`SNAPSHOT_FILE`] (written beside it,
+//! With `--data-dir` the latest snapshot is also kept in [`SNAPSHOT_FILE`] (written beside it as
+//! `raft.snapshot.new`,
 //! flushed, renamed over it): a restarted member loads it before applying the log after it.
 //! The file is `ASHSNAP1`, the metadata's length (u32 LE) and bincode bytes, the data's length
 //! (u64 LE) and bytes, then a CRC-32 of the metadata and data (u32 LE).
@@ -176,7 +177,10 @@ fn write_file(
     let mut crc = crc32fast::Hasher::new();
     crc.update(&meta);
     crc.update(data);
-    let tmp = path.with_extension("new");
+    // `raft.snapshot.new` (not `with_extension`: `raft.new` is the log journal's).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
     f.write_all(MAGIC).map_err(io(&tmp))?;
     f.write_all(&(meta.len() as u32).to_le_bytes())
