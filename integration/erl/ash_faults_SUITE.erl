@@ -158,21 +158,12 @@ sigterm_answers_calls_already_received(Config) ->
                 Ref
             end || I <- lists:seq(1, Calls)],
     Status = ash_node:stop(N),
-    Replies = collect_replies(S, []),
+    Replies = ash_raw_dist:replies_until_closed(S, 30000),
     gen_tcp:close(S),
     Got = [Ref || {Ref, {ok, [_]}} <- Replies],
     ct:log("exit status ~p; ~b of ~b calls answered", [Status, length(Got), Calls]),
     ?assertEqual(0, Status),
     ?assertEqual(Refs, Got).
-
-collect_replies(S, Acc) ->
-    case ash_raw_dist:recv_msg(S, 30000) of
-        {ok, {Ref, Reply}} when is_reference(Ref) -> collect_replies(S, [{Ref, Reply} | Acc]);
-        {ok, _} -> collect_replies(S, Acc);
-        {other, _, _} -> collect_replies(S, Acc);
-        {error, closed} -> lists:reverse(Acc);
-        {error, Other} -> ct:fail({connection_not_closed, Other, length(Acc)})
-    end.
 
 %% 64 raw connections busy when SIGTERM comes, each pipelining updates of its own record with
 %% sequence numbers (at most ?WINDOW unanswered) while its reader collects the replies. Just

@@ -4,7 +4,8 @@
 -module(ash_raw_dist).
 
 -export([port_of/1, connect_tcp/1, handshake/3, handshake/4, connect/3, flags/0,
-         fake_pid/2, send_frame/2, reg_send/4, recv_frame/2, recv_msg/2, call/4, closed_within/2]).
+         fake_pid/2, send_frame/2, reg_send/4, recv_frame/2, recv_msg/2, call/4, closed_within/2,
+         replies_until_closed/2]).
 
 -define(EXTENDED_REFERENCES, 16#04).
 -define(DIST_MONITOR, 16#08).
@@ -141,4 +142,18 @@ closed_until(S, Deadline) ->
                 0 -> false;
                 _ -> closed_until(S, Deadline)
             end
+    end.
+
+%% Every reply ({Ref, Reply}) delivered to us, in order, until the node closes the connection
+%% (each wait for the next frame bounded by Timeout).
+replies_until_closed(S, Timeout) -> replies_until_closed(S, Timeout, []).
+
+replies_until_closed(S, Timeout, Acc) ->
+    case recv_msg(S, Timeout) of
+        {ok, {Ref, Reply}} when is_reference(Ref) ->
+            replies_until_closed(S, Timeout, [{Ref, Reply} | Acc]);
+        {ok, _} -> replies_until_closed(S, Timeout, Acc);
+        {other, _, _} -> replies_until_closed(S, Timeout, Acc);
+        {error, closed} -> lists:reverse(Acc);
+        {error, Other} -> exit({connection_not_closed, Other, length(Acc)})
     end.

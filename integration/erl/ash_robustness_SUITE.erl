@@ -284,19 +284,10 @@ raw_replies_before_a_broken_frame(Config) ->
     ok = inet:setopts(S, [{packet, raw}]),
     ok = gen_tcp:send(S, [[F || {_, F} <- Calls], <<4:32, 99, 1, 2, 3>>]),
     ok = inet:setopts(S, [{packet, 4}]),
-    Replies = recv_until_closed(S, []),
+    Replies = ash_raw_dist:replies_until_closed(S, 5000),
     gen_tcp:close(S),
     ?assertEqual([{Ref, {ok, #{id => 1}}} || {Ref, _} <- Calls], Replies),
     assert_healthy(Config).
-
-recv_until_closed(S, Acc) ->
-    case ash_raw_dist:recv_msg(S, 5000) of
-        {ok, {Ref, Reply}} when is_reference(Ref) -> recv_until_closed(S, [{Ref, Reply} | Acc]);
-        {ok, _} -> recv_until_closed(S, Acc);
-        {other, _, _} -> recv_until_closed(S, Acc);
-        {error, closed} -> lists:reverse(Acc);
-        {error, Other} -> ct:fail({connection_not_closed, Other, length(Acc)})
-    end.
 
 %% Frames with the pass-through tag whose terms are garbage: the node must survive (it may drop
 %% the frame and keep the connection, or close it); if the connection stays, it still works.
