@@ -1,6 +1,7 @@
 //! The member's endpoint ([`super::answer::ENDPOINT_NAME`]): what other members call it with.
 //!
-//! - `{raft, append | vote | snapshot, Payload}`: a Raft message (see [`super::network`]);
+//! - `{raft, append | vote | snapshot, Payload, To}`: a Raft message for the member with Raft id
+//!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`;
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{subscribe_for, Pid, all | [Resource]}`, `{unsubscribe_for, Pid}`: an expiry handler
@@ -71,7 +72,17 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
 
 async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
     let reply = match request.as_tuple() {
-        Some([tag, kind, payload]) if tag.as_atom().map(|a| a.as_str()) == Some("raft") => {
+        Some([tag, _, _, Value::Int(to)])
+            if tag.as_atom().map(|a| a.as_str()) == Some("raft") && *to as NodeId != cluster.id =>
+        {
+            Value::pair(
+                atom("error"),
+                Value::pair(atom("not_member"), Value::Int(*to)),
+            )
+        }
+        Some([tag, kind, payload, Value::Int(_)])
+            if tag.as_atom().map(|a| a.as_str()) == Some("raft") =>
+        {
             match (kind.as_atom(), payload.as_bytes()) {
                 (Some(kind), Some(payload)) => raft_message(&cluster, kind.as_str(), payload).await,
                 _ => Value::pair(atom("error"), atom("bad_raft_message")),

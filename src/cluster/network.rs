@@ -1,7 +1,10 @@
 //! Raft's messages between members, carried as distribution messages: a call to the peer's
-//! [`super::answer::ENDPOINT_NAME`] process, `{raft, Kind, Payload}` with the Raft request
-//! serialized (bincode) in a binary, answered `{ok, Payload}` or `{error, Payload}`. No other
-//! transport or port: the members' distribution connections carry it.
+//! [`super::answer::ENDPOINT_NAME`] process, `{raft, Kind, Payload, To}` with the Raft request
+//! serialized (bincode) in a binary and `To` the Raft id it is meant for, answered
+//! `{ok, Payload}` or `{error, Payload}`, or `{error, {not_member, Id}}` by a node that is not
+//! `To`: a member restarted under the same name is a new member (a new id) and must not take
+//! the messages meant for its earlier run (its log is not that run's). No other transport or
+//! port: the members' distribution connections carry it.
 
 use super::answer::ENDPOINT_NAME;
 use super::types::{Member, NodeId, TypeConfig};
@@ -38,6 +41,9 @@ pub enum TransportError {
     /// The answer is not `{ok, Binary}` or `{error, Binary}`.
     #[error("unexpected answer {0:?}")]
     Answer(Value),
+    /// The node under the member's name is another member now (restarted with a new id).
+    #[error("{0} is no longer the member this message is for")]
+    NotMember(String),
     /// The payload did not (de)serialize.
     #[error("payload: {0}")]
     Payload(#[from] bincode::Error),
@@ -85,6 +91,7 @@ impl Peer {
             Value::Atom(Atom::from_static("raft")),
             kind_atom(kind),
             Value::binary_owned(payload),
+            Value::Int(self.target as i64),
         ]);
         let answer = self
             .mailbox
@@ -94,6 +101,12 @@ impl Peer {
             Some([Value::Atom(tag), body]) => match (tag.as_str(), body.as_bytes()) {
                 ("ok", Some(bytes)) => Ok(Ok(bincode::deserialize(bytes)?)),
                 ("error", Some(bytes)) => Ok(Err(bincode::deserialize(bytes)?)),
+                ("error", None)
+                    if body.as_tuple().and_then(|t| t.first()?.as_atom())
+                        == Some(Atom::from_static("not_member")) =>
+                {
+                    Err(TransportError::NotMember(self.addr.clone()))
+                }
                 _ => Err(TransportError::Answer(answer)),
             },
             _ => Err(TransportError::Answer(answer)),
@@ -103,7 +116,8 @@ impl Peer {
     fn failed<E: std::error::Error>(&self, e: TransportError) -> RPCError<NodeId, Member, E> {
         match e {
             TransportError::Call(crate::node::mailbox::CallError::Unreachable { .. })
-            | TransportError::BadAddress(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            | TransportError::BadAddress(_)
+            | TransportError::NotMember(_) => RPCError::Unreachable(Unreachable::new(&e)),
             other => RPCError::Network(NetworkError::new(&other)),
         }
     }
