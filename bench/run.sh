@@ -113,7 +113,8 @@ export MIX_ENV=prod
 cd "$app"
 step "$logs/mix-deps.log" mix deps.get
 step "$logs/mix-compile.log" mix compile
-ebin="$app/_build/prod/lib/ash_gen_server_bench/ebin"
+# (MIX_BUILD_PATH: a build folder shared with other projects, as scripts/test.sh sets)
+ebin="${MIX_BUILD_PATH:-$app/_build/prod}/lib/ash_gen_server_bench/ebin"
 
 suffix="$$_$RANDOM"
 cookie="bench_${RANDOM}${RANDOM}${RANDOM}"

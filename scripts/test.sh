@@ -8,6 +8,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/setup.sh"
 cd "$repo"
 
+# The Elixir projects built here (the bridge, the end-to-end app, the demo, the bench app) all
+# compile the same Ash and its dependencies; one build folder for all of them compiles those once
+# instead of four times (Mix keeps each project's own app, and re-consolidates protocols when the
+# project changes). Ash's own suite keeps its build (integration/ash_suite/run.sh): its
+# compile-time configuration differs and would rebuild every dependency.
+export MIX_BUILD_PATH="${MIX_BUILD_PATH:-$repo/_build/elixir}"
+
 started=$SECONDS
 section() { printf '\n==== %s ==== (%ss since start)\n' "$*" "$((SECONDS - started))"; }
 

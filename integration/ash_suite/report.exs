@@ -5,6 +5,10 @@
 #                     [--full-report FILE]
 #                     [--write-baseline] [--partial]
 #
+# A run in several VMs (run.sh's partitions) gives --results, --node-status and --metrics-status
+# once per VM: the results are joined, every VM must have finished, every node stopped cleanly
+# and every node's counters match its VM's.
+#
 # ours: prints the totals and every test that passes on Ets (is in baseline.txt) but did not pass
 # here, with the first lines of its error, grouped by the allow-list's causes; exits 1 if one of
 # them is not on the allow-list, if the node did not exit 0 on SIGTERM, if its request counters
@@ -22,11 +26,11 @@ defmodule AshSuite.Report do
       OptionParser.parse(argv,
         strict: [
           mode: :string,
-          results: :string,
+          results: :keep,
           baseline: :string,
           allow_list: :string,
-          node_status: :string,
-          metrics_status: :string,
+          node_status: :keep,
+          metrics_status: :keep,
           full_report: :string,
           write_baseline: :boolean,
           partial: :boolean
@@ -34,14 +38,15 @@ defmodule AshSuite.Report do
       )
 
     if invalid != [], do: halt("unknown options #{inspect(invalid)}")
-    results_path = opts[:results] || halt("--results is required")
-    load_jason(results_path)
-    {results, finished?} = read_results(results_path)
+    results_paths = Keyword.get_values(opts, :results)
+    if results_paths == [], do: halt("--results is required")
+    load_jason(hd(results_paths))
+    read = Enum.map(results_paths, &{&1, read_results(&1)})
+    results = Enum.flat_map(read, fn {_path, {results, _finished?}} -> results end)
 
     problems =
-      if finished?,
-        do: [],
-        else: ["the run did not finish (no suite_finished line in #{results_path}; see test.log)"]
+      for {path, {_, false}} <- read,
+          do: "the run did not finish (no suite_finished line in #{path}; see its test log)"
 
     problems =
       case opts[:mode] do
@@ -187,38 +192,10 @@ defmodule AshSuite.Report do
 
     if opts[:full_report], do: write_full_report(opts[:full_report], regressions, by_id, allowed)
 
-    node_problems =
-      case opts[:node_status] && File.read(opts[:node_status]) do
-        nil ->
-          []
-
-        {:ok, status} ->
-          status = String.trim(status)
-          IO.puts("   node stopped with SIGTERM: #{status}")
-
-          if status == "exit 0",
-            do: [],
-            else: ["the node did not stop cleanly on SIGTERM: #{status}"]
-
-        {:error, _} ->
-          ["no node exit status in #{opts[:node_status]} (the suite did not stop the node)"]
-      end
+    node_problems = Enum.flat_map(Keyword.get_values(opts, :node_status), &node_problems/1)
 
     metrics_problems =
-      case opts[:metrics_status] && File.read(opts[:metrics_status]) do
-        nil ->
-          []
-
-        {:ok, "ok" <> _ = status} ->
-          IO.puts("   node metrics: #{String.trim(status)}")
-          []
-
-        {:ok, status} ->
-          ["the node's metrics: #{String.trim(status)}"]
-
-        {:error, _} ->
-          ["no metrics check in #{opts[:metrics_status]} (the suite did not stop the node)"]
-      end
+      Enum.flat_map(Keyword.get_values(opts, :metrics_status), &metrics_problems/1)
 
     unlisted_problems =
       if unlisted == [],
@@ -228,6 +205,37 @@ defmodule AshSuite.Report do
         ]
 
     node_problems ++ metrics_problems ++ unlisted_problems
+  end
+
+  # A node's exit status file (one per VM): no problem only for a clean stop on SIGTERM.
+  defp node_problems(path) do
+    case File.read(path) do
+      {:ok, status} ->
+        status = String.trim(status)
+        IO.puts("   node stopped with SIGTERM: #{status}")
+
+        if status == "exit 0",
+          do: [],
+          else: ["the node did not stop cleanly on SIGTERM: #{status}"]
+
+      {:error, _} ->
+        ["no node exit status in #{path} (the suite did not stop the node)"]
+    end
+  end
+
+  # A node's metrics check (one per VM): "ok ..." when its counters match the VM's telemetry.
+  defp metrics_problems(path) do
+    case File.read(path) do
+      {:ok, "ok" <> _ = status} ->
+        IO.puts("   node metrics: #{String.trim(status)}")
+        []
+
+      {:ok, status} ->
+        ["the node's metrics: #{String.trim(status)}"]
+
+      {:error, _} ->
+        ["no metrics check in #{path} (the suite did not stop the node)"]
+    end
   end
 
   defp write_full_report(path, regressions, by_id, allowed) do

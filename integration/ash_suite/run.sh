@@ -73,14 +73,33 @@ done
 # The harness's own Elixir files are formatted (mix format works without a project here).
 (cd "$here" && mix format --check-formatted) || { echo "run.sh: run mix format in $here" >&2; exit 1; }
 
+# The suite's compile-time configuration of Ash differs from the other projects': sharing their
+# build folder (scripts/test.sh sets one) would rebuild every dependency twice. Its own _build.
+unset MIX_BUILD_PATH MIX_BUILD_ROOT
+
 work="${ASH_SUITE_WORK:-$here/_work}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 export MIX_ENV=test
 
-# Builds the mode's mix project and runs the suite in it; results in $work/$1/results.jsonl.
+# How many VMs share the ours run (ExUnit's --partitions: test files split between them, each VM
+# with its own node). On 2 cores two VMs take about 60 % of one's time; the Ets run stays one VM
+# (its tests already run concurrently).
+partitions="${ASH_SUITE_PARTITIONS:-2}"
+[[ "$partitions" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ASH_SUITE_PARTITIONS must be a positive number" >&2; exit 2; }
+
+# suffixes MODE: the suffix of each VM's files in that mode's run ("" for a single VM).
+suffixes() {
+  local parts=1 p
+  [[ $1 == ours ]] && parts=$partitions
+  if ((parts == 1)); then echo ""; else for ((p = 1; p <= parts; p++)); do echo ".$p"; done; fi
+}
+
+# Builds the mode's mix project and runs the suite in it; results in $work/$1/results[.P].jsonl.
 run_mode() {
-  local m="$1" dir="$work/$1" start now
+  local m="$1" dir="$work/$1" start now sfxs
+  mapfile -t sfxs < <(suffixes "$m")
+  local parts=${#sfxs[@]}
   start=$(date +%s)
   echo "== ash_suite ($m): preparing $dir from $tests_dir"
   elixir "$here/prepare.exs" --mode "$m" --src "$tests_dir" --dest "$dir"
@@ -94,49 +113,69 @@ run_mode() {
   now=$(date +%s)
   echo "   built in $((now - start)) s"
 
-  export ASH_SUITE_RESULTS="$dir/results.jsonl"
-  export ASH_SUITE_NODE_STATUS="$dir/node_status.txt"
-  export ASH_SUITE_METRICS_STATUS="$dir/metrics_status.txt"
-  export ASH_SUITE_NODE_LOG="$dir/rust_node.log"
-  rm -f "$ASH_SUITE_RESULTS" "$ASH_SUITE_NODE_STATUS" "$ASH_SUITE_METRICS_STATUS" "$ASH_SUITE_NODE_LOG" "$dir/mix_status.txt"
+  rm -f "$dir"/results*.jsonl "$dir"/node_status*.txt "$dir"/metrics_status*.txt \
+    "$dir"/rust_node*.log "$dir"/mix_status*.txt "$dir"/test*.log "$dir"/time*.txt
   rm -rf "$dir"/Mnesia.* # what the Mnesia tests left in the last run
 
-  local vm=(elixir)
   # Ash's tests are not about speed: a compile-heavy one (attributes_test's reserved names)
   # outlived ExUnit's 60 s default on a loaded 2-core machine, so each test gets 5 minutes.
   local test_args=(--seed 0 --timeout 300000 --formatter AshSuite.Formatter --formatter ExUnit.CLIFormatter)
-  if [[ $m == ours ]]; then
-    # The VM is distributed on 127.0.0.1 with a cookie of its own; the node shares it.
-    epmd -daemon
-    vm=(elixir --name "ash_suite_$$_$RANDOM@127.0.0.1" --cookie "ash_suite_$RANDOM$RANDOM$RANDOM")
-    # One test at a time: every test shares the node, emptied before each test.
-    test_args+=(--max-cases 1)
-  fi
+  # One test at a time in a VM: every test of the VM shares its node, emptied before each test.
+  if [[ $m == ours ]]; then test_args+=(--max-cases 1); fi
+  if ((parts > 1)); then test_args+=(--partitions "$parts"); fi
 
-  echo "== ash_suite ($m): mix test (log: $dir/test.log)"
-  # (bash's `time` gives the wall and CPU time of the VM and the node together, in time.txt)
-  (
-    set +e
-    TIMEFORMAT='%R %U %S'
-    time (cd "$dir" && "${vm[@]}" -S mix test "${test_args[@]}" "${mix_args[@]}" >"$dir/test.log" 2>&1)
-    echo $? >"$dir/mix_status.txt"
-  ) 2>"$dir/time.txt" &
-  local pid=$! ticks=0 status
-  while kill -0 "$pid" 2>/dev/null; do
+  # Each VM (one per partition; suffix .P when there are several) in the background: its
+  # results, test log, node and node log, exit status and times (bash's `time`: wall and CPU of
+  # the VM and its node together) in files of its own.
+  local p sfx pids=() logs=()
+  for ((p = 1; p <= parts; p++)); do
+    sfx="${sfxs[p - 1]}"
+    logs+=("$dir/test$sfx.log")
+    local vm=(elixir)
+    if [[ $m == ours ]]; then
+      # The VM is distributed on 127.0.0.1 with a cookie of its own; its node shares it.
+      epmd -daemon
+      vm=(elixir --name "ash_suite_$$_${p}_$RANDOM@127.0.0.1" --cookie "ash_suite_$RANDOM$RANDOM$RANDOM")
+    fi
+    (
+      set +e
+      export ASH_SUITE_RESULTS="$dir/results$sfx.jsonl"
+      export ASH_SUITE_NODE_STATUS="$dir/node_status$sfx.txt"
+      export ASH_SUITE_METRICS_STATUS="$dir/metrics_status$sfx.txt"
+      export ASH_SUITE_NODE_LOG="$dir/rust_node$sfx.log"
+      if ((parts > 1)); then export MIX_TEST_PARTITION="$p"; fi
+      TIMEFORMAT='%R %U %S'
+      time (cd "$dir" && "${vm[@]}" -S mix test "${test_args[@]}" "${mix_args[@]}" >"$dir/test$sfx.log" 2>&1)
+      echo $? >"$dir/mix_status$sfx.txt"
+    ) 2>"$dir/time$sfx.txt" &
+    pids+=($!)
+  done
+  echo "== ash_suite ($m): mix test in $parts VM(s) (log: ${logs[*]})"
+
+  local ticks=0 pid running
+  while :; do
+    running=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1; done
+    ((running)) || break
     sleep 1
     ticks=$((ticks + 1))
     if ((ticks % 60 == 0)); then
-      echo "   $((ticks / 60)) min: $( (grep -c '"id"' "$ASH_SUITE_RESULTS" 2>/dev/null) || echo 0) tests done"
+      echo "   $((ticks / 60)) min: $(cat "$dir"/results*.jsonl 2>/dev/null | grep -c '"id"' || true) tests done"
     fi
   done
-  wait "$pid" || true
-  status="$(cat "$dir/mix_status.txt" 2>/dev/null || echo '?')"
+  for pid in "${pids[@]}"; do wait "$pid" || true; done
   now=$(date +%s)
-  local wall user sys
-  read -r wall user sys <"$dir/time.txt" || true
-  echo "   mix test exited with $status (failing tests are expected): ${wall:-?} s wall, CPU ${user:-?} s user + ${sys:-?} s system"
+  local wall user sys status
+  for ((p = 1; p <= parts; p++)); do
+    sfx="${sfxs[p - 1]}"
+    status="$(cat "$dir/mix_status$sfx.txt" 2>/dev/null || echo '?')"
+    read -r wall user sys <"$dir/time$sfx.txt" || true
+    echo "   VM $p/$parts: mix test exited with $status (failing tests are expected): ${wall:-?} s wall, CPU ${user:-?} s user + ${sys:-?} s system"
+  done
   echo "   $m: $((now - start)) s in all"
-  grep '^ash_suite: \|^  :' "$dir/test.log" | sed 's/^/   /' || true
+  for log in "${logs[@]}"; do
+    grep '^ash_suite: \|^  :' "$log" | sed 's/^/   /' || true
+  done
 }
 
 report=(elixir "$here/report.exs" --baseline "$here/baseline.txt" --allow-list "$here/allow_list.txt")
@@ -154,7 +193,11 @@ fi
 
 if [[ $mode == ours || $mode == both ]]; then
   run_mode ours
-  "${report[@]}" --mode ours --results "$work/ours/results.jsonl" \
-    --node-status "$work/ours/node_status.txt" --metrics-status "$work/ours/metrics_status.txt" \
+  files=()
+  while IFS= read -r sfx; do
+    files+=(--results "$work/ours/results$sfx.jsonl" --node-status "$work/ours/node_status$sfx.txt"
+      --metrics-status "$work/ours/metrics_status$sfx.txt")
+  done < <(suffixes ours)
+  "${report[@]}" --mode ours "${files[@]}" \
     --full-report "$work/ours/report.txt"
 fi
