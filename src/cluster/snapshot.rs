@@ -181,25 +181,21 @@ fn write_file(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
-    f.write_all(MAGIC).map_err(io(&tmp))?;
-    f.write_all(&(meta.len() as u32).to_le_bytes())
-        .map_err(io(&tmp))?;
-    f.write_all(&meta).map_err(io(&tmp))?;
-    f.write_all(&(data.len() as u64).to_le_bytes())
-        .map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.write_all(&crc.finalize().to_le_bytes())
-        .map_err(io(&tmp))?;
-    let f = f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok(())
+    let io_at = |at: &Path, e| io(at)(e);
+    crate::storage::replace::replace_file(path, &tmp, io_at, |f| {
+        let mut put = |bytes: &[u8]| f.write_all(bytes).map_err(io(&tmp));
+        put(MAGIC)?;
+        put(&(meta.len() as u32).to_le_bytes())?;
+        put(&meta)?;
+        put(&(data.len() as u64).to_le_bytes())?;
+        put(data)?;
+        put(&crc.finalize().to_le_bytes())
+    })
+}
+
+/// The first `n` bytes of `bytes` and the rest, if there are `n`.
+fn split(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    (bytes.len() >= n).then(|| bytes.split_at(n))
 }
 
 type Read = Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>;
@@ -214,31 +210,26 @@ fn read_file(path: &Path) -> Result<Read, SnapshotError> {
     let rest = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| invalid("no ASHSNAP1 header"))?;
-    let take = |rest: &[u8], n: usize| -> Result<(Vec<u8>, Vec<u8>), SnapshotError> {
-        if rest.len() < n {
-            return Err(invalid("cut short"));
-        }
-        Ok((rest[..n].to_vec(), rest[n..].to_vec()))
-    };
+    let take = |rest, n| split(rest, n).ok_or_else(|| invalid("cut short"));
     let (len, rest) = take(rest, 4)?;
     let meta_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    let (meta, rest) = take(&rest, meta_len)?;
-    let (len, rest) = take(&rest, 8)?;
+    let (meta, rest) = take(rest, meta_len)?;
+    let (len, rest) = take(rest, 8)?;
     let data_len = usize::try_from(u64::from_le_bytes(len.try_into().expect("8 bytes")))
         .map_err(|_| invalid("too large"))?;
-    let (data, rest) = take(&rest, data_len)?;
-    let (crc, rest) = take(&rest, 4)?;
+    let (data, rest) = take(rest, data_len)?;
+    let (crc, rest) = take(rest, 4)?;
     if !rest.is_empty() {
         return Err(invalid("trailing bytes"));
     }
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&meta);
-    hasher.update(&data);
+    hasher.update(meta);
+    hasher.update(data);
     if hasher.finalize() != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(invalid("checksum mismatch"));
     }
-    let meta = bincode::deserialize(&meta).map_err(|e| invalid(&e.to_string()))?;
-    Ok(Some((meta, data)))
+    let meta = bincode::deserialize(meta).map_err(|e| invalid(&e.to_string()))?;
+    Ok(Some((meta, data.to_vec())))
 }
 
 #[cfg(test)]

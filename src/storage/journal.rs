@@ -122,24 +122,13 @@ pub fn read(path: &Path) -> Result<(Vec<Value>, u64), JournalError> {
 /// renamed over it).
 pub fn rewrite(path: &Path, entries: impl IntoIterator<Item = Value>) -> Result<(), JournalError> {
     let tmp = path.with_extension("new");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    let mut buf = Vec::new();
-    for entry in entries {
-        buf.extend_from_slice(&frame(&entry)?);
-        if buf.len() > 1 << 20 {
-            f.write_all(&buf).map_err(io(&tmp))?;
-            buf.clear();
+    let io_at = |at: &Path, e| io(at)(e);
+    super::replace::replace_file(path, &tmp, io_at, |f| {
+        for entry in entries {
+            f.write_all(&frame(&entry)?).map_err(io(&tmp))?;
         }
-    }
-    f.write_all(&buf).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 impl Journal {
