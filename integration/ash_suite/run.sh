@@ -128,13 +128,13 @@ run_mode() {
   # results, test log, node and node log, exit status and times (bash's `time`: wall and CPU of
   # the VM and its node together) in files of its own.
   local p sfx pids=() logs=()
+  # An ours VM is distributed on 127.0.0.1 with a cookie of its own; its node shares it.
+  if [[ $m == ours ]]; then epmd -daemon; fi
   for ((p = 1; p <= parts; p++)); do
     sfx="${sfxs[p - 1]}"
     logs+=("$dir/test$sfx.log")
     local vm=(elixir)
     if [[ $m == ours ]]; then
-      # The VM is distributed on 127.0.0.1 with a cookie of its own; its node shares it.
-      epmd -daemon
       vm=(elixir --name "ash_suite_$$_${p}_$RANDOM@127.0.0.1" --cookie "ash_suite_$RANDOM$RANDOM$RANDOM")
     fi
     (

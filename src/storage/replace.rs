@@ -7,6 +7,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+/// How much is buffered between writes to the new file (a rewritten journal can be large).
+const BUFFER: usize = 1 << 20;
+
 /// Writes `path` anew through `write` (given a buffered writer on `tmp`, a file beside `path`),
 /// then flushes and renames `tmp` over `path`. `io` turns a failed file operation on a path into
 /// the caller's error.
@@ -16,7 +19,7 @@ pub fn replace_file<E>(
     io: impl Fn(&Path, std::io::Error) -> E,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut f = BufWriter::new(File::create(tmp).map_err(|e| io(tmp, e))?);
+    let mut f = BufWriter::with_capacity(BUFFER, File::create(tmp).map_err(|e| io(tmp, e))?);
     write(&mut f)?;
     f.flush().map_err(|e| io(tmp, e))?;
     let f = f.into_inner().map_err(|e| io(tmp, e.into_error()))?;
@@ -33,17 +36,24 @@ pub fn replace_file<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn io(path: &Path, e: std::io::Error) -> String {
         format!("{}: {e}", path.display())
     }
 
-    #[test]
-    fn replaces_the_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("ags_replace_{}", std::process::id()));
+    /// A fresh folder for one test holding `f` ("old"): the folder, `f` and `f.new`.
+    fn scratch(test: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ags_{test}_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (path, tmp) = (dir.join("f"), dir.join("f.new"));
         std::fs::write(&path, b"old").unwrap();
+        (dir, path, tmp)
+    }
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let (dir, path, tmp) = scratch("replace");
         replace_file(&path, &tmp, io, |f| {
             f.write_all(b"new").map_err(|e| io(&tmp, e))
         })
@@ -55,10 +65,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_keeps_the_old_file() {
-        let dir = std::env::temp_dir().join(format!("ags_replace_fail_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (path, tmp) = (dir.join("f"), dir.join("f.new"));
-        std::fs::write(&path, b"old").unwrap();
+        let (dir, path, tmp) = scratch("replace_fail");
         let err = replace_file(&path, &tmp, io, |f| {
             f.write_all(b"half").map_err(|e| io(&tmp, e))?;
             Err("encoding failed".to_string())
