@@ -29,7 +29,24 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 cargo run --quiet --example embedded
 
 section "erlang: end-to-end suites against the node"
+# Ash's own suite compiles Ash once more, with its own configuration (~5 min of both cores): it
+# builds meanwhile, the Erlang suites mostly waiting on nodes (elections, timeouts, the soak's
+# clock). Its own session and process group, so that a failure here stops it too.
+suite_build_log="$repo/integration/ash_suite/_work/build-ahead.log"
+mkdir -p "$(dirname "$suite_build_log")"
+setsid integration/ash_suite/run.sh --build-only >"$suite_build_log" 2>&1 &
+suite_build=$!
+trap 'kill -- -"$suite_build" 2>/dev/null || true' EXIT
 integration/run_erl.sh
+
+section "ash: Ash's own suite built beside the Erlang suites (integration/ash_suite)"
+if ! wait "$suite_build"; then
+  cat "$suite_build_log"
+  echo "test: building Ash's own suite failed" >&2
+  exit 1
+fi
+trap - EXIT
+sed 's/^/  /' "$suite_build_log"
 
 section "ash: data layer unit tests and end-to-end suite"
 integration/run_ash.sh

@@ -2,7 +2,8 @@
 # Runs Ash's own test suite (../shared/ash-tests) on AshGenServer.DataLayer against a real node
 # and compares it with the suite's results on Ash.DataLayer.Ets (baseline.txt).
 #
-#   integration/ash_suite/run.sh [--mode ours|ets|both] [--refresh-baseline] [-- MIX_TEST_ARGS...]
+#   integration/ash_suite/run.sh [--mode ours|ets|both] [--refresh-baseline] [--build-only]
+#                                [-- MIX_TEST_ARGS...]
 #
 #   --mode ours           (default) the suite with every Ets resource on AshGenServer.DataLayer,
 #                         against a node started for the run; compared with baseline.txt
@@ -10,6 +11,8 @@
 #   --mode both           ets, then ours
 #   --refresh-baseline    run on Ets too and rewrite baseline.txt from that run (implies both,
 #                         unless --mode ets)
+#   --build-only          prepare and compile the mode's project, run nothing (scripts/test.sh
+#                         builds it this way while other suites run; the run then finds it built)
 #   -- ARGS               passed to `mix test` (e.g. a test file: the comparison then only
 #                         covers the tests that ran)
 #
@@ -27,14 +30,16 @@ repo="$(cd "$here/../.." && pwd)"
 mode=ours
 mode_given=0
 refresh=0
+build_only=0
 mix_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mode) mode="${2:?--mode needs ours, ets or both}"; mode_given=1; shift 2 ;;
     --mode=*) mode="${1#--mode=}"; mode_given=1; shift ;;
     --refresh-baseline) refresh=1; shift ;;
+    --build-only) build_only=1; shift ;;
     --) shift; mix_args=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -95,11 +100,9 @@ suffixes() {
   if ((parts == 1)); then echo ""; else for ((p = 1; p <= parts; p++)); do echo ".$p"; done; fi
 }
 
-# Builds the mode's mix project and runs the suite in it; results in $work/$1/results[.P].jsonl.
-run_mode() {
-  local m="$1" dir="$work/$1" start now sfxs
-  mapfile -t sfxs < <(suffixes "$m")
-  local parts=${#sfxs[@]}
+# Prepares the mode's mix project in $work/$1 and compiles it (a no-op when nothing changed).
+build_mode() {
+  local m="$1" dir="$work/$1" start now
   start=$(date +%s)
   echo "== ash_suite ($m): preparing $dir from $tests_dir"
   elixir "$here/prepare.exs" --mode "$m" --src "$tests_dir" --dest "$dir"
@@ -112,6 +115,15 @@ run_mode() {
   fi
   now=$(date +%s)
   echo "   built in $((now - start)) s"
+}
+
+# Builds the mode's mix project and runs the suite in it; results in $work/$1/results[.P].jsonl.
+run_mode() {
+  local m="$1" dir="$work/$1" start now sfxs
+  mapfile -t sfxs < <(suffixes "$m")
+  local parts=${#sfxs[@]}
+  start=$(date +%s)
+  build_mode "$m"
 
   rm -f "$dir"/results*.jsonl "$dir"/node_status*.txt "$dir"/metrics_status*.txt \
     "$dir"/rust_node*.log "$dir"/mix_status*.txt "$dir"/test*.log "$dir"/time*.txt
@@ -177,6 +189,12 @@ run_mode() {
     grep '^ash_suite: \|^  :' "$log" | sed 's/^/   /' || true
   done
 }
+
+if [[ $build_only == 1 ]]; then
+  if [[ $mode == ets || $mode == both ]]; then build_mode ets; fi
+  if [[ $mode == ours || $mode == both ]]; then build_mode ours; fi
+  exit 0
+fi
 
 report=(elixir "$here/report.exs" --baseline "$here/baseline.txt" --allow-list "$here/allow_list.txt")
 # With mix test arguments only part of the suite runs: compare the tests that ran.
