@@ -475,6 +475,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         data_dir: args.data_dir.clone().filter(|_| !args.cluster),
         fsync: Some(args.fsync),
         register_as: args.cluster.then_some(cluster::state_machine::RECORDS_NAME),
+        pid_requests_to: args.cluster.then_some(protocol::SERVER_NAME),
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
     let mut peers = Vec::new();

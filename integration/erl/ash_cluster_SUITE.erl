@@ -24,7 +24,7 @@
 all() ->
     [forms_one_cluster, any_member_serves_every_request, identities_hold_across_members,
      request_ids_apply_a_write_once,
-     queries_equal_a_single_node,
+     queries_equal_a_single_node, record_pids_go_through_the_log_and_follow_the_leader,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
      expired_record_leaves_every_member_once].
 
@@ -247,6 +247,69 @@ queries_equal_a_single_node(Config) ->
     end.
 
 %% ---------------------------------------------------------------------------------------------
+%% A record's pid lives on the leader; its calls go through the log like the same requests by
+%% key (every member's replica has them); `destroy` through it answers before the 'DOWN'; when
+%% another member leads, the pid ends with {shutdown, {moved, NewLeader}} and `whereis` gives
+%% the new one, there.
+record_pids_go_through_the_log_and_follow_the_leader(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = Nodes = nodes_of(Config),
+    ok = call(A, {define, R, #{primary_key => [id]}}),
+    {ok, _} = call(B, {create, R, #{id => 1, n => 0}}),
+    {ok, _} = call(C, {create, R, #{id => 2, n => 0}}),
+    Old = leader(Config),
+    OldNode = ash_node:node(Old),
+    {ok, Pid} = call(C, {whereis, R, #{id => 1}}),
+    ?assertEqual(OldNode, node(Pid)),
+    [?assertEqual({ok, Pid}, call(N, {whereis, R, #{id => 1}})) || N <- Nodes],
+    MRef = erlang:monitor(process, Pid),
+    ?assertEqual({ok, #{id => 1, n => 1}}, gen_server:call(Pid, {update, #{n => 1}}, ?CALL)),
+    Inc = #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]},
+    ?assertEqual({ok, #{id => 1, n => 2}}, gen_server:call(Pid, {update, #{}, Inc}, ?CALL)),
+    ?assertEqual({error, stale},
+                 gen_server:call(Pid, {update, #{n => 9}, #{filter => {eq, n, 0}}}, ?CALL)),
+    ?assertEqual({ok, #{id => 1, n => 2}}, gen_server:call(Pid, get, ?CALL)),
+    %% Each member's own replica, asked directly: the pid's writes went through the log.
+    Replicas = fun(Id) ->
+                       [gen_server:call({ash_gen_server_records, N}, {get, R, #{id => Id}}, ?CALL)
+                        || N <- Nodes]
+               end,
+    ?assert(ash_node:poll(fun() -> Replicas(1) =:= lists:duplicate(3, {ok, #{id => 1, n => 2}})
+                          end, ?WAIT, 20) orelse Replicas(1)),
+    {ok, Pid2} = call(A, {whereis, R, #{id => 2}}),
+    M2 = erlang:monitor(process, Pid2),
+    %% gen_server:call monitors the pid: a 'DOWN' before the reply would make it exit.
+    ?assertEqual(ok, gen_server:call(Pid2, destroy, ?CALL)),
+    receive {'DOWN', M2, process, Pid2, Why} -> ?assertEqual(normal, Why)
+    after ?WAIT -> ct:fail(no_down_after_destroy)
+    end,
+    ?assert(ash_node:poll(fun() -> Replicas(2) =:= lists:duplicate(3, {error, not_found}) end,
+                          ?WAIT, 20) orelse Replicas(2)),
+    %% Another member takes the lead: the leader frozen (SIGSTOP) until the others elect one,
+    %% then thawed (it stays a member and learns who leads).
+    OsPid = integer_to_list(ash_node:os_pid(Old)),
+    [Other | _] = Nodes -- [OldNode],
+    os:cmd("kill -STOP " ++ OsPid),
+    NewLeader = fun() ->
+                        case info(Other) of
+                            #{leader := L} when L =/= OldNode, L =/= undefined -> L;
+                            _ -> false
+                        end
+                end,
+    Elected = ash_node:poll(fun() -> NewLeader() =/= false end, ?WAIT, 100),
+    os:cmd("kill -CONT " ++ OsPid),
+    ?assert(Elected),
+    NewNode = NewLeader(),
+    ct:pal("~p took the lead from ~p", [NewNode, OldNode]),
+    receive {'DOWN', MRef, process, Pid, Reason} ->
+            ?assertEqual({shutdown, {moved, NewNode}}, Reason)
+    after ?WAIT -> ct:fail(no_moved_down)
+    end,
+    {ok, NewPid} = call(A, {whereis, R, #{id => 1}}),
+    ?assertEqual(NewNode, node(NewPid)),
+    ?assertEqual({ok, #{id => 1, n => 2}}, gen_server:call(NewPid, get, ?CALL)),
+    await_healthy(members(), 3).
+
 %% Histories under failures
 
 sigkill_of_the_leader_loses_no_acknowledged_write(Config) ->

@@ -17,6 +17,8 @@
 //!   the leader after a linearizability check, members forward to the leader.
 //! - [`expiry`]: only the leader's timers act; expired records leave every replica alike.
 //! - [`read_lease`]: the leader serves reads from its own records while a lease holds.
+//! - [`record_pids`]: record pids live on the leader; another member leading, they end with
+//!   `{shutdown, {moved, Leader}}` (a pid's calls go through the router, writes through the log).
 //! - [`metrics`]: the member's cluster gauges (leader, members, health, replication lag).
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod network;
 pub mod placement;
 pub mod read_lease;
+pub mod record_pids;
 pub mod router;
 pub mod snapshot;
 pub mod state_machine;
@@ -194,6 +197,7 @@ impl Cluster {
         router::register(&cluster)?;
         expiries.install(&cluster, records);
         metrics::spawn(&cluster);
+        record_pids::spawn(&cluster);
         if let Some(journal) = flush {
             tokio::spawn(crate::storage::journal::flush_every_interval(journal));
         }

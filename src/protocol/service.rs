@@ -22,6 +22,10 @@ pub struct Options {
     /// Register under this name instead of [`super::SERVER_NAME`] (a cluster member's router
     /// has that name; its record service runs under another).
     pub register_as: Option<&'static str>,
+    /// Record pids pass their calls and casts on to the process registered under this name, as
+    /// the same requests by resource and key, instead of serving them in the record's actor (a
+    /// cluster member's record service: its router sends writes through the log).
+    pub pid_requests_to: Option<&'static str>,
 }
 
 /// What every request is served with.

@@ -69,8 +69,12 @@ pub trait Host: Send + Sync {
     fn expiry_authority(&self) -> Option<&Arc<dyn ExpiryAuthority>>;
     /// `n` requests were queued for a turn (`true`) or taken from a mailbox.
     fn count_queued(&self, queued: bool, n: usize);
-    /// A record got a pid (`true`) or its pid exited.
-    fn count_pid(&self, spawned: bool);
+    /// A record got a pid.
+    fn pid_spawned(&self);
+    /// A record's pid exits with `reason` (the record is gone, or failed): its monitors get
+    /// `'DOWN'` and its links an exit signal, now or, while a call to it is held
+    /// ([`super::service::RecordService::hold_exit`]), once the call is answered.
+    fn pid_exits(&self, pid: &Pid, reason: &Value);
     /// Creates the record, or updates the one that has the same keys (an upsert that found
     /// its record gone, or no longer with those keys, starts over here).
     fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo);
@@ -161,21 +165,40 @@ pub struct RecordActor {
 
 impl RecordActor {
     /// The actor's pid, giving it one if it has none yet: `process` makes what the node
-    /// delivers that pid's messages to. `None` once the record is gone.
+    /// delivers that pid's messages to (given the actor and the new pid). `None` once the
+    /// record is gone.
     pub fn pid(
         self: &Arc<Self>,
         svc: &dyn Host,
-        process: impl FnOnce(Arc<RecordActor>) -> Arc<dyn Process>,
+        process: impl FnOnce(Arc<RecordActor>, Pid) -> Arc<dyn Process>,
     ) -> Option<Pid> {
         let mut inner = self.inner.lock();
         inner.committed.as_ref()?;
         if let Some(pid) = inner.pid {
             return Some(pid);
         }
-        let pid = svc.node().spawn(|_| process(self.clone()));
-        svc.count_pid(true);
+        let pid = svc.node().spawn(|pid| process(self.clone(), pid));
+        svc.pid_spawned();
         inner.pid = Some(pid);
         Some(pid)
+    }
+
+    /// Ends the actor's pid, if it has one, with `reason` (the record stays; asked again, it
+    /// gets a new pid): a cluster member that no longer leads lets its records' pids go with
+    /// `{shutdown, {moved, Leader}}`. Whether it had one.
+    pub fn release_pid(&self, svc: &dyn Host, reason: &Value) -> bool {
+        let pid = self.inner.lock().pid.take();
+        if let Some(pid) = &pid {
+            svc.pid_exits(pid, reason);
+        }
+        pid.is_some()
+    }
+
+    /// The record's primary key as a map of its fields; `None` once the record is gone.
+    pub fn pk(&self) -> Option<Value> {
+        let inner = self.inner.lock();
+        let key = self.resource.key_of(inner.committed.as_ref()?).ok()?;
+        Some(self.resource.pk_value(&key))
     }
 
     /// Resets the inactivity timer (a query returned the record, or it was created).
@@ -778,8 +801,7 @@ impl After {
             reply.send(svc, outcome);
         }
         if let Some((pid, reason)) = &self.exit {
-            svc.count_pid(false);
-            svc.node().exit(pid, reason);
+            svc.pid_exits(pid, reason);
         }
         if let Some(at) = self.timer {
             svc.timers().schedule(at, actor);

@@ -38,6 +38,16 @@ pub struct RecordService {
     pids: AtomicUsize,
     queued: AtomicUsize,
     authority: std::sync::OnceLock<Arc<dyn ExpiryAuthority>>,
+    held: parking_lot::Mutex<rustc_hash::FxHashMap<Pid, HeldExit>>,
+}
+
+/// A record pid whose calls are being answered elsewhere: its exit waits for the answers.
+#[derive(Default)]
+struct HeldExit {
+    /// Calls not answered yet.
+    calls: usize,
+    /// The exit reason, once the pid exited meanwhile.
+    reason: Option<Value>,
 }
 
 impl RecordService {
@@ -52,7 +62,47 @@ impl RecordService {
             pids: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             authority: std::sync::OnceLock::new(),
+            held: Default::default(),
         })
+    }
+
+    /// A call to the record pid `pid` is answered by another process (a cluster member's
+    /// router, through the log): should the pid exit meanwhile — the call destroyed the record —
+    /// its `'DOWN'` and exit signals wait until [`RecordService::release_exit`], so that the
+    /// caller gets its answer first (as `gen_server:call` needs).
+    pub fn hold_exit(&self, pid: Pid) {
+        self.held.lock().entry(pid).or_default().calls += 1;
+    }
+
+    /// The call [`RecordService::hold_exit`] held is answered: the pid's exit, if it exited
+    /// meanwhile and no other call holds it, goes out now.
+    pub fn release_exit(&self, pid: &Pid) {
+        let reason = {
+            let mut held = self.held.lock();
+            let Some(entry) = held.get_mut(pid) else {
+                return;
+            };
+            entry.calls -= 1;
+            if entry.calls > 0 {
+                return;
+            }
+            held.remove(pid).and_then(|entry| entry.reason)
+        };
+        if let Some(reason) = reason {
+            self.node.exit(pid, &reason);
+        }
+    }
+
+    /// Ends every record's pid with `reason` (the records stay; asked again, each gets a new
+    /// pid). How many pids ended.
+    pub fn release_pids(&self, reason: &Value) -> usize {
+        let mut released = 0;
+        for resource in self.store.all() {
+            for actor in resource.actors() {
+                released += usize::from(actor.release_pid(self, reason));
+            }
+        }
+        released
     }
 
     /// Hands expiries to `authority` from now on (once).
@@ -273,12 +323,17 @@ impl Host for RecordService {
         }
     }
 
-    fn count_pid(&self, spawned: bool) {
-        if spawned {
-            self.pids.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.pids.fetch_sub(1, Ordering::Relaxed);
+    fn pid_spawned(&self) {
+        self.pids.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn pid_exits(&self, pid: &Pid, reason: &Value) {
+        self.pids.fetch_sub(1, Ordering::Relaxed);
+        if let Some(entry) = self.held.lock().get_mut(pid) {
+            entry.reason = Some(reason.clone());
+            return;
         }
+        self.node.exit(pid, reason);
     }
 
     fn upsert(&self, resource: &Arc<Resource>, upsert: Upsert, reply: ReplyTo) {

@@ -33,8 +33,9 @@ impl Whereis {
     pub fn execute(self, svc: &Service, from: Caller) {
         let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
-                .pid(&*svc.records, |actor| {
-                    RecordProcess::spawned(actor, svc.records.clone())
+                .pid(&*svc.records, |actor, pid| {
+                    let pass_to = svc.options.pid_requests_to;
+                    RecordProcess::spawned(actor, pid, svc.records.clone(), pass_to)
                 })
                 .ok_or(Error::Store(StoreError::NotFound))?;
             actor.touch(&*svc.records);
