@@ -17,7 +17,7 @@
 use super::snapshot::{Contents, SnapshotError, SnapshotStore};
 use super::types::{Command, Member, NodeId, Reply, TypeConfig};
 use crate::node::{Mailbox, Node};
-use crate::record::{Envelope, RecordService};
+use crate::record::RecordService;
 use crate::term::{Atom, Value, atoms};
 use crate::wire::etf;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -93,11 +93,7 @@ impl StateMachine {
             Value::Atom(*atoms::SHUTDOWN),
             Value::Atom(Atom::from_static("replaced_by_snapshot")),
         );
-        for resource in self.records.store.all() {
-            for actor in resource.take_all() {
-                actor.deliver(&*self.records, Envelope::Stop(reason.clone()));
-            }
-        }
+        self.records.stop_all(self.records.store.all(), &reason);
         let restored = crate::protocol::durable::restore(&self.records, &contents.entries)
             .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
         self.answered.clear();

@@ -93,6 +93,24 @@ impl RecordService {
         }
     }
 
+    /// Removes every record of `namespaces` (resources or tenants' namespaces of them): each
+    /// actor stops with `reason`, its pid exiting with it. How many records were removed.
+    pub fn stop_all(
+        &self,
+        namespaces: impl IntoIterator<Item = Arc<Resource>>,
+        reason: &Value,
+    ) -> usize {
+        let mut removed = 0;
+        for namespace in namespaces {
+            let actors = namespace.take_all();
+            removed += actors.len();
+            for actor in actors {
+                actor.deliver(self, Envelope::Stop(reason.clone()));
+            }
+        }
+        removed
+    }
+
     /// Ends every record's pid with `reason` (the records stay; asked again, each gets a new
     /// pid). How many pids ended.
     pub fn release_pids(&self, reason: &Value) -> usize {

@@ -6,7 +6,6 @@ use crate::protocol::caller::Caller;
 use crate::protocol::error::Result;
 use crate::protocol::reply::{self, atom};
 use crate::protocol::service::Service;
-use crate::record::Envelope;
 use crate::term::{Value, atoms};
 
 /// A `clear`.
@@ -34,14 +33,7 @@ impl Clear {
                 namespaces.extend(svc.records.store.tenants_of(self.resource.name));
             }
             let reason = Value::pair(Value::Atom(*atoms::SHUTDOWN), atom("cleared"));
-            let mut n = 0;
-            for namespace in namespaces {
-                let actors = namespace.take_all();
-                n += actors.len();
-                for actor in actors {
-                    actor.deliver(&*svc.records, Envelope::Stop(reason.clone()));
-                }
-            }
+            let n = svc.records.stop_all(namespaces, &reason);
             reply::ok_with(Value::Int(n as i64))
         });
         svc.reply_result(&from, result);
