@@ -575,6 +575,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
     if let Some(member) = &member {
         if drained || member.reopened.is_none() {
             cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
+            // Its record pids (a leader's) move to the member that leads next.
+            cluster::record_pids::hand_over(member, cluster::record_pids::HAND_OVER_WAIT).await;
         } else {
             tracing::info!(
                 "keeping this member's place in the cluster: it restarts with its data directory"

@@ -308,7 +308,24 @@ record_pids_go_through_the_log_and_follow_the_leader(Config) ->
     {ok, NewPid} = call(A, {whereis, R, #{id => 1}}),
     ?assertEqual(NewNode, node(NewPid)),
     ?assertEqual({ok, #{id => 1, n => 2}}, gen_server:call(NewPid, get, ?CALL)),
-    await_healthy(members(), 3).
+    await_healthy(members(), 3),
+    %% The leader drained (SIGTERM): it leaves, another member leads, and its pids move there
+    %% before it exits. It comes back as a new member.
+    M3 = erlang:monitor(process, NewPid),
+    [Drained] = [M || M <- members(), ash_node:node(M) =:= NewNode],
+    ?assertEqual(0, ash_node:stop(Drained)),
+    Moved = receive {'DOWN', M3, process, NewPid, Why3} -> Why3
+            after ?WAIT -> no_down_on_drain
+            end,
+    ?assertMatch({shutdown, {moved, N}} when N =/= NewNode, Moved),
+    [Peer | _] = members() -- [Drained],
+    Back = ash_node:start(Config, #{name => maps:get(name, Drained), args => join_args(Peer)}),
+    set_members([case M of Drained -> Back; _ -> M end || M <- members()]),
+    await_healthy(members(), 3),
+    {shutdown, {moved, Third}} = Moved,
+    {ok, ThirdPid} = call(Third, {whereis, R, #{id => 1}}),
+    ?assertEqual(maps:get(leader, info(Third)), node(ThirdPid)),
+    ?assertEqual({ok, #{id => 1, n => 2}}, gen_server:call(ThirdPid, get, ?CALL)).
 
 %% Histories under failures
 
