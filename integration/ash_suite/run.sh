@@ -87,9 +87,10 @@ mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 export MIX_ENV=test
 
-# How many VMs share the ours run (ExUnit's --partitions: test files split between them, each VM
-# with its own node). On 2 cores two VMs take about 60 % of one's time; the Ets run stays one VM
-# (its tests already run concurrently).
+# How many VMs share the ours run (the test files split between them by split.exs, by the
+# seconds each took in a run, file_weights.txt; each VM with its own node). On 2 cores two VMs
+# take about 60 % of one's time; the Ets run stays one VM (its tests already run concurrently).
+# With mix test arguments (part of the suite) the VMs use ExUnit's --partitions instead.
 partitions="${ASH_SUITE_PARTITIONS:-2}"
 [[ "$partitions" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ASH_SUITE_PARTITIONS must be a positive number" >&2; exit 2; }
 
@@ -134,7 +135,16 @@ run_mode() {
   local test_args=(--seed 0 --timeout 300000 --formatter AshSuite.Formatter --formatter ExUnit.CLIFormatter)
   # One test at a time in a VM: every test of the VM shares its node, emptied before each test.
   if [[ $m == ours ]]; then test_args+=(--max-cases 1); fi
-  if ((parts > 1)); then test_args+=(--partitions "$parts"); fi
+  # The VMs' shares of the files: split.exs's (one line per VM) for the whole suite, ExUnit's
+  # --partitions for part of it.
+  local shares=()
+  if ((parts > 1)) && ((${#mix_args[@]} == 0)); then
+    mapfile -t shares < <(elixir "$here/split.exs" --dir "$dir" --parts "$parts" \
+      --weights "$here/file_weights.txt")
+    ((${#shares[@]} == parts)) || { echo "run.sh: split.exs did not split the files" >&2; return 1; }
+  elif ((parts > 1)); then
+    test_args+=(--partitions "$parts")
+  fi
 
   # Each VM (one per partition; suffix .P when there are several) in the background: its
   # results, test log, node and node log, exit status and times (bash's `time`: wall and CPU of
@@ -155,9 +165,14 @@ run_mode() {
       export ASH_SUITE_NODE_STATUS="$dir/node_status$sfx.txt"
       export ASH_SUITE_METRICS_STATUS="$dir/metrics_status$sfx.txt"
       export ASH_SUITE_NODE_LOG="$dir/rust_node$sfx.log"
-      if ((parts > 1)); then export MIX_TEST_PARTITION="$p"; fi
+      local files=()
+      if ((${#shares[@]} > 0)); then
+        read -r -a files <<<"${shares[p - 1]}"
+      elif ((parts > 1)); then
+        export MIX_TEST_PARTITION="$p"
+      fi
       TIMEFORMAT='%R %U %S'
-      time (cd "$dir" && "${vm[@]}" -S mix test "${test_args[@]}" "${mix_args[@]}" >"$dir/test$sfx.log" 2>&1)
+      time (cd "$dir" && "${vm[@]}" -S mix test "${test_args[@]}" "${mix_args[@]}" "${files[@]}" >"$dir/test$sfx.log" 2>&1)
       echo $? >"$dir/mix_status$sfx.txt"
     ) 2>"$dir/time$sfx.txt" &
     pids+=($!)
