@@ -149,11 +149,10 @@ impl RecordProcess {
 impl Process for RecordProcess {
     fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         match genserver::classify(message) {
-            GenMessage::Call(from, request) => match DirectRequest::parse(&request) {
-                Ok(_) if self.pass_to.is_some() => {
-                    self.pass_on(node, from, &request, self.pass_to.expect("checked"))
-                }
-                Ok(parsed) => {
+            GenMessage::Call(from, request) => match (DirectRequest::parse(&request), self.pass_to)
+            {
+                (Ok(_), Some(to)) => self.pass_on(node, from, &request, to),
+                (Ok(parsed), None) => {
                     let op = parsed.op().bound(&self.actor.resource.config().types);
                     self.actor.deliver(
                         &*self.records,
@@ -163,7 +162,7 @@ impl Process for RecordProcess {
                         ),
                     )
                 }
-                Err(e) => node.reply(&from, &e.to_reply()),
+                (Err(e), _) => node.reply(&from, &e.to_reply()),
             },
             GenMessage::Cast(request) => {
                 if let Ok(DirectRequest::KeepAlive) = DirectRequest::parse(&request) {

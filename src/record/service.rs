@@ -454,6 +454,70 @@ mod tests {
         assert_eq!(resource.len(), 0);
     }
 
+    /// A process for a record's pid that takes every message and drops it.
+    struct Quiet;
+
+    impl crate::node::Process for Quiet {
+        fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, _message: Value) {}
+    }
+
+    fn down_reason(signal: Option<crate::node::mailbox::Signal>) -> Option<Value> {
+        match signal? {
+            crate::node::mailbox::Signal::Down { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_pid_exits_once_released_and_released_pids_leave_their_records() {
+        let (svc, _owner) = service("unit_held");
+        let resource = define(&svc, ResourceConfig::new(vec![Atom::new("id").unwrap()]));
+        for id in 1..=2 {
+            let rec = crate::term::Record::from_map(&t(&format!("#{{id => {id}}}"))).unwrap();
+            svc.create(&resource, rec).unwrap();
+        }
+        let actor = |id: i64| {
+            let key = resource
+                .key_from_pk(&t(&format!("#{{id => {id}}}")))
+                .unwrap();
+            resource.lookup(&key).unwrap()
+        };
+        let pid = actor(1).pid(&*svc, |_, _| Arc::new(Quiet)).unwrap();
+        assert_eq!(actor(1).pk(), Some(t("#{id => 1}")));
+        let watcher = Mailbox::new(svc.node());
+        watcher.monitor(&pid);
+        // Held by two calls: the destroy's exit waits for both to be answered.
+        svc.hold_exit(pid);
+        svc.hold_exit(pid);
+        assert!(matches!(
+            ask(&svc, &actor(1), Op::Destroy { filter: None }),
+            Outcome::Destroyed(_)
+        ));
+        svc.release_exit(&pid);
+        assert_eq!(
+            down_reason(watcher.recv(Duration::from_millis(50)).await),
+            None
+        );
+        svc.release_exit(&pid);
+        assert_eq!(
+            down_reason(watcher.recv(Duration::from_secs(5)).await),
+            Some(t("normal"))
+        );
+        assert_eq!(svc.pids(), 0);
+        // Released pids end with the reason; the record stays and gets a new pid.
+        let before = actor(2).pid(&*svc, |_, _| Arc::new(Quiet)).unwrap();
+        watcher.monitor(&before);
+        let moved = t("{shutdown, {moved, 'b@h'}}");
+        assert_eq!(svc.release_pids(&moved), 1);
+        assert_eq!(
+            down_reason(watcher.recv(Duration::from_secs(5)).await),
+            Some(moved)
+        );
+        let after = actor(2).pid(&*svc, |_, _| Arc::new(Quiet)).unwrap();
+        assert_ne!(before, after);
+        assert_eq!(svc.pids(), 1);
+    }
+
     #[tokio::test]
     async fn lifetimes_expire_records_on_the_timer_heap_without_a_handler() {
         let (svc, _owner) = service("unit_timers");
