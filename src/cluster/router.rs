@@ -276,7 +276,7 @@ impl Process for Router {
             // `keep_alive` casts: the record lives on every member; only the leader's timers
             // count, so the cast goes where the leader is.
             genserver::GenMessage::Cast(request) => {
-                let cast = Value::pair(atom("$gen_cast"), request);
+                let cast = genserver::cast_message(request);
                 match cluster.leader() {
                     Some((id, _)) if id == cluster.id => {
                         if let Some(pid) = node.whereis(RECORDS_NAME) {

@@ -44,6 +44,11 @@ pub fn call_message(from: &From, request: Value) -> Value {
     ])
 }
 
+/// The message `{'$gen_cast', Request}`: a cast, as `gen_server:cast/2` sends it.
+pub fn cast_message(request: Value) -> Value {
+    Value::pair(Value::Atom(*crate::term::atoms::GEN_CAST), request)
+}
+
 /// Sorts a message into call, cast, or other.
 pub fn classify(message: Value) -> GenMessage {
     let Value::Tuple(items) = message else {

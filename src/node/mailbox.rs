@@ -224,8 +224,8 @@ impl Mailbox {
         let Some(to) = self.node.whereis(name) else {
             return false;
         };
-        let cast = Value::pair(Value::Atom(*atoms::GEN_CAST), request);
-        self.node.send(&to, &cast)
+        self.node
+            .send(&to, &super::genserver::cast_message(request))
     }
 
     /// Monitors `target`: a [`Signal::Down`] arrives when it exits.

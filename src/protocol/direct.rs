@@ -20,7 +20,7 @@ use crate::node::{Mailbox, Node, Process};
 use crate::query::expr::Atomics;
 use crate::query::filter::Expr;
 use crate::record::{Envelope, Host, Op, Outcome, RecordActor, RecordService, Reply, Resource};
-use crate::term::{Atom, Pid, Record, Value};
+use crate::term::{Pid, Record, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,11 +173,7 @@ impl Process for RecordProcess {
                         Some(to) => {
                             if let (Some(pk), Some(server)) = (self.actor.pk(), node.whereis(to)) {
                                 let request = by_key(&request, self.actor.resource.ref_term(), pk);
-                                let cast = Value::pair(
-                                    Value::Atom(Atom::from_static("$gen_cast")),
-                                    request,
-                                );
-                                node.send(&server, &cast);
+                                node.send(&server, &genserver::cast_message(request));
                             }
                         }
                     }
