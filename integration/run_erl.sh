@@ -97,12 +97,17 @@ failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")"
 skipped="$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$summary")"
 failed="${failed:-0}"
 skipped="${skipped:-0}"
-bad_exits="$(cat "$exitdir"/* 2>/dev/null || true)"
+bad_exits="$(cat "$exitdir"/*.log 2>/dev/null || true)"
 echo
 echo "run_erl.sh: $summary"
 if [[ -n "$bad_exits" ]]; then
   echo "run_erl.sh: FAILED: nodes exited with a status other than 0:" >&2
   echo "$bad_exits" >&2
+  for tail_file in "$exitdir"/*.tail; do
+    [[ -e "$tail_file" ]] || continue
+    echo "---- last 60 lines of $(basename "${tail_file%.tail}") ----" >&2
+    tail -n 60 "$tail_file" >&2
+  done
   exit 1
 fi
 echo "run_erl.sh: logs in $logdir (open index.html)"

@@ -65,6 +65,7 @@ start(Config, Opts) ->
                  D -> D
              end,
     LogFile = filename:join(LogDir, Name ++ ".log"),
+    keep_earlier_log(LogFile, 1),
     Parent = self(),
     Owner = spawn(fun() -> owner_init(Parent, Bin, Args, LogFile) end),
     Ref = erlang:monitor(process, Owner),
@@ -88,6 +89,19 @@ start(Config, Opts) ->
     after ?READY_TIMEOUT ->
             Owner ! {stop, self()},
             ct:fail({node_not_ready, NodeName, read_file(LogFile)})
+    end.
+
+%% A node restarted under the same name (a durable member coming back) gets a fresh log; the
+%% earlier run's log moves to `Name.log.1` (`.2`, ...), so the evidence of how it ended stays.
+keep_earlier_log(LogFile, I) ->
+    case filelib:is_regular(LogFile) of
+        false -> ok;
+        true ->
+            Kept = LogFile ++ "." ++ integer_to_list(I),
+            case filelib:is_regular(Kept) of
+                true -> keep_earlier_log(LogFile, I + 1);
+                false -> ok = file:rename(LogFile, Kept)
+            end
     end.
 
 tls_args(#{tls := OptFile}) -> ["--proto-dist", "inet_tls", "--ssl-dist-optfile", OptFile];
@@ -164,7 +178,11 @@ mark_bad_exit(#{log_file := LogFile}, Status) ->
         "" -> ok;
         Dir ->
             F = filename:join(Dir, filename:basename(LogFile)),
-            file:write_file(F, io_lib:format("~s: exit status ~p~n", [LogFile, Status]))
+            file:write_file(F, io_lib:format("~s: exit status ~p~n", [LogFile, Status])),
+            %% The log itself, as it is now: the run script prints its tail, so the cause is
+            %% in the CI output even when the log file is later overwritten or not kept.
+            _ = file:copy(LogFile, F ++ ".tail"),
+            ok
     end,
     ct:log("node ~s exited with status ~p", [LogFile, Status]).
 
