@@ -114,10 +114,16 @@ impl Contents {
 pub type Latest = (SnapshotMeta<NodeId, Member>, Arc<Vec<u8>>);
 
 /// Where a member keeps its latest snapshot: in memory, and in the data directory with one.
+///
+/// openraft builds a snapshot in a task of its own while its state machine may install one
+/// from the leader, so two saves can overlap: they are taken one at a time (they share the
+/// file's temporary name), and a snapshot older than the one kept is not saved over it.
 #[derive(Default)]
 pub struct SnapshotStore {
     dir: Option<PathBuf>,
     latest: Mutex<Option<Latest>>,
+    /// Held while a snapshot is saved: one save at a time.
+    saving: Mutex<()>,
 }
 
 impl SnapshotStore {
@@ -126,6 +132,7 @@ impl SnapshotStore {
         SnapshotStore {
             dir: dir.map(Path::to_path_buf),
             latest: Mutex::new(None),
+            saving: Mutex::new(()),
         }
     }
 
@@ -134,17 +141,27 @@ impl SnapshotStore {
         self.latest.lock().clone()
     }
 
-    /// Keeps `bytes` as the latest snapshot (on disk first, with a data directory).
+    /// Keeps `bytes` as the latest snapshot (on disk first, with a data directory), unless the
+    /// latest already covers as much of the log; returns whether it was kept.
     pub fn save(
         &self,
         meta: SnapshotMeta<NodeId, Member>,
         bytes: Arc<Vec<u8>>,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<bool, SnapshotError> {
+        let _one_at_a_time = self.saving.lock();
+        let kept = self
+            .latest
+            .lock()
+            .as_ref()
+            .map(|(kept, _)| kept.last_log_id);
+        if kept.is_some_and(|kept| kept >= meta.last_log_id) {
+            return Ok(false);
+        }
         if let Some(dir) = &self.dir {
             write_file(&dir.join(SNAPSHOT_FILE), &meta, &bytes)?;
         }
         *self.latest.lock() = Some((meta, bytes));
-        Ok(())
+        Ok(true)
     }
 
     /// Loads the snapshot kept in the data directory, if there is one, as the latest.
@@ -287,6 +304,40 @@ mod tests {
             SnapshotStore::new(Some(&dir)).load(),
             Err(SnapshotError::Invalid(_))
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A snapshot built in openraft's own task and one installed from the leader can be saved
+    /// at the same time: every save succeeds, and the newest one is kept, on disk too.
+    #[test]
+    fn overlapping_saves_all_succeed_and_the_newest_is_kept() {
+        let dir = std::env::temp_dir().join(format!("ash-snapshot-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(SnapshotStore::new(Some(&dir)));
+        let savers: Vec<_> = (1..=16u64)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for round in 0..8u64 {
+                        let index = round * 100 + i;
+                        store
+                            .save(meta(index), Arc::new(vec![i as u8; 4096]))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for saver in savers {
+            saver.join().unwrap();
+        }
+        assert_eq!(store.latest().unwrap().0, meta(716));
+        let (m, bytes) = SnapshotStore::new(Some(&dir)).load().unwrap().unwrap();
+        assert_eq!(m, meta(716));
+        assert_eq!(*bytes, vec![16u8; 4096]);
+        // An older one after a newer one is not kept.
+        assert!(!store.save(meta(5), Arc::new(vec![0])).unwrap());
+        assert_eq!(store.latest().unwrap().0, meta(716));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

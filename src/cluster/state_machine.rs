@@ -277,7 +277,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let saved_meta = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let bytes = Arc::new(contents.encode());
-            snapshots.save(saved_meta, bytes.clone()).map(|()| bytes)
+            snapshots.save(saved_meta, bytes.clone()).map(|_| bytes)
         })
         .await
         .map_err(|e| snapshot_error(SnapshotError::Invalid(e.to_string())))?
