@@ -133,7 +133,9 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
         }
         _ => Value::pair(atom("error"), Value::pair(atom("unknown_request"), request)),
     };
-    cluster.node.reply(&from, &reply);
+    // Answered from this task: the member that called waits for it (a Raft message's answer
+    // is on the path of every write).
+    cluster.node.reply_now(&from, &reply);
 }
 
 impl Process for Endpoint {

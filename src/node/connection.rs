@@ -100,6 +100,22 @@ impl Conn {
         true
     }
 
+    /// [`Self::write`], then writes to the socket from the calling task instead of waking the
+    /// writer task (unless the caller is this connection's reader, which flushes at the end
+    /// of its batch, or the writer is busy writing, which takes these frames too): one hop
+    /// less for a message someone is waiting on, such as a Raft message between members and
+    /// its answer. What the socket does not take at once still goes to the writer task.
+    pub fn write_now(&self, write: impl FnOnce(&mut FrameWriter)) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        write(&mut self.out.lock().frames);
+        if READING.with(Cell::get) != self.id {
+            self.flush_now();
+        }
+        true
+    }
+
     /// Writes what is queued without waiting; whatever the socket does not take now goes to
     /// the writer task.
     fn flush_now(&self) {

@@ -93,11 +93,23 @@ impl Node {
         self.reply_with(from, |w| w.term(reply));
     }
 
+    /// [`Node::reply`], written to the caller's connection from the calling task
+    /// ([`super::connection::Conn::write_now`]): for a caller waiting on it in a chain of
+    /// calls (a Raft message's answer).
+    pub fn reply_now(self: &std::sync::Arc<Self>, from: &From, reply: &Value) {
+        self.reply_by(from, |w| w.term(reply), true);
+    }
+
     /// Sends `{Tag, Reply}` where `body` writes the reply term.
-    pub fn reply_with(
+    pub fn reply_with(self: &std::sync::Arc<Self>, from: &From, body: impl FnMut(&mut TermWriter)) {
+        self.reply_by(from, body, false);
+    }
+
+    fn reply_by(
         self: &std::sync::Arc<Self>,
         from: &From,
         mut body: impl FnMut(&mut TermWriter),
+        now: bool,
     ) {
         let payload = |w: &mut TermWriter| {
             w.tuple_header(2);
@@ -112,12 +124,17 @@ impl Node {
             tracing::debug!(to = %from.pid, "caller's node is gone; reply dropped");
             return;
         };
-        conn.write(|w| match alias_of(&from.tag) {
+        let write = |w: &mut crate::wire::dist::FrameWriter| match alias_of(&from.tag) {
             Some(alias) if conn.has(DistributionFlags::ALIAS) => {
                 w.alias_send(&self.processes.pid(NODE_PID), alias, payload)
             }
             _ => w.send(&from.pid, payload),
-        });
+        };
+        if now {
+            conn.write_now(write);
+        } else {
+            conn.write(write);
+        }
     }
 }
 

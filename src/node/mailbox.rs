@@ -177,9 +177,10 @@ impl Mailbox {
             request,
         ]);
         let from = self.pid;
+        // Written from this task: the caller waits for the answer anyway.
         if !self
             .node
-            .write_to(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
+            .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
         {
             return Err(unreachable("not connected".into()));
         }

@@ -368,6 +368,15 @@ impl Node {
         }
     }
 
+    /// [`Node::write_to`], written to the socket from the calling task
+    /// ([`connection::Conn::write_now`]).
+    pub fn write_to_now(&self, peer: Atom, write: impl FnOnce(&mut FrameWriter)) -> bool {
+        match self.conn(peer.as_str()) {
+            Some(conn) => conn.write_now(write),
+            None => false,
+        }
+    }
+
     /// Cuts this node off from `peers` (full node names) until [`Node::heal`]: their
     /// connections close, and neither side can connect again (this node does not dial them and
     /// refuses their handshakes) — a network partition between this node and them, made on
