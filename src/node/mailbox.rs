@@ -159,6 +159,63 @@ impl Mailbox {
         request: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        let (node, to) = self.reach(peer, name, timeout).await?;
+        let tag = self.send_call(peer, node, to, request)?;
+        self.reply_to(tag, timeout).await
+    }
+
+    /// [`Mailbox::call_remote`] with a monitor on the name, as `gen_server:call` makes it:
+    /// [`CallError::NoProcess`] at once when nothing is registered under `name` on `peer` (a
+    /// node that does not run that process at all), instead of no reply within `timeout`.
+    /// Costs two more messages than [`Mailbox::call_remote`]; for asking a peer what it is.
+    pub async fn call_remote_monitored(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        name: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let (node, to) = self.reach(peer, name, timeout).await?;
+        let monitor = self.node.monitor_name(&self.pid, node, to);
+        let tag = match self.send_call(peer, node, to, request) {
+            Ok(tag) => tag,
+            Err(e) => {
+                self.node.demonitor_name(&self.pid, node, to, &monitor);
+                return Err(e);
+            }
+        };
+        let answer = self
+            .recv_matching(timeout, |signal| match signal {
+                Signal::Down { reference, .. } => *reference == monitor,
+                _ => is_reply(signal, &tag),
+            })
+            .await;
+        match answer {
+            Some(Signal::Down { reason, .. }) if reason == Value::Atom(*atoms::NOPROC) => {
+                Err(CallError::NoProcess(name.to_string()))
+            }
+            Some(Signal::Down { reason, .. }) => Err(CallError::Unreachable {
+                node: peer.to_string(),
+                reason: format!("{reason:?}"),
+            }),
+            Some(Signal::Message(Value::Tuple(items))) => {
+                self.node.demonitor_name(&self.pid, node, to, &monitor);
+                Ok(items.into_vec().pop().unwrap_or_else(Value::nil))
+            }
+            _ => {
+                self.node.demonitor_name(&self.pid, node, to, &monitor);
+                Err(CallError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Connects to `peer` (within `timeout`); the peer's and the name's atoms.
+    async fn reach(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(Atom, Atom), CallError> {
         let unreachable = |reason: String| CallError::Unreachable {
             node: peer.to_string(),
             reason,
@@ -170,6 +227,17 @@ impl Mailbox {
         }
         let to = Atom::new(name).map_err(|e| unreachable(e.to_string()))?;
         let node = Atom::new(&peer.to_string()).map_err(|e| unreachable(e.to_string()))?;
+        Ok((node, to))
+    }
+
+    /// Sends `{'$gen_call', {Self, Tag}, Request}` to `to` on `node`; the tag.
+    fn send_call(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        node: Atom,
+        to: Atom,
+        request: Value,
+    ) -> Result<Ref, CallError> {
         let tag = self.node.make_ref();
         let call = Value::tuple(vec![
             Value::Atom(*atoms::GEN_CALL),
@@ -182,9 +250,12 @@ impl Mailbox {
             .node
             .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
         {
-            return Err(unreachable("not connected".into()));
+            return Err(CallError::Unreachable {
+                node: peer.to_string(),
+                reason: "not connected".into(),
+            });
         }
-        self.reply_to(tag, timeout).await
+        Ok(tag)
     }
 
     /// `gen_server:call(Pid, Request, Timeout)`.
@@ -206,13 +277,10 @@ impl Mailbox {
 
     /// Waits for the reply `{Tag, Reply}` of a call.
     async fn reply_to(&self, tag: Ref, timeout: Duration) -> Result<Value, CallError> {
-        let is_reply = |signal: &Signal| match signal {
-            Signal::Message(Value::Tuple(items)) => {
-                items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == tag)
-            }
-            _ => false,
-        };
-        match self.recv_matching(timeout, is_reply).await {
+        match self
+            .recv_matching(timeout, |signal| is_reply(signal, &tag))
+            .await
+        {
             Some(Signal::Message(Value::Tuple(items))) => {
                 Ok(items.into_vec().pop().unwrap_or_else(Value::nil))
             }
@@ -244,6 +312,16 @@ impl Mailbox {
         if let Some(process) = self.node.processes.resolve(target) {
             process.exit_signal(&self.node, self.pid, reason, false);
         }
+    }
+}
+
+/// Whether `signal` is the reply `{Tag, Reply}` to the call tagged `tag`.
+fn is_reply(signal: &Signal, tag: &Ref) -> bool {
+    match signal {
+        Signal::Message(Value::Tuple(items)) => {
+            items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == *tag)
+        }
+        _ => false,
     }
 }
 

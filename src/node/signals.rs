@@ -126,6 +126,49 @@ impl Node {
         reference
     }
 
+    /// The local process `watcher` monitors the process registered as `name` on the connected
+    /// node `peer`, as `erlang:monitor(process, {Name, Peer})`: the peer answers `noproc` at
+    /// once when nothing is registered under the name, and the monitor fires like any other
+    /// when the process exits or the peer disconnects. The 'DOWN' names `<Peer.0.0>` (the pid
+    /// is not known) as its target.
+    pub fn monitor_name(self: &Arc<Self>, watcher: &Pid, peer: Atom, name: Atom) -> Ref {
+        let reference = self.make_ref();
+        let target = Pid {
+            node: peer,
+            id: 0,
+            serial: 0,
+            creation: 0,
+        };
+        self.processes.watch(watcher, target, reference);
+        let sent = self.write_to(peer, |w| {
+            w.monitor(watcher, &ProcRef::Name(name), &reference)
+        });
+        if !sent && self.processes.unwatch(&reference).is_some() {
+            self.down_later(
+                *watcher,
+                reference,
+                target,
+                Value::Atom(*atoms::NOCONNECTION),
+            );
+        }
+        reference
+    }
+
+    /// Removes the monitor [`Node::monitor_name`] set.
+    pub fn demonitor_name(
+        self: &Arc<Self>,
+        watcher: &Pid,
+        peer: Atom,
+        name: Atom,
+        reference: &Ref,
+    ) {
+        if self.processes.unwatch(reference).is_some() {
+            self.write_to(peer, |w| {
+                w.demonitor(watcher, &ProcRef::Name(name), reference)
+            });
+        }
+    }
+
     /// Removes the monitor `reference` that `watcher` holds on `target`.
     pub fn demonitor(self: &Arc<Self>, watcher: &Pid, target: &Pid, reference: &Ref) {
         if self.processes.is_local(target) {
