@@ -150,8 +150,9 @@ struct StartArgs {
     naming: Naming,
     #[command(flatten)]
     dist: DistArgs,
-    /// Connect to this node at start (repeatable; the variable takes a comma-separated list).
-    /// With --cluster: a member of the cluster to join.
+    /// A node to join (repeatable; the variable takes a comma-separated list): when one of
+    /// them is a cluster member, this node joins their cluster (as with --cluster); otherwise
+    /// (BEAM nodes, single Rust nodes) it only connects to them at start.
     #[arg(
         long = "join",
         value_name = "NODE",
@@ -161,13 +162,15 @@ struct StartArgs {
     join: Vec<String>,
     /// Run as a member of a cluster of Rust nodes (the records replicated by Raft on
     /// --replicas members; any member serves any request). Without --join it forms a new
-    /// cluster; with --join it joins the cluster of those nodes.
+    /// cluster; with --join it joins the cluster of those nodes. Implied by --replicas, by a
+    /// --join peer that is a member, and by a --data-dir holding a member's Raft log.
     #[arg(long, env = "ASH_GEN_SERVER_CLUSTER")]
     cluster: bool,
-    /// With --cluster: how many members hold the records and vote (the effective number is
-    /// min(R, members)); a write is acknowledged once a majority of them has it.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..), env = "ASH_GEN_SERVER_REPLICAS")]
-    replicas: u16,
+    /// How many cluster members hold the records and vote (the effective number is
+    /// min(R, members)); a write is acknowledged once a majority of them has it. Default 3.
+    /// Given, it makes this node a cluster member (forming a cluster without --join).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), env = "ASH_GEN_SERVER_REPLICAS")]
+    replicas: Option<u16>,
     /// With --cluster: build a snapshot of the records every this many log entries and drop
     /// the log before it (keeping a tenth of it for members a little behind), so the log stays
     /// bounded; a member that joins or falls further behind receives the snapshot.
@@ -437,6 +440,33 @@ fn node_name(naming: &Naming) -> Result<NodeName, String> {
         .map_err(|e| format!("bad node name {text:?}: {e}"))
 }
 
+/// Whether this node runs as a cluster member: `--cluster` or `--replicas` says so, a data
+/// directory holding a member's Raft log (a member restarted without the flag), or a `--join`
+/// peer that is a member ([`cluster::membership::runs_cluster`]); otherwise a single node,
+/// which connects to its `--join` peers.
+async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[NodeName]) -> bool {
+    if args.cluster || args.replicas.is_some() {
+        return true;
+    }
+    if let Some(dir) = &args.data_dir
+        && dir.join(cluster::log_store::LOG_FILE).exists()
+    {
+        tracing::info!(dir = %dir.display(), "the data directory holds a cluster member's Raft log: starting as a member");
+        return true;
+    }
+    if peers.is_empty() {
+        return false;
+    }
+    let member =
+        cluster::membership::runs_cluster(node, peers, cluster::membership::PROBE_WAIT).await;
+    if member {
+        tracing::info!("a --join peer is a cluster member: joining its cluster");
+    } else {
+        tracing::info!("no --join peer is a cluster member: a single node, connected to them");
+    }
+    member
+}
+
 async fn start(args: StartArgs) -> Result<(), String> {
     let limits = args.limits.limits()?;
     let name = node_name(&args.naming)?;
@@ -459,25 +489,6 @@ async fn start(args: StartArgs) -> Result<(), String> {
     };
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     let running = Node::start(config).await.map_err(|e| e.to_string())?;
-    // A cluster member keeps its Raft log in the directory (its records are rebuilt from it);
-    // a single node its records journal. Neither takes the other's directory.
-    if !args.cluster
-        && let Some(dir) = &args.data_dir
-        && dir.join(cluster::log_store::LOG_FILE).exists()
-    {
-        return Err(format!(
-            "the data directory {} holds a cluster member's Raft log: start it with --cluster, or give this node a directory of its own",
-            dir.display()
-        ));
-    }
-    let options = protocol::Options {
-        fault_injection: args.enable_fault_injection,
-        data_dir: args.data_dir.clone().filter(|_| !args.cluster),
-        fsync: Some(args.fsync),
-        register_as: args.cluster.then_some(cluster::state_machine::RECORDS_NAME),
-        pid_requests_to: args.cluster.then_some(protocol::SERVER_NAME),
-    };
-    let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
     let mut peers = Vec::new();
     for peer in &args.join {
         let peer: NodeName = peer
@@ -485,10 +496,20 @@ async fn start(args: StartArgs) -> Result<(), String> {
             .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
         peers.push(peer);
     }
-    let member = if args.cluster {
+    let clustered = cluster_member(&args, &running.node, &peers).await;
+    let options = protocol::Options {
+        fault_injection: args.enable_fault_injection,
+        data_dir: args.data_dir.clone().filter(|_| !clustered),
+        fsync: Some(args.fsync),
+        register_as: clustered.then_some(cluster::state_machine::RECORDS_NAME),
+        pid_requests_to: clustered.then_some(protocol::SERVER_NAME),
+    };
+    let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let replicas = args.replicas.unwrap_or(3);
+    let member = if clustered {
         let options = cluster::ClusterOptions {
             join: peers.clone(),
-            replicas: usize::from(args.replicas),
+            replicas: usize::from(replicas),
             data_dir: args.data_dir.clone(),
             fsync: args.fsync,
             snapshot_every: args.snapshot_every,
@@ -497,11 +518,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         let member = cluster::Cluster::start(&running.node, &server.service.records, options)
             .await
             .map_err(|e| e.to_string())?;
-        tracing::info!(
-            id = member.id,
-            replicas = args.replicas,
-            "cluster member started"
-        );
+        tracing::info!(id = member.id, replicas, "cluster member started");
         Some(member)
     } else {
         None

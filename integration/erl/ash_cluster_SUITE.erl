@@ -1,4 +1,5 @@
-%% A cluster of three Rust nodes (`start --cluster`, docs/OPERATIONS.md "Clustering"): any
+%% A cluster of three Rust nodes started as the cluster issue writes it (the first with
+%% `--replicas 3`, the others with `--join First` only; docs/OPERATIONS.md "Clustering"): any
 %% member serves every request as a single node would, a write acknowledged by any member
 %% survives a SIGKILL of one member, a rolling restart (SIGTERM, then the same name again) loses
 %% nothing, and an expired record leaves every member once.
@@ -26,7 +27,7 @@ all() ->
      request_ids_apply_a_write_once,
      queries_equal_a_single_node, record_pids_go_through_the_log_and_follow_the_leader,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
-     expired_record_leaves_every_member_once].
+     expired_record_leaves_every_member_once, join_makes_a_member_only_of_a_member].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -34,7 +35,7 @@ init_per_suite(Config) ->
     [First | Rest] = Names,
     MetricsPort = free_port(),
     A = ash_node:start(Config, #{name => First,
-                                 args => ["--cluster", "--metrics-addr",
+                                 args => ["--replicas", "3", "--metrics-addr",
                                           "127.0.0.1:" ++ integer_to_list(MetricsPort)]}),
     persistent_term:put({?MODULE, metrics_port}, MetricsPort),
     Others = [ash_node:start(Config, #{name => N, args => join_args(A)}) || N <- Rest],
@@ -74,7 +75,8 @@ scrape() ->
 
 gauge(Body, Line) -> string:find(Body, Line) =/= nomatch.
 
-join_args(#{node := Peer}) -> ["--cluster", "--join", atom_to_list(Peer)].
+%% `--join` alone: the peer is a member, so this node joins its cluster.
+join_args(#{node := Peer}) -> ["--join", atom_to_list(Peer)].
 
 nodes_of(_Config) -> [ash_node:node(M) || M <- members()].
 
@@ -421,3 +423,45 @@ expired_record_leaves_every_member_once(Config) ->
     ?assert(ash_node:poll(Gone(2), ?WAIT, 50)),
     ok = call(C, unsubscribe),
     _ = Self.
+
+%% `--join` without `--cluster` joins a cluster only when the peer is a member: joining a BEAM
+%% node (this test's own) or a single Rust node only connects to it, and the node is a single
+%% node (a cluster of one, not a member of anything); neither waits on the peer.
+join_makes_a_member_only_of_a_member(Config) ->
+    Base = lists:flatten(io_lib:format("jn_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Single = ash_node:start(Config, #{name => Base ++ "_single"}),
+    ToBeam = ash_node:start(Config, #{name => Base ++ "_to_beam",
+                                      args => ["--join", atom_to_list(node())]}),
+    ToSingle = ash_node:start(Config, #{name => Base ++ "_to_single",
+                                        args => ["--join", atom_to_list(ash_node:node(Single))]}),
+    try
+        [begin
+             N = ash_node:node(M),
+             ?assertMatch({ok, #{members := [N], replicas := 1, leader := N}}, call(N, cluster)),
+             ?assertNotEqual([], ash_node:log_contains(M, ["no --join peer is a cluster member"])),
+             %% A single node: it has no endpoint of a member.
+             ?assertNot(registered(N, ash_gen_server_raft))
+         end || M <- [ToBeam, ToSingle]],
+        %% Each connected to its peer at start.
+        ?assertNotEqual([], ash_node:log_contains(ToBeam, ["joined", atom_to_list(node())])),
+        {ok, #{peers := Peers}} = call(ash_node:node(Single), stats),
+        ?assert(lists:member(ash_node:node(ToSingle), Peers)),
+        %% And the suite's members started with --join alone found their peer a member.
+        Joined = [M || M <- members(), not lists:member("--replicas", maps:get(args, M))],
+        ?assertNotEqual([], Joined),
+        [?assertNotEqual([], ash_node:log_contains(M, ["a --join peer is a cluster member"]))
+         || M <- Joined]
+    after
+        [ash_node:stop(M) || M <- [ToSingle, ToBeam, Single]]
+    end.
+
+%% Whether a process is registered as Name on node N (a monitor on the name answers noproc at
+%% once when none is).
+registered(N, Name) ->
+    Ref = erlang:monitor(process, {Name, N}),
+    receive
+        {'DOWN', Ref, process, _, noproc} -> false
+    after 2000 ->
+            erlang:demonitor(Ref, [flush]),
+            true
+    end.

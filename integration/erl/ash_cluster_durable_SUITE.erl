@@ -63,9 +63,11 @@ start_member(Config, {Name, Dir, Fsync}, Extra) ->
 spec_of(#{name := Name}) ->
     lists:keyfind(Name, 1, persistent_term:get({?MODULE, specs})).
 
-%% Restarts `Member` (already stopped) with its name and directory, without --join.
+%% Restarts `Member` (already stopped) with its name and directory, without --join and
+%% without --cluster: the Raft log in its directory makes it a member again.
 restart(Config, Member) ->
-    start_member(Config, spec_of(Member), []).
+    {Name, Dir, Fsync} = spec_of(Member),
+    ash_node:start(Config, #{name => Name, args => ["--data-dir", Dir, "--fsync", Fsync]}).
 
 nodes_of() -> [ash_node:node(M) || M <- members()].
 

@@ -2,6 +2,7 @@
 //!
 //! - `{raft, append | vote | snapshot, Payload, To}`: a Raft message for the member with Raft id
 //!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`;
+//! - `ping`: answered `pong` (a node started with `--join` asks whether this is a member);
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{subscribe_for, Pid, all | [Resource]}`, `{unsubscribe_for, Pid}`: an expiry handler
@@ -71,6 +72,10 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
 }
 
 async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
+    if request.as_atom().map(|a| a.as_str()) == Some("ping") {
+        cluster.node.reply_now(&from, &atom("pong"));
+        return;
+    }
     let reply = match request.as_tuple() {
         Some([tag, _, _, Value::Int(to)])
             if tag.as_atom().map(|a| a.as_str()) == Some("raft") && *to as NodeId != cluster.id =>

@@ -19,7 +19,9 @@ use super::Cluster;
 use super::answer::{Answer, ENDPOINT_NAME, not_leader};
 use super::types::{Member, NodeId};
 use crate::node::Mailbox;
+use crate::node::mailbox::CallError;
 use crate::term::{Atom, Value};
+use erl_dist::node::NodeName;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -338,6 +340,53 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
     }
     tracing::warn!("could not leave the cluster in time; the others keep this member");
 }
+
+/// How long a node started with `--join` but not `--cluster` asks its peers whether they are
+/// cluster members ([`runs_cluster`]), when they cannot all be reached or are still starting.
+pub const PROBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether one of `peers` is a cluster member: its endpoint answers `ping`. A node started with
+/// `--join` and without `--cluster` joins their cluster when one is, and otherwise only
+/// connects to them. A peer without the endpoint (a BEAM node, a single Rust node) says so at
+/// once (the call monitors the name, as `gen_server:call` does: `noproc`), so asking costs no
+/// wait. A peer that cannot be reached yet, or a Rust node that is still starting (its record
+/// service registered as [`super::state_machine::RECORDS_NAME`], its endpoint not yet), is asked
+/// again until `wait` is over.
+pub async fn runs_cluster(
+    node: &Arc<crate::node::Node>,
+    peers: &[NodeName],
+    wait: Duration,
+) -> bool {
+    let mailbox = Mailbox::new(node);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut undecided: Vec<&NodeName> = peers.iter().collect();
+    loop {
+        let mut still = Vec::new();
+        for peer in undecided {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ask = |name: &'static str| {
+                mailbox.call_remote_monitored(peer, name, atom("ping"), left.min(PROBE_CALL))
+            };
+            match ask(ENDPOINT_NAME).await {
+                Ok(_) => return true,
+                Err(CallError::NoProcess(_)) => {
+                    if ask(super::state_machine::RECORDS_NAME).await.is_ok() {
+                        still.push(peer);
+                    }
+                }
+                Err(_) => still.push(peer),
+            }
+        }
+        if still.is_empty() || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        undecided = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long one question of [`runs_cluster`] waits for its answer.
+const PROBE_CALL: Duration = Duration::from_secs(2);
 
 /// Whether the cluster has a leader and `min(replicas, members)` voters, all reachable from
 /// this member.
