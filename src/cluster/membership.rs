@@ -19,6 +19,7 @@ use super::Cluster;
 use super::answer::{Answer, ENDPOINT_NAME, not_leader};
 use super::types::{Member, NodeId};
 use crate::node::Mailbox;
+use crate::node::connection::ConnectError;
 use crate::node::mailbox::CallError;
 use crate::term::{Atom, Value};
 use erl_dist::node::NodeName;
@@ -349,9 +350,10 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(10);
 /// `--join` and without `--cluster` joins their cluster when one is, and otherwise only
 /// connects to them. A peer without the endpoint (a BEAM node, a single Rust node) says so at
 /// once (the call monitors the name, as `gen_server:call` does: `noproc`), so asking costs no
-/// wait. A peer that cannot be reached yet, or a Rust node that is still starting (its record
-/// service registered as [`super::state_machine::RECORDS_NAME`], its endpoint not yet), is asked
-/// again until `wait` is over.
+/// wait; so does one that refuses the connection (a wrong cookie). A peer that cannot be
+/// reached yet (not registered with its EPMD, not answering), or a Rust node that is still
+/// starting (its record service registered as [`super::state_machine::RECORDS_NAME`], its
+/// endpoint not yet), is asked again until `wait` is over.
 pub async fn runs_cluster(
     node: &Arc<crate::node::Node>,
     peers: &[NodeName],
@@ -364,6 +366,16 @@ pub async fn runs_cluster(
         let mut still = Vec::new();
         for peer in undecided {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left.min(PROBE_CALL), node.connect(peer)).await {
+                Ok(Ok(())) => {}
+                // Not up yet (or not answering): asked again.
+                Ok(Err(ConnectError::Dial(_))) | Err(_) => {
+                    still.push(peer);
+                    continue;
+                }
+                // Refused (a wrong cookie, an untrusted certificate): waiting will not help.
+                Ok(Err(_)) => continue,
+            }
             let ask = |name: &'static str| {
                 mailbox.call_remote_monitored(peer, name, atom("ping"), left.min(PROBE_CALL))
             };
