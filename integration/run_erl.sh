@@ -39,6 +39,15 @@ for _ in $(seq 1 50); do
 done
 epmd -names >/dev/null 2>&1 || { echo "run_erl.sh: epmd does not answer" >&2; exit 2; }
 
+# The cluster suites check their histories for linearizability with integration/lincheck.
+if [[ -z "${ASH_LINCHECK_BIN:-}" ]]; then
+  cargo build --release --quiet --manifest-path "$here/lincheck/Cargo.toml" || {
+    echo "run_erl.sh: building the linearizability checker (integration/lincheck) failed" >&2
+    exit 2
+  }
+  export ASH_LINCHECK_BIN="$here/lincheck/target/release/ash-lincheck"
+fi
+
 logdir="${ASH_ERL_LOGDIR:-$suites/logs}"
 mkdir -p "$logdir"
 logdir="$(cd "$logdir" && pwd)"

@@ -21,6 +21,11 @@ section() { printf '\n==== %s ==== (%ss since start)\n' "$*" "$((SECONDS - start
 section "rust: fmt, clippy"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The cluster suites' linearizability checker (its own small crate).
+lincheck=(--manifest-path "$repo/integration/lincheck/Cargo.toml")
+cargo fmt --check "${lincheck[@]}"
+cargo clippy --all-targets --quiet "${lincheck[@]}" -- -D warnings
+cargo test --release --quiet "${lincheck[@]}"
 
 section "rust: unit and integration tests, docs, the embedded example"
 epmd -daemon
