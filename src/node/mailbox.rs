@@ -416,6 +416,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_monitor_on_a_name_of_an_unconnected_peer_fires_at_once() {
+        let node = node("named@127.0.0.1");
+        let a = Mailbox::new(&node);
+        let peer = crate::term::Atom::new("away@127.0.0.1").unwrap();
+        let name = crate::term::Atom::new("somebody").unwrap();
+        let reference = node.monitor_name(&a.pid(), peer, name);
+        assert_eq!(
+            a.recv(WAIT).await,
+            Some(Signal::Down {
+                reference,
+                target: Pid {
+                    node: peer,
+                    id: 0,
+                    serial: 0,
+                    creation: 0
+                },
+                reason: Value::Atom(*atoms::NOCONNECTION)
+            })
+        );
+        // Nothing is left watched.
+        assert!(node.processes.unwatch(&reference).is_none());
+    }
+
+    #[tokio::test]
     async fn monitors_on_a_peer_fire_noconnection_when_it_goes() {
         let node = node("peers@127.0.0.1");
         let a = Mailbox::new(&node);
