@@ -442,8 +442,9 @@ fn node_name(naming: &Naming) -> Result<NodeName, String> {
 
 /// Whether this node runs as a cluster member: `--cluster` or `--replicas` says so, a data
 /// directory holding a member's Raft log (a member restarted without the flag), or a `--join`
-/// peer that is a member ([`cluster::membership::runs_cluster`]); otherwise a single node,
-/// which connects to its `--join` peers.
+/// peer that is a member or deciding with `--join` peers of its own
+/// ([`cluster::membership::runs_cluster`]); otherwise a single node, which connects to its
+/// `--join` peers.
 async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[NodeName]) -> bool {
     if args.cluster || args.replicas.is_some() {
         return true;
@@ -460,7 +461,9 @@ async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[
     let member =
         cluster::membership::runs_cluster(node, peers, cluster::membership::PROBE_WAIT).await;
     if member {
-        tracing::info!("a --join peer is a cluster member: joining its cluster");
+        tracing::info!(
+            "a --join peer is a cluster member (or becomes one with this node): joining its cluster"
+        );
     } else {
         tracing::info!("no --join peer is a cluster member: a single node, connected to them");
     }
@@ -487,8 +490,6 @@ async fn start(args: StartArgs) -> Result<(), String> {
         tls,
         limits,
     };
-    // The node first, then the record service plugged into it as the `ash_gen_server` process.
-    let running = Node::start(config).await.map_err(|e| e.to_string())?;
     let mut peers = Vec::new();
     for peer in &args.join {
         let peer: NodeName = peer
@@ -496,7 +497,23 @@ async fn start(args: StartArgs) -> Result<(), String> {
             .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
         peers.push(peer);
     }
+    // The node first, then the record service plugged into it as the `ash_gen_server` process.
+    // The role process is registered before the node accepts connections: nodes started
+    // beside this one ask it what it is.
+    let mut role = None;
+    let running = Node::start_with(config, |node| {
+        role = cluster::role::Role::register(node, !peers.is_empty())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let role = role.ok_or_else(|| {
+        format!(
+            "the name {} is already registered",
+            cluster::role::ROLE_NAME
+        )
+    })?;
     let clustered = cluster_member(&args, &running.node, &peers).await;
+    role.decided(clustered);
     let options = protocol::Options {
         fault_injection: args.enable_fault_injection,
         data_dir: args.data_dir.clone().filter(|_| !clustered),

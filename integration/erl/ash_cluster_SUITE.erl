@@ -27,7 +27,8 @@ all() ->
      request_ids_apply_a_write_once,
      queries_equal_a_single_node, record_pids_go_through_the_log_and_follow_the_leader,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
-     expired_record_leaves_every_member_once, join_makes_a_member_only_of_a_member].
+     expired_record_leaves_every_member_once, join_makes_a_member_only_of_a_member,
+     nodes_started_together_with_join_form_one_cluster].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -449,10 +450,40 @@ join_makes_a_member_only_of_a_member(Config) ->
         %% And the suite's members started with --join alone found their peer a member.
         Joined = [M || M <- members(), not lists:member("--replicas", maps:get(args, M))],
         ?assertNotEqual([], Joined),
-        [?assertNotEqual([], ash_node:log_contains(M, ["a --join peer is a cluster member"]))
+        [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
          || M <- Joined]
     after
         [ash_node:stop(M) || M <- [ToSingle, ToBeam, Single]]
+    end.
+
+%% Two nodes started at the same moment, each with `--join` the other and no other flag, form
+%% one cluster (neither is a member yet when the other asks: each says it is deciding, with
+%% peers to join).
+nodes_started_together_with_join_form_one_cluster(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("tg_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Names = [Base ++ "_a", Base ++ "_b"],
+    Self = self(),
+    Full = fun(Name) -> Name ++ "@127.0.0.1" end,
+    [spawn(fun() ->
+                   Self ! {started, Name,
+                           catch ash_node:start(Config, #{name => Name,
+                                                          args => ["--join", Full(Other)]})}
+           end) || {Name, Other} <- lists:zip(Names, lists:reverse(Names))],
+    Started = [receive {started, Name, M} -> M after 60000 -> ct:fail({not_started, Name}) end
+               || Name <- Names],
+    try
+        [?assertMatch(#{node := _}, M) || M <- Started],
+        await_healthy(Started, 2),
+        [A, B] = [ash_node:node(M) || M <- Started],
+        ?assertMatch({ok, #{members := [_, _]}}, call(A, cluster)),
+        ok = call(A, {define, R, #{primary_key => [id]}}),
+        {ok, _} = call(B, {create, R, #{id => 1, v => together}}),
+        [?assertEqual({ok, #{id => 1, v => together}}, call(N, {get, R, #{id => 1}})) || N <- [A, B]],
+        [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
+         || M <- Started]
+    after
+        [ash_node:stop(M) || M <- Started, is_map(M)]
     end.
 
 %% Whether a process is registered as Name on node N (a monitor on the name answers noproc at

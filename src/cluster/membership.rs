@@ -1,6 +1,8 @@
 //! Who belongs to the cluster and who votes.
 //!
-//! A node started with `--cluster` and no `--join` forms a cluster of one. A node with `--join`
+//! A node started with `--cluster` (or `--replicas`) and no `--join` forms a cluster of one; a
+//! node started with `--join` alone is a member when a peer is one or is deciding with peers of
+//! its own ([`runs_cluster`], [`super::role`]). A node with `--join`
 //! asks its peers to admit it (`{join, Name, Id}` to their endpoint, passed on to the leader);
 //! when no reachable peer belongs to a cluster yet, the node whose name sorts first among
 //! itself and the peers that answered forms it, so members started together make one cluster.
@@ -127,8 +129,10 @@ pub async fn form(cluster: Arc<Cluster>) {
                     Value::from(me.as_str()),
                     Value::Int(cluster.id as i64),
                 ]);
+                // Monitored: a peer that is not a member yet (no endpoint: still starting, or
+                // deciding) answers `noproc` at once instead of leaving the call to time out.
                 let answer = mailbox
-                    .call_remote(&target, ENDPOINT_NAME, request, Duration::from_secs(60))
+                    .call_remote_monitored(&target, ENDPOINT_NAME, request, Duration::from_secs(60))
                     .await;
                 match answer.map(Answer::of) {
                     Ok(Answer::Reply(v)) if v == ok() => {
@@ -346,19 +350,20 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
 /// cluster members ([`runs_cluster`]), when they cannot all be reached or are still starting.
 pub const PROBE_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether one of `peers` is a cluster member: its endpoint answers `ping`. A node started with
-/// `--join` and without `--cluster` joins their cluster when one is, and otherwise only
-/// connects to them. A peer without the endpoint (a BEAM node, a single Rust node) says so at
-/// once (the call monitors the name, as `gen_server:call` does: `noproc`), so asking costs no
-/// wait; so does one that refuses the connection (a wrong cookie). A peer that cannot be
-/// reached yet (not registered with its EPMD, not answering), or a Rust node that is still
-/// starting (its record service registered as [`super::state_machine::RECORDS_NAME`], its
-/// endpoint not yet), is asked again until `wait` is over.
+/// Whether this node should be a cluster member because of its `--join` `peers`: one of them
+/// is a member (its endpoint answers `ping`, or its [`super::role`] process says `member`), or
+/// is deciding too and has `--join` peers of its own (nodes started together, naming each
+/// other). Otherwise this node is a single node that only connects to them. A peer without
+/// either process (a BEAM node) says so at once: the calls monitor the name, as
+/// `gen_server:call` does (`noproc`); so does a peer that refuses the connection (a wrong
+/// cookie). A peer that cannot be reached yet (not registered with its EPMD, not answering) is
+/// asked again until `wait` is over.
 pub async fn runs_cluster(
     node: &Arc<crate::node::Node>,
     peers: &[NodeName],
     wait: Duration,
 ) -> bool {
+    use super::role::{PeerRole, ROLE_NAME};
     let mailbox = Mailbox::new(node);
     let deadline = tokio::time::Instant::now() + wait;
     let mut undecided: Vec<&NodeName> = peers.iter().collect();
@@ -381,11 +386,16 @@ pub async fn runs_cluster(
             };
             match ask(ENDPOINT_NAME).await {
                 Ok(_) => return true,
-                Err(CallError::NoProcess(_)) => {
-                    if ask(super::state_machine::RECORDS_NAME).await.is_ok() {
-                        still.push(peer);
-                    }
+                Err(CallError::NoProcess(_)) => {}
+                Err(_) => {
+                    still.push(peer);
+                    continue;
                 }
+            }
+            match ask(ROLE_NAME).await.map(|answer| PeerRole::of(&answer)) {
+                Ok(Some(PeerRole::Member | PeerRole::Deciding(true))) => return true,
+                // A single node, one that will be, or not a node of ours.
+                Ok(_) | Err(CallError::NoProcess(_)) => {}
                 Err(_) => still.push(peer),
             }
         }

@@ -37,6 +37,7 @@ pub mod network;
 pub mod placement;
 pub mod read_lease;
 pub mod record_pids;
+pub mod role;
 pub mod router;
 pub mod snapshot;
 pub mod state_machine;

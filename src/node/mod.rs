@@ -196,7 +196,16 @@ impl Node {
     }
 
     /// Starts a node: EPMD, listen, register, accept connections.
-    pub async fn start(mut config: NodeConfig) -> Result<RunningNode, StartError> {
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+        Self::start_with(config, |_| {}).await
+    }
+
+    /// [`Node::start`], calling `setup` with the node before it accepts connections: processes
+    /// registered there are in place for the first peer that calls.
+    pub async fn start_with(
+        mut config: NodeConfig,
+        setup: impl FnOnce(&Arc<Node>),
+    ) -> Result<RunningNode, StartError> {
         let mut tasks = Vec::new();
         let mut embedded_epmd = false;
         let run_embedded = match config.epmd_mode {
@@ -241,6 +250,7 @@ impl Node {
         let creation = registration.creation;
 
         let node = Node::new(config, creation)?;
+        setup(&node);
         tasks.push(tokio::spawn(connection::accept_loop(
             node.clone(),
             listener,
