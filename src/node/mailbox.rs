@@ -198,11 +198,11 @@ impl Mailbox {
                 node: peer.to_string(),
                 reason: format!("{reason:?}"),
             }),
-            Some(Signal::Message(Value::Tuple(items))) => {
+            Some(reply) => {
                 self.node.demonitor_name(&self.pid, node, to, &monitor);
-                Ok(items.into_vec().pop().unwrap_or_else(Value::nil))
+                Ok(reply_of(reply))
             }
-            _ => {
+            None => {
                 self.node.demonitor_name(&self.pid, node, to, &monitor);
                 Err(CallError::Timeout(timeout))
             }
@@ -238,12 +238,7 @@ impl Mailbox {
         to: Atom,
         request: Value,
     ) -> Result<Ref, CallError> {
-        let tag = self.node.make_ref();
-        let call = Value::tuple(vec![
-            Value::Atom(*atoms::GEN_CALL),
-            Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
-            request,
-        ]);
+        let (tag, call) = self.call_message(request);
         let from = self.pid;
         // Written from this task: the caller waits for the answer anyway.
         if !self
@@ -265,14 +260,19 @@ impl Mailbox {
         request: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
-        let tag = self.node.make_ref();
-        let call = Value::tuple(vec![
-            Value::Atom(*atoms::GEN_CALL),
-            Value::pair(Value::Pid(Box::new(self.pid)), Value::Ref(Box::new(tag))),
-            request,
-        ]);
+        let (tag, call) = self.call_message(request);
         self.node.send(to, &call);
         self.reply_to(tag, timeout).await
+    }
+
+    /// A new tag and the call `{'$gen_call', {Self, Tag}, Request}` carrying it.
+    fn call_message(&self, request: Value) -> (Ref, Value) {
+        let tag = self.node.make_ref();
+        let from = super::genserver::From {
+            pid: self.pid,
+            tag: Value::Ref(Box::new(tag)),
+        };
+        (tag, super::genserver::call_message(&from, request))
     }
 
     /// Waits for the reply `{Tag, Reply}` of a call.
@@ -281,10 +281,8 @@ impl Mailbox {
             .recv_matching(timeout, |signal| is_reply(signal, &tag))
             .await
         {
-            Some(Signal::Message(Value::Tuple(items))) => {
-                Ok(items.into_vec().pop().unwrap_or_else(Value::nil))
-            }
-            _ => Err(CallError::Timeout(timeout)),
+            Some(signal) => Ok(reply_of(signal)),
+            None => Err(CallError::Timeout(timeout)),
         }
     }
 
@@ -322,6 +320,14 @@ fn is_reply(signal: &Signal, tag: &Ref) -> bool {
             items.len() == 2 && matches!(&items[0], Value::Ref(r) if **r == *tag)
         }
         _ => false,
+    }
+}
+
+/// The `Reply` of a signal [`is_reply`] matched.
+fn reply_of(signal: Signal) -> Value {
+    match signal {
+        Signal::Message(Value::Tuple(items)) => items.into_vec().pop().unwrap_or_else(Value::nil),
+        _ => Value::nil(),
     }
 }
 
