@@ -422,6 +422,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_name_taken_over_moves_its_holder_to_another_name() {
+        let node = node("over@127.0.0.1");
+        let inbox = || Arc::new(Inbox(unbounded_channel().0));
+        let first = node.register("svc", |_| inbox()).unwrap();
+        let second = node.register_over("svc", "svc_old", |_| inbox()).unwrap();
+        assert_eq!(node.whereis("svc"), Some(second));
+        assert_eq!(node.whereis("svc_old"), Some(first));
+        // The name to move to is taken now: nothing changes.
+        assert!(node.register_over("svc", "svc_old", |_| inbox()).is_none());
+        assert_eq!(node.whereis("svc"), Some(second));
+        assert_eq!(node.whereis("svc_old"), Some(first));
+        // A free name is simply registered.
+        let third = node
+            .register_over("fresh", "fresh_old", |_| inbox())
+            .unwrap();
+        assert_eq!(node.whereis("fresh"), Some(third));
+        assert_eq!(node.whereis("fresh_old"), None);
+    }
+
+    #[tokio::test]
     async fn a_monitor_on_a_name_of_an_unconnected_peer_fires_at_once() {
         let node = node("named@127.0.0.1");
         let a = Mailbox::new(&node);

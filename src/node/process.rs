@@ -138,6 +138,28 @@ impl ProcessTable {
         Some(pid)
     }
 
+    /// Spawns `make`'s process under the registered name `name`, which the process holding it
+    /// gives up for the name `moved_to`, in one step: a message sent to `name` finds either
+    /// process, never none. `None` (nothing changed) if `moved_to` is taken. When no process
+    /// holds `name`, this is [`ProcessTable::register`].
+    pub fn register_over(
+        &self,
+        name: Atom,
+        moved_to: Atom,
+        make: impl FnOnce(Pid) -> Arc<dyn Process>,
+    ) -> Option<Pid> {
+        let mut names = self.names.write();
+        if names.contains_key(&moved_to) {
+            return None;
+        }
+        if let Some(held) = names.remove(&name) {
+            names.insert(moved_to, held);
+        }
+        let pid = self.spawn(make);
+        names.insert(name, self.number(&pid).expect("a pid of this node"));
+        Some(pid)
+    }
+
     /// The pid registered under `name`.
     pub fn whereis(&self, name: Atom) -> Option<Pid> {
         self.names.read().get(&name).map(|&n| self.pid(n))

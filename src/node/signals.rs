@@ -26,6 +26,19 @@ impl Node {
         self.processes.register(name, make)
     }
 
+    /// Spawns a process registered under `name`; the process that had the name (if any) is
+    /// registered as `moved_to` instead, in the same step ([`super::process::ProcessTable::register_over`]).
+    /// `None` if `moved_to` is taken.
+    pub fn register_over(
+        &self,
+        name: &str,
+        moved_to: &str,
+        make: impl FnOnce(Pid) -> Arc<dyn Process>,
+    ) -> Option<Pid> {
+        let (name, moved_to) = (Atom::new(name).ok()?, Atom::new(moved_to).ok()?);
+        self.processes.register_over(name, moved_to, make)
+    }
+
     /// The pid registered under `name`.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         self.processes.whereis(Atom::new(name).ok()?)
