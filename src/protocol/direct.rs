@@ -15,6 +15,7 @@ use super::args;
 use super::caller::Caller;
 use super::error::{Error, Result, bad};
 use super::reply;
+use super::service::PassTo;
 use crate::node::genserver::{self, From, GenMessage};
 use crate::node::{Mailbox, Node, Process};
 use crate::query::expr::Atomics;
@@ -106,7 +107,7 @@ pub struct RecordProcess {
     actor: Arc<RecordActor>,
     pid: Pid,
     records: Arc<RecordService>,
-    pass_to: Option<&'static str>,
+    pass_to: PassTo,
 }
 
 impl RecordProcess {
@@ -116,7 +117,7 @@ impl RecordProcess {
         actor: Arc<RecordActor>,
         pid: Pid,
         records: Arc<RecordService>,
-        pass_to: Option<&'static str>,
+        pass_to: PassTo,
     ) -> Arc<dyn Process> {
         Arc::new(RecordProcess {
             actor,
@@ -149,24 +150,25 @@ impl RecordProcess {
 impl Process for RecordProcess {
     fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         match genserver::classify(message) {
-            GenMessage::Call(from, request) => match (DirectRequest::parse(&request), self.pass_to)
-            {
-                (Ok(_), Some(to)) => self.pass_on(node, from, &request, to),
-                (Ok(parsed), None) => {
-                    let op = parsed.op().bound(&self.actor.resource.config().types);
-                    self.actor.deliver(
-                        &*self.records,
-                        Envelope::Call(
-                            Some(Box::new(DirectReply(Caller::new(from, "direct")))),
-                            op,
-                        ),
-                    )
+            GenMessage::Call(from, request) => {
+                match (DirectRequest::parse(&request), self.pass_to.get().copied()) {
+                    (Ok(_), Some(to)) => self.pass_on(node, from, &request, to),
+                    (Ok(parsed), None) => {
+                        let op = parsed.op().bound(&self.actor.resource.config().types);
+                        self.actor.deliver(
+                            &*self.records,
+                            Envelope::Call(
+                                Some(Box::new(DirectReply(Caller::new(from, "direct")))),
+                                op,
+                            ),
+                        )
+                    }
+                    (Err(e), _) => node.reply(&from, &e.to_reply()),
                 }
-                (Err(e), _) => node.reply(&from, &e.to_reply()),
-            },
+            }
             GenMessage::Cast(request) => {
                 if let Ok(DirectRequest::KeepAlive) = DirectRequest::parse(&request) {
-                    match self.pass_to {
+                    match self.pass_to.get().copied() {
                         None => self
                             .actor
                             .deliver(&*self.records, Envelope::Call(None, Op::KeepAlive)),

@@ -56,11 +56,7 @@ impl Server {
         let name = options.register_as.unwrap_or(SERVER_NAME);
         let pid = node
             .register(name, |pid| {
-                let svc = Arc::new(Service {
-                    records: RecordService::new(node.clone(), pid),
-                    options,
-                    instance: uuid::Uuid::new_v4(),
-                });
+                let svc = Arc::new(Service::new(RecordService::new(node.clone(), pid), options));
                 service = Some(svc.clone());
                 Arc::new(Server { service: svc })
             })

@@ -37,9 +37,37 @@ pub struct Service {
     /// Unique to this run of the server: a client seeing it change knows the node restarted
     /// (and lost its records and definitions).
     pub instance: uuid::Uuid,
+    /// Where record pids pass their requests on: [`Options::pid_requests_to`] at start, or set
+    /// once later ([`Service::pass_pid_requests_to`]) when a single node becomes a cluster
+    /// member. Every record pid reads it for each request.
+    pub pid_requests_to: PassTo,
 }
 
+/// The name record pids pass their requests on to, once set (see [`Service::pid_requests_to`]).
+pub type PassTo = Arc<std::sync::OnceLock<&'static str>>;
+
 impl Service {
+    /// A service over `records` with `options`.
+    pub fn new(records: Arc<RecordService>, options: Options) -> Service {
+        let pid_requests_to = PassTo::default();
+        if let Some(name) = options.pid_requests_to {
+            let _ = pid_requests_to.set(name);
+        }
+        Service {
+            records,
+            options,
+            instance: uuid::Uuid::new_v4(),
+            pid_requests_to,
+        }
+    }
+
+    /// From now on record pids, the ones already given out included, pass their requests on
+    /// to the process registered as `name` instead of serving them. Returns false (and
+    /// changes nothing) if they already pass them on.
+    pub fn pass_pid_requests_to(&self, name: &'static str) -> bool {
+        self.pid_requests_to.set(name).is_ok()
+    }
+
     /// The node the server runs on.
     pub fn node(&self) -> &Arc<Node> {
         self.records.node()

@@ -34,7 +34,7 @@ impl Whereis {
         let result = svc.find(&self.resource, &self.pk).and_then(|actor| {
             let pid = actor
                 .pid(&*svc.records, |actor, pid| {
-                    let pass_to = svc.options.pid_requests_to;
+                    let pass_to = svc.pid_requests_to.clone();
                     RecordProcess::spawned(actor, pid, svc.records.clone(), pass_to)
                 })
                 .ok_or(Error::Store(StoreError::NotFound))?;
