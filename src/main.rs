@@ -151,8 +151,10 @@ struct StartArgs {
     #[command(flatten)]
     dist: DistArgs,
     /// A node to join (repeatable; the variable takes a comma-separated list): when one of
-    /// them is a cluster member, this node joins their cluster (as with --cluster); otherwise
-    /// (BEAM nodes, single Rust nodes) it only connects to them at start.
+    /// them is a cluster member, this node joins their cluster (as with --cluster); a single
+    /// Rust node keeping its records in memory becomes a member with its records, and this
+    /// node joins it; otherwise (BEAM nodes, a single node with --data-dir) it only connects
+    /// to them at start.
     #[arg(
         long = "join",
         value_name = "NODE",
@@ -160,6 +162,15 @@ struct StartArgs {
         value_delimiter = ','
     )]
     join: Vec<String>,
+    /// A node to connect to at start and nothing more (repeatable; the variable takes a
+    /// comma-separated list): a Rust node named here stays a node of its own.
+    #[arg(
+        long = "connect",
+        value_name = "NODE",
+        env = "ASH_GEN_SERVER_CONNECT",
+        value_delimiter = ','
+    )]
+    connect: Vec<String>,
     /// Run as a member of a cluster of Rust nodes (the records replicated by Raft on
     /// --replicas members; any member serves any request). Without --join it forms a new
     /// cluster; with --join it joins the cluster of those nodes. Implied by --replicas, by a
@@ -490,13 +501,17 @@ async fn start(args: StartArgs) -> Result<(), String> {
         tls,
         limits,
     };
-    let mut peers = Vec::new();
-    for peer in &args.join {
-        let peer: NodeName = peer
-            .parse()
-            .map_err(|e| format!("bad --join node name {peer:?}: {e}"))?;
-        peers.push(peer);
-    }
+    let parse = |flag: &str, names: &[String]| -> Result<Vec<NodeName>, String> {
+        names
+            .iter()
+            .map(|peer| {
+                peer.parse()
+                    .map_err(|e| format!("bad --{flag} node name {peer:?}: {e}"))
+            })
+            .collect()
+    };
+    let peers = parse("join", &args.join)?;
+    let connect = parse("connect", &args.connect)?;
     // The node first, then the record service plugged into it as the `ash_gen_server` process.
     // The role process is registered before the node accepts connections: nodes started
     // beside this one ask it what it is.
@@ -513,7 +528,6 @@ async fn start(args: StartArgs) -> Result<(), String> {
         )
     })?;
     let clustered = cluster_member(&args, &running.node, &peers).await;
-    role.decided(clustered);
     let options = protocol::Options {
         fault_injection: args.enable_fault_injection,
         data_dir: args.data_dir.clone().filter(|_| !clustered),
@@ -523,23 +537,48 @@ async fn start(args: StartArgs) -> Result<(), String> {
     };
     let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
     let replicas = args.replicas.unwrap_or(3);
+    let cluster_options = cluster::ClusterOptions {
+        join: peers.clone(),
+        replicas: usize::from(replicas),
+        data_dir: args.data_dir.clone(),
+        fsync: args.fsync,
+        snapshot_every: args.snapshot_every,
+        ..Default::default()
+    };
     let member = if clustered {
-        let options = cluster::ClusterOptions {
-            join: peers.clone(),
-            replicas: usize::from(replicas),
-            data_dir: args.data_dir.clone(),
-            fsync: args.fsync,
-            snapshot_every: args.snapshot_every,
-            ..Default::default()
-        };
-        let member = cluster::Cluster::start(&running.node, &server.service.records, options)
-            .await
-            .map_err(|e| e.to_string())?;
+        let member = cluster::Cluster::start(
+            &running.node,
+            &server.service.records,
+            cluster_options.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!(id = member.id, replicas, "cluster member started");
         Some(member)
     } else {
         None
     };
+    // A single node keeping its records in memory becomes a member when a node joins it.
+    let (member_set, members) = tokio::sync::watch::channel(member.clone());
+    if member.is_none() && args.data_dir.is_none() {
+        let (node, service) = (running.node.clone(), server.service.clone());
+        role.joinable(Box::new(move || {
+            Box::pin(async move {
+                match cluster::convert::convert(&node, &service, cluster_options).await {
+                    Ok(member) => {
+                        member_set.send_replace(Some(member));
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not become a cluster member");
+                        false
+                    }
+                }
+            })
+        }));
+    }
+    // Decided only now: a node asking this one to become a member finds it ready to.
+    role.decided(clustered);
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let task =
@@ -556,7 +595,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         let n = ash_gen_server::config::define_from_json(store, &json)?;
         tracing::info!(file = %path.display(), resources = n, "defined resources from file");
     }
-    for peer in peers.iter().filter(|_| member.is_none()) {
+    for peer in peers.iter().filter(|_| member.is_none()).chain(&connect) {
         match running.node.connect(peer).await {
             Ok(()) => tracing::info!(%peer, "joined"),
             Err(e) => tracing::error!(%peer, error = %e, "could not join"),
@@ -584,10 +623,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    let raft_stopped = async {
-        match &member {
-            Some(member) => member.stopped().await,
-            None => std::future::pending().await,
+    // The member, once there is one (at start, or when this single node becomes one).
+    let mut watch = members.clone();
+    let raft_stopped = async move {
+        match watch.wait_for(Option::is_some).await {
+            Ok(member) => {
+                let member = member.clone().expect("waited for a member");
+                member.stopped().await
+            }
+            Err(_) => std::future::pending().await,
         }
     };
     let (drained, fatal) = tokio::select! {
@@ -606,6 +650,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         server.stop();
         return Err(format!("the cluster member's raft core stopped: {why}"));
     }
+    let member = members.borrow().clone();
     if let Some(member) = &member {
         if drained || member.reopened.is_none() {
             cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;

@@ -27,7 +27,9 @@ all() ->
      request_ids_apply_a_write_once,
      queries_equal_a_single_node, record_pids_go_through_the_log_and_follow_the_leader,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
-     expired_record_leaves_every_member_once, join_makes_a_member_only_of_a_member,
+     expired_record_leaves_every_member_once,
+     join_makes_a_member_only_of_a_node_that_can_be_one,
+     a_single_node_joined_becomes_a_member_with_its_records,
      nodes_started_together_with_join_form_one_cluster].
 
 init_per_suite(Config) ->
@@ -425,35 +427,128 @@ expired_record_leaves_every_member_once(Config) ->
     ok = call(C, unsubscribe),
     _ = Self.
 
-%% `--join` without `--cluster` joins a cluster only when the peer is a member: joining a BEAM
-%% node (this test's own) or a single Rust node only connects to it, and the node is a single
-%% node (a cluster of one, not a member of anything); neither waits on the peer.
-join_makes_a_member_only_of_a_member(Config) ->
+%% `--join` a node that cannot be a member makes no member: a BEAM node (this test's own), a
+%% single Rust node keeping its records in a data directory (its journal is not a Raft log);
+%% and `--connect` only connects, even to a single Rust node that could become one. Each is a
+%% single node (a cluster of one, not a member of anything), connected to its peer; none
+%% waits on the peer.
+join_makes_a_member_only_of_a_node_that_can_be_one(Config) ->
     Base = lists:flatten(io_lib:format("jn_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = filename:join(?config(priv_dir, Config), Base ++ "_durable"),
     Single = ash_node:start(Config, #{name => Base ++ "_single"}),
+    Durable = ash_node:start(Config, #{name => Base ++ "_durable",
+                                       args => ["--data-dir", Dir]}),
     ToBeam = ash_node:start(Config, #{name => Base ++ "_to_beam",
                                       args => ["--join", atom_to_list(node())]}),
+    ToDurable = ash_node:start(Config, #{name => Base ++ "_to_durable",
+                                         args => ["--join", atom_to_list(ash_node:node(Durable))]}),
     ToSingle = ash_node:start(Config, #{name => Base ++ "_to_single",
-                                        args => ["--join", atom_to_list(ash_node:node(Single))]}),
+                                        args => ["--connect", atom_to_list(ash_node:node(Single))]}),
     try
         [begin
              N = ash_node:node(M),
              ?assertMatch({ok, #{members := [N], replicas := 1, leader := N}}, call(N, cluster)),
-             ?assertNotEqual([], ash_node:log_contains(M, ["no --join peer is a cluster member"])),
              %% A single node: it has no endpoint of a member.
              ?assertNot(registered(N, ash_gen_server_raft))
-         end || M <- [ToBeam, ToSingle]],
+         end || M <- [ToBeam, ToDurable, ToSingle, Single, Durable]],
+        [?assertNotEqual([], ash_node:log_contains(M, ["no --join peer is a cluster member"]))
+         || M <- [ToBeam, ToDurable]],
         %% Each connected to its peer at start.
         ?assertNotEqual([], ash_node:log_contains(ToBeam, ["joined", atom_to_list(node())])),
-        {ok, #{peers := Peers}} = call(ash_node:node(Single), stats),
-        ?assert(lists:member(ash_node:node(ToSingle), Peers)),
+        [begin
+             {ok, #{peers := Peers}} = call(ash_node:node(Peer), stats),
+             ?assert(lists:member(ash_node:node(M), Peers))
+         end || {M, Peer} <- [{ToSingle, Single}, {ToDurable, Durable}]],
         %% And the suite's members started with --join alone found their peer a member.
         Joined = [M || M <- members(), not lists:member("--replicas", maps:get(args, M))],
         ?assertNotEqual([], Joined),
         [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
          || M <- Joined]
     after
-        [ash_node:stop(M) || M <- [ToSingle, ToBeam, Single]]
+        [ash_node:stop(M) || M <- [ToSingle, ToDurable, ToBeam, Durable, Single]]
+    end.
+
+%% A single node started with no flag, holding records and serving writers, becomes a member
+%% when another Rust node joins it (`--join` alone), its records with it: nothing written
+%% before, during or after the change is lost (the writers' history is checked, through every
+%% node, linearizability included), a record pid given out before goes on working (its writes
+%% go through the log), and once a third node has joined, a SIGKILL of the first node loses
+%% nothing: it is no longer the only copy.
+a_single_node_joined_becomes_a_member_with_its_records(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("cv_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    First = ash_node:start(Config, #{name => Base ++ "_first"}),
+    FirstNode = ash_node:node(First),
+    ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
+    Before = [{ok, _} = call(FirstNode, {create, R, #{id => {before, I}, n => I}})
+              || I <- lists:seq(1, 50)],
+    {ok, _} = call(FirstNode, {create, R, #{id => by_pid, n => 0}}),
+    {ok, Pid} = call(FirstNode, {whereis, R, #{id => by_pid}}),
+    Self = self(),
+    PidWriter = spawn_link(fun() -> pid_writer(Self, Pid, 1, 0) end),
+    Writers = start_writers([FirstNode], R, 4, 3),
+    timer:sleep(500),
+    Join = ["--join", atom_to_list(FirstNode)],
+    Second = ash_node:start(Config, #{name => Base ++ "_second", args => Join}),
+    Third = ash_node:start(Config, #{name => Base ++ "_third", args => Join}),
+    Started = [First, Second, Third],
+    try
+        await_healthy(Started, 3),
+        timer:sleep(500),
+        PidWriter ! stop,
+        PidAcked = receive {pid_writer, Acked} -> Acked after ?WAIT -> ct:fail(pid_writer_stuck) end,
+        History = stop_writers(Writers),
+        All = [ash_node:node(M) || M <- Started],
+        ?assertEqual({maps:size(History), 0, 0}, check_history(All, R, History)),
+        ct:pal("the pid's writer: ~b updates acknowledged", [PidAcked]),
+        ?assert(PidAcked > 0),
+        ?assertNotEqual([], ash_node:log_contains(First, ["became a cluster member"])),
+        [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
+         || M <- [Second, Third]],
+        %% Every member's own replica holds the records made before and the pid's last write.
+        Replica = fun(N, Id) ->
+                          gen_server:call({ash_gen_server_records, N}, {get, R, #{id => Id}}, ?CALL)
+                  end,
+        [?assert(ash_node:poll(fun() -> Replica(N, by_pid) =:= {ok, #{id => by_pid, n => PidAcked}}
+                               end, ?WAIT, 20) orelse Replica(N, by_pid))
+         || N <- All],
+        [?assertEqual({ok, Rec}, Replica(N, Id))
+         || N <- All, {ok, #{id := Id} = Rec} <- Before],
+        %% The first node killed: the other two elect a leader and serve every record.
+        ash_node:stop(First, "KILL"),
+        Rest = tl(All),
+        ?assert(ash_node:poll(fun() ->
+                                      lists:all(fun(N) ->
+                                                        L = maps:get(leader, info(N), undefined),
+                                                        lists:member(L, Rest)
+                                                end, Rest)
+                              end, ?WAIT, 100)),
+        [?assertEqual({ok, Rec}, call(N, {get, R, #{id => Id}}))
+         || N <- Rest, {ok, #{id := Id} = Rec} <- Before],
+        [?assertEqual({ok, #{id => by_pid, n => PidAcked}}, call(N, {get, R, #{id => by_pid}}))
+         || N <- Rest],
+        ?assertEqual({maps:size(History), 0, 0}, check_history(Rest, R, History)),
+        %% The first node again, under its name: it joins as a new member and catches up (and
+        %% the others can leave again on SIGTERM: a member that leaves needs a majority of the
+        %% membership without it).
+        Back = ash_node:start(Config, #{name => maps:get(name, First),
+                                        args => ["--join", atom_to_list(hd(Rest))]}),
+        put(cv_back, Back),
+        await_healthy([Back, Second, Third], 3),
+        ?assertEqual({maps:size(History), 0, 0}, check_history(All, R, History))
+    after
+        [ash_node:stop(M) || M <- [Second, Third | [B || B <- [get(cv_back)], is_map(B)]]]
+    end.
+
+%% Updates one record through its pid with 1, 2, 3...; tells the last acknowledged number.
+pid_writer(Parent, Pid, N, Acked) ->
+    receive
+        stop -> Parent ! {pid_writer, Acked}
+    after 0 ->
+            case catch gen_server:call(Pid, {update, #{n => N}}, ?CALL) of
+                {ok, #{n := N}} -> pid_writer(Parent, Pid, N + 1, N);
+                Other -> ct:fail({pid_write_failed, N, Other})
+            end
     end.
 
 %% Two nodes started at the same moment, each with `--join` the other and no other flag, form

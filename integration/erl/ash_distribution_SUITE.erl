@@ -103,13 +103,14 @@ hidden_node(Config) ->
     ?assert(lists:member(Node, nodes(connected))),
     ?assertEqual(pong, ?REQ(ping)).
 
-%% A mixed cluster: a second Rust node joins the first at start (Rust to Rust distribution), and
-%% this BEAM node, connected to both, keeps each one's records apart; record pids from either
-%% node work from here, and neither Rust node is a visible member of the cluster.
+%% A mixed cluster: a second Rust node connects to the first at start (`--connect`: Rust to
+%% Rust distribution, each node keeping its own records), and this BEAM node, connected to
+%% both, keeps each one's records apart; record pids from either node work from here, and
+%% neither Rust node is a visible member of the cluster.
 rust_nodes_and_beam_nodes_form_one_cluster(Config) ->
     First = ?config(node, Config),
     Second = ash_node:start(Config, #{tag => "dist_second",
-                                      args => ["--join", atom_to_list(First)]}),
+                                      args => ["--connect", atom_to_list(First)]}),
     SecondNode = ash_node:node(Second),
     try
         %% The join happened at start: each Rust node counts the other as a connection.

@@ -148,6 +148,9 @@ pub async fn form(cluster: Arc<Cluster>) {
                         tracing::debug!(%target, ?answer, "could not join yet");
                         break;
                     }
+                    // No endpoint: a single node becomes a member when asked (then admits this
+                    // one); a node still deciding, or a BEAM node, does not.
+                    Err(CallError::NoProcess(_)) if become_member(&mailbox, &target).await => {}
                     Err(e) => {
                         tracing::debug!(%target, error = %e, "could not reach a peer to join");
                         break;
@@ -184,6 +187,9 @@ async fn initialize(cluster: &Cluster) {
 pub async fn admit(cluster: &Arc<Cluster>, name: String, id: NodeId) -> Value {
     if !cluster.is_leader() {
         return not_leader(cluster);
+    }
+    if !cluster.admitting.load(std::sync::atomic::Ordering::Acquire) {
+        return error("this member is still taking its records into the cluster".to_string());
     }
     let known = members(cluster);
     if known.get(&id) == Some(&name) {
@@ -394,7 +400,9 @@ pub async fn runs_cluster(
             }
             match ask(ROLE_NAME).await.map(|answer| PeerRole::of(&answer)) {
                 Ok(Some(PeerRole::Member | PeerRole::Deciding(true))) => return true,
-                // A single node, one that will be, or not a node of ours.
+                // A single node becomes a member with this one, if it can.
+                Ok(Some(PeerRole::Single)) if become_member(&mailbox, peer).await => return true,
+                // A single node that cannot, one that will be single, or not a node of ours.
                 Ok(_) | Err(CallError::NoProcess(_)) => {}
                 Err(_) => still.push(peer),
             }
@@ -409,6 +417,29 @@ pub async fn runs_cluster(
 
 /// How long one question of [`runs_cluster`] waits for its answer.
 const PROBE_CALL: Duration = Duration::from_secs(2);
+
+/// How long a single node asked to become a member may take ([`super::convert`]: each of its
+/// steps is bounded by 30 s; they take about a second).
+const BECOME_MEMBER_CALL: Duration = Duration::from_secs(90);
+
+/// Asks `peer`, a single node this node joins, to become a member of a cluster holding its
+/// records ([`super::role::BECOME_MEMBER`]); whether it is a member now (it then admits this
+/// node). A node still deciding, one that cannot (a single node with `--data-dir`) and a BEAM
+/// node (no role process) say no.
+async fn become_member(mailbox: &Mailbox, peer: &NodeName) -> bool {
+    use super::role::{BECOME_MEMBER, PeerRole, ROLE_NAME};
+    let answer = mailbox
+        .call_remote_monitored(peer, ROLE_NAME, atom(BECOME_MEMBER), BECOME_MEMBER_CALL)
+        .await;
+    let member = matches!(
+        answer.as_ref().map(PeerRole::of),
+        Ok(Some(PeerRole::Member))
+    );
+    if member {
+        tracing::info!(%peer, "the single node joined became a cluster member");
+    }
+    member
+}
 
 /// Whether the cluster has a leader and `min(replicas, members)` voters, all reachable from
 /// this member.

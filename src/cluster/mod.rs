@@ -22,11 +22,13 @@
 //! - [`metrics`]: the member's cluster gauges (leader, members, health, replication lag).
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
+//! - [`convert`]: a single node joined by another becomes a member, its records with it.
 //!
 //! The records form one Raft group for now: [`placement`] already maps records to shards and
 //! shards to members for the sharded layout the protocol's group field leaves room for.
 
 pub mod answer;
+pub mod convert;
 pub mod endpoint;
 pub mod expiry;
 pub mod identity;
@@ -67,6 +69,11 @@ pub struct ClusterOptions {
     /// Entries between two snapshots (the log before a snapshot is dropped, but for a tenth
     /// of this kept for members a little behind).
     pub snapshot_every: u64,
+    /// The record service already holds records this member adopts (a single node becoming a
+    /// member, [`convert`]): the router takes the name `ash_gen_server` over from the record
+    /// service (which is registered as [`state_machine::RECORDS_NAME`] in the same step), and
+    /// the member admits nobody until [`convert`] has put the records in a snapshot.
+    pub adopt: bool,
 }
 
 impl Default for ClusterOptions {
@@ -78,6 +85,7 @@ impl Default for ClusterOptions {
             data_dir: None,
             fsync: FsyncPolicy::Interval,
             snapshot_every: 20_000,
+            adopt: false,
         }
     }
 }
@@ -120,6 +128,9 @@ pub struct Cluster {
     pub read_lease: read_lease::ReadLease,
     /// The member's latest snapshot.
     pub snapshots: Arc<snapshot::SnapshotStore>,
+    /// Whether the leader admits new members (false while a member adopting records has not
+    /// captured them in a snapshot yet: a node admitted before would miss them).
+    pub admitting: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -174,6 +185,7 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
+        let options_adopt = options.adopt;
         let state_machine = state_machine::StateMachine::new(node, records, snapshots.clone())?;
         let raft = Raft::new(
             id,
@@ -193,6 +205,7 @@ impl Cluster {
             options,
             records: records.clone(),
             snapshots,
+            admitting: std::sync::atomic::AtomicBool::new(!options_adopt),
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;

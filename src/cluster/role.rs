@@ -9,6 +9,11 @@
 //!
 //! - `ping` → `{role, deciding, Joins}` while the node decides (`Joins`: whether it has
 //!   `--join` peers, so it may become a member), then `{role, member}` or `{role, single}`.
+//! - `become_member` (from a node that joins this one): a single node that can
+//!   ([`Role::joinable`]: one keeping its records in memory) becomes a member of a new cluster
+//!   holding its records ([`super::convert`]) and answers `{role, member}` once the joining
+//!   node can be admitted; otherwise the answer is what `ping` answers (`{role, single}` for a
+//!   single node with `--data-dir`, whose journal is not a Raft log).
 //!
 //! A node that gets `{role, deciding, true}` from a peer becomes a member too: the nodes
 //! started together with `--join` lists naming each other then form one cluster, as with
@@ -18,8 +23,13 @@
 use crate::node::genserver::{self, GenMessage};
 use crate::node::{Node, Process};
 use crate::term::{Atom, Pid, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Makes this single node a member; resolves to whether it became one.
+pub type Become = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send>;
 
 /// The role process's registered name.
 pub const ROLE_NAME: &str = "ash_gen_server_role";
@@ -60,19 +70,53 @@ impl PeerRole {
 pub struct Role {
     state: AtomicU8,
     joins: bool,
+    become_member: parking_lot::Mutex<Option<Become>>,
+    became: tokio::sync::OnceCell<bool>,
 }
 
 impl Role {
     /// Registers the role process on `node`, deciding; `joins`: whether the node has `--join`
     /// peers. `None` when the name is taken.
     pub fn register(node: &Arc<Node>, joins: bool) -> Option<Arc<Role>> {
-        let role = Arc::new(Role {
-            state: AtomicU8::new(DECIDING),
-            joins,
-        });
+        let role = Arc::new(Role::new(joins));
         let process = RoleProcess { role: role.clone() };
         node.register(ROLE_NAME, |_| Arc::new(process))?;
         Some(role)
+    }
+
+    fn new(joins: bool) -> Role {
+        Role {
+            state: AtomicU8::new(DECIDING),
+            joins,
+            become_member: parking_lot::Mutex::new(None),
+            became: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A single node that becomes a member with `become_member` when a node joining it asks.
+    pub fn joinable(&self, become_member: Become) {
+        *self.become_member.lock() = Some(become_member);
+    }
+
+    /// Becomes a member if this is a joinable single node (once, however many ask); the
+    /// answer to give after.
+    async fn join_asked(&self) -> Value {
+        if self.state.load(Ordering::Acquire) == SINGLE {
+            let became = self
+                .became
+                .get_or_init(|| async {
+                    let hook = self.become_member.lock().take();
+                    match hook {
+                        Some(become_member) => become_member().await,
+                        None => false,
+                    }
+                })
+                .await;
+            if *became {
+                self.decided(true);
+            }
+        }
+        self.answer()
     }
 
     /// The node decided: a member, or a single node.
@@ -101,11 +145,23 @@ struct RoleProcess {
 
 impl Process for RoleProcess {
     fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
-        if let GenMessage::Call(from, _) = genserver::classify(message) {
+        let GenMessage::Call(from, request) = genserver::classify(message) else {
+            return;
+        };
+        if request.as_atom().map(|a| a.as_str()) == Some(BECOME_MEMBER) {
+            let (role, node) = (self.role.clone(), node.clone());
+            tokio::spawn(async move {
+                let answer = role.join_asked().await;
+                node.reply_now(&from, &answer);
+            });
+        } else {
             node.reply_now(&from, &self.role.answer());
         }
     }
 }
+
+/// The request asking a single node to become a member (a node joining it).
+pub const BECOME_MEMBER: &str = "become_member";
 
 #[cfg(test)]
 mod tests {
@@ -113,15 +169,48 @@ mod tests {
 
     #[test]
     fn answers_read_back() {
-        let role = Role {
-            state: AtomicU8::new(DECIDING),
-            joins: true,
-        };
+        let role = Role::new(true);
         assert_eq!(PeerRole::of(&role.answer()), Some(PeerRole::Deciding(true)));
         role.decided(true);
         assert_eq!(PeerRole::of(&role.answer()), Some(PeerRole::Member));
         role.decided(false);
         assert_eq!(PeerRole::of(&role.answer()), Some(PeerRole::Single));
         assert_eq!(PeerRole::of(&Value::Atom(Atom::from_static("pong"))), None);
+    }
+
+    #[tokio::test]
+    async fn a_single_node_becomes_a_member_once_and_only_if_joinable() {
+        let role = Role::new(false);
+        role.decided(false);
+        // Not joinable (a single node with a data directory): it stays single.
+        assert_eq!(
+            PeerRole::of(&role.join_asked().await),
+            Some(PeerRole::Single)
+        );
+
+        let role = Arc::new(Role::new(false));
+        role.decided(false);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        role.joinable(Box::new(move || {
+            Box::pin(async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                true
+            })
+        }));
+        let (a, b) = tokio::join!(role.join_asked(), role.join_asked());
+        assert_eq!(PeerRole::of(&a), Some(PeerRole::Member));
+        assert_eq!(PeerRole::of(&b), Some(PeerRole::Member));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        // A conversion that fails leaves it single.
+        let role = Role::new(false);
+        role.decided(false);
+        role.joinable(Box::new(|| Box::pin(async { false })));
+        assert_eq!(
+            PeerRole::of(&role.join_asked().await),
+            Some(PeerRole::Single)
+        );
     }
 }

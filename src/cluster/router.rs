@@ -38,12 +38,18 @@ struct Router {
 /// Registers the router of `cluster` as `ash_gen_server`.
 pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
     let weak = Arc::downgrade(cluster);
-    cluster
-        .node
-        .register(crate::protocol::SERVER_NAME, |_| {
-            Arc::new(Router { cluster: weak })
-        })
-        .ok_or(super::ClusterError::NameTaken(crate::protocol::SERVER_NAME))
+    let router = |_| -> Arc<dyn crate::node::Process> { Arc::new(Router { cluster: weak }) };
+    let node = &cluster.node;
+    let name = crate::protocol::SERVER_NAME;
+    if cluster.options.adopt {
+        // The record service has the name until now: it moves to its member name in the same
+        // step, so no request to the name finds nobody.
+        node.register_over(name, RECORDS_NAME, router)
+            .ok_or(super::ClusterError::NameTaken(RECORDS_NAME))
+    } else {
+        node.register(name, router)
+            .ok_or(super::ClusterError::NameTaken(name))
+    }
 }
 
 /// What a member does with a request.
