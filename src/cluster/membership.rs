@@ -7,9 +7,10 @@
 //! when no reachable peer belongs to a cluster yet, the node whose name sorts first among
 //! itself and the peers that answered forms it, so members started together make one cluster.
 //!
-//! The leader admits a node as a learner, waits for it to catch up with the log, then lets the
-//! [`super::ClusterOptions::replicas`] members ranked first by rendezvous hashing of their
-//! names ([`super::placement::replicas_of`]) vote; the others stay learners. A node restarted
+//! The leader admits a node as a learner and, once it has caught up with the log (received the
+//! snapshot, if it needs one), lets the [`super::ClusterOptions::replicas`] members ranked first
+//! by rendezvous hashing of their names ([`super::placement::replicas_of`]) vote; the others
+//! stay learners. A node restarted
 //! under the same name comes back with a new id: its old id is removed when it is admitted. A
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
 //!
@@ -269,9 +270,35 @@ pub async fn remove(cluster: &Arc<Cluster>, id: NodeId) -> Value {
     }
 }
 
-/// On the leader: lets the desired members vote.
+/// How far (in log entries) behind the leader a learner may be and still be made a voter.
+const CAUGHT_UP_LAG: u64 = 1000;
+
+/// The members that may vote: the voters, and the learners the leader's replication shows
+/// caught up with its log. A learner that has received nothing yet (one that needs the
+/// snapshot, say) is not: made a voter, it would count toward every quorum before holding
+/// anything, so writes would wait for it to install the snapshot, and for good if it died
+/// meanwhile (openraft's own wait in `add_learner` counts a learner with nothing as caught up
+/// when the log after the snapshot is short).
+fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
+    let metrics = cluster.raft.metrics().borrow().clone();
+    let voting: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let caught_up = |id: &NodeId| {
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned());
+        matches!(matched, Some(Some(m)) if last.saturating_sub(m.index) <= CAUGHT_UP_LAG)
+    };
+    members(cluster)
+        .into_iter()
+        .filter(|(id, _)| *id == cluster.id || voting.contains(id) || caught_up(id))
+        .collect()
+}
+
+/// On the leader: lets the desired members vote (among those [`eligible`]).
 async fn reconcile(cluster: &Cluster) -> Result<(), String> {
-    let want = desired_voters(&members(cluster), cluster.options.replicas);
+    let want = desired_voters(&eligible(cluster), cluster.options.replicas);
     if want.is_empty() || want == voters(cluster) {
         return Ok(());
     }
@@ -321,6 +348,32 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
             // The last member: nobody to hand the records to.
             tracing::warn!("the last member of the cluster stops: its records are gone");
             return;
+        }
+        let voting = voters(cluster);
+        if voting.len() == 1 && voting.contains(&cluster.id) {
+            // The only voter, beside learners: one that has caught up takes its place first;
+            // none has (they are still catching up, or gone), and this is the last member.
+            let heirs: BTreeMap<NodeId, String> = eligible(cluster)
+                .into_iter()
+                .filter(|(id, _)| *id != cluster.id)
+                .collect();
+            if heirs.is_empty() {
+                tracing::warn!(
+                    learners = all.len() - 1,
+                    "the last voting member of the cluster stops, no learner caught up with it: its records are gone"
+                );
+                return;
+            }
+            let want = desired_voters(&heirs, cluster.options.replicas);
+            if let Err(e) = cluster
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(want), true)
+                .await
+            {
+                tracing::debug!(error = %e, "could not hand the vote to a learner yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some((leader, name)) = cluster.await_leader(left).await else {
