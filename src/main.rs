@@ -577,6 +577,11 @@ async fn start(args: StartArgs) -> Result<(), String> {
             })
         }));
     }
+    if member.is_none() && args.data_dir.is_some() {
+        role.not_joinable(
+            "its --data-dir holds a single node's journal, not a Raft log; start it with --replicas for a durable cluster",
+        );
+    }
     // Decided only now: a node asking this one to become a member finds it ready to.
     role.decided(clustered);
     let metrics = match args.metrics_addr {

@@ -72,6 +72,7 @@ pub struct Role {
     joins: bool,
     become_member: parking_lot::Mutex<Option<Become>>,
     became: tokio::sync::OnceCell<bool>,
+    not_joinable: std::sync::OnceLock<&'static str>,
 }
 
 impl Role {
@@ -90,7 +91,13 @@ impl Role {
             joins,
             become_member: parking_lot::Mutex::new(None),
             became: tokio::sync::OnceCell::new(),
+            not_joinable: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A single node that cannot become a member, and why (logged when a node asks).
+    pub fn not_joinable(&self, why: &'static str) {
+        let _ = self.not_joinable.set(why);
     }
 
     /// A single node that becomes a member with `become_member` when a node joining it asks.
@@ -108,7 +115,11 @@ impl Role {
                     let hook = self.become_member.lock().take();
                     match hook {
                         Some(become_member) => become_member().await,
-                        None => false,
+                        None => {
+                            let why = self.not_joinable.get().copied().unwrap_or("not joinable");
+                            tracing::warn!("a node joining this one asked it to become a cluster member: it stays a single node ({why})");
+                            false
+                        }
                     }
                 })
                 .await;
