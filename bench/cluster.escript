@@ -5,7 +5,8 @@
 %% and a drain: SIGTERM to the leader holding those records until the others serve again.
 %% Then durability's cost: a single node with `--data-dir` (`--fsync interval` and `always`)
 %% and a 3-member cluster with `--data-dir --fsync interval`, each against the same thing in
-%% memory: update p50 at 1 caller, creating N records.
+%% memory: update p50 at 1 caller, creating N records. Last, the single node (holding every
+%% record made above) joined by a node with `--join` alone: how long until the joiner holds them.
 %% Prints ratios (cluster / single node, durable / in memory) and the issue's targets; asserts
 %% nothing.
 %%
@@ -63,8 +64,34 @@ main(Args) ->
               ["  ... until another member serves them, ms", "-", Served, "-", ""]),
     [stop_node(N) || N <- [N || N <- [A, B, C], node_of(N) =/= Leader]],
     durable(Bin, Uniq, Cookie, Single, Opts),
-    stop_node(Single),
+    adopt(Bin, Uniq, Cookie, Single, R2, Records),
     ok.
+
+%% The single node of the rows above (no flag), holding every record those rows made, joined
+%% by a node started with `--join` alone: it becomes a member with its records and the joiner
+%% receives them in a snapshot. Timed from the joiner's start until its own replica holds them.
+adopt(Bin, Uniq, Cookie, Single, R, Records) ->
+    {ok, #{records := Held}} = call(node_of(Single), stats),
+    T0 = erlang:monotonic_time(millisecond),
+    Joiner = start_node(Bin, "clb_join_" ++ Uniq, Cookie, ["--join", atom_to_list(node_of(Single))]),
+    Ready = erlang:monotonic_time(millisecond) - T0,
+    wait_replica(node_of(Joiner), R, Records),
+    Held1 = erlang:monotonic_time(millisecond) - T0,
+    io:format("~n~-52s ~12s ~12s ~8s ~s~n", ["a single node becoming a member", "", "", "", ""]),
+    io:format("~-52s ~12s ~12b ~8s ~s~n",
+              [io_lib:format("single node of ~b records joined: joiner ready, ms", [Held]),
+               "-", Ready, "-", ""]),
+    io:format("~-52s ~12s ~12b ~8s ~s~n",
+              ["  ... until the joiner's own replica holds them, ms", "-", Held1, "-", ""]),
+    [stop_node(N) || N <- [Joiner, Single]].
+
+%% Until `Node`'s own record service (not its leader) holds the `Records` records of R.
+wait_replica(Node, R, Records) ->
+    Req = {aggregate, R, #{}, [{c, count, id, #{}}]},
+    case catch gen_server:call({ash_gen_server_records, Node}, Req, 60000) of
+        {ok, #{c := N}} when N >= Records - Records rem 8 -> ok;
+        _ -> timer:sleep(20), wait_replica(Node, R, Records)
+    end.
 
 %% Durable nodes against in-memory ones, in this run: the single node of the rows above, and a
 %% fresh in-memory cluster against a durable one (each a leader taking the calls).
