@@ -152,9 +152,8 @@ struct StartArgs {
     dist: DistArgs,
     /// A node to join (repeatable; the variable takes a comma-separated list): when one of
     /// them is a cluster member, this node joins their cluster (as with --cluster); a single
-    /// Rust node keeping its records in memory becomes a member with its records, and this
-    /// node joins it; otherwise (BEAM nodes, a single node with --data-dir) it only connects
-    /// to them at start.
+    /// Rust node becomes a member with its records, and this node joins it; otherwise (BEAM
+    /// nodes) it only connects to them at start.
     #[arg(
         long = "join",
         value_name = "NODE",
@@ -457,6 +456,18 @@ fn node_name(naming: &Naming) -> Result<NodeName, String> {
 /// ([`cluster::membership::runs_cluster`]); otherwise a single node, which connects to its
 /// `--join` peers.
 async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[NodeName]) -> bool {
+    if let Some(dir) = &args.data_dir {
+        match cluster::convert::recover_interrupted(dir) {
+            Ok(true) => tracing::warn!(
+                dir = %dir.display(),
+                "this single node stopped while it became a cluster member: it starts as the single node it was, from its journal"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "could not remove the raft files of an interrupted change to a member")
+            }
+        }
+    }
     if args.cluster || args.replicas.is_some() {
         return true;
     }
@@ -558,9 +569,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     } else {
         None
     };
-    // A single node keeping its records in memory becomes a member when a node joins it.
+    // A single node becomes a member when a node joins it.
     let (member_set, members) = tokio::sync::watch::channel(member.clone());
-    if member.is_none() && args.data_dir.is_none() {
+    if member.is_none() {
         let (node, service) = (running.node.clone(), server.service.clone());
         role.joinable(Box::new(move || {
             Box::pin(async move {
@@ -576,11 +587,6 @@ async fn start(args: StartArgs) -> Result<(), String> {
                 }
             })
         }));
-    }
-    if member.is_none() && args.data_dir.is_some() {
-        role.not_joinable(
-            "its --data-dir holds a single node's journal, not a Raft log; start it with --replicas for a durable cluster",
-        );
     }
     // Decided only now: a node asking this one to become a member finds it ready to.
     role.decided(clustered);

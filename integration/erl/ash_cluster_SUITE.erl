@@ -28,7 +28,7 @@ all() ->
      queries_equal_a_single_node, record_pids_go_through_the_log_and_follow_the_leader,
      sigkill_of_the_leader_loses_no_acknowledged_write, rolling_restart_loses_nothing,
      expired_record_leaves_every_member_once,
-     join_makes_a_member_only_of_a_node_that_can_be_one,
+     join_a_beam_node_or_connect_makes_no_member,
      a_single_node_joined_becomes_a_member_with_its_records,
      a_joiner_killed_while_catching_up_stalls_nothing,
      nodes_started_together_with_join_form_one_cluster].
@@ -428,21 +428,14 @@ expired_record_leaves_every_member_once(Config) ->
     ok = call(C, unsubscribe),
     _ = Self.
 
-%% `--join` a node that cannot be a member makes no member: a BEAM node (this test's own), a
-%% single Rust node keeping its records in a data directory (its journal is not a Raft log);
-%% and `--connect` only connects, even to a single Rust node that could become one. Each is a
-%% single node (a cluster of one, not a member of anything), connected to its peer; none
-%% waits on the peer.
-join_makes_a_member_only_of_a_node_that_can_be_one(Config) ->
+%% `--join` a BEAM node (this test's own) makes no member, and `--connect` only connects, even
+%% to a single Rust node that would become a member if joined. Each is a single node (a
+%% cluster of one, not a member of anything), connected to its peer; neither waits on it.
+join_a_beam_node_or_connect_makes_no_member(Config) ->
     Base = lists:flatten(io_lib:format("jn_~s_~b", [os:getpid(), ash_node:uniq_int()])),
-    Dir = filename:join(?config(priv_dir, Config), Base ++ "_durable"),
     Single = ash_node:start(Config, #{name => Base ++ "_single"}),
-    Durable = ash_node:start(Config, #{name => Base ++ "_durable",
-                                       args => ["--data-dir", Dir]}),
     ToBeam = ash_node:start(Config, #{name => Base ++ "_to_beam",
                                       args => ["--join", atom_to_list(node())]}),
-    ToDurable = ash_node:start(Config, #{name => Base ++ "_to_durable",
-                                         args => ["--join", atom_to_list(ash_node:node(Durable))]}),
     ToSingle = ash_node:start(Config, #{name => Base ++ "_to_single",
                                         args => ["--connect", atom_to_list(ash_node:node(Single))]}),
     try
@@ -451,23 +444,21 @@ join_makes_a_member_only_of_a_node_that_can_be_one(Config) ->
              ?assertMatch({ok, #{members := [N], replicas := 1, leader := N}}, call(N, cluster)),
              %% A single node: it has no endpoint of a member.
              ?assertNot(registered(N, ash_gen_server_raft))
-         end || M <- [ToBeam, ToDurable, ToSingle, Single, Durable]],
-        [?assertNotEqual([], ash_node:log_contains(M, ["no --join peer is a cluster member"]))
-         || M <- [ToBeam, ToDurable]],
-        ?assertNotEqual([], ash_node:log_contains(Durable, ["stays a single node", "--data-dir"])),
+         end || M <- [ToBeam, ToSingle, Single]],
+        ?assertNotEqual([], ash_node:log_contains(ToBeam, ["no --join peer is a cluster member"])),
         %% Each connected to its peer at start.
         ?assertNotEqual([], ash_node:log_contains(ToBeam, ["joined", atom_to_list(node())])),
         [begin
              {ok, #{peers := Peers}} = call(ash_node:node(Peer), stats),
              ?assert(lists:member(ash_node:node(M), Peers))
-         end || {M, Peer} <- [{ToSingle, Single}, {ToDurable, Durable}]],
+         end || {M, Peer} <- [{ToSingle, Single}]],
         %% And the suite's members started with --join alone found their peer a member.
         Joined = [M || M <- members(), not lists:member("--replicas", maps:get(args, M))],
         ?assertNotEqual([], Joined),
         [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
          || M <- Joined]
     after
-        [ash_node:stop(M) || M <- [ToSingle, ToDurable, ToBeam, Durable, Single]]
+        [ash_node:stop(M) || M <- [ToSingle, ToBeam, Single]]
     end.
 
 %% A single node started with no flag, holding records and serving writers, becomes a member

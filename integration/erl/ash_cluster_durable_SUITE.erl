@@ -25,7 +25,8 @@
 all() ->
     [sigkill_of_every_member_loses_no_acknowledged_write,
      a_member_restarted_alone_keeps_its_place,
-     lifetime_counts_from_creation_across_a_restart].
+     lifetime_counts_from_creation_across_a_restart,
+     a_durable_single_node_joined_keeps_every_record_in_the_cluster].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cld_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -189,3 +190,47 @@ lifetime_counts_from_creation_across_a_restart(Config) ->
     ?assert(Left > 0),
     ?assert(ash_node:poll(fun() -> [Count(N) || N <- Nodes] =:= [0, 0, 0] end, Left, 100)
             orelse [Count(N) || N <- Nodes]).
+
+%% A single node with a data directory (`--data-dir`, no other flag), holding records and
+%% serving writers, joined by two nodes with `--join` alone and data directories of their own:
+%% it becomes a member, its records go into the Raft snapshot and log in its directory, and its
+%% journal is retired. SIGKILL all three and start them again with their directories only:
+%% every record made before and every acknowledged write is there, on every node.
+a_durable_single_node_joined_keeps_every_record_in_the_cluster(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("dc_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = fun(L) -> filename:join(?config(priv_dir, Config), Base ++ "_" ++ L) end,
+    Start = fun(L, Extra) ->
+                    ash_node:start(Config, #{name => Base ++ "_" ++ L,
+                                             args => ["--data-dir", Dir(L)] ++ Extra})
+            end,
+    First = Start("a", []),
+    FirstNode = ash_node:node(First),
+    ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
+    Before = [begin {ok, Rec} = call(FirstNode, {create, R, #{id => {before, I}, n => I}}), Rec end
+              || I <- lists:seq(1, 50)],
+    Writers = ash_cluster_lib:start_writers([FirstNode], R, 4, 3),
+    timer:sleep(500),
+    Join = ["--join", atom_to_list(FirstNode)],
+    Others = [Start(L, Join) || L <- ["b", "c"]],
+    Started = [First | Others],
+    put(dc_nodes, Started),
+    try
+        ash_cluster_lib:await_healthy(Started, 3),
+        History = ash_cluster_lib:stop_writers(Writers),
+        ?assertNotEqual([], ash_node:log_contains(First, ["journal is retired"])),
+        ?assertNot(filelib:is_regular(filename:join(Dir("a"), "journal.log"))),
+        ?assert(filelib:is_regular(filename:join(Dir("a"), "raft.snapshot"))),
+        ct:pal("killing every node"),
+        [ash_node:stop(M, "KILL") || M <- Started],
+        Back = [Start(L, []) || L <- ["a", "b", "c"]],
+        put(dc_nodes, Back),
+        ash_cluster_lib:await_healthy(Back, 3),
+        Nodes = [ash_node:node(M) || M <- Back],
+        [?assertEqual({ok, Rec}, call(N, {get, R, #{id => maps:get(id, Rec)}}))
+         || N <- Nodes, Rec <- Before],
+        ?assertEqual({maps:size(History), 0, 0},
+                     ash_cluster_lib:check_history(Nodes, R, History))
+    after
+        [ash_node:stop(M) || M <- get(dc_nodes)]
+    end.

@@ -17,11 +17,17 @@
 //! 4. A snapshot captures the records, and the log before it is dropped: a node admitted now
 //!    receives the snapshot, the records that never were in the log included. Until then the
 //!    member admits nobody.
+//! 5. With `--data-dir`, the Raft log and snapshot are kept in the node's data directory beside
+//!    its journal, which goes on recording every change until the snapshot is on disk; then
+//!    the journal's file is removed and it writes no more. Restarted with the directory, the
+//!    node is a member (its Raft log); stopped before the journal went, it is the single node
+//!    it was ([`recover_interrupted`]): nobody was admitted yet, and the journal has it all.
 
 use super::{Cluster, ClusterOptions};
 use crate::node::Node;
 use crate::protocol::{SERVER_NAME, Service};
 use crate::record::{Host, Op, Outcome, Reply, Resource};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,6 +54,38 @@ pub enum ConvertError {
     /// Raft refused a step.
     #[error("raft: {0}")]
     Raft(String),
+    /// The single node's journal could not be retired.
+    #[error(transparent)]
+    Journal(crate::storage::JournalError),
+}
+
+/// The files of a member's Raft state in a data directory (and their half-written copies).
+const RAFT_FILES: [&str; 6] = [
+    super::log_store::LOG_FILE,
+    "raft.new",
+    super::snapshot::SNAPSHOT_FILE,
+    "raft.snapshot.new",
+    super::identity::MEMBER_FILE,
+    "member.new",
+];
+
+/// A data directory holding a single node's journal and a member's Raft files belongs to a
+/// node stopped while it became a member (step 5 above): the journal still holds every record
+/// and nobody had been admitted, so the Raft files are removed and the node starts as the
+/// single node it was. Returns whether there were any.
+pub fn recover_interrupted(dir: &Path) -> std::io::Result<bool> {
+    if !dir.join(crate::protocol::durable::JOURNAL_FILE).exists() {
+        return Ok(false);
+    }
+    let mut found = false;
+    for name in RAFT_FILES {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => found = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
 }
 
 /// Makes the single node serving `service` a member of a new cluster of one that holds its
@@ -74,6 +112,11 @@ pub async fn convert(
     tokio::time::sleep(GRACE).await;
     let records = every_turn_done(service).await?;
     let index = snapshot_and_purge(&cluster).await?;
+    if let Some(journal) = service.records.store.journal() {
+        // The Raft snapshot on disk holds every record now, the Raft log what follows.
+        journal.retire().map_err(ConvertError::Journal)?;
+        tracing::info!("the single node's journal is retired: its records are in the raft log");
+    }
     cluster.admitting.store(true, Ordering::Release);
     tracing::info!(
         records,
@@ -157,5 +200,53 @@ impl Reply for Done {
 
     fn gone(self: Box<Self>, _svc: &dyn Host, _resource: &Arc<Resource>, _op: Op) {
         let _ = self.0.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_files_beside_a_journal_are_an_interrupted_change_and_go() {
+        let dir = std::env::temp_dir().join(format!("ash-convert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = Dir(dir);
+        let journal = d.path().join(crate::protocol::durable::JOURNAL_FILE);
+        // A member's directory (no journal) is left alone.
+        std::fs::write(d.path().join(super::super::log_store::LOG_FILE), b"log").unwrap();
+        assert!(!recover_interrupted(d.path()).unwrap());
+        assert!(d.path().join(super::super::log_store::LOG_FILE).exists());
+        // A journal and Raft files: the node stopped while it became a member.
+        std::fs::write(&journal, b"records").unwrap();
+        std::fs::write(d.path().join(super::super::snapshot::SNAPSHOT_FILE), b"s").unwrap();
+        std::fs::write(d.path().join(super::super::identity::MEMBER_FILE), b"m").unwrap();
+        assert!(recover_interrupted(d.path()).unwrap());
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            left,
+            vec![crate::protocol::durable::JOURNAL_FILE.to_string()]
+        );
+        // A single node's directory: nothing to do.
+        assert!(!recover_interrupted(d.path()).unwrap());
+    }
+
+    /// A scratch directory, removed at the end.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

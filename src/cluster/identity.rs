@@ -46,15 +46,16 @@ fn member_entry(name: &str, id: NodeId) -> Value {
 }
 
 /// The Raft id of the member `name` kept in `dir`; a new one (written there) when `dir` holds
-/// none yet.
-pub fn load_or_create(dir: &Path, name: &str) -> Result<NodeId, IdentityError> {
+/// none yet. A directory holding a single node's journal is refused, unless `adopting`: the
+/// single node itself becomes a member ([`super::convert`]).
+pub fn load_or_create(dir: &Path, name: &str, adopting: bool) -> Result<NodeId, IdentityError> {
     let dir_error = |reason: String| IdentityError::Dir {
         path: dir.to_path_buf(),
         reason,
     };
     std::fs::create_dir_all(dir).map_err(|e| dir_error(e.to_string()))?;
     let records = dir.join(crate::protocol::durable::JOURNAL_FILE);
-    if records.exists() {
+    if records.exists() && !adopting {
         return Err(dir_error(format!(
             "it holds a single node's records ({}); a cluster member needs a directory of its own",
             records.display()
@@ -97,17 +98,17 @@ mod tests {
     fn a_member_keeps_its_id_and_its_directory() {
         let d = std::env::temp_dir().join(format!("ash-identity-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        let id = load_or_create(&d, "a@127.0.0.1").unwrap();
-        assert_eq!(load_or_create(&d, "a@127.0.0.1").unwrap(), id);
+        let id = load_or_create(&d, "a@127.0.0.1", false).unwrap();
+        assert_eq!(load_or_create(&d, "a@127.0.0.1", false).unwrap(), id);
         assert!(matches!(
-            load_or_create(&d, "b@127.0.0.1"),
+            load_or_create(&d, "b@127.0.0.1", false),
             Err(IdentityError::Taken { .. })
         ));
         let single = d.join("single");
         std::fs::create_dir_all(&single).unwrap();
         std::fs::write(single.join(crate::protocol::durable::JOURNAL_FILE), b"").unwrap();
         assert!(matches!(
-            load_or_create(&single, "a@127.0.0.1"),
+            load_or_create(&single, "a@127.0.0.1", false),
             Err(IdentityError::Dir { .. })
         ));
         let _ = std::fs::remove_dir_all(&d);

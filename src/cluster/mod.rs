@@ -147,7 +147,8 @@ impl Cluster {
         let mut flush = None;
         let (id, log, reopened) = match &options.data_dir {
             Some(dir) => {
-                let id = identity::load_or_create(dir, &node.config.name.to_string())?;
+                let name = node.config.name.to_string();
+                let id = identity::load_or_create(dir, &name, options.adopt)?;
                 let (log, journal, reopened) = log_store::LogStore::open(dir, options.fsync)?;
                 tracing::info!(
                     dir = %dir.display(),

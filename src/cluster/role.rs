@@ -9,11 +9,10 @@
 //!
 //! - `ping` → `{role, deciding, Joins}` while the node decides (`Joins`: whether it has
 //!   `--join` peers, so it may become a member), then `{role, member}` or `{role, single}`.
-//! - `become_member` (from a node that joins this one): a single node that can
-//!   ([`Role::joinable`]: one keeping its records in memory) becomes a member of a new cluster
-//!   holding its records ([`super::convert`]) and answers `{role, member}` once the joining
-//!   node can be admitted; otherwise the answer is what `ping` answers (`{role, single}` for a
-//!   single node with `--data-dir`, whose journal is not a Raft log).
+//! - `become_member` (from a node that joins this one): a single node ([`Role::joinable`])
+//!   becomes a member of a new cluster holding its records ([`super::convert`]) and answers
+//!   `{role, member}` once the joining node can be admitted; otherwise (it could not, or is
+//!   not a single node) the answer is what `ping` answers.
 //!
 //! A node that gets `{role, deciding, true}` from a peer becomes a member too: the nodes
 //! started together with `--join` lists naming each other then form one cluster, as with
@@ -72,7 +71,6 @@ pub struct Role {
     joins: bool,
     become_member: parking_lot::Mutex<Option<Become>>,
     became: tokio::sync::OnceCell<bool>,
-    not_joinable: std::sync::OnceLock<&'static str>,
 }
 
 impl Role {
@@ -91,13 +89,7 @@ impl Role {
             joins,
             become_member: parking_lot::Mutex::new(None),
             became: tokio::sync::OnceCell::new(),
-            not_joinable: std::sync::OnceLock::new(),
         }
-    }
-
-    /// A single node that cannot become a member, and why (logged when a node asks).
-    pub fn not_joinable(&self, why: &'static str) {
-        let _ = self.not_joinable.set(why);
     }
 
     /// A single node that becomes a member with `become_member` when a node joining it asks.
@@ -115,11 +107,7 @@ impl Role {
                     let hook = self.become_member.lock().take();
                     match hook {
                         Some(become_member) => become_member().await,
-                        None => {
-                            let why = self.not_joinable.get().copied().unwrap_or("not joinable");
-                            tracing::warn!("a node joining this one asked it to become a cluster member: it stays a single node ({why})");
-                            false
-                        }
+                        None => false,
                     }
                 })
                 .await;

@@ -298,6 +298,11 @@ impl<A: Occupant> Store<A> {
         Ok(r)
     }
 
+    /// The journal changes are written to, if the node keeps one.
+    pub fn journal(&self) -> Option<Arc<Journal>> {
+        self.journal.get().cloned()
+    }
+
     /// From now on every change is journaled in `journal` (once; later calls are ignored).
     pub fn attach_journal(&self, journal: Arc<Journal>) {
         let _ = self.journal.set(journal);

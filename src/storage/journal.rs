@@ -56,6 +56,8 @@ pub struct Journal {
     policy: FsyncPolicy,
     dirty: AtomicBool,
     appended: AtomicU64,
+    /// Retired ([`Journal::retire`]): its file is gone and nothing is written any more.
+    retired: AtomicBool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -145,6 +147,7 @@ impl Journal {
             policy,
             dirty: AtomicBool::new(false),
             appended: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -162,6 +165,9 @@ impl Journal {
             bytes.extend_from_slice(&frame(term)?);
         }
         let mut file = self.file.lock();
+        if self.retired.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         file.write_all(&bytes).map_err(io(&self.path))?;
         if self.policy == FsyncPolicy::Always {
             file.sync_data().map_err(io(&self.path))?;
@@ -178,6 +184,9 @@ impl Journal {
     pub fn append_lazily(&self, term: &Value) -> Result<(), JournalError> {
         let bytes = frame(term)?;
         let mut file = self.file.lock();
+        if self.retired.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         file.write_all(&bytes).map_err(io(&self.path))?;
         self.dirty.store(true, Ordering::Relaxed);
         self.appended
@@ -189,6 +198,9 @@ impl Journal {
     /// appending after them: compaction while it is open.
     pub fn replace(&self, entries: impl IntoIterator<Item = Value>) -> Result<(), JournalError> {
         let mut file = self.file.lock();
+        if self.retired.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         rewrite(&self.path, entries)?;
         *file = OpenOptions::new()
             .append(true)
@@ -199,10 +211,29 @@ impl Journal {
 
     /// Flushes what was appended to the disk, if anything (the interval task calls this).
     pub fn flush(&self) -> Result<(), JournalError> {
-        if self.dirty.swap(false, Ordering::Relaxed) {
+        if self.dirty.swap(false, Ordering::Relaxed) && !self.retired.load(Ordering::Relaxed) {
             let file = self.file.lock().try_clone().map_err(io(&self.path))?;
             file.sync_data().map_err(io(&self.path))?;
         }
+        Ok(())
+    }
+
+    /// Removes the journal's file (durably: the directory is flushed too), and from then on
+    /// writes nothing: its changes are kept elsewhere now (a single node that became a cluster
+    /// member keeps them in its Raft log). Under the lock appends take, so no append is
+    /// skipped while the file still exists.
+    pub fn retire(&self) -> Result<(), JournalError> {
+        let _file = self.file.lock();
+        if self.retired.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        std::fs::remove_file(&self.path).map_err(io(&self.path))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        self.retired.store(true, Ordering::Relaxed);
         Ok(())
     }
 
