@@ -272,6 +272,25 @@ mod tests {
     }
 
     #[test]
+    fn a_retired_journal_is_gone_and_writes_nothing_more() {
+        let d = dir("retire");
+        let path = d.join("journal.log");
+        let j = Journal::open(&path, FsyncPolicy::Always).unwrap();
+        j.append(&parse_term("{put, 1}").unwrap()).unwrap();
+        j.retire().unwrap();
+        assert!(!path.exists());
+        // Appends, a compaction and a flush after it write nothing: the file stays gone.
+        j.append(&parse_term("{put, 2}").unwrap()).unwrap();
+        j.append_lazily(&parse_term("{put, 3}").unwrap()).unwrap();
+        j.replace([parse_term("{put, 4}").unwrap()]).unwrap();
+        j.flush().unwrap();
+        j.retire().unwrap();
+        assert!(!path.exists());
+        assert_eq!(read(&path).unwrap(), (Vec::new(), 0));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn entries_round_trip_and_a_torn_end_is_cut() {
         let d = dir("torn");
         let path = d.join("journal.log");
