@@ -280,8 +280,8 @@ const CAUGHT_UP_LAG: u64 = 1000;
 /// meanwhile (openraft's own wait in `add_learner` counts a learner with nothing as caught up
 /// when the log after the snapshot is short).
 fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
+    let voting = voters(cluster);
     let metrics = cluster.raft.metrics().borrow().clone();
-    let voting: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
     let last = metrics.last_log_index.unwrap_or(0);
     let caught_up = |id: &NodeId| {
         let matched = metrics
@@ -477,8 +477,8 @@ const BECOME_MEMBER_CALL: Duration = Duration::from_secs(90);
 
 /// Asks `peer`, a single node this node joins, to become a member of a cluster holding its
 /// records ([`super::role::BECOME_MEMBER`]); whether it is a member now (it then admits this
-/// node). A node still deciding, one that cannot (a single node with `--data-dir`) and a BEAM
-/// node (no role process) say no.
+/// node). A node still deciding, one whose change failed and a BEAM node (no role process) say
+/// no.
 async fn become_member(mailbox: &Mailbox, peer: &NodeName) -> bool {
     use super::role::{BECOME_MEMBER, PeerRole, ROLE_NAME};
     let answer = mailbox

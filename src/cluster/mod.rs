@@ -147,8 +147,8 @@ impl Cluster {
         let mut flush = None;
         let (id, log, reopened) = match &options.data_dir {
             Some(dir) => {
-                let name = node.config.name.to_string();
-                let id = identity::load_or_create(dir, &name, options.adopt)?;
+                let id =
+                    identity::load_or_create(dir, &node.config.name.to_string(), options.adopt)?;
                 let (log, journal, reopened) = log_store::LogStore::open(dir, options.fsync)?;
                 tracing::info!(
                     dir = %dir.display(),
@@ -186,7 +186,6 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
-        let options_adopt = options.adopt;
         let state_machine = state_machine::StateMachine::new(node, records, snapshots.clone())?;
         let raft = Raft::new(
             id,
@@ -203,10 +202,10 @@ impl Cluster {
             reopened,
             raft,
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
+            admitting: std::sync::atomic::AtomicBool::new(!options.adopt),
             options,
             records: records.clone(),
             snapshots,
-            admitting: std::sync::atomic::AtomicBool::new(!options_adopt),
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;

@@ -181,7 +181,7 @@ mod tests {
     async fn a_single_node_becomes_a_member_once_and_only_if_joinable() {
         let role = Role::new(false);
         role.decided(false);
-        // Not joinable (a single node with a data directory): it stays single.
+        // No way to become a member was given: it stays single.
         assert_eq!(
             PeerRole::of(&role.join_asked().await),
             Some(PeerRole::Single)

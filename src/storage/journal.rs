@@ -8,7 +8,7 @@
 
 use crate::term::Value;
 use crate::wire::etf;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -164,10 +164,9 @@ impl Journal {
         for term in terms {
             bytes.extend_from_slice(&frame(term)?);
         }
-        let mut file = self.file.lock();
-        if self.retired.load(Ordering::Relaxed) {
+        let Some(mut file) = self.live_file() else {
             return Ok(());
-        }
+        };
         file.write_all(&bytes).map_err(io(&self.path))?;
         if self.policy == FsyncPolicy::Always {
             file.sync_data().map_err(io(&self.path))?;
@@ -183,10 +182,9 @@ impl Journal {
     /// takes it (for what can be lost to a machine crash without harm).
     pub fn append_lazily(&self, term: &Value) -> Result<(), JournalError> {
         let bytes = frame(term)?;
-        let mut file = self.file.lock();
-        if self.retired.load(Ordering::Relaxed) {
+        let Some(mut file) = self.live_file() else {
             return Ok(());
-        }
+        };
         file.write_all(&bytes).map_err(io(&self.path))?;
         self.dirty.store(true, Ordering::Relaxed);
         self.appended
@@ -197,10 +195,9 @@ impl Journal {
     /// Replaces the whole journal with `entries` (atomically, as [`rewrite`] does) and goes on
     /// appending after them: compaction while it is open.
     pub fn replace(&self, entries: impl IntoIterator<Item = Value>) -> Result<(), JournalError> {
-        let mut file = self.file.lock();
-        if self.retired.load(Ordering::Relaxed) {
+        let Some(mut file) = self.live_file() else {
             return Ok(());
-        }
+        };
         rewrite(&self.path, entries)?;
         *file = OpenOptions::new()
             .append(true)
@@ -218,15 +215,20 @@ impl Journal {
         Ok(())
     }
 
+    /// The file, locked, unless the journal is retired (then nothing is to be written).
+    fn live_file(&self) -> Option<MutexGuard<'_, File>> {
+        let file = self.file.lock();
+        (!self.retired.load(Ordering::Relaxed)).then_some(file)
+    }
+
     /// Removes the journal's file (durably: the directory is flushed too), and from then on
     /// writes nothing: its changes are kept elsewhere now (a single node that became a cluster
     /// member keeps them in its Raft log). Under the lock appends take, so no append is
     /// skipped while the file still exists.
     pub fn retire(&self) -> Result<(), JournalError> {
-        let _file = self.file.lock();
-        if self.retired.load(Ordering::Relaxed) {
+        let Some(_file) = self.live_file() else {
             return Ok(());
-        }
+        };
         std::fs::remove_file(&self.path).map_err(io(&self.path))?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)
