@@ -64,6 +64,8 @@ loadgen --cookie C [--rust NODE --rust-pid PID] [--beam NODE --beam-pid PID] [op
   --threads N           worker threads of this program (2)
   --ops-kinds LIST      get,update
   --no-rate --no-scale  skip the open-loop / scaling rows
+  --rates LIST          instead of the sweeps, one open-loop step at each of these rates (ops/s)
+                        per side and operation, one line each (to see where p99 moves)
   --json PATH           write the rows as JSON
   --smoke               tiny sizes (seconds): every row, numbers meaningless
 ";
@@ -85,6 +87,7 @@ struct Opts {
     threads: usize,
     kinds: Vec<Op>,
     rate: bool,
+    rates: Vec<usize>,
     scale: bool,
     json: Option<String>,
     smoke: bool,
@@ -144,6 +147,7 @@ fn parse_opts() -> Result<Opts, String> {
         threads: 2,
         kinds: vec![Op::Get, Op::Update],
         rate: true,
+        rates: Vec::new(),
         scale: true,
         json: None,
         smoke: false,
@@ -198,6 +202,7 @@ fn parse_opts() -> Result<Opts, String> {
                     .collect::<Result<_, _>>()?
             }
             "--no-rate" => o.rate = false,
+            "--rates" => o.rates = parse_list(&val()?)?,
             "--no-scale" => o.scale = false,
             "--json" => o.json = Some(val()?),
             "--smoke" => {}
@@ -353,7 +358,34 @@ async fn run(opts: Opts) -> Result<(), String> {
 
     // Open loop: the highest rate each side holds at p99 within the limit, then the highest
     // it keeps up with at all (its sustainable throughput, latency aside).
-    if opts.rate {
+    if !opts.rates.is_empty() {
+        for &op in &opts.kinds {
+            for t in &targets {
+                for &rate in &opts.rates {
+                    let (sample, kept_up) = open(
+                        &clients[..1],
+                        t,
+                        op,
+                        opts.rate_callers,
+                        rate as f64,
+                        opts.rate_step,
+                    )
+                    .await;
+                    let stats = Sample::merge(vec![sample]);
+                    errors += stats.errors;
+                    lines.push(format!(
+                        "at     {:6} {:4} callers {:4}: {rate} ops/s offered, {} ({})",
+                        op.name(),
+                        opts.rate_callers,
+                        t.kind.name(),
+                        if kept_up { "kept up" } else { "fell behind" },
+                        human(&stats)
+                    ));
+                    eprintln!("loadgen: {}", lines.last().expect("a line"));
+                }
+            }
+        }
+    } else if opts.rate {
         for &op in &opts.kinds {
             for t in &targets {
                 let (rate, stats) =
