@@ -22,6 +22,9 @@
 //!    the journal's file is removed and it writes no more. Restarted with the directory, the
 //!    node is a member (its Raft log); stopped before the journal went, it is the single node
 //!    it was ([`recover_interrupted`]): nobody was admitted yet, and the journal has it all.
+//!
+//! Once the member runs (step 2) there is no way back: a later step that fails is tried again,
+//! with growing pauses, until it succeeds.
 
 use super::{Cluster, ClusterOptions};
 use crate::node::Node;
@@ -89,7 +92,10 @@ pub fn recover_interrupted(dir: &Path) -> std::io::Result<bool> {
 }
 
 /// Makes the single node serving `service` a member of a new cluster of one that holds its
-/// records, with `options` (its `join` list is not used: others join this member).
+/// records, with `options` (its `join` list is not used: others join this member). Fails only
+/// before the member starts (the node then stays the single node it was); once it runs, a
+/// later step that fails (say, the snapshot cannot be written) is tried again until it
+/// succeeds, the member admitting nobody meanwhile.
 pub async fn convert(
     node: &Arc<Node>,
     service: &Arc<Service>,
@@ -105,18 +111,9 @@ pub async fn convert(
         id = cluster.id,
         "becoming a cluster member: requests now go through the log"
     );
-    let leader = cluster.await_leader(STEP).await;
-    if leader.map(|(id, _)| id) != Some(cluster.id) {
-        return Err(ConvertError::TimedOut("leading the new cluster"));
-    }
-    tokio::time::sleep(GRACE).await;
-    let records = every_turn_done(service).await?;
-    let index = snapshot_and_purge(&cluster).await?;
-    if let Some(journal) = service.records.store.journal() {
-        // The Raft snapshot on disk holds every record now, the Raft log what follows.
-        journal.retire().map_err(ConvertError::Journal)?;
-        tracing::info!("the single node's journal is retired: its records are in the raft log");
-    }
+    // From here the node is a member (its router holds `ash_gen_server`): there is no going
+    // back, so a step that fails is tried again until the records are in a snapshot.
+    let (records, index) = until_done(|| finish(&cluster, service)).await;
     cluster.admitting.store(true, Ordering::Release);
     tracing::info!(
         records,
@@ -124,6 +121,53 @@ pub async fn convert(
         "became a cluster member: its records are in the cluster's snapshot"
     );
     Ok(cluster)
+}
+
+/// Runs `steps` until they succeed, pausing after each failure ([`RETRY_FIRST`], doubling up
+/// to [`STEP`]).
+async fn until_done<T, F, Fut>(mut steps: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConvertError>>,
+{
+    let mut pause = RETRY_FIRST;
+    loop {
+        match steps().await {
+            Ok(done) => return done,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in = ?pause,
+                    "becoming a cluster member: a step failed, trying again (admitting nobody until then)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(STEP);
+            }
+        }
+    }
+}
+
+/// The first pause before a failed step of [`convert`] is tried again (doubling up to
+/// [`STEP`]).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Steps 3 to 5 of the module's list, once the member runs: leading, every record's queued
+/// turns done, the records in a snapshot and the log before it gone, the journal retired.
+/// Each can run again after a failure. Returns the number of records and the snapshot's index.
+async fn finish(cluster: &Cluster, service: &Service) -> Result<(usize, u64), ConvertError> {
+    let leader = cluster.await_leader(STEP).await;
+    if leader.map(|(id, _)| id) != Some(cluster.id) {
+        return Err(ConvertError::TimedOut("leading the new cluster"));
+    }
+    tokio::time::sleep(GRACE).await;
+    let records = every_turn_done(service).await?;
+    let index = snapshot_and_purge(cluster).await?;
+    if let Some(journal) = service.records.store.journal() {
+        // The Raft snapshot on disk holds every record now, the Raft log what follows.
+        journal.retire().map_err(ConvertError::Journal)?;
+        tracing::info!("the single node's journal is retired: its records are in the raft log");
+    }
+    Ok((records, index))
 }
 
 /// Sends a `get` through every record's actor and waits for each answer: whatever was queued
@@ -233,6 +277,25 @@ mod tests {
         );
         // A single node's directory: nothing to do.
         assert!(!recover_interrupted(d.path()).unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_steps_are_tried_again_with_growing_pauses() {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let done = until_done(|| async {
+            match tries.fetch_add(1, Ordering::Relaxed) {
+                0..=6 => Err(ConvertError::TimedOut("a step")),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(done, 7, "the eighth try succeeds and its answer is kept");
+        // Pauses of 1, 2, 4, 8 and 16 s, then 30 s (capped) twice.
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1 + 2 + 4 + 8 + 16 + 30 + 30)
+        );
     }
 
     /// A scratch directory, removed at the end.
