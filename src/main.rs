@@ -575,11 +575,13 @@ async fn start(args: StartArgs) -> Result<(), String> {
         let (node, service) = (running.node.clone(), server.service.clone());
         role.joinable(Box::new(move || {
             Box::pin(async move {
-                match cluster::convert::convert(&node, &service, cluster_options).await {
-                    Ok(member) => {
-                        member_set.send_replace(Some(member));
-                        true
-                    }
+                // The member is this node's as soon as it runs (SIGTERM makes it leave, its
+                // Raft core stopping stops the node), before its records are in a snapshot.
+                let started = |member: &std::sync::Arc<cluster::Cluster>| {
+                    member_set.send_replace(Some(member.clone()));
+                };
+                match cluster::convert::convert(&node, &service, cluster_options, started).await {
+                    Ok(_) => true,
                     Err(e) => {
                         tracing::error!(error = %e, "could not become a cluster member");
                         false

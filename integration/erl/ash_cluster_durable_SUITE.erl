@@ -8,7 +8,10 @@
 %%   three members) and counts again: with another member down, the writes it acknowledges
 %%   need it;
 %% - a record's maximum lifetime keeps counting from its creation across the restart of the
-%%   whole cluster (the log carries the leader's time of each write).
+%%   whole cluster (the log carries the leader's time of each write);
+%% - a durable single node joined becomes a member with every record; one whose Raft core
+%%   fails while it does (its snapshot cannot be written) exits non-zero and, started again,
+%%   is the single node it was, with every record.
 %%
 %% The members use the three --fsync policies (a SIGKILL of the process loses nothing in any).
 %% The writers and the history check are the cluster suites' (ash_cluster_lib).
@@ -26,7 +29,8 @@ all() ->
     [sigkill_of_every_member_loses_no_acknowledged_write,
      a_member_restarted_alone_keeps_its_place,
      lifetime_counts_from_creation_across_a_restart,
-     a_durable_single_node_joined_keeps_every_record_in_the_cluster].
+     a_durable_single_node_joined_keeps_every_record_in_the_cluster,
+     a_single_node_that_fails_to_become_a_member_stays_what_it_was].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cld_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -233,4 +237,45 @@ a_durable_single_node_joined_keeps_every_record_in_the_cluster(Config) ->
                      ash_cluster_lib:check_history(Nodes, R, History))
     after
         [ash_node:stop(M) || M <- get(dc_nodes)]
+    end.
+
+a_single_node_that_fails_to_become_a_member_stays_what_it_was(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("df_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = filename:join(?config(priv_dir, Config), Base ++ "_a"),
+    StartFirst = fun(Opts) ->
+                         ash_node:start(Config, Opts#{name => Base ++ "_a",
+                                                      args => ["--data-dir", Dir]})
+                 end,
+    First = StartFirst(#{exit_expected => true}),
+    FirstNode = ash_node:node(First),
+    ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
+    Before = [begin {ok, Rec} = call(FirstNode, {create, R, #{id => I, n => I}}), Rec end
+              || I <- lists:seq(1, 30)],
+    %% The snapshot cannot be written: a directory holds the name of its temporary file.
+    Blocker = filename:join(Dir, "raft.snapshot.new"),
+    ok = filelib:ensure_dir(filename:join(Blocker, "x")),
+    ok = file:write_file(filename:join(Blocker, "x"), <<"in the way">>),
+    Joiner = ash_node:start(Config, #{name => Base ++ "_b",
+                                      args => ["--join", atom_to_list(FirstNode)]}),
+    put(df_nodes, [Joiner]),
+    try
+        %% Its Raft core stops on the storage error, and so does the node, with an error.
+        ash_node:await(first_node_exit, fun() -> not ash_node:alive(First) end, ?WAIT),
+        {already_exited, Status} = ash_node:stop(First),
+        ?assertNotEqual(0, Status),
+        ?assertNotEqual([], ash_node:log_contains(First, ["raft core stopped"])),
+        ?assert(filelib:is_regular(filename:join(Dir, "journal.log"))),
+        %% The disk mended, it starts again with its directory as the single node it was.
+        ok = file:del_dir_r(Blocker),
+        Back = StartFirst(#{}),
+        put(df_nodes, [Joiner, Back]),
+        ?assertNotEqual([], ash_node:log_contains(Back, ["starts as the single node it was"])),
+        ?assertEqual({role, single}, gen_server:call({ash_gen_server_role, FirstNode}, ping,
+                                                     ?CALL)),
+        [?assertEqual({ok, Rec}, call(FirstNode, {get, R, #{id => maps:get(id, Rec)}}))
+         || Rec <- Before],
+        {ok, _} = call(FirstNode, {create, R, #{id => after_restart, n => 0}})
+    after
+        [ash_node:stop(M) || M <- get(df_nodes)]
     end.

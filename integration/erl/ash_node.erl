@@ -45,6 +45,8 @@ bin_default() ->
 %%   tls => OptFile            TLS distribution with this option file (see tls_certs/1)
 %%   ping => boolean()         wait for net_adm:ping/1 to pong (default true; false with tls:
 %%                             this VM runs plain TCP and cannot reach a TLS node)
+%%   exit_expected => boolean() the test makes the node exit with a status other than 0 on
+%%                             purpose (default false: such an exit fails the run)
 start(Config, Opts) ->
     Bin = bin(),
     case filelib:is_regular(Bin) of
@@ -67,7 +69,8 @@ start(Config, Opts) ->
     LogFile = filename:join(LogDir, Name ++ ".log"),
     keep_earlier_log(LogFile, 1),
     Parent = self(),
-    Owner = spawn(fun() -> owner_init(Parent, Bin, Args, LogFile) end),
+    Expected = maps:get(exit_expected, Opts, false),
+    Owner = spawn(fun() -> owner_init(Parent, Bin, Args, LogFile, Expected) end),
     Ref = erlang:monitor(process, Owner),
     receive
         {Owner, ready, OsPid, Line} ->
@@ -152,7 +155,7 @@ alive(#{os_pid := OsPid}) ->
 os_pid(#{os_pid := P}) -> P.
 log_file(#{log := F}) -> F.
 
-owner_init(Parent, Bin, Args, LogFile) ->
+owner_init(Parent, Bin, Args, LogFile, ExitExpected) ->
     {ok, Log} = file:open(LogFile, [write, raw, binary]),
     Env = [{"NO_COLOR", "1"},
            {"RUST_LOG", case os:getenv("RUST_LOG") of
@@ -167,7 +170,7 @@ owner_init(Parent, Bin, Args, LogFile) ->
     PidFile = pid_file(OsPid),
     owner_loop(#{parent => Parent, port => Port, log => Log, os_pid => OsPid,
                  pid_file => PidFile, ready => false, partial => <<>>,
-                 log_file => LogFile}).
+                 log_file => LogFile, exit_expected => ExitExpected}).
 
 %% A node that was ready and then exited with a status other than 0 (a panic, a crash, a hang
 %% killed after the stop timeout): the run script finds the mark and fails the run, whichever
@@ -218,7 +221,12 @@ owner_loop(#{port := Port, log := Log, parent := Parent} = S) ->
             ok = file:write(Log, io_lib:format("~n[ash_node] exited with status ~p~n", [Status])),
             case maps:get(ready, S) of
                 false -> Parent ! {self(), failed, {exit_status, Status}};
-                true when Status =/= 0 -> mark_bad_exit(S, Status);
+                true when Status =/= 0 ->
+                    case maps:get(exit_expected, S) of
+                        true -> ct:log("node ~s exited with status ~p, as the test expects",
+                                       [maps:get(log_file, S), Status]);
+                        false -> mark_bad_exit(S, Status)
+                    end;
                 true -> ok
             end,
             remove_pid_file(S),

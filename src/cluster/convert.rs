@@ -24,7 +24,8 @@
 //!    it was ([`recover_interrupted`]): nobody was admitted yet, and the journal has it all.
 //!
 //! Once the member runs (step 2) there is no way back: a later step that fails is tried again,
-//! with growing pauses, until it succeeds.
+//! with growing pauses, until it succeeds, unless the member's Raft core stopped (then the
+//! node stops as any such member does).
 
 use super::{Cluster, ClusterOptions};
 use crate::node::Node;
@@ -92,14 +93,17 @@ pub fn recover_interrupted(dir: &Path) -> std::io::Result<bool> {
 }
 
 /// Makes the single node serving `service` a member of a new cluster of one that holds its
-/// records, with `options` (its `join` list is not used: others join this member). Fails only
-/// before the member starts (the node then stays the single node it was); once it runs, a
-/// later step that fails (say, the snapshot cannot be written) is tried again until it
-/// succeeds, the member admitting nobody meanwhile.
+/// records, with `options` (its `join` list is not used: others join this member).
+/// `started` is given the member as soon as it runs (from then on it is this node's member:
+/// stopping it or its Raft core failing is handled as for any member). Fails before the member
+/// starts (the node then stays the single node it was), or when its Raft core stops; a step
+/// after the start that fails otherwise (one over 30 s) is tried again until it succeeds, the
+/// member admitting nobody meanwhile.
 pub async fn convert(
     node: &Arc<Node>,
     service: &Arc<Service>,
     mut options: ClusterOptions,
+    started: impl FnOnce(&Arc<Cluster>),
 ) -> Result<Arc<Cluster>, ConvertError> {
     if !service.pass_pid_requests_to(SERVER_NAME) {
         return Err(ConvertError::AlreadyMember);
@@ -111,9 +115,15 @@ pub async fn convert(
         id = cluster.id,
         "becoming a cluster member: requests now go through the log"
     );
+    started(&cluster);
     // From here the node is a member (its router holds `ash_gen_server`): there is no going
     // back, so a step that fails is tried again until the records are in a snapshot.
-    let (records, index) = until_done(|| finish(&cluster, service)).await;
+    let stopped = || {
+        let metrics = cluster.raft.metrics();
+        let state = &metrics.borrow().running_state;
+        state.as_ref().err().map(|e| e.to_string())
+    };
+    let (records, index) = until_done(|| finish(&cluster, service), stopped).await?;
     cluster.admitting.store(true, Ordering::Release);
     tracing::info!(
         records,
@@ -124,8 +134,12 @@ pub async fn convert(
 }
 
 /// Runs `steps` until they succeed, pausing after each failure ([`RETRY_FIRST`], doubling up
-/// to [`STEP`]).
-async fn until_done<T, F, Fut>(mut steps: F) -> T
+/// to [`STEP`]); gives up when `stopped` says why nothing can succeed any more (the Raft core
+/// stopped).
+async fn until_done<T, F, Fut>(
+    mut steps: F,
+    stopped: impl Fn() -> Option<String>,
+) -> Result<T, ConvertError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ConvertError>>,
@@ -133,8 +147,11 @@ where
     let mut pause = RETRY_FIRST;
     loop {
         match steps().await {
-            Ok(done) => return done,
+            Ok(done) => return Ok(done),
             Err(e) => {
+                if let Some(why) = stopped() {
+                    return Err(ConvertError::Raft(why));
+                }
                 tracing::warn!(
                     error = %e,
                     retry_in = ?pause,
@@ -283,19 +300,41 @@ mod tests {
     async fn failed_steps_are_tried_again_with_growing_pauses() {
         let tries = std::sync::atomic::AtomicU32::new(0);
         let started = tokio::time::Instant::now();
-        let done = until_done(|| async {
-            match tries.fetch_add(1, Ordering::Relaxed) {
-                0..=6 => Err(ConvertError::TimedOut("a step")),
-                n => Ok(n),
-            }
-        })
-        .await;
+        let done = until_done(
+            || async {
+                match tries.fetch_add(1, Ordering::Relaxed) {
+                    0..=6 => Err(ConvertError::TimedOut("a step")),
+                    n => Ok(n),
+                }
+            },
+            || None,
+        )
+        .await
+        .unwrap();
         assert_eq!(done, 7, "the eighth try succeeds and its answer is kept");
         // Pauses of 1, 2, 4, 8 and 16 s, then 30 s (capped) twice.
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(1 + 2 + 4 + 8 + 16 + 30 + 30)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_raft_core_ends_the_retries() {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let failed = until_done(
+            || async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(ConvertError::TimedOut("a step"))
+            },
+            || (tries.load(Ordering::Relaxed) >= 3).then(|| "storage error".to_string()),
+        )
+        .await;
+        assert!(
+            matches!(&failed, Err(ConvertError::Raft(why)) if why == "storage error"),
+            "{failed:?}"
+        );
+        assert_eq!(tries.load(Ordering::Relaxed), 3);
     }
 
     /// A scratch directory, removed at the end.
