@@ -59,6 +59,9 @@ pub struct ClusterStatus {
     pub healthy: bool,
     /// `--replicas`.
     pub replicas: i64,
+    /// Whether it admits nodes that join (false while a single node becoming a member takes
+    /// its records in; nodes that do not say are taken to admit).
+    pub admitting: bool,
 }
 
 fn names(map: &Value, key: &str) -> Vec<String> {
@@ -113,6 +116,9 @@ impl Status {
                 .and_then(Value::as_atom)
                 .is_some_and(|a| a.as_str() == "true"),
             replicas: int(&cluster, "replicas").unwrap_or(1),
+            admitting: field(&cluster, "admitting")
+                .and_then(Value::as_atom)
+                .is_none_or(|a| a.as_str() == "true"),
         };
         let resource_names = ok_body(call(atom("resources")).await?)?;
         let mut resources = Vec::new();
@@ -148,16 +154,21 @@ impl Status {
 
     fn cluster_line(&self) -> String {
         let c = &self.cluster;
-        if c.members.len() <= 1 && c.replicas <= 1 {
+        if c.members.len() <= 1 && c.replicas <= 1 && c.admitting {
             return "single node".into();
         }
         format!(
-            "{} ({} members, {} voting of {} replicas, leader {})",
+            "{} ({} members, {} voting of {} replicas, leader {}){}",
             if c.healthy { "healthy" } else { "UNHEALTHY" },
             c.members.len(),
             c.voters.len(),
             c.replicas,
-            c.leader.as_deref().unwrap_or("none")
+            c.leader.as_deref().unwrap_or("none"),
+            if c.admitting {
+                ""
+            } else {
+                "; admitting nobody yet: taking a single node's records in"
+            }
         )
     }
 
@@ -212,6 +223,7 @@ impl Status {
                 "leader": self.cluster.leader,
                 "healthy": self.cluster.healthy,
                 "replicas": self.cluster.replicas,
+                "admitting": self.cluster.admitting,
             },
             "resources": self.resources.iter().map(|r| json!({
                 "name": r.name,
@@ -249,5 +261,52 @@ fn human_duration(ms: i64) -> String {
         0..=59 => format!("{s} s"),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(cluster: ClusterStatus) -> Status {
+        Status {
+            node: "a@h".into(),
+            records: 0,
+            peers: Vec::new(),
+            uptime_ms: 0,
+            rss_bytes: None,
+            record_pids: 0,
+            expiry_handlers: 0,
+            instance_id: String::new(),
+            resources: Vec::new(),
+            cluster,
+        }
+    }
+
+    #[test]
+    fn the_cluster_line_says_whether_members_are_admitted() {
+        let one = |admitting| ClusterStatus {
+            members: vec!["a@h".into()],
+            voters: vec!["a@h".into()],
+            leader: Some("a@h".into()),
+            healthy: true,
+            replicas: 1,
+            admitting,
+        };
+        assert!(
+            status(one(true))
+                .human()
+                .contains("cluster   single node\n")
+        );
+        // A single node becoming a member: one member, admitting nobody yet.
+        let converting = status(one(false));
+        assert!(
+            converting.human().contains(
+                "cluster   healthy (1 members, 1 voting of 1 replicas, leader a@h); admitting nobody yet"
+            ),
+            "{}",
+            converting.human()
+        );
+        assert_eq!(converting.json()["cluster"]["admitting"], false);
     }
 }

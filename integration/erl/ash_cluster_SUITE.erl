@@ -98,8 +98,8 @@ forms_one_cluster(Config) ->
     [#{members := Members, leader := Leader} | _] = Infos,
     ?assertEqual(lists:sort(Nodes), lists:sort(Members)),
     [begin
-         ?assertMatch(#{healthy := true, replicas := 3, shards := 1, leader := Leader,
-                        self := Self}, I),
+         ?assertMatch(#{healthy := true, admitting := true, replicas := 3, shards := 1,
+                        leader := Leader, self := Self}, I),
          ?assertEqual(lists:sort(Nodes), lists:sort(maps:get(voters, I)))
      end || {Self, I} <- lists:zip(Nodes, Infos)],
     %% `status` shows it, for people and for scripts.
@@ -107,6 +107,7 @@ forms_one_cluster(Config) ->
                                   [ash_node:bin(), hd(Nodes), erlang:get_cookie()])),
     ct:log("status: ~s", [Status]),
     ?assertNotEqual(nomatch, string:find(Status, "\"healthy\":true")),
+    ?assertNotEqual(nomatch, string:find(Status, "\"admitting\":true")),
     [?assertNotEqual(nomatch, string:find(Status, atom_to_list(N))) || N <- Nodes],
     Human = os:cmd(io_lib:format("~s status --node ~s --cookie ~s",
                                  [ash_node:bin(), hd(Nodes), erlang:get_cookie()])),
@@ -441,7 +442,8 @@ join_a_beam_node_or_connect_makes_no_member(Config) ->
     try
         [begin
              N = ash_node:node(M),
-             ?assertMatch({ok, #{members := [N], replicas := 1, leader := N}}, call(N, cluster)),
+             ?assertMatch({ok, #{members := [N], replicas := 1, leader := N, admitting := true}},
+                          call(N, cluster)),
              %% A single node: it has no endpoint of a member.
              ?assertNot(registered(N, ash_gen_server_raft))
          end || M <- [ToBeam, ToSingle, Single]],
@@ -496,6 +498,8 @@ a_single_node_joined_becomes_a_member_with_its_records(Config) ->
         ct:pal("the pid's writer: ~b updates acknowledged", [PidAcked]),
         ?assert(PidAcked > 0),
         ?assertNotEqual([], ash_node:log_contains(First, ["became a cluster member"])),
+        %% The first node admits members again, as every member does.
+        [?assertMatch(#{admitting := true}, ash_cluster_lib:info(N)) || N <- All],
         [?assertNotEqual([], ash_node:log_contains(M, ["joining its cluster"]))
          || M <- [Second, Third]],
         %% Every member's own replica holds the records made before and the pid's last write.

@@ -506,7 +506,8 @@ pub fn healthy(cluster: &Cluster) -> bool {
     cluster.leader().is_some() && voting.len() == wanted && voting.iter().all(reachable)
 }
 
-/// `cluster`: `#{members, voters, leader, healthy, replicas, shards, self, log}`, `log` being
+/// `cluster`: `#{members, voters, leader, healthy, admitting, replicas, shards, self, log}`
+/// (`admitting` false while a single node becoming a member takes its records in), `log` being
 /// `#{last, purged, snapshot}`: the member's last log index, the last one dropped and the
 /// last one its latest snapshot covers (`undefined` when none).
 pub async fn info(cluster: &Cluster) -> Value {
@@ -534,6 +535,10 @@ pub async fn info(cluster: &Cluster) -> Value {
         (atom("voters"), names(&mut voting.iter())),
         (atom("leader"), leader),
         (atom("healthy"), Value::boolean(healthy)),
+        (
+            atom("admitting"),
+            Value::boolean(cluster.admitting.load(std::sync::atomic::Ordering::Acquire)),
+        ),
         (
             atom("replicas"),
             Value::Int(cluster.options.replicas as i64),

@@ -15,6 +15,7 @@ pub fn execute(svc: &Service, from: Caller) {
         (atom("voters"), Value::list(vec![me.clone()])),
         (atom("leader"), me.clone()),
         (atom("healthy"), Value::boolean(true)),
+        (atom("admitting"), Value::boolean(true)),
         (atom("replicas"), Value::Int(1)),
         (atom("shards"), Value::Int(1)),
         (atom("self"), me),
