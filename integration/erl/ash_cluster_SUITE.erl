@@ -31,6 +31,7 @@ all() ->
      join_a_beam_node_or_connect_makes_no_member,
      a_single_node_joined_becomes_a_member_with_its_records,
      a_joiner_killed_while_catching_up_stalls_nothing,
+     a_joiner_stopped_while_catching_up_withdraws,
      nodes_started_together_with_join_form_one_cluster].
 
 init_per_suite(Config) ->
@@ -558,6 +559,38 @@ a_joiner_killed_while_catching_up_stalls_nothing(Config) ->
         ash_node:stop(Joiner, "KILL"),
         ?assertMatch({ok, _}, call(FirstNode, {create, R, #{id => after_kill}})),
         ?assertMatch({ok, #{voters := [FirstNode]}}, call(FirstNode, cluster)),
+        ?assertMatch({ok, #{c := 200001}},
+                     call(FirstNode, {aggregate, R, #{}, [{c, count, id, #{}}]}))
+    after
+        ash_node:stop(First)
+    end.
+
+%% A node stopped (SIGTERM) after the leader added it as a learner but before it received the
+%% log that says so asks to be removed all the same: the leader is left with its own member.
+a_joiner_stopped_while_catching_up_withdraws(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("cw_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    First = ash_node:start(Config, #{name => Base ++ "_first"}),
+    FirstNode = ash_node:node(First),
+    try
+        ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
+        [{ok, _} = call(FirstNode, {bulk_create, R, [#{id => C * 10000 + I, pad => <<0:512>>}
+                                                     || I <- lists:seq(1, 10000)], #{}})
+         || C <- lists:seq(0, 19)],
+        Joiner = ash_node:start(Config, #{name => Base ++ "_joiner",
+                                          args => ["--join", atom_to_list(FirstNode)]}),
+        JoinerNode = ash_node:node(Joiner),
+        Members = fun() ->
+                          case call(FirstNode, cluster) of
+                              {ok, #{members := Ms}} -> lists:sort(Ms);
+                              _ -> []
+                          end
+                  end,
+        ash_node:await(joiner_added, fun() -> lists:member(JoinerNode, Members()) end, ?WAIT),
+        ?assertEqual(0, ash_node:stop(Joiner)),
+        ash_node:await(joiner_removed, fun() -> Members() =:= [FirstNode] end, ?WAIT),
+        ?assertMatch({ok, #{voters := [FirstNode]}}, call(FirstNode, cluster)),
+        ?assertMatch({ok, _}, call(FirstNode, {create, R, #{id => after_stop}})),
         ?assertMatch({ok, #{c := 200001}},
                      call(FirstNode, {aggregate, R, #{}, [{c, count, id, #{}}]}))
     after

@@ -342,6 +342,7 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
     while tokio::time::Instant::now() < deadline {
         let all = members(cluster);
         if !all.contains_key(&cluster.id) {
+            withdraw(cluster, &mailbox, deadline).await;
             return;
         }
         if all.len() == 1 {
@@ -492,6 +493,33 @@ async fn become_member(mailbox: &Mailbox, peer: &NodeName) -> bool {
         tracing::info!(%peer, "the single node joined became a cluster member");
     }
     member
+}
+
+/// A node that is no member as far as it knows may still have been admitted: the leader adds
+/// a joining node as a learner, then waits for it to catch up before it answers, and the
+/// joining node learns of it only from the log it has not received yet. So one that asked to
+/// join asks its `--join` peers (passed on to the leader) to remove it; a leader that does not
+/// know it answers `ok`. Best effort, until `deadline`.
+async fn withdraw(cluster: &Cluster, mailbox: &Mailbox, deadline: tokio::time::Instant) {
+    for peer in &cluster.options.join {
+        let mut target = peer.clone();
+        for _hop in 0..3 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
+            match mailbox
+                .call_remote_monitored(&target, ENDPOINT_NAME, request, left)
+                .await
+                .map(Answer::of)
+            {
+                Ok(Answer::Reply(v)) if v == ok() => {
+                    tracing::info!(%target, "withdrew from the cluster before being admitted");
+                    return;
+                }
+                Ok(Answer::NotLeader(Some(leader))) => target = leader,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Whether the cluster has a leader and `min(replicas, members)` voters, all reachable from
