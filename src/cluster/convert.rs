@@ -118,12 +118,8 @@ pub async fn convert(
     started(&cluster);
     // From here the node is a member (its router holds `ash_gen_server`): there is no going
     // back, so a step that fails is tried again until the records are in a snapshot.
-    let stopped = || {
-        let metrics = cluster.raft.metrics();
-        let state = &metrics.borrow().running_state;
-        state.as_ref().err().map(|e| e.to_string())
-    };
-    let (records, index) = until_done(|| finish(&cluster, service), stopped).await?;
+    let (records, index) =
+        until_done(|| finish(&cluster, service), || cluster.stop_reason()).await?;
     cluster.admitting.store(true, Ordering::Release);
     tracing::info!(
         records,

@@ -252,13 +252,20 @@ impl Cluster {
     pub async fn stopped(&self) -> String {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Err(e) = &metrics.borrow().running_state {
-                return e.to_string();
+            if let Some(why) = self.stop_reason() {
+                return why;
             }
             if metrics.changed().await.is_err() {
                 return "the raft core ended".to_string();
             }
         }
+    }
+
+    /// Why this member's Raft core stopped, if it has (see [`Cluster::stopped`]), now.
+    pub fn stop_reason(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let state = &metrics.borrow().running_state;
+        state.as_ref().err().map(|e| e.to_string())
     }
 
     /// Waits up to `timeout` for a leader to be known.
