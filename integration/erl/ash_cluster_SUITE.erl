@@ -549,12 +549,7 @@ a_joiner_killed_while_catching_up_stalls_nothing(Config) ->
     First = ash_node:start(Config, #{name => Base ++ "_first"}),
     FirstNode = ash_node:node(First),
     try
-        ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
-        [{ok, _} = call(FirstNode, {bulk_create, R, [#{id => C * 10000 + I, pad => <<0:512>>}
-                                                     || I <- lists:seq(1, 10000)], #{}})
-         || C <- lists:seq(0, 19)],
-        Joiner = ash_node:start(Config, #{name => Base ++ "_joiner",
-                                          args => ["--join", atom_to_list(FirstNode)]}),
+        Joiner = join_a_node_of_200000_records(Config, R, Base, FirstNode),
         timer:sleep(200),
         ash_node:stop(Joiner, "KILL"),
         ?assertMatch({ok, _}, call(FirstNode, {create, R, #{id => after_kill}})),
@@ -573,12 +568,7 @@ a_joiner_stopped_while_catching_up_withdraws(Config) ->
     First = ash_node:start(Config, #{name => Base ++ "_first"}),
     FirstNode = ash_node:node(First),
     try
-        ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
-        [{ok, _} = call(FirstNode, {bulk_create, R, [#{id => C * 10000 + I, pad => <<0:512>>}
-                                                     || I <- lists:seq(1, 10000)], #{}})
-         || C <- lists:seq(0, 19)],
-        Joiner = ash_node:start(Config, #{name => Base ++ "_joiner",
-                                          args => ["--join", atom_to_list(FirstNode)]}),
+        Joiner = join_a_node_of_200000_records(Config, R, Base, FirstNode),
         JoinerNode = ash_node:node(Joiner),
         Members = fun() ->
                           case call(FirstNode, cluster) of
@@ -596,6 +586,16 @@ a_joiner_stopped_while_catching_up_withdraws(Config) ->
     after
         ash_node:stop(First)
     end.
+
+%% Gives the node `FirstNode` 200,000 records of `R` (a snapshot that takes a while to send),
+%% then starts a node with `--join` it; returns that node once it is ready.
+join_a_node_of_200000_records(Config, R, Base, FirstNode) ->
+    ok = call(FirstNode, {define, R, #{primary_key => [id]}}),
+    [{ok, _} = call(FirstNode, {bulk_create, R, [#{id => C * 10000 + I, pad => <<0:512>>}
+                                                 || I <- lists:seq(1, 10000)], #{}})
+     || C <- lists:seq(0, 19)],
+    ash_node:start(Config, #{name => Base ++ "_joiner",
+                             args => ["--join", atom_to_list(FirstNode)]}).
 
 %% Updates one record through its pid with 1, 2, 3...; tells the last acknowledged number.
 pid_writer(Parent, Pid, N, Acked) ->
