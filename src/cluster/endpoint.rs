@@ -1,4 +1,5 @@
-//! The member's endpoint ([`super::answer::ENDPOINT_NAME`]): what other members call it with.
+//! The member's endpoint (its group's [`super::Names::endpoint`], [`super::answer::ENDPOINT_NAME`]
+//! for group 0): what other members call it with.
 //!
 //! - `{raft, append | vote | snapshot, Payload, To}`: a Raft message for the member with Raft id
 //!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`;
@@ -16,7 +17,6 @@
 //! a cluster; the caller then asks the leader.
 
 use super::Cluster;
-use super::answer::ENDPOINT_NAME;
 use super::types::NodeId;
 use crate::node::genserver::{self, From};
 use crate::node::{Node, Process};
@@ -31,10 +31,11 @@ struct Endpoint {
 /// Registers the endpoint of `cluster`.
 pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
     let weak = Arc::downgrade(cluster);
+    let name = &cluster.names.endpoint;
     cluster
         .node
-        .register(ENDPOINT_NAME, |_| Arc::new(Endpoint { cluster: weak }))
-        .ok_or(super::ClusterError::NameTaken(ENDPOINT_NAME))
+        .register(name, |_| Arc::new(Endpoint { cluster: weak }))
+        .ok_or_else(|| super::ClusterError::NameTaken(name.clone()))
 }
 
 fn atom(name: &'static str) -> Value {

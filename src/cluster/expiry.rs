@@ -82,11 +82,7 @@ impl ExpiryAuthority for LeaderExpires {
         tokio::spawn(async move {
             let mailbox = Mailbox::new(&cluster.node);
             let answer = mailbox
-                .call(
-                    crate::protocol::SERVER_NAME,
-                    destroy,
-                    Duration::from_secs(30),
-                )
+                .call(&cluster.names.router, destroy, Duration::from_secs(30))
                 .await;
             tracing::debug!(?answer, "destroyed an expired record through the cluster");
         });

@@ -60,10 +60,15 @@ pub fn voters(cluster: &Cluster) -> BTreeSet<NodeId> {
     metrics.membership_config.membership().voter_ids().collect()
 }
 
-/// Who should vote among `members`: the first `replicas` by rendezvous hashing of their names.
-pub fn desired_voters(members: &BTreeMap<NodeId, String>, replicas: usize) -> BTreeSet<NodeId> {
+/// Who should vote in `group` among `members`: the first `replicas` by rendezvous hashing of
+/// their names for the group.
+pub fn desired_voters(
+    members: &BTreeMap<NodeId, String>,
+    replicas: usize,
+    group: u32,
+) -> BTreeSet<NodeId> {
     let names: Vec<&str> = members.values().map(String::as_str).collect();
-    let chosen = super::placement::replicas_of(0, &names, replicas.max(1));
+    let chosen = super::placement::replicas_of(group, &names, replicas.max(1));
     members
         .iter()
         .filter(|(_, name)| chosen.contains(&name.as_str()))
@@ -133,7 +138,12 @@ pub async fn form(cluster: Arc<Cluster>) {
                 // Monitored: a peer that is not a member yet (no endpoint: still starting, or
                 // deciding) answers `noproc` at once instead of leaving the call to time out.
                 let answer = mailbox
-                    .call_remote_monitored(&target, ENDPOINT_NAME, request, Duration::from_secs(60))
+                    .call_remote_monitored(
+                        &target,
+                        &cluster.names.endpoint,
+                        request,
+                        Duration::from_secs(60),
+                    )
                     .await;
                 match answer.map(Answer::of) {
                     Ok(Answer::Reply(v)) if v == ok() => {
@@ -298,7 +308,11 @@ fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
 
 /// On the leader: lets the desired members vote (among those [`eligible`]).
 async fn reconcile(cluster: &Cluster) -> Result<(), String> {
-    let want = desired_voters(&eligible(cluster), cluster.options.replicas);
+    let want = desired_voters(
+        &eligible(cluster),
+        cluster.options.replicas,
+        cluster.options.group,
+    );
     if want.is_empty() || want == voters(cluster) {
         return Ok(());
     }
@@ -365,7 +379,7 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
                 );
                 return;
             }
-            let want = desired_voters(&heirs, cluster.options.replicas);
+            let want = desired_voters(&heirs, cluster.options.replicas, cluster.options.group);
             if let Err(e) = cluster
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds(want), true)
@@ -389,7 +403,7 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
         } else {
             let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
             match mailbox
-                .call_remote(&name, ENDPOINT_NAME, request, left)
+                .call_remote(&name, &cluster.names.endpoint, request, left)
                 .await
             {
                 Ok(v) => v,
@@ -507,7 +521,7 @@ async fn withdraw(cluster: &Cluster, mailbox: &Mailbox, deadline: tokio::time::I
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
             match mailbox
-                .call_remote_monitored(&target, ENDPOINT_NAME, request, left)
+                .call_remote_monitored(&target, &cluster.names.endpoint, request, left)
                 .await
                 .map(Answer::of)
             {
@@ -591,4 +605,38 @@ fn log_info(cluster: &Cluster) -> Value {
         (atom("purged"), index(metrics.purged)),
         (atom("snapshot"), index(metrics.snapshot)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_group_ranks_its_own_voters() {
+        let members: BTreeMap<NodeId, String> = (1..=5u64)
+            .map(|id| (id, format!("n{id}@127.0.0.1")))
+            .collect();
+        let of_group = |group| desired_voters(&members, 3, group);
+        // Three voters in every group, drawn from the members, and not the same three in
+        // every group (the groups' leaders and load spread over the members).
+        for group in 0..16 {
+            let voters = of_group(group);
+            assert_eq!(voters.len(), 3);
+            assert!(voters.iter().all(|id| members.contains_key(id)));
+        }
+        let distinct: BTreeSet<BTreeSet<NodeId>> = (0..16).map(of_group).collect();
+        assert!(distinct.len() > 1, "every group chose {distinct:?}");
+        // Group 0 ranks as the one group of a cluster always did.
+        let names: Vec<&str> = members.values().map(String::as_str).collect();
+        let chosen = super::super::placement::replicas_of(0, &names, 3);
+        let expected: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|(_, name)| chosen.contains(&name.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(of_group(0), expected);
+        // Fewer members than replicas: every member votes.
+        let two: BTreeMap<NodeId, String> = members.into_iter().take(2).collect();
+        assert_eq!(desired_voters(&two, 3, 7).len(), 2);
+    }
 }

@@ -74,6 +74,44 @@ pub struct ClusterOptions {
     /// service (which is registered as [`state_machine::RECORDS_NAME`] in the same step), and
     /// the member admits nobody until [`convert`] has put the records in a snapshot.
     pub adopt: bool,
+    /// Which Raft group this is: it names the member's processes ([`Names::of`]) and ranks
+    /// the members that vote in it ([`placement::replicas_of`]). Group 0 is the records' one
+    /// group of today's layout.
+    pub group: u32,
+}
+
+/// The registered names of one Raft group's processes on a member: the endpoint other
+/// members call ([`endpoint`]), the record service the group's state machine applies to
+/// ([`state_machine`]) and the router that serves the group's requests ([`router`]). Group 0
+/// has the names of a member of one group (`ash_gen_server_raft`, `ash_gen_server_records`,
+/// `ash_gen_server`); group `G` adds `_G` to the first two and is served by
+/// `ash_gen_server_group_G`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The record service's name.
+    pub records: String,
+    /// The router's name.
+    pub router: String,
+}
+
+impl Names {
+    /// The names of group `group`'s processes.
+    pub fn of(group: u32) -> Names {
+        if group == 0 {
+            return Names {
+                endpoint: answer::ENDPOINT_NAME.to_string(),
+                records: state_machine::RECORDS_NAME.to_string(),
+                router: crate::protocol::SERVER_NAME.to_string(),
+            };
+        }
+        Names {
+            endpoint: format!("{}_{group}", answer::ENDPOINT_NAME),
+            records: format!("{}_{group}", state_machine::RECORDS_NAME),
+            router: format!("{}_group_{group}", crate::protocol::SERVER_NAME),
+        }
+    }
 }
 
 impl Default for ClusterOptions {
@@ -86,6 +124,7 @@ impl Default for ClusterOptions {
             fsync: FsyncPolicy::Interval,
             snapshot_every: 20_000,
             adopt: false,
+            group: 0,
         }
     }
 }
@@ -95,7 +134,7 @@ impl Default for ClusterOptions {
 pub enum ClusterError {
     /// A process name is taken.
     #[error("the name {0} is already registered on this node")]
-    NameTaken(&'static str),
+    NameTaken(String),
     /// Raft would not start.
     #[error("raft: {0}")]
     Raft(String),
@@ -122,6 +161,8 @@ pub struct Cluster {
     pub raft: Raft,
     /// The options.
     pub options: ClusterOptions,
+    /// The registered names of this group's processes.
+    pub names: Names,
     /// The member's record service (the state machine applies to it through its process).
     pub records: Arc<crate::record::RecordService>,
     /// The leader's lease for reads without a quorum round.
@@ -134,9 +175,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the member on `node`: its Raft group, its endpoint and its router (registered as
-    /// `ash_gen_server`; the record service must already run as
-    /// [`state_machine::RECORDS_NAME`]). Then forms or joins the cluster in the background.
+    /// Starts the member on `node`: its Raft group, its endpoint and its router (registered
+    /// under the group's [`Names`]: `ash_gen_server` for group 0; the record service must
+    /// already run under the group's records name, [`state_machine::RECORDS_NAME`] for group
+    /// 0). Then forms or joins the cluster in the background.
     pub async fn start(
         node: &Arc<Node>,
         records: &Arc<crate::record::RecordService>,
@@ -185,12 +227,17 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let names = Names::of(options.group);
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
-        let state_machine = state_machine::StateMachine::new(node, records, snapshots.clone())?;
+        let state_machine =
+            state_machine::StateMachine::new(node, records, &names.records, snapshots.clone())?;
         let raft = Raft::new(
             id,
             Arc::new(config),
-            network::Network { node: node.clone() },
+            network::Network {
+                node: node.clone(),
+                endpoint: names.endpoint.clone(),
+            },
             log,
             state_machine,
         )
@@ -204,6 +251,7 @@ impl Cluster {
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             admitting: std::sync::atomic::AtomicBool::new(!options.adopt),
             options,
+            names,
             records: records.clone(),
             snapshots,
         });
@@ -283,5 +331,33 @@ impl Cluster {
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_0_keeps_the_names_of_a_member_of_one_group() {
+        assert_eq!(
+            Names::of(0),
+            Names {
+                endpoint: "ash_gen_server_raft".into(),
+                records: "ash_gen_server_records".into(),
+                router: "ash_gen_server".into(),
+            }
+        );
+        let three = Names::of(3);
+        assert_eq!(three.endpoint, "ash_gen_server_raft_3");
+        assert_eq!(three.records, "ash_gen_server_records_3");
+        assert_eq!(three.router, "ash_gen_server_group_3");
+        let all: std::collections::BTreeSet<String> = (0..64)
+            .flat_map(|g| {
+                let n = Names::of(g);
+                [n.endpoint, n.records, n.router]
+            })
+            .collect();
+        assert_eq!(all.len(), 64 * 3, "no two groups share a name");
     }
 }

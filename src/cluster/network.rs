@@ -1,12 +1,11 @@
 //! Raft's messages between members, carried as distribution messages: a call to the peer's
-//! [`super::answer::ENDPOINT_NAME`] process, `{raft, Kind, Payload, To}` with the Raft request
+//! endpoint of the same group ([`super::Names::endpoint`]), `{raft, Kind, Payload, To}` with the Raft request
 //! serialized (bincode) in a binary and `To` the Raft id it is meant for, answered
 //! `{ok, Payload}` or `{error, Payload}`, or `{error, {not_member, Id}}` by a node that is not
 //! `To`: a member restarted under the same name is a new member (a new id) and must not take
 //! the messages meant for its earlier run (its log is not that run's). No other transport or
 //! port: the members' distribution connections carry it.
 
-use super::answer::ENDPOINT_NAME;
 use super::types::{Member, NodeId, TypeConfig};
 use crate::node::{Mailbox, Node};
 use crate::term::{Atom, Value};
@@ -27,6 +26,8 @@ use std::sync::Arc;
 pub struct Network {
     /// The local node.
     pub node: Arc<Node>,
+    /// The name of the group's endpoint on every member.
+    pub endpoint: String,
 }
 
 /// Why a message could not be carried.
@@ -55,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, member: &Member) -> Peer {
         Peer {
             mailbox: Mailbox::new(&self.node),
+            endpoint: self.endpoint.clone(),
             target,
             name: member.addr.parse().ok(),
             addr: member.addr.clone(),
@@ -65,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The Raft messages to one member.
 pub struct Peer {
     mailbox: Mailbox,
+    endpoint: String,
     target: NodeId,
     name: Option<NodeName>,
     addr: String,
@@ -95,7 +98,7 @@ impl Peer {
         ]);
         let answer = self
             .mailbox
-            .call_remote(&name, ENDPOINT_NAME, call, option.hard_ttl())
+            .call_remote(&name, &self.endpoint, call, option.hard_ttl())
             .await?;
         match answer.as_tuple() {
             Some([Value::Atom(tag), body]) => match (tag.as_str(), body.as_bytes()) {

@@ -89,7 +89,7 @@ pub async fn hand_over(cluster: &Arc<Cluster>, timeout: Duration) {
     while tokio::time::Instant::now() < deadline {
         for other in &others {
             let Ok(answer) = mailbox
-                .call_remote(other, crate::protocol::SERVER_NAME, ask.clone(), RECHECK)
+                .call_remote(other, &cluster.names.router, ask.clone(), RECHECK)
                 .await
             else {
                 continue;

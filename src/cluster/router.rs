@@ -1,5 +1,6 @@
-//! The `ash_gen_server` process of a cluster member: every request of docs/PROTOCOL.md, for
-//! every record, answered as a single node would.
+//! The `ash_gen_server` process of a cluster member (the router of its group, named by
+//! [`super::Names::router`]): every request of docs/PROTOCOL.md, for every record, answered as
+//! a single node would.
 //!
 //! Writes (`define`, `create`, `upsert`, `bulk_create`, `update`, `destroy`, `update_where`,
 //! `destroy_where`, `clear`) are appended to the Raft log by the leader and answered once a
@@ -13,8 +14,7 @@
 //! the cluster.
 
 use super::Cluster;
-use super::answer::{Answer, ENDPOINT_NAME, not_leader};
-use super::state_machine::RECORDS_NAME;
+use super::answer::{Answer, not_leader};
 use super::types::Command;
 use crate::node::genserver::{self, From};
 use crate::node::{Mailbox, Node, Process};
@@ -35,20 +35,21 @@ struct Router {
     cluster: Weak<Cluster>,
 }
 
-/// Registers the router of `cluster` as `ash_gen_server`.
+/// Registers the router of `cluster` under its group's router name (`ash_gen_server` for
+/// group 0).
 pub fn register(cluster: &Arc<Cluster>) -> Result<Pid, super::ClusterError> {
     let weak = Arc::downgrade(cluster);
     let router = |_| -> Arc<dyn crate::node::Process> { Arc::new(Router { cluster: weak }) };
     let node = &cluster.node;
-    let name = crate::protocol::SERVER_NAME;
+    let names = &cluster.names;
     if cluster.options.adopt {
         // The record service has the name until now: it moves to its member name in the same
         // step, so no request to the name finds nobody.
-        node.register_over(name, RECORDS_NAME, router)
-            .ok_or(super::ClusterError::NameTaken(RECORDS_NAME))
+        node.register_over(&names.router, &names.records, router)
+            .ok_or_else(|| super::ClusterError::NameTaken(names.records.clone()))
     } else {
-        node.register(name, router)
-            .ok_or(super::ClusterError::NameTaken(name))
+        node.register(&names.router, router)
+            .ok_or_else(|| super::ClusterError::NameTaken(names.router.clone()))
     }
 }
 
@@ -82,8 +83,9 @@ fn unavailable(text: impl Into<String>) -> Value {
 }
 
 /// Hands the call to the member's record service, which replies to `from` itself.
-fn to_records(node: &Arc<Node>, from: &From, request: Value) {
-    match node.whereis(RECORDS_NAME) {
+fn to_records(cluster: &Cluster, from: &From, request: Value) {
+    let node = &cluster.node;
+    match node.whereis(&cluster.names.records) {
         Some(pid) => {
             node.send(&pid, &genserver::call_message(from, request));
         }
@@ -138,7 +140,7 @@ pub async fn serve_as_leader(
             let ensure = cluster.read_lease.ensure(&cluster.raft, cluster.id);
             match tokio::time::timeout(LEADER_WAIT, ensure).await {
                 Ok(Ok(_)) => {
-                    to_records(&cluster.node, from, request);
+                    to_records(cluster, from, request);
                     None
                 }
                 Ok(Err(e)) => Some(match e.forward_to_leader() {
@@ -167,7 +169,7 @@ async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
         if let Err(e) = mailbox
             .call_remote(
                 &peer,
-                ENDPOINT_NAME,
+                &cluster.names.endpoint,
                 message.clone(),
                 Duration::from_secs(5),
             )
@@ -216,7 +218,7 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
             )),
             _ => None,
         };
-        to_records(&cluster.node, &from, request);
+        to_records(&cluster, &from, request);
         if let Some(message) = broadcast {
             tell_members(&cluster, message).await;
         }
@@ -244,7 +246,7 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
                     Value::Int(id as i64),
                 ]);
                 match mailbox
-                    .call_remote(&name, ENDPOINT_NAME, forward, FORWARD_TIMEOUT)
+                    .call_remote(&name, &cluster.names.endpoint, forward, FORWARD_TIMEOUT)
                     .await
                 {
                     Ok(reply) => reply,
@@ -285,13 +287,15 @@ impl Process for Router {
                 let cast = genserver::cast_message(request);
                 match cluster.leader() {
                     Some((id, _)) if id == cluster.id => {
-                        if let Some(pid) = node.whereis(RECORDS_NAME) {
+                        if let Some(pid) = node.whereis(&cluster.names.records) {
                             node.send(&pid, &cast);
                         }
                     }
                     Some((_, name)) => {
                         if let Ok(name_atom) = Atom::new(&name.to_string()) {
-                            let server = Atom::from_static(crate::protocol::SERVER_NAME);
+                            let Ok(server) = Atom::new(&cluster.names.router) else {
+                                return;
+                            };
                             let from = node.processes.pid(0);
                             node.write_to(name_atom, |w| {
                                 w.reg_send(&from, server, |t| t.term(&cast))

@@ -1,5 +1,6 @@
 //! The replicated state machine: every member applies the committed requests, in log order,
-//! to its own record service (the process registered as [`RECORDS_NAME`]), so every replica
+//! to its own record service (the process registered as the group's records name,
+//! [`RECORDS_NAME`] for group 0), so every replica
 //! holds the same records; the leader's answer is the reply its caller gets.
 //!
 //! A request carries an id: a retried request (same id) is applied once, and the retry gets
@@ -44,6 +45,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct StateMachine {
     mailbox: Arc<Mailbox>,
     records: Arc<RecordService>,
+    records_name: String,
     snapshots: Arc<SnapshotStore>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
@@ -53,16 +55,18 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// A state machine applying to `records`, the record service of `node` (registered as
-    /// [`RECORDS_NAME`]), keeping its snapshots in `snapshots`. The latest snapshot kept there
+    /// `records_name`: [`RECORDS_NAME`] for group 0), keeping its snapshots in `snapshots`. The latest snapshot kept there
     /// (with a data directory) is loaded into `records` first.
     pub fn new(
         node: &Arc<Node>,
         records: &Arc<RecordService>,
+        records_name: &str,
         snapshots: Arc<SnapshotStore>,
     ) -> Result<StateMachine, SnapshotError> {
         let mut sm = StateMachine {
             mailbox: Arc::new(Mailbox::new(node)),
             records: records.clone(),
+            records_name: records_name.to_string(),
             snapshots,
             last_applied: None,
             membership: StoredMembership::default(),
@@ -123,7 +127,11 @@ impl StateMachine {
         let reply = match etf::decode(term) {
             Ok((request, _)) => match self
                 .mailbox
-                .call(RECORDS_NAME, at_leader_time(at, request), APPLY_TIMEOUT)
+                .call(
+                    &self.records_name,
+                    at_leader_time(at, request),
+                    APPLY_TIMEOUT,
+                )
                 .await
             {
                 Ok(reply) => reply,
