@@ -32,7 +32,8 @@ all() ->
      a_single_node_joined_becomes_a_member_with_its_records,
      a_joiner_killed_while_catching_up_stalls_nothing,
      a_joiner_stopped_while_catching_up_withdraws,
-     nodes_started_together_with_join_form_one_cluster].
+     nodes_started_together_with_join_form_one_cluster,
+     a_lost_voter_gives_its_vote_to_a_spare].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -636,6 +637,58 @@ nodes_started_together_with_join_form_one_cluster(Config) ->
          || M <- Started]
     after
         [ash_node:stop(M) || M <- Started, is_map(M)]
+    end.
+
+%% Four members, three of them voting: a voter killed for good gives its vote to the fourth
+%% (after the 10 s a voter may stay unreachable), so the cluster is healthy again with three
+%% reachable voters and loses nothing; the lost one stays a member, without a vote.
+a_lost_voter_gives_its_vote_to_a_spare(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("sp_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    First = ash_node:start(Config, #{name => Base ++ "_a", args => ["--replicas", "3"]}),
+    Others = [ash_node:start(Config, #{name => Base ++ "_" ++ L, args => join_args(First)})
+              || L <- ["b", "c", "d"]],
+    Started = [First | Others],
+    try
+        await_healthy(Started, 3),
+        Nodes = [ash_node:node(M) || M <- Started],
+        #{voters := Voters, leader := Leader} = info(hd(Nodes)),
+        [Spare] = Nodes -- Voters,
+        [Lost | _] = Voters -- [Leader],
+        ok = call(Leader, {define, R, #{primary_key => [id]}}),
+        [{ok, _} = call(N, {create, R, #{id => I, v => before}})
+         || {I, N} <- lists:zip(lists:seq(1, 4), Nodes)],
+        ct:pal("killing the voter ~p; the spare is ~p", [Lost, Spare]),
+        [LostMember] = [M || M <- Started, ash_node:node(M) =:= Lost],
+        ash_node:stop(LostMember, "KILL"),
+        Left = Started -- [LostMember],
+        LeftNodes = Nodes -- [Lost],
+        %% Writes go on with two of the three voters meanwhile.
+        {ok, _} = call(Spare, {create, R, #{id => 5, v => while_lost}}),
+        Replaced = fun() ->
+                           lists:all(fun(N) ->
+                                             case info(N) of
+                                                 #{healthy := true, voters := Vs} ->
+                                                     lists:sort(Vs) =:= lists:sort(LeftNodes);
+                                                 _ -> false
+                                             end
+                                     end, LeftNodes)
+                   end,
+        case ash_node:poll(Replaced, 60000, 200) of
+            true -> ok;
+            false -> ct:fail({spare_never_voted, [{N, info(N)} || N <- LeftNodes]})
+        end,
+        #{members := Ms} = info(Spare),
+        ?assert(lists:member(Lost, Ms)),
+        ?assertNotEqual([], lists:append([ash_node:log_contains(M, ["gave their votes"])
+                                          || M <- Left])),
+        {ok, _} = call(Spare, {create, R, #{id => 6, v => after_replaced}}),
+        [?assertMatch({ok, #{c := 6}},
+                      call(N, {aggregate, R, #{}, [{c, count, id, #{}}]})) || N <- LeftNodes],
+        [?assertEqual({ok, #{id => 1, v => before}}, call(N, {get, R, #{id => 1}}))
+         || N <- LeftNodes]
+    after
+        [ash_node:stop(M) || M <- Started]
     end.
 
 %% Whether a process is registered as Name on node N (a monitor on the name answers noproc at

@@ -10,7 +10,9 @@
 //! The leader admits a node as a learner and, once it has caught up with the log (received the
 //! snapshot, if it needs one), lets the [`super::ClusterOptions::replicas`] members ranked first
 //! by rendezvous hashing of their names ([`super::placement::replicas_of`]) vote; the others
-//! stay learners. A node restarted
+//! stay learners. A voter unreachable for [`GONE_AFTER`] gives its vote to a reachable member
+//! that has caught up, when there is one ([`choose_voters`]), and takes it back by the same
+//! ranking once it is reachable and caught up again. A node restarted
 //! under the same name comes back with a new id: its old id is removed when it is admitted. A
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
 //!
@@ -306,26 +308,120 @@ fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
         .collect()
 }
 
-/// On the leader: lets the desired members vote (among those [`eligible`]).
+/// How long a voter may stay unreachable before it gives its vote to a reachable member (when
+/// there is one to take it): longer than an election and than a durable member's restart
+/// takes, so a member that comes straight back keeps its place.
+pub const GONE_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a change of the voters may wait to commit.
+const CHANGE_WAIT: Duration = Duration::from_secs(10);
+
+/// The members unreachable from this one for [`GONE_AFTER`] or longer.
+fn gone(cluster: &Cluster) -> BTreeSet<NodeId> {
+    let seen = cluster.unreachable.lock().expect("not poisoned");
+    seen.iter()
+        .filter(|(_, since)| since.elapsed() >= GONE_AFTER)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Who should vote in `group` among the `eligible` members when `gone` ones are unreachable:
+/// the first `replicas` of the others by rendezvous hashing ([`desired_voters`]); when they
+/// are too few, the gone members that vote now keep their votes, so the voters are never fewer
+/// for some being unreachable (a spare member takes a lost voter's place; without a spare,
+/// nothing changes until the voter is back or removed).
+pub fn choose_voters(
+    eligible: &BTreeMap<NodeId, String>,
+    voting: &BTreeSet<NodeId>,
+    gone: &BTreeSet<NodeId>,
+    replicas: usize,
+    group: u32,
+) -> BTreeSet<NodeId> {
+    let live: BTreeMap<NodeId, String> = eligible
+        .iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(id, name)| (*id, name.clone()))
+        .collect();
+    let mut want = desired_voters(&live, replicas, group);
+    let wanted = replicas.min(eligible.len()).max(1);
+    if want.len() < wanted {
+        let keeping: BTreeMap<NodeId, String> = eligible
+            .iter()
+            .filter(|(id, _)| gone.contains(id) && voting.contains(id))
+            .map(|(id, name)| (*id, name.clone()))
+            .collect();
+        want.extend(desired_voters(&keeping, wanted - want.len(), group));
+    }
+    want
+}
+
+/// On the leader: lets the desired members vote (among those [`eligible`], a reachable one
+/// in the place of a voter gone for [`GONE_AFTER`]).
 async fn reconcile(cluster: &Cluster) -> Result<(), String> {
-    let want = desired_voters(
+    let voting = voters(cluster);
+    let gone = gone(cluster);
+    let want = choose_voters(
         &eligible(cluster),
+        &voting,
+        &gone,
         cluster.options.replicas,
         cluster.options.group,
     );
-    if want.is_empty() || want == voters(cluster) {
+    if want.is_empty() || want == voting {
         return Ok(());
     }
-    cluster
+    let replaced: BTreeSet<NodeId> = voting
+        .difference(&want)
+        .filter(|id| gone.contains(id))
+        .copied()
+        .collect();
+    // Bounded: without a majority of the voters the change cannot commit, and the loop that
+    // calls this also keeps the members connected.
+    let change = cluster
         .raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(want), true)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .change_membership(ChangeMembers::ReplaceAllVoters(want.clone()), true);
+    match tokio::time::timeout(CHANGE_WAIT, change).await {
+        Ok(done) => done.map_err(|e| e.to_string())?,
+        Err(_) => {
+            return Err(format!(
+                "the change of voters did not commit within {} s",
+                CHANGE_WAIT.as_secs()
+            ));
+        }
+    };
+    if !replaced.is_empty() {
+        let all = members(cluster);
+        let names = |ids: &BTreeSet<NodeId>| -> Vec<String> {
+            ids.iter().filter_map(|id| all.get(id).cloned()).collect()
+        };
+        tracing::warn!(
+            gone = ?names(&replaced),
+            voters = ?names(&want),
+            after_s = GONE_AFTER.as_secs(),
+            "voters unreachable too long gave their votes to reachable members"
+        );
+        metrics::counter!("ash_gen_server_cluster_voters_replaced_total")
+            .increment(replaced.len() as u64);
+    }
+    Ok(())
 }
 
-/// Keeps every member connected to every other (hidden connections are not transitive) and,
-/// while this member leads, the voters as [`desired_voters`] says.
+/// Notes which members are unreachable from this one now, and since when.
+fn note_unreachable(cluster: &Cluster) {
+    let all = members(cluster);
+    let mut seen = cluster.unreachable.lock().expect("not poisoned");
+    seen.retain(|id, _| all.contains_key(id));
+    for (id, name) in &all {
+        if *id == cluster.id || cluster.node.conn(name).is_some() {
+            seen.remove(id);
+        } else {
+            seen.entry(*id).or_insert_with(std::time::Instant::now);
+        }
+    }
+}
+
+/// Keeps every member connected to every other (hidden connections are not transitive), notes
+/// which are unreachable and, while this member leads, the voters as [`choose_voters`] says.
 pub async fn keep_voters(cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let me = cluster.node.config.name.to_string();
@@ -340,6 +436,7 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
                     tokio::time::timeout(Duration::from_secs(1), cluster.node.connect(&peer)).await;
             }
         }
+        note_unreachable(&cluster);
         if cluster.is_leader()
             && let Err(e) = reconcile(&cluster).await
         {
@@ -638,5 +735,44 @@ mod tests {
         // Fewer members than replicas: every member votes.
         let two: BTreeMap<NodeId, String> = members.into_iter().take(2).collect();
         assert_eq!(desired_voters(&two, 3, 7).len(), 2);
+    }
+
+    #[test]
+    fn a_gone_voter_gives_its_vote_to_a_spare_and_only_to_one() {
+        let members: BTreeMap<NodeId, String> = (1..=4u64)
+            .map(|id| (id, format!("n{id}@127.0.0.1")))
+            .collect();
+        let none = BTreeSet::new();
+        let voting = choose_voters(&members, &BTreeSet::new(), &none, 3, 0);
+        assert_eq!(voting, desired_voters(&members, 3, 0));
+        let spare = *members.keys().find(|id| !voting.contains(id)).unwrap();
+        // Nobody gone: the same voters.
+        assert_eq!(choose_voters(&members, &voting, &none, 3, 0), voting);
+        for lost in voting.iter().copied() {
+            let gone = BTreeSet::from([lost]);
+            let now = choose_voters(&members, &voting, &gone, 3, 0);
+            let mut expected = voting.clone();
+            expected.remove(&lost);
+            expected.insert(spare);
+            assert_eq!(now, expected, "voter {lost} gone");
+        }
+        // A gone learner changes nothing.
+        assert_eq!(
+            choose_voters(&members, &voting, &BTreeSet::from([spare]), 3, 0),
+            voting
+        );
+        // Two voters gone, one spare: the spare takes one place, the better ranked gone
+        // voter keeps the other (never fewer voters).
+        let lost: Vec<NodeId> = voting.iter().copied().take(2).collect();
+        let gone: BTreeSet<NodeId> = lost.iter().copied().collect();
+        let now = choose_voters(&members, &voting, &gone, 3, 0);
+        assert_eq!(now.len(), 3);
+        assert!(now.contains(&spare));
+        assert_eq!(now.intersection(&gone).count(), 1);
+        // No spare: a gone voter keeps its vote.
+        let three: BTreeMap<NodeId, String> =
+            voting.iter().map(|id| (*id, members[id].clone())).collect();
+        let gone = BTreeSet::from([*voting.iter().next().unwrap()]);
+        assert_eq!(choose_voters(&three, &voting, &gone, 3, 0), voting);
     }
 }

@@ -172,6 +172,10 @@ pub struct Cluster {
     /// Whether the leader admits new members (false while a member adopting records has not
     /// captured them in a snapshot yet: a node admitted before would miss them).
     pub admitting: std::sync::atomic::AtomicBool,
+    /// The members this one has seen unreachable, since when (kept by
+    /// [`membership::keep_voters`]; a voter gone long enough gives its vote to a reachable
+    /// member).
+    pub unreachable: std::sync::Mutex<std::collections::BTreeMap<NodeId, std::time::Instant>>,
 }
 
 impl Cluster {
@@ -250,6 +254,7 @@ impl Cluster {
             raft,
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             admitting: std::sync::atomic::AtomicBool::new(!options.adopt),
+            unreachable: Default::default(),
             options,
             names,
             records: records.clone(),
