@@ -15,11 +15,18 @@
 //!   asked for (so no shard refuses what the single node would accept, and no record comes
 //!   twice) and runs [`crate::query::run_partitioned`] over the union; when partitions share
 //!   values the node's `--max-records-per-request` check needs the matches' counts, asked in the
-//!   same round with a grouped `count` (which, as an `aggregate`, touches nothing).
-//! - `aggregate`: every shard is asked for the records with `{query, R, Q, #{touch => false}}`
-//!   (per value of `group_by`, partitioned, when grouped), which returns them without resetting
-//!   their inactivity timers, as an `aggregate` does not; the aggregates are then computed over
-//!   the union by [`crate::query::aggregate()`] or [`crate::query::aggregate_grouped`].
+//!   same round with a grouped `count` (which, as an `aggregate`, touches nothing). A query
+//!   returns (and so touches) a page: when the shards would return more than their part of it
+//!   and the resource has lifetimes ([`Shape::lifetimes`]), they are asked `touch => false` and
+//!   the page's records get a `keep_alive` each in a second round, on the shard that holds it.
+//! - `aggregate` of `count`, `exists`, `sum`, `avg`, `min`, `max` (not `uniq`; `min`/`max`
+//!   without a sort) with no offset or limit: every shard computes the same aggregates (an
+//!   `avg` as a `sum` and a `count`, no `default`) and they are combined here, per group with
+//!   `group_by`. Any other `aggregate`: every shard is asked for the records with
+//!   `{query, R, Q, #{touch => false}}` (first `offset + limit`; per value of `group_by`,
+//!   partitioned, when grouped), which returns them without resetting their inactivity timers,
+//!   as an `aggregate` does not; the aggregates are then computed over the union by
+//!   [`crate::query::aggregate()`] or [`crate::query::aggregate_grouped`].
 //! - `update_where` / `destroy_where` without offset, limit or atomics: every shard gets the
 //!   request as it is and the union of the changed records is put in the query's order. With an
 //!   offset or a limit (no shard can page on its own), with atomics (a failing expression must
@@ -31,16 +38,25 @@
 //! A shard answering `{error, Reason}` makes that the reply (the lowest shard's, whatever the
 //! others said), except in the per-record round of a write, where the first error in the
 //! query's order is, as on a single node.
+//!
+//! Where a single node's answer depends on its unspecified scan order, so does the fan-out's,
+//! on the shards' order: records without a sort (and no offset or limit), the value a typed
+//! `group_by` group or partition is named by (its first record's), a `min`/`max` tie between
+//! `1` and `1.0`, the last bits of a float `sum` or `avg`, and which of several failing records
+//! a one-round write reports. Between the two rounds of a write other requests may change the
+//! records, as they may between a single node's scan and each record's turn: the filter is
+//! checked again in the record's turn, and a destroyed record is answered as it was scanned.
 
 use crate::protocol::cmd::update_where::Return;
 use crate::protocol::error::Error;
 use crate::protocol::reply;
 use crate::protocol::request::Request;
+use crate::query::aggregate::Kind;
 use crate::query::expr::{Atomics, Scope, eval_atomics};
 use crate::query::partition::{GroupKey, check_total, paged_len};
-use crate::query::{self as q, Aggregate as Spec, Types};
+use crate::query::{self as q, Aggregate as Spec, AggregateError, Types};
 use crate::record::StoreError;
-use crate::term::{Atom, Record, Value};
+use crate::term::{Atom, Record, Value, cmp_exact};
 use num_bigint::BigInt;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -54,6 +70,10 @@ pub struct Shape {
     pub types: Arc<Types>,
     /// The node's `--max-records-per-request` (partitioned queries and requests' parsing).
     pub max_records: usize,
+    /// Whether the resource has an inactivity timeout or a maximum lifetime
+    /// (`ResourceConfig::has_lifetimes`): then which records a query returns, and so resets
+    /// the timers of, matters, and a paged query touches its page only, in a second round.
+    pub lifetimes: bool,
 }
 
 /// What the coordinator does next.
@@ -71,6 +91,8 @@ pub enum Step {
 pub struct Fanout {
     shape: Shape,
     shards: usize,
+    /// The request's `Resource` term (maybe `{Resource, Tenant}`).
+    resource: Value,
     state: State,
 }
 
@@ -81,9 +103,19 @@ enum State {
         partition: Option<q::Partition>,
         /// Whether each shard was also asked for its matches' counts per value.
         counted: bool,
+        /// Whether the shards were asked not to touch the records, so that the coordinator
+        /// touches those of the reply only.
+        touch_after: bool,
     },
+    /// A query's reply, once its records are touched.
+    Touching(Value),
     Aggregate {
         query: q::Query,
+        aggregates: Vec<Spec>,
+        group_by: Option<Atom>,
+    },
+    /// An aggregate combined from the shards' own partial aggregates.
+    Partial {
         aggregates: Vec<Spec>,
         group_by: Option<Atom>,
     },
@@ -246,6 +278,11 @@ impl Fanout {
         let mut fanout = Fanout {
             shape,
             shards: shards.max(1),
+            resource: request
+                .as_tuple()
+                .and_then(|t| t.get(1))
+                .cloned()
+                .unwrap_or_else(Value::nil),
             state: State::Done,
         };
         let step = match Request::parse_with(request, fanout.shape.max_records) {
@@ -266,18 +303,39 @@ impl Fanout {
         let tuple = |items: Vec<Value>| Value::tuple(items);
         match parsed {
             Request::Query(cmd) => {
-                let touch = Value::boolean(cmd.touch);
+                // A shard returning more than its part of the page would touch more records
+                // than the single node: then the shards touch nothing and the page is touched
+                // in a second round.
+                let offset = cmd.query.offset;
+                let touch_after = cmd.touch
+                    && self.shape.lifetimes
+                    && (offset > 0 || (cmd.query.limit.is_some() && self.shards > 1));
+                let touch = Value::boolean(cmd.touch && !touch_after);
                 let Some(partition) = cmd.partition else {
                     let mut ask = vec![
                         atom("query"),
                         resource,
                         shard_query(&args[1], &cmd.query, 0),
                     ];
-                    ask.extend(args.get(2).cloned());
+                    if touch_after {
+                        let mut opts: Vec<(Value, Value)> = args
+                            .get(2)
+                            .and_then(Value::as_map)
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|(k, _)| k.as_atom().is_none_or(|a| a.as_str() != "touch"))
+                            .cloned()
+                            .collect();
+                        opts.push((atom("touch"), touch));
+                        ask.push(Value::map(opts));
+                    } else {
+                        ask.extend(args.get(2).cloned());
+                    }
                     self.state = State::Query {
                         query: cmd.query,
                         partition: None,
                         counted: false,
+                        touch_after,
                     };
                     return self.everyone(vec![tuple(ask)]);
                 };
@@ -343,8 +401,38 @@ impl Fanout {
                     query: cmd.query,
                     partition: Some(partition),
                     counted,
+                    touch_after,
                 };
                 self.everyone(asks)
+            }
+            Request::Aggregate(cmd) if partial_exact(&cmd.query, &cmd.aggregates) => {
+                let mut specs = Vec::new();
+                for (i, a) in cmd.aggregates.iter().enumerate() {
+                    let spec = |name: Value, kind: &'static str| {
+                        Value::tuple(vec![
+                            name,
+                            atom(kind),
+                            a.field.map_or_else(Value::nil, Value::Atom),
+                            Value::map(Vec::new()),
+                        ])
+                    };
+                    let i = count_term(i);
+                    match a.kind {
+                        Kind::Avg => {
+                            specs.push(spec(Value::pair(i.clone(), atom("sum")), "sum"));
+                            specs.push(spec(Value::pair(i, atom("count")), "count"));
+                        }
+                        kind => specs.push(spec(i, kind_name(kind))),
+                    }
+                }
+                let mut ask = vec![atom("aggregate"), resource, args[1].clone()];
+                ask.push(Value::list(specs));
+                ask.extend(args.get(3).cloned());
+                self.state = State::Partial {
+                    aggregates: cmd.aggregates,
+                    group_by: cmd.group_by,
+                };
+                self.everyone(vec![tuple(ask)])
             }
             Request::Aggregate(cmd) => {
                 let mut opts = vec![(atom("touch"), Value::boolean(false))];
@@ -428,6 +516,45 @@ impl Fanout {
         self.everyone(vec![ask])
     }
 
+    /// `reply`, after a round of `keep_alive` calls touching the `returned` records, each on
+    /// the shard that returned it (in `replies`), when `touch_after`.
+    fn touched(
+        &mut self,
+        touch_after: bool,
+        replies: &[Vec<Value>],
+        returned: &[Record],
+        reply: Value,
+    ) -> Step {
+        if !touch_after || returned.is_empty() {
+            return Step::Reply(reply);
+        }
+        let pk = &self.shape.primary_key;
+        let mut home: FxHashMap<Value, usize> = FxHashMap::default();
+        for (shard, r) in replies.iter().enumerate() {
+            let records = records_of(&r[0]).or_else(|_| partitioned_records_of(&r[0]));
+            for record in records.unwrap_or_default() {
+                home.insert(pk_of(&record, pk), shard);
+            }
+        }
+        let resource = self.resource.clone();
+        let mut asks: Vec<Vec<Value>> = vec![Vec::new(); self.shards];
+        let mut seen = FxHashSet::default();
+        for record in returned {
+            let key = pk_of(record, pk);
+            if let Some(&shard) = home.get(&key)
+                && seen.insert(key.clone())
+            {
+                asks[shard].push(Value::tuple(vec![
+                    atom("keep_alive"),
+                    resource.clone(),
+                    key,
+                ]));
+            }
+        }
+        self.state = State::Touching(reply);
+        Step::Ask(asks)
+    }
+
     /// The shards' replies to the last [`Step::Ask`] (`replies[i][j]` answering `asks[i][j]`):
     /// what to do next.
     pub fn next(&mut self, replies: Vec<Vec<Value>>) -> Step {
@@ -441,8 +568,8 @@ impl Fanout {
     }
 
     fn advance(&mut self, replies: Vec<Vec<Value>>) -> Result<Step, Value> {
-        let per_record = matches!(self.state, State::PerRecord { .. });
-        if !per_record && let Some(error) = first_error(&replies) {
+        let own_errors = matches!(self.state, State::PerRecord { .. } | State::Touching(_));
+        if !own_errors && let Some(error) = first_error(&replies) {
             return Err(error);
         }
         let shape = &self.shape;
@@ -460,9 +587,11 @@ impl Fanout {
         };
         match std::mem::replace(&mut self.state, State::Done) {
             State::Done => Err(Error::Unavailable("the fan-out is over".into()).to_reply()),
+            State::Touching(reply) => Ok(Step::Reply(reply)),
             State::Query {
                 query,
                 partition: None,
+                touch_after,
                 ..
             } => {
                 answered(1)?;
@@ -476,17 +605,19 @@ impl Fanout {
                     ..query.clone()
                 };
                 let records = q::run(union, &page, pk);
-                Ok(Step::Reply(reply::ok_list(
+                let reply = reply::ok_list(
                     records
                         .iter()
                         .map(|r| project(r, &query, pk).to_value())
                         .collect(),
-                )))
+                );
+                Ok(self.touched(touch_after, &replies, &records, reply))
             }
             State::Query {
                 query,
                 partition: Some(partition),
                 counted,
+                touch_after,
             } => {
                 answered(if counted { 2 } else { 1 })?;
                 let ty = shape.types.get(partition.field);
@@ -504,18 +635,20 @@ impl Fanout {
                 }
                 let parts = q::run_partitioned(union, &page, &partition, pk, ty, usize::MAX)
                     .map_err(|e| Error::BadRequest(e).to_reply())?;
-                Ok(Step::Reply(reply::ok_list(
+                let reply = reply::ok_list(
                     parts
-                        .into_iter()
+                        .iter()
                         .map(|(key, records)| {
                             let records = records
                                 .iter()
                                 .map(|r| project(r, &query, pk).to_value())
                                 .collect();
-                            Value::pair(key, Value::list(records))
+                            Value::pair(key.clone(), Value::list(records))
                         })
                         .collect(),
-                )))
+                );
+                let returned: Vec<Record> = parts.into_iter().flat_map(|(_, r)| r).collect();
+                Ok(self.touched(touch_after, &replies, &returned, reply))
             }
             State::Aggregate {
                 query,
@@ -552,6 +685,50 @@ impl Fanout {
                     Ok(v) => Ok(Step::Reply(reply::ok_with(v))),
                     Err(e) => Err(Error::Aggregate(e).to_reply()),
                 }
+            }
+            State::Partial {
+                aggregates,
+                group_by,
+            } => {
+                answered(1)?;
+                let aggregates: Vec<Spec> =
+                    aggregates.iter().map(|a| a.bind(&shape.types)).collect();
+                let Some(field) = group_by else {
+                    let partials: Vec<&Value> = replies
+                        .iter()
+                        .map(|r| ok_body(&r[0]))
+                        .collect::<Result<_, _>>()?;
+                    return Ok(Step::Reply(reply::ok_with(combine(
+                        &aggregates,
+                        &partials,
+                    )?)));
+                };
+                // Groups by value (by type for a typed field), each combined over the shards.
+                let ty = shape.types.get(field);
+                let mut index: FxHashMap<GroupKey, usize> = FxHashMap::default();
+                let mut groups: Vec<(Value, Vec<&Value>)> = Vec::new();
+                for r in &replies {
+                    let body = ok_body(&r[0])?;
+                    for group in body.as_list().ok_or_else(|| unreadable(&r[0]))? {
+                        let Some([value, partial]) = group.as_tuple() else {
+                            return Err(unreadable(&r[0]));
+                        };
+                        let i = *index.entry(GroupKey::of(value, ty)).or_insert_with(|| {
+                            groups.push((value.clone(), Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[i].1.push(partial);
+                    }
+                }
+                match ty {
+                    None => groups.sort_by(|a, b| cmp_exact(&a.0, &b.0)),
+                    ty => groups.sort_by(|a, b| q::typed::cmp(ty, &a.0, &b.0)),
+                }
+                let mut out = Vec::with_capacity(groups.len());
+                for (value, partials) in groups {
+                    out.push(Value::pair(value, combine(&aggregates, &partials)?));
+                }
+                Ok(Step::Reply(reply::ok_list(out)))
             }
             State::Write { query, ret } => {
                 answered(1)?;
@@ -681,6 +858,159 @@ impl Fanout {
     }
 }
 
+/// Whether `aggregates` over `query` can be combined from the shards' own aggregates exactly:
+/// no offset or limit (each shard's page would be its own), only `count`, `exists`, `sum`,
+/// `avg`, `min` and `max` and none of them `uniq` (a value on two shards would count twice),
+/// and `min`/`max` only without a sort (with one, a tie such as `1` and `1.0` goes to the first
+/// record in the sort order, which only the records tell).
+fn partial_exact(query: &q::Query, aggregates: &[Spec]) -> bool {
+    query.offset == 0
+        && query.limit.is_none()
+        && aggregates.iter().all(|a| {
+            !a.uniq
+                && match a.kind {
+                    Kind::Count | Kind::Exists | Kind::Sum | Kind::Avg => true,
+                    Kind::Min | Kind::Max => query.sort.is_empty(),
+                    Kind::First | Kind::List => false,
+                }
+        })
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Count => "count",
+        Kind::Exists => "exists",
+        Kind::Sum => "sum",
+        Kind::Avg => "avg",
+        Kind::Min => "min",
+        Kind::Max => "max",
+        Kind::First => "first",
+        Kind::List => "list",
+    }
+}
+
+/// `a + b` as Erlang adds numbers (exact integers; a float from the first float on); `None`
+/// when one is not a number.
+fn add(a: &Value, b: &Value) -> Option<Value> {
+    let big = |v: &Value| match v {
+        Value::Int(i) => Some(BigInt::from(*i)),
+        Value::BigInt(b) => Some((**b).clone()),
+        _ => None,
+    };
+    let float = |v: &Value| match v {
+        Value::Float(f) => Some(*f),
+        Value::Int(i) => Some(*i as f64),
+        Value::BigInt(b) => num_traits::ToPrimitive::to_f64(&**b),
+        _ => None,
+    };
+    match (big(a), big(b)) {
+        (Some(x), Some(y)) => Some(Value::integer(x + y)),
+        _ => Some(Value::Float(float(a)? + float(b)?)),
+    }
+}
+
+/// The reply map `#{Name => Value}` of `aggregates` (bound to the types) from each shard's
+/// partial map (`#{Index => Value}`, `avg`s as `#{{Index, sum}, {Index, count}}`).
+///
+/// Counts add up and `exists` is or-ed exactly; integer sums are exact, but float sums (and
+/// so `avg`) may differ from a single node's in the last bits, as the order in which values
+/// are added differs (a single node's own order is unspecified). A tie in `min`/`max` (`1` and
+/// `1.0`, or two spellings of a `ci_string`) goes to the lowest shard's, as a single node's goes
+/// to the first in its unspecified scan order.
+fn combine(aggregates: &[Spec], partials: &[&Value]) -> Result<Value, Value> {
+    let mut entries = Vec::with_capacity(aggregates.len());
+    for (i, a) in aggregates.iter().enumerate() {
+        let index = count_term(i);
+        let get = |name: &Value| -> Result<Vec<&Value>, Value> {
+            partials
+                .iter()
+                .map(|p| p.map_get(name).ok_or_else(|| unreadable(p)))
+                .collect()
+        };
+        let field = a.field.unwrap_or(Atom::from_static("nil"));
+        let overflow = || Error::Aggregate(AggregateError::FloatOverflow { field }).to_reply();
+        let sum = |values: Vec<&Value>| -> Result<Option<Value>, Value> {
+            let mut total: Option<Value> = None;
+            for v in values.into_iter().filter(|v| !v.is_nil()) {
+                total = Some(match total {
+                    None => v.clone(),
+                    Some(t) => add(&t, v).ok_or_else(|| unreadable(v))?,
+                });
+            }
+            match total {
+                Some(Value::Float(f)) if !f.is_finite() => Err(overflow()),
+                t => Ok(t),
+            }
+        };
+        let value = match a.kind {
+            Kind::Count => {
+                let mut n = BigInt::from(0);
+                for v in get(&index)? {
+                    match v {
+                        Value::Int(c) => n += *c,
+                        other => return Err(unreadable(other)),
+                    }
+                }
+                (n != BigInt::from(0)).then(|| Value::integer(n))
+            }
+            Kind::Exists => get(&index)?
+                .iter()
+                .any(|v| v.is_true())
+                .then(|| Value::boolean(true)),
+            Kind::Sum => sum(get(&index)?)?,
+            Kind::Avg => {
+                let total = sum(get(&Value::pair(index.clone(), atom("sum")))?)?;
+                let mut n = 0i64;
+                for v in get(&Value::pair(index, atom("count")))? {
+                    n += v.as_int().ok_or_else(|| unreadable(v))?;
+                }
+                match total {
+                    Some(total) if n > 0 => {
+                        let total = match total {
+                            Value::Float(f) => f,
+                            Value::Int(i) => i as f64,
+                            Value::BigInt(b) => {
+                                num_traits::ToPrimitive::to_f64(&*b).unwrap_or(f64::NAN)
+                            }
+                            other => return Err(unreadable(&other)),
+                        };
+                        let mean = total / n as f64;
+                        if !mean.is_finite() {
+                            return Err(overflow());
+                        }
+                        Some(Value::Float(mean))
+                    }
+                    _ => None,
+                }
+            }
+            Kind::Min | Kind::Max => {
+                let want = if a.kind == Kind::Min {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                };
+                let mut best: Option<&Value> = None;
+                for v in get(&index)?.into_iter().filter(|v| !v.is_nil()) {
+                    if best.is_none_or(|b| q::typed::cmp(a.ty, v, b) == want) {
+                        best = Some(v);
+                    }
+                }
+                best.cloned()
+            }
+            Kind::First | Kind::List => unreachable!("partial_exact admits neither"),
+        };
+        let value = value.unwrap_or_else(|| {
+            a.default.clone().unwrap_or_else(|| match a.kind {
+                Kind::Count => Value::Int(0),
+                Kind::Exists => Value::boolean(false),
+                _ => Value::nil(),
+            })
+        });
+        entries.push((a.name.clone(), value));
+    }
+    Ok(Value::map(entries))
+}
+
 /// The query map's `filter` term (`nil` for none).
 fn get_filter(map: &Value) -> Value {
     map.map_get_atom(Atom::from_static("filter"))
@@ -759,6 +1089,7 @@ mod tests {
             primary_key: vec![Atom::new("id").unwrap()],
             types: Arc::new(Types::parse(&t(types)).unwrap()),
             max_records: 100_000,
+            lifetimes: false,
         }
     }
 
@@ -906,6 +1237,77 @@ mod tests {
             .map(|r| r.map_get_atom(Atom::new("id").unwrap()).unwrap().clone())
             .collect();
         assert_eq!(ids, vec![t("3"), t("2"), t("0"), t("1")]);
+    }
+
+    #[test]
+    fn a_paged_query_touches_its_page_only_in_a_second_round() {
+        let mut lives = shape("#{}");
+        lives.lifetimes = true;
+        let (mut f, step) = start(
+            "{query, {r, t}, #{sort => [{id, asc}], offset => 1, limit => 2}, #{}}",
+            lives.clone(),
+            2,
+        );
+        let want = t("{query, {r, t}, #{sort => [{id, asc}], limit => 3}, #{touch => false}}");
+        assert_eq!(asks(&step), &vec![vec![want.clone()], vec![want]]);
+        let step = f.next(replies(&[
+            "{ok, [#{id => 1}, #{id => 3}]}",
+            "{ok, [#{id => 2}, #{id => 4}, #{id => 5}]}",
+        ]));
+        assert_eq!(
+            asks(&step),
+            &vec![
+                vec![t("{keep_alive, {r, t}, #{id => 3}}")],
+                vec![t("{keep_alive, {r, t}, #{id => 2}}")],
+            ]
+        );
+        // A record gone meanwhile does not change the reply.
+        let got = f.next(vec![vec![t("ok")], vec![t("{error, not_found}")]]);
+        assert_eq!(reply(got), t("{ok, [#{id => 2}, #{id => 3}]}"));
+        // A partition's page too, each record once.
+        let (mut f, step) = start(
+            "{query, r, #{limit => 1}, #{partition_by => a, partitions => [{x, [1]}, {y, [1]}]}}",
+            lives.clone(),
+            2,
+        );
+        assert_eq!(
+            asks(&step)[0][0],
+            t(
+                "{query, r, #{limit => 1}, #{partition_by => a, touch => false, partitions => [{0, [1]}]}}"
+            )
+        );
+        let step = f.next(replies(&[
+            "{ok, [{0, [#{id => 2, a => 1}]}]}",
+            "{ok, [{0, [#{id => 1, a => 1}]}]}",
+        ]));
+        assert_eq!(
+            asks(&step),
+            &vec![vec![], vec![t("{keep_alive, r, #{id => 1}}")]]
+        );
+        assert_eq!(
+            reply(f.next(vec![vec![], vec![t("ok")]])),
+            t("{ok, [{x, [#{id => 1, a => 1}]}, {y, [#{id => 1, a => 1}]}]}")
+        );
+        // Unpaged, or paged on one shard from the start, or asked not to touch: the shards'
+        // own touches are the single node's.
+        for (q, shards) in [
+            ("{query, r, #{sort => [{id, asc}]}}", 2),
+            ("{query, r, #{limit => 2}}", 1),
+            ("{query, r, #{limit => 2}, #{touch => false}}", 2),
+        ] {
+            let (mut f, step) = start(q, lives.clone(), shards);
+            let ask = &asks(&step)[0][0];
+            let opts = ask.as_tuple().unwrap().get(3);
+            assert!(
+                opts.is_none() || q.contains("touch => false"),
+                "{q}: {ask:?}"
+            );
+            let step = f.next(vec![vec![t("{ok, [#{id => 1}]}")]; shards]);
+            assert!(matches!(step, Step::Reply(_)), "{q}");
+        }
+        // Without lifetimes a touch changes nothing: one round.
+        let (_, step) = start("{query, r, #{offset => 1}}", shape("#{}"), 2);
+        assert_eq!(asks(&step)[0][0], t("{query, r, #{}}"));
     }
 
     #[test]
@@ -1064,8 +1466,82 @@ mod tests {
     }
 
     #[test]
+    fn aggregates_that_add_up_are_combined_from_the_shards_own() {
+        let (mut f, step) = start(
+            "{aggregate, r, #{filter => {gt, n, 0}, sort => [{n, asc}]}, [{c, count, nil, #{default => none}}, {e, exists, a, #{}}, {s, sum, n, #{}}, {v, avg, n, #{}}, {z, sum, a, #{default => 0}}]}",
+            shape("#{}"),
+            2,
+        );
+        // Defaults are applied here: a shard cannot tell its empty set from the whole's.
+        let want = t(
+            "{aggregate, r, #{filter => {gt, n, 0}, sort => [{n, asc}]}, [{0, count, nil, #{}}, {1, exists, a, #{}}, {2, sum, n, #{}}, {{3, sum}, sum, n, #{}}, {{3, count}, count, n, #{}}, {4, sum, a, #{}}]}",
+        );
+        assert_eq!(asks(&step), &vec![vec![want.clone()], vec![want]]);
+        let got = f.next(replies(&[
+            "{ok, #{0 => 2, 1 => false, 2 => 3, {3, sum} => 3, {3, count} => 2, 4 => nil}}",
+            "{ok, #{0 => 1, 1 => true, 2 => 1.5, {3, sum} => 1.5, {3, count} => 1, 4 => nil}}",
+        ]));
+        assert_eq!(
+            reply(got),
+            t("{ok, #{c => 3, e => true, s => 4.5, v => 1.5, z => 0}}")
+        );
+        // Empty everywhere: the empty-set values, or the defaults.
+        let (mut f, _) = start(
+            "{aggregate, r, #{}, [{c, count, nil, #{default => none}}, {e, exists, nil, #{}}, {v, avg, n, #{}}, {m, max, n, #{default => 0}}]}",
+            shape("#{}"),
+            2,
+        );
+        let empty = "{ok, #{0 => 0, 1 => false, {2, sum} => nil, {2, count} => 0, 3 => nil}}";
+        assert_eq!(
+            reply(f.next(replies(&[empty, empty]))),
+            t("{ok, #{c => none, e => false, v => nil, m => 0}}")
+        );
+        // min/max compare by type.
+        let (mut f, step) = start(
+            "{aggregate, r, #{}, [{lo, min, name, #{}}, {hi, max, name, #{}}]}",
+            shape("#{name => ci_string}"),
+            2,
+        );
+        assert_eq!(asks(&step)[0][0].as_tuple().unwrap()[0], t("aggregate"));
+        let got = f.next(replies(&[
+            "{ok, #{0 => <<\"b\">>, 1 => <<\"b\">>}}",
+            "{ok, #{0 => <<\"A\">>, 1 => <<\"C\">>}}",
+        ]));
+        assert_eq!(reply(got), t("{ok, #{lo => <<\"A\">>, hi => <<\"C\">>}}"));
+        // Grouped: groups merged by value (by type), in order.
+        let (mut f, _) = start(
+            "{aggregate, r, #{}, [{c, count, nil, #{}}], #{group_by => g}}",
+            shape("#{g => ci_string}"),
+            2,
+        );
+        let got = f.next(replies(&[
+            "{ok, [{<<\"B\">>, #{0 => 1}}, {nil, #{0 => 2}}]}",
+            "{ok, [{<<\"a\">>, #{0 => 4}}, {<<\"b\">>, #{0 => 1}}]}",
+        ]));
+        assert_eq!(
+            reply(got),
+            t("{ok, [{nil, #{c => 2}}, {<<\"a\">>, #{c => 4}}, {<<\"B\">>, #{c => 2}}]}")
+        );
+        // Not with a page, uniq values, first or list, or min/max under a sort: the records.
+        for q in [
+            "{aggregate, r, #{limit => 5}, [{c, count, nil, #{}}]}",
+            "{aggregate, r, #{offset => 1}, [{c, count, nil, #{}}]}",
+            "{aggregate, r, #{}, [{c, count, a, #{uniq => true}}]}",
+            "{aggregate, r, #{}, [{c, count, nil, #{}}, {f, first, a, #{}}]}",
+            "{aggregate, r, #{sort => [{a, asc}]}, [{m, min, a, #{}}]}",
+        ] {
+            let (_, step) = start(q, shape("#{}"), 2);
+            assert_eq!(asks(&step)[0][0].as_tuple().unwrap()[0], t("query"), "{q}");
+        }
+    }
+
+    #[test]
     fn aggregate_errors_are_the_single_nodes() {
-        let (mut f, _) = start("{aggregate, r, #{}, [{s, sum, n, #{}}]}", shape("#{}"), 2);
+        let (mut f, _) = start(
+            "{aggregate, r, #{}, [{l, list, n, #{}}, {s, sum, n, #{}}]}",
+            shape("#{}"),
+            2,
+        );
         let got = f.next(replies(&[
             "{ok, [#{id => 1, n => 1}]}",
             "{ok, [#{id => 2, n => <<\"x\">>}]}",
@@ -1365,12 +1841,15 @@ mod tests {
 
         const AGGREGATES: &[&str] = &[
             "{count, nil, #{}}",
-            "{count, a, #{}}",
+            "{count, a, #{default => none}}",
             "{count, b, #{uniq => true}}",
             "{exists, nil, #{}}",
             "{sum, n, #{}}",
             "{sum, a, #{default => 0}}",
             "{avg, n, #{}}",
+            "{avg, a, #{default => 0.0}}",
+            "{max, a, #{default => -100}}",
+            "{exists, c, #{default => maybe}}",
             "{min, a, #{}}",
             "{max, c, #{}}",
             "{min, c, #{default => none}}",
@@ -1494,6 +1973,8 @@ mod tests {
             split: Option<Vec<usize>>,
             parts: usize,
             request: (String, bool),
+            /// Whether the resource has an inactivity timeout (never reached in a case).
+            lifetimes: bool,
         }
 
         fn case() -> impl Strategy<Value = Case> {
@@ -1502,12 +1983,14 @@ mod tests {
                 prop::option::of(prop::collection::vec(0..5usize, 25)),
                 1..=5usize,
                 request(),
+                any::<bool>(),
             )
-                .prop_map(|(records, split, parts, request)| Case {
+                .prop_map(|(records, split, parts, request, lifetimes)| Case {
                     records,
                     split,
                     parts,
                     request,
+                    lifetimes,
                 })
         }
 
@@ -1562,8 +2045,9 @@ mod tests {
             let resource = format!("fan_res_{n}");
             let res = Atom::new(&resource).unwrap();
             let parts = &nodes.parts[..case.parts];
+            let timeout = if case.lifetimes { "600000" } else { "infinity" };
             let define = t(&format!(
-                "{{define, {resource}, #{{primary_key => [id], types => #{{c => ci_string, d => decimal}}}}}}"
+                "{{define, {resource}, #{{primary_key => [id], inactivity_timeout => {timeout}, types => #{{c => ci_string, d => decimal}}}}}}"
             ));
             let records: Vec<Value> = case
                 .records
@@ -1604,6 +2088,7 @@ mod tests {
                 primary_key: vec![Atom::new("id").unwrap()],
                 types: Arc::new(Types::parse(&t("#{c => ci_string, d => decimal}")).unwrap()),
                 max_records: crate::wire::Limits::DEFAULT_MAX_RECORDS_PER_REQUEST,
+                lifetimes: case.lifetimes,
             };
             let (text, ordered) = &case.request;
             let request = t(&text.replace("RES", &resource));
