@@ -341,6 +341,15 @@ impl Embedded {
         }
     }
 
+    /// Sends any request term of docs/PROTOCOL.md to the node's `ash_gen_server` and returns
+    /// its reply as it is (`{error, Reason}` included).
+    pub async fn call(&self, request: Value) -> Result<Value, ApiError> {
+        Ok(self
+            .mailbox
+            .call(SERVER_NAME, request, self.timeout)
+            .await?)
+    }
+
     async fn request(&self, items: Vec<Value>) -> Result<Value, ApiError> {
         let request = Value::tuple(items);
         let reply = self

@@ -23,6 +23,8 @@
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
 //! - [`convert`]: a single node joined by another becomes a member, its records with it.
+//! - [`fanout`]: a multi-record request (query, aggregate, update_where, destroy_where) sent to
+//!   every shard and the shards' replies combined into the single node's reply.
 //!
 //! The records form one Raft group for now: [`placement`] already maps records to shards and
 //! shards to members for the sharded layout the protocol's group field leaves room for.
@@ -31,6 +33,7 @@ pub mod answer;
 pub mod convert;
 pub mod endpoint;
 pub mod expiry;
+pub mod fanout;
 pub mod identity;
 pub mod log_store;
 pub mod membership;

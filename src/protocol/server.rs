@@ -404,6 +404,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_query_with_touch_false_leaves_inactivity_timers_alone() {
+        let (node, _server) = serve("unit_touch");
+        let handler = Mailbox::new(&node);
+        let me = Mailbox::new(&node);
+        call(
+            &me,
+            "{define, s, #{primary_key => [id], inactivity_timeout => 400, expiry_grace => 60000}}",
+        )
+        .await;
+        assert_eq!(call(&handler, "{subscribe, [s]}").await, t("ok"));
+        call(&me, "{create, s, #{id => 1}}").await;
+        call(&me, "{create, s, #{id => 2}}").await;
+        assert_eq!(
+            call(&me, "{query, s, #{}, #{touch => 1}}").await,
+            t("{error, {bad_request, <<\"touch must be true or false, got: 1\">>}}")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Both return their record; only the second resets its timer.
+        assert_eq!(
+            call(
+                &me,
+                "{query, s, #{filter => {eq, id, 1}}, #{touch => false}}"
+            )
+            .await,
+            t("{ok, [#{id => 1}]}")
+        );
+        assert_eq!(
+            call(
+                &me,
+                "{query, s, #{filter => {eq, id, 2}}, #{touch => true}}"
+            )
+            .await,
+            t("{ok, [#{id => 2}]}")
+        );
+        let mut expired = Vec::new();
+        for _ in 0..2 {
+            let notice = handler
+                .recv_matching(WAIT, |s| matches!(s, Signal::Message(_)))
+                .await;
+            let Some(Signal::Message(Value::Tuple(notice))) = notice else {
+                panic!("no expiry notice: {notice:?}")
+            };
+            let pk = notice[2].map_get_atom(crate::term::Atom::new("primary_key").unwrap());
+            expired.push((pk.cloned().unwrap(), std::time::Instant::now()));
+        }
+        assert_eq!(expired[0].0, t("#{id => 1}"));
+        assert_eq!(expired[1].0, t("#{id => 2}"));
+        // 1 expires 400 ms after its creation, 2 400 ms after the query: about 250 ms later.
+        let gap = expired[1].1 - expired[0].1;
+        assert!(gap >= Duration::from_millis(150), "{gap:?}");
+    }
+
+    #[tokio::test]
     async fn atomics_and_expressions_apply_in_the_actor() {
         let (node, _server) = serve("unit_atomics");
         let me = Mailbox::new(&node);

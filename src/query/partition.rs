@@ -85,14 +85,17 @@ fn parse_partitions(value: &Value) -> Result<Vec<(Value, Vec<Value>)>, String> {
 }
 
 /// A group's identity: its value, compared exactly or, for a typed field, by type.
-#[derive(PartialEq, Eq, Hash)]
-enum GroupKey {
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GroupKey {
+    /// An untyped value (or one without its type's shape), compared exactly.
     Exact(Value),
+    /// A typed value's comparison key.
     Typed(typed::Key),
 }
 
 impl GroupKey {
-    fn of(value: &Value, ty: Option<FieldType>) -> GroupKey {
+    /// The group of `value`, for a field of type `ty`.
+    pub fn of(value: &Value, ty: Option<FieldType>) -> GroupKey {
         match ty.and_then(|t| t.key(value)) {
             Some(k) => GroupKey::Typed(k),
             None => GroupKey::Exact(value.clone()),
@@ -201,15 +204,7 @@ pub fn run_partitioned(
                     .sum();
                 total.saturating_add(paged_len(members, &page))
             });
-            let allowed = groups.records().max(max_records);
-            if total > allowed {
-                return Err(format!(
-                    "the partitions would return {total} records in all, more than the {allowed} \
-                     a partitioned query may (the records matched, or the node's \
-                     --max-records-per-request when more): use fewer or smaller partitions, or \
-                     a limit"
-                ));
-            }
+            check_total(total, groups.records(), max_records)?;
             Ok(partitions
                 .iter()
                 .map(|(key, values)| (key.clone(), run(groups.members(values), &page, primary_key)))
@@ -223,8 +218,23 @@ pub fn run_partitioned(
     }
 }
 
+/// Refuses partitions that would return `total` records in all when that is more than the
+/// `matched` records and than `max_records` (partitions sharing values repeat records), with
+/// the message a partitioned query answers.
+pub fn check_total(total: usize, matched: usize, max_records: usize) -> Result<(), String> {
+    let allowed = matched.max(max_records);
+    if total > allowed {
+        return Err(format!(
+            "the partitions would return {total} records in all, more than the {allowed} a \
+             partitioned query may (the records matched, or the node's \
+             --max-records-per-request when more): use fewer or smaller partitions, or a limit"
+        ));
+    }
+    Ok(())
+}
+
 /// How many of `len` records the query's offset and limit keep.
-fn paged_len(len: usize, query: &Query) -> usize {
+pub fn paged_len(len: usize, query: &Query) -> usize {
     let after_offset = len.saturating_sub(query.offset);
     query
         .limit
