@@ -186,6 +186,12 @@ struct StartArgs {
     /// bounded; a member that joins or falls further behind receives the snapshot.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..), env = "ASH_GEN_SERVER_SNAPSHOT_EVERY")]
     snapshot_every: u64,
+    /// Split the records into this many shards, each its own Raft group over the members (a
+    /// record's shard is a hash of its resource and primary key; a resource with identities
+    /// keeps its records in one shard). Every member of a cluster must be started with the
+    /// same number. More than 1 makes this node a cluster member (as --cluster). Default 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), env = "ASH_GEN_SERVER_SHARDS")]
+    shards: u16,
     /// Distribution port (0 picks a free one).
     #[arg(long, default_value_t = 0, env = "ASH_GEN_SERVER_PORT")]
     port: u16,
@@ -468,7 +474,7 @@ async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[
             }
         }
     }
-    if args.cluster || args.replicas.is_some() {
+    if args.cluster || args.replicas.is_some() || args.shards > 1 {
         return true;
     }
     if let Some(dir) = &args.data_dir
@@ -490,6 +496,51 @@ async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[
         tracing::info!("no --join peer is a cluster member: a single node, connected to them");
     }
     member
+}
+
+/// A member joining `peers` checks that they split the records into as many shards as it does
+/// (`--shards`): it asks the first one that answers for its `cluster` description. A peer not
+/// answering (still starting, too) is not waited for.
+async fn check_shards(
+    node: &std::sync::Arc<Node>,
+    peers: &[NodeName],
+    shards: u32,
+) -> Result<(), String> {
+    use ash_gen_server::node::Mailbox;
+    let mailbox = Mailbox::new(node);
+    let wait = Duration::from_secs(2);
+    for peer in peers {
+        if !matches!(
+            tokio::time::timeout(wait, node.connect(peer)).await,
+            Ok(Ok(()))
+        ) {
+            continue;
+        }
+        let ask = mailbox.call_remote_monitored(
+            peer,
+            protocol::SERVER_NAME,
+            parse_term("cluster").expect("an atom"),
+            wait,
+        );
+        // Not running yet (a member starting too), or not answering: not waited for.
+        let Ok(reply) = ask.await else { continue };
+        let theirs = match reply.as_tuple() {
+            Some([tag, info]) if tag.as_atom().map(|a| a.as_str()) == Some("ok") => info
+                .map_get_atom(ash_gen_server::term::Atom::from_static("shards"))
+                .and_then(|v| v.as_int()),
+            _ => None,
+        };
+        match theirs {
+            Some(n) if n != i64::from(shards) => {
+                return Err(format!(
+                    "--shards {shards} differs from the cluster's: {peer} splits the records into {n} shards; start every member with the same --shards"
+                ));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 async fn start(args: StartArgs) -> Result<(), String> {
@@ -539,14 +590,27 @@ async fn start(args: StartArgs) -> Result<(), String> {
         )
     })?;
     let clustered = cluster_member(&args, &running.node, &peers).await;
-    let options = protocol::Options {
-        fault_injection: args.enable_fault_injection,
-        data_dir: args.data_dir.clone().filter(|_| !clustered),
-        fsync: Some(args.fsync),
-        register_as: clustered.then_some(cluster::state_machine::RECORDS_NAME),
-        pid_requests_to: clustered.then_some(protocol::SERVER_NAME),
-    };
-    let server = Server::start(&running.node, options).map_err(|e| e.to_string())?;
+    let shards = u32::from(args.shards);
+    if clustered && !peers.is_empty() {
+        check_shards(&running.node, &peers, shards).await?;
+    }
+    // One record service per group: group G's named by `cluster::Names::of(G, sharded)`.
+    let names: Vec<cluster::Names> = (0..shards)
+        .map(|g| cluster::Names::of(g, shards > 1))
+        .collect();
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let mut servers = Vec::with_capacity(names.len());
+    for names in &names {
+        let options = protocol::Options {
+            fault_injection: args.enable_fault_injection,
+            data_dir: args.data_dir.clone().filter(|_| !clustered),
+            fsync: Some(args.fsync),
+            register_as: clustered.then(|| leak(&names.records)),
+            pid_requests_to: clustered.then(|| leak(&names.router)),
+        };
+        servers.push(Server::start(&running.node, options).map_err(|e| e.to_string())?);
+    }
+    let server = &servers[0];
     let replicas = args.replicas.unwrap_or(3);
     let cluster_options = cluster::ClusterOptions {
         join: peers.clone(),
@@ -554,21 +618,35 @@ async fn start(args: StartArgs) -> Result<(), String> {
         data_dir: args.data_dir.clone(),
         fsync: args.fsync,
         snapshot_every: args.snapshot_every,
+        shards,
         ..Default::default()
     };
-    let member = if clustered {
-        let member = cluster::Cluster::start(
-            &running.node,
-            &server.service.records,
-            cluster_options.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        tracing::info!(id = member.id, replicas, "cluster member started");
-        Some(member)
-    } else {
-        None
-    };
+    // Every group (group 0's data in the data directory, group G's in DIR/group-G).
+    let mut groups = Vec::new();
+    if clustered {
+        for (g, served) in servers.iter().enumerate() {
+            let mut options = cluster_options.clone();
+            options.group = g as u32;
+            if g > 0 {
+                options.data_dir = args.data_dir.as_ref().map(|d| d.join(format!("group-{g}")));
+            }
+            let member = cluster::Cluster::start(&running.node, &served.service.records, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                id = member.id,
+                replicas,
+                group = g,
+                "cluster member started"
+            );
+            groups.push(member);
+        }
+        if shards > 1 {
+            cluster::shards::register(&running.node, &groups).map_err(|e| e.to_string())?;
+            tracing::info!(shards, "serving the records split into shards");
+        }
+    }
+    let member = groups.first().cloned();
     // A single node becomes a member when a node joins it.
     let (member_set, members) = tokio::sync::watch::channel(member.clone());
     if member.is_none() {
@@ -604,9 +682,11 @@ async fn start(args: StartArgs) -> Result<(), String> {
     if let Some(path) = &args.resources {
         let json = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let store = &server.service.records.store;
-        let n = ash_gen_server::config::define_from_json(store, &json)?;
-        tracing::info!(file = %path.display(), resources = n, "defined resources from file");
+        for served in &servers {
+            let store = &served.service.records.store;
+            let n = ash_gen_server::config::define_from_json(store, &json)?;
+            tracing::info!(file = %path.display(), resources = n, "defined resources from file");
+        }
     }
     for peer in peers.iter().filter(|_| member.is_none()).chain(&connect) {
         match running.node.connect(peer).await {
@@ -638,7 +718,23 @@ async fn start(args: StartArgs) -> Result<(), String> {
 
     // The member, once there is one (at start, or when this single node becomes one).
     let mut watch = members.clone();
+    let every_group = groups.clone();
     let raft_stopped = async move {
+        if every_group.len() > 1 {
+            // Any group's Raft core stopping stops the node.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for (g, group) in every_group.into_iter().enumerate() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let why = group.stopped().await;
+                    let _ = tx.send(format!("group {g}: {why}"));
+                });
+            }
+            return rx
+                .recv()
+                .await
+                .unwrap_or_else(|| "the raft cores ended".into());
+        }
         match watch.wait_for(Option::is_some).await {
             Ok(member) => {
                 let member = member.clone().expect("waited for a member");
@@ -660,15 +756,38 @@ async fn start(args: StartArgs) -> Result<(), String> {
         running
             .shutdown(Duration::from_secs(args.shutdown_timeout))
             .await;
-        server.stop();
+        for served in &servers {
+            served.stop();
+        }
         return Err(format!("the cluster member's raft core stopped: {why}"));
     }
     let member = members.borrow().clone();
     if let Some(member) = &member {
         if drained || member.reopened.is_none() {
-            cluster::membership::leave(member, Duration::from_secs(args.shutdown_timeout)).await;
-            // Its record pids (a leader's) move to the member that leads next.
-            cluster::record_pids::hand_over(member, cluster::record_pids::HAND_OVER_WAIT).await;
+            // Every group at once (one with --shards 1).
+            let every: Vec<_> = if groups.len() > 1 {
+                groups.clone()
+            } else {
+                vec![member.clone()]
+            };
+            let timeout = Duration::from_secs(args.shutdown_timeout);
+            let leaving: Vec<_> = every
+                .into_iter()
+                .map(|member| {
+                    tokio::spawn(async move {
+                        cluster::membership::leave(&member, timeout).await;
+                        // Its record pids (a leader's) move to the member that leads next.
+                        cluster::record_pids::hand_over(
+                            &member,
+                            cluster::record_pids::HAND_OVER_WAIT,
+                        )
+                        .await;
+                    })
+                })
+                .collect();
+            for task in leaving {
+                let _ = task.await;
+            }
         } else {
             tracing::info!(
                 "keeping this member's place in the cluster: it restarts with its data directory"
@@ -678,7 +797,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     running
         .shutdown(Duration::from_secs(args.shutdown_timeout))
         .await;
-    server.stop();
+    for served in &servers {
+        served.stop();
+    }
     if let Some(task) = metrics {
         task.abort();
     }

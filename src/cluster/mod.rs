@@ -26,8 +26,12 @@
 //! - [`fanout`]: a multi-record request (query, aggregate, update_where, destroy_where) sent to
 //!   every shard and the shards' replies combined into the single node's reply.
 //!
-//! The records form one Raft group for now: [`placement`] already maps records to shards and
-//! shards to members for the sharded layout the protocol's group field leaves room for.
+//! - [`shards`]: with `--shards S` (S > 1) the records are split into S Raft groups, each
+//!   this module's machinery once ([`ClusterOptions::group`], [`Names::of`]); the front router
+//!   registered as `ash_gen_server` sends each request to its record's group, or to every
+//!   group ([`fanout`]), and combines their replies.
+//!
+//! With `--shards 1` (the default) the records form one Raft group, named as ever.
 
 pub mod answer;
 pub mod convert;
@@ -44,6 +48,7 @@ pub mod read_lease;
 pub mod record_pids;
 pub mod role;
 pub mod router;
+pub mod shards;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
@@ -81,6 +86,10 @@ pub struct ClusterOptions {
     /// the members that vote in it ([`placement::replicas_of`]). Group 0 is the records' one
     /// group of today's layout.
     pub group: u32,
+    /// How many Raft groups the records are split into (`--shards`, 1 by default). With more
+    /// than one, group 0's router is not `ash_gen_server` ([`Names::of`]): that name is the
+    /// front router's ([`shards`]).
+    pub shards: u32,
 }
 
 /// The registered names of one Raft group's processes on a member: the endpoint other
@@ -88,7 +97,8 @@ pub struct ClusterOptions {
 /// ([`state_machine`]) and the router that serves the group's requests ([`router`]). Group 0
 /// has the names of a member of one group (`ash_gen_server_raft`, `ash_gen_server_records`,
 /// `ash_gen_server`); group `G` adds `_G` to the first two and is served by
-/// `ash_gen_server_group_G`.
+/// `ash_gen_server_group_G`. With several groups (`sharded`), group 0 is served by
+/// `ash_gen_server_group_0`, and `ash_gen_server` is the front router ([`shards`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     /// The endpoint's name.
@@ -100,13 +110,21 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names of group `group`'s processes.
-    pub fn of(group: u32) -> Names {
-        if group == 0 {
+    /// The names of group `group`'s processes; `sharded` when the records are split into more
+    /// than one group.
+    pub fn of(group: u32, sharded: bool) -> Names {
+        if group == 0 && !sharded {
             return Names {
                 endpoint: answer::ENDPOINT_NAME.to_string(),
                 records: state_machine::RECORDS_NAME.to_string(),
                 router: crate::protocol::SERVER_NAME.to_string(),
+            };
+        }
+        if group == 0 {
+            return Names {
+                endpoint: answer::ENDPOINT_NAME.to_string(),
+                records: state_machine::RECORDS_NAME.to_string(),
+                router: format!("{}_group_0", crate::protocol::SERVER_NAME),
             };
         }
         Names {
@@ -128,6 +146,7 @@ impl Default for ClusterOptions {
             snapshot_every: 20_000,
             adopt: false,
             group: 0,
+            shards: 1,
         }
     }
 }
@@ -234,7 +253,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let names = Names::of(options.group);
+        let names = Names::of(options.group, options.shards > 1);
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
         let state_machine =
             state_machine::StateMachine::new(node, records, &names.records, snapshots.clone())?;
@@ -266,7 +285,10 @@ impl Cluster {
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
         expiries.install(&cluster, records);
-        metrics::spawn(&cluster);
+        // The cluster gauges are group 0's (one set per node).
+        if cluster.options.group == 0 {
+            metrics::spawn(&cluster);
+        }
         record_pids::spawn(&cluster);
         if let Some(journal) = flush {
             tokio::spawn(crate::storage::journal::flush_every_interval(journal));
@@ -349,23 +371,33 @@ mod tests {
     #[test]
     fn group_0_keeps_the_names_of_a_member_of_one_group() {
         assert_eq!(
-            Names::of(0),
+            Names::of(0, false),
             Names {
                 endpoint: "ash_gen_server_raft".into(),
                 records: "ash_gen_server_records".into(),
                 router: "ash_gen_server".into(),
             }
         );
-        let three = Names::of(3);
+        let sharded = Names::of(0, true);
+        assert_eq!(sharded.endpoint, "ash_gen_server_raft");
+        assert_eq!(sharded.records, "ash_gen_server_records");
+        assert_eq!(sharded.router, "ash_gen_server_group_0");
+        let three = Names::of(3, true);
+        assert_eq!(three, Names::of(3, false));
         assert_eq!(three.endpoint, "ash_gen_server_raft_3");
         assert_eq!(three.records, "ash_gen_server_records_3");
         assert_eq!(three.router, "ash_gen_server_group_3");
         let all: std::collections::BTreeSet<String> = (0..64)
             .flat_map(|g| {
-                let n = Names::of(g);
+                let n = Names::of(g, true);
                 [n.endpoint, n.records, n.router]
             })
+            .chain(std::iter::once(crate::protocol::SERVER_NAME.to_string()))
             .collect();
-        assert_eq!(all.len(), 64 * 3, "no two groups share a name");
+        assert_eq!(
+            all.len(),
+            64 * 3 + 1,
+            "no two groups share a name, nor the front's"
+        );
     }
 }

@@ -158,7 +158,7 @@ pub async fn serve_as_leader(
 }
 
 /// Calls every other member's endpoint with `message` (expiry handler subscriptions).
-async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
+pub(crate) async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
     let me = cluster.node.config.name.to_string();
     let mailbox = Mailbox::new(&cluster.node);
     for name in super::membership::members(cluster).into_values() {

@@ -1,0 +1,811 @@
+//! The front router of a member whose records are split into `S` Raft groups (`start --shards
+//! S`, S > 1): registered as `ash_gen_server`, it serves every request of docs/PROTOCOL.md as
+//! a single node holding every record would, by sending it on to the groups' routers
+//! (`ash_gen_server_group_G`, [`super::Names::of`]) on this member. Each group router does
+//! what a member of one group does (the leader, forwarding, retries, request ids applied once
+//! per group), so the same client request id may reach several groups.
+//!
+//! Where a request goes ([`route_of`]):
+//!
+//! - `get`, `update`, `destroy`, `whereis`, `keep_alive` (call and cast), `fault`, `create`,
+//!   `upsert`: to the group of the record, [`group_of`]: [`super::placement::shard_of`] of the
+//!   resource and the primary key (the key fields of the record for `create` and `upsert`;
+//!   with a tenant, of `{Tenant, PK}`). A resource that declares identities keeps every record
+//!   in one group (that of a `nil` key), so identities are checked, and upserts by identity
+//!   served, atomically, as on a single node. A resource not defined goes to group 0 (which
+//!   answers as a single node does).
+//! - `query`, `aggregate`, `update_where`, `destroy_where`: [`super::fanout`] over the groups,
+//!   each group's requests sent concurrently.
+//! - `bulk_create`: the records split by group, one `bulk_create` per group concurrently, the
+//!   replies put back in the records' order. `all_or_nothing => true` over records of several
+//!   groups cannot be one step across Raft groups: it is refused with
+//!   `{error, {bad_request, Message}}` (a resource with identities never spans groups).
+//! - `define`: every group in turn, group 0 first; the first error, else group 0's reply.
+//!   `clear`: every group, the counts added up. `info`: every group, `count` added up, the rest
+//!   group 0's. `subscribe`, `unsubscribe`: every group (the reply group 0's).
+//! - `resources`: group 0. `ping`: `pong`. `stats`: group 0's with `records` and
+//!   `record_pids` added up over the groups. `cluster`: group 0's description with
+//!   `shards => S`, `healthy` (every group healthy) and `groups`, each group's leader and health.
+//!
+//! A request that does not parse is answered as a single node answers it.
+
+use super::Cluster;
+use super::fanout::{Fanout, Shape, Step};
+use super::placement::shard_of;
+use crate::node::genserver::{self, From};
+use crate::node::{Mailbox, Node, Process};
+use crate::protocol::args::ResourceRef;
+use crate::protocol::error::Error;
+use crate::protocol::request::{REQUEST_ID_TAG, Request, split_request_id};
+use crate::record::RecordService;
+use crate::record::registry::ResourceConfig;
+use crate::term::{Atom, Pid, Record, Value};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How long the front router waits for a group router's answer (a group router waits up to
+/// 10 s for a leader, and 30 s for a forwarded request).
+const GROUP_CALL: Duration = Duration::from_secs(60);
+
+/// Where the front router sends a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// To this group's router, as it is.
+    One(u32),
+    /// To every group ([`Combine`] says how the replies make one).
+    Every(Combine),
+    /// [`super::fanout`] over the groups.
+    Fanout,
+    /// Split by group ([`split_bulk`]).
+    Bulk,
+    /// `ping`: answered here.
+    Ping,
+    /// `cluster`: described here.
+    Cluster,
+    /// `stats`: group 0's, with counts added up.
+    Stats,
+}
+
+/// How the replies of every group make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// `define`: in turn, group 0 first; the first error, else group 0's reply.
+    Define,
+    /// `clear`: the counts added up.
+    Clear,
+    /// `info`: `count` added up.
+    Info,
+    /// `subscribe`, `unsubscribe`: group 0's reply.
+    Subscription,
+}
+
+/// The group of the record of `resource` with primary-key map (or record) `key` among
+/// `shards` groups, for a resource configured as `config` (`None`: not defined, group 0).
+pub fn group_of(
+    resource: &ResourceRef,
+    key: &Value,
+    config: Option<&ResourceConfig>,
+    shards: u32,
+) -> u32 {
+    let Some(config) = config else { return 0 };
+    let pk = if config.identities.is_empty() {
+        Value::map(
+            config
+                .primary_key
+                .iter()
+                .map(|f| {
+                    let v = key.map_get_atom(*f).cloned().unwrap_or_else(Value::nil);
+                    (Value::Atom(*f), v)
+                })
+                .collect(),
+        )
+    } else {
+        Value::nil()
+    };
+    let pk = match &resource.tenant {
+        Some(tenant) => Value::pair(tenant.clone(), pk),
+        None => pk,
+    };
+    shard_of(resource.name, &pk, shards)
+}
+
+/// The group of a record given as a [`Record`].
+fn group_of_record(
+    resource: &ResourceRef,
+    record: &Record,
+    config: Option<&ResourceConfig>,
+    shards: u32,
+) -> u32 {
+    group_of(resource, &record.to_value(), config, shards)
+}
+
+/// Where `request` goes among `shards` groups; `config` gives a resource's configuration (the
+/// local group 0's definition), `None` when it is not defined.
+pub fn route_of(
+    request: &Request,
+    shards: u32,
+    config: &dyn Fn(&ResourceRef) -> Option<Arc<ResourceConfig>>,
+) -> Route {
+    let keyed = |resource: &ResourceRef, key: &Value| {
+        let config = config(resource);
+        if key.as_map().is_none() {
+            // Not a key: answered with the single node's error.
+            return Route::One(0);
+        }
+        Route::One(group_of(resource, key, config.as_deref(), shards))
+    };
+    let record = |resource: &ResourceRef, record: &Record| {
+        Route::One(group_of_record(
+            resource,
+            record,
+            config(resource).as_deref(),
+            shards,
+        ))
+    };
+    match request {
+        Request::Get(r) => keyed(&r.resource, &r.pk),
+        Request::Update(r) => keyed(&r.resource, &r.pk),
+        Request::Destroy(r) => keyed(&r.resource, &r.pk),
+        Request::Whereis(r) => keyed(&r.resource, &r.pk),
+        Request::KeepAlive(r) => keyed(&r.resource, &r.pk),
+        Request::Fault(r) => keyed(&r.resource, &r.pk),
+        Request::Create(r) => record(&r.resource, &r.record),
+        Request::Upsert(r) => record(&r.resource, &r.record),
+        Request::BulkCreate(_) => Route::Bulk,
+        Request::Query(_)
+        | Request::Aggregate(_)
+        | Request::UpdateWhere(_)
+        | Request::DestroyWhere(_) => Route::Fanout,
+        Request::Define(_) => Route::Every(Combine::Define),
+        Request::Clear(_) => Route::Every(Combine::Clear),
+        Request::Info(_) => Route::Every(Combine::Info),
+        Request::Subscribe(_) | Request::Unsubscribe => Route::Every(Combine::Subscription),
+        Request::Resources => Route::One(0),
+        Request::Ping => Route::Ping,
+        Request::Cluster => Route::Cluster,
+        Request::Stats => Route::Stats,
+    }
+}
+
+/// The records of a `bulk_create` by group: `(group, [place in the request])`, by group.
+pub fn split_bulk(
+    resource: &ResourceRef,
+    records: &[Record],
+    config: Option<&ResourceConfig>,
+    shards: u32,
+) -> Vec<(u32, Vec<usize>)> {
+    let mut by: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, record) in records.iter().enumerate() {
+        by.entry(group_of_record(resource, record, config, shards))
+            .or_default()
+            .push(i);
+    }
+    by.into_iter().collect()
+}
+
+fn atom(name: &'static str) -> Value {
+    Value::Atom(Atom::from_static(name))
+}
+
+fn is_error(reply: &Value) -> bool {
+    matches!(reply.as_tuple(), Some([Value::Atom(tag), _]) if tag.as_str() == "error")
+}
+
+/// `X` of `{ok, X}`.
+fn ok_body(reply: &Value) -> Option<&Value> {
+    match reply.as_tuple() {
+        Some([Value::Atom(tag), body]) if tag.as_str() == "ok" => Some(body),
+        _ => None,
+    }
+}
+
+fn unavailable(text: impl Into<String>) -> Value {
+    Error::Unavailable(text.into()).to_reply()
+}
+
+/// `{ok, #{...}}` with the integer under `key` replaced by `f` of it.
+fn map_with(map: &Value, key: &'static str, value: Value) -> Value {
+    let mut entries: Vec<(Value, Value)> = map
+        .as_map()
+        .unwrap_or_default()
+        .iter()
+        .filter(|(k, _)| k.as_atom().is_none_or(|a| a.as_str() != key))
+        .cloned()
+        .collect();
+    entries.push((atom(key), value));
+    Value::map(entries)
+}
+
+/// Adds up the integers under `key` in the `{ok, Map}` replies.
+fn sum_of(replies: &[Value], key: &'static str) -> i64 {
+    replies
+        .iter()
+        .filter_map(ok_body)
+        .filter_map(|m| m.map_get_atom(Atom::from_static(key)))
+        .filter_map(Value::as_int)
+        .sum()
+}
+
+/// `{request_id, Id, Request}` when the client gave an id (one id per group and step, derived
+/// from the client's, so a retry of the client's request asks the same ids again), else the
+/// request as it is.
+fn with_id(client: Option<u64>, salt: &[u64], request: Value) -> Value {
+    match client {
+        None => request,
+        Some(id) => {
+            let mut bytes = Vec::with_capacity(8 * (salt.len() + 1));
+            bytes.extend_from_slice(&id.to_be_bytes());
+            for s in salt {
+                bytes.extend_from_slice(&s.to_be_bytes());
+            }
+            let derived = xxhash_rust::xxh3::xxh3_64(&bytes) >> 1;
+            Value::tuple(vec![
+                Value::Atom(Atom::from_static(REQUEST_ID_TAG)),
+                Value::Int(derived as i64),
+                request,
+            ])
+        }
+    }
+}
+
+struct Front {
+    node: Arc<Node>,
+    groups: Vec<Weak<Cluster>>,
+    /// The groups' router names.
+    routers: Vec<String>,
+    /// Group 0's record service (its definitions say where records go).
+    records: Arc<RecordService>,
+}
+
+/// Registers the front router as `ash_gen_server` on `node`, over `groups` (group `G` at `G`).
+pub fn register(node: &Arc<Node>, groups: &[Arc<Cluster>]) -> Result<Pid, super::ClusterError> {
+    let front = Arc::new(Front {
+        node: node.clone(),
+        groups: groups.iter().map(Arc::downgrade).collect(),
+        routers: groups.iter().map(|g| g.names.router.clone()).collect(),
+        records: groups[0].records.clone(),
+    });
+    node.register(crate::protocol::SERVER_NAME, |_| -> Arc<dyn Process> {
+        Arc::new(Handle(front))
+    })
+    .ok_or_else(|| super::ClusterError::NameTaken(crate::protocol::SERVER_NAME.to_string()))
+}
+
+struct Handle(Arc<Front>);
+
+impl Front {
+    fn shards(&self) -> u32 {
+        self.groups.len() as u32
+    }
+
+    fn config(&self, resource: &ResourceRef) -> Option<Arc<ResourceConfig>> {
+        self.records
+            .store
+            .get_in(resource.name, resource.tenant.as_ref())
+            .ok()
+            .map(|r| r.config())
+    }
+
+    fn max_records(&self) -> usize {
+        self.node.config.limits.max_records_per_request
+    }
+
+    /// Passes the call on to group `group`'s router, which replies to the client.
+    fn pass(&self, group: u32, from: &From, request: Value) {
+        match self.node.whereis(&self.routers[group as usize]) {
+            Some(pid) => {
+                self.node
+                    .send(&pid, &genserver::call_message(from, request));
+            }
+            None => self.node.reply(
+                from,
+                &unavailable(format!("group {group}'s router is not running")),
+            ),
+        }
+    }
+
+    /// Calls group `group`'s router with `request` and returns its reply.
+    async fn ask(&self, group: u32, request: Value) -> Value {
+        let mailbox = Mailbox::new(&self.node);
+        match mailbox
+            .call(&self.routers[group as usize], request, GROUP_CALL)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => unavailable(format!("group {group} did not answer: {e}")),
+        }
+    }
+
+    /// Asks every group of `asks` its requests (each group's in order, the groups at once).
+    async fn ask_all(self: &Arc<Self>, asks: Vec<(u32, Vec<Value>)>) -> Vec<Vec<Value>> {
+        let mut tasks = Vec::with_capacity(asks.len());
+        for (group, requests) in asks {
+            let front = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut replies = Vec::with_capacity(requests.len());
+                for request in requests {
+                    replies.push(front.ask(group, request).await);
+                }
+                replies
+            }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(
+                task.await
+                    .unwrap_or_else(|e| vec![unavailable(format!("a group's call failed: {e}"))]),
+            );
+        }
+        out
+    }
+
+    async fn serve(self: Arc<Self>, from: From, message: Value) {
+        let reply = self.answer(&from, message).await;
+        if let Some(reply) = reply {
+            self.node.reply(&from, &reply);
+        }
+    }
+
+    /// The reply to the call `message`, or `None` when a group router replies to the client.
+    async fn answer(self: &Arc<Self>, from: &From, message: Value) -> Option<Value> {
+        let (client, request) = match split_request_id(&message) {
+            Ok((id, request)) => (id, request.clone()),
+            Err(e) => return Some(e.to_reply()),
+        };
+        if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
+            return Some(self.cluster().await);
+        }
+        let parsed = match Request::parse_with(&request, self.max_records()) {
+            Ok(parsed) => parsed,
+            Err(e) => return Some(e.to_reply()),
+        };
+        let shards = self.shards();
+        match route_of(&parsed, shards, &|r| self.config(r)) {
+            Route::One(group) => {
+                self.pass(group, from, message);
+                None
+            }
+            Route::Ping => Some(atom("pong")),
+            Route::Cluster => Some(self.cluster().await),
+            Route::Stats => Some(self.stats().await),
+            Route::Fanout => Some(self.fanout(client, &request).await),
+            Route::Bulk => match parsed {
+                Request::BulkCreate(bulk) => {
+                    self.bulk(client, from, &message, &request, bulk).await
+                }
+                _ => unreachable!("a bulk route is a bulk_create"),
+            },
+            Route::Every(Combine::Subscription) => {
+                self.subscription(from, &parsed).await;
+                self.pass(0, from, message);
+                None
+            }
+            Route::Every(Combine::Define) => {
+                let mut first = None;
+                for group in 0..shards {
+                    let reply = self.ask(group, message.clone()).await;
+                    if is_error(&reply) {
+                        return Some(reply);
+                    }
+                    first.get_or_insert(reply);
+                }
+                first
+            }
+            Route::Every(combine) => {
+                let replies: Vec<Value> = self
+                    .ask_all((0..shards).map(|g| (g, vec![message.clone()])).collect())
+                    .await
+                    .into_iter()
+                    .map(|mut r| r.pop().unwrap_or_else(|| unavailable("no reply")))
+                    .collect();
+                if let Some(e) = replies.iter().find(|r| is_error(r)) {
+                    return Some(e.clone());
+                }
+                Some(match combine {
+                    Combine::Clear => {
+                        let n: i64 = replies
+                            .iter()
+                            .filter_map(ok_body)
+                            .filter_map(Value::as_int)
+                            .sum();
+                        Value::pair(atom("ok"), Value::Int(n))
+                    }
+                    _ => {
+                        let count = sum_of(&replies, "count");
+                        match ok_body(&replies[0]) {
+                            Some(map) => {
+                                Value::pair(atom("ok"), map_with(map, "count", Value::Int(count)))
+                            }
+                            None => replies[0].clone(),
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Subscribes (or unsubscribes) the caller in the groups other than 0 (group 0's router is
+    /// passed the call itself).
+    async fn subscription(&self, from: &From, parsed: &Request) {
+        for group in self.groups.iter().skip(1) {
+            let Some(cluster) = group.upgrade() else {
+                continue;
+            };
+            let message = match parsed {
+                Request::Subscribe(s) if s.0.as_ref().is_none_or(|l| !l.is_empty()) => {
+                    cluster.records.subscribe_expiry(from.pid, s.0.clone());
+                    Value::tuple(vec![
+                        atom("subscribe_for"),
+                        Value::Pid(Box::new(from.pid)),
+                        match &s.0 {
+                            Some(list) => {
+                                Value::list(list.iter().map(|r| Value::Atom(*r)).collect())
+                            }
+                            None => atom("all"),
+                        },
+                    ])
+                }
+                _ => {
+                    cluster.records.unsubscribe_expiry(&from.pid);
+                    Value::pair(atom("unsubscribe_for"), Value::Pid(Box::new(from.pid)))
+                }
+            };
+            super::router::tell_members(&cluster, message).await;
+        }
+    }
+
+    /// `{ok, Info}`: group 0's description, with every group's leader and health.
+    async fn cluster(&self) -> Value {
+        let Some(zero) = self.groups[0].upgrade() else {
+            return unavailable("the cluster is stopping");
+        };
+        let info = super::membership::info(&zero).await;
+        let mut healthy = true;
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for (g, group) in self.groups.iter().enumerate() {
+            let (leader, ok) = match group.upgrade() {
+                Some(cluster) => (
+                    match cluster.leader() {
+                        Some((_, name)) => Value::Atom(
+                            Atom::new(&name.to_string()).unwrap_or_else(|_| Atom::from_static("?")),
+                        ),
+                        None => atom("undefined"),
+                    },
+                    super::membership::healthy(&cluster),
+                ),
+                None => (atom("undefined"), false),
+            };
+            healthy &= ok;
+            groups.push(Value::map(vec![
+                (atom("group"), Value::Int(g as i64)),
+                (atom("leader"), leader),
+                (atom("healthy"), Value::boolean(ok)),
+            ]));
+        }
+        let info = map_with(&info, "shards", Value::Int(self.groups.len() as i64));
+        let info = map_with(&info, "healthy", Value::boolean(healthy));
+        let info = map_with(&info, "groups", Value::list(groups));
+        Value::pair(atom("ok"), info)
+    }
+
+    /// Group 0's `stats`, `records` and `record_pids` added up over the groups.
+    async fn stats(self: &Arc<Self>) -> Value {
+        let replies: Vec<Value> = self
+            .ask_all(
+                (0..self.shards())
+                    .map(|g| (g, vec![atom("stats")]))
+                    .collect(),
+            )
+            .await
+            .into_iter()
+            .map(|mut r| r.pop().unwrap_or_else(|| unavailable("no reply")))
+            .collect();
+        match ok_body(&replies[0]) {
+            Some(map) => {
+                let map = map_with(map, "records", Value::Int(sum_of(&replies, "records")));
+                let map = map_with(
+                    &map,
+                    "record_pids",
+                    Value::Int(sum_of(&replies, "record_pids")),
+                );
+                Value::pair(atom("ok"), map)
+            }
+            None => replies[0].clone(),
+        }
+    }
+
+    /// A query, aggregate, update_where or destroy_where over every group.
+    async fn fanout(self: &Arc<Self>, client: Option<u64>, request: &Value) -> Value {
+        let resource = request
+            .as_tuple()
+            .and_then(|t| t.get(1))
+            .and_then(|r| crate::protocol::args::resource(r).ok());
+        let config = resource.as_ref().and_then(|r| self.config(r));
+        let shape = Shape {
+            primary_key: config
+                .as_ref()
+                .map(|c| c.primary_key.clone())
+                .unwrap_or_default(),
+            types: config.as_ref().map(|c| c.types.clone()).unwrap_or_default(),
+            max_records: self.max_records(),
+            lifetimes: config.as_ref().is_some_and(|c| c.has_lifetimes()),
+        };
+        let Some((mut fanout, mut step)) = Fanout::start(request, shape, self.groups.len()) else {
+            return unavailable("not a request to fan out");
+        };
+        let mut round = 0u64;
+        loop {
+            match step {
+                Step::Reply(reply) => return reply,
+                Step::Ask(asks) => {
+                    let asks = asks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(g, requests)| {
+                            let requests = requests
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, r)| with_id(client, &[round, g as u64, i as u64], r))
+                                .collect();
+                            (g as u32, requests)
+                        })
+                        .collect();
+                    let replies = self.ask_all(asks).await;
+                    step = fanout.next(replies);
+                    round += 1;
+                }
+            }
+        }
+    }
+
+    /// A `bulk_create`: one per group, the replies put back in order.
+    async fn bulk(
+        self: &Arc<Self>,
+        client: Option<u64>,
+        from: &From,
+        message: &Value,
+        request: &Value,
+        bulk: crate::protocol::cmd::bulk_create::BulkCreate,
+    ) -> Option<Value> {
+        let config = self.config(&bulk.resource);
+        let split = split_bulk(
+            &bulk.resource,
+            &bulk.records,
+            config.as_deref(),
+            self.shards(),
+        );
+        if split.len() <= 1 {
+            let group = split.first().map_or(0, |(g, _)| *g);
+            self.pass(group, from, message.clone());
+            return None;
+        }
+        if bulk.all_or_nothing {
+            return Some(
+                Error::BadRequest(format!(
+                    "bulk_create: all_or_nothing cannot be atomic over records in {} of the \
+                     cluster's {} shards (each shard is its own Raft group): send the records \
+                     of one shard at a time, or without all_or_nothing",
+                    split.len(),
+                    self.shards()
+                ))
+                .to_reply(),
+            );
+        }
+        let args = request.as_tuple().expect("a parsed request is a tuple");
+        let list = args[2].as_list().expect("a parsed bulk_create has a list");
+        let asks = split
+            .iter()
+            .map(|(g, places)| {
+                let mut sub = vec![
+                    args[0].clone(),
+                    args[1].clone(),
+                    Value::list(places.iter().map(|&i| list[i].clone()).collect()),
+                ];
+                if let Some(opts) = args.get(3) {
+                    sub.push(opts.clone());
+                }
+                (
+                    *g,
+                    vec![with_id(client, &[u64::from(*g)], Value::tuple(sub))],
+                )
+            })
+            .collect();
+        let replies = self.ask_all(asks).await;
+        let mut out = vec![Value::nil(); list.len()];
+        for ((_, places), mut reply) in split.iter().zip(replies) {
+            let reply = reply.pop().unwrap_or_else(|| unavailable("no reply"));
+            match ok_body(&reply).and_then(Value::as_list) {
+                Some(items) if items.len() == places.len() => {
+                    for (&i, item) in places.iter().zip(items) {
+                        out[i] = item.clone();
+                    }
+                }
+                _ => return Some(reply),
+            }
+        }
+        Some(Value::pair(atom("ok"), Value::list(out)))
+    }
+}
+
+impl Process for Handle {
+    fn deliver(&self, node: &Arc<Node>, _from: Option<Pid>, message: Value) {
+        let front = self.0.clone();
+        match genserver::classify(message) {
+            genserver::GenMessage::Call(from, request) => {
+                tokio::spawn(front.serve(from, request));
+            }
+            // `keep_alive` casts, to the record's group.
+            genserver::GenMessage::Cast(request) => {
+                let group = match Request::parse_with(&request, front.max_records()) {
+                    Ok(parsed) => match route_of(&parsed, front.shards(), &|r| front.config(r)) {
+                        Route::One(g) => g,
+                        _ => 0,
+                    },
+                    Err(_) => 0,
+                };
+                if let Some(pid) = node.whereis(&front.routers[group as usize]) {
+                    node.send(&pid, &genserver::cast_message(request));
+                }
+            }
+            genserver::GenMessage::Info(message) => {
+                tracing::debug!(?message, "the front router ignored a message")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::registry::Identity;
+    use crate::term::parse_term;
+
+    fn t(s: &str) -> Value {
+        parse_term(s).unwrap()
+    }
+
+    fn route(request: &str, config: Option<ResourceConfig>) -> Route {
+        let parsed = Request::parse_with(&t(request), 1000).unwrap();
+        let config = config.map(Arc::new);
+        route_of(&parsed, 4, &|_| config.clone())
+    }
+
+    fn by_id() -> ResourceConfig {
+        ResourceConfig::new(vec![Atom::new("id").unwrap()])
+    }
+
+    fn with_identity() -> ResourceConfig {
+        let mut c = by_id();
+        c.identities = vec![Identity::new(t("email"), vec![Atom::new("email").unwrap()])];
+        c
+    }
+
+    fn shard(resource: &str, pk: &str) -> u32 {
+        shard_of(Atom::new(resource).unwrap(), &t(pk), 4)
+    }
+
+    #[test]
+    fn keyed_requests_go_to_their_records_group() {
+        let cfg = || Some(by_id());
+        for id in 0..40 {
+            let want = Route::One(shard("user", &format!("#{{id => {id}}}")));
+            for request in [
+                format!("{{get, user, #{{id => {id}}}}}"),
+                format!("{{update, user, #{{id => {id}}}, #{{name => <<\"x\">>}}}}"),
+                format!("{{destroy, user, #{{id => {id}}}}}"),
+                format!("{{whereis, user, #{{id => {id}}}}}"),
+                format!("{{keep_alive, user, #{{id => {id}}}}}"),
+                format!("{{create, user, #{{id => {id}, name => <<\"a\">>}}}}"),
+                format!("{{upsert, user, #{{id => {id}, name => <<\"a\">>}}, #{{}}}}"),
+            ] {
+                assert_eq!(route(&request, cfg()), want, "{request}");
+            }
+        }
+        // Tenants: by `{Tenant, PK}`.
+        assert_eq!(
+            route("{get, {user, t1}, #{id => 1}}", cfg()),
+            Route::One(shard_of(
+                Atom::new("user").unwrap(),
+                &t("{t1, #{id => 1}}"),
+                4
+            ))
+        );
+        // Not defined: group 0, which answers as a single node.
+        assert_eq!(route("{get, user, #{id => 7}}", None), Route::One(0));
+    }
+
+    #[test]
+    fn keys_spread_over_the_groups() {
+        let groups: std::collections::BTreeSet<u32> = (0..100)
+            .filter_map(|id| {
+                match route(&format!("{{get, user, #{{id => {id}}}}}"), Some(by_id())) {
+                    Route::One(g) => Some(g),
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(groups.len(), 4);
+    }
+
+    #[test]
+    fn a_resource_with_identities_keeps_its_records_in_one_group() {
+        let nil = Route::One(shard_of(Atom::new("user").unwrap(), &Value::nil(), 4));
+        for id in 0..20 {
+            assert_eq!(
+                route(
+                    &format!("{{create, user, #{{id => {id}, email => <<\"e\">>}}}}"),
+                    Some(with_identity())
+                ),
+                nil
+            );
+            assert_eq!(
+                route(
+                    &format!("{{get, user, #{{id => {id}}}}}"),
+                    Some(with_identity())
+                ),
+                nil
+            );
+        }
+        let records: Vec<Record> = (0..20)
+            .map(|id| Record::from_map(&t(&format!("#{{id => {id}}}"))).unwrap())
+            .collect();
+        let user = ResourceRef {
+            name: Atom::new("user").unwrap(),
+            tenant: None,
+        };
+        assert_eq!(
+            split_bulk(&user, &records, Some(&with_identity()), 4).len(),
+            1
+        );
+        let split = split_bulk(&user, &records, Some(&by_id()), 4);
+        assert!(split.len() > 1);
+        let mut all: Vec<usize> = split.iter().flat_map(|(_, p)| p.clone()).collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn other_requests() {
+        let cfg = || Some(by_id());
+        assert_eq!(route("{query, user, #{}}", cfg()), Route::Fanout);
+        assert_eq!(
+            route("{aggregate, user, #{}, [{c, count, nil, #{}}]}", cfg()),
+            Route::Fanout
+        );
+        assert_eq!(
+            route("{update_where, user, #{}, #{set => #{a => 1}}}", cfg()),
+            Route::Fanout
+        );
+        assert_eq!(route("{destroy_where, user, #{}}", cfg()), Route::Fanout);
+        assert_eq!(route("{bulk_create, user, [], #{}}", cfg()), Route::Bulk);
+        assert_eq!(
+            route("{define, user, #{primary_key => [id]}}", cfg()),
+            Route::Every(Combine::Define)
+        );
+        assert_eq!(route("{clear, user}", cfg()), Route::Every(Combine::Clear));
+        assert_eq!(route("{info, user}", cfg()), Route::Every(Combine::Info));
+        assert_eq!(
+            route("subscribe", cfg()),
+            Route::Every(Combine::Subscription)
+        );
+        assert_eq!(
+            route("unsubscribe", cfg()),
+            Route::Every(Combine::Subscription)
+        );
+        assert_eq!(route("resources", cfg()), Route::One(0));
+        assert_eq!(route("ping", cfg()), Route::Ping);
+        assert_eq!(route("stats", cfg()), Route::Stats);
+        assert_eq!(route("cluster", cfg()), Route::Cluster);
+    }
+
+    #[test]
+    fn derived_request_ids_differ_per_step_and_stay_below_2_63() {
+        let a = with_id(Some(5), &[0, 1, 0], atom("x"));
+        let b = with_id(Some(5), &[0, 2, 0], atom("x"));
+        assert_ne!(a, b);
+        assert_eq!(a, with_id(Some(5), &[0, 1, 0], atom("x")));
+        let id = a.as_tuple().unwrap()[1].as_int().unwrap();
+        assert!(id >= 0);
+        assert_eq!(with_id(None, &[1], atom("x")), atom("x"));
+    }
+}
