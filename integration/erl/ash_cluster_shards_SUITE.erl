@@ -134,6 +134,15 @@ records_equal_a_single_node(Config) ->
      || I <- lists:seq(0, 301), N <- Nodes],
     {ok, #{count := 300}} = call(S, {info, R}),
     [?assertMatch({ok, #{count := 300, primary_key := [id]}}, call(N, {info, R})) || N <- Nodes],
+    %% The records are spread over the four groups (each group's router answers for its own).
+    Counts = [begin
+                  Router = list_to_atom("ash_gen_server_group_" ++ integer_to_list(G)),
+                  {ok, #{count := C}} = gen_server:call({Router, hd(Nodes)}, {info, R}, 20000),
+                  C
+              end || G <- lists:seq(0, 3)],
+    ct:log("records per group: ~p", [Counts]),
+    ?assertEqual(300, lists:sum(Counts)),
+    [?assert(C > 30) || C <- Counts],
     Queries = [#{sort => [{id, asc}]},
                #{filter => {gte, n, 3}, sort => [{score, desc}, {id, asc}], limit => 17,
                  offset => 5},
