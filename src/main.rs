@@ -498,6 +498,42 @@ async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[
     member
 }
 
+/// The file in a member's data directory naming its `--shards` (written when more than 1).
+const SHARDS_FILE: &str = "shards";
+
+/// A member's data directory holds the groups of the `--shards` it was started with: started
+/// again with another number it would miss (or mix up) records, so it refuses to start. With
+/// more than one shard the number is kept in `DIR/shards`; a directory without that file is a
+/// member of one group (as before shards).
+fn check_data_dir_shards(dir: &std::path::Path, shards: u32) -> Result<(), String> {
+    let file = dir.join(SHARDS_FILE);
+    let kept =
+        match std::fs::read_to_string(&file) {
+            Ok(text) => Some(text.trim().parse::<u32>().map_err(|e| {
+                format!("{} does not hold a number of shards: {e}", file.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let member = dir.join(cluster::log_store::LOG_FILE).exists();
+                member.then_some(1)
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        };
+    if let Some(kept) = kept
+        && kept != shards
+    {
+        return Err(format!(
+            "--shards {shards} differs from the {kept} shard(s) of the member in the data directory {}: start it with --shards {kept}",
+            dir.display()
+        ));
+    }
+    if shards > 1 && kept.is_none() {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&file, format!("{shards}\n")))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
 /// A member joining `peers` checks that they split the records into as many shards as it does
 /// (`--shards`): it asks the first one that answers for its `cluster` description. A peer not
 /// answering (still starting, too) is not waited for.
@@ -591,6 +627,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     })?;
     let clustered = cluster_member(&args, &running.node, &peers).await;
     let shards = u32::from(args.shards);
+    if clustered && let Some(dir) = &args.data_dir {
+        check_data_dir_shards(dir, shards)?;
+    }
     if clustered && !peers.is_empty() {
         check_shards(&running.node, &peers, shards).await?;
     }

@@ -701,3 +701,111 @@ fn a_member_whose_raft_core_stops_exits_non_zero() {
     assert_eq!(status.code(), Some(1), "exit status {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--shards`: from the flag, the environment or the file; a member of 4 groups with a data
+/// directory keeps every group's records across a restart (group G in DIR/group-G), and refuses
+/// to start with another number; out of range is an error.
+#[test]
+fn shards_from_flag_environment_and_file_and_kept_in_the_data_dir() {
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("ash-cli-shards-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("clishards{id}@127.0.0.1");
+    let data_dir = dir.join("data").to_string_lossy().into_owned();
+    let base = [
+        "--name",
+        &name,
+        "--cookie",
+        "sh",
+        "--epmd",
+        "embedded",
+        "--epmd-port",
+        "0",
+    ];
+    let call = |epmd: u16, request: &str| {
+        let epmd = epmd.to_string();
+        let (status, out, err) = run(
+            &[
+                "call",
+                "--node",
+                &name,
+                "--cookie",
+                "sh",
+                "--epmd-port",
+                &epmd,
+                "--timeout",
+                "10",
+                request,
+            ],
+            &[],
+        );
+        assert_eq!(status, 0, "{request}: {err}");
+        out
+    };
+    let healthy = |epmd: u16, shards: u32| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = call(epmd, "cluster");
+            if out.contains(&format!("shards => {shards}")) && out.contains("healthy => true") {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "not healthy: {out}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // The flag, with a data directory.
+    let mut args = base.to_vec();
+    args.extend(["--shards", "4", "--data-dir", &data_dir]);
+    let (node, epmd) = start_with(&args, &[]);
+    let info = healthy(epmd, 4);
+    assert!(info.contains("groups => ["), "{info}");
+    assert!(call(epmd, "{define, r, #{primary_key => [id]}}").contains("ok"));
+    for i in 0..40 {
+        let out = call(epmd, &format!("{{create, r, #{{id => {i}}}}}"));
+        assert!(out.starts_with("{ok,"), "{out}");
+    }
+    assert!(call(epmd, "{info, r}").contains("count => 40"));
+    for g in 1..4 {
+        assert!(dir.join("data").join(format!("group-{g}")).is_dir());
+    }
+    stop_ok(node);
+    // Started again with its directory: every group's records.
+    let (node, epmd) = start_with(&args, &[]);
+    healthy(epmd, 4);
+    assert!(call(epmd, "{info, r}").contains("count => 40"));
+    assert!(call(epmd, "{get, r, #{id => 39}}").starts_with("{ok,"));
+    stop_ok(node);
+    // With another number: refused.
+    let mut other = base.to_vec();
+    other.extend(["--shards", "2", "--data-dir", &data_dir]);
+    let mut start = vec!["start"];
+    start.extend(other);
+    let (status, _, err) = run(&start, &[]);
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("differs from the 4 shard(s)"), "{err}");
+
+    // The environment, then the file.
+    let (node, epmd) = start_with(&base, &[("ASH_GEN_SERVER_SHARDS", "2")]);
+    healthy(epmd, 2);
+    stop_ok(node);
+    let file = dir.join("node.toml");
+    std::fs::write(&file, "shards = 3\n").unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--config", file.to_str().unwrap()]);
+    let (node, epmd) = start_with(&args, &[]);
+    healthy(epmd, 3);
+    stop_ok(node);
+
+    // Out of range.
+    for bad in ["0", "257"] {
+        let mut start = vec!["start"];
+        start.extend(base);
+        start.extend(["--shards", bad]);
+        let (status, _, err) = run(&start, &[]);
+        assert_ne!(status, 0, "--shards {bad}");
+        assert!(err.contains("--shards"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
