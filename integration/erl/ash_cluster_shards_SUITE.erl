@@ -22,6 +22,7 @@
 all() ->
     [every_group_has_a_leader, records_equal_a_single_node, writes_where_equal_a_single_node,
      bulk_create_equals_a_single_node, identities_hold_in_one_shard,
+     record_pids_and_expiry_handlers_in_every_group,
      a_member_joining_with_other_shards_exits, sigterm_leaves_every_group,
      a_killed_member_loses_no_record].
 
@@ -260,6 +261,48 @@ identities_hold_in_one_shard(Config) ->
     ?assertEqual(call(S, Whole2), call(B, Whole2)),
     [?assertEqual(all_records(S, R), all_records(N, R)) || N <- member_nodes()],
     ok.
+
+%% Record pids are their group's (calls go through its log); an expiry handler subscribed on
+%% one member gets one notice for each record of any group, and keep_alive casts reach the
+%% record's group.
+record_pids_and_expiry_handlers_in_every_group(Config) ->
+    R = ?config(res, Config),
+    [A, B, C] = Nodes = member_nodes(),
+    ok = call(A, {define, R, #{primary_key => [id]}}),
+    Ids = lists:seq(1, 24),
+    [{ok, _} = call(B, {create, R, #{id => I, n => 0}}) || I <- Ids],
+    [begin
+         {ok, Pid} = call(lists:nth(I rem 3 + 1, Nodes), {whereis, R, #{id => I}}),
+         ?assertMatch({ok, #{id := I, n := 0}}, gen_server:call(Pid, get, 20000)),
+         ?assertMatch({ok, #{id := I, n := 1}}, gen_server:call(Pid, {update, #{n => 1}}, 20000))
+     end || I <- Ids],
+    [?assertMatch({ok, #{n := 1}}, call(N, {get, R, #{id => I}})) || I <- Ids, N <- Nodes],
+    %% Expiry notices from every group.
+    E = ash_node:uniq_res(expiring),
+    ok = call(A, {define, E, #{primary_key => [id], inactivity_timeout => 1500}}),
+    ok = call(C, {subscribe, [E]}),
+    [{ok, _} = call(A, {create, E, #{id => I}}) || I <- Ids],
+    %% keep_alive casts (through B) keep the first half alive a little longer: cast to its group.
+    [gen_server:cast({ash_gen_server, B}, {keep_alive, E, #{id => I}}) || I <- lists:seq(1, 12)],
+    Notices = fun Loop(Acc) ->
+                      case length(Acc) of
+                          24 -> Acc;
+                          _ ->
+                              receive
+                                  {ash_gen_server, expired, #{primary_key := #{id := I}}} ->
+                                      ok = call(C, {destroy, E, #{id => I}}),
+                                      Loop([I | Acc])
+                              after ?WAIT -> Acc
+                              end
+                      end
+              end([]),
+    ?assertEqual(Ids, lists:sort(Notices)),
+    receive
+        {ash_gen_server, expired, _} = Again -> ct:fail({second_notice, Again})
+    after 2000 -> ok
+    end,
+    ok = call(C, unsubscribe),
+    [?assertMatch({ok, #{count := 0}}, call(N, {info, E})) || N <- Nodes].
 
 %% A node started with another --shards than the cluster's exits non-zero, saying why.
 a_member_joining_with_other_shards_exits(_Config) ->
