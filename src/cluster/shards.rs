@@ -27,6 +27,11 @@
 //!   `record_pids` added up over the groups. `cluster`: group 0's description with
 //!   `shards => S`, `healthy` (every group healthy) and `groups`, each group's leader and health.
 //!
+//! A resource's primary key, identities and types (where its records go, and a fan-out's
+//! [`Shape`]) are read from this member's replica of group 0; one that does not know the
+//! resource yet (a `define` acknowledged a moment ago through another member) asks group 0's
+//! leader and waits for its replica to apply the definition.
+//!
 //! A request that does not parse is answered as a single node answers it.
 
 use super::Cluster;
@@ -167,6 +172,21 @@ pub fn route_of(
     }
 }
 
+/// The resource a request placed by its record (or records) names.
+fn resource_of(request: &Request) -> Option<&ResourceRef> {
+    match request {
+        Request::Get(r) => Some(&r.resource),
+        Request::Update(r) => Some(&r.resource),
+        Request::Destroy(r) => Some(&r.resource),
+        Request::Whereis(r) => Some(&r.resource),
+        Request::KeepAlive(r) => Some(&r.resource),
+        Request::Fault(r) => Some(&r.resource),
+        Request::Create(r) => Some(&r.resource),
+        Request::Upsert(r) => Some(&r.resource),
+        _ => None,
+    }
+}
+
 /// The records of a `bulk_create` by group: `(group, [place in the request])`, by group.
 pub fn split_bulk(
     resource: &ResourceRef,
@@ -286,6 +306,30 @@ impl Front {
             .map(|r| r.config())
     }
 
+    /// The configuration of `resource`, as the cluster knows it: this member's replica of
+    /// group 0 may not have applied a `define` acknowledged a moment ago (on another member):
+    /// when it does not know the resource, group 0's leader is asked (`info`, a linearizable
+    /// read), and if it knows it, this member waits for its replica to apply the definition.
+    async fn config_fresh(&self, resource: &ResourceRef) -> Option<Arc<ResourceConfig>> {
+        if let Some(config) = self.config(resource) {
+            return Some(config);
+        }
+        let info = Value::pair(atom("info"), Value::Atom(resource.name));
+        if is_error(&self.ask(0, info).await) {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + super::router::LEADER_WAIT;
+        loop {
+            if let Some(config) = self.config(resource) {
+                return Some(config);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn max_records(&self) -> usize {
         self.node.config.limits.max_records_per_request
     }
@@ -360,7 +404,11 @@ impl Front {
             Err(e) => return Some(e.to_reply()),
         };
         let shards = self.shards();
-        match route_of(&parsed, shards, &|r| self.config(r)) {
+        let config = match resource_of(&parsed) {
+            Some(resource) => self.config_fresh(resource).await,
+            None => None,
+        };
+        match route_of(&parsed, shards, &|_| config.clone()) {
             Route::One(group) => {
                 self.pass(group, from, message);
                 None
@@ -520,7 +568,10 @@ impl Front {
             .as_tuple()
             .and_then(|t| t.get(1))
             .and_then(|r| crate::protocol::args::resource(r).ok());
-        let config = resource.as_ref().and_then(|r| self.config(r));
+        let config = match &resource {
+            Some(r) => self.config_fresh(r).await,
+            None => None,
+        };
         let shape = Shape {
             primary_key: config
                 .as_ref()
@@ -567,7 +618,7 @@ impl Front {
         request: &Value,
         bulk: crate::protocol::cmd::bulk_create::BulkCreate,
     ) -> Option<Value> {
-        let config = self.config(&bulk.resource);
+        let config = self.config_fresh(&bulk.resource).await;
         let split = split_bulk(
             &bulk.resource,
             &bulk.records,
