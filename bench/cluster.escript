@@ -7,6 +7,8 @@
 %% and a 3-member cluster with `--data-dir --fsync interval`, each against the same thing in
 %% memory: update p50 at 1 caller, creating N records. Last, the single node (holding every
 %% record made above) joined by a node with `--join` alone: how long until the joiner holds them.
+%% Then three members with `--shards 4` against three with one group (update and query p50,
+%% get and update ops/s at 64 callers).
 %% Prints ratios (cluster / single node, durable / in memory) and the issue's targets; asserts
 %% nothing.
 %%
@@ -65,6 +67,36 @@ main(Args) ->
     [stop_node(N) || N <- [N || N <- [A, B, C], node_of(N) =/= Leader]],
     durable(Bin, Uniq, Cookie, Single, Opts),
     adopt(Bin, Uniq, Cookie, Single, R2, Records),
+    sharded(Bin, Uniq, Cookie, Opts),
+    ok.
+
+%% Three members with `--shards 4` against three with one group: each shard has its own
+%% leader (spread over the members) and log, so writes to different shards commit
+%% independently; a query goes to every shard. Calls go to the members in turn.
+sharded(Bin, Uniq, Cookie, #{ops := Ops, callers := Callers}) ->
+    One = cluster(Bin, "clb_s1" ++ Uniq, Cookie, fun(_) -> [] end),
+    Four = cluster(Bin, "clb_s4" ++ Uniq, Cookie, fun(_) -> ["--shards", "4"] end),
+    io:format("~n3 members, --shards 4 against one group, ~b ops per row~n~n", [Ops]),
+    io:format("~-52s ~12s ~12s ~8s ~s~n", ["row", "1 shard", "4 shards", "ratio", "target"]),
+    [M1, M4] = [[node_of(N) || N <- C] || C <- [One, Four]],
+    R = res(sharded),
+    [ok = call(hd(Ms), {define, R, #{primary_key => [id]}}) || Ms <- [M1, M4]],
+    [{ok, _} = call(lists:nth(I rem 3 + 1, Ms), {create, R, #{id => I, score => 0}})
+     || Ms <- [M1, M4], I <- lists:seq(1, 1000)],
+    Get = fun(N, I) -> {ok, _} = call(N, {get, R, #{id => I rem 1000 + 1}}) end,
+    Upd = fun(N, I) -> {ok, _} = call(N, {update, R, #{id => I rem 1000 + 1}, #{score => I}}) end,
+    Query = fun(N, I) ->
+                    {ok, [_ | _]} = call(N, {query, R, #{filter => {gte, score, I rem 100},
+                                                          sort => [{score, desc}], limit => 10}})
+            end,
+    row("update p50 us, 1 caller, via a member", p50(hd(M1), Upd, Ops), p50(hd(M4), Upd, Ops), ""),
+    row("query p50 us (sort, limit 10), 1 caller", p50(hd(M1), Query, Ops div 4),
+        p50(hd(M4), Query, Ops div 4), ""),
+    row("get ops/s, 64 callers over the members", rate(M1, Get, Ops, Callers),
+        rate(M4, Get, Ops, Callers), ""),
+    row("update ops/s, 64 callers over the members", rate(M1, Upd, Ops, Callers),
+        rate(M4, Upd, Ops, Callers), ""),
+    [stop_node(N) || N <- One ++ Four],
     ok.
 
 %% The single node of the rows above (no flag), holding every record those rows made, joined
