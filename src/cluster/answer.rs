@@ -1,6 +1,7 @@
 //! What members tell each other about the cluster itself: the name of each member's
 //! endpoint, and the answers that send a request elsewhere (`no_cluster`, `not_leader`,
-//! `unavailable`), built and read here only.
+//! `unavailable`), built and read here only; and the readers of `{ok, _}` and `{error, _}`
+//! replies the fan-out and the front router share.
 
 use super::Cluster;
 use crate::term::{Atom, Value};
@@ -29,6 +30,19 @@ pub fn not_leader(cluster: &Cluster) -> Value {
         None => atom("undefined"),
     };
     Value::pair(atom("error"), Value::pair(atom("not_leader"), leader))
+}
+
+/// Whether `reply` is `{error, _}`.
+pub fn is_error(reply: &Value) -> bool {
+    matches!(reply.as_tuple(), Some([Value::Atom(tag), _]) if tag.as_str() == "error")
+}
+
+/// `X` of the reply `{ok, X}`.
+pub fn ok_body(reply: &Value) -> Option<&Value> {
+    match reply.as_tuple() {
+        Some([Value::Atom(tag), body]) if tag.as_str() == "ok" => Some(body),
+        _ => None,
+    }
 }
 
 /// What an answer of a member's endpoint or router means to the member that asked.

@@ -47,6 +47,7 @@
 //! records, as they may between a single node's scan and each record's turn: the filter is
 //! checked again in the record's turn, and a destroyed record is answered as it was scanned.
 
+use super::answer::is_error;
 use crate::protocol::cmd::update_where::Return;
 use crate::protocol::error::Error;
 use crate::protocol::reply;
@@ -200,10 +201,6 @@ fn unreadable(what: &Value) -> Value {
     .to_reply()
 }
 
-fn is_error(reply: &Value) -> bool {
-    matches!(reply.as_tuple(), Some([Value::Atom(tag), _]) if tag.as_str() == "error")
-}
-
 /// The first `{error, _}` among the replies, the lowest shard's first.
 fn first_error(replies: &[Vec<Value>]) -> Option<Value> {
     replies.iter().flatten().find(|r| is_error(r)).cloned()
@@ -211,10 +208,7 @@ fn first_error(replies: &[Vec<Value>]) -> Option<Value> {
 
 /// `X` of `{ok, X}`.
 fn ok_body(reply: &Value) -> Result<&Value, Value> {
-    match reply.as_tuple() {
-        Some([Value::Atom(tag), body]) if tag.as_str() == "ok" => Ok(body),
-        _ => Err(unreadable(reply)),
-    }
+    super::answer::ok_body(reply).ok_or_else(|| unreadable(reply))
 }
 
 /// The records of `{ok, [Record]}`.

@@ -35,6 +35,7 @@
 //! A request that does not parse is answered as a single node answers it.
 
 use super::Cluster;
+use super::answer::{is_error, ok_body};
 use super::fanout::{Fanout, Shape, Step};
 use super::placement::shard_of;
 use crate::node::genserver::{self, From};
@@ -207,23 +208,11 @@ fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
 }
 
-fn is_error(reply: &Value) -> bool {
-    matches!(reply.as_tuple(), Some([Value::Atom(tag), _]) if tag.as_str() == "error")
-}
-
-/// `X` of `{ok, X}`.
-fn ok_body(reply: &Value) -> Option<&Value> {
-    match reply.as_tuple() {
-        Some([Value::Atom(tag), body]) if tag.as_str() == "ok" => Some(body),
-        _ => None,
-    }
-}
-
 fn unavailable(text: impl Into<String>) -> Value {
     Error::Unavailable(text.into()).to_reply()
 }
 
-/// `{ok, #{...}}` with the integer under `key` replaced by `f` of it.
+/// The map `map` with `value` under `key` (replacing what was there).
 fn map_with(map: &Value, key: &'static str, value: Value) -> Value {
     let mut entries: Vec<(Value, Value)> = map
         .as_map()
@@ -396,9 +385,6 @@ impl Front {
             Ok((id, request)) => (id, request.clone()),
             Err(e) => return Some(e.to_reply()),
         };
-        if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
-            return Some(self.cluster().await);
-        }
         let parsed = match Request::parse_with(&request, self.max_records()) {
             Ok(parsed) => parsed,
             Err(e) => return Some(e.to_reply()),
