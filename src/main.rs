@@ -229,8 +229,9 @@ struct StartArgs {
     /// (never). A crash of the process alone loses nothing in any mode.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Interval, env = "ASH_GEN_SERVER_FSYNC")]
     fsync: FsyncPolicy,
-    /// Seconds a SIGTERM/SIGINT waits for calls already received to be answered and their
-    /// replies written before the connections close anyway.
+    /// Seconds a SIGTERM/SIGINT may take in all: a cluster member leaves its cluster within
+    /// three quarters of it; calls already received are answered and their replies written
+    /// within the rest, before the connections close anyway.
     #[arg(long, default_value_t = 10, env = "ASH_GEN_SERVER_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: u64,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9568).
@@ -788,13 +789,18 @@ async fn start(args: StartArgs) -> Result<(), String> {
         why = raft_stopped => (false, Some(why)),
     };
     tracing::info!("shutting down");
+    // One budget for the whole stop (--shutdown-timeout): leaving the cluster and handing the
+    // record pids over take at most three quarters of it, answering the calls already
+    // received what is left, so the node exits within it whatever the others do.
+    let budget = Duration::from_secs(args.shutdown_timeout);
+    let stop_by = tokio::time::Instant::now() + budget;
+    let leave_by = tokio::time::Instant::now() + budget * 3 / 4;
+    let until = |t: tokio::time::Instant| t.saturating_duration_since(tokio::time::Instant::now());
     if let Some(why) = fatal {
         // A member whose Raft core stopped cannot serve nor leave: answer what was received,
         // then exit non-zero (restarted with its data directory it loads what it had).
         tracing::error!(error = %why, "the cluster member's raft core stopped");
-        running
-            .shutdown(Duration::from_secs(args.shutdown_timeout))
-            .await;
+        running.shutdown(until(stop_by)).await;
         for served in &servers {
             served.stop();
         }
@@ -809,16 +815,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
             } else {
                 vec![member.clone()]
             };
-            let timeout = Duration::from_secs(args.shutdown_timeout);
             let leaving: Vec<_> = every
                 .into_iter()
                 .map(|member| {
                     tokio::spawn(async move {
-                        cluster::membership::leave(&member, timeout).await;
+                        cluster::membership::leave(&member, until(leave_by)).await;
                         // Its record pids (a leader's) move to the member that leads next.
                         cluster::record_pids::hand_over(
                             &member,
-                            cluster::record_pids::HAND_OVER_WAIT,
+                            cluster::record_pids::HAND_OVER_WAIT.min(until(leave_by)),
                         )
                         .await;
                     })
@@ -833,9 +838,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
             );
         }
     }
-    running
-        .shutdown(Duration::from_secs(args.shutdown_timeout))
-        .await;
+    running.shutdown(until(stop_by)).await;
     for served in &servers {
         served.stop();
     }

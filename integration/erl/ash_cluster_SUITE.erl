@@ -33,7 +33,8 @@ all() ->
      a_joiner_killed_while_catching_up_stalls_nothing,
      a_joiner_stopped_while_catching_up_withdraws,
      nodes_started_together_with_join_form_one_cluster,
-     a_lost_voter_gives_its_vote_to_a_spare].
+     a_lost_voter_gives_its_vote_to_a_spare,
+     the_last_voter_stops_in_time_when_its_heir_is_lost].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -689,6 +690,34 @@ a_lost_voter_gives_its_vote_to_a_spare(Config) ->
          || N <- LeftNodes]
     after
         [ash_node:stop(M) || M <- Started]
+    end.
+
+%% One voter and one caught-up learner (`--replicas 1`): the learner is SIGKILLed and the voter
+%% SIGTERMed at once. The voter would hand its vote to the learner before leaving, but a lost
+%% learner can never acknowledge that: the voter stops as the last member instead (or, should
+%% it not have seen the loss yet, gives up at its budget) and exits 0 within its
+%% --shutdown-timeout, never hanging until it is killed.
+the_last_voter_stops_in_time_when_its_heir_is_lost(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("hr_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Voter = ash_node:start(Config, #{name => Base ++ "_a",
+                                     args => ["--replicas", "1", "--shutdown-timeout", "4"]}),
+    Learner = ash_node:start(Config, #{name => Base ++ "_b",
+                                       args => ["--replicas", "1" | join_args(Voter)]}),
+    try
+        await_healthy([Voter, Learner], 1),
+        [V, L] = [ash_node:node(M) || M <- [Voter, Learner]],
+        ?assertMatch(#{voters := [V]}, info(L)),
+        ok = call(V, {define, R, #{primary_key => [id]}}),
+        [{ok, _} = call(V, {create, R, #{id => I}}) || I <- lists:seq(1, 20)],
+        %% The learner holds them (it is caught up, so the voter would pick it as its heir).
+        {ok, #{c := 20}} = call(L, {aggregate, R, #{}, [{c, count, id, #{}}]}),
+        137 = ash_node:stop(Learner, "KILL"),
+        ?assertEqual(0, ash_node:stop(Voter)),
+        ?assertNotEqual([], ash_node:log_contains(Voter, ["the last voting member"]) ++
+                            ash_node:log_contains(Voter, ["could not leave the cluster in time"]))
+    after
+        [ash_node:stop(M) || M <- [Voter, Learner]]
     end.
 
 %% Whether a process is registered as Name on node N (a monitor on the name answers noproc at

@@ -12,7 +12,9 @@
 
 -define(READY_TIMEOUT, 15000).
 -define(PING_TIMEOUT, 10000).
--define(STOP_TIMEOUT, 5000).
+%% A node exits within its --shutdown-timeout (10 s by default) of SIGTERM, even when the
+%% cluster it leaves has lost members; a little more before it counts as hung and is killed.
+-define(STOP_TIMEOUT, 13000).
 -define(CALL_TIMEOUT, 3000).
 
 %% ---------------------------------------------------------------------------------------------

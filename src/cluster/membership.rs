@@ -463,11 +463,12 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
         }
         let voting = voters(cluster);
         if voting.len() == 1 && voting.contains(&cluster.id) {
-            // The only voter, beside learners: one that has caught up takes its place first;
-            // none has (they are still catching up, or gone), and this is the last member.
+            // The only voter, beside learners: one that has caught up and is reachable takes
+            // its place first (an unreachable one could never acknowledge the change); none
+            // is (they are still catching up, or gone), and this is the last member.
             let heirs: BTreeMap<NodeId, String> = eligible(cluster)
                 .into_iter()
-                .filter(|(id, _)| *id != cluster.id)
+                .filter(|(id, name)| *id != cluster.id && cluster.node.conn(name).is_some())
                 .collect();
             if heirs.is_empty() {
                 tracing::warn!(
@@ -477,13 +478,18 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
                 return;
             }
             let want = desired_voters(&heirs, cluster.options.replicas, cluster.options.group);
-            if let Err(e) = cluster
+            // Bounded: an heir lost meanwhile never acknowledges the change.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let change = cluster
                 .raft
-                .change_membership(ChangeMembers::AddVoterIds(want), true)
-                .await
-            {
-                tracing::debug!(error = %e, "could not hand the vote to a learner yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                .change_membership(ChangeMembers::AddVoterIds(want), true);
+            match tokio::time::timeout(left, change).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "could not hand the vote to a learner yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => break,
             }
             continue;
         }

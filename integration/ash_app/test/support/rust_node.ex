@@ -13,8 +13,8 @@ defmodule AshApp.RustNode do
   The node runs under a small `sh` wrapper that kills it as soon as the wrapper's stdin (the
   port) closes, so the node never outlives the test VM, even one killed with SIGKILL. A process
   owns the port; `stop/1` sends the node SIGTERM, as an operator would, and returns its exit
-  status (a node that does not exit within 10 s is killed and reported as `:timeout`);
-  `kill/1` sends it SIGKILL (a crash).
+  status (a node that does not exit within 13 s, its 10 s shutdown budget and a margin, is
+  killed and reported as `:timeout`); `kill/1` sends it SIGKILL (a crash).
   """
   use GenServer
 
@@ -117,7 +117,7 @@ defmodule AshApp.RustNode do
   end
 
   def stop(pid) when is_pid(pid) do
-    status = GenServer.call(pid, :sigterm, 15_000)
+    status = GenServer.call(pid, :sigterm, 20_000)
     GenServer.stop(pid, :normal, 10_000)
     status
   catch
@@ -219,7 +219,7 @@ defmodule AshApp.RustNode do
       receive do
         {^port, {:exit_status, status}} -> status
       after
-        10_000 ->
+        13_000 ->
           System.cmd("kill", ["-9", os_pid], stderr_to_stdout: true)
           :timeout
       end
