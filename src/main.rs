@@ -177,8 +177,10 @@ struct StartArgs {
     #[arg(long, env = "ASH_GEN_SERVER_CLUSTER")]
     cluster: bool,
     /// How many cluster members hold the records and vote (the effective number is
-    /// min(R, members)); a write is acknowledged once a majority of them has it. Default 3.
-    /// Given, it makes this node a cluster member (forming a cluster without --join).
+    /// min(R, members)); a write is acknowledged once a majority of them has it. The cluster's
+    /// setting: a member joining without it takes the cluster's, one joining with another
+    /// refuses to start. Default 3. Given, it makes this node a cluster member (forming a
+    /// cluster without --join).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..), env = "ASH_GEN_SERVER_REPLICAS")]
     replicas: Option<u16>,
     /// With --cluster: build a snapshot of the records every this many log entries and drop
@@ -499,87 +501,6 @@ async fn cluster_member(args: &StartArgs, node: &std::sync::Arc<Node>, peers: &[
     member
 }
 
-/// The file in a member's data directory naming its `--shards` (written when more than 1).
-const SHARDS_FILE: &str = "shards";
-
-/// A member's data directory holds the groups of the `--shards` it was started with: started
-/// again with another number it would miss (or mix up) records, so it refuses to start. With
-/// more than one shard the number is kept in `DIR/shards`; a directory without that file is a
-/// member of one group (as before shards).
-fn check_data_dir_shards(dir: &std::path::Path, shards: u32) -> Result<(), String> {
-    let file = dir.join(SHARDS_FILE);
-    let kept =
-        match std::fs::read_to_string(&file) {
-            Ok(text) => Some(text.trim().parse::<u32>().map_err(|e| {
-                format!("{} does not hold a number of shards: {e}", file.display())
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let member = dir.join(cluster::log_store::LOG_FILE).exists();
-                member.then_some(1)
-            }
-            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
-        };
-    if let Some(kept) = kept
-        && kept != shards
-    {
-        return Err(format!(
-            "--shards {shards} differs from the {kept} shard(s) of the member in the data directory {}: start it with --shards {kept}",
-            dir.display()
-        ));
-    }
-    if shards > 1 && kept.is_none() {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&file, format!("{shards}\n")))
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
-    Ok(())
-}
-
-/// A member joining `peers` checks that they split the records into as many shards as it does
-/// (`--shards`): it asks the first one that answers for its `cluster` description. A peer not
-/// answering (still starting, too) is not waited for.
-async fn check_shards(
-    node: &std::sync::Arc<Node>,
-    peers: &[NodeName],
-    shards: u32,
-) -> Result<(), String> {
-    use ash_gen_server::node::Mailbox;
-    let mailbox = Mailbox::new(node);
-    let wait = Duration::from_secs(2);
-    for peer in peers {
-        if !matches!(
-            tokio::time::timeout(wait, node.connect(peer)).await,
-            Ok(Ok(()))
-        ) {
-            continue;
-        }
-        let ask = mailbox.call_remote_monitored(
-            peer,
-            protocol::SERVER_NAME,
-            parse_term("cluster").expect("an atom"),
-            wait,
-        );
-        // Not running yet (a member starting too), or not answering: not waited for.
-        let Ok(reply) = ask.await else { continue };
-        let theirs = match reply.as_tuple() {
-            Some([tag, info]) if tag.as_atom().map(|a| a.as_str()) == Some("ok") => info
-                .map_get_atom(ash_gen_server::term::Atom::from_static("shards"))
-                .and_then(|v| v.as_int()),
-            _ => None,
-        };
-        match theirs {
-            Some(n) if n != i64::from(shards) => {
-                return Err(format!(
-                    "--shards {shards} differs from the cluster's: {peer} splits the records into {n} shards; start every member with the same --shards"
-                ));
-            }
-            Some(_) => return Ok(()),
-            None => {}
-        }
-    }
-    Ok(())
-}
-
 async fn start(args: StartArgs) -> Result<(), String> {
     let limits = args.limits.limits()?;
     let name = node_name(&args.naming)?;
@@ -629,10 +550,13 @@ async fn start(args: StartArgs) -> Result<(), String> {
     let clustered = cluster_member(&args, &running.node, &peers).await;
     let shards = u32::from(args.shards);
     if clustered && let Some(dir) = &args.data_dir {
-        check_data_dir_shards(dir, shards)?;
+        cluster::settings::check_data_dir(dir, shards)?;
     }
+    // The cluster's replicas when this member joins one and was given none.
+    let mut replicas = args.replicas;
     if clustered && !peers.is_empty() {
-        check_shards(&running.node, &peers, shards).await?;
+        let theirs = cluster::settings::agree(&running.node, &peers, shards, args.replicas).await?;
+        replicas = replicas.or(theirs);
     }
     // One record service per group: group G's named by `cluster::Names::of(G, sharded)`.
     let names: Vec<cluster::Names> = (0..shards)
@@ -651,7 +575,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         servers.push(Server::start(&running.node, options).map_err(|e| e.to_string())?);
     }
     let server = &servers[0];
-    let replicas = args.replicas.unwrap_or(3);
+    let replicas = replicas.unwrap_or(cluster::settings::DEFAULT_REPLICAS);
     let cluster_options = cluster::ClusterOptions {
         join: peers.clone(),
         replicas: usize::from(replicas),

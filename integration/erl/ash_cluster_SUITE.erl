@@ -34,7 +34,8 @@ all() ->
      a_joiner_stopped_while_catching_up_withdraws,
      nodes_started_together_with_join_form_one_cluster,
      a_lost_voter_gives_its_vote_to_a_spare,
-     the_last_voter_stops_in_time_when_its_heir_is_lost].
+     the_last_voter_stops_in_time_when_its_heir_is_lost,
+     a_joining_member_takes_the_clusters_replicas].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -718,6 +719,31 @@ the_last_voter_stops_in_time_when_its_heir_is_lost(Config) ->
                             ash_node:log_contains(Voter, ["could not leave the cluster in time"]))
     after
         [ash_node:stop(M) || M <- [Voter, Learner]]
+    end.
+
+%% `--replicas` is the cluster's: a member joining without one takes it (so every member
+%% agrees on how many vote and when the cluster is healthy, whoever leads); one joining with
+%% another exits non-zero, saying why, and is not admitted.
+a_joining_member_takes_the_clusters_replicas(Config) ->
+    Base = lists:flatten(io_lib:format("rp_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    First = ash_node:start(Config, #{name => Base ++ "_a", args => ["--replicas", "1"]}),
+    Second = ash_node:start(Config, #{name => Base ++ "_b", args => join_args(First)}),
+    try
+        await_healthy([First, Second], 1),
+        [A, B] = [ash_node:node(M) || M <- [First, Second]],
+        [?assertMatch(#{replicas := 1, healthy := true, voters := [A]}, info(N)) || N <- [A, B]],
+        ?assertNotEqual([], ash_node:log_contains(Second, ["replicas=1"])),
+        {Status, Out} = ash_node:run_bin(["start", "--name", Base ++ "_c@127.0.0.1",
+                                          "--cookie", atom_to_list(erlang:get_cookie()),
+                                          "--replicas", "2", "--join", atom_to_list(A)],
+                                         60000),
+        ct:log("~p: ~s", [Status, Out]),
+        ?assertNotEqual(0, Status),
+        ?assertNotEqual(timeout, Status),
+        ?assertNotEqual(nomatch, binary:match(Out, <<"--replicas 2 differs from the cluster's">>)),
+        ?assertMatch(#{members := [_, _]}, info(A))
+    after
+        [ash_node:stop(M) || M <- [First, Second]]
     end.
 
 %% Whether a process is registered as Name on node N (a monitor on the name answers noproc at

@@ -48,6 +48,7 @@ pub mod read_lease;
 pub mod record_pids;
 pub mod role;
 pub mod router;
+pub mod settings;
 pub mod shards;
 pub mod snapshot;
 pub mod state_machine;
