@@ -3,7 +3,8 @@
 # starts them (`--cluster`, the others `--join` the first; test/test_helper.exs with
 # ASH_APP_CLUSTER=3) and names them in `config :ash_gen_server, nodes: [...]`, so every Ash
 # action goes through the shim's member list with request ids and is answered by the cluster
-# (writes committed by a majority, reads linearizable).
+# (writes committed by a majority, reads linearizable). ASH_APP_SHARDS=S starts the members
+# with `--shards S` (the records split into S Raft groups, docs/OPERATIONS.md "Shards").
 #
 #   integration/run_ash_cluster.sh [mix test args...]   default: the files about data (below);
 #                                                       not those about one node's own process
@@ -34,6 +35,6 @@ if [[ $# -eq 0 ]]; then
     test/races_test.exs test/locking_hooks_test.exs test/lifetime_test.exs
 fi
 
-echo "== integration/ash_app against a 3-node cluster: $*"
+echo "== integration/ash_app against a 3-node cluster${ASH_APP_SHARDS:+ with --shards $ASH_APP_SHARDS}: $*"
 ASH_APP_CLUSTER=3 elixir --name "ash_cluster_test_$$@127.0.0.1" \
   --cookie "ash_gen_server_cluster_$RANDOM$RANDOM" -S mix test "$@"

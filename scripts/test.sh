@@ -62,6 +62,9 @@ integration/run_ash_tls.sh
 section "ash: the data tests against a 3-node cluster (nodes: [...])"
 integration/run_ash_cluster.sh
 
+section "ash: the data tests against a 3-node cluster with its records in 4 shards"
+ASH_APP_SHARDS=4 integration/run_ash_cluster.sh
+
 section "demo app: formatting, compile, and a run against a node"
 (cd examples/demo && mix deps.get >/dev/null && mix format --check-formatted && mix compile --warnings-as-errors >/dev/null)
 scripts/demo.sh --ci

@@ -17,9 +17,13 @@
 //! - `query`, `aggregate`, `update_where`, `destroy_where`: [`super::fanout`] over the groups,
 //!   each group's requests sent concurrently.
 //! - `bulk_create`: the records split by group, one `bulk_create` per group concurrently, the
-//!   replies put back in the records' order. `all_or_nothing => true` over records of several
-//!   groups cannot be one step across Raft groups: it is refused with
-//!   `{error, {bad_request, Message}}` (a resource with identities never spans groups).
+//!   replies put back in the records' order. With `all_or_nothing => true` each group's part is
+//!   all or nothing; when a group refuses its part, the groups that created theirs remove it
+//!   again (`destroy_where` by primary key) and the reply is the single node's, the refusal of
+//!   the batch's first refused record ([`first_refusal`]). Readers may see such a part for the
+//!   moment between. A group that cannot answer (no majority) refuses nothing: its error is the
+//!   reply and the parts created stay, for the client's retry with the same request id to
+//!   complete. A resource with identities never spans groups.
 //! - `define`: every group in turn, group 0 first; the first error, else group 0's reply.
 //!   `clear`: every group, the counts added up. `info`: every group, `count` added up, the rest
 //!   group 0's. `subscribe`, `unsubscribe`: every group (the reply group 0's).
@@ -206,6 +210,89 @@ pub fn split_bulk(
 
 fn atom(name: &'static str) -> Value {
     Value::Atom(Atom::from_static(name))
+}
+
+/// Of the shards' replies to the parts of an `all_or_nothing` `bulk_create` (`split`), the
+/// refusal a single node holding every record would give: `{error, {record, N, Reason}}` of
+/// the lowest `N` over the whole batch (each shard names its own first refused record). `None`
+/// when no shard refused (every part created, or a shard that could not answer: its part may
+/// be in, so nothing is removed).
+pub fn first_refusal(split: &[(u32, Vec<usize>)], replies: &[Value]) -> Option<Value> {
+    split
+        .iter()
+        .zip(replies)
+        .filter_map(|((_, places), reply)| {
+            let [tag, why] = reply.as_tuple()? else {
+                return None;
+            };
+            let [what, n, reason] = why.as_tuple()? else {
+                return None;
+            };
+            if tag.as_atom()?.as_str() != "error" || what.as_atom()?.as_str() != "record" {
+                return None;
+            }
+            let local = usize::try_from(n.as_int()?).ok()?.checked_sub(1)?;
+            Some((*places.get(local)?, reason.clone()))
+        })
+        .min_by_key(|(place, _)| *place)
+        .map(|(place, reason)| {
+            Value::pair(
+                atom("error"),
+                Value::tuple(vec![atom("record"), Value::Int(place as i64 + 1), reason]),
+            )
+        })
+}
+
+/// A filter matching exactly the records `created` (`{ok, Record}` each) by their
+/// `primary_key`: `{in, Field, Keys}` for a key of one field, a balanced tree of `'or'` over
+/// `'and'`s of `eq` otherwise (its depth grows as the log of the count). `None` when nothing
+/// was created, or a key cannot be read.
+pub fn keys_filter(created: &[Value], primary_key: &[Atom]) -> Option<Value> {
+    let keys: Vec<Vec<Value>> = created
+        .iter()
+        .map(|item| {
+            let record = ok_body(item)?;
+            primary_key
+                .iter()
+                .map(|f| record.map_get_atom(*f).cloned())
+                .collect::<Option<Vec<Value>>>()
+        })
+        .collect::<Option<_>>()?;
+    if keys.is_empty() || primary_key.is_empty() {
+        return None;
+    }
+    if let [field] = primary_key {
+        let values = keys.into_iter().map(|mut k| k.remove(0)).collect();
+        return Some(Value::tuple(vec![
+            atom("in"),
+            Value::Atom(*field),
+            Value::list(values),
+        ]));
+    }
+    let both = |op: &'static str, mut items: Vec<Value>| -> Value {
+        fn tree(op: &'static str, items: &mut Vec<Value>) -> Value {
+            if items.len() == 1 {
+                return items.pop().expect("one");
+            }
+            let mut right = items.split_off(items.len() / 2);
+            let l = tree(op, items);
+            let r = tree(op, &mut right);
+            Value::tuple(vec![atom(op), l, r])
+        }
+        tree(op, &mut items)
+    };
+    let each: Vec<Value> = keys
+        .into_iter()
+        .map(|key| {
+            let eqs = primary_key
+                .iter()
+                .zip(key)
+                .map(|(f, v)| Value::tuple(vec![atom("eq"), Value::Atom(*f), v]))
+                .collect();
+            both("and", eqs)
+        })
+        .collect();
+    Some(both("or", each))
 }
 
 fn unavailable(text: impl Into<String>) -> Value {
@@ -616,18 +703,6 @@ impl Front {
             self.pass(group, from, message.clone());
             return None;
         }
-        if bulk.all_or_nothing {
-            return Some(
-                Error::BadRequest(format!(
-                    "bulk_create: all_or_nothing cannot be atomic over records in {} of the \
-                     cluster's {} shards (each shard is its own Raft group): send the records \
-                     of one shard at a time, or without all_or_nothing",
-                    split.len(),
-                    self.shards()
-                ))
-                .to_reply(),
-            );
-        }
         let args = request.as_tuple().expect("a parsed request is a tuple");
         let list = args[2].as_list().expect("a parsed bulk_create has a list");
         let asks = split
@@ -647,10 +722,42 @@ impl Front {
                 )
             })
             .collect();
-        let replies = self.ask_all(asks).await;
+        let replies: Vec<Value> = self
+            .ask_all(asks)
+            .await
+            .into_iter()
+            .map(|mut r| r.pop().unwrap_or_else(|| unavailable("no reply")))
+            .collect();
+        if bulk.all_or_nothing
+            && let Some(refused) = first_refusal(&split, &replies)
+        {
+            // Refused by a shard: the shards that created their part remove it again.
+            let primary_key = config.as_ref().map_or(&[][..], |c| &c.primary_key[..]);
+            let undo: Vec<(u32, Vec<Value>)> = split
+                .iter()
+                .zip(&replies)
+                .filter_map(|((g, _), reply)| {
+                    let created = ok_body(reply)?.as_list()?;
+                    let filter = keys_filter(created, primary_key)?;
+                    let mut query = Value::map(vec![(atom("filter"), filter)]);
+                    query = Value::tuple(vec![
+                        atom("destroy_where"),
+                        args[1].clone(),
+                        query,
+                        Value::map(vec![(atom("return"), atom("count"))]),
+                    ]);
+                    Some((*g, vec![with_id(client, &[u64::from(*g), 1], query)]))
+                })
+                .collect();
+            for (reply, (g, _)) in self.ask_all(undo.clone()).await.iter().zip(&undo) {
+                if let Some(e) = reply.iter().find(|r| is_error(r)) {
+                    tracing::warn!(group = g, error = ?e, "could not remove the created part of a refused all_or_nothing bulk_create");
+                }
+            }
+            return Some(refused);
+        }
         let mut out = vec![Value::nil(); list.len()];
-        for ((_, places), mut reply) in split.iter().zip(replies) {
-            let reply = reply.pop().unwrap_or_else(|| unavailable("no reply"));
+        for ((_, places), reply) in split.iter().zip(replies) {
             match ok_body(&reply).and_then(Value::as_list) {
                 Some(items) if items.len() == places.len() => {
                     for (&i, item) in places.iter().zip(items) {
@@ -844,5 +951,59 @@ mod tests {
         let id = a.as_tuple().unwrap()[1].as_int().unwrap();
         assert!(id >= 0);
         assert_eq!(with_id(None, &[1], atom("x")), atom("x"));
+    }
+
+    #[test]
+    fn the_batchs_first_refused_record_is_named_whatever_its_shard() {
+        // Records 0..6 in three groups; group 1 refuses its 2nd (place 4), group 2 its 1st
+        // (place 5), group 0 created its part.
+        let split = vec![(0, vec![0, 2]), (1, vec![1, 4]), (2, vec![5, 3])];
+        let replies = vec![
+            t("{ok, [{ok, #{id => 0}}, {ok, #{id => 2}}]}"),
+            t("{error, {record, 2, already_exists}}"),
+            t("{error, {record, 1, {missing_primary_key, [id]}}}"),
+        ];
+        assert_eq!(
+            first_refusal(&split, &replies),
+            Some(t("{error, {record, 5, already_exists}}"))
+        );
+        // Nothing refused: every part in, or a group that could not answer.
+        let replies = vec![
+            t("{ok, []}"),
+            t("{error, {unavailable, <<\"no leader\">>}}"),
+            t("{ok, []}"),
+        ];
+        assert_eq!(first_refusal(&split, &replies), None);
+        // A place the group does not have is no refusal of this batch.
+        let replies = vec![t("{ok, []}"), t("{error, {record, 3, x}}"), t("{ok, []}")];
+        assert_eq!(first_refusal(&split, &replies), None);
+    }
+
+    #[test]
+    fn created_records_are_matched_by_their_keys_only() {
+        let id = [Atom::new("id").unwrap()];
+        let created = t("[{ok, #{id => 1, n => 5}}, {ok, #{id => 2}}]");
+        let created = created.as_list().unwrap();
+        assert_eq!(keys_filter(created, &id), Some(t("{in, id, [1, 2]}")));
+        let both = [Atom::new("a").unwrap(), Atom::new("b").unwrap()];
+        let created =
+            t("[{ok, #{a => 1, b => x}}, {ok, #{a => 2, b => y}}, {ok, #{a => 3, b => z}}]");
+        assert_eq!(
+            keys_filter(created.as_list().unwrap(), &both),
+            Some(t("{'or', {'and', {eq, a, 1}, {eq, b, x}}, \
+                 {'or', {'and', {eq, a, 2}, {eq, b, y}}, {'and', {eq, a, 3}, {eq, b, z}}}}"))
+        );
+        // Many keys: a tree of depth about log2(n), far below the decoder's nesting limit.
+        let many: Vec<Value> = (0..4096)
+            .map(|i| t(&format!("{{ok, #{{a => {i}, b => {i}}}}}")))
+            .collect();
+        fn depth(v: &Value) -> usize {
+            v.as_tuple()
+                .map_or(0, |items| 1 + items.iter().map(depth).max().unwrap_or(0))
+        }
+        let filter = keys_filter(&many, &both).unwrap();
+        assert!(depth(&filter) <= 16, "depth {}", depth(&filter));
+        assert_eq!(keys_filter(&[], &id), None);
+        assert_eq!(keys_filter(&[t("{error, x}")], &id), None);
     }
 }

@@ -24,8 +24,18 @@ rust_nodes =
       [AshApp.RustNode.start!()]
 
     count ->
+      # ASH_APP_SHARDS=S: the records split into S shards (`--shards S`).
+      shards =
+        case System.get_env("ASH_APP_SHARDS", "") do
+          "" -> []
+          s -> ["--shards", s]
+        end
+
       members =
-        AshApp.RustNode.start_cluster!(String.to_integer(count), ["--shutdown-timeout", "3"])
+        AshApp.RustNode.start_cluster!(
+          String.to_integer(count),
+          ["--shutdown-timeout", "3" | shards]
+        )
 
       Application.put_env(:ash_gen_server, :nodes, members)
       members
