@@ -686,18 +686,14 @@ async fn start(args: StartArgs) -> Result<(), String> {
     let raft_stopped = async move {
         if every_group.len() > 1 {
             // Any group's Raft core stopping stops the node.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut stopping = tokio::task::JoinSet::new();
             for (g, group) in every_group.into_iter().enumerate() {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let why = group.stopped().await;
-                    let _ = tx.send(format!("group {g}: {why}"));
-                });
+                stopping.spawn(async move { format!("group {g}: {}", group.stopped().await) });
             }
-            return rx
-                .recv()
-                .await
-                .unwrap_or_else(|| "the raft cores ended".into());
+            return match stopping.join_next().await {
+                Some(Ok(why)) => why,
+                _ => "the raft cores ended".into(),
+            };
         }
         match watch.wait_for(Option::is_some).await {
             Ok(member) => {

@@ -24,7 +24,7 @@ all() ->
      bulk_create_equals_a_single_node, identities_hold_in_one_shard,
      record_pids_and_expiry_handlers_in_every_group,
      a_member_joining_with_other_shards_exits, sigterm_leaves_every_group,
-     a_killed_member_loses_no_record].
+     a_killed_member_loses_no_record, a_groups_raft_core_stopping_stops_the_member].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("sh_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -396,3 +396,29 @@ a_killed_member_loses_no_record(Config) ->
     %% two are killed too.
     [ash_node:stop(M, "KILL") || M <- Alive],
     persistent_term:put({?MODULE, members}, []).
+
+%% Any group's Raft core stopping (a storage error: group 1 cannot write its snapshot, a
+%% directory holding the name of the snapshot's temporary file) stops the member with a status
+%% other than 0, saying which group; the other groups do not keep a member that cannot serve.
+a_groups_raft_core_stopping_stops_the_member(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("shf_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = filename:join(?config(priv_dir, Config), Base),
+    Blocker = filename:join([Dir, "group-1", "raft.snapshot.new"]),
+    ok = filelib:ensure_dir(filename:join(Blocker, "x")),
+    ok = file:write_file(filename:join(Blocker, "x"), <<"in the way">>),
+    M = ash_node:start(Config, #{name => Base, exit_expected => true,
+                                 args => ["--cluster", "--shards", "2", "--data-dir", Dir,
+                                          "--snapshot-every", "5"]}),
+    try
+        N = ash_node:node(M),
+        ok = call(N, {define, R, #{primary_key => [id]}}),
+        %% Enough records for group 1 to build a snapshot; calls fail once it stopped.
+        [call(N, {create, R, #{id => I}}) || I <- lists:seq(1, 40)],
+        ash_node:await(member_exit, fun() -> not ash_node:alive(M) end, ?WAIT),
+        {already_exited, Status} = ash_node:stop(M),
+        ?assertNotEqual(0, Status),
+        ?assertNotEqual([], ash_node:log_contains(M, ["raft core stopped", "group 1"]))
+    after
+        ash_node:stop(M)
+    end.

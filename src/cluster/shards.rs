@@ -394,16 +394,21 @@ impl Front {
         if is_error(&self.ask(0, info).await) {
             return None;
         }
-        let deadline = tokio::time::Instant::now() + super::router::LEADER_WAIT;
-        loop {
-            if let Some(config) = self.config(resource) {
-                return Some(config);
+        // Group 0's replica here applies it soon: looked at again on each change of its
+        // metrics (an entry applied, say).
+        let mut metrics = self.groups[0].upgrade()?.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(config) = self.config(resource) {
+                    return Some(config);
+                }
+                metrics.changed().await.ok()?;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        tokio::time::timeout(super::router::LEADER_WAIT, wait)
+            .await
+            .ok()
+            .flatten()
     }
 
     fn max_records(&self) -> usize {
