@@ -102,9 +102,11 @@ impl Settings {
     }
 }
 
-/// A member joining `peers` asks the first one that answers for its cluster's settings
-/// ([`Settings::agree`]): an error when this member's differ, else the cluster's replicas
-/// (`None` when no peer answered: one still starting, too, is not waited for).
+/// A member joining `peers` asks the first member among them that answers for its cluster's
+/// settings ([`Settings::agree`]): an error when this member's differ, else the cluster's
+/// replicas (`None` when no member answered: one still starting, too, is not waited for). A
+/// peer without a member's endpoint (a single node, which describes itself as a cluster of
+/// one, or a BEAM node) says nothing of the cluster.
 pub async fn agree(
     node: &Arc<Node>,
     peers: &[NodeName],
@@ -117,6 +119,15 @@ pub async fn agree(
             tokio::time::timeout(ASK_WAIT, node.connect(peer)).await,
             Ok(Ok(()))
         ) {
+            continue;
+        }
+        let ping = Value::Atom(Atom::from_static("ping"));
+        let endpoint = super::answer::ENDPOINT_NAME;
+        if mailbox
+            .call_remote_monitored(peer, endpoint, ping, ASK_WAIT)
+            .await
+            .is_err()
+        {
             continue;
         }
         let ask = mailbox.call_remote_monitored(
