@@ -7,8 +7,8 @@
 %% and a 3-member cluster with `--data-dir --fsync interval`, each against the same thing in
 %% memory: update p50 at 1 caller, creating N records. Last, the single node (holding every
 %% record made above) joined by a node with `--join` alone: how long until the joiner holds them.
-%% Then three members with `--shards 4` against three with one group (update and query p50,
-%% get and update ops/s at 64 callers).
+%% Then three members with `--shards 4` against three with one group (update, query and
+%% bulk_create p50, get and update ops/s at 64 callers).
 %% Prints ratios (cluster / single node, durable / in memory) and the issue's targets; asserts
 %% nothing.
 %%
@@ -92,6 +92,15 @@ sharded(Bin, Uniq, Cookie, #{ops := Ops, callers := Callers}) ->
     row("update p50 us, 1 caller, via a member", p50(hd(M1), Upd, Ops), p50(hd(M4), Upd, Ops), ""),
     row("query p50 us (sort, limit 10), 1 caller", p50(hd(M1), Query, Ops div 4),
         p50(hd(M4), Query, Ops div 4), ""),
+    %% What the Ash shim sends for a bulk create: one all_or_nothing batch (100 records here,
+    %% over every shard with --shards 4).
+    Bulk = fun(N, _) ->
+                   From = 100000 + erlang:unique_integer([positive, monotonic]) * 100,
+                   Batch = [#{id => From + K, score => 0} || K <- lists:seq(0, 99)],
+                   {ok, [_ | _]} = call(N, {bulk_create, R, Batch, #{all_or_nothing => true}})
+           end,
+    row("bulk_create p50 us (100 records, all_or_nothing)", p50(hd(M1), Bulk, Ops div 20),
+        p50(hd(M4), Bulk, Ops div 20), ""),
     row("get ops/s, 64 callers over the members", rate(M1, Get, Ops, Callers),
         rate(M4, Get, Ops, Callers), ""),
     row("update ops/s, 64 callers over the members", rate(M1, Upd, Ops, Callers),
