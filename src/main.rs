@@ -713,8 +713,8 @@ async fn start(args: StartArgs) -> Result<(), String> {
     // record pids over take at most three quarters of it, answering the calls already
     // received what is left, so the node exits within it whatever the others do.
     let budget = Duration::from_secs(args.shutdown_timeout);
-    let stop_by = tokio::time::Instant::now() + budget;
-    let leave_by = tokio::time::Instant::now() + budget * 3 / 4;
+    let now = tokio::time::Instant::now();
+    let (stop_by, leave_by) = (now + budget, now + budget * 3 / 4);
     let until = |t: tokio::time::Instant| t.saturating_duration_since(tokio::time::Instant::now());
     if let Some(why) = fatal {
         // A member whose Raft core stopped cannot serve nor leave: answer what was received,

@@ -269,18 +269,6 @@ pub fn keys_filter(created: &[Value], primary_key: &[Atom]) -> Option<Value> {
             Value::list(values),
         ]));
     }
-    let both = |op: &'static str, mut items: Vec<Value>| -> Value {
-        fn tree(op: &'static str, items: &mut Vec<Value>) -> Value {
-            if items.len() == 1 {
-                return items.pop().expect("one");
-            }
-            let mut right = items.split_off(items.len() / 2);
-            let l = tree(op, items);
-            let r = tree(op, &mut right);
-            Value::tuple(vec![atom(op), l, r])
-        }
-        tree(op, &mut items)
-    };
     let each: Vec<Value> = keys
         .into_iter()
         .map(|key| {
@@ -289,10 +277,19 @@ pub fn keys_filter(created: &[Value], primary_key: &[Atom]) -> Option<Value> {
                 .zip(key)
                 .map(|(f, v)| Value::tuple(vec![atom("eq"), Value::Atom(*f), v]))
                 .collect();
-            both("and", eqs)
+            balanced("and", eqs)
         })
         .collect();
-    Some(both("or", each))
+    Some(balanced("or", each))
+}
+
+/// `{Op, A, B}` over `items` (at least one) as a balanced tree: depth log2 of their count.
+fn balanced(op: &'static str, mut items: Vec<Value>) -> Value {
+    if items.len() == 1 {
+        return items.pop().expect("one item");
+    }
+    let right = items.split_off(items.len() / 2);
+    Value::tuple(vec![atom(op), balanced(op, items), balanced(op, right)])
 }
 
 fn unavailable(text: impl Into<String>) -> Value {
@@ -744,17 +741,17 @@ impl Front {
                 .filter_map(|((g, _), reply)| {
                     let created = ok_body(reply)?.as_list()?;
                     let filter = keys_filter(created, primary_key)?;
-                    let mut query = Value::map(vec![(atom("filter"), filter)]);
-                    query = Value::tuple(vec![
+                    let destroy = Value::tuple(vec![
                         atom("destroy_where"),
                         args[1].clone(),
-                        query,
+                        Value::map(vec![(atom("filter"), filter)]),
                         Value::map(vec![(atom("return"), atom("count"))]),
                     ]);
-                    Some((*g, vec![with_id(client, &[u64::from(*g), 1], query)]))
+                    Some((*g, vec![with_id(client, &[u64::from(*g), 1], destroy)]))
                 })
                 .collect();
-            for (reply, (g, _)) in self.ask_all(undo.clone()).await.iter().zip(&undo) {
+            let groups: Vec<u32> = undo.iter().map(|(g, _)| *g).collect();
+            for (reply, g) in self.ask_all(undo).await.iter().zip(groups) {
                 if let Some(e) = reply.iter().find(|r| is_error(r)) {
                     tracing::warn!(group = g, error = ?e, "could not remove the created part of a refused all_or_nothing bulk_create");
                 }
