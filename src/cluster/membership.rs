@@ -1,5 +1,8 @@
 //! Who belongs to the cluster and who votes.
 //!
+//! This is group 0's membership, and that of a cluster of one group; with several groups,
+//! [`super::holders`] places each other group on some of group 0's members.
+//!
 //! A node started with `--cluster` (or `--replicas`) and no `--join` forms a cluster of one; a
 //! node started with `--join` alone is a member when a peer is one or is deciding with peers of
 //! its own ([`runs_cluster`], [`super::role`]). A node with `--join`

@@ -9,7 +9,9 @@
 //! [`super::read_lease`] (a read never returns a value older than an acknowledged write). A
 //! member that does not lead passes the request to the leader
 //! (`{forward, Request, Id}` to its [`super::endpoint`]) and relays the answer, retrying with
-//! the same request id — applied at most once — while a new leader is elected. `ping`, `stats`,
+//! the same request id — applied at most once — while a new leader is elected; a member that
+//! holds no copy of its group ([`super::holders`]) passes it to the leader it last heard of,
+//! or to a holder, which passes it on. `ping`, `stats`,
 //! `subscribe`, `unsubscribe` and `fault` are served by the member itself; `cluster` describes
 //! the cluster.
 

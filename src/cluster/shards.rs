@@ -28,8 +28,9 @@
 //!   `clear`: every group, the counts added up. `info`: every group, `count` added up, the rest
 //!   group 0's. `subscribe`, `unsubscribe`: every group (the reply group 0's).
 //! - `resources`: group 0. `ping`: `pong`. `stats`: group 0's with `records` and
-//!   `record_pids` added up over the groups. `cluster`: group 0's description with
-//!   `shards => S`, `healthy` (every group healthy) and `groups`, each group's leader and health.
+//!   `record_pids` added up over the groups this member holds ([`super::holders`]: a group is
+//!   held by `--replicas` members only). `cluster`: group 0's description with `shards => S`,
+//!   `healthy` (every group healthy) and `groups`, each group's leader, health and holders.
 //!
 //! A resource's primary key, identities and types (where its records go, and a fan-out's
 //! [`Shape`]) are read from this member's replica of group 0; one that does not know the
