@@ -207,10 +207,9 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
     if holds_something
         && !voters(cluster).contains(&cluster.id())
         && !counted(cluster, mailbox).await
+        && let Err(e) = cluster.reset().await
     {
-        if let Err(e) = cluster.reset().await {
-            tracing::error!(group = cluster.options.group, error = %e, "could not drop the group");
-        }
+        tracing::error!(group = cluster.options.group, error = %e, "could not drop the group");
     }
 }
 
@@ -470,11 +469,15 @@ mod tests {
             let now = choose(&names, &live, &holding, 3, group);
             assert_eq!(now.len(), 3);
             assert!(!now.contains(&lost.to_string()));
-            assert!(held.iter().skip(1).all(|h| now.contains(h)), "the others stay");
+            assert!(
+                held.iter().skip(1).all(|h| now.contains(h)),
+                "the others stay"
+            );
         }
         // More members than replicas: the groups spread over them.
-        let spread: BTreeSet<Vec<String>> =
-            (1..32).map(|g| choose(&names, &names, &none, 3, g)).collect();
+        let spread: BTreeSet<Vec<String>> = (1..32)
+            .map(|g| choose(&names, &names, &none, 3, g))
+            .collect();
         assert!(spread.len() > 1);
     }
 
