@@ -230,20 +230,7 @@ async fn join(cluster: &Arc<Cluster>, mailbox: &Mailbox, holders: &[String]) {
             continue;
         };
         for _hop in 0..3 {
-            let request = Value::tuple(vec![
-                atom("join"),
-                Value::from(me.as_str()),
-                Value::Int(cluster.id() as i64),
-            ]);
-            let answer = mailbox
-                .call_remote_monitored(
-                    &target,
-                    &cluster.names.endpoint,
-                    request,
-                    Duration::from_secs(60),
-                )
-                .await;
-            match answer.map(Answer::of) {
+            match membership::ask_to_join(cluster, mailbox, &target).await {
                 Ok(Answer::Reply(v)) if v == atom("ok") => {
                     tracing::info!(group = cluster.options.group, "joined the group");
                     return;

@@ -142,22 +142,7 @@ pub async fn form(cluster: Arc<Cluster>) {
         for peer in &peers {
             let mut target = peer.clone();
             for _hop in 0..3 {
-                let request = Value::tuple(vec![
-                    atom("join"),
-                    Value::from(me.as_str()),
-                    Value::Int(cluster.id() as i64),
-                ]);
-                // Monitored: a peer that is not a member yet (no endpoint: still starting, or
-                // deciding) answers `noproc` at once instead of leaving the call to time out.
-                let answer = mailbox
-                    .call_remote_monitored(
-                        &target,
-                        &cluster.names.endpoint,
-                        request,
-                        Duration::from_secs(60),
-                    )
-                    .await;
-                match answer.map(Answer::of) {
+                match ask_to_join(&cluster, &mailbox, &target).await {
                     Ok(Answer::Reply(v)) if v == ok() => {
                         joined = true;
                         break;
@@ -195,6 +180,30 @@ pub async fn form(cluster: Arc<Cluster>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Asks `target`'s endpoint to admit this member (`{join, Name, Id}`, passed on to the
+/// leader). Monitored: a peer that is not a member yet (no endpoint: still starting, or
+/// deciding) answers `noproc` at once instead of leaving the call to time out.
+pub(crate) async fn ask_to_join(
+    cluster: &Cluster,
+    mailbox: &Mailbox,
+    target: &NodeName,
+) -> Result<Answer, CallError> {
+    let request = Value::tuple(vec![
+        atom("join"),
+        Value::from(cluster.node.config.name.to_string().as_str()),
+        Value::Int(cluster.id() as i64),
+    ]);
+    mailbox
+        .call_remote_monitored(
+            target,
+            &cluster.names.endpoint,
+            request,
+            Duration::from_secs(60),
+        )
+        .await
+        .map(Answer::of)
 }
 
 async fn initialize(cluster: &Cluster) {
