@@ -57,7 +57,8 @@ res() -> persistent_term:get({?MODULE, res}).
 init_per_testcase(_TC, Config) -> Config.
 end_per_testcase(_, _) -> ok.
 
-%% Every member sees every shard with a leader and ?REPLICAS holders, all members, healthy.
+%% Every member sees every shard with a leader and ?REPLICAS holders, all members, healthy and
+%% settled (its holders are the ones placement chose: no move under way).
 await_placed(Members) ->
     Nodes = [ash_node:node(M) || M <- Members],
     Ready = fun() -> lists:all(fun(Node) -> placed(Node, Nodes) end, Nodes) end,
@@ -72,8 +73,9 @@ placed(Node, Nodes) ->
             lists:sort(Ms) =:= lists:sort(Nodes)
                 andalso length(Gs) =:= ?SHARDS
                 andalso lists:all(fun(#{group := 0}) -> true;
-                                     (#{leader := L, holders := Hs}) ->
-                                          L =/= undefined andalso length(Hs) =:= ?REPLICAS
+                                     (#{leader := L, holders := Hs, settled := S}) ->
+                                          L =/= undefined andalso S
+                                              andalso length(Hs) =:= ?REPLICAS
                                               andalso lists:all(fun(H) ->
                                                                         lists:member(H, Nodes)
                                                                 end, Hs)

@@ -124,6 +124,17 @@ pub fn choose(
     chosen
 }
 
+/// Whether the group's voters are its holders, as this member sees them (no move under way).
+pub fn settled(cluster: &Cluster) -> bool {
+    let all = members(cluster);
+    let voting: BTreeSet<&String> = voters(cluster)
+        .iter()
+        .filter_map(|id| all.get(id))
+        .collect();
+    let holders = holders(cluster);
+    voting.len() == holders.len() && holders.iter().all(|h| voting.contains(h))
+}
+
 /// How many members should hold a group: `min(replicas, members)` (the members of group 0).
 pub fn wanted(cluster: &Cluster) -> usize {
     let count = match directory(cluster) {

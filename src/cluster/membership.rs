@@ -713,7 +713,7 @@ pub async fn info(cluster: &Cluster) -> Value {
         }
         None => atom("undefined"),
     };
-    Value::map(vec![
+    let mut fields = vec![
         (atom("members"), names(&mut all.keys())),
         (atom("voters"), names(&mut voting.iter())),
         (atom("leader"), leader),
@@ -729,7 +729,14 @@ pub async fn info(cluster: &Cluster) -> Value {
         (atom("shards"), Value::Int(1)),
         (atom("self"), Value::Atom(cluster.node.name_atom)),
         (atom("log"), log_info(cluster)),
-    ])
+    ];
+    if super::holders::placed(cluster) {
+        fields.push((
+            atom("settled"),
+            Value::boolean(super::holders::settled(cluster)),
+        ));
+    }
+    Value::map(fields)
 }
 
 fn log_info(cluster: &Cluster) -> Value {

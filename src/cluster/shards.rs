@@ -612,6 +612,12 @@ impl Front {
                     atom("holders"),
                     field("voters").unwrap_or_else(|| Value::list(Vec::new())),
                 ),
+                // Group 0 is on every member; another group is settled when its voters are
+                // the holders placement chose (no move under way).
+                (
+                    atom("settled"),
+                    Value::boolean(g == 0 || field("settled") == Some(Value::boolean(true))),
+                ),
             ]));
         }
         let info = map_with(&info, "shards", Value::Int(self.groups.len() as i64));
