@@ -105,8 +105,54 @@ sharded(Bin, Uniq, Cookie, #{ops := Ops, callers := Callers}) ->
         rate(M4, Get, Ops, Callers), ""),
     row("update ops/s, 64 callers over the members", rate(M1, Upd, Ops, Callers),
         rate(M4, Upd, Ops, Callers), ""),
-    [stop_node(N) || N <- One ++ Four],
+    %% A fourth member joins each: with one group every member holds every record (the 4th a
+    %% learner), with 4 shards each group but group 0 is on 3 of the 4 (placement).
+    {ok, #{c := Total}} = call(hd(M4), {aggregate, R, #{}, [{c, count, id, #{}}]}),
+    [{J1, T1}, {J4, T4}] =
+        [begin
+             T0 = erlang:monotonic_time(millisecond),
+             J = start_node(Bin, Prefix ++ "_d", Cookie,
+                            ["--cluster", "--join", atom_to_list(hd(Ms))] ++ Extra),
+             placed(Ms ++ [node_of(J)], R, Total, 3),
+             {J, erlang:monotonic_time(millisecond) - T0}
+         end || {Ms, Prefix, Extra} <- [{M1, "clb_s1" ++ Uniq, []},
+                                        {M4, "clb_s4" ++ Uniq, ["--shards", "4"]}]],
+    %% Every member's copies, over the 4 (each holds 3 of the 4 shards' groups but group 0).
+    Mean = fun(Ms, J) ->
+                   lists:sum([begin {ok, #{records := C}} = call(N, stats), C end
+                              || N <- Ms ++ [node_of(J)]]) div 4
+           end,
+    row(io_lib:format("records a member holds, mean of 4 (of ~b)", [Total]), Mean(M1, J1),
+        Mean(M4, J4), ""),
+    row("  ... ms from its start until every copy is in place", T1, T4, ""),
+    [stop_node(N) || N <- One ++ Four ++ [J1, J4]],
     ok.
+
+%% Waits until every group has `Replicas` holders and the members hold `Replicas` copies of
+%% every record but group 0's (on every member): with one group, every member holds all.
+placed(Nodes, R, Total, Replicas) ->
+    placed(Nodes, R, Total, Replicas, 600).
+placed(Nodes, _R, _Total, _Replicas, 0) -> error({not_placed, [info(N) || N <- Nodes]});
+placed(Nodes, R, Total, Replicas, Tries) ->
+    Group0 = case info(hd(Nodes)) of
+                 #{shards := 1} -> Total;
+                 _ ->
+                     {ok, #{count := C0}} =
+                         gen_server:call({ash_gen_server_group_0, hd(Nodes)}, {info, R}, 60000),
+                     C0
+             end,
+    Held = lists:sum([begin {ok, #{records := C}} = call(N, stats), C end || N <- Nodes]),
+    Healthy = lists:all(fun(N) ->
+                                case info(N) of
+                                    #{healthy := true, groups := Gs} ->
+                                        lists:all(fun(G) -> maps:get(settled, G) end, Gs);
+                                    #{healthy := H} -> H
+                                end
+                        end, Nodes),
+    case Healthy andalso Held =:= Group0 * length(Nodes) + Replicas * (Total - Group0) of
+        true -> ok;
+        false -> timer:sleep(100), placed(Nodes, R, Total, Replicas, Tries - 1)
+    end.
 
 %% The single node of the rows above (no flag), holding every record those rows made, joined
 %% by a node started with `--join` alone: it becomes a member with its records and the joiner

@@ -594,11 +594,17 @@ async fn start(args: StartArgs) -> Result<(), String> {
             if g > 0 {
                 options.data_dir = args.data_dir.as_ref().map(|d| d.join(format!("group-{g}")));
             }
-            let member = cluster::Cluster::start(&running.node, &served.service.records, options)
-                .await
-                .map_err(|e| e.to_string())?;
+            // A group G > 0 is placed on some of group 0's members (cluster::holders).
+            let member = cluster::Cluster::start(
+                &running.node,
+                &served.service.records,
+                options,
+                groups.first(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             tracing::info!(
-                id = member.id,
+                id = member.id(),
                 replicas,
                 group = g,
                 "cluster member started"
@@ -728,7 +734,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
     }
     let member = members.borrow().clone();
     if let Some(member) = &member {
-        if drained || member.reopened.is_none() {
+        if drained || member.instance().reopened.is_none() {
             // Every group at once (one with --shards 1).
             let every: Vec<_> = if groups.len() > 1 {
                 groups.clone()
@@ -739,7 +745,12 @@ async fn start(args: StartArgs) -> Result<(), String> {
                 .into_iter()
                 .map(|member| {
                     tokio::spawn(async move {
-                        cluster::membership::leave(&member, until(leave_by)).await;
+                        if cluster::holders::placed(&member) {
+                            // Handed on to the holders that take this member's place.
+                            cluster::holders::leave(&member, leave_by).await;
+                        } else {
+                            cluster::membership::leave(&member, until(leave_by)).await;
+                        }
                         // Its record pids (a leader's) move to the member that leads next.
                         cluster::record_pids::hand_over(
                             &member,

@@ -16,11 +16,11 @@ fn atom(name: &'static str) -> Value {
 
 /// `{error, {not_leader, Leader | undefined}}` or `{error, no_cluster}` for `cluster`.
 pub fn not_leader(cluster: &Cluster) -> Value {
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     if metrics
         .membership_config
         .membership()
-        .get_node(&cluster.id)
+        .get_node(&cluster.id())
         .is_none()
     {
         return Value::pair(atom("error"), atom("no_cluster"));

@@ -110,9 +110,9 @@ pub async fn convert(
     }
     options.adopt = true;
     options.join.clear();
-    let cluster = Cluster::start(node, &service.records, options).await?;
+    let cluster = Cluster::start(node, &service.records, options, None).await?;
     tracing::info!(
-        id = cluster.id,
+        id = cluster.id(),
         "becoming a cluster member: requests now go through the log"
     );
     started(&cluster);
@@ -169,7 +169,7 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Each can run again after a failure. Returns the number of records and the snapshot's index.
 async fn finish(cluster: &Cluster, service: &Service) -> Result<(usize, u64), ConvertError> {
     let leader = cluster.await_leader(STEP).await;
-    if leader.map(|(id, _)| id) != Some(cluster.id) {
+    if leader.map(|(id, _)| id) != Some(cluster.id()) {
         return Err(ConvertError::TimedOut("leading the new cluster"));
     }
     tokio::time::sleep(GRACE).await;
@@ -214,15 +214,15 @@ async fn every_turn_done(service: &Service) -> Result<usize, ConvertError> {
 async fn snapshot_and_purge(cluster: &Cluster) -> Result<u64, ConvertError> {
     let raft_error =
         |e: openraft::error::Fatal<super::types::NodeId>| ConvertError::Raft(e.to_string());
-    let applied = cluster.raft.metrics().borrow().last_applied;
+    let applied = cluster.raft().metrics().borrow().last_applied;
     cluster
-        .raft
+        .raft()
         .trigger()
         .snapshot()
         .await
         .map_err(raft_error)?;
     let snapshot = cluster
-        .raft
+        .raft()
         .wait(Some(STEP))
         .metrics(
             |m| m.snapshot.is_some() && m.snapshot >= applied,
@@ -233,13 +233,13 @@ async fn snapshot_and_purge(cluster: &Cluster) -> Result<u64, ConvertError> {
         .snapshot
         .expect("waited for a snapshot");
     cluster
-        .raft
+        .raft()
         .trigger()
         .purge_log(snapshot.index)
         .await
         .map_err(raft_error)?;
     cluster
-        .raft
+        .raft()
         .wait(Some(STEP))
         .metrics(|m| m.purged >= Some(snapshot), "purge")
         .await

@@ -4,8 +4,12 @@
 //! - `{raft, append | vote | snapshot, Payload, To}`: a Raft message for the member with Raft id
 //!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`;
 //! - `ping`: answered `pong` (a node started with `--join` asks whether this is a member);
+//! - `cluster`: `{ok, Info}`, this member's description of its group (a member that does not
+//!   hold a group asks a holder);
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
+//! - `{is_member, Id}`: whether the group counts the member `Id` (answered by the leader: a
+//!   member that no longer holds the group drops its copy once it does not, [`super::holders`]);
 //! - `{subscribe_for, Pid, all | [Resource]}`, `{unsubscribe_for, Pid}`: an expiry handler
 //!   subscribed on another member: this member connects to its node and subscribes it too, so
 //!   whichever member leads can notify it;
@@ -57,15 +61,15 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
     let bad = |e: bincode::Error| Value::pair(atom("error"), Value::from(e.to_string().as_str()));
     match kind {
         "append" => match bincode::deserialize(payload) {
-            Ok(rpc) => encoded(cluster.raft.append_entries(rpc).await),
+            Ok(rpc) => encoded(cluster.raft().append_entries(rpc).await),
             Err(e) => bad(e),
         },
         "vote" => match bincode::deserialize(payload) {
-            Ok(rpc) => encoded(cluster.raft.vote(rpc).await),
+            Ok(rpc) => encoded(cluster.raft().vote(rpc).await),
             Err(e) => bad(e),
         },
         "snapshot" => match bincode::deserialize(payload) {
-            Ok(rpc) => encoded(cluster.raft.install_snapshot(rpc).await),
+            Ok(rpc) => encoded(cluster.raft().install_snapshot(rpc).await),
             Err(e) => bad(e),
         },
         _ => Value::pair(atom("error"), atom("unknown_raft_message")),
@@ -77,9 +81,21 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
         cluster.node.reply_now(&from, &atom("pong"));
         return;
     }
+    if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
+        // This member's own description of the group (never passed on); `no_cluster` when it
+        // is not in the group (any more).
+        let reply = if super::holders::is_member(&cluster) {
+            Value::pair(atom("ok"), super::membership::info(&cluster).await)
+        } else {
+            Value::pair(atom("error"), atom("no_cluster"))
+        };
+        cluster.node.reply_now(&from, &reply);
+        return;
+    }
     let reply = match request.as_tuple() {
         Some([tag, _, _, Value::Int(to)])
-            if tag.as_atom().map(|a| a.as_str()) == Some("raft") && *to as NodeId != cluster.id =>
+            if tag.as_atom().map(|a| a.as_str()) == Some("raft")
+                && *to as NodeId != cluster.id() =>
         {
             Value::pair(
                 atom("error"),
@@ -109,6 +125,12 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             match id.as_int() {
                 Some(id) => super::membership::remove(&cluster, id as NodeId).await,
                 None => Value::pair(atom("error"), atom("bad_leave")),
+            }
+        }
+        Some([tag, id]) if tag.as_atom().map(|a| a.as_str()) == Some("is_member") => {
+            match id.as_int() {
+                Some(id) => super::holders::answer_is_member(&cluster, id as NodeId),
+                None => Value::pair(atom("error"), atom("bad_is_member")),
             }
         }
         Some([tag, Value::Pid(pid), resources])

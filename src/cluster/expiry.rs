@@ -41,15 +41,18 @@ impl LeaderExpires {
     /// whenever this member becomes leader.
     pub fn install(&self, cluster: &Arc<Cluster>, records: &Arc<RecordService>) {
         let _ = self.cluster.set(Arc::downgrade(cluster));
-        let mut metrics = cluster.raft.metrics();
+        let mut watch = cluster.watch();
         let weak = Arc::downgrade(cluster);
         let records = Arc::downgrade(records);
         tokio::spawn(async move {
             let mut leading = false;
-            while metrics.changed().await.is_ok() {
+            loop {
                 let (Some(cluster), Some(records)) = (weak.upgrade(), records.upgrade()) else {
                     return;
                 };
+                if !cluster.changed(&mut watch).await {
+                    return;
+                }
                 let now = cluster.is_leader();
                 if now && !leading {
                     records.touch_all();

@@ -1,5 +1,8 @@
 //! Who belongs to the cluster and who votes.
 //!
+//! This is group 0's membership, and that of a cluster of one group; with several groups,
+//! [`super::holders`] places each other group on some of group 0's members.
+//!
 //! A node started with `--cluster` (or `--replicas`) and no `--join` forms a cluster of one; a
 //! node started with `--join` alone is a member when a peer is one or is deciding with peers of
 //! its own ([`runs_cluster`], [`super::role`]). A node with `--join`
@@ -47,7 +50,7 @@ fn error(reason: String) -> Value {
 
 /// The members Raft knows (voters and learners), by id.
 pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     metrics
         .membership_config
         .membership()
@@ -58,7 +61,7 @@ pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
 
 /// The voting members, by id.
 pub fn voters(cluster: &Cluster) -> BTreeSet<NodeId> {
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     metrics.membership_config.membership().voter_ids().collect()
 }
 
@@ -80,12 +83,16 @@ pub fn desired_voters(
 
 /// Waits (up to a few seconds) until Raft shows the membership its reopened log holds.
 async fn reopened_membership(cluster: &Cluster) {
-    if cluster.reopened.as_ref().is_none_or(|r| r.entries == 0)
-        && cluster.snapshots.latest().is_none()
+    if cluster
+        .instance()
+        .reopened
+        .as_ref()
+        .is_none_or(|r| r.entries == 0)
+        && cluster.instance().snapshots.latest().is_none()
     {
         return;
     }
-    let mut metrics = cluster.raft.metrics();
+    let mut metrics = cluster.raft().metrics();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while members(cluster).is_empty() {
         if tokio::time::timeout_at(deadline, metrics.changed())
@@ -101,14 +108,17 @@ async fn reopened_membership(cluster: &Cluster) {
 /// directory holds a log already belongs to the cluster it records (Raft elects a leader among
 /// the members it knows); one removed meanwhile asks the members it knows to admit it again.
 pub async fn form(cluster: Arc<Cluster>) {
+    if super::holders::placed(&cluster) {
+        return super::holders::form(cluster).await;
+    }
     let me = cluster.node.config.name.to_string();
     let mailbox = Mailbox::new(&cluster.node);
     let started = tokio::time::Instant::now();
     reopened_membership(&cluster).await;
     loop {
         let known = members(&cluster);
-        if known.contains_key(&cluster.id) {
-            tracing::info!(id = cluster.id, "member of the cluster");
+        if known.contains_key(&cluster.id()) {
+            tracing::info!(id = cluster.id(), "member of the cluster");
             return;
         }
         let mut peers = cluster.options.join.clone();
@@ -132,22 +142,7 @@ pub async fn form(cluster: Arc<Cluster>) {
         for peer in &peers {
             let mut target = peer.clone();
             for _hop in 0..3 {
-                let request = Value::tuple(vec![
-                    atom("join"),
-                    Value::from(me.as_str()),
-                    Value::Int(cluster.id as i64),
-                ]);
-                // Monitored: a peer that is not a member yet (no endpoint: still starting, or
-                // deciding) answers `noproc` at once instead of leaving the call to time out.
-                let answer = mailbox
-                    .call_remote_monitored(
-                        &target,
-                        &cluster.names.endpoint,
-                        request,
-                        Duration::from_secs(60),
-                    )
-                    .await;
-                match answer.map(Answer::of) {
+                match ask_to_join(&cluster, &mailbox, &target).await {
                     Ok(Answer::Reply(v)) if v == ok() => {
                         joined = true;
                         break;
@@ -187,11 +182,40 @@ pub async fn form(cluster: Arc<Cluster>) {
     }
 }
 
+/// Asks `target`'s endpoint to admit this member (`{join, Name, Id}`, passed on to the
+/// leader). Monitored: a peer that is not a member yet (no endpoint: still starting, or
+/// deciding) answers `noproc` at once instead of leaving the call to time out.
+pub(crate) async fn ask_to_join(
+    cluster: &Cluster,
+    mailbox: &Mailbox,
+    target: &NodeName,
+) -> Result<Answer, CallError> {
+    let request = Value::tuple(vec![
+        atom("join"),
+        Value::from(cluster.node.config.name.to_string().as_str()),
+        Value::Int(cluster.id() as i64),
+    ]);
+    mailbox
+        .call_remote_monitored(
+            target,
+            &cluster.names.endpoint,
+            request,
+            Duration::from_secs(60),
+        )
+        .await
+        .map(Answer::of)
+}
+
 async fn initialize(cluster: &Cluster) {
     let mut members = BTreeMap::new();
-    members.insert(cluster.id, cluster.member());
-    match cluster.raft.initialize(members).await {
-        Ok(()) => tracing::info!(id = cluster.id, "formed a new cluster"),
+    members.insert(cluster.id(), cluster.member());
+    match cluster.raft().initialize(members).await {
+        Ok(()) => {
+            cluster
+                .founded
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!(id = cluster.id(), "formed a new cluster")
+        }
         Err(e) => tracing::debug!(error = %e, "initialize"),
     }
 }
@@ -208,8 +232,14 @@ pub async fn admit(cluster: &Arc<Cluster>, name: String, id: NodeId) -> Value {
     if known.get(&id) == Some(&name) {
         return ok();
     }
+    if !super::holders::admits(cluster, &name) {
+        return error(format!(
+            "{name} does not hold group {}",
+            cluster.options.group
+        ));
+    }
     if let Err(e) = cluster
-        .raft
+        .raft()
         .add_learner(id, Member { addr: name.clone() }, true)
         .await
     {
@@ -244,7 +274,7 @@ async fn remove_ids(cluster: &Cluster, ids: BTreeSet<NodeId>) -> Result<(), Stri
     let voting: BTreeSet<NodeId> = voters(cluster).intersection(&ids).copied().collect();
     if !voting.is_empty() {
         cluster
-            .raft
+            .raft()
             .change_membership(ChangeMembers::RemoveVoters(voting), false)
             .await
             .map_err(|e| e.to_string())?;
@@ -255,7 +285,7 @@ async fn remove_ids(cluster: &Cluster, ids: BTreeSet<NodeId>) -> Result<(), Stri
         .collect();
     if !still.is_empty() {
         cluster
-            .raft
+            .raft()
             .change_membership(ChangeMembers::RemoveNodes(still), false)
             .await
             .map_err(|e| e.to_string())?;
@@ -291,9 +321,9 @@ const CAUGHT_UP_LAG: u64 = 1000;
 /// anything, so writes would wait for it to install the snapshot, and for good if it died
 /// meanwhile (openraft's own wait in `add_learner` counts a learner with nothing as caught up
 /// when the log after the snapshot is short).
-fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
+pub(crate) fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
     let voting = voters(cluster);
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     let last = metrics.last_log_index.unwrap_or(0);
     let caught_up = |id: &NodeId| {
         let matched = metrics
@@ -304,7 +334,7 @@ fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
     };
     members(cluster)
         .into_iter()
-        .filter(|(id, _)| *id == cluster.id || voting.contains(id) || caught_up(id))
+        .filter(|(id, _)| *id == cluster.id() || voting.contains(id) || caught_up(id))
         .collect()
 }
 
@@ -317,7 +347,7 @@ pub const GONE_AFTER: Duration = Duration::from_secs(10);
 const CHANGE_WAIT: Duration = Duration::from_secs(10);
 
 /// The members unreachable from this one for [`GONE_AFTER`] or longer.
-fn gone(cluster: &Cluster) -> BTreeSet<NodeId> {
+pub(crate) fn gone(cluster: &Cluster) -> BTreeSet<NodeId> {
     let seen = cluster.unreachable.lock().expect("not poisoned");
     seen.iter()
         .filter(|(_, since)| since.elapsed() >= GONE_AFTER)
@@ -358,6 +388,9 @@ pub fn choose_voters(
 /// On the leader: lets the desired members vote (among those [`eligible`], a reachable one
 /// in the place of a voter gone for [`GONE_AFTER`]).
 async fn reconcile(cluster: &Cluster) -> Result<(), String> {
+    if super::holders::placed(cluster) {
+        return super::holders::reconcile(cluster).await;
+    }
     let voting = voters(cluster);
     let gone = gone(cluster);
     let want = choose_voters(
@@ -377,9 +410,8 @@ async fn reconcile(cluster: &Cluster) -> Result<(), String> {
         .collect();
     // Bounded: without a majority of the voters the change cannot commit, and the loop that
     // calls this also keeps the members connected.
-    let change = cluster
-        .raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(want.clone()), true);
+    let raft = cluster.raft();
+    let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(want.clone()), true);
     match tokio::time::timeout(CHANGE_WAIT, change).await {
         Ok(done) => done.map_err(|e| e.to_string())?,
         Err(_) => {
@@ -412,7 +444,7 @@ fn note_unreachable(cluster: &Cluster) {
     let mut seen = cluster.unreachable.lock().expect("not poisoned");
     seen.retain(|id, _| all.contains_key(id));
     for (id, name) in &all {
-        if *id == cluster.id || cluster.node.conn(name).is_some() {
+        if *id == cluster.id() || cluster.node.conn(name).is_some() {
             seen.remove(id);
         } else {
             seen.entry(*id).or_insert_with(std::time::Instant::now);
@@ -425,6 +457,7 @@ fn note_unreachable(cluster: &Cluster) {
 pub async fn keep_voters(cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let me = cluster.node.config.name.to_string();
+    let mailbox = Mailbox::new(&cluster.node);
     loop {
         tick.tick().await;
         for name in members(&cluster).into_values() {
@@ -437,7 +470,9 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
             }
         }
         note_unreachable(&cluster);
-        if cluster.is_leader()
+        if super::holders::placed(&cluster) {
+            super::holders::tend(&cluster, &mailbox).await;
+        } else if cluster.is_leader()
             && let Err(e) = reconcile(&cluster).await
         {
             tracing::debug!(error = %e, "could not change the voters yet");
@@ -452,7 +487,7 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
     let mailbox = Mailbox::new(&cluster.node);
     while tokio::time::Instant::now() < deadline {
         let all = members(cluster);
-        if !all.contains_key(&cluster.id) {
+        if !all.contains_key(&cluster.id()) {
             withdraw(cluster, &mailbox, deadline).await;
             return;
         }
@@ -462,13 +497,13 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
             return;
         }
         let voting = voters(cluster);
-        if voting.len() == 1 && voting.contains(&cluster.id) {
+        if voting.len() == 1 && voting.contains(&cluster.id()) {
             // The only voter, beside learners: one that has caught up and is reachable takes
             // its place first (an unreachable one could never acknowledge the change); none
             // is (they are still catching up, or gone), and this is the last member.
             let heirs: BTreeMap<NodeId, String> = eligible(cluster)
                 .into_iter()
-                .filter(|(id, name)| *id != cluster.id && cluster.node.conn(name).is_some())
+                .filter(|(id, name)| *id != cluster.id() && cluster.node.conn(name).is_some())
                 .collect();
             if heirs.is_empty() {
                 tracing::warn!(
@@ -480,9 +515,8 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
             let want = desired_voters(&heirs, cluster.options.replicas, cluster.options.group);
             // Bounded: an heir lost meanwhile never acknowledges the change.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let change = cluster
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(want), true);
+            let raft = cluster.raft();
+            let change = raft.change_membership(ChangeMembers::AddVoterIds(want), true);
             match tokio::time::timeout(left, change).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -497,14 +531,14 @@ pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
         let Some((leader, name)) = cluster.await_leader(left).await else {
             break;
         };
-        let answer = if leader == cluster.id {
+        let answer = if leader == cluster.id() {
             // Bounded like the call below: removing the leader needs a quorum of the new
             // configuration too, which a cluster with a dead member may never have.
-            tokio::time::timeout(left, remove(cluster, cluster.id))
+            tokio::time::timeout(left, remove(cluster, cluster.id()))
                 .await
                 .unwrap_or_else(|_| error("removing this member timed out".to_string()))
         } else {
-            let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
+            let request = Value::pair(atom("leave"), Value::Int(cluster.id() as i64));
             match mailbox
                 .call_remote(&name, &cluster.names.endpoint, request, left)
                 .await
@@ -622,7 +656,7 @@ async fn withdraw(cluster: &Cluster, mailbox: &Mailbox, deadline: tokio::time::I
         let mut target = peer.clone();
         for _hop in 0..3 {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let request = Value::pair(atom("leave"), Value::Int(cluster.id as i64));
+            let request = Value::pair(atom("leave"), Value::Int(cluster.id() as i64));
             match mailbox
                 .call_remote_monitored(&target, &cluster.names.endpoint, request, left)
                 .await
@@ -645,9 +679,13 @@ pub fn healthy(cluster: &Cluster) -> bool {
     let all = members(cluster);
     let voting = voters(cluster);
     let reachable = |id: &NodeId| {
-        *id == cluster.id || all.get(id).is_some_and(|n| cluster.node.conn(n).is_some())
+        *id == cluster.id() || all.get(id).is_some_and(|n| cluster.node.conn(n).is_some())
     };
-    let wanted = cluster.options.replicas.min(all.len()).max(1);
+    let wanted = if super::holders::placed(cluster) {
+        super::holders::wanted(cluster)
+    } else {
+        cluster.options.replicas.min(all.len()).max(1)
+    };
     cluster.leader().is_some() && voting.len() == wanted && voting.iter().all(reachable)
 }
 
@@ -675,7 +713,7 @@ pub async fn info(cluster: &Cluster) -> Value {
         }
         None => atom("undefined"),
     };
-    Value::map(vec![
+    let mut fields = vec![
         (atom("members"), names(&mut all.keys())),
         (atom("voters"), names(&mut voting.iter())),
         (atom("leader"), leader),
@@ -691,11 +729,18 @@ pub async fn info(cluster: &Cluster) -> Value {
         (atom("shards"), Value::Int(1)),
         (atom("self"), Value::Atom(cluster.node.name_atom)),
         (atom("log"), log_info(cluster)),
-    ])
+    ];
+    if super::holders::placed(cluster) {
+        fields.push((
+            atom("settled"),
+            Value::boolean(super::holders::settled(cluster)),
+        ));
+    }
+    Value::map(fields)
 }
 
 fn log_info(cluster: &Cluster) -> Value {
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     let index = |id: Option<openraft::LogId<NodeId>>| match id {
         Some(id) => Value::Int(id.index as i64),
         None => atom("undefined"),

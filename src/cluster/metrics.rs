@@ -24,11 +24,11 @@ pub fn spawn(cluster: &Arc<Cluster>) {
 
 /// Sets the gauges now.
 pub fn sample(cluster: &Cluster) {
-    let metrics = cluster.raft.metrics().borrow().clone();
+    let metrics = cluster.raft().metrics().borrow().clone();
     let members = super::membership::members(cluster);
     let voters = super::membership::voters(cluster);
     metrics::gauge!("ash_gen_server_cluster_leader").set(
-        if metrics.current_leader == Some(cluster.id) {
+        if metrics.current_leader == Some(cluster.id()) {
             1.0
         } else {
             0.0
@@ -45,7 +45,7 @@ pub fn sample(cluster: &Cluster) {
     metrics::gauge!("ash_gen_server_cluster_last_log_index").set(last as f64);
     if let Some(replication) = &metrics.replication {
         for (id, matched) in replication {
-            if *id == cluster.id {
+            if *id == cluster.id() {
                 continue;
             }
             let Some(name) = members.get(id) else {

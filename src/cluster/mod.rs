@@ -25,6 +25,8 @@
 //! - [`convert`]: a single node joined by another becomes a member, its records with it.
 //! - [`fanout`]: a multi-record request (query, aggregate, update_where, destroy_where) sent to
 //!   every shard and the shards' replies combined into the single node's reply.
+//! - [`holders`]: with several groups, a group other than 0 is held by `--replicas` members
+//!   only (rendezvous hashing over group 0's members), moved when they change.
 //!
 //! - [`shards`]: with `--shards S` (S > 1) the records are split into S Raft groups, each
 //!   this module's machinery once ([`ClusterOptions::group`], [`Names::of`]); the front router
@@ -38,6 +40,7 @@ pub mod convert;
 pub mod endpoint;
 pub mod expiry;
 pub mod fanout;
+pub mod holders;
 pub mod identity;
 pub mod log_store;
 pub mod membership;
@@ -56,6 +59,7 @@ pub mod types;
 
 use crate::node::Node;
 use crate::storage::FsyncPolicy;
+use crate::term::{Atom, Value};
 use erl_dist::node::NodeName;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -172,50 +176,33 @@ pub enum ClusterError {
     Snapshot(#[from] snapshot::SnapshotError),
 }
 
-/// A member of the cluster.
-pub struct Cluster {
-    /// The local node.
-    pub node: Arc<Node>,
-    /// This member's Raft id (new for each run, kept in the data directory with one).
-    pub id: NodeId,
-    /// What the data directory held at start (`None` without one).
-    pub reopened: Option<log_store::Reopened>,
-    /// The Raft group of the records.
-    pub raft: Raft,
-    /// The options.
-    pub options: ClusterOptions,
-    /// The registered names of this group's processes.
-    pub names: Names,
-    /// The member's record service (the state machine applies to it through its process).
-    pub records: Arc<crate::record::RecordService>,
-    /// The leader's lease for reads without a quorum round.
-    pub read_lease: read_lease::ReadLease,
-    /// The member's latest snapshot.
-    pub snapshots: Arc<snapshot::SnapshotStore>,
-    /// Whether the leader admits new members (false while a member adopting records has not
-    /// captured them in a snapshot yet: a node admitted before would miss them).
-    pub admitting: std::sync::atomic::AtomicBool,
-    /// The members this one has seen unreachable, since when (kept by
-    /// [`membership::keep_voters`]; a voter gone long enough gives its vote to a reachable
-    /// member).
-    pub unreachable: std::sync::Mutex<std::collections::BTreeMap<NodeId, std::time::Instant>>,
+/// A watch of a member's Raft metrics that follows a [`Cluster::reset`] ([`Cluster::watch`]).
+pub struct MetricsWatch {
+    generation: u64,
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
 }
 
-impl Cluster {
-    /// Starts the member on `node`: its Raft group, its endpoint and its router (registered
-    /// under the group's [`Names`]: `ash_gen_server` for group 0; the record service must
-    /// already run under the group's records name, [`state_machine::RECORDS_NAME`] for group
-    /// 0). Then forms or joins the cluster in the background.
-    pub async fn start(
+impl Instance {
+    /// Opens the group's Raft instance on `node` over `records`: from the data directory when
+    /// there is one (`fresh`: emptied first, for a new instance with a new id).
+    async fn open(
         node: &Arc<Node>,
         records: &Arc<crate::record::RecordService>,
-        options: ClusterOptions,
-    ) -> Result<Arc<Cluster>, ClusterError> {
-        // No record expires on its own while the log is applied again at start.
-        let expiries = expiry::LeaderExpires::hold(records);
+        options: &ClusterOptions,
+        names: &Names,
+        fresh: bool,
+    ) -> Result<Instance, ClusterError> {
         let mut flush = None;
         let (id, log, reopened) = match &options.data_dir {
             Some(dir) => {
+                if fresh {
+                    // Only a group's own directory is emptied (group 0 is never reset).
+                    debug_assert!(options.group > 0);
+                    let _ = std::fs::remove_dir_all(dir);
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        ClusterError::Raft(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
                 let id =
                     identity::load_or_create(dir, &node.config.name.to_string(), options.adopt)?;
                 let (log, journal, reopened) = log_store::LogStore::open(dir, options.fsync)?;
@@ -229,7 +216,9 @@ impl Cluster {
                     "opened the raft log in the data directory"
                 );
                 if options.fsync == FsyncPolicy::Interval {
-                    flush = Some(journal);
+                    flush = Some(tokio::spawn(crate::storage::journal::flush_every_interval(
+                        journal,
+                    )));
                 }
                 (id, log, Some(reopened))
             }
@@ -254,7 +243,6 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let names = Names::of(options.group, options.shards > 1);
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
         let state_machine =
             state_machine::StateMachine::new(node, records, &names.records, snapshots.clone())?;
@@ -270,18 +258,100 @@ impl Cluster {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok(Instance {
+            id,
+            raft,
+            snapshots,
+            reopened,
+            flush,
+        })
+    }
+}
+
+/// One run of a member's Raft group: its Raft id, core and snapshots. A member that stops
+/// holding a group ([`holders`]) starts a new instance of it, with a new id and nothing in it
+/// ([`Cluster::reset`]).
+pub struct Instance {
+    /// The member's Raft id in the group (new for each instance, kept in the data directory
+    /// with one).
+    pub id: NodeId,
+    /// The Raft core.
+    pub raft: Raft,
+    /// The member's latest snapshot.
+    pub snapshots: Arc<snapshot::SnapshotStore>,
+    /// What the data directory held at start (`None` without one).
+    pub reopened: Option<log_store::Reopened>,
+    /// Flushes the log to the disk every interval (`--fsync interval`).
+    flush: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A member of the cluster.
+pub struct Cluster {
+    /// The local node.
+    pub node: Arc<Node>,
+    /// The group's Raft instance on this member (replaced by [`Cluster::reset`]).
+    instance: std::sync::RwLock<Arc<Instance>>,
+    /// Counts the instances, twice per reset (odd while one runs): a watcher of the Raft
+    /// metrics follows a reset to the new instance.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// The options.
+    pub options: ClusterOptions,
+    /// The registered names of this group's processes.
+    pub names: Names,
+    /// The member's record service (the state machine applies to it through its process).
+    pub records: Arc<crate::record::RecordService>,
+    /// The leader's lease for reads without a quorum round.
+    pub read_lease: read_lease::ReadLease,
+    /// Whether the leader admits new members (false while a member adopting records has not
+    /// captured them in a snapshot yet: a node admitted before would miss them).
+    pub admitting: std::sync::atomic::AtomicBool,
+    /// The members this one has seen unreachable, since when (kept by
+    /// [`membership::keep_voters`]; a voter gone long enough gives its vote to a reachable
+    /// member).
+    pub unreachable: std::sync::Mutex<std::collections::BTreeMap<NodeId, std::time::Instant>>,
+    /// Group 0 of this member, for a group `G` > 0: its members are the cluster's, among
+    /// whom [`holders`] chooses who holds `G`.
+    pub directory: Option<std::sync::Weak<Cluster>>,
+    /// The group's leader as a member that holds no copy of the group last heard of it (from
+    /// a `not_leader` answer): its router asks it first ([`holders::target`]).
+    pub leader_hint: std::sync::Mutex<Option<NodeName>>,
+    /// Set when this member leaves the cluster: it holds no group any more.
+    pub leaving: std::sync::atomic::AtomicBool,
+    /// Set when this member formed the cluster (initialized group 0): it forms the other
+    /// groups too, holding each until [`holders`] hands it on.
+    pub founded: std::sync::atomic::AtomicBool,
+}
+
+impl Cluster {
+    /// Starts the member on `node`: its Raft group, its endpoint and its router (registered
+    /// under the group's [`Names`]: `ash_gen_server` for group 0; the record service must
+    /// already run under the group's records name, [`state_machine::RECORDS_NAME`] for group
+    /// 0). Then forms or joins the cluster in the background. A group `G` > 0 is given the
+    /// member's group 0 (`directory`): [`holders`] places it on some of group 0's members.
+    pub async fn start(
+        node: &Arc<Node>,
+        records: &Arc<crate::record::RecordService>,
+        options: ClusterOptions,
+        directory: Option<&Arc<Cluster>>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        // No record expires on its own while the log is applied again at start.
+        let expiries = expiry::LeaderExpires::hold(records);
+        let names = Names::of(options.group, options.shards > 1);
+        let instance = Instance::open(node, records, &options, &names, false).await?;
         let cluster = Arc::new(Cluster {
             node: node.clone(),
-            id,
-            reopened,
-            raft,
+            instance: std::sync::RwLock::new(Arc::new(instance)),
+            generation: tokio::sync::watch::Sender::new(0),
             read_lease: read_lease::ReadLease::new(Duration::from_millis(options.heartbeat_ms * 2)),
             admitting: std::sync::atomic::AtomicBool::new(!options.adopt),
             unreachable: Default::default(),
+            directory: directory.map(Arc::downgrade),
+            leader_hint: Default::default(),
+            leaving: Default::default(),
+            founded: Default::default(),
             options,
             names,
             records: records.clone(),
-            snapshots,
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
@@ -291,12 +361,87 @@ impl Cluster {
             metrics::spawn(&cluster);
         }
         record_pids::spawn(&cluster);
-        if let Some(journal) = flush {
-            tokio::spawn(crate::storage::journal::flush_every_interval(journal));
-        }
         tokio::spawn(membership::form(cluster.clone()));
         tokio::spawn(membership::keep_voters(cluster.clone()));
         Ok(cluster)
+    }
+
+    /// The group's Raft instance on this member now.
+    pub fn instance(&self) -> Arc<Instance> {
+        self.instance.read().expect("not poisoned").clone()
+    }
+
+    /// This member's Raft id in the group.
+    pub fn id(&self) -> NodeId {
+        self.instance().id
+    }
+
+    /// The group's Raft core on this member.
+    pub fn raft(&self) -> Raft {
+        self.instance().raft.clone()
+    }
+
+    /// A watch of the Raft metrics, across resets ([`Cluster::changed`]).
+    pub fn watch(&self) -> MetricsWatch {
+        let generation = *self.generation.borrow();
+        MetricsWatch {
+            generation,
+            metrics: self.raft().metrics(),
+        }
+    }
+
+    /// Waits for the Raft metrics to change; after a reset, watches the new instance. False
+    /// when the Raft core ended for good.
+    pub async fn changed(&self, watch: &mut MetricsWatch) -> bool {
+        if watch.metrics.changed().await.is_ok() {
+            return true;
+        }
+        // Ended: a reset (the generation is odd while it runs, then even again with the new
+        // instance), or the core stopped for good.
+        let mut generations = self.generation.subscribe();
+        if *generations.borrow() == watch.generation {
+            return false;
+        }
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            generations.wait_for(|g| *g % 2 == 0 && *g != watch.generation),
+        )
+        .await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return false;
+        }
+        *watch = self.watch();
+        true
+    }
+
+    /// Starts this group's Raft instance on this member again, empty and with a new id: the
+    /// member no longer holds the group (the leader removed it, [`holders`]), and its records
+    /// of the group go. The old core stops; the endpoint and router serve the new one.
+    pub async fn reset(&self) -> Result<(), ClusterError> {
+        let old = self.instance();
+        // Watchers of the old core's metrics wait for the new one (`changed`).
+        self.generation.send_modify(|g| *g += 1);
+        let _ = old.raft.shutdown().await;
+        if let Some(flush) = &old.flush {
+            flush.abort();
+        }
+        let reason = Value::pair(
+            Value::Atom(*crate::term::atoms::SHUTDOWN),
+            Value::Atom(Atom::from_static("group_handed_over")),
+        );
+        let dropped = self.records.stop_all(self.records.store.all(), &reason);
+        let fresh =
+            Instance::open(&self.node, &self.records, &self.options, &self.names, true).await?;
+        tracing::info!(
+            group = self.options.group,
+            old = old.id,
+            new = fresh.id,
+            records = dropped,
+            "no longer holding the group: its records here dropped, a new instance waits"
+        );
+        *self.instance.write().expect("not poisoned") = Arc::new(fresh);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
     }
 
     /// This member as Raft knows it.
@@ -308,7 +453,7 @@ impl Cluster {
 
     /// The current leader's node name, if there is one.
     pub fn leader(&self) -> Option<(NodeId, NodeName)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft().metrics().borrow().clone();
         let leader = metrics.current_leader?;
         let name = metrics
             .membership_config
@@ -322,42 +467,62 @@ impl Cluster {
 
     /// Whether this member leads now.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        // A leader that removed itself from the group (it handed the group on) no longer
+        // leads it, whatever its core still says.
+        let instance = self.instance();
+        let metrics = instance.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(instance.id)
+            && metrics
+                .membership_config
+                .membership()
+                .get_node(&instance.id)
+                .is_some()
     }
 
     /// Resolves when this member's Raft core has stopped on an error (openraft stops on a
     /// storage error: the log, or a snapshot, could not be written or installed), with the
     /// error: the member can no longer take part in the cluster.
     pub async fn stopped(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        let mut watch = self.watch();
         loop {
             if let Some(why) = self.stop_reason() {
                 return why;
             }
-            if metrics.changed().await.is_err() {
+            if !self.changed(&mut watch).await {
                 return "the raft core ended".to_string();
             }
         }
     }
 
-    /// Why this member's Raft core stopped, if it has (see [`Cluster::stopped`]), now.
+    /// Why this member's Raft core stopped, if it has (see [`Cluster::stopped`]), now. Not
+    /// the old core a [`Cluster::reset`] stops.
     pub fn stop_reason(&self) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let state = &metrics.borrow().running_state;
-        state.as_ref().err().map(|e| e.to_string())
+        let generation = *self.generation.borrow();
+        if generation % 2 == 1 {
+            return None;
+        }
+        let metrics = self.raft().metrics();
+        let reason = metrics
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|e| e.to_string());
+        reason.filter(|_| *self.generation.borrow() == generation)
     }
 
     /// Waits up to `timeout` for a leader to be known.
     pub async fn await_leader(&self, timeout: Duration) -> Option<(NodeId, NodeName)> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut metrics = self.raft.metrics();
+        let mut watch = self.watch();
         loop {
             if let Some(leader) = self.leader() {
                 return Some(leader);
             }
-            if tokio::time::timeout_at(deadline, metrics.changed())
+            if !tokio::time::timeout_at(deadline, self.changed(&mut watch))
                 .await
-                .is_err()
+                .unwrap_or(false)
             {
                 return None;
             }

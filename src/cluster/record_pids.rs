@@ -32,21 +32,21 @@ pub fn moved_reason(leader: &NodeName) -> Value {
 /// Watches who leads and lets this member's record pids go when another member does.
 pub fn spawn(cluster: &Arc<Cluster>) {
     let weak = Arc::downgrade(cluster);
-    let mut metrics = cluster.raft.metrics();
+    let mut watch = cluster.watch();
     tokio::spawn(async move {
         loop {
-            let changed = tokio::time::timeout(RECHECK, metrics.changed()).await;
-            if matches!(changed, Ok(Err(_))) {
-                return; // the raft core ended
-            }
             let Some(cluster) = weak.upgrade() else {
                 return;
             };
+            let changed = tokio::time::timeout(RECHECK, cluster.changed(&mut watch)).await;
+            if matches!(changed, Ok(false)) {
+                return; // the raft core ended
+            }
             if cluster.records.pids() == 0 {
                 continue;
             }
             if let Some((leader, name)) = cluster.leader()
-                && leader != cluster.id
+                && leader != cluster.id()
             {
                 let released = cluster.records.release_pids(&moved_reason(&name));
                 if released > 0 {
@@ -74,7 +74,7 @@ fn leader_of(answer: &Value) -> Option<String> {
 /// time the pids end with the node (monitors get `noconnection`).
 pub async fn hand_over(cluster: &Arc<Cluster>, timeout: Duration) {
     let members = super::membership::members(cluster);
-    if cluster.records.pids() == 0 || members.contains_key(&cluster.id) {
+    if cluster.records.pids() == 0 || members.contains_key(&cluster.id()) {
         return; // nothing to hand over, or still a member (it could not leave)
     }
     let me = cluster.node.config.name.to_string();

@@ -9,7 +9,9 @@
 //! [`super::read_lease`] (a read never returns a value older than an acknowledged write). A
 //! member that does not lead passes the request to the leader
 //! (`{forward, Request, Id}` to its [`super::endpoint`]) and relays the answer, retrying with
-//! the same request id — applied at most once — while a new leader is elected. `ping`, `stats`,
+//! the same request id — applied at most once — while a new leader is elected; a member that
+//! holds no copy of its group ([`super::holders`]) passes it to the leader it last heard of,
+//! or to a holder, which passes it on. `ping`, `stats`,
 //! `subscribe`, `unsubscribe` and `fault` are served by the member itself; `cluster` describes
 //! the cluster.
 
@@ -27,6 +29,9 @@ use std::time::Duration;
 
 /// How long a request waits for a leader (an election) before it is answered `unavailable`.
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a member that holds no copy of a group waits for a holder's description of it.
+const ASK_HOLDER: Duration = Duration::from_secs(5);
 
 /// How long a forwarded request may take on the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,7 +118,8 @@ pub async fn serve_as_leader(
         Route::Write => {
             let mut term = Vec::new();
             etf::encode(&request, &mut term);
-            let write = cluster.raft.client_write(Command::Request {
+            let raft = cluster.raft();
+            let write = raft.client_write(Command::Request {
                 id,
                 at: crate::record::registry::wall_ms(),
                 term,
@@ -137,7 +143,8 @@ pub async fn serve_as_leader(
             }
         }
         Route::Read | Route::Local => {
-            let ensure = cluster.read_lease.ensure(&cluster.raft, cluster.id);
+            let raft = cluster.raft();
+            let ensure = cluster.read_lease.ensure(&raft, cluster.id());
             match tokio::time::timeout(LEADER_WAIT, ensure).await {
                 Ok(Ok(_)) => {
                     to_records(cluster, from, request);
@@ -161,7 +168,7 @@ pub async fn serve_as_leader(
 pub(crate) async fn tell_members(cluster: &Arc<Cluster>, message: Value) {
     let me = cluster.node.config.name.to_string();
     let mailbox = Mailbox::new(&cluster.node);
-    for name in super::membership::members(cluster).into_values() {
+    for name in super::holders::everyone(cluster) {
         if name == me {
             continue;
         }
@@ -190,6 +197,36 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
         }
     };
     if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
+        // A member that holds no copy of the group asks one that does.
+        if super::holders::placed(&cluster) && !super::holders::is_member(&cluster) {
+            let mailbox = Mailbox::new(&cluster.node);
+            let mut last = unavailable("no member holding the group answered");
+            for holder in super::holders::candidates(&cluster) {
+                let asked = mailbox
+                    .call_remote(
+                        &holder,
+                        &cluster.names.endpoint,
+                        request.clone(),
+                        ASK_HOLDER,
+                    )
+                    .await;
+                match asked.map(Answer::of) {
+                    Ok(Answer::Reply(reply)) => {
+                        last = reply;
+                        break;
+                    }
+                    Ok(_) => super::holders::note_leader(&cluster, None),
+                    Err(e) => {
+                        super::holders::note_leader(&cluster, None);
+                        last = unavailable(format!(
+                            "{holder}, holding the group, did not answer: {e}"
+                        ));
+                    }
+                }
+            }
+            cluster.node.reply(&from, &last);
+            return;
+        }
         let info = super::membership::info(&cluster).await;
         cluster.node.reply(&from, &Value::pair(atom("ok"), info));
         return;
@@ -229,11 +266,24 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
     let id = client_id.unwrap_or_else(|| rand::random::<u64>() | 1 << 63);
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     let mailbox = Mailbox::new(&cluster.node);
+    // The member a `not_leader` answer named: asked next.
+    let mut hint: Option<erl_dist::node::NodeName> = None;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let reply = match cluster.await_leader(left).await {
+        let target = match hint.take() {
+            Some(name) => Some((None, name)),
+            None => match super::holders::target(&cluster) {
+                // A member that holds no copy of the group asks a holder.
+                Some(name) if cluster.leader().is_none() => Some((None, name)),
+                _ => cluster
+                    .await_leader(left)
+                    .await
+                    .map(|(id, n)| (Some(id), n)),
+            },
+        };
+        let reply = match target {
             None => unavailable("no leader: a majority of the members is unreachable"),
-            Some((leader, _)) if leader == cluster.id => {
+            Some((Some(leader), _)) if leader == cluster.id() => {
                 match serve_as_leader(&cluster, request.clone(), id, &from).await {
                     Some(reply) => reply,
                     None => return,
@@ -250,22 +300,31 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
                     .await
                 {
                     Ok(reply) => reply,
-                    Err(e) => unavailable(format!("the leader {name} did not answer: {e}")),
+                    Err(e) => {
+                        super::holders::note_leader(&cluster, None);
+                        unavailable(format!("the leader {name} did not answer: {e}"))
+                    }
                 }
             }
         };
         let reply = match Answer::of(reply) {
             Answer::Reply(reply) => reply,
             Answer::NoCluster | Answer::NotLeader(_) | Answer::Unavailable(_)
-                if tokio::time::Instant::now() < deadline =>
+                if tokio::time::Instant::now() >= deadline =>
             {
+                unavailable("no leader: a majority of the members is unreachable")
+            }
+            Answer::NotLeader(Some(leader)) => {
+                super::holders::note_leader(&cluster, Some(leader.clone()));
+                hint = Some(leader);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Answer::NoCluster | Answer::NotLeader(None) | Answer::Unavailable(_) => {
+                super::holders::note_leader(&cluster, None);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            Answer::NoCluster | Answer::NotLeader(_) => {
-                unavailable("no leader: a majority of the members is unreachable")
-            }
-            Answer::Unavailable(reply) => reply,
         };
         cluster.node.reply(&from, &reply);
         return;
@@ -281,28 +340,23 @@ impl Process for Router {
             genserver::GenMessage::Call(from, request) => {
                 tokio::spawn(route(cluster, from, request));
             }
-            // `keep_alive` casts: the record lives on every member; only the leader's timers
-            // count, so the cast goes where the leader is.
+            // `keep_alive` casts: the record lives on every member holding its group; only the
+            // leader's timers count, so the cast goes where the leader is.
             genserver::GenMessage::Cast(request) => {
                 let cast = genserver::cast_message(request);
-                match cluster.leader() {
-                    Some((id, _)) if id == cluster.id => {
-                        if let Some(pid) = node.whereis(&cluster.names.records) {
-                            node.send(&pid, &cast);
-                        }
+                if cluster.is_leader() {
+                    if let Some(pid) = node.whereis(&cluster.names.records) {
+                        node.send(&pid, &cast);
                     }
-                    Some((_, name)) => {
-                        if let Ok(name_atom) = Atom::new(&name.to_string()) {
-                            let Ok(server) = Atom::new(&cluster.names.router) else {
-                                return;
-                            };
-                            let from = node.processes.pid(0);
-                            node.write_to(name_atom, |w| {
-                                w.reg_send(&from, server, |t| t.term(&cast))
-                            });
-                        }
-                    }
-                    None => {}
+                } else if let Some(name) = super::holders::target(&cluster)
+                    && let (Ok(name_atom), Ok(server)) = (
+                        Atom::new(&name.to_string()),
+                        Atom::new(&cluster.names.router),
+                    )
+                {
+                    // The leader's router, or a holder's that passes it on.
+                    let from = node.processes.pid(0);
+                    node.write_to(name_atom, |w| w.reg_send(&from, server, |t| t.term(&cast)));
                 }
             }
             genserver::GenMessage::Info(message) => {

@@ -28,8 +28,9 @@
 //!   `clear`: every group, the counts added up. `info`: every group, `count` added up, the rest
 //!   group 0's. `subscribe`, `unsubscribe`: every group (the reply group 0's).
 //! - `resources`: group 0. `ping`: `pong`. `stats`: group 0's with `records` and
-//!   `record_pids` added up over the groups. `cluster`: group 0's description with
-//!   `shards => S`, `healthy` (every group healthy) and `groups`, each group's leader and health.
+//!   `record_pids` added up over the groups this member holds ([`super::holders`]: a group is
+//!   held by `--replicas` members only). `cluster`: group 0's description with `shards => S`,
+//!   `healthy` (every group healthy) and `groups`, each group's leader, health and holders.
 //!
 //! A resource's primary key, identities and types (where its records go, and a fan-out's
 //! [`Shape`]) are read from this member's replica of group 0; one that does not know the
@@ -393,7 +394,7 @@ impl Front {
         }
         // Group 0's replica here applies it soon: looked at again on each change of its
         // metrics (an entry applied, say).
-        let mut metrics = self.groups[0].upgrade()?.raft.metrics();
+        let mut metrics = self.groups[0].upgrade()?.raft().metrics();
         let wait = async {
             loop {
                 if let Some(config) = self.config(resource) {
@@ -577,32 +578,46 @@ impl Front {
         }
     }
 
-    /// `{ok, Info}`: group 0's description, with every group's leader and health.
-    async fn cluster(&self) -> Value {
+    /// `{ok, Info}`: group 0's description, with every group's leader, health and holders
+    /// (each group's `cluster`, from a member holding it).
+    async fn cluster(self: &Arc<Self>) -> Value {
         let Some(zero) = self.groups[0].upgrade() else {
             return unavailable("the cluster is stopping");
         };
         let info = super::membership::info(&zero).await;
+        let replies = self
+            .ask_all(
+                (0..self.shards())
+                    .map(|g| (g, vec![atom("cluster")]))
+                    .collect(),
+            )
+            .await;
         let mut healthy = true;
-        let mut groups = Vec::with_capacity(self.groups.len());
-        for (g, group) in self.groups.iter().enumerate() {
-            let (leader, ok) = match group.upgrade() {
-                Some(cluster) => (
-                    match cluster.leader() {
-                        Some((_, name)) => Value::Atom(
-                            Atom::new(&name.to_string()).unwrap_or_else(|_| Atom::from_static("?")),
-                        ),
-                        None => atom("undefined"),
-                    },
-                    super::membership::healthy(&cluster),
-                ),
-                None => (atom("undefined"), false),
+        let mut groups = Vec::with_capacity(replies.len());
+        for (g, mut reply) in replies.into_iter().enumerate() {
+            let reply = reply.pop().unwrap_or_else(|| unavailable("no reply"));
+            let field = |key: &'static str| {
+                ok_body(&reply).and_then(|m| m.map_get_atom(Atom::from_static(key)).cloned())
             };
+            let ok = field("healthy") == Some(Value::boolean(true));
             healthy &= ok;
             groups.push(Value::map(vec![
                 (atom("group"), Value::Int(g as i64)),
-                (atom("leader"), leader),
+                (
+                    atom("leader"),
+                    field("leader").unwrap_or_else(|| atom("undefined")),
+                ),
                 (atom("healthy"), Value::boolean(ok)),
+                (
+                    atom("holders"),
+                    field("voters").unwrap_or_else(|| Value::list(Vec::new())),
+                ),
+                // Group 0 is on every member; another group is settled when its voters are
+                // the holders placement chose (no move under way).
+                (
+                    atom("settled"),
+                    Value::boolean(g == 0 || field("settled") == Some(Value::boolean(true))),
+                ),
             ]));
         }
         let info = map_with(&info, "shards", Value::Int(self.groups.len() as i64));

@@ -1,0 +1,208 @@
+%% Placement of the shards on the members (docs/OPERATIONS.md "Shards"): with more members
+%% than `--replicas`, each shard's Raft group is held by `--replicas` of them only, chosen by
+%% rendezvous hashing, so a member holds only its share of the records and adding one moves
+%% only the shards it wins. Five members, 8 shards, 3 replicas: every record is held by
+%% exactly three members (the members' `stats` add up to three times the records) and readable
+%% through every member; a sixth member joining takes shards from the others, who drop their
+%% copies; a member stopped with SIGTERM hands its shards on and exits 0; a member SIGKILLed
+%% leaves its shards two holders of three (they keep serving) and is replaced by another
+%% holder once it has been gone a while. Through all of it no record is lost.
+-module(ash_cluster_placement_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-import(ash_cluster_lib, [call/2, info/1]).
+
+%% Bounded waits: generous, they only stop a broken run.
+-define(WAIT, 60000).
+-define(SHARDS, 8).
+-define(RECORDS, 200).
+-define(REPLICAS, 3).
+
+all() ->
+    [each_member_holds_its_share, a_joining_member_takes_its_shards,
+     a_stopped_member_hands_its_shards_on, a_lost_member_is_replaced].
+
+init_per_suite(Config) ->
+    Base = lists:flatten(io_lib:format("pl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c", "d", "e"]],
+    Args = ["--shards", integer_to_list(?SHARDS), "--replicas", "3"],
+    A = ash_node:start(Config, #{name => First, args => Args}),
+    Others = [ash_node:start(Config, #{name => N,
+                                       args => Args ++ ["--join", atom_to_list(ash_node:node(A))]})
+              || N <- Rest],
+    Members = [A | Others],
+    persistent_term:put({?MODULE, members}, Members),
+    await_placed(Members),
+    R = ash_node:uniq_res(placed),
+    persistent_term:put({?MODULE, res}, R),
+    ok = call(ash_node:node(A), {define, R, #{primary_key => [id]}}),
+    Nodes = [ash_node:node(M) || M <- Members],
+    [{ok, _} = call(lists:nth(I rem length(Nodes) + 1, Nodes), {create, R, #{id => I, n => I}})
+     || I <- lists:seq(1, ?RECORDS)],
+    Config.
+
+end_per_suite(_Config) ->
+    [ash_node:stop(M) || M <- members()],
+    persistent_term:erase({?MODULE, members}),
+    ok.
+
+members() -> persistent_term:get({?MODULE, members}).
+nodes_() -> [ash_node:node(M) || M <- members()].
+res() -> persistent_term:get({?MODULE, res}).
+
+init_per_testcase(_TC, Config) -> Config.
+end_per_testcase(_, _) -> ok.
+
+%% Every member sees every shard with a leader and ?REPLICAS holders, all members, healthy and
+%% settled (its holders are the ones placement chose: no move under way).
+await_placed(Members) ->
+    Nodes = [ash_node:node(M) || M <- Members],
+    Ready = fun() -> lists:all(fun(Node) -> placed(Node, Nodes) end, Nodes) end,
+    case ash_node:poll(Ready, ?WAIT, 200) of
+        true -> ok;
+        false -> ct:fail({not_placed, [{Node, info(Node)} || Node <- Nodes]})
+    end.
+
+placed(Node, Nodes) ->
+    case info(Node) of
+        #{healthy := true, shards := ?SHARDS, groups := Gs, members := Ms} ->
+            lists:sort(Ms) =:= lists:sort(Nodes)
+                andalso length(Gs) =:= ?SHARDS
+                andalso lists:all(fun(#{group := 0}) -> true;
+                                     (#{leader := L, holders := Hs, settled := S}) ->
+                                          L =/= undefined andalso S
+                                              andalso length(Hs) =:= ?REPLICAS
+                                              andalso lists:all(fun(H) ->
+                                                                        lists:member(H, Nodes)
+                                                                end, Hs)
+                                  end, Gs);
+        _ -> false
+    end.
+
+%% How many records each member holds (its `stats`), by member.
+held() ->
+    [{N, begin {ok, #{records := C}} = call(N, stats), C end} || N <- nodes_()].
+
+%% How many records of the resource each group holds (its router's `info`, on any member).
+group_counts() ->
+    Node = hd(nodes_()),
+    [{G, begin
+             Router = list_to_atom("ash_gen_server_group_" ++ integer_to_list(G)),
+             {ok, #{count := C}} = gen_server:call({Router, Node}, {info, res()}, 20000),
+             C
+         end} || G <- lists:seq(0, ?SHARDS - 1)].
+
+%% What each member should hold: group 0's records (every member holds group 0, the cluster's
+%% directory) and those of the groups it is a holder of.
+should_hold() ->
+    Counts = group_counts(),
+    #{groups := Gs} = info(hd(nodes_())),
+    Holders = maps:from_list([{G, Hs} || #{group := G, holders := Hs} <- Gs]),
+    [{N, lists:sum([C || {G, C} <- Counts,
+                         G =:= 0 orelse lists:member(N, maps:get(G, Holders))])}
+     || N <- nodes_()].
+
+%% Every member holds exactly the records of its groups (every record of a group > 0 on
+%% ?REPLICAS members, of group 0 on all), and every record is readable through every member
+%% with its value.
+all_there(Expected) ->
+    Held = held(),
+    Should = should_hold(),
+    Counts = group_counts(),
+    Readable = lists:all(fun(N) ->
+                                 {ok, Rs} = call(N, {query, res(), #{sort => [{id, asc}]}}),
+                                 Rs =:= Expected
+                         end, nodes_()),
+    {_, C0} = lists:keyfind(0, 1, Counts),
+    Sum = lists:sum([C || {_, C} <- Held]),
+    ct:log("held ~p (sum ~b), should hold ~p, by group ~p, readable everywhere: ~p",
+           [Held, Sum, Should, Counts, Readable]),
+    Held =:= Should
+        andalso Sum =:= C0 * length(nodes_()) + ?REPLICAS * (length(Expected) - C0)
+        andalso lists:sum([C || {_, C} <- Counts]) =:= length(Expected)
+        andalso Readable.
+
+expected() ->
+    [#{id => I, n => I} || I <- lists:seq(1, ?RECORDS)].
+
+await_all_there() ->
+    case ash_node:poll(fun() -> all_there(expected()) end, ?WAIT, 500) of
+        true -> ok;
+        false -> ct:fail({records_not_placed, held(), [{N, info(N)} || N <- nodes_()]})
+    end.
+
+%% ---------------------------------------------------------------------------------------------
+
+each_member_holds_its_share(_Config) ->
+    Nodes = nodes_(),
+    await_all_there(),
+    %% Everybody holds some records, and in all fewer than every member holding every record.
+    Held = held(),
+    [?assert(C > 0, {N, C}) || {N, C} <- Held],
+    ?assert(lists:sum([C || {_, C} <- Held]) < length(Nodes) * ?RECORDS),
+    %% The shards spread over the members: not every shard on the same three.
+    #{groups := Gs} = info(hd(Nodes)),
+    Pairs = lists:usort([lists:sort(Hs) || #{group := G, holders := Hs} <- Gs, G > 0]),
+    ?assert(length(Pairs) > 1, Pairs),
+    %% Each record through each member, gets and writes.
+    [?assertEqual({ok, #{id => I, n => I}}, call(N, {get, res(), #{id => I}}))
+     || I <- lists:seq(1, ?RECORDS, 7), N <- Nodes],
+    {ok, #{count := ?RECORDS}} = call(lists:last(Nodes), {info, res()}).
+
+a_joining_member_takes_its_shards(Config) ->
+    Before = held(),
+    [A | _] = nodes_(),
+    E = ash_node:start(Config, #{tag => "pl_f",
+                                 args => ["--shards", integer_to_list(?SHARDS),
+                                          "--join", atom_to_list(A)]}),
+    persistent_term:put({?MODULE, members}, members() ++ [E]),
+    await_placed(members()),
+    await_all_there(),
+    After = held(),
+    ct:log("before ~p~nafter ~p", [Before, After]),
+    ENode = ash_node:node(E),
+    {_, Taken} = lists:keyfind(ENode, 1, After),
+    ?assert(Taken > 0),
+    %% The others hold no more than before (they dropped what it took: all_there/1 checked
+    %% that each holds exactly its groups' records), and its groups took ?REPLICAS holders
+    %% from the others.
+    [?assert(C =< proplists:get_value(N, Before), {N, C}) || {N, C} <- After, N =/= ENode],
+    #{groups := Gs} = info(ENode),
+    [?assertEqual(?REPLICAS, length(Hs)) || #{group := G, holders := Hs} <- Gs, G > 0].
+
+a_stopped_member_hands_its_shards_on(_Config) ->
+    %% The member holding the most records stops.
+    [{Node, _} | _] = lists:reverse(lists:keysort(2, held())),
+    [M] = [M || M <- members(), ash_node:node(M) =:= Node],
+    ?assertEqual(0, ash_node:stop(M)),
+    persistent_term:put({?MODULE, members}, members() -- [M]),
+    await_placed(members()),
+    await_all_there().
+
+a_lost_member_is_replaced(_Config) ->
+    [M | _] = members(),
+    ash_node:stop(M, "KILL"),
+    persistent_term:put({?MODULE, members}, members() -- [M]),
+    Nodes = nodes_(),
+    %% Writable through the others as soon as the shards it led elect new leaders (each shard
+    %% keeps two holders of three, a majority).
+    Written = fun() ->
+                      lists:all(fun(I) ->
+                                        N = lists:nth(I rem length(Nodes) + 1, Nodes),
+                                        call(N, {update, res(), #{id => I}, #{n => I}})
+                                            =:= {ok, #{id => I, n => I}}
+                                end, lists:seq(1, ?RECORDS))
+              end,
+    ?assert(ash_node:poll(Written, ?WAIT, 500)),
+    %% The lost member is still a member (nobody removed it), but once it has been gone a
+    %% while its shards have new holders: three live copies of every record again (all_there
+    %% counts the copies the live members hold).
+    Dead = ash_node:node(M),
+    await_all_there(),
+    #{groups := Gs, members := Ms} = info(hd(Nodes)),
+    ?assert(lists:member(Dead, Ms)),
+    [?assertNot(lists:member(Dead, Hs), G) || #{group := G, holders := Hs} <- Gs, G > 0].
