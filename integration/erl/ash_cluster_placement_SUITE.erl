@@ -156,6 +156,13 @@ each_member_holds_its_share(_Config) ->
 a_joining_member_takes_its_shards(Config) ->
     Before = held(),
     [A | _] = nodes_(),
+    %% Record pids (on their groups' leaders), monitored: a group that moves takes them along.
+    Ids = lists:seq(1, ?RECORDS, 5),
+    Pids = [begin
+                {ok, Pid} = call(lists:nth(I rem length(nodes_()) + 1, nodes_()),
+                                 {whereis, res(), #{id => I}}),
+                {I, Pid, erlang:monitor(process, Pid)}
+            end || I <- Ids],
     E = ash_node:start(Config, #{tag => "pl_f",
                                  args => ["--shards", integer_to_list(?SHARDS),
                                           "--join", atom_to_list(A)]}),
@@ -172,7 +179,23 @@ a_joining_member_takes_its_shards(Config) ->
     %% from the others.
     [?assert(C =< proplists:get_value(N, Before), {N, C}) || {N, C} <- After, N =/= ENode],
     #{groups := Gs} = info(ENode),
-    [?assertEqual(?REPLICAS, length(Hs)) || #{group := G, holders := Hs} <- Gs, G > 0].
+    [?assertEqual(?REPLICAS, length(Hs)) || #{group := G, holders := Hs} <- Gs, G > 0],
+    %% A pid whose group's leader handed the group on ended with {shutdown, {moved, Leader}};
+    %% whereis (through any member) gives a live pid for every record.
+    Nodes = nodes_(),
+    Moved = [receive
+                 {'DOWN', Ref, process, Pid, Reason} ->
+                     ?assertMatch({shutdown, {moved, _}}, Reason, {I, Pid}),
+                     {shutdown, {moved, To}} = Reason,
+                     ?assert(lists:member(To, Nodes), {I, To}),
+                     I
+             after 0 -> kept
+             end || {I, Pid, Ref} <- Pids],
+    ct:log("pids moved: ~p of ~p", [length(Moved -- [kept]), length(Pids)]),
+    [begin
+         {ok, New} = call(lists:nth(I rem length(Nodes) + 1, Nodes), {whereis, res(), #{id => I}}),
+         ?assertEqual({ok, #{id => I, n => I}}, gen_server:call(New, get, 20000))
+     end || {I, _, _} <- Pids].
 
 a_stopped_member_hands_its_shards_on(_Config) ->
     %% The member holding the most records stops.

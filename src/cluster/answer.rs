@@ -1,11 +1,14 @@
 //! What members tell each other about the cluster itself: the name of each member's
-//! endpoint, and the answers that send a request elsewhere (`no_cluster`, `not_leader`,
-//! `unavailable`), built and read here only; and the readers of `{ok, _}` and `{error, _}`
-//! replies the fan-out and the front router share.
+//! endpoint, the answers that send a request elsewhere (`no_cluster`, `not_leader`,
+//! `unavailable`), built and read here only, and the request to join a group; and the readers
+//! of `{ok, _}` and `{error, _}` replies the fan-out and the front router share.
 
 use super::Cluster;
+use crate::node::Mailbox;
+use crate::node::mailbox::CallError;
 use crate::term::{Atom, Value};
 use erl_dist::node::NodeName;
+use std::time::Duration;
 
 /// The registered name of each member's endpoint (see [`super::endpoint`]).
 pub const ENDPOINT_NAME: &str = "ash_gen_server_raft";
@@ -83,6 +86,30 @@ impl Answer {
             _ => Answer::Reply(reply),
         }
     }
+}
+
+/// Asks `target`'s endpoint to admit this member (`{join, Name, Id}`, passed on to the
+/// leader). Monitored: a peer that is not a member yet (no endpoint: still starting, or
+/// deciding) answers `noproc` at once instead of leaving the call to time out.
+pub async fn ask_to_join(
+    cluster: &Cluster,
+    mailbox: &Mailbox,
+    target: &NodeName,
+) -> Result<Answer, CallError> {
+    let request = Value::tuple(vec![
+        atom("join"),
+        Value::from(cluster.node.config.name.to_string().as_str()),
+        Value::Int(cluster.id() as i64),
+    ]);
+    mailbox
+        .call_remote_monitored(
+            target,
+            &cluster.names.endpoint,
+            request,
+            Duration::from_secs(60),
+        )
+        .await
+        .map(Answer::of)
 }
 
 #[cfg(test)]

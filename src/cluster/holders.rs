@@ -3,7 +3,7 @@
 //! Group 0 has every member (the cluster's directory: who belongs, the resources' definitions);
 //! a group `G` > 0 is held only by its holders: the `--replicas` members of group 0 ranked
 //! first for `G` by rendezvous hashing of their names ([`super::placement::replicas_of`]),
-//! leaving out members unreachable for [`super::membership::GONE_AFTER`] (when there are
+//! leaving out members unreachable for [`super::view::GONE_AFTER`] (when there are
 //! enough others) and a member that is leaving. The others run the group's endpoint and router
 //! too, but hold none of its records: their router passes the group's requests to a holder
 //! ([`target`]), which passes them to the group's leader.
@@ -25,8 +25,8 @@
 
 use super::Cluster;
 use super::answer::Answer;
-use super::membership::{self, members, voters};
 use super::types::NodeId;
+use super::view::{self, members, voters};
 use crate::node::Mailbox;
 use crate::term::{Atom, Value};
 use erl_dist::node::NodeName;
@@ -67,7 +67,7 @@ pub fn holders(cluster: &Cluster) -> Vec<String> {
     };
     let me = cluster.node.config.name.to_string();
     let leaving = cluster.leaving.load(Ordering::Acquire) || zero.leaving.load(Ordering::Acquire);
-    let gone = membership::gone(&zero);
+    let gone = view::gone(&zero);
     let all = members(&zero);
     // A node restarted under the same name is one member (its old id goes when admitted).
     let mut names: BTreeSet<&str> = BTreeSet::new();
@@ -161,7 +161,7 @@ pub async fn form(cluster: Arc<Cluster>) {
             return;
         }
         if let Some(zero) = directory(&cluster)
-            && membership::members(&zero).contains_key(&zero.id())
+            && view::members(&zero).contains_key(&zero.id())
         {
             if zero.founded.load(Ordering::Acquire) {
                 let mut only = BTreeMap::new();
@@ -217,8 +217,8 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
     let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
     if holds_something
         && !voters(cluster).contains(&cluster.id())
-        && !counted(cluster, mailbox).await
-        && let Err(e) = cluster.reset().await
+        && let Some(leader) = dropped_by(cluster, mailbox).await
+        && let Err(e) = cluster.reset(&leader).await
     {
         tracing::error!(group = cluster.options.group, error = %e, "could not drop the group");
     }
@@ -241,7 +241,7 @@ async fn join(cluster: &Arc<Cluster>, mailbox: &Mailbox, holders: &[String]) {
             continue;
         };
         for _hop in 0..3 {
-            match membership::ask_to_join(cluster, mailbox, &target).await {
+            match super::answer::ask_to_join(cluster, mailbox, &target).await {
                 Ok(Answer::Reply(v)) if v == atom("ok") => {
                     tracing::info!(group = cluster.options.group, "joined the group");
                     return;
@@ -256,9 +256,9 @@ async fn join(cluster: &Arc<Cluster>, mailbox: &Mailbox, holders: &[String]) {
     }
 }
 
-/// Whether the group's leader still counts this member (`{is_member, Id}`); true when no
-/// leader answers (nothing is dropped on a guess).
-async fn counted(cluster: &Cluster, mailbox: &Mailbox) -> bool {
+/// The group's leader, when it no longer counts this member (`{is_member, Id}` answered
+/// `false`); `None` when it still does, or no leader answers (nothing is dropped on a guess).
+async fn dropped_by(cluster: &Cluster, mailbox: &Mailbox) -> Option<NodeName> {
     let me = cluster.node.config.name.to_string();
     let mut asked: Vec<String> = Vec::new();
     if let Some((_, leader)) = cluster.leader() {
@@ -275,14 +275,14 @@ async fn counted(cluster: &Cluster, mailbox: &Mailbox) -> bool {
                 .call_remote_monitored(&target, &cluster.names.endpoint, request, ASK_WAIT)
                 .await;
             match answer.map(Answer::of) {
-                Ok(Answer::Reply(Value::Atom(a))) if a.as_str() == "true" => return true,
-                Ok(Answer::Reply(Value::Atom(a))) if a.as_str() == "false" => return false,
+                Ok(Answer::Reply(Value::Atom(a))) if a.as_str() == "true" => return None,
+                Ok(Answer::Reply(Value::Atom(a))) if a.as_str() == "false" => return Some(target),
                 Ok(Answer::NotLeader(Some(leader))) => target = leader,
                 _ => break,
             }
         }
     }
-    true
+    None
 }
 
 /// On the leader: `true` or `false` for `{is_member, Id}`, whether the group counts `id`.
@@ -305,7 +305,7 @@ pub async fn reconcile(cluster: &Cluster) -> Result<(), String> {
     if holders.is_empty() {
         return Ok(());
     }
-    let eligible = membership::eligible(cluster);
+    let eligible = view::eligible(cluster);
     let mut want = BTreeSet::new();
     for holder in &holders {
         match eligible.iter().find(|(_, name)| *name == holder) {

@@ -26,6 +26,7 @@
 use super::Cluster;
 use super::answer::{Answer, ENDPOINT_NAME, not_leader};
 use super::types::{Member, NodeId};
+pub use super::view::{GONE_AFTER, eligible, gone, members, voters};
 use crate::node::Mailbox;
 use crate::node::connection::ConnectError;
 use crate::node::mailbox::CallError;
@@ -46,23 +47,6 @@ fn ok() -> Value {
 
 fn error(reason: String) -> Value {
     crate::protocol::error::Error::Unavailable(reason).to_reply()
-}
-
-/// The members Raft knows (voters and learners), by id.
-pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
-    let metrics = cluster.raft().metrics().borrow().clone();
-    metrics
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(id, m)| (*id, m.addr.clone()))
-        .collect()
-}
-
-/// The voting members, by id.
-pub fn voters(cluster: &Cluster) -> BTreeSet<NodeId> {
-    let metrics = cluster.raft().metrics().borrow().clone();
-    metrics.membership_config.membership().voter_ids().collect()
 }
 
 /// Who should vote in `group` among `members`: the first `replicas` by rendezvous hashing of
@@ -142,7 +126,7 @@ pub async fn form(cluster: Arc<Cluster>) {
         for peer in &peers {
             let mut target = peer.clone();
             for _hop in 0..3 {
-                match ask_to_join(&cluster, &mailbox, &target).await {
+                match super::answer::ask_to_join(&cluster, &mailbox, &target).await {
                     Ok(Answer::Reply(v)) if v == ok() => {
                         joined = true;
                         break;
@@ -180,30 +164,6 @@ pub async fn form(cluster: Arc<Cluster>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Asks `target`'s endpoint to admit this member (`{join, Name, Id}`, passed on to the
-/// leader). Monitored: a peer that is not a member yet (no endpoint: still starting, or
-/// deciding) answers `noproc` at once instead of leaving the call to time out.
-pub(crate) async fn ask_to_join(
-    cluster: &Cluster,
-    mailbox: &Mailbox,
-    target: &NodeName,
-) -> Result<Answer, CallError> {
-    let request = Value::tuple(vec![
-        atom("join"),
-        Value::from(cluster.node.config.name.to_string().as_str()),
-        Value::Int(cluster.id() as i64),
-    ]);
-    mailbox
-        .call_remote_monitored(
-            target,
-            &cluster.names.endpoint,
-            request,
-            Duration::from_secs(60),
-        )
-        .await
-        .map(Answer::of)
 }
 
 async fn initialize(cluster: &Cluster) {
@@ -312,48 +272,8 @@ pub async fn remove(cluster: &Arc<Cluster>, id: NodeId) -> Value {
     }
 }
 
-/// How far (in log entries) behind the leader a learner may be and still be made a voter.
-const CAUGHT_UP_LAG: u64 = 1000;
-
-/// The members that may vote: the voters, and the learners the leader's replication shows
-/// caught up with its log. A learner that has received nothing yet (one that needs the
-/// snapshot, say) is not: made a voter, it would count toward every quorum before holding
-/// anything, so writes would wait for it to install the snapshot, and for good if it died
-/// meanwhile (openraft's own wait in `add_learner` counts a learner with nothing as caught up
-/// when the log after the snapshot is short).
-pub(crate) fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
-    let voting = voters(cluster);
-    let metrics = cluster.raft().metrics().borrow().clone();
-    let last = metrics.last_log_index.unwrap_or(0);
-    let caught_up = |id: &NodeId| {
-        let matched = metrics
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(id).cloned());
-        matches!(matched, Some(Some(m)) if last.saturating_sub(m.index) <= CAUGHT_UP_LAG)
-    };
-    members(cluster)
-        .into_iter()
-        .filter(|(id, _)| *id == cluster.id() || voting.contains(id) || caught_up(id))
-        .collect()
-}
-
-/// How long a voter may stay unreachable before it gives its vote to a reachable member (when
-/// there is one to take it): longer than an election and than a durable member's restart
-/// takes, so a member that comes straight back keeps its place.
-pub const GONE_AFTER: Duration = Duration::from_secs(10);
-
 /// How long a change of the voters may wait to commit.
 const CHANGE_WAIT: Duration = Duration::from_secs(10);
-
-/// The members unreachable from this one for [`GONE_AFTER`] or longer.
-pub(crate) fn gone(cluster: &Cluster) -> BTreeSet<NodeId> {
-    let seen = cluster.unreachable.lock().expect("not poisoned");
-    seen.iter()
-        .filter(|(_, since)| since.elapsed() >= GONE_AFTER)
-        .map(|(id, _)| *id)
-        .collect()
-}
 
 /// Who should vote in `group` among the `eligible` members when `gone` ones are unreachable:
 /// the first `replicas` of the others by rendezvous hashing ([`desired_voters`]); when they

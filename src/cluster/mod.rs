@@ -20,6 +20,7 @@
 //! - [`record_pids`]: record pids live on the leader; another member leading, they end with
 //!   `{shutdown, {moved, Leader}}` (a pid's calls go through the router, writes through the log).
 //! - [`metrics`]: the member's cluster gauges (leader, members, health, replication lag).
+//! - [`view`]: what the member's Raft shows of its group (members, voters, caught up, gone).
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
 //! - [`convert`]: a single node joined by another becomes a member, its records with it.
@@ -56,6 +57,7 @@ pub mod shards;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod view;
 
 use crate::node::Node;
 use crate::storage::FsyncPolicy;
@@ -415,9 +417,18 @@ impl Cluster {
     }
 
     /// Starts this group's Raft instance on this member again, empty and with a new id: the
-    /// member no longer holds the group (the leader removed it, [`holders`]), and its records
-    /// of the group go. The old core stops; the endpoint and router serve the new one.
-    pub async fn reset(&self) -> Result<(), ClusterError> {
+    /// member no longer holds the group (its `leader` removed it, [`holders`]), and its records
+    /// of the group go (their pids end with `{shutdown, {moved, Leader}}`). The old core
+    /// stops; the endpoint and router serve the new one.
+    pub async fn reset(&self, leader: &NodeName) -> Result<(), ClusterError> {
+        // Record pids still here (this member led the group until it handed it on) end as a
+        // moved record's do: `whereis` through any member gives the new pid.
+        let moved = self
+            .records
+            .release_pids(&record_pids::moved_reason(leader));
+        if moved > 0 {
+            tracing::info!(%leader, pids = moved, "record pids moved with the group");
+        }
         let old = self.instance();
         // Watchers of the old core's metrics wait for the new one (`changed`).
         self.generation.send_modify(|g| *g += 1);
