@@ -169,14 +169,21 @@ pub async fn form(cluster: Arc<Cluster>) {
 async fn initialize(cluster: &Cluster) {
     let mut members = BTreeMap::new();
     members.insert(cluster.id(), cluster.member());
+    // Said before the call: the other groups' `holders::form` may see the membership it makes
+    // (Raft applies it) before the call returns, and must know then that this member formed it.
+    let before = cluster
+        .founded
+        .swap(true, std::sync::atomic::Ordering::AcqRel);
     match cluster.raft().initialize(members).await {
-        Ok(()) => {
-            cluster
-                .founded
-                .store(true, std::sync::atomic::Ordering::Release);
-            tracing::info!(id = cluster.id(), "formed a new cluster")
+        Ok(()) => tracing::info!(id = cluster.id(), "formed a new cluster"),
+        Err(e) => {
+            if !before {
+                cluster
+                    .founded
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
+            tracing::debug!(error = %e, "initialize")
         }
-        Err(e) => tracing::debug!(error = %e, "initialize"),
     }
 }
 
