@@ -365,6 +365,11 @@ rolling_restart_loses_nothing(Config) ->
     R = ?config(res, Config),
     Nodes = nodes_of(Config),
     ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    %% An expiry handler subscribed before the restarts (on the member drained first) is
+    %% still known afterwards, when every member is a new one that learned it from the others.
+    Expiring = list_to_atom(atom_to_list(R) ++ "_expiring"),
+    ok = call(hd(Nodes), {define, Expiring, #{primary_key => [id], inactivity_timeout => 300}}),
+    ok = call(hd(Nodes), {subscribe, [Expiring]}),
     Writers = start_writers(Nodes, R, 6, 4),
     First = hd(members()),
     Members = lists:foldl(
@@ -382,7 +387,20 @@ rolling_restart_loses_nothing(Config) ->
                 end, members(), members()),
     History = stop_writers(Writers),
     ?assertEqual(3, length(Members)),
-    ?assertEqual({maps:size(History), 0, 0}, check_history(Nodes, R, History)).
+    ?assertEqual({maps:size(History), 0, 0}, check_history(Nodes, R, History)),
+    [Some | _] = nodes_of(Config),
+    {ok, _} = call(Some, {create, Expiring, #{id => 1}}),
+    receive
+        {ash_gen_server, expired, #{resource := Expiring, primary_key := #{id := 1}}} -> ok
+    after ?WAIT -> ct:fail(no_expiry_notice_after_the_restarts)
+    end,
+    ok = call(Some, {destroy, Expiring, #{id => 1}}),
+    receive
+        {ash_gen_server, expired, #{resource := Expiring}} = Again ->
+            ct:fail({second_notice, Again})
+    after 1500 -> ok
+    end,
+    ok = call(Some, unsubscribe).
 
 %% The first member is drained with `ash-gen-server drain`, the others with SIGTERM: both leave
 %% the cluster and exit 0.

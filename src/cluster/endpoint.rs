@@ -6,6 +6,8 @@
 //! - `ping`: answered `pong` (a node started with `--join` asks whether this is a member);
 //! - `cluster`: `{ok, Info}`, this member's description of its group (a member that does not
 //!   hold a group asks a holder);
+//! - `subscriptions`: `{ok, [{Pid, all | [Resource]}]}`, the expiry handlers this member knows
+//!   (a member that joined later learns them, [`super::expiry::learn_handlers`]);
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{is_member, Id}`: whether the group counts the member `Id` (answered by the leader: a
@@ -90,6 +92,12 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             Value::pair(atom("error"), atom("no_cluster"))
         };
         cluster.node.reply_now(&from, &reply);
+        return;
+    }
+    if request.as_atom().map(|a| a.as_str()) == Some("subscriptions") {
+        cluster
+            .node
+            .reply_now(&from, &super::expiry::handlers_reply(&cluster));
         return;
     }
     let reply = match request.as_tuple() {

@@ -397,6 +397,7 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
             }
         }
         note_unreachable(&cluster);
+        super::expiry::learn_handlers(&cluster, &mailbox).await;
         if super::holders::placed(&cluster) {
             super::holders::tend(&cluster, &mailbox).await;
         } else if cluster.is_leader()

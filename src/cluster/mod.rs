@@ -322,6 +322,8 @@ pub struct Cluster {
     /// Set when this member formed the cluster (initialized group 0): it forms the other
     /// groups too, holding each until [`holders`] hands it on.
     pub founded: std::sync::atomic::AtomicBool,
+    /// How far this member has learned the expiry handlers subscribed before it joined.
+    pub handlers_learned: expiry::HandlersLearned,
 }
 
 impl Cluster {
@@ -351,6 +353,7 @@ impl Cluster {
             leader_hint: Default::default(),
             leaving: Default::default(),
             founded: Default::default(),
+            handlers_learned: Default::default(),
             options,
             names,
             records: records.clone(),

@@ -91,6 +91,15 @@ impl<T> Expiry<T> {
         Self::orphans(removed)
     }
 
+    /// The live handlers, each with its resources (`None` for all).
+    pub fn handlers(&self) -> Vec<(Pid, Option<Vec<Atom>>)> {
+        self.handlers
+            .lock()
+            .iter()
+            .map(|h| (h.pid, h.resources.clone()))
+            .collect()
+    }
+
     /// Number of live handlers.
     pub fn count(&self) -> usize {
         self.handlers.lock().len()

@@ -134,6 +134,11 @@ impl RecordService {
             .subscribe(&self.node, &self.owner, pid, resources);
     }
 
+    /// The expiry handlers, each with its resources (`None` for all).
+    pub fn expiry_handlers(&self) -> Vec<(Pid, Option<Vec<Atom>>)> {
+        self.expiry.handlers()
+    }
+
     /// Stops `pid` being an expiry handler; records it was handling remove themselves.
     pub fn unsubscribe_expiry(&self, pid: &Pid) {
         let orphans = self.expiry.unsubscribe(&self.node, &self.owner, pid);
