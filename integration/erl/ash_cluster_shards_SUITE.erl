@@ -24,7 +24,8 @@ all() ->
      bulk_create_equals_a_single_node, identities_hold_in_one_shard,
      record_pids_and_expiry_handlers_in_every_group,
      a_member_joining_with_other_shards_exits, sigterm_leaves_every_group,
-     a_killed_member_loses_no_record, a_groups_raft_core_stopping_stops_the_member].
+     a_killed_member_loses_no_record, a_groups_raft_core_stopping_stops_the_member,
+     a_group_its_only_member_lost_forms_again].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("sh_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -421,4 +422,40 @@ a_groups_raft_core_stopping_stops_the_member(Config) ->
         ?assertNotEqual([], ash_node:log_contains(M, ["raft core stopped", "group 1"]))
     after
         ash_node:stop(M)
+    end.
+
+%% The only member of a cluster restarted with its data directory but one group's files gone
+%% (as when it was killed after forming group 0 and before forming the others): it forms that
+%% group again, empty, instead of leaving it without a leader for good; the other groups keep
+%% their records.
+a_group_its_only_member_lost_forms_again(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("shg_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = filename:join(?config(priv_dir, Config), Base),
+    Args = ["--cluster", "--shards", "4", "--data-dir", Dir, "--fsync", "always"],
+    M1 = ash_node:start(Config, #{name => Base, args => Args}),
+    N = ash_node:node(M1),
+    await_every_group([M1]),
+    ok = call(N, {define, R, #{primary_key => [id]}}),
+    Ids = lists:seq(1, 40),
+    [{ok, _} = call(N, {create, R, #{id => I}}) || I <- Ids],
+    ash_node:stop(M1, "KILL"),
+    ok = file:del_dir_r(filename:join(Dir, "group-2")),
+    M2 = ash_node:start(Config, #{name => Base, args => Args}),
+    try
+        await_every_group([M2]),
+        Kept = [I || I <- Ids, element(1, call(N, {get, R, #{id => I}})) =:= ok],
+        %% Group 2's share is gone, the others' kept (40 records over 4 shards).
+        ?assert((length(Kept) > 0 andalso length(Kept) < 40) orelse Kept),
+        %% Every shard takes writes again, once the resource is defined again (group 2 lost
+        %% its definition with the rest).
+        ?assertMatch({error, {unknown_resource, _}},
+                     hd([Reply || I <- Ids -- Kept,
+                                  {error, _} = Reply <- [call(N, {create, R, #{id => I}})]])),
+        ok = call(N, {define, R, #{primary_key => [id]}}),
+        [{ok, _} = call(N, {create, R, #{id => I}}) || I <- Ids -- Kept],
+        {ok, All} = call(N, {query, R, #{}}),
+        ?assertEqual(Ids, lists:sort([I || #{id := I} <- All]))
+    after
+        ash_node:stop(M2)
     end.

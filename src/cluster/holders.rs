@@ -154,7 +154,10 @@ pub fn is_member(cluster: &Cluster) -> bool {
 
 /// Forms the group `cluster` on the member that formed the cluster: once group 0 knows this
 /// member, the group is initialized with it alone if the member founded group 0 and the group
-/// has no members yet. Others join through [`tend`].
+/// has no members yet. Others join through [`tend`]. So does the only member of group 0 (its
+/// data directory kept group 0 but not this group: killed between forming the two, or the
+/// group's files lost): nobody else can hold the group, and without it the group would never
+/// have a leader. (Raft refuses to initialize a group whose log is not empty.)
 pub async fn form(cluster: Arc<Cluster>) {
     loop {
         if is_member(&cluster) {
@@ -163,7 +166,8 @@ pub async fn form(cluster: Arc<Cluster>) {
         if let Some(zero) = directory(&cluster)
             && view::members(&zero).contains_key(&zero.id())
         {
-            if zero.founded.load(Ordering::Acquire) {
+            let alone = view::members(&zero).len() == 1;
+            if zero.founded.load(Ordering::Acquire) || alone {
                 let mut only = BTreeMap::new();
                 only.insert(cluster.id(), cluster.member());
                 match cluster.raft().initialize(only).await {
