@@ -199,28 +199,27 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
         holding,
         "tending the group"
     );
-    if holding {
-        if !is_member(cluster) {
-            join(cluster, mailbox, &holders).await;
-        } else if cluster.is_leader()
-            && let Err(e) = reconcile(cluster).await
-        {
-            tracing::debug!(group = cluster.options.group, error = %e, "could not move the group yet");
-        }
+    if holding && !is_member(cluster) {
+        join(cluster, mailbox, &holders).await;
         return;
     }
-    // Not a holder: while leading, hands the group on; once the group no longer counts this
-    // member (it removed it: asked of the leader, whatever this member's log says), drops its
-    // copy. A fresh instance has nothing to drop.
+    // While leading, moves the group to its holders (hands it on when this member is not one).
     if cluster.is_leader() {
         if let Err(e) = reconcile(cluster).await {
             tracing::debug!(group = cluster.options.group, error = %e, "could not move the group yet");
         }
         return;
     }
+    // Once the group no longer counts this member (it removed it: asked of the leader, whatever
+    // this member's log says), drops its copy: a member that is not a holder and does not vote,
+    // or one that hears from no leader (removed while it was cut off or paused, its log still
+    // counts it: a holder again, it joins afresh once it has dropped its copy). A fresh
+    // instance has nothing to drop.
     let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
+    let in_doubt = cluster.leader().is_none()
+        || (!holding && !voters(cluster).contains(&cluster.id()));
     if holds_something
-        && !voters(cluster).contains(&cluster.id())
+        && in_doubt
         && let Some(leader) = dropped_by(cluster, mailbox).await
         && let Err(e) = cluster.reset(&leader).await
     {
