@@ -30,12 +30,18 @@ all() ->
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("sh_~s_~b", [os:getpid(), ash_node:uniq_int()])),
     [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c"]],
-    A = ash_node:start(Config, #{name => First, args => ["--shards", "4", "--replicas", "3"]}),
+    Ports = [free_port() || _ <- [First | Rest]],
+    Metrics = fun(Port) -> ["--metrics-addr", "127.0.0.1:" ++ integer_to_list(Port)] end,
+    A = ash_node:start(Config, #{name => First,
+                                 args => ["--shards", "4", "--replicas", "3"]
+                                     ++ Metrics(hd(Ports))}),
     Others = [ash_node:start(Config, #{name => N,
                                        args => ["--shards", "4", "--join",
-                                                atom_to_list(ash_node:node(A))]})
-              || N <- Rest],
+                                                atom_to_list(ash_node:node(A))]
+                                           ++ Metrics(Port)})
+              || {N, Port} <- lists:zip(Rest, tl(Ports))],
     Members = [A | Others],
+    persistent_term:put({?MODULE, metrics_ports}, Ports),
     await_every_group(Members),
     Single = ash_node:start(Config, #{tag => "sh_single"}),
     persistent_term:put({?MODULE, members}, Members),
@@ -49,6 +55,36 @@ end_per_suite(_Config) ->
     ok.
 
 members() -> persistent_term:get({?MODULE, members}).
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(S),
+    gen_tcp:close(S),
+    Port.
+
+%% The Prometheus text of each first member started with the suite, over real HTTP.
+scrape_all() ->
+    {ok, _} = application:ensure_all_started(inets),
+    [begin
+         Url = "http://127.0.0.1:" ++ integer_to_list(Port) ++ "/metrics",
+         {ok, {{_, 200, _}, _, Body}} = httpc:request(get, {Url, []}, [{timeout, 5000}], []),
+         Body
+     end || Port <- persistent_term:get({?MODULE, metrics_ports})].
+
+%% The value of the gauge line `Name{Labels} Value` in a Prometheus text (undefined if absent).
+gauge_value(Body, Name, Labels) ->
+    Prefix = Name ++ "{" ++ Labels ++ "} ",
+    case [L || L <- string:split(Body, "\n", all), lists:prefix(Prefix, L)] of
+        [Line] -> list_to_float_or_int(string:trim(lists:nthtail(length(Prefix), Line)));
+        [] -> undefined
+    end.
+
+list_to_float_or_int(S) ->
+    case string:to_float(S) of
+        {F, []} -> F;
+        _ -> list_to_integer(S)
+    end.
+
 member_nodes() -> [ash_node:node(M) || M <- members()].
 single() -> ash_node:node(persistent_term:get({?MODULE, single})).
 
@@ -122,7 +158,25 @@ every_group_has_a_leader(_Config) ->
          [?assertEqual(true, H) || #{healthy := H} <- Groups]
      end || Node <- Nodes],
     pong = call(hd(Nodes), ping),
-    {ok, #{records := _, record_pids := _}} = call(hd(Nodes), stats).
+    {ok, #{records := _, record_pids := _}} = call(hd(Nodes), stats),
+    %% Each group's gauges, labelled with it: every member holds groups 1-3 (3 members, 3
+    %% replicas) and exactly one leads each (sampled once a second: polled).
+    Label = fun(G) -> "group=\"" ++ integer_to_list(G) ++ "\"" end,
+    Gauges = fun() ->
+                     Bodies = scrape_all(),
+                     [{G, [gauge_value(B, "ash_gen_server_cluster_group_holding", Label(G))
+                           || B <- Bodies],
+                       lists:sum([case gauge_value(B, "ash_gen_server_cluster_group_leader",
+                                                   Label(G)) of
+                                      undefined -> 0;
+                                      V -> V
+                                  end || B <- Bodies])}
+                      || G <- [1, 2, 3]]
+             end,
+    Want = [{G, [1, 1, 1], 1} || G <- [1, 2, 3]],
+    Num = fun(undefined) -> -1; (V) -> round(V) end,
+    Same = fun(Got) -> [{G, [Num(H) || H <- Hs], Num(L)} || {G, Hs, L} <- Got] =:= Want end,
+    ?assert(ash_node:poll(fun() -> Same(Gauges()) end, ?WAIT, 500) orelse Gauges()).
 
 records_equal_a_single_node(Config) ->
     R = ?config(res, Config),

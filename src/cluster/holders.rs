@@ -216,8 +216,8 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
     // counts it: a holder again, it joins afresh once it has dropped its copy). A fresh
     // instance has nothing to drop.
     let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
-    let in_doubt = cluster.leader().is_none()
-        || (!holding && !voters(cluster).contains(&cluster.id()));
+    let in_doubt =
+        cluster.leader().is_none() || (!holding && !voters(cluster).contains(&cluster.id()));
     if holds_something
         && in_doubt
         && let Some(leader) = dropped_by(cluster, mailbox).await

@@ -1,7 +1,10 @@
 //! The member's cluster gauges, sampled once a second (served with the node's other metrics by
 //! `--metrics-addr`): whether it leads, the members and voters, whether the cluster is healthy,
 //! the log's last index and, on the leader, how many entries each other member is behind.
-//! Admissions and departures are counted where they happen ([`super::membership`]).
+//! Admissions and departures are counted where they happen ([`super::membership`]). Those are
+//! group 0's; with `--shards` > 1 every other group has its own, labelled `group`: whether this
+//! member holds it and leads it, its log's last index here and, on its leader, how far behind
+//! each other member is.
 
 use super::Cluster;
 use std::sync::{Arc, Weak};
@@ -24,6 +27,9 @@ pub fn spawn(cluster: &Arc<Cluster>) {
 
 /// Sets the gauges now.
 pub fn sample(cluster: &Cluster) {
+    if cluster.options.group > 0 {
+        return sample_group(cluster);
+    }
     let metrics = cluster.raft().metrics().borrow().clone();
     let members = super::membership::members(cluster);
     let voters = super::membership::voters(cluster);
@@ -54,6 +60,39 @@ pub fn sample(cluster: &Cluster) {
             let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
             metrics::gauge!("ash_gen_server_cluster_replication_lag_entries", "member" => name.clone())
                 .set(behind as f64);
+        }
+    }
+}
+
+/// Sets the gauges of a group G > 0, labelled `group`.
+fn sample_group(cluster: &Cluster) {
+    let group = cluster.options.group.to_string();
+    let metrics = cluster.raft().metrics().borrow().clone();
+    let leading = metrics.current_leader == Some(cluster.id());
+    let members = super::membership::members(cluster);
+    let holding = members.contains_key(&cluster.id());
+    metrics::gauge!("ash_gen_server_cluster_group_leader", "group" => group.clone())
+        .set(if leading { 1.0 } else { 0.0 });
+    metrics::gauge!("ash_gen_server_cluster_group_holding", "group" => group.clone())
+        .set(if holding { 1.0 } else { 0.0 });
+    let last = metrics.last_log_index.unwrap_or(0);
+    metrics::gauge!("ash_gen_server_cluster_group_last_log_index", "group" => group.clone())
+        .set(last as f64);
+    if let Some(replication) = metrics.replication.as_ref().filter(|_| leading) {
+        for (id, matched) in replication {
+            if *id == cluster.id() {
+                continue;
+            }
+            let Some(name) = members.get(id) else {
+                continue;
+            };
+            let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
+            metrics::gauge!(
+                "ash_gen_server_cluster_group_replication_lag_entries",
+                "group" => group.clone(),
+                "member" => name.clone()
+            )
+            .set(behind as f64);
         }
     }
 }

@@ -361,10 +361,8 @@ impl Cluster {
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
         expiries.install(&cluster, records);
-        // The cluster gauges are group 0's (one set per node).
-        if cluster.options.group == 0 {
-            metrics::spawn(&cluster);
-        }
+        // Group 0's cluster gauges, and every other group's labelled with it.
+        metrics::spawn(&cluster);
         record_pids::spawn(&cluster);
         tokio::spawn(membership::form(cluster.clone()));
         tokio::spawn(membership::keep_voters(cluster.clone()));
