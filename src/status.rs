@@ -62,6 +62,51 @@ pub struct ClusterStatus {
     /// Whether it admits nodes that join (false while a single node becoming a member takes
     /// its records in; nodes that do not say are taken to admit).
     pub admitting: bool,
+    /// Its shards' Raft groups (`--shards` > 1; empty with one group).
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One shard's Raft group of a cluster started with `--shards` > 1.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupStatus {
+    /// Its number (0 is the cluster's directory, on every member).
+    pub group: i64,
+    /// Its leader, if it has one.
+    pub leader: Option<String>,
+    /// Whether it has a leader and its full replica count.
+    pub healthy: bool,
+    /// Whether its voters are the holders placement chose (no move under way).
+    pub settled: bool,
+    /// The members holding a copy that vote.
+    pub holders: Vec<String>,
+}
+
+fn leader_of(map: &Value) -> Option<String> {
+    field(map, "leader")
+        .and_then(Value::as_atom)
+        .filter(|a| a.as_str() != "undefined")
+        .map(|a| a.as_str().to_string())
+}
+
+fn flag(map: &Value, key: &str) -> bool {
+    field(map, key)
+        .and_then(Value::as_atom)
+        .is_some_and(|a| a.as_str() == "true")
+}
+
+fn groups(cluster: &Value) -> Vec<GroupStatus> {
+    let list = field(cluster, "groups")
+        .and_then(Value::as_list)
+        .unwrap_or(&[]);
+    list.iter()
+        .map(|g| GroupStatus {
+            group: int(g, "group").unwrap_or(-1),
+            leader: leader_of(g),
+            healthy: flag(g, "healthy"),
+            settled: flag(g, "settled"),
+            holders: names(g, "holders"),
+        })
+        .collect()
 }
 
 fn names(map: &Value, key: &str) -> Vec<String> {
@@ -108,17 +153,13 @@ impl Status {
         let cluster = ClusterStatus {
             members: names(&cluster, "members"),
             voters: names(&cluster, "voters"),
-            leader: field(&cluster, "leader")
-                .and_then(Value::as_atom)
-                .filter(|a| a.as_str() != "undefined")
-                .map(|a| a.as_str().to_string()),
-            healthy: field(&cluster, "healthy")
-                .and_then(Value::as_atom)
-                .is_some_and(|a| a.as_str() == "true"),
+            leader: leader_of(&cluster),
+            healthy: flag(&cluster, "healthy"),
             replicas: int(&cluster, "replicas").unwrap_or(1),
             admitting: field(&cluster, "admitting")
                 .and_then(Value::as_atom)
                 .is_none_or(|a| a.as_str() == "true"),
+            groups: groups(&cluster),
         };
         let resource_names = ok_body(call(atom("resources")).await?)?;
         let mut resources = Vec::new();
@@ -172,6 +213,39 @@ impl Status {
         )
     }
 
+    /// The groups line and, under it, each group that is unhealthy or moving (`None` with
+    /// one group).
+    fn groups_lines(&self) -> Option<String> {
+        let groups = &self.cluster.groups;
+        if groups.len() <= 1 {
+            return None;
+        }
+        let count = |pred: &dyn Fn(&GroupStatus) -> bool| groups.iter().filter(|g| pred(g)).count();
+        let mut out = format!(
+            "groups    {}: {} healthy, {} moving; this node holds {}, leads {}\n",
+            groups.len(),
+            count(&|g| g.healthy),
+            count(&|g| !g.settled),
+            // Group 0 is on every member, voting or not.
+            count(&|g| {
+                g.holders.contains(&self.node)
+                    || (g.group == 0 && self.cluster.members.contains(&self.node))
+            }),
+            count(&|g| g.leader.as_deref() == Some(&self.node)),
+        );
+        for g in groups.iter().filter(|g| !g.healthy || !g.settled) {
+            out.push_str(&format!(
+                "  group {:<4} {}{}  leader {}  holders {}\n",
+                g.group,
+                if g.healthy { "healthy" } else { "UNHEALTHY" },
+                if g.settled { "" } else { ", moving" },
+                g.leader.as_deref().unwrap_or("none"),
+                g.holders.join(", ")
+            ));
+        }
+        Some(out)
+    }
+
     /// The status as text, for people.
     pub fn human(&self) -> String {
         let ms = |v: Option<i64>| v.map_or("infinity".to_string(), |n| format!("{n} ms"));
@@ -193,6 +267,9 @@ impl Status {
                 self.peers.join(", ")
             },
         );
+        if let Some(groups) = self.groups_lines() {
+            out.push_str(&groups);
+        }
         out.push_str(&format!("resources {}\n", self.resources.len()));
         for r in &self.resources {
             out.push_str(&format!(
@@ -224,6 +301,13 @@ impl Status {
                 "healthy": self.cluster.healthy,
                 "replicas": self.cluster.replicas,
                 "admitting": self.cluster.admitting,
+                "groups": self.cluster.groups.iter().map(|g| json!({
+                    "group": g.group,
+                    "leader": g.leader,
+                    "healthy": g.healthy,
+                    "settled": g.settled,
+                    "holders": g.holders,
+                })).collect::<Vec<_>>(),
             },
             "resources": self.resources.iter().map(|r| json!({
                 "name": r.name,
@@ -292,6 +376,7 @@ mod tests {
             healthy: true,
             replicas: 1,
             admitting,
+            groups: Vec::new(),
         };
         assert!(
             status(one(true))
@@ -308,5 +393,49 @@ mod tests {
             converting.human()
         );
         assert_eq!(converting.json()["cluster"]["admitting"], false);
+    }
+
+    #[test]
+    fn groups_are_summed_up_and_the_troubled_ones_listed() {
+        let group = |group, leader: Option<&str>, healthy, settled| GroupStatus {
+            group,
+            leader: leader.map(Into::into),
+            healthy,
+            settled,
+            holders: vec!["a@h".into(), "b@h".into()],
+        };
+        let cluster = ClusterStatus {
+            members: vec!["a@h".into(), "b@h".into(), "c@h".into()],
+            voters: vec!["a@h".into(), "b@h".into()],
+            leader: Some("a@h".into()),
+            healthy: false,
+            replicas: 2,
+            admitting: true,
+            groups: vec![
+                group(0, Some("a@h"), true, true),
+                group(1, Some("b@h"), true, false),
+                group(2, None, false, true),
+                group(3, Some("a@h"), true, true),
+            ],
+        };
+        let text = status(cluster).human();
+        assert!(
+            text.contains("groups    4: 3 healthy, 1 moving; this node holds 4, leads 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  group 1    healthy, moving  leader b@h  holders a@h, b@h\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  group 2    UNHEALTHY  leader none  holders a@h, b@h\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("group 0 ") && !text.contains("group 3 "),
+            "{text}"
+        );
+        let one = status(ClusterStatus::default()).human();
+        assert!(!one.contains("groups"), "{one}");
     }
 }

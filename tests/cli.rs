@@ -776,6 +776,39 @@ fn shards_from_flag_environment_and_file_and_kept_in_the_data_dir() {
     healthy(epmd, 4);
     assert!(call(epmd, "{info, r}").contains("count => 40"));
     assert!(call(epmd, "{get, r, #{id => 39}}").starts_with("{ok,"));
+    // `status` sums the groups up: this node holds and leads all four.
+    let status = |json: bool| {
+        let epmd = epmd.to_string();
+        let mut args = vec![
+            "status",
+            "--node",
+            &name,
+            "--cookie",
+            "sh",
+            "--epmd-port",
+            &epmd,
+        ];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err) = run(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let text = status(false);
+    assert!(
+        text.contains("groups    4: 4 healthy, 0 moving; this node holds 4, leads 4\n"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    let groups = json["cluster"]["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 4, "{json}");
+    for (g, group) in groups.iter().enumerate() {
+        assert_eq!(group["group"], g as i64, "{json}");
+        assert_eq!(group["leader"], name.as_str(), "{json}");
+        assert_eq!(group["holders"], serde_json::json!([name]), "{json}");
+        assert_eq!(group["healthy"], true, "{json}");
+    }
     stop_ok(node);
     // With another number: refused.
     let mut other = base.to_vec();
