@@ -723,26 +723,24 @@ fn shards_from_flag_environment_and_file_and_kept_in_the_data_dir() {
         "--epmd-port",
         "0",
     ];
-    let call = |epmd: u16, request: &str| {
+    // `ash-gen-server COMMAND --node N --cookie sh --epmd-port E EXTRA...`, which succeeds.
+    let tool = |command: &str, epmd: u16, extra: &[&str]| {
         let epmd = epmd.to_string();
-        let (status, out, err) = run(
-            &[
-                "call",
-                "--node",
-                &name,
-                "--cookie",
-                "sh",
-                "--epmd-port",
-                &epmd,
-                "--timeout",
-                "10",
-                request,
-            ],
-            &[],
-        );
-        assert_eq!(status, 0, "{request}: {err}");
+        let mut args = vec![
+            command,
+            "--node",
+            &name,
+            "--cookie",
+            "sh",
+            "--epmd-port",
+            &epmd,
+        ];
+        args.extend_from_slice(extra);
+        let (status, out, err) = run(&args, &[]);
+        assert_eq!(status, 0, "{command} {extra:?}: {err}");
         out
     };
+    let call = |epmd: u16, request: &str| tool("call", epmd, &["--timeout", "10", request]);
     let healthy = |epmd: u16, shards: u32| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -777,30 +775,13 @@ fn shards_from_flag_environment_and_file_and_kept_in_the_data_dir() {
     assert!(call(epmd, "{info, r}").contains("count => 40"));
     assert!(call(epmd, "{get, r, #{id => 39}}").starts_with("{ok,"));
     // `status` sums the groups up: this node holds and leads all four.
-    let status = |json: bool| {
-        let epmd = epmd.to_string();
-        let mut args = vec![
-            "status",
-            "--node",
-            &name,
-            "--cookie",
-            "sh",
-            "--epmd-port",
-            &epmd,
-        ];
-        if json {
-            args.push("--json");
-        }
-        let (code, out, err) = run(&args, &[]);
-        assert_eq!(code, 0, "{err}");
-        out
-    };
-    let text = status(false);
+    let text = tool("status", epmd, &[]);
     assert!(
         text.contains("groups    4: 4 healthy, 0 moving; this node holds 4, leads 4\n"),
         "{text}"
     );
-    let json: serde_json::Value = serde_json::from_str(&status(true)).expect("status --json");
+    let json: serde_json::Value =
+        serde_json::from_str(&tool("status", epmd, &["--json"])).expect("status --json");
     let groups = json["cluster"]["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 4, "{json}");
     for (g, group) in groups.iter().enumerate() {

@@ -49,19 +49,34 @@ pub fn sample(cluster: &Cluster) {
     });
     let last = metrics.last_log_index.unwrap_or(0);
     metrics::gauge!("ash_gen_server_cluster_last_log_index").set(last as f64);
-    if let Some(replication) = &metrics.replication {
-        for (id, matched) in replication {
-            if *id == cluster.id() {
-                continue;
-            }
-            let Some(name) = members.get(id) else {
-                continue;
-            };
-            let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
-            metrics::gauge!("ash_gen_server_cluster_replication_lag_entries", "member" => name.clone())
-                .set(behind as f64);
-        }
+    for (name, behind) in lags(cluster, &metrics, &members) {
+        metrics::gauge!("ash_gen_server_cluster_replication_lag_entries", "member" => name)
+            .set(behind as f64);
     }
+}
+
+/// On the leader, how many log entries each other member is behind, by name (empty elsewhere).
+fn lags(
+    cluster: &Cluster,
+    metrics: &openraft::RaftMetrics<super::types::NodeId, super::types::Member>,
+    members: &std::collections::BTreeMap<super::types::NodeId, String>,
+) -> Vec<(String, u64)> {
+    let last = metrics.last_log_index.unwrap_or(0);
+    let Some(replication) = metrics
+        .replication
+        .as_ref()
+        .filter(|_| metrics.current_leader == Some(cluster.id()))
+    else {
+        return Vec::new();
+    };
+    replication
+        .iter()
+        .filter(|(id, _)| **id != cluster.id())
+        .filter_map(|(id, matched)| {
+            let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
+            Some((members.get(id)?.clone(), behind))
+        })
+        .collect()
 }
 
 /// Sets the gauges of a group G > 0, labelled `group`.
@@ -78,21 +93,12 @@ fn sample_group(cluster: &Cluster) {
     let last = metrics.last_log_index.unwrap_or(0);
     metrics::gauge!("ash_gen_server_cluster_group_last_log_index", "group" => group.clone())
         .set(last as f64);
-    if let Some(replication) = metrics.replication.as_ref().filter(|_| leading) {
-        for (id, matched) in replication {
-            if *id == cluster.id() {
-                continue;
-            }
-            let Some(name) = members.get(id) else {
-                continue;
-            };
-            let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
-            metrics::gauge!(
-                "ash_gen_server_cluster_group_replication_lag_entries",
-                "group" => group.clone(),
-                "member" => name.clone()
-            )
-            .set(behind as f64);
-        }
+    for (name, behind) in lags(cluster, &metrics, &members) {
+        metrics::gauge!(
+            "ash_gen_server_cluster_group_replication_lag_entries",
+            "group" => group.clone(),
+            "member" => name
+        )
+        .set(behind as f64);
     }
 }
