@@ -188,6 +188,12 @@ struct StartArgs {
     /// bounded; a member that joins or falls further behind receives the snapshot.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..), env = "ASH_GEN_SERVER_SNAPSHOT_EVERY")]
     snapshot_every: u64,
+    /// With --cluster: the leader removes a member that does not vote (a learner, or a voter
+    /// whose vote went to a reachable member) once it has been unreachable this many seconds;
+    /// if it comes back, it finds itself removed, drops its copy and joins again as a new
+    /// member.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), env = "ASH_GEN_SERVER_REMOVE_LOST_AFTER")]
+    remove_lost_after: u64,
     /// Split the records into this many shards, each its own Raft group over the members (a
     /// record's shard is a hash of its resource and primary key; a resource with identities
     /// keeps its records in one shard). Every member of a cluster must be started with the
@@ -582,6 +588,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         data_dir: args.data_dir.clone(),
         fsync: args.fsync,
         snapshot_every: args.snapshot_every,
+        remove_lost_after: Duration::from_secs(args.remove_lost_after),
         shards,
         ..Default::default()
     };

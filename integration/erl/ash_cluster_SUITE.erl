@@ -34,6 +34,7 @@ all() ->
      a_joiner_stopped_while_catching_up_withdraws,
      nodes_started_together_with_join_form_one_cluster,
      a_lost_voter_gives_its_vote_to_a_spare,
+     a_lost_learner_is_removed_and_joins_again_when_back,
      the_last_voter_stops_in_time_when_its_heir_is_lost,
      a_joining_member_takes_the_clusters_replicas].
 
@@ -707,6 +708,58 @@ a_lost_voter_gives_its_vote_to_a_spare(Config) ->
                       call(N, {aggregate, R, #{}, [{c, count, id, #{}}]})) || N <- LeftNodes],
         [?assertEqual({ok, #{id => 1, v => before}}, call(N, {get, R, #{id => 1}}))
          || N <- LeftNodes]
+    after
+        [ash_node:stop(M) || M <- Started]
+    end.
+
+%% `--remove-lost-after 4`: a learner frozen (SIGSTOP) is removed from the cluster once it has
+%% been unreachable 4 s (`--net-ticktime 4`: the others see it gone within seconds). Woken
+%% (SIGCONT), its log still counts it, but it hears from no leader: it asks, finds itself
+%% removed, drops its copy and joins again as a new member, its own replica then holding every
+%% write made while it slept.
+a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("rl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Args = ["--remove-lost-after", "4", "--net-ticktime", "4"],
+    First = ash_node:start(Config, #{name => Base ++ "_a", args => ["--replicas", "2" | Args]}),
+    Others = [ash_node:start(Config, #{name => Base ++ "_" ++ L, args => join_args(First) ++ Args})
+              || L <- ["b", "c"]],
+    Started = [First | Others],
+    try
+        await_healthy(Started, 2),
+        Nodes = [ash_node:node(M) || M <- Started],
+        #{voters := Voters} = info(hd(Nodes)),
+        [Learner] = Nodes -- Voters,
+        [LearnerMember] = [M || M <- Started, ash_node:node(M) =:= Learner],
+        ok = call(hd(Voters), {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 20),
+        [{ok, _} = call(hd(Voters), {create, R, #{id => I, n => 0}}) || I <- Ids],
+        ash_node:os_kill("STOP", ash_node:os_pid(LearnerMember)),
+        Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
+        Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
+        ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()),
+        [{ok, _} = call(lists:nth(I rem 2 + 1, Voters), {update, R, #{id => I}, #{n => 1}})
+         || I <- Ids],
+        ash_node:os_kill("CONT", ash_node:os_pid(LearnerMember)),
+        Back = fun() ->
+                       lists:all(fun(V) ->
+                                         case info(V) of
+                                             #{healthy := true, members := Ms} ->
+                                                 lists:sort(Ms) =:= lists:sort(Nodes);
+                                             _ -> false
+                                         end
+                                 end, Voters)
+               end,
+        ?assert(ash_node:poll(Back, ?WAIT, 200) orelse [info(V) || V <- Voters]),
+        Own = fun() ->
+                      case gen_server:call({ash_gen_server_records, Learner}, {query, R, #{}}, ?CALL) of
+                          {ok, Rs} -> lists:sort([{I, N} || #{id := I, n := N} <- Rs]);
+                          Other -> Other
+                      end
+              end,
+        Want = [{I, 1} || I <- Ids],
+        ?assert(ash_node:poll(fun() -> Own() =:= Want end, ?WAIT, 200) orelse {Own(), Want}),
+        ?assertNotEqual([], ash_node:log_contains(LearnerMember, ["removed this member"]))
     after
         [ash_node:stop(M) || M <- Started]
     end.

@@ -63,7 +63,10 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
     let bad = |e: bincode::Error| Value::pair(atom("error"), Value::from(e.to_string().as_str()));
     match kind {
         "append" => match bincode::deserialize(payload) {
-            Ok(rpc) => encoded(cluster.raft().append_entries(rpc).await),
+            Ok(rpc) => {
+                cluster.heard_from_leader();
+                encoded(cluster.raft().append_entries(rpc).await)
+            }
             Err(e) => bad(e),
         },
         "vote" => match bincode::deserialize(payload) {

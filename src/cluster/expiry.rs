@@ -10,7 +10,7 @@
 //! (the leader's timers destroy it through the log).
 //!
 //! Expiry handlers are not in the log: a member subscribes a handler and tells every other
-//! member ([`super::router::tell_members`]). A member that joins later (or comes back after a
+//! member (`router::tell_members`). A member that joins later (or comes back after a
 //! restart) learns the handlers subscribed before from another member ([`learn_handlers`]:
 //! `subscriptions` to its endpoint), once it counts in the cluster and again a little later
 //! (a subscription made while it joined may have missed it), so a rolling restart of every
@@ -167,7 +167,7 @@ fn parse_handlers(reply: &Value) -> Option<Vec<(Pid, Option<Vec<Atom>>)>> {
 }
 
 /// Learns the expiry handlers another member knows and this one does not (subscribed before it
-/// joined): once this member counts in the cluster, and once more [`RELEARN_AFTER`] later.
+/// joined): once this member counts in the cluster, and once more 10 s later.
 /// A handler this member already knows keeps what it was told directly (newer). Called once a
 /// second by [`super::membership::keep_voters`]; does nothing once done.
 pub async fn learn_handlers(cluster: &Arc<Cluster>, mailbox: &Mailbox) {

@@ -217,10 +217,10 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
     // instance has nothing to drop.
     let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
     let in_doubt =
-        cluster.leader().is_none() || (!holding && !voters(cluster).contains(&cluster.id()));
+        cluster.leader_silent() || (!holding && !voters(cluster).contains(&cluster.id()));
     if holds_something
         && in_doubt
-        && let Some(leader) = dropped_by(cluster, mailbox).await
+        && let Some(leader) = dropped_by(cluster, mailbox, holders).await
         && let Err(e) = cluster.reset(&leader).await
     {
         tracing::error!(group = cluster.options.group, error = %e, "could not drop the group");
@@ -260,14 +260,19 @@ async fn join(cluster: &Arc<Cluster>, mailbox: &Mailbox, holders: &[String]) {
 }
 
 /// The group's leader, when it no longer counts this member (`{is_member, Id}` answered
-/// `false`); `None` when it still does, or no leader answers (nothing is dropped on a guess).
-async fn dropped_by(cluster: &Cluster, mailbox: &Mailbox) -> Option<NodeName> {
+/// `false`), asked through the leader this member knows, else through `peers`; `None` when it
+/// still does, or no leader answers (nothing is dropped on a guess).
+pub(crate) async fn dropped_by(
+    cluster: &Cluster,
+    mailbox: &Mailbox,
+    peers: Vec<String>,
+) -> Option<NodeName> {
     let me = cluster.node.config.name.to_string();
     let mut asked: Vec<String> = Vec::new();
     if let Some((_, leader)) = cluster.leader() {
         asked.push(leader.to_string());
     }
-    asked.extend(holders(cluster));
+    asked.extend(peers);
     for peer in asked.into_iter().filter(|n| *n != me) {
         let Ok(mut target) = peer.parse::<NodeName>() else {
             continue;

@@ -121,38 +121,7 @@ pub async fn form(cluster: Arc<Cluster>) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let mut without_cluster = Vec::new();
-        let mut joined = false;
-        for peer in &peers {
-            let mut target = peer.clone();
-            for _hop in 0..3 {
-                match super::answer::ask_to_join(&cluster, &mailbox, &target).await {
-                    Ok(Answer::Reply(v)) if v == ok() => {
-                        joined = true;
-                        break;
-                    }
-                    Ok(Answer::NoCluster) => {
-                        without_cluster.push(target.to_string());
-                        break;
-                    }
-                    Ok(Answer::NotLeader(Some(leader))) => target = leader,
-                    Ok(answer) => {
-                        tracing::debug!(%target, ?answer, "could not join yet");
-                        break;
-                    }
-                    // No endpoint: a single node becomes a member when asked (then admits this
-                    // one); a node still deciding, or a BEAM node, does not.
-                    Err(CallError::NoProcess(_)) if become_member(&mailbox, &target).await => {}
-                    Err(e) => {
-                        tracing::debug!(%target, error = %e, "could not reach a peer to join");
-                        break;
-                    }
-                }
-            }
-            if joined {
-                break;
-            }
-        }
+        let (joined, without_cluster) = ask_to_join_any(&cluster, &mailbox, &peers).await;
         if !joined && known.is_empty() {
             // Nobody reachable has a cluster: the first name forms it (after a grace period
             // when some peers did not answer, so members started together find each other).
@@ -164,6 +133,124 @@ pub async fn form(cluster: Arc<Cluster>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Asks `peers` in turn to admit this member (following `not_leader` answers to the leader)
+/// until one does: whether one did, and the peers that answered they belong to no cluster.
+async fn ask_to_join_any(
+    cluster: &Arc<Cluster>,
+    mailbox: &Mailbox,
+    peers: &[NodeName],
+) -> (bool, Vec<String>) {
+    let mut without_cluster = Vec::new();
+    for peer in peers {
+        let mut target = peer.clone();
+        for _hop in 0..3 {
+            match super::answer::ask_to_join(cluster, mailbox, &target).await {
+                Ok(Answer::Reply(v)) if v == ok() => return (true, without_cluster),
+                Ok(Answer::NoCluster) => {
+                    without_cluster.push(target.to_string());
+                    break;
+                }
+                Ok(Answer::NotLeader(Some(leader))) => target = leader,
+                Ok(answer) => {
+                    tracing::debug!(%target, ?answer, "could not join yet");
+                    break;
+                }
+                // No endpoint: a single node becomes a member when asked (then admits this
+                // one); a node still deciding, or a BEAM node, does not.
+                Err(CallError::NoProcess(_)) if become_member(mailbox, &target).await => {}
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "could not reach a peer to join");
+                    break;
+                }
+            }
+        }
+    }
+    (false, without_cluster)
+}
+
+/// A member of group 0 that hears from no leader ([`Cluster::leader_silent`]), while its log
+/// still counts it, asks the others whether the cluster still does (the leader removed it
+/// while it was unreachable, [`remove_lost`]); once not, it drops its copy and joins again, as
+/// a new member, through the members it knew (never forming a cluster of its own).
+async fn rejoin_if_removed(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
+    let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
+    if super::holders::placed(cluster)
+        || !holds_something
+        || !cluster.leader_silent()
+        || cluster.leaving.load(std::sync::atomic::Ordering::Acquire)
+    {
+        return;
+    }
+    let me = cluster.node.config.name.to_string();
+    let knew: Vec<String> = members(cluster)
+        .into_values()
+        .filter(|name| *name != me)
+        .collect();
+    let Some(leader) = super::holders::dropped_by(cluster, mailbox, knew.clone()).await else {
+        return;
+    };
+    tracing::warn!(%leader, "the cluster removed this member while it was unreachable: joining again");
+    if let Err(e) = cluster.reset(&leader).await {
+        tracing::error!(error = %e, "could not drop the cluster's records to join again");
+        return;
+    }
+    let peers: Vec<NodeName> = std::iter::once(leader)
+        .chain(knew.iter().filter_map(|n| n.parse().ok()))
+        .collect();
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let mailbox = Mailbox::new(&cluster.node);
+        while !members(&cluster).contains_key(&cluster.id())
+            && !cluster.leaving.load(std::sync::atomic::Ordering::Acquire)
+        {
+            if ask_to_join_any(&cluster, &mailbox, &peers).await.0 {
+                tracing::info!(id = cluster.id(), "joined the cluster again");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+/// On group 0's leader: removes the members that do not vote and have been unreachable for
+/// `--remove-lost-after` (a voter gone that long gave its vote to a reachable member first,
+/// [`reconcile`], when one was there).
+async fn remove_lost(cluster: &Cluster) -> Result<(), String> {
+    if super::holders::placed(cluster) {
+        return Ok(());
+    }
+    let voting = voters(cluster);
+    let lost: BTreeSet<NodeId> = cluster
+        .unreachable
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(id, since)| {
+            **id != cluster.id()
+                && !voting.contains(id)
+                && since.elapsed() >= cluster.options.remove_lost_after
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let all = members(cluster);
+    let names: Vec<String> = lost.iter().filter_map(|id| all.get(id).cloned()).collect();
+    let raft = cluster.raft();
+    let change = raft.change_membership(ChangeMembers::RemoveNodes(lost.clone()), false);
+    match tokio::time::timeout(CHANGE_WAIT, change).await {
+        Ok(done) => done.map_err(|e| e.to_string())?,
+        Err(_) => return Err("the removal of lost members did not commit in time".into()),
+    };
+    tracing::warn!(
+        removed = ?names,
+        after_s = cluster.options.remove_lost_after.as_secs(),
+        "members unreachable too long removed from the cluster"
+    );
+    metrics::counter!("ash_gen_server_cluster_members_removed_total").increment(lost.len() as u64);
+    Ok(())
 }
 
 async fn initialize(cluster: &Cluster) {
@@ -400,10 +487,14 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
         super::expiry::learn_handlers(&cluster, &mailbox).await;
         if super::holders::placed(&cluster) {
             super::holders::tend(&cluster, &mailbox).await;
-        } else if cluster.is_leader()
-            && let Err(e) = reconcile(&cluster).await
-        {
-            tracing::debug!(error = %e, "could not change the voters yet");
+        } else if cluster.is_leader() {
+            if let Err(e) = reconcile(&cluster).await {
+                tracing::debug!(error = %e, "could not change the voters yet");
+            } else if let Err(e) = remove_lost(&cluster).await {
+                tracing::debug!(error = %e, "could not remove lost members yet");
+            }
+        } else {
+            rejoin_if_removed(&cluster, &mailbox).await;
         }
     }
 }

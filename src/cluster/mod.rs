@@ -84,6 +84,9 @@ pub struct ClusterOptions {
     /// Entries between two snapshots (the log before a snapshot is dropped, but for a tenth
     /// of this kept for members a little behind).
     pub snapshot_every: u64,
+    /// How long a member that does not vote may be unreachable before the leader removes it
+    /// (`--remove-lost-after`; group 0: [`membership::keep_voters`]).
+    pub remove_lost_after: Duration,
     /// The record service already holds records this member adopts (a single node becoming a
     /// member, [`convert`]): the router takes the name `ash_gen_server` over from the record
     /// service (which is registered as [`state_machine::RECORDS_NAME`] in the same step), and
@@ -151,6 +154,7 @@ impl Default for ClusterOptions {
             data_dir: None,
             fsync: FsyncPolicy::Interval,
             snapshot_every: 20_000,
+            remove_lost_after: Duration::from_secs(300),
             adopt: false,
             group: 0,
             shards: 1,
@@ -287,6 +291,10 @@ pub struct Instance {
     flush: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How long a member that does not lead may hear nothing from a leader (heartbeats come every
+/// `heartbeat_ms`) before it asks whether the group still counts it.
+pub const LEADER_SILENCE: Duration = Duration::from_secs(3);
+
 /// A member of the cluster.
 pub struct Cluster {
     /// The local node.
@@ -324,6 +332,8 @@ pub struct Cluster {
     pub founded: std::sync::atomic::AtomicBool,
     /// How far this member has learned the expiry handlers subscribed before it joined.
     pub handlers_learned: expiry::HandlersLearned,
+    /// When a leader last sent this member entries or a heartbeat (or the instance started).
+    heard_from_leader: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Cluster {
@@ -354,6 +364,7 @@ impl Cluster {
             leaving: Default::default(),
             founded: Default::default(),
             handlers_learned: Default::default(),
+            heard_from_leader: std::sync::Mutex::new(std::time::Instant::now()),
             options,
             names,
             records: records.clone(),
@@ -452,8 +463,27 @@ impl Cluster {
             "no longer holding the group: its records here dropped, a new instance waits"
         );
         *self.instance.write().expect("not poisoned") = Arc::new(fresh);
+        self.heard_from_leader();
         self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// Notes that a leader sent this member entries or a heartbeat.
+    pub fn heard_from_leader(&self) {
+        *self.heard_from_leader.lock().expect("not poisoned") = std::time::Instant::now();
+    }
+
+    /// Whether no leader has sent this member anything for [`LEADER_SILENCE`] while it does not
+    /// lead: a member removed while it was unreachable never hears from the leader again (a
+    /// learner does not even stand for election), so it asks whether it still counts.
+    pub fn leader_silent(&self) -> bool {
+        !self.is_leader()
+            && self
+                .heard_from_leader
+                .lock()
+                .expect("not poisoned")
+                .elapsed()
+                >= LEADER_SILENCE
     }
 
     /// This member as Raft knows it.
