@@ -225,10 +225,30 @@ cluster(Bin, Prefix, Cookie, Extra) ->
     healthy(node_of(A)),
     [A | Others].
 
-opts(["--ops", N | T], O) -> opts(T, O#{ops => list_to_integer(N)});
-opts(["--records", N | T], O) -> opts(T, O#{records => list_to_integer(N)});
+opts(["--ops", N | T], O) -> opts(T, O#{ops => positive(N)});
+opts(["--records", N | T], O) -> opts(T, O#{records => positive(N)});
 opts(["--smoke" | T], O) -> opts(T, O#{ops => 200, records => 2000, callers => 8});
-opts([], O) -> O.
+opts([], O) -> O;
+opts(["--help" | _], _) -> usage(0);
+opts([Other | _], _) ->
+    io:format(standard_error, "cluster bench: unknown or incomplete option ~s~n", [Other]),
+    usage(2).
+
+positive(N) ->
+    case string:to_integer(N) of
+        {I, []} when I > 0 -> I;
+        _ ->
+            io:format(standard_error, "cluster bench: not a positive number: ~s~n", [N]),
+            usage(2)
+    end.
+
+usage(Status) ->
+    io:format(if Status =:= 0 -> standard_io; true -> standard_error end,
+              "usage: bench/cluster.sh [--ops N] [--records N] [--smoke]~n"
+              "  --ops N      operations per latency or rate row (default 2000)~n"
+              "  --records N  records created, then drained and adopted (default 100000)~n"
+              "  --smoke      tiny sizes (200 ops, 2000 records, 8 callers)~n", []),
+    halt(Status).
 
 node_of({_, Node}) -> Node.
 
