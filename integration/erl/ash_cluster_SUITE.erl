@@ -712,19 +712,21 @@ a_lost_voter_gives_its_vote_to_a_spare(Config) ->
         [ash_node:stop(M) || M <- Started]
     end.
 
-%% `--remove-lost-after 4`: a learner frozen (SIGSTOP) is removed from the cluster once it has
-%% been unreachable 4 s (`--net-ticktime 4`: the others see it gone within seconds). Woken
-%% (SIGCONT), its log still counts it, but it hears from no leader: it asks, finds itself
-%% removed, drops its copy and joins again as a new member, its own replica then holding every
-%% write made while it slept.
+%% `--remove-lost-after 4`: a learner cut off from the other members (`{isolate, Others}` of
+%% its control process, `--enable-fault-injection`: its connections to them close and neither
+%% side can connect again until `heal`) is removed from the cluster once it has been
+%% unreachable 4 s. Healed, its log still counts it, but no leader sends it anything: it asks,
+%% finds itself removed, drops its copy and joins again as a new member, its own replica then
+%% holding every write made while it was cut off.
 a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
     R = ?config(res, Config),
     Base = lists:flatten(io_lib:format("rl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
-    Args = ["--remove-lost-after", "4", "--net-ticktime", "4"],
+    Args = ["--remove-lost-after", "4", "--enable-fault-injection"],
     First = ash_node:start(Config, #{name => Base ++ "_a", args => ["--replicas", "2" | Args]}),
     Others = [ash_node:start(Config, #{name => Base ++ "_" ++ L, args => join_args(First) ++ Args})
               || L <- ["b", "c"]],
     Started = [First | Others],
+    Control = fun(N, Request) -> gen_server:call({ash_gen_server_control, N}, Request, ?CALL) end,
     try
         await_healthy(Started, 2),
         Nodes = [ash_node:node(M) || M <- Started],
@@ -734,13 +736,13 @@ a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
         ok = call(hd(Voters), {define, R, #{primary_key => [id]}}),
         Ids = lists:seq(1, 20),
         [{ok, _} = call(hd(Voters), {create, R, #{id => I, n => 0}}) || I <- Ids],
-        ash_node:os_kill("STOP", ash_node:os_pid(LearnerMember)),
+        ok = Control(Learner, {isolate, Voters}),
         Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
         Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
         ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()),
         [{ok, _} = call(lists:nth(I rem 2 + 1, Voters), {update, R, #{id => I}, #{n => 1}})
          || I <- Ids],
-        ash_node:os_kill("CONT", ash_node:os_pid(LearnerMember)),
+        ok = Control(Learner, heal),
         Back = fun() ->
                        lists:all(fun(V) ->
                                          case info(V) of
@@ -761,6 +763,7 @@ a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
         ?assert(ash_node:poll(fun() -> Own() =:= Want end, ?WAIT, 200) orelse {Own(), Want}),
         ?assertNotEqual([], ash_node:log_contains(LearnerMember, ["removed this member"]))
     after
+        [catch Control(ash_node:node(M), heal) || M <- Started],
         [ash_node:stop(M) || M <- Started]
     end.
 

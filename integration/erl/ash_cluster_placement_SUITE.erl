@@ -6,8 +6,8 @@
 %% through every member; a sixth member joining takes shards from the others, who drop their
 %% copies; a member stopped with SIGTERM hands its shards on and exits 0; a member SIGKILLed
 %% leaves its shards two holders of three (they keep serving) and is replaced by another
-%% holder once it has been gone a while; a holder frozen past its removal drops its stale copy
-%% when woken and joins again. Through all of it no record is lost.
+%% holder once it has been gone a while; a holder cut off past its removal drops its stale copy
+%% when healed and joins again. Through all of it no record is lost.
 -module(ash_cluster_placement_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -26,7 +26,7 @@
 all() ->
     [each_member_holds_its_share, a_joining_member_takes_its_shards,
      a_stopped_member_hands_its_shards_on, a_lost_member_is_replaced,
-     a_holder_paused_past_its_removal_drops_its_stale_copy].
+     a_holder_cut_off_past_its_removal_drops_its_stale_copy].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("pl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -232,16 +232,16 @@ a_lost_member_is_replaced(_Config) ->
     ?assert(lists:member(Dead, Ms)),
     [?assertNot(lists:member(Dead, Hs), G) || #{group := G, holders := Hs} <- Gs, G > 0].
 
-%% A holder frozen (SIGSTOP) long enough to be replaced and removed from its group never hears
-%% of its removal: its log still counts it. Woken (SIGCONT), it is a holder again (placement
-%% ranks it first again), finds the group's leader does not count it, drops its stale copy and
-%% joins afresh: the group settles on it again and its own copy has every write made while it
-%% slept. Four members of their own, 2 shards, 3 replicas, `--net-ticktime 4` (so the others
-%% see it gone within seconds).
-a_holder_paused_past_its_removal_drops_its_stale_copy(Config) ->
+%% A holder cut off from the other members (`{isolate, Others}`, `--enable-fault-injection`)
+%% long enough to be replaced and removed from its group never hears of its removal: its log
+%% still counts it. Healed, it is a holder again (placement ranks it first again), finds the
+%% group's leader does not count it, drops its stale copy and joins afresh: the group settles
+%% on it again and its own copy has every write made while it was cut off. Four members of
+%% their own, 2 shards, 3 replicas.
+a_holder_cut_off_past_its_removal_drops_its_stale_copy(Config) ->
     Base = lists:flatten(io_lib:format("plz_~s_~b", [os:getpid(), ash_node:uniq_int()])),
     [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c", "d"]],
-    Args = ["--shards", "2", "--replicas", "3", "--net-ticktime", "4"],
+    Args = ["--shards", "2", "--replicas", "3", "--enable-fault-injection"],
     A = ash_node:start(Config, #{name => First, args => Args}),
     Ms = [A | [ash_node:start(Config, #{name => N,
                                         args => Args ++ ["--join", atom_to_list(ash_node:node(A))]})
@@ -270,9 +270,8 @@ a_holder_paused_past_its_removal_drops_its_stale_copy(Config) ->
         #{leader := Leader0} = info(hd(Nodes)),
         %% A holder of group 1 that leads neither group (fewer moves to wait for).
         [X | _] = [H || H <- Holders, H =/= Leader1, H =/= Leader0] ++ (Holders -- [Leader1]),
-        XM = hd([M || M <- Ms, ash_node:node(M) =:= X]),
         Others = Nodes -- [X],
-        R = ash_node:uniq_res(paused),
+        R = ash_node:uniq_res(cut_off),
         ok = call(hd(Others), {define, R, #{primary_key => [id]}}),
         Ids = lists:seq(1, 40),
         [{ok, _} = call(hd(Others), {create, R, #{id => I, n => 0}}) || I <- Ids],
@@ -281,7 +280,7 @@ a_holder_paused_past_its_removal_drops_its_stale_copy(Config) ->
                                                        {query, R, #{}}, 20000),
                             lists:sort([I || #{id := I} <- Rs])
                     end,
-        ash_node:os_kill("STOP", ash_node:os_pid(XM)),
+        ok = gen_server:call({ash_gen_server_control, X}, {isolate, Others}, 20000),
         %% Writes go on without it (group 1 keeps two holders of three).
         [{ok, _} = call(lists:nth(I rem 3 + 1, Others), {update, R, #{id => I}, #{n => 1}})
          || I <- Ids],
@@ -292,14 +291,14 @@ a_holder_paused_past_its_removal_drops_its_stale_copy(Config) ->
                        end, ?WAIT),
         InGroup1 = Group1Ids(hd(Others)),
         ?assertNotEqual([], InGroup1),
-        ash_node:os_kill("CONT", ash_node:os_pid(XM)),
-        %% Awake, it holds group 1 again: the group settles on the first holders, X included.
+        ok = gen_server:call({ash_gen_server_control, X}, heal, 20000),
+        %% Healed, it holds group 1 again: the group settles on the first holders, X included.
         ash_node:await(back,
                        fun() -> lists:all(fun(N) -> Settled(N, fun(Hs) -> Hs =:= lists:sort(Holders) end) end,
                                           Others)
                        end, ?WAIT),
         %% Its own copy of group 1 (its records process, no forwarding) has every write made
-        %% while it slept.
+        %% while it was cut off.
         Own = fun() ->
                       case gen_server:call({ash_gen_server_records_1, X}, {query, R, #{}}, 20000) of
                           {ok, Rs} -> lists:sort([{I, N} || #{id := I, n := N} <- Rs]);
@@ -309,5 +308,6 @@ a_holder_paused_past_its_removal_drops_its_stale_copy(Config) ->
         Want = [{I, 1} || I <- InGroup1],
         ?assert(ash_node:poll(fun() -> Own() =:= Want end, ?WAIT, 200) orelse {Own(), Want})
     after
+        [catch gen_server:call({ash_gen_server_control, N}, heal, 20000) || N <- Nodes],
         [ash_node:stop(M) || M <- Ms]
     end.

@@ -74,7 +74,10 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
             Err(e) => bad(e),
         },
         "snapshot" => match bincode::deserialize(payload) {
-            Ok(rpc) => encoded(cluster.raft().install_snapshot(rpc).await),
+            Ok(rpc) => {
+                cluster.heard_from_leader();
+                encoded(cluster.raft().install_snapshot(rpc).await)
+            }
             Err(e) => bad(e),
         },
         _ => Value::pair(atom("error"), atom("unknown_raft_message")),

@@ -332,7 +332,8 @@ pub struct Cluster {
     pub founded: std::sync::atomic::AtomicBool,
     /// How far this member has learned the expiry handlers subscribed before it joined.
     pub handlers_learned: expiry::HandlersLearned,
-    /// When a leader last sent this member entries or a heartbeat (or the instance started).
+    /// When a leader last sent this member entries, a heartbeat or a part of a snapshot (or the
+    /// instance started).
     heard_from_leader: std::sync::Mutex<std::time::Instant>,
 }
 
@@ -468,7 +469,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Notes that a leader sent this member entries or a heartbeat.
+    /// Notes that a leader sent this member entries, a heartbeat or a part of a snapshot.
     pub fn heard_from_leader(&self) {
         *self.heard_from_leader.lock().expect("not poisoned") = std::time::Instant::now();
     }
