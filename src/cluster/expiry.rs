@@ -121,16 +121,21 @@ pub fn handlers_reply(cluster: &Cluster) -> Value {
     encode_handlers(cluster.records.expiry_handlers())
 }
 
+/// An expiry handler's resources as members pass them on: `all` (`None`) or `[Resource]`.
+pub fn handled_resources(resources: Option<&[Atom]>) -> Value {
+    match resources {
+        Some(list) => Value::list(list.iter().map(|r| Value::Atom(*r)).collect()),
+        None => Value::Atom(Atom::from_static("all")),
+    }
+}
+
 fn encode_handlers(handlers: Vec<(Pid, Option<Vec<Atom>>)>) -> Value {
     let handlers = handlers
         .into_iter()
         .map(|(pid, resources)| {
             Value::pair(
                 Value::Pid(Box::new(pid)),
-                match resources {
-                    Some(list) => Value::list(list.into_iter().map(Value::Atom).collect()),
-                    None => Value::Atom(Atom::from_static("all")),
-                },
+                handled_resources(resources.as_deref()),
             )
         })
         .collect();

@@ -215,10 +215,9 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
     // or one that hears from no leader (removed while it was cut off or paused, its log still
     // counts it: a holder again, it joins afresh once it has dropped its copy). A fresh
     // instance has nothing to drop.
-    let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
     let in_doubt =
         cluster.leader_silent() || (!holding && !voters(cluster).contains(&cluster.id()));
-    if holds_something
+    if cluster.holds_something()
         && in_doubt
         && let Some(leader) = dropped_by(cluster, mailbox, holders).await
         && let Err(e) = cluster.reset(&leader).await

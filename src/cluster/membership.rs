@@ -175,9 +175,8 @@ async fn ask_to_join_any(
 /// while it was unreachable, [`remove_lost`]); once not, it drops its copy and joins again, as
 /// a new member, through the members it knew (never forming a cluster of its own).
 async fn rejoin_if_removed(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
-    let holds_something = cluster.raft().metrics().borrow().last_log_index.is_some();
     if super::holders::placed(cluster)
-        || !holds_something
+        || !cluster.holds_something()
         || !cluster.leader_silent()
         || cluster.leaving.load(std::sync::atomic::Ordering::Acquire)
     {

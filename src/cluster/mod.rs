@@ -469,6 +469,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether this member's instance of the group has a log (a fresh one, never admitted,
+    /// has nothing to drop).
+    pub fn holds_something(&self) -> bool {
+        self.raft().metrics().borrow().last_log_index.is_some()
+    }
+
     /// Notes that a leader sent this member entries, a heartbeat or a part of a snapshot.
     pub fn heard_from_leader(&self) {
         *self.heard_from_leader.lock().expect("not poisoned") = std::time::Instant::now();

@@ -244,10 +244,7 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
             Request::Subscribe(s) => Some(Value::tuple(vec![
                 atom("subscribe_for"),
                 Value::Pid(Box::new(from.pid)),
-                match &s.0 {
-                    Some(list) => Value::list(list.iter().map(|r| Value::Atom(*r)).collect()),
-                    None => atom("all"),
-                },
+                super::expiry::handled_resources(s.0.as_deref()),
             ])),
             Request::Unsubscribe => Some(Value::pair(
                 atom("unsubscribe_for"),

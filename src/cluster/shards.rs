@@ -561,12 +561,7 @@ impl Front {
                     Value::tuple(vec![
                         atom("subscribe_for"),
                         Value::Pid(Box::new(from.pid)),
-                        match &s.0 {
-                            Some(list) => {
-                                Value::list(list.iter().map(|r| Value::Atom(*r)).collect())
-                            }
-                            None => atom("all"),
-                        },
+                        super::expiry::handled_resources(s.0.as_deref()),
                     ])
                 }
                 _ => {
