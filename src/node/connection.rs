@@ -7,7 +7,11 @@
 //! everything the peer sent (or every 64 frames, `FLUSH_AFTER`, while more keep coming), so a
 //! request costs no hop to another task and a burst of requests one write. Messages sent from
 //! elsewhere (timers, other connections) wake the writer task, which also takes over whatever
-//! the socket would not accept at once, and sends a tick every quarter of `net_ticktime`.
+//! the socket would not accept at once, and sends a tick every quarter of `net_ticktime`. A
+//! message someone waits on (a call this node makes, a Raft message) is written at once by the
+//! task that makes it, unless the peer is busy (its frames come in back to back): then the
+//! writer task, woken, lets the other tasks woken by the same batch queue theirs first and
+//! writes them all at once.
 //! Before it sleeps, the reader may busy-poll the socket for `--busy-poll-us`, only while a lone
 //! caller sends one request at a time (`Spin` says when). A peer silent for a whole
 //! `net_ticktime` is disconnected. When either task ends the connection is removed and the
@@ -66,6 +70,11 @@ pub struct Conn {
     close: Notify,
     /// The reader has stopped (the peer closed, or the node is shutting down).
     read_done: AtomicBool,
+    /// Frames come in back to back: the reader's last read brought several, or came before
+    /// the socket was ever empty since the one before. The peer has several messages in
+    /// flight, so [`Conn::write_now`] leaves its frames to the writer task, which lets the
+    /// other tasks woken by the same batch queue theirs first: one write for all of them.
+    busy_peer: AtomicBool,
 }
 
 /// Encoded frames waiting to be written.
@@ -105,7 +114,15 @@ impl Conn {
     /// of its batch, or the writer is busy writing, which takes these frames too): one hop
     /// less for a message someone is waiting on, such as a Raft message between members and
     /// its answer. What the socket does not take at once still goes to the writer task.
+    ///
+    /// While the peer is busy (many calls in flight on this connection, their replies coming
+    /// back in batches), this is [`Self::write`]: the callers woken by one batch of replies
+    /// then send their next requests in one write, as a BEAM node's distribution port does,
+    /// instead of a write (and a wake-up of the peer) each.
     pub fn write_now(&self, write: impl FnOnce(&mut FrameWriter)) -> bool {
+        if self.busy_peer.load(Ordering::Relaxed) {
+            return self.write(write);
+        }
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -156,6 +173,14 @@ impl Conn {
             out.woken = true;
             drop(out);
             self.wake.notify_one();
+        }
+    }
+
+    /// Notes how the last frames came in: `several` when the read brought more than one, or
+    /// came before the socket was empty since the last (see `busy_peer`).
+    fn note_batch(&self, several: bool) {
+        if self.busy_peer.load(Ordering::Relaxed) != several {
+            self.busy_peer.store(several, Ordering::Relaxed);
         }
     }
 
@@ -413,6 +438,7 @@ async fn run_with(
         closed: AtomicBool::new(false),
         close: Notify::new(),
         read_done: AtomicBool::new(false),
+        busy_peer: AtomicBool::new(false),
     });
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -592,7 +618,7 @@ async fn read_loop(
                             frames.filled(n);
                             last_read
                                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            served += serve(&node, &conn, &mut frames)?;
+                            served += serve(&node, &conn, &mut frames, served)?;
                             continue;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => spin.missed(),
@@ -626,6 +652,9 @@ async fn read_loop(
         // socket to be empty (one write for all of them, instead of one per read), up to
         // `FLUSH_AFTER` frames. A lone request (all that came since the socket was empty) is
         // answered at once: its caller is waiting to send the next one.
+        if n > 0 {
+            conn.note_batch(served > 0 || n > 1);
+        }
         unflushed += n;
         if unflushed >= FLUSH_AFTER || (served == 0 && n <= 1) {
             conn.flush_now();
@@ -639,16 +668,21 @@ async fn read_loop(
 const FLUSH_AFTER: usize = 64;
 
 /// Dispatches every whole frame buffered, then writes the replies with one non-blocking
-/// write. Returns the number of frames served.
+/// write. Returns the number of frames served; `before` were served since the socket was last
+/// found empty.
 fn serve(
     node: &Arc<Node>,
     conn: &Arc<Conn>,
     frames: &mut FrameReader,
+    before: usize,
 ) -> Result<usize, Disconnect> {
     let served = {
         let _reading = ReadingGuard::enter(conn.id);
         drain(node, conn, frames)?
     };
+    if served > 0 {
+        conn.note_batch(before > 0 || served > 1);
+    }
     conn.flush_now();
     Ok(served)
 }
@@ -784,7 +818,7 @@ async fn read_loop_tls(
                 return Err(Disconnect::Tls(e));
             }
         };
-        served += serve(&node, &conn, &mut frames)?;
+        served += serve(&node, &conn, &mut frames, served)?;
         if closed {
             return Ok(Read::Closed);
         }
@@ -885,7 +919,13 @@ async fn write_loop(
     let mut chunk: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
-            _ = conn.wake.notified() => {}
+            _ = conn.wake.notified() => {
+                if conn.busy_peer.load(Ordering::Relaxed) {
+                    // Let the other tasks woken by the same batch of replies queue their
+                    // frames first (a deferred task runs once the worker's queue is empty).
+                    tokio::task::yield_now().await;
+                }
+            }
             _ = ticker.tick() => {
                 let silent_ms = (started.elapsed().as_millis() as u64)
                     .saturating_sub(last_read.load(Ordering::Relaxed));
