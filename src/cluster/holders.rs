@@ -260,8 +260,25 @@ async fn join(cluster: &Arc<Cluster>, mailbox: &Mailbox, holders: &[String]) {
 
 /// The group's leader, when it no longer counts this member (`{is_member, Id}` answered
 /// `false`), asked through the leader this member knows, else through `peers`; `None` when it
-/// still does, or no leader answers (nothing is dropped on a guess).
+/// still does, or no leader answers (nothing is dropped on a guess), and when it asked too
+/// recently ([`Cluster::may_ask_if_counted`]: the questions space out while they change
+/// nothing).
 pub(crate) async fn dropped_by(
+    cluster: &Cluster,
+    mailbox: &Mailbox,
+    peers: Vec<String>,
+) -> Option<NodeName> {
+    if !cluster.may_ask_if_counted() {
+        return None;
+    }
+    let dropped = ask_if_dropped(cluster, mailbox, peers).await;
+    if dropped.is_none() {
+        cluster.asked_if_counted();
+    }
+    dropped
+}
+
+async fn ask_if_dropped(
     cluster: &Cluster,
     mailbox: &Mailbox,
     peers: Vec<String>,

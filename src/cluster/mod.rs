@@ -295,6 +295,46 @@ pub struct Instance {
 /// `heartbeat_ms`) before it asks whether the group still counts it.
 pub const LEADER_SILENCE: Duration = Duration::from_secs(3);
 
+/// The wait between two questions "does the group still count me?" while no leader speaks,
+/// at first; it doubles after each that changes nothing, up to [`ASK_WAIT_MAX`], and starts
+/// again once a leader is heard from.
+const ASK_WAIT_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two such questions (a long loss of the majority, or a member cut
+/// off: every member that hears no leader asks every member it knew, each question up to a
+/// call budget).
+const ASK_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// When a leader last reached this member, and when the member may next ask whether the group
+/// still counts it.
+struct LeaderContact {
+    heard: std::time::Instant,
+    next_ask: std::time::Instant,
+    ask_wait: Duration,
+}
+
+impl LeaderContact {
+    fn new(now: std::time::Instant) -> LeaderContact {
+        LeaderContact {
+            heard: now,
+            next_ask: now,
+            ask_wait: ASK_WAIT_FIRST,
+        }
+    }
+
+    fn heard(&mut self, now: std::time::Instant) {
+        *self = LeaderContact::new(now);
+    }
+
+    fn may_ask(&self, now: std::time::Instant) -> bool {
+        now >= self.next_ask
+    }
+
+    fn asked(&mut self, now: std::time::Instant) {
+        self.next_ask = now + self.ask_wait;
+        self.ask_wait = (self.ask_wait * 2).min(ASK_WAIT_MAX);
+    }
+}
+
 /// A member of the cluster.
 pub struct Cluster {
     /// The local node.
@@ -333,8 +373,8 @@ pub struct Cluster {
     /// How far this member has learned the expiry handlers subscribed before it joined.
     pub handlers_learned: expiry::HandlersLearned,
     /// When a leader last sent this member entries, a heartbeat or a part of a snapshot (or the
-    /// instance started).
-    heard_from_leader: std::sync::Mutex<std::time::Instant>,
+    /// instance started), and when it may next ask whether it still counts.
+    leader_contact: std::sync::Mutex<LeaderContact>,
 }
 
 impl Cluster {
@@ -365,7 +405,7 @@ impl Cluster {
             leaving: Default::default(),
             founded: Default::default(),
             handlers_learned: Default::default(),
-            heard_from_leader: std::sync::Mutex::new(std::time::Instant::now()),
+            leader_contact: std::sync::Mutex::new(LeaderContact::new(std::time::Instant::now())),
             options,
             names,
             records: records.clone(),
@@ -477,7 +517,26 @@ impl Cluster {
 
     /// Notes that a leader sent this member entries, a heartbeat or a part of a snapshot.
     pub fn heard_from_leader(&self) {
-        *self.heard_from_leader.lock().expect("not poisoned") = std::time::Instant::now();
+        let now = std::time::Instant::now();
+        self.leader_contact.lock().expect("not poisoned").heard(now);
+    }
+
+    /// Whether this member may ask now whether the group still counts it: at once the first
+    /// time, then after a wait that doubles with each question that changed nothing
+    /// ([`Cluster::asked_if_counted`]), up to 10 s, until a leader is heard from again.
+    pub fn may_ask_if_counted(&self) -> bool {
+        let now = std::time::Instant::now();
+        self.leader_contact
+            .lock()
+            .expect("not poisoned")
+            .may_ask(now)
+    }
+
+    /// Notes a question whether the group still counts this member that changed nothing (it
+    /// does, or nobody answered).
+    pub fn asked_if_counted(&self) {
+        let now = std::time::Instant::now();
+        self.leader_contact.lock().expect("not poisoned").asked(now);
     }
 
     /// Whether no leader has sent this member anything for [`LEADER_SILENCE`] while it does not
@@ -486,9 +545,10 @@ impl Cluster {
     pub fn leader_silent(&self) -> bool {
         !self.is_leader()
             && self
-                .heard_from_leader
+                .leader_contact
                 .lock()
                 .expect("not poisoned")
+                .heard
                 .elapsed()
                 >= LEADER_SILENCE
     }
@@ -582,6 +642,35 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn questions_whether_the_group_counts_this_member_space_out_until_a_leader_speaks() {
+        let start = std::time::Instant::now();
+        let mut contact = LeaderContact::new(start);
+        let s = |secs: u64| start + Duration::from_secs(secs);
+        assert!(
+            contact.may_ask(start),
+            "the first question is asked at once"
+        );
+        // Each question that changes nothing doubles the wait: 1, 2, 4, 8, then 10 s.
+        let mut at = start;
+        for wait in [1, 2, 4, 8, 10, 10] {
+            contact.asked(at);
+            let next = at + Duration::from_secs(wait);
+            assert!(
+                !contact.may_ask(next - Duration::from_millis(1)),
+                "before {wait} s"
+            );
+            assert!(contact.may_ask(next), "after {wait} s");
+            at = next;
+        }
+        // A leader heard from: the next silence starts with a question at once, then 1 s.
+        contact.heard(s(60));
+        assert!(contact.may_ask(s(60)));
+        contact.asked(s(63));
+        assert!(!contact.may_ask(s(63)));
+        assert!(contact.may_ask(s(64)));
+    }
 
     #[test]
     fn group_0_keeps_the_names_of_a_member_of_one_group() {
