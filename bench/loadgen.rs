@@ -19,7 +19,7 @@
 //!   node's `utime + stime` from `/proc/<pid>/stat` over the run ÷ operations (the load
 //!   generator's own CPU per operation beside it);
 //! - **open loop** (`--rate-callers`, 64): requests are released at a fixed rate by a pacer
-//!   (every millisecond, as many as are due) and taken by at most that many callers; latency
+//!   (every 200 µs, as many as are due) and taken by at most that many callers; latency
 //!   counts from the release, so a node that falls behind shows it. The rate is raised ×1.25
 //!   per step (`--rate-step-s` each) until p99 exceeds `--p99-limit-us` (1 ms) or the node no
 //!   longer keeps up; then bisected twice. The row is the highest rate that held. A second
@@ -868,9 +868,15 @@ async fn closed(
 }
 
 /// An open-loop run at `rate` ops/s for `length`: a pacer releases the requests due every
-/// millisecond into a queue that at most `callers` callers take from; each latency counts
-/// from the request's release. Returns the sample and whether every request was answered
-/// within the run plus the latency bound (the node kept up).
+/// [`PACE`] into a queue that at most `callers` callers take from; each latency counts from
+/// the request's release. Returns the sample and whether every request was answered within
+/// the run plus the latency bound (the node kept up).
+///
+/// The queue is a semaphore counting the released requests beside a plain queue of their
+/// release times: every idle caller waits on the semaphore, and a release wakes as many of
+/// them as requests came, at once. (A queue behind an async lock let one caller wait at a
+/// time: a burst of requests reached the callers one hand-off after another, and that
+/// chain, not the node, set the p99 at high rates.)
 async fn open(
     clients: &[Arc<Node>],
     t: &Arc<Target>,
@@ -880,48 +886,46 @@ async fn open(
     length: Duration,
 ) -> (Sample, bool) {
     let keys = t.keys;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let released = Arc::new(Released::new());
     let node_before = t.os_pid.and_then(|p| cpu_of(Some(p)));
     let gen_before = cpu_of(None).unwrap_or_default();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..callers {
         let me = Mailbox::new(&clients[c % clients.len()]);
-        let rx = rx.clone();
+        let released = released.clone();
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
             let mut pick = Pick(0x2545_f491_4f6c_dd1d ^ ((c as u64 + 7) * 0x1000_0000_01b3));
             let mut lat = Vec::new();
             let mut errors = 0;
             let mut i = 0u64;
-            loop {
-                let Some(released) = rx.lock().await.recv().await else {
-                    break;
-                };
+            while let Some(at) = released.take().await {
                 i += 1;
                 if !one_call(&me, &t, op, pick.next(keys), i).await {
                     errors += 1;
                 }
-                lat.push(released.elapsed().as_nanos() as u64);
+                lat.push(at.elapsed().as_nanos() as u64);
             }
             (lat, errors)
         }));
     }
     let total = (rate * length.as_secs_f64()).round() as u64;
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while sent < total {
-        tick.tick().await;
-        let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
-        let now = Instant::now();
-        while sent < due {
-            let _ = tx.send(now);
-            sent += 1;
-        }
-    }
-    drop(tx);
+    let pacer = {
+        let released = released.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while sent < total {
+                std::thread::sleep(PACE);
+                let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+                if due > sent {
+                    released.release(Instant::now(), (due - sent) as usize);
+                    sent = due;
+                }
+            }
+            released.finish(callers);
+        })
+    };
     let mut lat_ns = Vec::new();
     let mut errors = 0;
     for task in tasks {
@@ -929,6 +933,7 @@ async fn open(
         lat_ns.extend(lat);
         errors += e;
     }
+    pacer.join().expect("the pacer panicked");
     let wall = started.elapsed();
     let node_cpu = match (node_before, t.os_pid.and_then(|p| cpu_of(Some(p)))) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -944,6 +949,46 @@ async fn open(
         errors,
     };
     (sample, kept_up)
+}
+
+/// How often the open loop's pacer releases the requests due: a thread of its own sleeping
+/// this long (a tokio timer ticks at best every millisecond). Requests come spread over time,
+/// as they would from many clients, not a millisecond's worth at once: with 64 callers, a
+/// millisecond's worth at 120,000 ops/s is two rounds of calls, and that clumping, not the
+/// node, set the p99.
+const PACE: Duration = Duration::from_micros(200);
+
+/// The open loop's queue of released requests (their release times), and a semaphore that
+/// counts them for the callers waiting on it.
+struct Released {
+    times: parking_lot::Mutex<std::collections::VecDeque<Instant>>,
+    ready: tokio::sync::Semaphore,
+}
+
+impl Released {
+    fn new() -> Released {
+        Released {
+            times: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            ready: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    /// Releases `n` requests at `at`, waking up to `n` waiting callers.
+    fn release(&self, at: Instant, n: usize) {
+        self.times.lock().extend(std::iter::repeat_n(at, n));
+        self.ready.add_permits(n);
+    }
+
+    /// After the last release: each of the `callers`, once the queue is empty, gets `None`.
+    fn finish(&self, callers: usize) {
+        self.ready.add_permits(callers);
+    }
+
+    /// The next request's release time, waiting for one; `None` once the run is over.
+    async fn take(&self) -> Option<Instant> {
+        self.ready.acquire().await.ok()?.forget();
+        self.times.lock().pop_front()
+    }
 }
 
 /// What an open-loop step must show for its rate to count as sustained.

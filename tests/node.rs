@@ -354,8 +354,9 @@ async fn two_rust_nodes_send_monitor_and_link_across() {
 
 /// A client node without a listening socket (as the bench's load generator is) calls a peer's
 /// registered `ash_gen_server` by name through mailboxes: one caller at a time (the node's
-/// reader ends up busy-polling for it) and then 64 at once on the same connection (the reader
-/// serves batches), every reply the right record.
+/// reader ends up busy-polling for it), then 64 at once on the same connection (the reader
+/// serves batches; the client, its peer busy, writes each burst of requests at once), then
+/// one at a time again, every reply the right record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
     use ash_gen_server::node::{Mailbox, mailbox::CallError};
@@ -451,5 +452,20 @@ async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
     }
     for caller in callers {
         caller.await.expect("a caller failed");
+    }
+
+    // One caller again on the same connection: after the bursts (whose requests went out
+    // together, the replies coming back in batches) each call is answered as before.
+    for id in 1..=64 {
+        let reply = me
+            .call_remote(
+                &server,
+                "ash_gen_server",
+                request(format!("{{get, item, #{{id => {id}}}}}")),
+                wait,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, request(format!("{{ok, #{{id => {id}, n => 49}}}}")));
     }
 }

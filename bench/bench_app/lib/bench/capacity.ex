@@ -236,7 +236,7 @@ defmodule Bench.Capacity do
     |---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|
     #{closed_lines}
 
-    Open loop: requests released at a fixed rate (every millisecond, those due) and taken by
+    Open loop: requests released at a fixed rate (every 200 µs, those due) and taken by
     at most 64 callers, latency counted from the release; the rate is raised ×1.25 until p99
     exceeds 1 ms (one retry), then bisected twice. The row is the highest rate that held. The
     "highest rate kept up with" rows sweep again from there without the latency bound: the
