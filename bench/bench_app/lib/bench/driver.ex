@@ -37,8 +37,9 @@ defmodule Bench.Driver do
     --batch N               records per bulk_create batch (1000)
     --scan-iters-small N    BEAM scans timed over the small set (10)
     --scan-iters-large N    BEAM scans timed over the large set (3)
-    --only LIST             run only these workloads, e.g. 7 or 5,7 (1 and 2 run together;
-                            all by default); with --smoke the row check then fails
+    --only LIST             run only these workloads, e.g. 7 or 5,7 (1 and 2 run together,
+                            with 3, which creates their records; all by default); with --smoke
+                            the row check then fails
     --rounds N              get/update/Ash measurements are split in N rounds, the sides
                             taking turns (5); ops/s is the median round's
     --loopback-iters N      loopback_rtt rounds (20000)
@@ -235,7 +236,7 @@ defmodule Bench.Driver do
         do: steps ++ [{"9. capacity (Rust load generator)", &Bench.Capacity.rows/1}],
         else: steps
 
-    steps = if cfg[:only], do: Enum.filter(steps, &only?(&1, cfg.only)), else: steps
+    steps = if cfg[:only], do: Enum.filter(steps, &only?(&1, with_records(cfg.only))), else: steps
 
     {rows, errors} =
       Enum.reduce(steps, {[], errors}, fn {name, fun}, {rows, errors} ->
@@ -272,6 +273,11 @@ defmodule Bench.Driver do
 
     write(doc)
     if errors == [], do: 0, else: 1
+  end
+
+  # Workloads 1 and 2 get and update the records workload 3 creates: naming them runs 3 too.
+  defp with_records(only) do
+    if Enum.any?(only, &(&1 in [1, 2])), do: Enum.uniq([3 | only]), else: only
   end
 
   # Whether a step ("3. ...", "1-2. ...") runs one of the workloads `only` names.
