@@ -415,17 +415,17 @@ async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
     .unwrap();
 
     // One caller, request after request.
+    let get = |id: u32| {
+        me.call_remote(
+            &server,
+            "ash_gen_server",
+            request(format!("{{get, item, #{{id => {id}}}}}")),
+            wait,
+        )
+    };
     for i in 0..300 {
         let id = i % 64 + 1;
-        let reply = me
-            .call_remote(
-                &server,
-                "ash_gen_server",
-                request(format!("{{get, item, #{{id => {id}}}}}")),
-                wait,
-            )
-            .await
-            .unwrap();
+        let reply = get(id).await.unwrap();
         assert_eq!(reply, request(format!("{{ok, #{{id => {id}}}}}")));
     }
 
@@ -457,15 +457,7 @@ async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
     // One caller again on the same connection: after the bursts (whose requests went out
     // together, the replies coming back in batches) each call is answered as before.
     for id in 1..=64 {
-        let reply = me
-            .call_remote(
-                &server,
-                "ash_gen_server",
-                request(format!("{{get, item, #{{id => {id}}}}}")),
-                wait,
-            )
-            .await
-            .unwrap();
+        let reply = get(id).await.unwrap();
         assert_eq!(reply, request(format!("{{ok, #{{id => {id}, n => 49}}}}")));
     }
 }
