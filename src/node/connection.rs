@@ -75,6 +75,9 @@ pub struct Conn {
     /// flight, so [`Conn::write_now`] leaves its frames to the writer task, which lets the
     /// other tasks woken by the same batch queue theirs first: one write for all of them.
     busy_peer: AtomicBool,
+    /// [`Conn::write_now`] left frames to the writer task because the peer was busy: the
+    /// writer yields once before writing them (other writes wake it as before).
+    burst: AtomicBool,
 }
 
 /// Encoded frames waiting to be written.
@@ -121,6 +124,7 @@ impl Conn {
     /// instead of a write (and a wake-up of the peer) each.
     pub fn write_now(&self, write: impl FnOnce(&mut FrameWriter)) -> bool {
         if self.busy_peer.load(Ordering::Relaxed) {
+            self.burst.store(true, Ordering::Relaxed);
             return self.write(write);
         }
         if self.closed.load(Ordering::Relaxed) {
@@ -439,6 +443,7 @@ async fn run_with(
         close: Notify::new(),
         read_done: AtomicBool::new(false),
         busy_peer: AtomicBool::new(false),
+        burst: AtomicBool::new(false),
     });
     let last_read = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -920,9 +925,11 @@ async fn write_loop(
     loop {
         tokio::select! {
             _ = conn.wake.notified() => {
-                if conn.busy_peer.load(Ordering::Relaxed) {
-                    // Let the other tasks woken by the same batch of replies queue their
+                if conn.burst.swap(false, Ordering::Relaxed) {
+                    // Let the other callers woken by the same batch of replies queue their
                     // frames first (a deferred task runs once the worker's queue is empty).
+                    // Only for those: replies made elsewhere (a record's turn on a task of
+                    // its own) are written at once, as before.
                     tokio::task::yield_now().await;
                 }
             }
