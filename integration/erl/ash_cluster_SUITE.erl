@@ -730,7 +730,9 @@ a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
     try
         await_healthy(Started, 2),
         Nodes = [ash_node:node(M) || M <- Started],
-        #{voters := Voters} = info(hd(Nodes)),
+        %% Healthy is two reachable voters, not yet the two the leader wants: cut off the
+        %% learner only once the leader has stopped moving the votes.
+        Voters = settled_voters(hd(Nodes)),
         [Learner] = Nodes -- Voters,
         [LearnerMember] = [M || M <- Started, ash_node:node(M) =:= Learner],
         ok = call(hd(Voters), {define, R, #{primary_key => [id]}}),
@@ -829,4 +831,20 @@ registered(N, Name) ->
     after 2000 ->
             erlang:demonitor(Ref, [flush]),
             true
+    end.
+
+%% The voters once the leader has settled them: the same in two reads 2.5 s apart (it moves
+%% them at most once a second), within ?WAIT.
+settled_voters(Node) ->
+    settled_voters(Node, ?WAIT div 2500).
+
+settled_voters(Node, 0) ->
+    ct:fail({voters_never_settled, info(Node)});
+settled_voters(Node, Tries) ->
+    #{voters := Before} = info(Node),
+    timer:sleep(2500),
+    #{voters := After} = info(Node),
+    case lists:sort(After) =:= lists:sort(Before) of
+        true -> After;
+        false -> settled_voters(Node, Tries - 1)
     end.

@@ -33,7 +33,9 @@ const CAUGHT_UP_LAG: u64 = 1000;
 /// snapshot, say) is not: made a voter, it would count toward every quorum before holding
 /// anything, so writes would wait for it to install the snapshot, and for good if it died
 /// meanwhile (openraft's own wait in `add_learner` counts a learner with nothing as caught up
-/// when the log after the snapshot is short).
+/// when the log after the snapshot is short). Nor is a learner this member cannot reach now:
+/// a change of voters that adds it could not commit until it is back (the joint configuration
+/// needs it), and every other change of membership would wait behind it.
 pub fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
     let voting = voters(cluster);
     let metrics = cluster.raft().metrics().borrow().clone();
@@ -47,7 +49,11 @@ pub fn eligible(cluster: &Cluster) -> BTreeMap<NodeId, String> {
     };
     members(cluster)
         .into_iter()
-        .filter(|(id, _)| *id == cluster.id() || voting.contains(id) || caught_up(id))
+        .filter(|(id, name)| {
+            *id == cluster.id()
+                || voting.contains(id)
+                || (caught_up(id) && cluster.node.conn(name).is_some())
+        })
         .collect()
 }
 
