@@ -180,8 +180,9 @@ impl Conn {
         }
     }
 
-    /// Notes how the last frames came in: `several` when the read brought more than one, or
-    /// came before the socket was empty since the last (see `busy_peer`).
+    /// Notes how the last frames came in: `several` when they were not a lone request
+    /// ([`lone`]: the read brought more than one, or came before the socket was empty since
+    /// the last; see `busy_peer`).
     fn note_batch(&self, several: bool) {
         if self.busy_peer.load(Ordering::Relaxed) != several {
             self.busy_peer.store(several, Ordering::Relaxed);
@@ -657,11 +658,12 @@ async fn read_loop(
         // socket to be empty (one write for all of them, instead of one per read), up to
         // `FLUSH_AFTER` frames. A lone request (all that came since the socket was empty) is
         // answered at once: its caller is waiting to send the next one.
+        let lone = lone(served, n);
         if n > 0 {
-            conn.note_batch(served > 0 || n > 1);
+            conn.note_batch(!lone);
         }
         unflushed += n;
-        if unflushed >= FLUSH_AFTER || (served == 0 && n <= 1) {
+        if unflushed >= FLUSH_AFTER || lone {
             conn.flush_now();
             unflushed = 0;
         }
@@ -686,10 +688,16 @@ fn serve(
         drain(node, conn, frames)?
     };
     if served > 0 {
-        conn.note_batch(before > 0 || served > 1);
+        conn.note_batch(!lone(before, served));
     }
     conn.flush_now();
     Ok(served)
+}
+
+/// Whether `n` frames read after `before` since the socket was last found empty are a lone
+/// request: all that came is one frame, its caller waiting on the reply to send the next.
+fn lone(before: usize, n: usize) -> bool {
+    before == 0 && n <= 1
 }
 
 /// When a connection's reader busy-polls (`--busy-poll-us`), adapted to what polling buys.
