@@ -230,18 +230,29 @@ impl RecordActor {
             }
             other => other,
         };
-        inner.mailbox.push_back(envelope);
-        svc.count_queued(true, 1);
         if inner.running {
+            inner.mailbox.push_back(envelope);
+            svc.count_queued(true, 1);
             return;
         }
+        // An idle actor's mailbox is empty: this envelope's turn starts at once, and only
+        // envelopes that arrive during a turn wait (and are counted as queued), so an
+        // uncontended request does not touch the service-wide counter.
+        debug_assert!(inner.mailbox.is_empty(), "an idle actor has nothing queued");
         inner.running = true;
+        let mut first = Some(envelope);
         loop {
-            let Some(envelope) = inner.mailbox.pop_front() else {
-                inner.running = false;
-                return;
+            let envelope = match first.take() {
+                Some(envelope) => envelope,
+                None => {
+                    let Some(envelope) = inner.mailbox.pop_front() else {
+                        inner.running = false;
+                        return;
+                    };
+                    svc.count_queued(false, 1);
+                    envelope
+                }
             };
-            svc.count_queued(false, 1);
             let turn = Turn {
                 record: inner
                     .committed
