@@ -51,6 +51,7 @@ use crate::protocol::request::{REQUEST_ID_TAG, Request, split_request_id};
 use crate::record::RecordService;
 use crate::record::registry::ResourceConfig;
 use crate::term::{Atom, Pid, Record, Value};
+use arc_swap::Guard;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -377,7 +378,7 @@ impl Front {
             .store
             .get_in(resource.name, resource.tenant.as_ref())
             .ok()
-            .map(|r| r.config())
+            .map(|r| Guard::into_inner(r.config()))
     }
 
     /// The configuration of `resource`, as the cluster knows it: this member's replica of

@@ -14,6 +14,7 @@ use crate::query::filter::Expr;
 use crate::query::typed::{FieldType, Types};
 use crate::storage::{Journal, JournalError};
 use crate::term::{Atom, Record, Value};
+use arc_swap::{ArcSwap, Guard};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -290,7 +291,7 @@ impl<A: Occupant> Store<A> {
                 Arc::new(Resource::new(
                     name,
                     Some(tenant.clone()),
-                    (*base.config()).clone(),
+                    (**base.config()).clone(),
                     self.journal.clone(),
                 ))
             })
@@ -368,7 +369,10 @@ pub struct Resource<A> {
     pub name: Atom,
     /// The tenant whose namespace this is, if any.
     pub tenant: Option<Value>,
-    config: RwLock<Arc<ResourceConfig>>,
+    /// Read on every request, replaced only by a `define`: an `ArcSwap`, whose loads write
+    /// nothing shared (a lock or a reference count would be a cache line every core's
+    /// requests bounce between).
+    config: ArcSwap<ResourceConfig>,
     shards: Box<[RwLock<Shard<A>>]>,
     identities: RwLock<Vec<FxHashMap<Key, Key>>>,
     len: AtomicUsize,
@@ -387,7 +391,7 @@ impl<A: Occupant> Resource<A> {
             name,
             tenant,
             journal,
-            config: RwLock::new(Arc::new(config)),
+            config: ArcSwap::from_pointee(config),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             identities: RwLock::new(identities),
             len: AtomicUsize::new(0),
@@ -401,8 +405,8 @@ impl<A: Occupant> Resource<A> {
     }
 
     /// The current configuration.
-    pub fn config(&self) -> Arc<ResourceConfig> {
-        self.config.read().clone()
+    pub fn config(&self) -> Guard<Arc<ResourceConfig>> {
+        self.config.load()
     }
 
     fn reconfigure(&self, config: ResourceConfig) -> Result<(), StoreError> {
@@ -425,7 +429,7 @@ impl<A: Occupant> Resource<A> {
             }
             *identities = rebuilt;
         }
-        *self.config.write() = Arc::new(config);
+        self.config.store(Arc::new(config));
         Ok(())
     }
 
