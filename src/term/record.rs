@@ -7,7 +7,8 @@
 use super::atom::Atom;
 use super::value::Value;
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+use std::cell::RefCell;
 use std::sync::{Arc, LazyLock};
 
 /// The sorted field names of a record.
@@ -31,25 +32,88 @@ impl Shape {
 /// Shapes seen so far; past this many distinct shapes new ones are not shared.
 const MAX_SHARED_SHAPES: usize = 100_000;
 
-type ShapeTable = HashMap<Box<[Atom]>, Arc<Shape>>;
+/// How many shapes each thread remembers before it starts over.
+const MAX_THREAD_SHAPES: usize = 1024;
 
-static SHAPES: LazyLock<RwLock<ShapeTable>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+type ShapeTable = FxHashMap<Box<[Atom]>, &'static Shape>;
 
-fn shape_for(fields: &[Atom]) -> Arc<Shape> {
-    if let Some(shape) = SHAPES.read().get(fields) {
-        return shape.clone();
+/// Every shared shape. They are never freed (at most [`MAX_SHARED_SHAPES`] of them), so a
+/// record points at one without a reference count: a count shared by every record of a
+/// resource would be a cache line that the cores serving requests bounce between.
+static SHAPES: LazyLock<RwLock<ShapeTable>> = LazyLock::new(|| RwLock::new(FxHashMap::default()));
+
+thread_local! {
+    /// The shared shapes this thread has used, so that it finds them without the table's lock
+    /// (whose read count is also written by every reader).
+    static THREAD_SHAPES: RefCell<ShapeTable> = RefCell::new(FxHashMap::default());
+}
+
+/// A record's shape: a shared one, or its own past [`MAX_SHARED_SHAPES`].
+#[derive(Clone)]
+enum ShapeRef {
+    Shared(&'static Shape),
+    Own(Arc<Shape>),
+}
+
+impl std::ops::Deref for ShapeRef {
+    type Target = Shape;
+
+    fn deref(&self) -> &Shape {
+        match self {
+            ShapeRef::Shared(shape) => shape,
+            ShapeRef::Own(shape) => shape,
+        }
     }
-    let shape = Arc::new(Shape {
-        fields: fields.into(),
+}
+
+impl PartialEq for ShapeRef {
+    fn eq(&self, other: &ShapeRef) -> bool {
+        std::ptr::eq::<Shape>(&**self, &**other) || **self == **other
+    }
+}
+
+impl ShapeRef {
+    /// Whether both are the same shape (the same fields, as shared shapes are).
+    fn same(&self, other: &ShapeRef) -> bool {
+        std::ptr::eq::<Shape>(&**self, &**other)
+    }
+}
+
+fn shape_for(fields: &[Atom]) -> ShapeRef {
+    let mine = THREAD_SHAPES.with(|t| t.borrow().get(fields).copied());
+    if let Some(shape) = mine {
+        return ShapeRef::Shared(shape);
+    }
+    let shared = SHAPES.read().get(fields).copied();
+    let shape = match shared {
+        Some(shape) => shape,
+        None => {
+            let mut shapes = SHAPES.write();
+            match shapes.get(fields) {
+                Some(existing) => *existing,
+                None if shapes.len() < MAX_SHARED_SHAPES => {
+                    let shape: &'static Shape = Box::leak(Box::new(Shape {
+                        fields: fields.into(),
+                    }));
+                    shapes.insert(fields.into(), shape);
+                    shape
+                }
+                None => {
+                    return ShapeRef::Own(Arc::new(Shape {
+                        fields: fields.into(),
+                    }));
+                }
+            }
+        }
+    };
+    THREAD_SHAPES.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() >= MAX_THREAD_SHAPES {
+            t.clear();
+        }
+        t.insert(fields.into(), shape);
     });
-    let mut shapes = SHAPES.write();
-    if let Some(existing) = shapes.get(fields) {
-        return existing.clone();
-    }
-    if shapes.len() < MAX_SHARED_SHAPES {
-        shapes.insert(fields.into(), shape.clone());
-    }
-    shape
+    ShapeRef::Shared(shape)
 }
 
 /// Why a term is not a record.
@@ -63,10 +127,11 @@ pub enum RecordError {
     KeyNotAtom(String),
 }
 
-/// A stored record. Cloning it is two reference-count increments: the values are shared.
+/// A stored record. Cloning it is one reference-count increment: the values are shared, and
+/// so is the shape.
 #[derive(Clone, PartialEq)]
 pub struct Record {
-    shape: Arc<Shape>,
+    shape: ShapeRef,
     values: Arc<[Value]>,
 }
 
@@ -113,7 +178,7 @@ impl Record {
     }
 
     /// The record's shape.
-    pub fn shape(&self) -> &Arc<Shape> {
+    pub fn shape(&self) -> &Shape {
         &self.shape
     }
 
@@ -150,7 +215,7 @@ impl Record {
 
     /// A new record with `changes` (a map with atom keys) merged in.
     pub fn merge(&self, changes: &Record) -> Record {
-        if Arc::ptr_eq(&self.shape, &changes.shape) {
+        if self.shape.same(&changes.shape) {
             return changes.clone();
         }
         let mut pairs: Vec<(Atom, Value)> = Vec::with_capacity(self.values.len());
@@ -249,7 +314,7 @@ mod tests {
     fn records_with_the_same_fields_share_a_shape() {
         let r1 = rec(&[("id", Value::Int(1)), ("name", Value::from("x"))]);
         let r2 = rec(&[("name", Value::from("y")), ("id", Value::Int(2))]);
-        assert!(Arc::ptr_eq(r1.shape(), r2.shape()));
+        assert!(std::ptr::eq(r1.shape(), r2.shape()));
         assert_eq!(r1.get(a("name")), Some(&Value::from("x")));
         assert_eq!(r1.get(a("missing")), None);
     }
