@@ -9,6 +9,7 @@ use super::value::Value;
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::sync::{Arc, LazyLock};
 
 /// The sorted field names of a record.
@@ -48,41 +49,87 @@ thread_local! {
     static THREAD_SHAPES: RefCell<ShapeTable> = RefCell::new(FxHashMap::default());
 }
 
-/// A record's shape: a shared one, or its own past [`MAX_SHARED_SHAPES`].
-#[derive(Clone)]
-enum ShapeRef {
-    Shared(&'static Shape),
-    Own(Arc<Shape>),
+/// A record's shape, in one word (a record is two: its shape and its values): a shared shape
+/// (never freed, referenced without a count) or, past [`MAX_SHARED_SHAPES`], one of its own,
+/// held through an `Arc` whose pointer is stored with its lowest bit set (a `Shape` is aligned
+/// to 8 bytes, so that bit is otherwise always clear).
+struct ShapeRef(NonNull<Shape>);
+
+// SAFETY: a `ShapeRef` is a `&'static Shape` or an `Arc<Shape>`, both `Send` and `Sync` since
+// `Shape` is.
+unsafe impl Send for ShapeRef {}
+// SAFETY: as above.
+unsafe impl Sync for ShapeRef {}
+
+/// The pointer bit that marks a shape held through an `Arc`.
+const OWN: usize = 1;
+
+impl ShapeRef {
+    fn shared(shape: &'static Shape) -> ShapeRef {
+        ShapeRef(NonNull::from(shape))
+    }
+
+    fn own(shape: Arc<Shape>) -> ShapeRef {
+        let raw = Arc::into_raw(shape).cast_mut();
+        debug_assert_eq!(raw.addr() & OWN, 0, "a shape is aligned");
+        ShapeRef(NonNull::new(raw.map_addr(|a| a | OWN)).expect("an Arc is not null"))
+    }
+
+    fn is_own(&self) -> bool {
+        self.0.as_ptr().addr() & OWN != 0
+    }
+
+    fn ptr(&self) -> *const Shape {
+        self.0.as_ptr().map_addr(|a| a & !OWN).cast_const()
+    }
+
+    /// Whether both are the same shape (the same fields, as shared shapes are).
+    fn same(&self, other: &ShapeRef) -> bool {
+        std::ptr::eq(self.ptr(), other.ptr())
+    }
 }
 
 impl std::ops::Deref for ShapeRef {
     type Target = Shape;
 
     fn deref(&self) -> &Shape {
-        match self {
-            ShapeRef::Shared(shape) => shape,
-            ShapeRef::Own(shape) => shape,
+        // SAFETY: the pointer is a `&'static Shape`, or comes from `Arc::into_raw` of an `Arc`
+        // this `ShapeRef` holds a count of (released in `drop`).
+        unsafe { &*self.ptr() }
+    }
+}
+
+impl Clone for ShapeRef {
+    fn clone(&self) -> ShapeRef {
+        if self.is_own() {
+            // SAFETY: the pointer comes from `Arc::into_raw` and this `ShapeRef` holds a count,
+            // so the `Arc` is alive; the new `ShapeRef` holds the count added here.
+            unsafe { Arc::increment_strong_count(self.ptr()) };
+        }
+        ShapeRef(self.0)
+    }
+}
+
+impl Drop for ShapeRef {
+    fn drop(&mut self) {
+        if self.is_own() {
+            // SAFETY: the pointer comes from `Arc::into_raw`, and this `ShapeRef`'s count is
+            // given back exactly once, here.
+            drop(unsafe { Arc::from_raw(self.ptr()) });
         }
     }
 }
 
 impl PartialEq for ShapeRef {
     fn eq(&self, other: &ShapeRef) -> bool {
-        std::ptr::eq::<Shape>(&**self, &**other) || **self == **other
-    }
-}
-
-impl ShapeRef {
-    /// Whether both are the same shape (the same fields, as shared shapes are).
-    fn same(&self, other: &ShapeRef) -> bool {
-        std::ptr::eq::<Shape>(&**self, &**other)
+        self.same(other) || **self == **other
     }
 }
 
 fn shape_for(fields: &[Atom]) -> ShapeRef {
     let mine = THREAD_SHAPES.with(|t| t.borrow().get(fields).copied());
     if let Some(shape) = mine {
-        return ShapeRef::Shared(shape);
+        return ShapeRef::shared(shape);
     }
     let shared = SHAPES.read().get(fields).copied();
     let shape = match shared {
@@ -99,7 +146,7 @@ fn shape_for(fields: &[Atom]) -> ShapeRef {
                     shape
                 }
                 None => {
-                    return ShapeRef::Own(Arc::new(Shape {
+                    return ShapeRef::own(Arc::new(Shape {
                         fields: fields.into(),
                     }));
                 }
@@ -113,7 +160,7 @@ fn shape_for(fields: &[Atom]) -> ShapeRef {
         }
         t.insert(fields.into(), shape);
     });
-    ShapeRef::Shared(shape)
+    ShapeRef::shared(shape)
 }
 
 /// Why a term is not a record.
@@ -128,7 +175,7 @@ pub enum RecordError {
 }
 
 /// A stored record. Cloning it is one reference-count increment: the values are shared, and
-/// so is the shape.
+/// so is the shape (counted only in the rare case of a shape of its own).
 #[derive(Clone, PartialEq)]
 pub struct Record {
     shape: ShapeRef,
@@ -308,6 +355,44 @@ mod tests {
                 .collect(),
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_shape_of_its_own_is_counted_and_freed_with_its_last_record() {
+        let shape = Arc::new(Shape {
+            fields: vec![a("x"), a("y")].into(),
+        });
+        let own = ShapeRef::own(shape.clone());
+        assert!(own.is_own());
+        assert_eq!(own.fields(), &[a("x"), a("y")]);
+        assert_eq!(Arc::strong_count(&shape), 2);
+        let copy = own.clone();
+        assert_eq!(Arc::strong_count(&shape), 3);
+        assert!(copy.same(&own));
+        drop(own);
+        assert_eq!(copy.fields().len(), 2);
+        drop(copy);
+        assert_eq!(Arc::strong_count(&shape), 1);
+
+        // Equal to a shared shape of the same fields, not the same one.
+        let shared = shape_for(&[a("x"), a("y")]);
+        assert!(!shared.is_own());
+        let own = ShapeRef::own(shape.clone());
+        assert!(own == shared && !own.same(&shared));
+    }
+
+    #[test]
+    fn a_record_is_three_words() {
+        // Every stored record is held twice (the index and its actor): a word more is 16 bytes
+        // per record.
+        assert_eq!(
+            std::mem::size_of::<Record>(),
+            3 * std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<Record>>(),
+            std::mem::size_of::<Record>()
+        );
     }
 
     #[test]
