@@ -182,10 +182,12 @@ pub enum ClusterError {
     Snapshot(#[from] snapshot::SnapshotError),
 }
 
-/// A watch of a member's Raft metrics that follows a [`Cluster::reset`] ([`Cluster::watch`]).
+/// A watch of a member's Raft server metrics (its vote, role, leader and membership) that
+/// follows a [`Cluster::reset`] ([`Cluster::watch`]). Not the full metrics: those change with
+/// every entry appended, committed and applied, and each change would wake every watcher.
 pub struct MetricsWatch {
     generation: u64,
-    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+    metrics: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, Member>>,
 }
 
 impl Instance {
@@ -436,17 +438,17 @@ impl Cluster {
         self.instance().raft.clone()
     }
 
-    /// A watch of the Raft metrics, across resets ([`Cluster::changed`]).
+    /// A watch of the Raft server metrics, across resets ([`Cluster::changed`]).
     pub fn watch(&self) -> MetricsWatch {
         let generation = *self.generation.borrow();
         MetricsWatch {
             generation,
-            metrics: self.raft().metrics(),
+            metrics: self.raft().server_metrics(),
         }
     }
 
-    /// Waits for the Raft metrics to change; after a reset, watches the new instance. False
-    /// when the Raft core ended for good.
+    /// Waits for the vote, role, leader or membership to change; after a reset, watches the
+    /// new instance. False when the Raft core ended for good.
     pub async fn changed(&self, watch: &mut MetricsWatch) -> bool {
         if watch.metrics.changed().await.is_ok() {
             return true;
@@ -599,7 +601,10 @@ impl Cluster {
                 return why;
             }
             if !self.changed(&mut watch).await {
-                return "the raft core ended".to_string();
+                // The core reports why it stopped in the full metrics before it ends.
+                return self
+                    .stop_reason()
+                    .unwrap_or_else(|| "the raft core ended".to_string());
             }
         }
     }
