@@ -2,7 +2,8 @@
 //! for group 0): what other members call it with.
 //!
 //! - `{raft, append | vote | snapshot, Payload, To}`: a Raft message for the member with Raft id
-//!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`;
+//!   `To` (see [`super::network`]); another id is answered `{error, {not_member, To}}`; an
+//!   append may also come as a cast (no answer; one meant for another id is dropped);
 //! - `ping`: answered `pong` (a node started with `--join` asks whether this is a member);
 //! - `cluster`: `{ok, Info}`, this member's description of its group (a member that does not
 //!   hold a group asks a holder);
@@ -180,6 +181,23 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
     cluster.node.reply_now(&from, &reply);
 }
 
+/// A cast `{raft, append, Payload, To}` (an append that only raises the commit index, see
+/// [`super::network`]): handled as the call would be, the answer dropped.
+async fn serve_cast(cluster: Arc<Cluster>, request: Value) {
+    match request.as_tuple() {
+        Some([tag, kind, payload, Value::Int(to)])
+            if tag.as_atom().map(|a| a.as_str()) == Some("raft")
+                && kind.as_atom().map(|a| a.as_str()) == Some("append")
+                && *to as NodeId == cluster.id() =>
+        {
+            if let Some(payload) = payload.as_bytes() {
+                raft_message(&cluster, "append", payload).await;
+            }
+        }
+        _ => tracing::debug!(?request, "the raft endpoint ignored a cast"),
+    }
+}
+
 impl Process for Endpoint {
     fn deliver(&self, _node: &Arc<Node>, _from: Option<Pid>, message: Value) {
         let Some(cluster) = self.cluster.upgrade() else {
@@ -188,6 +206,9 @@ impl Process for Endpoint {
         match genserver::classify(message) {
             genserver::GenMessage::Call(from, request) => {
                 tokio::spawn(serve(cluster, from, request));
+            }
+            genserver::GenMessage::Cast(request) => {
+                tokio::spawn(serve_cast(cluster, request));
             }
             other => tracing::debug!(message = ?other, "the raft endpoint ignored a message"),
         }

@@ -286,6 +286,18 @@ impl Mailbox {
         }
     }
 
+    /// `gen_server:cast({Name, Peer}, Request)` over a connection already up (no connecting:
+    /// a cast waits for nothing); false when `peer` is not connected.
+    pub fn cast_remote(&self, peer: &erl_dist::node::NodeName, name: &str, request: Value) -> bool {
+        let (Ok(node), Ok(to)) = (Atom::new(&peer.to_string()), Atom::new(name)) else {
+            return false;
+        };
+        let cast = super::genserver::cast_message(request);
+        let from = self.pid;
+        self.node
+            .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(&cast)))
+    }
+
     /// `gen_server:cast(Name, Request)` to a process registered on this node.
     pub fn cast(&self, name: &str, request: Value) -> bool {
         let Some(to) = self.node.whereis(name) else {
