@@ -410,13 +410,31 @@ pub fn everyone(cluster: &Cluster) -> Vec<String> {
 
 /// Leaves the group (the member is stopping): it stops being a holder, and once the holders
 /// that take its place have caught up and vote (the leader's [`reconcile`], here when this
-/// member leads), it no longer counts; waits for that until `deadline`.
+/// member leads), it no longer counts; waits for that until `deadline`. The leader may remove
+/// the member before the entry that stops its vote reaches it (it then never hears from the
+/// leader again): a member that no leader has spoken to for [`super::LEADER_SILENCE`] asks
+/// the leader whether the group still counts it.
 pub async fn leave(cluster: &Arc<Cluster>, deadline: tokio::time::Instant) {
     cluster.leaving.store(true, Ordering::Release);
     let mut watch = cluster.watch();
+    let mailbox = Mailbox::new(&cluster.node);
     while tokio::time::Instant::now() < deadline {
         if !voters(cluster).contains(&cluster.id()) {
             return;
+        }
+        if cluster.leader_silent() {
+            let me = cluster.node.config.name.to_string();
+            let others = members(cluster)
+                .into_values()
+                .filter(|n| *n != me)
+                .collect();
+            if ask_if_dropped(cluster, &mailbox, others).await.is_some() {
+                tracing::info!(
+                    group = cluster.options.group,
+                    "the group no longer counts this member: left"
+                );
+                return;
+            }
         }
         if holders(cluster).is_empty() {
             tracing::warn!(

@@ -501,6 +501,11 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
 /// Leaves the cluster (SIGTERM): asks the leader to remove this member, waiting up to
 /// `timeout`. The others keep their majority; the records stay on them.
 pub async fn leave(cluster: &Arc<Cluster>, timeout: Duration) {
+    // Never to join again while it stops ([`rejoin_if_removed`]): the leader may remove it
+    // before its other groups have been handed on.
+    cluster
+        .leaving
+        .store(true, std::sync::atomic::Ordering::Release);
     let deadline = tokio::time::Instant::now() + timeout;
     let mailbox = Mailbox::new(&cluster.node);
     while tokio::time::Instant::now() < deadline {
