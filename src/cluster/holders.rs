@@ -448,7 +448,11 @@ pub async fn leave(cluster: &Arc<Cluster>, deadline: tokio::time::Instant) {
         {
             tracing::debug!(error = %e, "could not hand the group on yet");
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), cluster.changed(&mut watch)).await;
+        let wait = Duration::from_millis(200);
+        if let Ok(false) = tokio::time::timeout(wait, cluster.changed(&mut watch)).await {
+            // The Raft core ended: nothing will change, so no hurry to look again.
+            tokio::time::sleep(wait).await;
+        }
     }
     tracing::warn!(
         group = cluster.options.group,
