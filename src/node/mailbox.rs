@@ -225,9 +225,15 @@ impl Mailbox {
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => return Err(CallError::Timeout(timeout)),
         }
-        let to = Atom::new(name).map_err(|e| unreachable(e.to_string()))?;
-        let node = Atom::new(&peer.to_string()).map_err(|e| unreachable(e.to_string()))?;
-        Ok((node, to))
+        address(peer, name).map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// Sends `message` to the process registered as `to` on `node`, written from this task;
+    /// false when `node` is not connected.
+    fn reg_send_now(&self, node: Atom, to: Atom, message: &Value) -> bool {
+        let from = self.pid;
+        self.node
+            .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(message)))
     }
 
     /// Sends `{'$gen_call', {Self, Tag}, Request}` to `to` on `node`; the tag.
@@ -239,12 +245,8 @@ impl Mailbox {
         request: Value,
     ) -> Result<Ref, CallError> {
         let (tag, call) = self.call_message(request);
-        let from = self.pid;
         // Written from this task: the caller waits for the answer anyway.
-        if !self
-            .node
-            .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(&call)))
-        {
+        if !self.reg_send_now(node, to, &call) {
             return Err(CallError::Unreachable {
                 node: peer.to_string(),
                 reason: "not connected".into(),
@@ -289,13 +291,10 @@ impl Mailbox {
     /// `gen_server:cast({Name, Peer}, Request)` over a connection already up (no connecting:
     /// a cast waits for nothing); false when `peer` is not connected.
     pub fn cast_remote(&self, peer: &erl_dist::node::NodeName, name: &str, request: Value) -> bool {
-        let (Ok(node), Ok(to)) = (Atom::new(&peer.to_string()), Atom::new(name)) else {
+        let Ok((node, to)) = address(peer, name) else {
             return false;
         };
-        let cast = super::genserver::cast_message(request);
-        let from = self.pid;
-        self.node
-            .write_to_now(node, |w| w.reg_send(&from, to, |t| t.term(&cast)))
+        self.reg_send_now(node, to, &super::genserver::cast_message(request))
     }
 
     /// `gen_server:cast(Name, Request)` to a process registered on this node.
@@ -323,6 +322,15 @@ impl Mailbox {
             process.exit_signal(&self.node, self.pid, reason, false);
         }
     }
+}
+
+/// The atoms of `peer`'s name and of `name`: where a message to a process registered on
+/// another node goes.
+fn address(
+    peer: &erl_dist::node::NodeName,
+    name: &str,
+) -> Result<(Atom, Atom), crate::term::AtomTableFull> {
+    Ok((Atom::new(&peer.to_string())?, Atom::new(name)?))
 }
 
 /// Whether `signal` is the reply `{Tag, Reply}` to the call tagged `tag`.
