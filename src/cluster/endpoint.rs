@@ -107,24 +107,22 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             .reply_now(&from, &super::expiry::handlers_reply(&cluster));
         return;
     }
-    let reply = match request.as_tuple() {
-        Some([tag, _, _, Value::Int(to)])
-            if tag.as_atom().map(|a| a.as_str()) == Some("raft")
-                && *to as NodeId != cluster.id() =>
-        {
+    if let Some((kind, payload, to)) = raft_parts(&request) {
+        let reply = if to != cluster.id() {
             Value::pair(
                 atom("error"),
-                Value::pair(atom("not_member"), Value::Int(*to)),
+                Value::pair(atom("not_member"), Value::Int(to as i64)),
             )
-        }
-        Some([tag, kind, payload, Value::Int(_)])
-            if tag.as_atom().map(|a| a.as_str()) == Some("raft") =>
-        {
+        } else {
             match (kind.as_atom(), payload.as_bytes()) {
                 (Some(kind), Some(payload)) => raft_message(&cluster, kind.as_str(), payload).await,
                 _ => Value::pair(atom("error"), atom("bad_raft_message")),
             }
-        }
+        };
+        cluster.node.reply_now(&from, &reply);
+        return;
+    }
+    let reply = match request.as_tuple() {
         Some([tag, name, id]) if tag.as_atom().map(|a| a.as_str()) == Some("join") => {
             match (
                 name.as_bytes().and_then(|b| std::str::from_utf8(b).ok()),
@@ -184,17 +182,26 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
 /// A cast `{raft, append, Payload, To}` (an append that only raises the commit index, see
 /// [`super::network`]): handled as the call would be, the answer dropped.
 async fn serve_cast(cluster: Arc<Cluster>, request: Value) {
-    match request.as_tuple() {
-        Some([tag, kind, payload, Value::Int(to)])
-            if tag.as_atom().map(|a| a.as_str()) == Some("raft")
-                && kind.as_atom().map(|a| a.as_str()) == Some("append")
-                && *to as NodeId == cluster.id() =>
+    if let Some((kind, payload, to)) = raft_parts(&request)
+        && kind.as_atom().map(|a| a.as_str()) == Some("append")
+        && to == cluster.id()
+        && let Some(payload) = payload.as_bytes()
+    {
+        raft_message(&cluster, "append", payload).await;
+    } else {
+        tracing::debug!(?request, "the raft endpoint ignored a cast");
+    }
+}
+
+/// The kind, payload and addressee of a Raft message `{raft, Kind, Payload, To}`.
+fn raft_parts(request: &Value) -> Option<(&Value, &Value, NodeId)> {
+    match request.as_tuple()? {
+        [tag, kind, payload, Value::Int(to)]
+            if tag.as_atom().map(|a| a.as_str()) == Some("raft") =>
         {
-            if let Some(payload) = payload.as_bytes() {
-                raft_message(&cluster, "append", payload).await;
-            }
+            Some((kind, payload, *to as NodeId))
         }
-        _ => tracing::debug!(?request, "the raft endpoint ignored a cast"),
+        _ => None,
     }
 }
 

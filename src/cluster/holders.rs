@@ -423,12 +423,8 @@ pub async fn leave(cluster: &Arc<Cluster>, deadline: tokio::time::Instant) {
             return;
         }
         if cluster.leader_silent() {
-            let me = cluster.node.config.name.to_string();
-            let others = members(cluster)
-                .into_values()
-                .filter(|n| *n != me)
-                .collect();
-            if ask_if_dropped(cluster, &mailbox, others).await.is_some() {
+            let known = members(cluster).into_values().collect();
+            if dropped_by(cluster, &mailbox, known).await.is_some() {
                 tracing::info!(
                     group = cluster.options.group,
                     "the group no longer counts this member: left"

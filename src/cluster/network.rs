@@ -103,7 +103,6 @@ fn raft_message(kind: &str, payload: Vec<u8>, to: NodeId) -> Value {
 }
 
 /// What a member last answered `Success` to, through one [`Peer`].
-#[derive(Debug, Clone, PartialEq)]
 struct Acknowledged {
     vote: Vote<NodeId>,
     /// The last log id the member holds as the leader's (`None`: an empty log).
