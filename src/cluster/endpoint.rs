@@ -9,7 +9,8 @@
 //!   hold a group asks a holder);
 //! - `subscriptions`: `{ok, [{Pid, all | [Resource]}]}`, the expiry handlers this member knows
 //!   (a member that joined later learns them, [`super::expiry::learn_handlers`]), or
-//!   `{error, leaving}` from a member that is stopping;
+//!   `{error, leaving}` from a member that is stopping, `{error, learning}` from one that has
+//!   not learned them yet;
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{is_member, Id}`: whether the group counts the member `Id` (answered by the leader: a
@@ -103,13 +104,7 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
         return;
     }
     if request.as_atom().map(|a| a.as_str()) == Some("subscriptions") {
-        // A member that is leaving drops its handlers as its connections close: its answer
-        // could be empty, and the member asking would take that for the cluster's.
-        let reply = if cluster.leaving.load(std::sync::atomic::Ordering::Acquire) {
-            Value::pair(atom("error"), atom("leaving"))
-        } else {
-            super::expiry::handlers_reply(&cluster)
-        };
+        let reply = super::expiry::handlers_reply(&cluster);
         cluster.node.reply_now(&from, &reply);
         return;
     }

@@ -115,10 +115,41 @@ pub struct HandlersLearned {
     done: std::sync::atomic::AtomicBool,
 }
 
-/// `{ok, [{Pid, all | [Resource]}]}`: the expiry handlers subscribed on this member (the
-/// endpoint's answer to `subscriptions`).
+impl HandlersLearned {
+    /// Whether this member has learned the handlers at least once (or had nobody to learn
+    /// them from): before, what it knows may be only what was subscribed since it joined.
+    fn once(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire)
+            || self.first.lock().expect("not poisoned").is_some()
+    }
+}
+
+/// The endpoint's answer to `subscriptions`: `{ok, [{Pid, all | [Resource]}]}`, the expiry
+/// handlers subscribed on this member; `{error, leaving}` from a member that is stopping (it
+/// drops its handlers as its connections close) and `{error, learning}` from one that has not
+/// learned them yet (it joined a moment ago): either could answer with fewer than the
+/// cluster's, and the member asking takes the first answer for the cluster's.
 pub fn handlers_reply(cluster: &Cluster) -> Value {
-    encode_handlers(cluster.records.expiry_handlers())
+    let refuse = |why| {
+        Value::pair(
+            Value::Atom(Atom::from_static("error")),
+            Value::Atom(Atom::from_static(why)),
+        )
+    };
+    if cluster.leaving.load(std::sync::atomic::Ordering::Acquire) {
+        refuse("leaving")
+    } else if !cluster.handlers_learned.once() {
+        refuse("learning")
+    } else {
+        encode_handlers(cluster.records.expiry_handlers())
+    }
+}
+
+/// Whether `reply` is a member's `{error, learning}` ([`handlers_reply`]).
+fn still_learning(reply: &Value) -> bool {
+    matches!(reply.as_tuple(), Some([tag, why])
+        if tag.as_atom().map(|a| a.as_str()) == Some("error")
+            && why.as_atom().map(|a| a.as_str()) == Some("learning"))
 }
 
 /// An expiry handler's resources as members pass them on: `all` (`None`) or `[Resource]`.
@@ -193,6 +224,7 @@ pub async fn learn_handlers(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
         .iter()
         .filter(|name| **name != me && cluster.node.conn(name).is_some());
     let mut answered = everyone.len() == 1; // alone: nobody to learn from
+    let (mut asked, mut learning) = (0, 0);
     for name in peers {
         let Ok(peer) = name.parse() else { continue };
         let reply = mailbox
@@ -203,7 +235,11 @@ pub async fn learn_handlers(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
                 ASK_TIMEOUT,
             )
             .await;
+        asked += 1;
         let Some(handlers) = reply.as_ref().ok().and_then(parse_handlers) else {
+            if reply.as_ref().is_ok_and(still_learning) {
+                learning += 1;
+            }
             tracing::debug!(member = %name, ?reply, "could not learn the expiry handlers");
             continue;
         };
@@ -226,6 +262,9 @@ pub async fn learn_handlers(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
         answered = true;
         break;
     }
+    // Every member reachable is learning too (the whole cluster restarted): none knows a
+    // handler that was not subscribed since, and those were told to every member.
+    answered |= asked > 0 && learning == asked;
     if answered {
         let mut first = learned.first.lock().expect("not poisoned");
         if first.is_some() {
@@ -295,5 +334,19 @@ mod tests {
             )]),
         );
         assert_eq!(parse_handlers(&bad_resource), None);
+    }
+
+    #[test]
+    fn only_a_learning_member_s_refusal_counts_as_learning() {
+        let error = |why| {
+            Value::pair(
+                Value::Atom(Atom::from_static("error")),
+                Value::Atom(Atom::from_static(why)),
+            )
+        };
+        assert!(still_learning(&error("learning")));
+        assert!(!still_learning(&error("leaving")));
+        assert!(!still_learning(&encode_handlers(vec![])));
+        assert!(!still_learning(&Value::Atom(Atom::from_static("learning"))));
     }
 }
