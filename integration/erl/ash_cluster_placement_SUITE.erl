@@ -7,7 +7,8 @@
 %% copies; a member stopped with SIGTERM hands its shards on and exits 0; a member SIGKILLed
 %% leaves its shards two holders of three (they keep serving) and is replaced by another
 %% holder once it has been gone a while; a holder cut off past its removal drops its stale copy
-%% when healed and joins again. Through all of it no record is lost.
+%% when healed and joins again; two members stopped at the same moment both hand their shards
+%% on. Through all of it no record is lost.
 -module(ash_cluster_placement_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -26,7 +27,8 @@
 all() ->
     [each_member_holds_its_share, a_joining_member_takes_its_shards,
      a_stopped_member_hands_its_shards_on, a_lost_member_is_replaced,
-     a_holder_cut_off_past_its_removal_drops_its_stale_copy].
+     a_holder_cut_off_past_its_removal_drops_its_stale_copy,
+     two_members_stopped_at_once_hand_their_shards_on].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("pl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -309,5 +311,81 @@ a_holder_cut_off_past_its_removal_drops_its_stale_copy(Config) ->
         ?assert(ash_node:poll(fun() -> Own() =:= Want end, ?WAIT, 200) orelse {Own(), Want})
     after
         [catch gen_server:call({ash_gen_server_control, N}, heal, 20000) || N <- Nodes],
+        [ash_node:stop(M) || M <- Ms]
+    end.
+
+%% Two members stopped with SIGTERM at the same moment (peers' clusters have lost shards when
+%% several nodes left at once): each hands its shards on while the other does too, both exit 0,
+%% and the three left hold every group, settled and with a leader, every record readable through
+%% each of them with its last value, and take writes. Five members of their own, 4 shards, 3
+%% replicas; the two that stop are the pair that hold the most groups together (a group that
+%% both held moves two of its three holders at once).
+two_members_stopped_at_once_hand_their_shards_on(Config) ->
+    Base = lists:flatten(io_lib:format("pl2_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c", "d", "e"]],
+    Shards = 4,
+    Args = ["--shards", integer_to_list(Shards), "--replicas", "3"],
+    A = ash_node:start(Config, #{name => First, args => Args}),
+    Ms = [A | [ash_node:start(Config, #{name => N,
+                                        args => Args ++ ["--join", atom_to_list(ash_node:node(A))]})
+               || N <- Rest]],
+    Nodes = [ash_node:node(M) || M <- Ms],
+    Settled = fun(Node, Want) ->
+                      case info(Node) of
+                          #{healthy := true, groups := Gs, members := Members} ->
+                              lists:sort(Members) =:= lists:sort(Want)
+                                  andalso length(Gs) =:= Shards
+                                  andalso lists:all(
+                                            fun(#{group := 0}) -> true;
+                                               (#{leader := L, holders := Hs, settled := S}) ->
+                                                    L =/= undefined andalso S
+                                                        andalso length(Hs) =:= 3
+                                                        andalso Hs -- Want =:= []
+                                            end, Gs);
+                          _ -> false
+                      end
+              end,
+    try
+        Await = fun(What, On) ->
+                        Ready = fun() -> lists:all(fun(N) -> Settled(N, On) end, On) end,
+                        case ash_node:poll(Ready, ?WAIT, 200) of
+                            true -> ok;
+                            false -> ct:fail({What, [{N, info(N)} || N <- On]})
+                        end
+                end,
+        Await(not_placed, Nodes),
+        R = ash_node:uniq_res(two_at_once),
+        ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 120),
+        [{ok, _} = call(lists:nth(I rem 5 + 1, Nodes), {create, R, #{id => I, n => 0}})
+         || I <- Ids],
+        [{ok, _} = call(lists:nth((I + 2) rem 5 + 1, Nodes), {update, R, #{id => I}, #{n => 1}})
+         || I <- Ids],
+        #{groups := Gs} = info(hd(Nodes)),
+        Together = fun(X, Y) ->
+                           length([G || #{group := G, holders := Hs} <- Gs, G > 0,
+                                        lists:member(X, Hs), lists:member(Y, Hs)])
+                   end,
+        {_, X, Y} = lists:max([{Together(X, Y), X, Y} || X <- Nodes, Y <- Nodes, X < Y]),
+        ct:log("stopping ~p and ~p at once; they hold ~b groups together: ~p",
+               [X, Y, Together(X, Y), Gs]),
+        Stopping = [M || M <- Ms, lists:member(ash_node:node(M), [X, Y])],
+        Self = self(),
+        [spawn_link(fun() -> Self ! {stopped, M, ash_node:stop(M)} end) || M <- Stopping],
+        Statuses = [receive
+                        {stopped, M, Status} -> {ash_node:node(M), Status}
+                    after ?WAIT -> ct:fail({not_stopped, ash_node:node(M)})
+                    end || M <- Stopping],
+        ?assertEqual([{N, 0} || N <- [ash_node:node(M) || M <- Stopping]], Statuses),
+        Left = Nodes -- [X, Y],
+        Await(not_placed_on_the_three_left, Left),
+        Want = [#{id => I, n => 1} || I <- Ids],
+        [?assertEqual({ok, Want}, call(N, {query, R, #{sort => [{id, asc}]}})) || N <- Left],
+        [?assertEqual({ok, #{id => I, n => 2}},
+                      call(lists:nth(I rem 3 + 1, Left), {update, R, #{id => I}, #{n => 2}}))
+         || I <- Ids],
+        [?assertEqual({ok, #{id => I, n => 2}}, call(N, {get, R, #{id => I}}))
+         || I <- lists:seq(1, 120, 11), N <- Left]
+    after
         [ash_node:stop(M) || M <- Ms]
     end.
