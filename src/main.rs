@@ -53,6 +53,11 @@ enum Command {
     /// Stop a running node as SIGTERM does (a cluster member first hands its place to the
     /// others), and wait until it has exited.
     Drain(DrainArgs),
+    /// Form a cluster group that lost a majority of its voters for good again from the copy
+    /// the member --node holds. A last resort: writes only the lost voters had are gone
+    /// (docs/OPERATIONS.md, "Losing a majority"). The member refuses while the group may still
+    /// come back by itself.
+    Recover(RecoverArgs),
     /// Run only an EPMD server (for machines without `epmd`).
     Epmd {
         /// Port to listen on.
@@ -341,6 +346,19 @@ struct DrainArgs {
 }
 
 #[derive(Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// The group to form again (0 holds every record with --shards 1, and the cluster's
+    /// membership).
+    #[arg(long, default_value_t = 0)]
+    group: u32,
+    /// Seconds to wait for the group to be formed again.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Args)]
 struct CallArgs {
     #[command(flatten)]
     remote: RemoteArgs,
@@ -410,6 +428,7 @@ fn main() -> ExitCode {
             Command::Call(args) => call(args).await,
             Command::Status(args) => status(args).await,
             Command::Drain(args) => drain(args).await,
+            Command::Recover(args) => recover(args).await,
             Command::Epmd { port } => epmd(port).await,
         }
     });
@@ -866,6 +885,56 @@ async fn drain(args: DrainArgs) -> Result<(), String> {
     }
     println!("drained {node}");
     Ok(())
+}
+
+async fn recover(args: RecoverArgs) -> Result<(), String> {
+    let (node, cookie, tls) = args.remote.resolve()?;
+    let endpoint = cluster::Names::of(args.group, args.group > 0).endpoint;
+    let reply = client::call(
+        &node,
+        &cookie,
+        args.remote.epmd_port,
+        tls.as_ref(),
+        &endpoint,
+        &parse_term("recover").expect("an atom"),
+        Duration::from_secs(args.timeout),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{e} (is {node} a cluster member with group {})?",
+            args.group
+        )
+    })?;
+    let field = |body: &ash_gen_server::term::Value, key: &'static str| {
+        body.map_get_atom(ash_gen_server::term::Atom::from_static(key))
+            .and_then(|v| v.as_int())
+            .unwrap_or_default()
+    };
+    match reply.as_tuple() {
+        Some([tag, body]) if tag.as_atom().map(|a| a.as_str()) == Some("ok") => {
+            println!(
+                "group {} formed again on {node} from its copy: {} records (snapshot at index {}), Raft id {} (was {}); members join it now",
+                args.group,
+                field(body, "records"),
+                field(body, "snapshot"),
+                field(body, "new_id"),
+                field(body, "old_id"),
+            );
+            Ok(())
+        }
+        Some([tag, why]) if tag.as_atom().map(|a| a.as_str()) == Some("error") => {
+            let why = why
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_else(|| format!("{why:?}"));
+            Err(format!(
+                "{node} did not recover group {}: {why}",
+                args.group
+            ))
+        }
+        _ => Err(format!("{node} answered recover with {reply:?}")),
+    }
 }
 
 async fn status(args: StatusArgs) -> Result<(), String> {

@@ -36,7 +36,8 @@ all() ->
      a_lost_voter_gives_its_vote_to_a_spare,
      a_lost_learner_is_removed_and_joins_again_when_back,
      the_last_voter_stops_in_time_when_its_heir_is_lost,
-     a_joining_member_takes_the_clusters_replicas].
+     a_joining_member_takes_the_clusters_replicas,
+     a_lost_majority_is_recovered_from_the_survivors_copy].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -840,6 +841,73 @@ a_joining_member_takes_the_clusters_replicas(Config) ->
         ?assertMatch(#{members := [_, _]}, info(A))
     after
         [ash_node:stop(M) || M <- [First, Second]]
+    end.
+
+%% Two of three members SIGKILLed (in memory: they can only come back empty, under new ids
+%% that only a leader could admit): the survivor has no majority, so no leader, for ever.
+%% `ash-gen-server recover` forms the group again from its copy: refused while the group has
+%% a leader (nothing changes), then the survivor leads alone with every record and its last
+%% value and takes writes; the two started again join it and catch up.
+a_lost_majority_is_recovered_from_the_survivors_copy(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("lm_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    First = ash_node:start(Config, #{name => Base ++ "_a"}),
+    Others = [ash_node:start(Config, #{name => Base ++ "_" ++ L, args => join_args(First)})
+              || L <- ["b", "c"]],
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Recover = fun(Node) ->
+                      ash_node:run_bin(["recover", "--node", atom_to_list(Node),
+                                        "--cookie", Cookie], 90000)
+              end,
+    Back = fun(M, Peer) -> ash_node:start(Config, #{name => maps:get(name, M),
+                                                    args => join_args(Peer)})
+           end,
+    put(lm_started, [First | Others]),
+    try
+        await_healthy([First | Others], 3),
+        Nodes = [ash_node:node(M) || M <- [First | Others]],
+        ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 30),
+        [{ok, _} = call(lists:nth(I rem 3 + 1, Nodes), {create, R, #{id => I, n => I}})
+         || I <- Ids],
+        [{ok, _} = call(lists:nth((I + 1) rem 3 + 1, Nodes), {update, R, #{id => I}, #{n => -I}})
+         || I <- Ids],
+        %% The survivor is a follower; the leader and the other follower are lost.
+        #{leader := Leader} = info(hd(Nodes)),
+        [S | _] = Nodes -- [Leader],
+        [Survivor] = [M || M <- [First | Others], ash_node:node(M) =:= S],
+        Lost = [M || M <- [First | Others], M =/= Survivor],
+        {Status0, Out0} = Recover(S),
+        ct:log("recover on a healthy group: ~p ~s", [Status0, Out0]),
+        ?assertNotEqual(0, Status0),
+        ?assertNotEqual(nomatch, binary:match(Out0, <<"has a leader">>)),
+        ?assertMatch(#{leader := Leader, voters := [_, _, _]}, info(S)),
+        [137 = ash_node:stop(M, "KILL") || M <- Lost],
+        %% Refused until the group has had no leader for a while, then done.
+        Recovered = fun() ->
+                            {Status, Out} = Recover(S),
+                            ct:log("recover: ~p ~s", [Status, Out]),
+                            Status =:= 0
+                    end,
+        ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
+        ?assertNotEqual([], ash_node:log_contains(Survivor, ["formed the group again"])),
+        ?assertMatch(#{leader := S, members := [S], voters := [S], healthy := true}, info(S)),
+        Want = [#{id => I, n => -I} || I <- Ids],
+        ?assertEqual({ok, Want}, call(S, {query, R, #{sort => [{id, asc}]}})),
+        [?assertEqual({ok, #{id => I, n => I * 10}},
+                      call(S, {update, R, #{id => I}, #{n => I * 10}})) || I <- Ids],
+        %% The lost two come back (empty, new ids) and join the survivor's group.
+        Again = [Back(M, Survivor) || M <- Lost],
+        put(lm_started, [Survivor | Again]),
+        await_healthy([Survivor | Again], 3),
+        [?assertEqual({ok, [#{id => I, n => I * 10} || I <- Ids]},
+                      call(ash_node:node(M), {query, R, #{sort => [{id, asc}]}}))
+         || M <- Again],
+        %% Now the group has a leader and a majority again: refused.
+        {Status1, _} = Recover(S),
+        ?assertNotEqual(0, Status1)
+    after
+        [ash_node:stop(M) || M <- get(lm_started)]
     end.
 
 %% Whether a process is registered as Name on node N (a monitor on the name answers noproc at

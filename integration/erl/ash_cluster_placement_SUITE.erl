@@ -8,7 +8,8 @@
 %% leaves its shards two holders of three (they keep serving) and is replaced by another
 %% holder once it has been gone a while; a holder cut off past its removal drops its stale copy
 %% when healed and joins again; two members stopped at the same moment both hand their shards
-%% on. Through all of it no record is lost.
+%% on; a group whose majority of holders was killed is formed again from the third's copy
+%% (`ash-gen-server recover`). Through all of it no record is lost.
 -module(ash_cluster_placement_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -28,7 +29,8 @@ all() ->
     [each_member_holds_its_share, a_joining_member_takes_its_shards,
      a_stopped_member_hands_its_shards_on, a_lost_member_is_replaced,
      a_holder_cut_off_past_its_removal_drops_its_stale_copy,
-     two_members_stopped_at_once_hand_their_shards_on].
+     two_members_stopped_at_once_hand_their_shards_on,
+     a_group_that_lost_its_majority_is_recovered].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("pl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -321,46 +323,11 @@ a_holder_cut_off_past_its_removal_drops_its_stale_copy(Config) ->
 %% replicas; the two that stop are the pair that hold the most groups together (a group that
 %% both held moves two of its three holders at once).
 two_members_stopped_at_once_hand_their_shards_on(Config) ->
-    Base = lists:flatten(io_lib:format("pl2_~s_~b", [os:getpid(), ash_node:uniq_int()])),
-    [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c", "d", "e"]],
-    Shards = 4,
-    Args = ["--shards", integer_to_list(Shards), "--replicas", "3"],
-    A = ash_node:start(Config, #{name => First, args => Args}),
-    Ms = [A | [ash_node:start(Config, #{name => N,
-                                        args => Args ++ ["--join", atom_to_list(ash_node:node(A))]})
-               || N <- Rest]],
-    Nodes = [ash_node:node(M) || M <- Ms],
-    Settled = fun(Node, Want) ->
-                      case info(Node) of
-                          #{healthy := true, groups := Gs, members := Members} ->
-                              lists:sort(Members) =:= lists:sort(Want)
-                                  andalso length(Gs) =:= Shards
-                                  andalso lists:all(
-                                            fun(#{group := 0}) -> true;
-                                               (#{leader := L, holders := Hs, settled := S}) ->
-                                                    L =/= undefined andalso S
-                                                        andalso length(Hs) =:= 3
-                                                        andalso Hs -- Want =:= []
-                                            end, Gs);
-                          _ -> false
-                      end
-              end,
+    {Ms, Nodes} = start_five(Config, "pl2"),
     try
-        Await = fun(What, On) ->
-                        Ready = fun() -> lists:all(fun(N) -> Settled(N, On) end, On) end,
-                        case ash_node:poll(Ready, ?WAIT, 200) of
-                            true -> ok;
-                            false -> ct:fail({What, [{N, info(N)} || N <- On]})
-                        end
-                end,
-        Await(not_placed, Nodes),
+        await_settled(not_placed, Nodes, Nodes),
         R = ash_node:uniq_res(two_at_once),
-        ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
-        Ids = lists:seq(1, 120),
-        [{ok, _} = call(lists:nth(I rem 5 + 1, Nodes), {create, R, #{id => I, n => 0}})
-         || I <- Ids],
-        [{ok, _} = call(lists:nth((I + 2) rem 5 + 1, Nodes), {update, R, #{id => I}, #{n => 1}})
-         || I <- Ids],
+        Ids = write_records(R, Nodes),
         #{groups := Gs} = info(hd(Nodes)),
         Together = fun(X, Y) ->
                            length([G || #{group := G, holders := Hs} <- Gs, G > 0,
@@ -378,14 +345,117 @@ two_members_stopped_at_once_hand_their_shards_on(Config) ->
                     end || M <- Stopping],
         ?assertEqual([{N, 0} || N <- [ash_node:node(M) || M <- Stopping]], Statuses),
         Left = Nodes -- [X, Y],
-        Await(not_placed_on_the_three_left, Left),
-        Want = [#{id => I, n => 1} || I <- Ids],
-        [?assertEqual({ok, Want}, call(N, {query, R, #{sort => [{id, asc}]}})) || N <- Left],
-        [?assertEqual({ok, #{id => I, n => 2}},
-                      call(lists:nth(I rem 3 + 1, Left), {update, R, #{id => I}, #{n => 2}}))
-         || I <- Ids],
-        [?assertEqual({ok, #{id => I, n => 2}}, call(N, {get, R, #{id => I}}))
-         || I <- lists:seq(1, 120, 11), N <- Left]
+        await_settled(not_placed_on_the_three_left, Left, Left),
+        all_readable_and_writable(R, Ids, Left)
     after
         [ash_node:stop(M) || M <- Ms]
     end.
+
+%% Two holders of a group SIGKILLed, the third kept (in memory: the two can only come back
+%% empty), so the group has no majority, no leader, for ever: `ash-gen-server recover --group
+%% G` on the third forms it again from its copy. The killed are chosen so that group 0 keeps
+%% its majority, and the third is the group's leader when that allows (it still believes it
+%% leads). Then the group grows back on three live holders, every record of every group is
+%% readable through each live member with its last value, and writes go on. Five members of
+%% their own, 4 shards, 3 replicas.
+a_group_that_lost_its_majority_is_recovered(Config) ->
+    {Ms, Nodes} = start_five(Config, "plr"),
+    try
+        await_settled(not_placed, Nodes, Nodes),
+        R = ash_node:uniq_res(recovered),
+        Ids = write_records(R, Nodes),
+        #{groups := Gs, voters := Voters0} = info(hd(Nodes)),
+        %% {prefer the leader as the survivor, group, survivor, the two lost}
+        Choices = [{Leader =:= S, G, S, Hs -- [S]}
+                   || #{group := G, holders := Hs, leader := Leader} <- Gs, G > 0,
+                      S <- Hs,
+                      length([V || V <- Hs -- [S], lists:member(V, Voters0)]) =< 1],
+        ?assertNotEqual([], Choices, {Gs, Voters0}),
+        {_, G, S, Lost} = lists:max(Choices),
+        Router = list_to_atom("ash_gen_server_group_" ++ integer_to_list(G)),
+        Own = list_to_atom("ash_gen_server_records_" ++ integer_to_list(G)),
+        Sorted = fun({ok, Rs}) -> lists:sort(Rs); (Other) -> Other end,
+        InGroup = Sorted(gen_server:call({Router, S}, {query, R, #{}}, 20000)),
+        ?assertNotEqual([], InGroup),
+        %% The survivor's own copy has every write (a follower applies a moment later).
+        ?assert(ash_node:poll(fun() ->
+                                      Sorted(gen_server:call({Own, S}, {query, R, #{}}, 20000))
+                                          =:= InGroup
+                              end, ?WAIT, 100)),
+        ct:log("group ~b: keeping ~p, killing ~p; group 0's voters ~p", [G, S, Lost, Voters0]),
+        [137 = ash_node:stop(M, "KILL") || M <- Ms, lists:member(ash_node:node(M), Lost)],
+        Cookie = atom_to_list(erlang:get_cookie()),
+        Recovered = fun() ->
+                            {Status, Out} = ash_node:run_bin(["recover", "--node", atom_to_list(S),
+                                                              "--group", integer_to_list(G),
+                                                              "--cookie", Cookie], 90000),
+                            ct:log("recover: ~p ~s", [Status, Out]),
+                            Status =:= 0
+                    end,
+        ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
+        Left = Nodes -- Lost,
+        %% Group 0 still counts the two killed (they are removed after --remove-lost-after).
+        await_settled(not_recovered, Left, Nodes),
+        ?assertNotEqual([], ash_node:log_contains(hd([M || M <- Ms, ash_node:node(M) =:= S]),
+                                                  ["formed the group again"])),
+        all_readable_and_writable(R, Ids, Left)
+    after
+        [ash_node:stop(M) || M <- Ms]
+    end.
+
+%% Five members of their own (names Prefix_..._a to _e), --shards 4, --replicas 3.
+start_five(Config, Prefix) ->
+    Base = lists:flatten(io_lib:format("~s_~s_~b", [Prefix, os:getpid(), ash_node:uniq_int()])),
+    [First | Rest] = [Base ++ "_" ++ L || L <- ["a", "b", "c", "d", "e"]],
+    Args = ["--shards", "4", "--replicas", "3"],
+    A = ash_node:start(Config, #{name => First, args => Args}),
+    Ms = [A | [ash_node:start(Config, #{name => N,
+                                        args => Args ++ ["--join", atom_to_list(ash_node:node(A))]})
+               || N <- Rest]],
+    {Ms, [ash_node:node(M) || M <- Ms]}.
+
+%% Waits until each member of `On` sees the cluster healthy and settled: every group of the 4
+%% with a leader and 3 holders, all of them in `On`, and group 0's members `Members`.
+await_settled(What, On, Members) ->
+    Settled = fun(Node) ->
+                      case info(Node) of
+                          #{healthy := true, groups := Gs, members := Ms} ->
+                              lists:sort(Ms) =:= lists:sort(Members)
+                                  andalso length(Gs) =:= 4
+                                  andalso lists:all(
+                                            fun(#{group := 0}) -> true;
+                                               (#{leader := L, holders := Hs, settled := S}) ->
+                                                    L =/= undefined andalso S
+                                                        andalso length(Hs) =:= 3
+                                                        andalso Hs -- On =:= []
+                                            end, Gs);
+                          _ -> false
+                      end
+              end,
+    case ash_node:poll(fun() -> lists:all(Settled, On) end, ?WAIT, 200) of
+        true -> ok;
+        false -> ct:fail({What, [{N, info(N)} || N <- On]})
+    end.
+
+%% Defines R and writes 120 records through the members in turn (created with n => 0, then
+%% updated to n => 1); returns their ids.
+write_records(R, Nodes) ->
+    ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+    Ids = lists:seq(1, 120),
+    N = length(Nodes),
+    [{ok, _} = call(lists:nth(I rem N + 1, Nodes), {create, R, #{id => I, n => 0}}) || I <- Ids],
+    [{ok, _} = call(lists:nth((I + 2) rem N + 1, Nodes), {update, R, #{id => I}, #{n => 1}})
+     || I <- Ids],
+    Ids.
+
+%% Every record readable through each of `Nodes` with n => 1, then updated to n => 2 through
+%% them in turn and read back.
+all_readable_and_writable(R, Ids, Nodes) ->
+    Want = [#{id => I, n => 1} || I <- Ids],
+    [?assertEqual({ok, Want}, call(N, {query, R, #{sort => [{id, asc}]}})) || N <- Nodes],
+    Len = length(Nodes),
+    [?assertEqual({ok, #{id => I, n => 2}},
+                  call(lists:nth(I rem Len + 1, Nodes), {update, R, #{id => I}, #{n => 2}}))
+     || I <- Ids],
+    [?assertEqual({ok, #{id => I, n => 2}}, call(N, {get, R, #{id => I}}))
+     || I <- lists:seq(1, length(Ids), 11), N <- Nodes].

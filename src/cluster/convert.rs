@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 const GRACE: Duration = Duration::from_secs(1);
 
 /// How long each step (a leader, every record's turn, the snapshot, the purge) may take.
-const STEP: Duration = Duration::from_secs(30);
+pub(super) const STEP: Duration = Duration::from_secs(30);
 
 /// Why the node could not become a member.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +118,12 @@ pub async fn convert(
     started(&cluster);
     // From here the node is a member (its router holds `ash_gen_server`): there is no going
     // back, so a step that fails is tried again until the records are in a snapshot.
-    let (records, index) =
-        until_done(|| finish(&cluster, service), || cluster.stop_reason()).await?;
+    let (records, index) = until_done(
+        "becoming a cluster member",
+        || finish(&cluster, service),
+        || cluster.stop_reason(),
+    )
+    .await?;
     cluster.admitting.store(true, Ordering::Release);
     tracing::info!(
         records,
@@ -131,8 +135,9 @@ pub async fn convert(
 
 /// Runs `steps` until they succeed, pausing after each failure ([`RETRY_FIRST`], doubling up
 /// to [`STEP`]); gives up when `stopped` says why nothing can succeed any more (the Raft core
-/// stopped).
-async fn until_done<T, F, Fut>(
+/// stopped). `doing` names the work in the warnings (the member admits nobody meanwhile).
+pub(super) async fn until_done<T, F, Fut>(
+    doing: &str,
     mut steps: F,
     stopped: impl Fn() -> Option<String>,
 ) -> Result<T, ConvertError>
@@ -151,7 +156,7 @@ where
                 tracing::warn!(
                     error = %e,
                     retry_in = ?pause,
-                    "becoming a cluster member: a step failed, trying again (admitting nobody until then)"
+                    "{doing}: a step failed, trying again (admitting nobody until then)"
                 );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(STEP);
@@ -211,7 +216,7 @@ async fn every_turn_done(service: &Service) -> Result<usize, ConvertError> {
 
 /// Builds a snapshot of what this member applied and drops the log it covers; returns its
 /// last index.
-async fn snapshot_and_purge(cluster: &Cluster) -> Result<u64, ConvertError> {
+pub(super) async fn snapshot_and_purge(cluster: &Cluster) -> Result<u64, ConvertError> {
     let raft_error =
         |e: openraft::error::Fatal<super::types::NodeId>| ConvertError::Raft(e.to_string());
     let applied = cluster.raft().metrics().borrow().last_applied;
@@ -297,6 +302,7 @@ mod tests {
         let tries = std::sync::atomic::AtomicU32::new(0);
         let started = tokio::time::Instant::now();
         let done = until_done(
+            "a test",
             || async {
                 match tries.fetch_add(1, Ordering::Relaxed) {
                     0..=6 => Err(ConvertError::TimedOut("a step")),
@@ -319,6 +325,7 @@ mod tests {
     async fn a_stopped_raft_core_ends_the_retries() {
         let tries = std::sync::atomic::AtomicU32::new(0);
         let failed = until_done(
+            "a test",
             || async {
                 tries.fetch_add(1, Ordering::Relaxed);
                 Err::<(), _>(ConvertError::TimedOut("a step"))

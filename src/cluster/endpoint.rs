@@ -11,6 +11,10 @@
 //!   (a member that joined later learns them, [`super::expiry::learn_handlers`]), or
 //!   `{error, leaving}` from a member that is stopping, `{error, learning}` from one that has
 //!   not learned them yet;
+//! - `recover`: an operator asks this member to form the group again from its copy, the group
+//!   having lost a majority of its voters for good (`ash-gen-server recover`,
+//!   [`super::recover`]): `{ok, #{group, old_id, new_id, records, snapshot}}` or
+//!   `{error, Message}`;
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{is_member, Id}`: whether the group counts the member `Id` (answered by the leader: a
@@ -105,6 +109,11 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
     }
     if request.as_atom().map(|a| a.as_str()) == Some("subscriptions") {
         let reply = super::expiry::handlers_reply(&cluster);
+        cluster.node.reply_now(&from, &reply);
+        return;
+    }
+    if request.as_atom().map(|a| a.as_str()) == Some("recover") {
+        let reply = super::recover::recover(&cluster).await;
         cluster.node.reply_now(&from, &reply);
         return;
     }

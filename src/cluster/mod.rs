@@ -24,6 +24,8 @@
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
 //! - [`convert`]: a single node joined by another becomes a member, its records with it.
+//! - [`recover`]: a group that lost a majority of its voters for good is formed again from
+//!   the copy one member holds (`ash-gen-server recover`, an operator's unsafe last resort).
 //! - [`fanout`]: a multi-record request (query, aggregate, update_where, destroy_where) sent to
 //!   every shard and the shards' replies combined into the single node's reply.
 //! - [`holders`]: with several groups, a group other than 0 is held by `--replicas` members
@@ -50,6 +52,7 @@ pub mod network;
 pub mod placement;
 pub mod read_lease;
 pub mod record_pids;
+pub mod recover;
 pub mod role;
 pub mod router;
 pub mod settings;
@@ -484,13 +487,7 @@ impl Cluster {
         if moved > 0 {
             tracing::info!(%leader, pids = moved, "record pids moved with the group");
         }
-        let old = self.instance();
-        // Watchers of the old core's metrics wait for the new one (`changed`).
-        self.generation.send_modify(|g| *g += 1);
-        let _ = old.raft.shutdown().await;
-        if let Some(flush) = &old.flush {
-            flush.abort();
-        }
+        let old = self.retire().await;
         let reason = Value::pair(
             Value::Atom(*crate::term::atoms::SHUTDOWN),
             Value::Atom(Atom::from_static("group_handed_over")),
@@ -505,10 +502,27 @@ impl Cluster {
             records = dropped,
             "no longer holding the group: its records here dropped, a new instance waits"
         );
+        self.install(fresh);
+        Ok(())
+    }
+
+    /// Stops the group's Raft core on this member for another instance to take its place
+    /// ([`Cluster::install`]): watchers of its metrics wait for the new one (`changed`).
+    async fn retire(&self) -> Arc<Instance> {
+        let old = self.instance();
+        self.generation.send_modify(|g| *g += 1);
+        let _ = old.raft.shutdown().await;
+        if let Some(flush) = &old.flush {
+            flush.abort();
+        }
+        old
+    }
+
+    /// Puts `fresh` in the place of the instance [`Cluster::retire`] stopped.
+    fn install(&self, fresh: Instance) {
         *self.instance.write().expect("not poisoned") = Arc::new(fresh);
         self.heard_from_leader();
         self.generation.send_modify(|g| *g += 1);
-        Ok(())
     }
 
     /// Whether this member's instance of the group has a log (a fresh one, never admitted,
