@@ -890,7 +890,7 @@ a_lost_majority_is_recovered_from_the_survivors_copy(Config) ->
                             Status =:= 0
                     end,
         ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
-        ?assertNotEqual([], ash_node:log_contains(Survivor, ["formed the group again"])),
+        ?assertNotEqual([], ash_node:wait_log(Survivor, ["formed the group again"], ?WAIT)),
         ?assertMatch(#{leader := S, members := [S], voters := [S], healthy := true}, info(S)),
         Want = [#{id => I, n => -I} || I <- Ids],
         ?assertEqual({ok, Want}, call(S, {query, R, #{sort => [{id, asc}]}})),

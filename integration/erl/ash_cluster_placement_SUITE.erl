@@ -30,7 +30,7 @@ all() ->
      a_stopped_member_hands_its_shards_on, a_lost_member_is_replaced,
      a_holder_cut_off_past_its_removal_drops_its_stale_copy,
      two_members_stopped_at_once_hand_their_shards_on,
-     a_group_that_lost_its_majority_is_recovered].
+     a_group_that_lost_its_majority_is_recovered, a_lost_directory_majority_is_recovered].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("pl_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -353,11 +353,11 @@ two_members_stopped_at_once_hand_their_shards_on(Config) ->
 
 %% Two holders of a group SIGKILLed, the third kept (in memory: the two can only come back
 %% empty), so the group has no majority, no leader, for ever: `ash-gen-server recover --group
-%% G` on the third forms it again from its copy. The killed are chosen so that group 0 keeps
-%% its majority, and the third is the group's leader when that allows (it still believes it
-%% leads). Then the group grows back on three live holders, every record of every group is
-%% readable through each live member with its last value, and writes go on. Five members of
-%% their own, 4 shards, 3 replicas.
+%% G` on the third forms it again from its copy (and so for any other group both held). The
+%% killed are chosen so that group 0 keeps its majority, and the third is the group's leader
+%% when that allows (it still believes it leads). Then the groups grow back on three live
+%% holders, every record of every group is readable through each live member with its last
+%% value, and writes go on. Five members of their own, 4 shards, 3 replicas.
 a_group_that_lost_its_majority_is_recovered(Config) ->
     {Ms, Nodes} = start_five(Config, "plr"),
     try
@@ -365,43 +365,99 @@ a_group_that_lost_its_majority_is_recovered(Config) ->
         R = ash_node:uniq_res(recovered),
         Ids = write_records(R, Nodes),
         #{groups := Gs, voters := Voters0} = info(hd(Nodes)),
-        %% {prefer the leader as the survivor, group, survivor, the two lost}
-        Choices = [{Leader =:= S, G, S, Hs -- [S]}
+        %% {prefer the leader as the survivor, group, the two lost}
+        Choices = [{Leader =:= S, G, Hs -- [S]}
                    || #{group := G, holders := Hs, leader := Leader} <- Gs, G > 0,
                       S <- Hs,
                       length([V || V <- Hs -- [S], lists:member(V, Voters0)]) =< 1],
         ?assertNotEqual([], Choices, {Gs, Voters0}),
-        {_, G, S, Lost} = lists:max(Choices),
-        Router = list_to_atom("ash_gen_server_group_" ++ integer_to_list(G)),
-        Own = list_to_atom("ash_gen_server_records_" ++ integer_to_list(G)),
-        Sorted = fun({ok, Rs}) -> lists:sort(Rs); (Other) -> Other end,
-        InGroup = Sorted(gen_server:call({Router, S}, {query, R, #{}}, 20000)),
-        ?assertNotEqual([], InGroup),
-        %% The survivor's own copy has every write (a follower applies a moment later).
-        ?assert(ash_node:poll(fun() ->
-                                      Sorted(gen_server:call({Own, S}, {query, R, #{}}, 20000))
-                                          =:= InGroup
-                              end, ?WAIT, 100)),
-        ct:log("group ~b: keeping ~p, killing ~p; group 0's voters ~p", [G, S, Lost, Voters0]),
-        [137 = ash_node:stop(M, "KILL") || M <- Ms, lists:member(ash_node:node(M), Lost)],
-        Cookie = atom_to_list(erlang:get_cookie()),
-        Recovered = fun() ->
-                            {Status, Out} = ash_node:run_bin(["recover", "--node", atom_to_list(S),
-                                                              "--group", integer_to_list(G),
-                                                              "--cookie", Cookie], 90000),
-                            ct:log("recover: ~p ~s", [Status, Out]),
-                            Status =:= 0
-                    end,
-        ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
+        {_, _, Lost} = lists:max(Choices),
         Left = Nodes -- Lost,
+        kill_and_recover(R, Ms, Lost, []),
         %% Group 0 still counts the two killed (they are removed after --remove-lost-after).
         await_settled(not_recovered, Left, Nodes),
-        ?assertNotEqual([], ash_node:log_contains(hd([M || M <- Ms, ash_node:node(M) =:= S]),
-                                                  ["formed the group again"])),
         all_readable_and_writable(R, Ids, Left)
     after
         [ash_node:stop(M) || M <- Ms]
     end.
+
+%% Group 0 (on every member: the cluster's membership, and shard 0's records) loses two of its
+%% three voters for good, SIGKILLed: `recover --group 0` on the third, its leader (which still
+%% believes it leads), forms it again; the two members that followed it as learners find it no
+%% longer counts them, drop their copy and join again (as does one holding an old copy of a
+%% group formed again). Groups > 0 that both lost ones held are recovered on their third
+%% holder; a group whose holders are alive keeps them (no live member drops its copy of such a
+%% group while group 0 grows back and counts fewer members). Then everything settles on the
+%% three live members, every record readable with its last value through each, and writes go
+%% on. Five members of their own, 4 shards, 3 replicas.
+a_lost_directory_majority_is_recovered(Config) ->
+    {Ms, Nodes} = start_five(Config, "pld"),
+    try
+        await_settled(not_placed, Nodes, Nodes),
+        R = ash_node:uniq_res(directory),
+        Ids = write_records(R, Nodes),
+        #{groups := Gs, voters := Voters0, leader := S} = info(hd(Nodes)),
+        Lost = Voters0 -- [S],
+        Left = Nodes -- Lost,
+        %% The node logs' own timestamps (UTC, microseconds) from here on.
+        Since = list_to_binary(calendar:system_time_to_rfc3339(erlang:system_time(microsecond),
+                                                               [{unit, microsecond},
+                                                                {offset, "Z"}])),
+        Recovered = kill_and_recover(R, Ms, Lost, [{0, S}]),
+        await_settled(not_recovered, Left, Left),
+        %% The live members dropped copies of group 0 (the learners') and of the groups
+        %% formed again (an old copy), never of a group that kept its holders.
+        Kept = [integer_to_list(G) || #{group := G} <- Gs, G > 0,
+                                      not lists:keymember(G, 1, Recovered)],
+        Live = [M || M <- Ms, lists:member(ash_node:node(M), Left)],
+        Dropped = [{ash_node:node(M), L}
+                   || M <- Live, G <- Kept,
+                      L <- ash_node:log_contains(M, ["no longer holding the group",
+                                                     "group=" ++ G ++ " "]),
+                      binary:part(L, 0, byte_size(Since)) > Since],
+        ?assertEqual([], Dropped),
+        all_readable_and_writable(R, Ids, Left)
+    after
+        [ash_node:stop(M) || M <- Ms]
+    end.
+
+%% SIGKILLs the members named `Lost` and forms again every group they leave without a
+%% majority (each group > 0 both held, on its third holder, and `Also`, [{Group, Node}])
+%% with `ash-gen-server recover`, each survivor's own copy having every write first. Returns
+%% the groups recovered, [{Group, Node}].
+kill_and_recover(R, Ms, Lost, Also) ->
+    #{groups := Gs} = info(hd([N || N <- [ash_node:node(M) || M <- Ms],
+                                    not lists:member(N, Lost)])),
+    Orphans = Also ++ [{G, hd(Hs -- Lost)} || #{group := G, holders := Hs} <- Gs, G > 0,
+                                              Lost -- Hs =:= []],
+    ct:log("killing ~p; recovering ~p", [Lost, Orphans]),
+    Sorted = fun({ok, Rs}) -> lists:sort(Rs); (Other) -> Other end,
+    Complete = fun(G, Node) ->
+                       Suffix = case G of 0 -> ""; _ -> "_" ++ integer_to_list(G) end,
+                       Router = list_to_atom("ash_gen_server_group_" ++ integer_to_list(G)),
+                       Own = list_to_atom("ash_gen_server_records" ++ Suffix),
+                       Sorted(gen_server:call({Router, Node}, {query, R, #{}}, 20000))
+                           =:= Sorted(gen_server:call({Own, Node}, {query, R, #{}}, 20000))
+               end,
+    [?assert(ash_node:poll(fun() -> Complete(G, N) end, ?WAIT, 100), {G, N})
+     || {G, N} <- Orphans],
+    [137 = ash_node:stop(M, "KILL") || M <- Ms, lists:member(ash_node:node(M), Lost)],
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Recover = fun(G, Node) ->
+                      fun() ->
+                              {Status, Out} =
+                                  ash_node:run_bin(["recover", "--node", atom_to_list(Node),
+                                                    "--group", integer_to_list(G),
+                                                    "--cookie", Cookie], 90000),
+                              ct:log("recover ~b on ~p: ~p ~s", [G, Node, Status, Out]),
+                              Status =:= 0
+                      end
+              end,
+    [?assert(ash_node:poll(Recover(G, N), ?WAIT, 1000), {G, N}) || {G, N} <- Orphans],
+    [?assertNotEqual([], ash_node:wait_log(M, ["formed the group again",
+                                                "group=" ++ integer_to_list(G) ++ " "], ?WAIT))
+     || {G, N} <- Orphans, M <- Ms, ash_node:node(M) =:= N],
+    Orphans.
 
 %% Five members of their own (names Prefix_..._a to _e), --shards 4, --replicas 3.
 start_five(Config, Prefix) ->

@@ -11,6 +11,8 @@
 //!   (a member that joined later learns them, [`super::expiry::learn_handlers`]), or
 //!   `{error, leaving}` from a member that is stopping, `{error, learning}` from one that has
 //!   not learned them yet;
+//! - `leaving`: `true` while this member leaves the group (it stops), else `false` (a group's
+//!   leader asks before it makes the voters fewer, [`super::holders`]);
 //! - `recover`: an operator asks this member to form the group again from its copy, the group
 //!   having lost a majority of its voters for good (`ash-gen-server recover`,
 //!   [`super::recover`]): `{ok, #{group, old_id, new_id, records, snapshot}}` or
@@ -109,6 +111,11 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
     }
     if request.as_atom().map(|a| a.as_str()) == Some("subscriptions") {
         let reply = super::expiry::handlers_reply(&cluster);
+        cluster.node.reply_now(&from, &reply);
+        return;
+    }
+    if request.as_atom().map(|a| a.as_str()) == Some("leaving") {
+        let reply = Value::boolean(super::holders::is_leaving(&cluster));
         cluster.node.reply_now(&from, &reply);
         return;
     }

@@ -66,7 +66,7 @@ pub fn holders(cluster: &Cluster) -> Vec<String> {
         return Vec::new();
     };
     let me = cluster.node.config.name.to_string();
-    let leaving = cluster.leaving.load(Ordering::Acquire) || zero.leaving.load(Ordering::Acquire);
+    let leaving = is_leaving(cluster);
     let gone = view::gone(&zero);
     let all = members(&zero);
     // A node restarted under the same name is one member (its old id goes when admitted).
@@ -122,6 +122,48 @@ pub fn choose(
         );
     }
     chosen
+}
+
+/// Whether this member is leaving the group: it stops (SIGTERM, `drain`), leaving the cluster
+/// or only this group. The endpoint answers `leaving` with it: a group's leader asks before it
+/// makes the voters fewer ([`reconcile`]).
+pub fn is_leaving(cluster: &Cluster) -> bool {
+    cluster.leaving.load(Ordering::Acquire)
+        || directory(cluster).is_some_and(|zero| zero.leaving.load(Ordering::Acquire))
+}
+
+/// Of the voters `dropped` that a change would remove while making the group's voters fewer,
+/// the ones that stay voters: reachable and not leaving (asked: `leaving` to their endpoint of
+/// the group, answered `false`). Fewer holders come from fewer members of group 0, and a
+/// member is out of group 0 either leaving (it says so), lost (unreachable) or on its way
+/// back: group 0 formed again from one member's copy ([`super::recover`]) counts the others
+/// only once each has joined it again, and until then their groups keep them.
+async fn staying(cluster: &Cluster, dropped: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let all = members(cluster);
+    let mailbox = Mailbox::new(&cluster.node);
+    let mut kept = BTreeSet::new();
+    for id in dropped {
+        let Some(name) = all.get(id) else { continue };
+        if *id == cluster.id() {
+            if !is_leaving(cluster) {
+                kept.insert(*id);
+            }
+            continue;
+        }
+        let Ok(peer) = name.parse::<NodeName>() else {
+            continue;
+        };
+        if cluster.node.conn(name).is_none() {
+            continue;
+        }
+        let answer = mailbox
+            .call_remote(&peer, &cluster.names.endpoint, atom("leaving"), ASK_WAIT)
+            .await;
+        if matches!(answer, Ok(Value::Atom(a)) if a.as_str() == "false") {
+            kept.insert(*id);
+        }
+    }
+    kept
 }
 
 /// Whether the group's voters are its holders, as this member sees them (no move under way).
@@ -200,6 +242,18 @@ pub async fn tend(cluster: &Arc<Cluster>, mailbox: &Mailbox) {
         "tending the group"
     );
     if holding && !is_member(cluster) {
+        // A copy the group does not count (this member was removed and has not dropped it
+        // yet, or the group was formed again without it, [`super::recover`]) is dropped
+        // first: a log of another history must not meet the group's. One still catching up
+        // as a learner is counted: it waits.
+        if cluster.holds_something() {
+            if let Some(leader) = dropped_by(cluster, mailbox, holders.clone()).await
+                && let Err(e) = cluster.reset(&leader).await
+            {
+                tracing::error!(group = cluster.options.group, error = %e, "could not drop the group");
+            }
+            return;
+        }
         join(cluster, mailbox, &holders).await;
         return;
     }
@@ -341,6 +395,18 @@ pub async fn reconcile(cluster: &Cluster) -> Result<(), String> {
         }
     }
     let voting = voters(cluster);
+    if want.len() < voting.len() {
+        let dropped: BTreeSet<NodeId> = voting.difference(&want).copied().collect();
+        let kept = staying(cluster, &dropped).await;
+        if !kept.is_empty() {
+            tracing::debug!(
+                group = cluster.options.group,
+                ?kept,
+                "voters out of group 0 but reachable and not leaving keep their votes"
+            );
+        }
+        want.extend(kept);
+    }
     if want != voting {
         let raft = cluster.raft();
         let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(want.clone()), true);

@@ -206,6 +206,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        use std::ops::Bound;
+        // A range that ends before it starts holds nothing (`BTreeMap::range` would panic, and
+        // with it the group's Raft core).
+        let start = match range.start_bound() {
+            Bound::Included(i) => Some(*i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        match (start, end) {
+            (None, _) => return Ok(Vec::new()),
+            (Some(start), Some(end)) if start >= end => return Ok(Vec::new()),
+            _ => {}
+        }
         let inner = self.inner.lock().await;
         Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
@@ -371,6 +389,24 @@ mod tests {
             .iter()
             .map(|e| (e.log_id.leader_id.term, e.log_id.index))
             .collect()
+    }
+
+    #[tokio::test]
+    #[allow(clippy::reversed_empty_ranges)]
+    async fn a_range_that_ends_before_it_starts_reads_nothing() {
+        let mut store = LogStore::default();
+        append(&mut store, (1..=5).map(|i| entry(1, i)).collect()).await;
+        assert!(store.try_get_log_entries(4..2).await.unwrap().is_empty());
+        assert!(store.try_get_log_entries(4..=3).await.unwrap().is_empty());
+        assert!(store.try_get_log_entries(3..3).await.unwrap().is_empty());
+        let between: Vec<u64> = store
+            .try_get_log_entries(2..=3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(between, [2, 3]);
     }
 
     #[tokio::test]
