@@ -20,10 +20,11 @@
 //! It is a last resort and unsafe by nature, as etcd's `--force-new-cluster` or CockroachDB's
 //! loss-of-quorum recovery: writes that only the lost voters had are gone, and so are the
 //! request ids remembered to apply a retried write once. So it refuses while the group may
-//! still come back by itself: when another member leads it, when a leader spoke to this member
-//! in the last [`super::LEADER_SILENCE`], when a majority of its voters is reachable from this
-//! member, and with `--data-dir` (restarted with their directories, the lost members bring the
-//! majority back).
+//! still come back by itself: when a majority of its voters is reachable from this member,
+//! when a leader spoke to this member in the last [`super::LEADER_SILENCE`], and with
+//! `--data-dir` (restarted with their directories, the lost members bring the majority back);
+//! and when another reachable member still leads the group without a majority, it names that
+//! member, whose copy holds every write the group acknowledged.
 
 use super::Cluster;
 use super::convert::{STEP, snapshot_and_purge, until_done};
@@ -79,15 +80,9 @@ fn refusal(cluster: &Cluster) -> Option<String> {
         return Some(format!("this member holds no copy of group {group}"));
     }
     let me = cluster.id();
-    // A leader this member cannot reach may be lost too: the silence below tells.
-    if let Some((leader, name)) = cluster.leader()
-        && leader != me
-        && cluster.node.conn(&name.to_string()).is_some()
-    {
-        return Some(format!(
-            "group {group} has a leader, {name}: nothing to recover"
-        ));
-    }
+    let leader = cluster
+        .leader()
+        .filter(|(id, name)| *id != me && cluster.node.conn(&name.to_string()).is_some());
     let all = members(cluster);
     let voting = voters(cluster);
     let reachable = voting
@@ -100,9 +95,19 @@ fn refusal(cluster: &Cluster) -> Option<String> {
         })
         .count();
     if reachable * 2 > voting.len() {
+        return Some(match leader {
+            Some((_, name)) => format!("group {group} has a leader, {name}: nothing to recover"),
+            None => format!(
+                "{reachable} of the {} voters of group {group} are reachable from this member: the group elects a leader by itself",
+                voting.len()
+            ),
+        });
+    }
+    // A leader cut off from the majority leads on (it hears of no newer term), and keeps this
+    // member hearing from it: it holds every write the group acknowledged.
+    if let Some((_, name)) = leader {
         return Some(format!(
-            "{reachable} of the {} voters of group {group} are reachable from this member: the group elects a leader by itself",
-            voting.len()
+            "group {group}'s leader, {name}, leads it on without a majority of its voters: recover on it (--node {name}), which holds every write the group acknowledged"
         ));
     }
     if !cluster.is_leader() && !cluster.leader_silent() {
