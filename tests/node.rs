@@ -362,14 +362,7 @@ async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
     use ash_gen_server::node::{Mailbox, mailbox::CallError};
     use std::sync::Arc;
     let (a, epmd) = start(&format!("mb_server_{}", std::process::id()), false).await;
-    let mut config = NodeConfig::new(
-        format!("mb_client_{}@127.0.0.1", std::process::id())
-            .parse()
-            .unwrap(),
-        COOKIE.into(),
-    );
-    config.epmd_port = epmd;
-    let client = Node::new(config, 9).unwrap();
+    let client = client_node("mb_client", epmd);
     let server = a.node.config.name.clone();
     let wait = Duration::from_secs(10);
     let me = Mailbox::new(&client);
@@ -460,4 +453,76 @@ async fn mailboxes_call_a_peer_by_name_one_at_a_time_and_in_batches() {
         let reply = get(id).await.unwrap();
         assert_eq!(reply, request(format!("{{ok, #{{id => {id}, n => 49}}}}")));
     }
+}
+
+/// A node without a listening socket (a client, as the bench's load generator is), named
+/// `Prefix_<os pid>@127.0.0.1`, finding its peers through the EPMD on `epmd`.
+fn client_node(prefix: &str, epmd: u16) -> std::sync::Arc<Node> {
+    let mut config = NodeConfig::new(
+        format!("{prefix}_{}@127.0.0.1", std::process::id())
+            .parse()
+            .unwrap(),
+        COOKIE.into(),
+    );
+    config.epmd_port = epmd;
+    Node::new(config, 9).unwrap()
+}
+
+/// A process that never answers.
+struct Silent;
+
+impl ash_gen_server::node::Process for Silent {
+    fn deliver(
+        &self,
+        _node: &std::sync::Arc<Node>,
+        _from: Option<ash_gen_server::term::Pid>,
+        _message: Value,
+    ) {
+    }
+}
+
+/// A watched call (`Mailbox::call_remote_watched`, what a member forwarding a request to the
+/// leader makes) to a peer whose connection goes down while it waits ends at once as
+/// unreachable; the same call unwatched would wait for its whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_call_ends_when_the_peer_goes() {
+    use ash_gen_server::node::{Mailbox, mailbox::CallError};
+    let (a, epmd) = start(&format!("watched_server_{}", std::process::id()), false).await;
+    a.node
+        .register("silent", |_| std::sync::Arc::new(Silent))
+        .expect("registered");
+    let client = client_node("watched_client", epmd);
+    let server = a.node.config.name.clone();
+    let me = Mailbox::new(&client);
+    // Answered as any call is.
+    assert_eq!(
+        me.call_remote_watched(
+            &server,
+            "ash_gen_server",
+            t("ping"),
+            Duration::from_secs(10)
+        )
+        .await
+        .unwrap(),
+        t("pong")
+    );
+    // No answer, then the server goes: the call ends long before its 120 s.
+    let waiting = tokio::spawn(async move {
+        me.call_remote_watched(&server, "silent", t("ping"), Duration::from_secs(120))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "no answer yet: still waiting");
+    a.shutdown(Duration::from_secs(5)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the call ends once the connection is gone")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(CallError::Unreachable { .. })),
+        "{ended:?}"
+    );
+    // Nothing left watched on the client.
+    let (_, _, watching, _) = client.processes.sizes();
+    assert_eq!(watching, 0);
 }

@@ -576,9 +576,12 @@ impl Cluster {
         }
     }
 
-    /// The current leader's node name, if there is one.
+    /// The current leader's node name, if there is one. Read from the server metrics, the
+    /// channel [`Cluster::changed`] waits on: openraft updates them before the full metrics,
+    /// so a waiter woken by a new leader that read the full ones could miss it, and wait for a
+    /// change that never comes.
     pub fn leader(&self) -> Option<(NodeId, NodeName)> {
-        let metrics = self.raft().metrics().borrow().clone();
+        let metrics = self.raft().server_metrics().borrow().clone();
         let leader = metrics.current_leader?;
         let name = metrics
             .membership_config
@@ -595,7 +598,7 @@ impl Cluster {
         // A leader that removed itself from the group (it handed the group on) no longer
         // leads it, whatever its core still says.
         let instance = self.instance();
-        let metrics = instance.raft.metrics();
+        let metrics = instance.raft.server_metrics();
         let metrics = metrics.borrow();
         metrics.current_leader == Some(instance.id)
             && metrics

@@ -203,7 +203,7 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
             let mut last = unavailable("no member holding the group answered");
             for holder in super::holders::candidates(&cluster) {
                 let asked = mailbox
-                    .call_remote(
+                    .call_remote_watched(
                         &holder,
                         &cluster.names.endpoint,
                         request.clone(),
@@ -292,8 +292,10 @@ async fn route(cluster: Arc<Cluster>, from: From, request: Value) {
                     request.clone(),
                     Value::Int(id as i64),
                 ]);
+                // Watched: a connection lost after the forward went out ends the wait at once
+                // (the loop asks again, another member if need be), not after 30 s.
                 match mailbox
-                    .call_remote(&name, &cluster.names.endpoint, forward, FORWARD_TIMEOUT)
+                    .call_remote_watched(&name, &cluster.names.endpoint, forward, FORWARD_TIMEOUT)
                     .await
                 {
                     Ok(reply) => reply,

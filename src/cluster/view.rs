@@ -8,11 +8,22 @@ use super::types::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// The group's membership as this member's Raft shows it, from the server metrics: openraft
+/// updates them before the full ones, and [`Cluster::changed`] waits on them.
+fn membership(
+    cluster: &Cluster,
+) -> std::sync::Arc<openraft::StoredMembership<NodeId, super::types::Member>> {
+    cluster
+        .raft()
+        .server_metrics()
+        .borrow()
+        .membership_config
+        .clone()
+}
+
 /// The members Raft knows (voters and learners), by id.
 pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
-    let metrics = cluster.raft().metrics().borrow().clone();
-    metrics
-        .membership_config
+    membership(cluster)
         .membership()
         .nodes()
         .map(|(id, m)| (*id, m.addr.clone()))
@@ -21,8 +32,7 @@ pub fn members(cluster: &Cluster) -> BTreeMap<NodeId, String> {
 
 /// The voting members, by id.
 pub fn voters(cluster: &Cluster) -> BTreeSet<NodeId> {
-    let metrics = cluster.raft().metrics().borrow().clone();
-    metrics.membership_config.membership().voter_ids().collect()
+    membership(cluster).membership().voter_ids().collect()
 }
 
 /// How far (in log entries) behind the leader a learner may be and still be made a voter.

@@ -177,35 +177,78 @@ impl Mailbox {
     ) -> Result<Value, CallError> {
         let (node, to) = self.reach(peer, name, timeout).await?;
         let monitor = self.node.monitor_name(&self.pid, node, to);
-        let tag = match self.send_call(peer, node, to, request) {
-            Ok(tag) => tag,
-            Err(e) => {
-                self.node.demonitor_name(&self.pid, node, to, &monitor);
-                return Err(e);
-            }
+        let answer = self
+            .call_until_down(peer, node, to, request, timeout, &monitor)
+            .await;
+        // Nothing is sent when the monitor fired (its watch is gone).
+        self.node.demonitor_name(&self.pid, node, to, &monitor);
+        answer
+    }
+
+    /// [`Mailbox::call_remote`] that ends at once with [`CallError::Unreachable`] when the
+    /// connection to `peer` goes down while it waits, instead of at `timeout`: a watch on the
+    /// connection kept on this node (nothing more is sent). For calls whose answer may take
+    /// long, so that the caller tries elsewhere.
+    pub async fn call_remote_watched(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        name: &str,
+        request: Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let (node, to) = self.reach(peer, name, timeout).await?;
+        let watch = self.node.make_ref();
+        let target = Pid {
+            node,
+            id: 0,
+            serial: 0,
+            creation: 0,
         };
+        self.node.processes.watch(&self.pid, target, watch);
+        // Gone between reaching it and the watch: its 'DOWN' has fired already.
+        if self.node.conn(&peer.to_string()).is_none() {
+            self.node.processes.unwatch(&watch);
+            return Err(CallError::Unreachable {
+                node: peer.to_string(),
+                reason: "noconnection".to_string(),
+            });
+        }
+        let answer = self
+            .call_until_down(peer, node, to, request, timeout, &watch)
+            .await;
+        self.node.processes.unwatch(&watch);
+        answer
+    }
+
+    /// Sends the call and waits for its reply or for the 'DOWN' of `down` (a monitor or a
+    /// watch the caller set): [`CallError::NoProcess`] for `noproc`, else
+    /// [`CallError::Unreachable`].
+    async fn call_until_down(
+        &self,
+        peer: &erl_dist::node::NodeName,
+        node: Atom,
+        to: Atom,
+        request: Value,
+        timeout: Duration,
+        down: &Ref,
+    ) -> Result<Value, CallError> {
+        let tag = self.send_call(peer, node, to, request)?;
         let answer = self
             .recv_matching(timeout, |signal| match signal {
-                Signal::Down { reference, .. } => *reference == monitor,
+                Signal::Down { reference, .. } => reference == down,
                 _ => is_reply(signal, &tag),
             })
             .await;
         match answer {
             Some(Signal::Down { reason, .. }) if reason == Value::Atom(*atoms::NOPROC) => {
-                Err(CallError::NoProcess(name.to_string()))
+                Err(CallError::NoProcess(to.as_str().to_string()))
             }
             Some(Signal::Down { reason, .. }) => Err(CallError::Unreachable {
                 node: peer.to_string(),
                 reason: format!("{reason:?}"),
             }),
-            Some(reply) => {
-                self.node.demonitor_name(&self.pid, node, to, &monitor);
-                Ok(reply_of(reply))
-            }
-            None => {
-                self.node.demonitor_name(&self.pid, node, to, &monitor);
-                Err(CallError::Timeout(timeout))
-            }
+            Some(reply) => Ok(reply_of(reply)),
+            None => Err(CallError::Timeout(timeout)),
         }
     }
 
