@@ -94,33 +94,22 @@ async fn raft_message(cluster: &Cluster, kind: &str, payload: &[u8]) -> Value {
 }
 
 async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
-    if request.as_atom().map(|a| a.as_str()) == Some("ping") {
-        cluster.node.reply_now(&from, &atom("pong"));
-        return;
-    }
-    if request.as_atom().map(|a| a.as_str()) == Some("cluster") {
+    // The requests named by an atom.
+    let named = match request.as_atom().map(|a| a.as_str()) {
+        Some("ping") => Some(atom("pong")),
         // This member's own description of the group (never passed on); `no_cluster` when it
         // is not in the group (any more).
-        let reply = if super::holders::is_member(&cluster) {
-            Value::pair(atom("ok"), super::membership::info(&cluster).await)
-        } else {
-            Value::pair(atom("error"), atom("no_cluster"))
-        };
-        cluster.node.reply_now(&from, &reply);
-        return;
-    }
-    if request.as_atom().map(|a| a.as_str()) == Some("subscriptions") {
-        let reply = super::expiry::handlers_reply(&cluster);
-        cluster.node.reply_now(&from, &reply);
-        return;
-    }
-    if request.as_atom().map(|a| a.as_str()) == Some("leaving") {
-        let reply = Value::boolean(super::holders::is_leaving(&cluster));
-        cluster.node.reply_now(&from, &reply);
-        return;
-    }
-    if request.as_atom().map(|a| a.as_str()) == Some("recover") {
-        let reply = super::recover::recover(&cluster).await;
+        Some("cluster") if super::holders::is_member(&cluster) => Some(Value::pair(
+            atom("ok"),
+            super::membership::info(&cluster).await,
+        )),
+        Some("cluster") => Some(Value::pair(atom("error"), atom("no_cluster"))),
+        Some("subscriptions") => Some(super::expiry::handlers_reply(&cluster)),
+        Some("leaving") => Some(Value::boolean(super::holders::is_leaving(&cluster))),
+        Some("recover") => Some(super::recover::recover(&cluster).await),
+        _ => None,
+    };
+    if let Some(reply) = named {
         cluster.node.reply_now(&from, &reply);
         return;
     }
