@@ -63,16 +63,6 @@ pub enum ConvertError {
     Journal(crate::storage::JournalError),
 }
 
-/// The files of a member's Raft state in a data directory (and their half-written copies).
-const RAFT_FILES: [&str; 6] = [
-    super::log_store::LOG_FILE,
-    "raft.new",
-    super::snapshot::SNAPSHOT_FILE,
-    "raft.snapshot.new",
-    super::identity::MEMBER_FILE,
-    "member.new",
-];
-
 /// A data directory holding a single node's journal and a member's Raft files belongs to a
 /// node stopped while it became a member (step 5 above): the journal still holds every record
 /// and nobody had been admitted, so the Raft files are removed and the node starts as the
@@ -81,15 +71,7 @@ pub fn recover_interrupted(dir: &Path) -> std::io::Result<bool> {
     if !dir.join(crate::protocol::durable::JOURNAL_FILE).exists() {
         return Ok(false);
     }
-    let mut found = false;
-    for name in RAFT_FILES {
-        match std::fs::remove_file(dir.join(name)) {
-            Ok(()) => found = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(found)
+    super::data_dir::remove(dir)
 }
 
 /// Makes the single node serving `service` a member of a new cluster of one that holds its

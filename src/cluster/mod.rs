@@ -24,6 +24,8 @@
 //! - [`membership`]: forming the cluster (`--join`), who votes (rendezvous over the members,
 //!   [`placement`]), leaving it on SIGTERM.
 //! - [`convert`]: a single node joined by another becomes a member, its records with it.
+//! - [`data_dir`]: a member's Raft files in its data directory, removed for a new instance or
+//!   set aside by [`recover`].
 //! - [`recover`]: a group that lost a majority of its voters for good is formed again from
 //!   the copy one member holds (`ash-gen-server recover`, an operator's unsafe last resort).
 //! - [`fanout`]: a multi-record request (query, aggregate, update_where, destroy_where) sent to
@@ -40,6 +42,7 @@
 
 pub mod answer;
 pub mod convert;
+pub mod data_dir;
 pub mod endpoint;
 pub mod expiry;
 pub mod fanout;
@@ -207,11 +210,10 @@ impl Instance {
         let (id, log, reopened) = match &options.data_dir {
             Some(dir) => {
                 if fresh {
-                    // Only a group's own directory is emptied (group 0 is never reset).
-                    debug_assert!(options.group > 0);
-                    let _ = std::fs::remove_dir_all(dir);
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        ClusterError::Raft(format!("cannot create {}: {e}", dir.display()))
+                    // Only the group's own Raft files: group 0's directory also holds the
+                    // cluster's settings and the other groups' directories.
+                    data_dir::remove(dir).map_err(|e| {
+                        ClusterError::Raft(format!("cannot empty {}: {e}", dir.display()))
                     })?;
                 }
                 let id =
@@ -515,6 +517,7 @@ impl Cluster {
         if let Some(flush) = &old.flush {
             flush.abort();
         }
+        old.snapshots.detach();
         old
     }
 

@@ -124,6 +124,8 @@ pub struct SnapshotStore {
     latest: Mutex<Option<Latest>>,
     /// Held while a snapshot is saved: one save at a time.
     saving: Mutex<()>,
+    /// Set once the instance it belongs to has stopped ([`SnapshotStore::detach`]).
+    detached: std::sync::atomic::AtomicBool,
 }
 
 impl SnapshotStore {
@@ -133,7 +135,17 @@ impl SnapshotStore {
             dir: dir.map(Path::to_path_buf),
             latest: Mutex::new(None),
             saving: Mutex::new(()),
+            detached: Default::default(),
         }
+    }
+
+    /// Writes nothing to the data directory any more, once a save under way has ended: the
+    /// instance it belongs to has stopped, and another may own the directory's files (a
+    /// snapshot built before the stop must not land there).
+    pub fn detach(&self) {
+        let _no_save_under_way = self.saving.lock();
+        self.detached
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The latest snapshot, if any.
@@ -157,7 +169,9 @@ impl SnapshotStore {
         if kept.is_some_and(|kept| kept >= meta.last_log_id) {
             return Ok(false);
         }
-        if let Some(dir) = &self.dir {
+        if let Some(dir) = &self.dir
+            && !self.detached.load(std::sync::atomic::Ordering::Acquire)
+        {
             write_file(&dir.join(SNAPSHOT_FILE), &meta, &bytes)?;
         }
         *self.latest.lock() = Some((meta, bytes));
@@ -304,6 +318,22 @@ mod tests {
             SnapshotStore::new(Some(&dir)).load(),
             Err(SnapshotError::Invalid(_))
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_detached_store_writes_nothing_to_the_directory() {
+        let dir = std::env::temp_dir().join(format!("ash-snapshot-detach-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SnapshotStore::new(Some(&dir));
+        store.save(meta(10), Arc::new(vec![1])).unwrap();
+        store.detach();
+        // Another instance owns the directory now.
+        std::fs::remove_file(dir.join(SNAPSHOT_FILE)).unwrap();
+        assert!(store.save(meta(20), Arc::new(vec![2])).unwrap());
+        assert_eq!(store.latest().unwrap().0, meta(20), "kept in memory");
+        assert!(!dir.join(SNAPSHOT_FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
