@@ -353,6 +353,10 @@ struct RecoverArgs {
     /// membership).
     #[arg(long, default_value_t = 0)]
     group: u32,
+    /// With --data-dir: the lost members' directories are lost for good (they will never be
+    /// started again with them). The member's old files are kept in DIR/recovered-<id>.
+    #[arg(long)]
+    lost_for_good: bool,
     /// Seconds to wait for the group to be formed again.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -896,7 +900,12 @@ async fn recover(args: RecoverArgs) -> Result<(), String> {
         args.remote.epmd_port,
         tls.as_ref(),
         &endpoint,
-        &parse_term("recover").expect("an atom"),
+        &parse_term(if args.lost_for_good {
+            "{recover, lost_for_good}"
+        } else {
+            "recover"
+        })
+        .expect("a term"),
         Duration::from_secs(args.timeout),
     )
     .await

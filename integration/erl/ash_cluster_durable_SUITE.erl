@@ -11,7 +11,11 @@
 %%   whole cluster (the log carries the leader's time of each write);
 %% - a durable single node joined becomes a member with every record; one whose Raft core
 %%   fails while it does (its snapshot cannot be written) exits non-zero and, started again,
-%%   is the single node it was, with every record.
+%%   is the single node it was, with every record;
+%% - two members of three lost with their directories: `recover` refuses to form the group
+%%   again from the survivor's copy until told the directories are lost for good, then does,
+%%   its old files set aside; the two join it again with empty directories, and the group formed
+%%   again is the one every member's directory holds after a SIGKILL of all three.
 %%
 %% The members use the three --fsync policies (a SIGKILL of the process loses nothing in any).
 %% The writers and the history check are the cluster suites' (ash_cluster_lib).
@@ -30,7 +34,8 @@ all() ->
      a_member_restarted_alone_keeps_its_place,
      lifetime_counts_from_creation_across_a_restart,
      a_durable_single_node_joined_keeps_every_record_in_the_cluster,
-     a_single_node_that_fails_to_become_a_member_stays_what_it_was].
+     a_single_node_that_fails_to_become_a_member_stays_what_it_was,
+     a_lost_majority_whose_directories_are_lost_for_good_is_recovered].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("cld_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -278,4 +283,80 @@ a_single_node_that_fails_to_become_a_member_stays_what_it_was(Config) ->
         {ok, _} = call(FirstNode, {create, R, #{id => after_restart, n => 0}})
     after
         [ash_node:stop(M) || M <- get(df_nodes)]
+    end.
+
+%% Two of three durable members lost with their directories (a disk lost, a machine gone): the
+%% survivor has no majority for ever. `recover` refuses to form the group again while the lost
+%% members could still come back with their directories, and does it with --lost-for-good:
+%% the survivor leads alone with every record and its last value, its old Raft files kept in
+%% recovered-<id>. The two start again with empty directories and join it; then all three are
+%% SIGKILLed and started again with their directories: the group formed again is on disk.
+a_lost_majority_whose_directories_are_lost_for_good_is_recovered(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("dr_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = fun(L) -> filename:join(?config(priv_dir, Config), Base ++ "_" ++ L) end,
+    Start = fun(L, Extra) ->
+                    ash_node:start(Config, #{name => Base ++ "_" ++ L,
+                                             args => ["--cluster", "--data-dir", Dir(L),
+                                                      "--fsync", "always"] ++ Extra})
+            end,
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Recover = fun(Node, Extra) ->
+                      ash_node:run_bin(["recover", "--node", atom_to_list(Node),
+                                        "--cookie", Cookie] ++ Extra, 90000)
+              end,
+    First = Start("a", []),
+    Join = ["--join", atom_to_list(ash_node:node(First))],
+    Started = [{"a", First} | [{L, Start(L, Join)} || L <- ["b", "c"]]],
+    put(dr_nodes, [M || {_, M} <- Started]),
+    Query = fun(N) -> call(N, {query, R, #{sort => [{id, asc}]}}) end,
+    try
+        ash_cluster_lib:await_healthy([M || {_, M} <- Started], 3),
+        Nodes = [ash_node:node(M) || {_, M} <- Started],
+        ok = call(hd(Nodes), {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 30),
+        [{ok, _} = call(lists:nth(I rem 3 + 1, Nodes), {create, R, #{id => I, n => I}})
+         || I <- Ids],
+        [{ok, _} = call(lists:nth((I + 1) rem 3 + 1, Nodes), {update, R, #{id => I}, #{n => -I}})
+         || I <- Ids],
+        %% The survivor is a follower; the leader and the other follower are lost, disks too.
+        #{leader := Leader} = ash_cluster_lib:info(hd(Nodes)),
+        [S | _] = Nodes -- [Leader],
+        [{SL, Survivor}] = [P || {_, M} = P <- Started, ash_node:node(M) =:= S],
+        Lost = [P || {_, M} = P <- Started, M =/= Survivor],
+        [137 = ash_node:stop(M, "KILL") || {_, M} <- Lost],
+        [ok = file:del_dir_r(Dir(L)) || {L, _} <- Lost],
+        {Status0, Out0} = Recover(S, []),
+        ct:log("recover without --lost-for-good: ~p ~s", [Status0, Out0]),
+        ?assertNotEqual(0, Status0),
+        ?assertNotEqual(nomatch, binary:match(Out0, <<"--lost-for-good">>)),
+        ?assertEqual([], filelib:wildcard(filename:join(Dir(SL), "recovered-*"))),
+        Recovered = fun() ->
+                            {Status, Out} = Recover(S, ["--lost-for-good"]),
+                            ct:log("recover --lost-for-good: ~p ~s", [Status, Out]),
+                            Status =:= 0
+                    end,
+        ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
+        ?assertMatch(#{leader := S, members := [S], voters := [S], healthy := true},
+                     ash_cluster_lib:info(S)),
+        ?assertMatch([_], filelib:wildcard(filename:join([Dir(SL), "recovered-*", "raft.log"]))),
+        ?assertEqual({ok, [#{id => I, n => -I} || I <- Ids]}, Query(S)),
+        [?assertEqual({ok, #{id => I, n => I * 10}},
+                      call(S, {update, R, #{id => I}, #{n => I * 10}})) || I <- Ids],
+        %% The lost two come back with empty directories (new members) and join it.
+        Again = [Start(L, ["--join", atom_to_list(S)]) || {L, _} <- Lost],
+        All = [Survivor | Again],
+        put(dr_nodes, All),
+        ash_cluster_lib:await_healthy(All, 3),
+        Final = [#{id => I, n => I * 10} || I <- Ids],
+        [?assertEqual({ok, Final}, Query(ash_node:node(M))) || M <- Again],
+        %% The group formed again is the one the directories hold.
+        [137 = ash_node:stop(M, "KILL") || M <- All],
+        Back = [Start(L, []) || L <- ["a", "b", "c"]],
+        put(dr_nodes, Back),
+        ash_cluster_lib:await_healthy(Back, 3),
+        [?assertEqual({ok, Final}, Query(ash_node:node(M))) || M <- Back],
+        {ok, _} = call(ash_node:node(hd(Back)), {create, R, #{id => 31, n => 31}})
+    after
+        [ash_node:stop(M) || M <- get(dr_nodes)]
     end.

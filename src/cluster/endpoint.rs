@@ -106,7 +106,7 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
         Some("cluster") => Some(Value::pair(atom("error"), atom("no_cluster"))),
         Some("subscriptions") => Some(super::expiry::handlers_reply(&cluster)),
         Some("leaving") => Some(Value::boolean(super::holders::is_leaving(&cluster))),
-        Some("recover") => Some(super::recover::recover(&cluster).await),
+        Some("recover") => Some(super::recover::recover(&cluster, false).await),
         _ => None,
     };
     if let Some(reply) = named {
@@ -129,6 +129,12 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
         return;
     }
     let reply = match request.as_tuple() {
+        Some([tag, option])
+            if tag.as_atom().map(|a| a.as_str()) == Some("recover")
+                && option.as_atom().map(|a| a.as_str()) == Some("lost_for_good") =>
+        {
+            super::recover::recover(&cluster, true).await
+        }
         Some([tag, name, id]) if tag.as_atom().map(|a| a.as_str()) == Some("join") => {
             match (
                 name.as_bytes().and_then(|b| std::str::from_utf8(b).ok()),

@@ -22,9 +22,17 @@
 //! request ids remembered to apply a retried write once. So it refuses while the group may
 //! still come back by itself: when a majority of its voters is reachable from this member,
 //! when a leader spoke to this member in the last [`super::LEADER_SILENCE`], and with
-//! `--data-dir` (restarted with their directories, the lost members bring the majority back);
-//! and when another reachable member still leads the group without a majority, it names that
-//! member, whose copy holds every write the group acknowledged.
+//! `--data-dir` (restarted with their directories, the lost members bring the majority back)
+//! unless the operator says the lost members' directories are lost for good
+//! (`{recover, lost_for_good}`, `recover --lost-for-good`); and when another reachable member
+//! still leads the group without a majority, it names that member, whose copy holds every
+//! write the group acknowledged.
+//!
+//! With a data directory the old instance's files are moved into `recovered-<old id>` beside
+//! them ([`super::data_dir::set_aside`]) and the new instance starts its own there; the
+//! snapshot of step 4 is written to it. A lost member must then never start again with its
+//! old directory: a majority of the old voters back with theirs would elect a leader of the
+//! old group beside the new one. Started with an empty directory, it joins as a new member.
 
 use super::Cluster;
 use super::convert::{STEP, snapshot_and_purge, until_done};
@@ -46,11 +54,12 @@ struct Formed {
     snapshot: u64,
 }
 
-/// The endpoint's answer to `recover`: `{ok, #{group, old_id, new_id, records, snapshot}}`
-/// once the group is formed again from this member's copy; `{error, Message}` saying why not.
-pub async fn recover(cluster: &Arc<Cluster>) -> Value {
+/// The endpoint's answer to `recover` (`lost_for_good`: `{recover, lost_for_good}`, see the
+/// module's doc): `{ok, #{group, old_id, new_id, records, snapshot}}` once the group is formed
+/// again from this member's copy; `{error, Message}` saying why not.
+pub async fn recover(cluster: &Arc<Cluster>, lost_for_good: bool) -> Value {
     let atom = |name: &'static str| Value::Atom(Atom::from_static(name));
-    match form_again(cluster).await {
+    match form_again(cluster, lost_for_good).await {
         Ok(formed) => Value::pair(
             atom("ok"),
             Value::map(vec![
@@ -66,11 +75,11 @@ pub async fn recover(cluster: &Arc<Cluster>) -> Value {
 }
 
 /// Why the group may still come back by itself (or this member cannot form it), if it may.
-fn refusal(cluster: &Cluster) -> Option<String> {
+fn refusal(cluster: &Cluster, lost_for_good: bool) -> Option<String> {
     let group = cluster.options.group;
-    if cluster.options.data_dir.is_some() {
+    if cluster.options.data_dir.is_some() && !lost_for_good {
         return Some(format!(
-            "this member keeps group {group} in a data directory: start the lost members again with theirs, and the group goes on with its majority back"
+            "this member keeps group {group} in a data directory: start the lost members again with theirs, and the group goes on with its majority back (if their directories are lost for good, and will never be started again, recover with --lost-for-good)"
         ));
     }
     if cluster.leaving.load(Ordering::Acquire) {
@@ -119,8 +128,8 @@ fn refusal(cluster: &Cluster) -> Option<String> {
     None
 }
 
-async fn form_again(cluster: &Arc<Cluster>) -> Result<Formed, String> {
-    if let Some(why) = refusal(cluster) {
+async fn form_again(cluster: &Arc<Cluster>, lost_for_good: bool) -> Result<Formed, String> {
+    if let Some(why) = refusal(cluster, lost_for_good) {
         return Err(why);
     }
     let group = cluster.options.group;
@@ -143,6 +152,32 @@ async fn form_again(cluster: &Arc<Cluster>) -> Result<Formed, String> {
         ));
     }
     let old = cluster.retire().await;
+    // With a data directory, the old instance's files are kept aside for the operator; the
+    // new instance starts with none (a new id, an empty log).
+    let aside = match &cluster.options.data_dir {
+        Some(dir) => match super::data_dir::set_aside(dir, &format!("recovered-{}", old.id)) {
+            Ok(to) => Some(to),
+            Err(e) => {
+                // The files stay where they were: the member goes on as it was.
+                let again = super::Instance::open(
+                    &cluster.node,
+                    &cluster.records,
+                    &cluster.options,
+                    &cluster.names,
+                    false,
+                )
+                .await
+                .map_err(|e| format!("could not start group {group} again: {e}"))?;
+                cluster.install(again);
+                cluster.admitting.store(true, Ordering::Release);
+                return Err(format!(
+                    "could not set group {group}'s files in {} aside: {e}",
+                    dir.display()
+                ));
+            }
+        },
+        None => None,
+    };
     let fresh = super::Instance::open(
         &cluster.node,
         &cluster.records,
@@ -166,6 +201,7 @@ async fn form_again(cluster: &Arc<Cluster>) -> Result<Formed, String> {
         old = old.id,
         new,
         ?lost,
+        aside = ?aside,
         "formed the group again from this member's copy (recover): writes only the lost voters had are gone"
     );
     // From here this member leads the group: the records go into a snapshot for those who
