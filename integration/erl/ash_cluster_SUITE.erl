@@ -850,7 +850,8 @@ a_joining_member_takes_the_clusters_replicas(Config) ->
 %% that only a leader could admit): the survivor has no majority, so no leader, for ever.
 %% `ash-gen-server recover` forms the group again from its copy: refused while the group has
 %% a leader (nothing changes), then the survivor leads alone with every record and its last
-%% value and takes writes; the two started again join it and catch up.
+%% value, applies a write retried with its request id once, and takes writes; the two started
+%% again join it and catch up.
 a_lost_majority_is_recovered_from_the_survivors_copy(Config) ->
     R = ?config(res, Config),
     Base = lists:flatten(io_lib:format("lm_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -880,6 +881,10 @@ a_lost_majority_is_recovered_from_the_survivors_copy(Config) ->
         [S | _] = Nodes -- [Leader],
         [Survivor] = [M || M <- [First | Others], ash_node:node(M) =:= S],
         Lost = [M || M <- [First | Others], M =/= Survivor],
+        %% A write with a request id, acknowledged before the loss.
+        Inc = {request_id, erlang:unique_integer([positive]),
+               {update, R, #{id => 1}, #{}, #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}},
+        ?assertEqual({ok, #{id => 1, n => 0}}, call(Leader, Inc)),
         {Status0, Out0} = Recover(S),
         ct:log("recover on a healthy group: ~p ~s", [Status0, Out0]),
         ?assertNotEqual(0, Status0),
@@ -895,8 +900,11 @@ a_lost_majority_is_recovered_from_the_survivors_copy(Config) ->
         ?assert(ash_node:poll(Recovered, ?WAIT, 1000)),
         ?assertNotEqual([], ash_node:wait_log(Survivor, ["formed the group again"], ?WAIT)),
         ?assertMatch(#{leader := S, members := [S], voters := [S], healthy := true}, info(S)),
-        Want = [#{id => I, n => -I} || I <- Ids],
+        Want = [#{id => I, n => case I of 1 -> 0; _ -> -I end} || I <- Ids],
         ?assertEqual({ok, Want}, call(S, {query, R, #{sort => [{id, asc}]}})),
+        %% The group formed again remembers the request ids: the retry is applied once.
+        ?assertEqual({ok, #{id => 1, n => 0}}, call(S, Inc)),
+        ?assertEqual({ok, #{id => 1, n => 0}}, call(S, {get, R, #{id => 1}})),
         [?assertEqual({ok, #{id => I, n => I * 10}},
                       call(S, {update, R, #{id => I}, #{n => I * 10}})) || I <- Ids],
         %% The lost two come back (empty, new ids) and join the survivor's group.

@@ -324,6 +324,9 @@ a_lost_majority_whose_directories_are_lost_for_good_is_recovered(Config) ->
         [S | _] = Nodes -- [Leader],
         [{SL, Survivor}] = [P || {_, M} = P <- Started, ash_node:node(M) =:= S],
         Lost = [P || {_, M} = P <- Started, M =/= Survivor],
+        Inc = {request_id, erlang:unique_integer([positive]),
+               {update, R, #{id => 1}, #{}, #{atomics => [{n, {'+', {ref, n}, {value, 1}}}]}}},
+        ?assertEqual({ok, #{id => 1, n => 0}}, call(Leader, Inc)),
         [137 = ash_node:stop(M, "KILL") || {_, M} <- Lost],
         [ok = file:del_dir_r(Dir(L)) || {L, _} <- Lost],
         {Status0, Out0} = Recover(S, []),
@@ -340,7 +343,10 @@ a_lost_majority_whose_directories_are_lost_for_good_is_recovered(Config) ->
         ?assertMatch(#{leader := S, members := [S], voters := [S], healthy := true},
                      ash_cluster_lib:info(S)),
         ?assertMatch([_], filelib:wildcard(filename:join([Dir(SL), "recovered-*", "raft.log"]))),
-        ?assertEqual({ok, [#{id => I, n => -I} || I <- Ids]}, Query(S)),
+        ?assertEqual({ok, [#{id => I, n => case I of 1 -> 0; _ -> -I end} || I <- Ids]},
+                     Query(S)),
+        %% A write retried with its request id is applied once.
+        ?assertEqual({ok, #{id => 1, n => 0}}, call(S, Inc)),
         [?assertEqual({ok, #{id => I, n => I * 10}},
                       call(S, {update, R, #{id => I}, #{n => I * 10}})) || I <- Ids],
         %% The lost two come back with empty directories (new members) and join it.

@@ -204,9 +204,14 @@ impl Instance {
         records: &Arc<crate::record::RecordService>,
         options: &ClusterOptions,
         names: &Names,
+        remembered: &Arc<parking_lot::Mutex<state_machine::Remembered>>,
         fresh: bool,
     ) -> Result<Instance, ClusterError> {
         let mut flush = None;
+        if fresh {
+            // A new instance knows nothing of the group yet: the ids come with its snapshot.
+            remembered.lock().clear();
+        }
         let (id, log, reopened) = match &options.data_dir {
             Some(dir) => {
                 if fresh {
@@ -257,8 +262,13 @@ impl Instance {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let snapshots = Arc::new(snapshot::SnapshotStore::new(options.data_dir.as_deref()));
-        let state_machine =
-            state_machine::StateMachine::new(node, records, &names.records, snapshots.clone())?;
+        let state_machine = state_machine::StateMachine::new(
+            node,
+            records,
+            &names.records,
+            snapshots.clone(),
+            remembered.clone(),
+        )?;
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -382,6 +392,9 @@ pub struct Cluster {
     /// When a leader last sent this member entries, a heartbeat or a part of a snapshot (or the
     /// instance started), and when it may next ask whether it still counts.
     leader_contact: std::sync::Mutex<LeaderContact>,
+    /// The request ids the group's state machine applied last, kept across its instances on
+    /// this member (a group formed again from its copy keeps them).
+    pub remembered: Arc<parking_lot::Mutex<state_machine::Remembered>>,
 }
 
 impl Cluster {
@@ -399,7 +412,8 @@ impl Cluster {
         // No record expires on its own while the log is applied again at start.
         let expiries = expiry::LeaderExpires::hold(records);
         let names = Names::of(options.group, options.shards > 1);
-        let instance = Instance::open(node, records, &options, &names, false).await?;
+        let remembered = Arc::default();
+        let instance = Instance::open(node, records, &options, &names, &remembered, false).await?;
         let cluster = Arc::new(Cluster {
             node: node.clone(),
             instance: std::sync::RwLock::new(Arc::new(instance)),
@@ -416,6 +430,7 @@ impl Cluster {
             options,
             names,
             records: records.clone(),
+            remembered,
         });
         endpoint::register(&cluster)?;
         router::register(&cluster)?;
@@ -495,8 +510,15 @@ impl Cluster {
             Value::Atom(Atom::from_static("group_handed_over")),
         );
         let dropped = self.records.stop_all(self.records.store.all(), &reason);
-        let fresh =
-            Instance::open(&self.node, &self.records, &self.options, &self.names, true).await?;
+        let fresh = Instance::open(
+            &self.node,
+            &self.records,
+            &self.options,
+            &self.names,
+            &self.remembered,
+            true,
+        )
+        .await?;
         tracing::info!(
             group = self.options.group,
             old = old.id,

@@ -18,8 +18,9 @@
 //! it, drops its copy and joins again.
 //!
 //! It is a last resort and unsafe by nature, as etcd's `--force-new-cluster` or CockroachDB's
-//! loss-of-quorum recovery: writes that only the lost voters had are gone, and so are the
-//! request ids remembered to apply a retried write once. So it refuses while the group may
+//! loss-of-quorum recovery: writes that only the lost voters had are gone (the request ids
+//! this member remembered stay with its records, [`super::state_machine::Remembered`], so a
+//! write it applied and a client retries is still applied once). So it refuses while the group may
 //! still come back by itself: when a majority of its voters is reachable from this member,
 //! when a leader spoke to this member in the last [`super::LEADER_SILENCE`], and with
 //! `--data-dir` (restarted with their directories, the lost members bring the majority back)
@@ -164,6 +165,7 @@ async fn form_again(cluster: &Arc<Cluster>, lost_for_good: bool) -> Result<Forme
                     &cluster.records,
                     &cluster.options,
                     &cluster.names,
+                    &cluster.remembered,
                     false,
                 )
                 .await
@@ -183,6 +185,7 @@ async fn form_again(cluster: &Arc<Cluster>, lost_for_good: bool) -> Result<Forme
         &cluster.records,
         &cluster.options,
         &cluster.names,
+        &cluster.remembered,
         false,
     )
     .await

@@ -26,6 +26,7 @@ use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership,
 };
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 use std::sync::Arc;
@@ -41,6 +42,57 @@ const REMEMBERED_IDS: usize = 100_000;
 /// How long applying one request may take before it is answered with a timeout.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The ids of the requests applied last, with their replies (at most [`REMEMBERED_IDS`]): a
+/// request applied again under the same id gets its first reply. Kept beside the group's
+/// instances ([`super::Cluster`]): a group formed again from this member's copy
+/// ([`super::recover`]) keeps them with the records; a new instance that knows nothing of the
+/// group yet starts without them ([`Remembered::clear`]).
+#[derive(Default)]
+pub struct Remembered {
+    answered: HashMap<u64, Reply>,
+    order: VecDeque<u64>,
+}
+
+impl Remembered {
+    /// Forgets every id.
+    pub fn clear(&mut self) {
+        self.answered.clear();
+        self.order.clear();
+    }
+
+    fn remember(&mut self, id: u64, reply: Reply) {
+        if self.order.len() >= REMEMBERED_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.answered.remove(&old);
+        }
+        self.order.push_back(id);
+        self.answered.insert(id, reply);
+    }
+
+    fn get(&self, id: u64) -> Option<&Reply> {
+        self.answered.get(&id)
+    }
+
+    /// How many ids are remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The ids and replies, oldest first (what a snapshot keeps).
+    fn entries(&self) -> Vec<(u64, Vec<u8>)> {
+        self.order
+            .iter()
+            .filter_map(|id| Some((*id, self.answered.get(id)?.0.clone())))
+            .collect()
+    }
+}
+
 /// The state machine of a member.
 pub struct StateMachine {
     mailbox: Arc<Mailbox>,
@@ -49,19 +101,20 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotStore>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
-    answered: HashMap<u64, Reply>,
-    order: VecDeque<u64>,
+    remembered: Arc<Mutex<Remembered>>,
 }
 
 impl StateMachine {
     /// A state machine applying to `records`, the record service of `node` (registered as
-    /// `records_name`: [`RECORDS_NAME`] for group 0), keeping its snapshots in `snapshots`. The latest snapshot kept there
-    /// (with a data directory) is loaded into `records` first.
+    /// `records_name`: [`RECORDS_NAME`] for group 0), keeping its snapshots in `snapshots` and
+    /// the request ids it applied in `remembered`. The latest snapshot kept there (with a data
+    /// directory) is loaded into `records` first.
     pub fn new(
         node: &Arc<Node>,
         records: &Arc<RecordService>,
         records_name: &str,
         snapshots: Arc<SnapshotStore>,
+        remembered: Arc<Mutex<Remembered>>,
     ) -> Result<StateMachine, SnapshotError> {
         let mut sm = StateMachine {
             mailbox: Arc::new(Mailbox::new(node)),
@@ -70,8 +123,7 @@ impl StateMachine {
             snapshots,
             last_applied: None,
             membership: StoredMembership::default(),
-            answered: HashMap::new(),
-            order: VecDeque::new(),
+            remembered,
         };
         if let Some((meta, bytes)) = sm.snapshots.load()? {
             let restored = sm.install(&meta, &bytes)?;
@@ -100,28 +152,19 @@ impl StateMachine {
         self.records.stop_all(self.records.store.all(), &reason);
         let restored = crate::protocol::durable::restore(&self.records, &contents.entries)
             .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        self.answered.clear();
-        self.order.clear();
+        let mut remembered = self.remembered.lock();
+        remembered.clear();
         for (id, reply) in contents.answered {
-            self.remember(id, Reply(reply));
+            remembered.remember(id, Reply(reply));
         }
+        drop(remembered);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(restored.records)
     }
 
-    fn remember(&mut self, id: u64, reply: Reply) {
-        if self.order.len() >= REMEMBERED_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.answered.remove(&old);
-        }
-        self.order.push_back(id);
-        self.answered.insert(id, reply);
-    }
-
     async fn execute(&mut self, id: u64, at: i64, term: &[u8]) -> Reply {
-        if let Some(reply) = self.answered.get(&id) {
+        if let Some(reply) = self.remembered.lock().get(id) {
             return reply.clone();
         }
         let reply = match etf::decode(term) {
@@ -142,7 +185,7 @@ impl StateMachine {
         let mut bytes = Vec::new();
         etf::encode(&reply, &mut bytes);
         let reply = Reply(bytes);
-        self.remember(id, reply.clone());
+        self.remembered.lock().remember(id, reply.clone());
         reply
     }
 }
@@ -209,11 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: self.membership.clone(),
             contents: Contents {
                 entries: crate::protocol::durable::snapshot_terms(&self.records),
-                answered: self
-                    .order
-                    .iter()
-                    .filter_map(|id| Some((*id, self.answered.get(id)?.0.clone())))
-                    .collect(),
+                answered: self.remembered.lock().entries(),
             },
             snapshots: self.snapshots.clone(),
         }
@@ -301,5 +340,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(bytes.to_vec())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_ids_go_first_and_clear_forgets_them_all() {
+        let mut remembered = Remembered::default();
+        for id in 0..REMEMBERED_IDS as u64 + 2 {
+            remembered.remember(id, Reply(vec![id as u8]));
+        }
+        assert_eq!(remembered.len(), REMEMBERED_IDS);
+        assert!(remembered.get(0).is_none() && remembered.get(1).is_none());
+        assert_eq!(remembered.get(2), Some(&Reply(vec![2])));
+        let entries = remembered.entries();
+        assert_eq!(entries.first().map(|e| e.0), Some(2), "oldest first");
+        assert_eq!(entries.len(), REMEMBERED_IDS);
+        remembered.clear();
+        assert!(remembered.is_empty() && remembered.get(2).is_none());
     }
 }
