@@ -16,7 +16,10 @@
 //! - `recover`: an operator asks this member to form the group again from its copy, the group
 //!   having lost a majority of its voters for good (`ash-gen-server recover`,
 //!   [`super::recover`]): `{ok, #{group, old_id, new_id, records, snapshot}}` or
-//!   `{error, Message}`;
+//!   `{error, Message}` (`{recover, lost_for_good}`: with a data directory too, the lost
+//!   members' directories being lost for good);
+//! - `{elect, Id}`: a leader without a vote asks this voter (Raft id `Id`) to stand for
+//!   election ([`super::membership`]): `ok`, or an error when it is not that voter;
 //! - `{join, NodeName, Id}`: a node asks to become a member (answered by the leader);
 //! - `{leave, Id}`: a member leaves (answered by the leader);
 //! - `{is_member, Id}`: whether the group counts the member `Id` (answered by the leader: a
@@ -150,6 +153,12 @@ async fn serve(cluster: Arc<Cluster>, from: From, request: Value) {
             match id.as_int() {
                 Some(id) => super::membership::remove(&cluster, id as NodeId).await,
                 None => Value::pair(atom("error"), atom("bad_leave")),
+            }
+        }
+        Some([tag, id]) if tag.as_atom().map(|a| a.as_str()) == Some("elect") => {
+            match id.as_int() {
+                Some(id) => super::membership::elect(&cluster, id as NodeId).await,
+                None => Value::pair(atom("error"), atom("bad_elect")),
             }
         }
         Some([tag, id]) if tag.as_atom().map(|a| a.as_str()) == Some("is_member") => {

@@ -19,6 +19,12 @@
 //! under the same name comes back with a new id: its old id is removed when it is admitted. A
 //! member stopped with SIGTERM leaves first (`{leave, Id}`), so the others keep a majority.
 //!
+//! A leader that the change of voters left without a vote (openraft lets a learner lead on:
+//! the member that formed the cluster, when others rank first) asks the voter furthest along
+//! its log to stand for election ([`hand_on_lead`], `{elect, Id}` to its endpoint): every
+//! commit then counts the leader's own copy again, and the voters carry the leader's load. The
+//! cluster is not `healthy` until a voter leads.
+//!
 //! With `--data-dir` a member keeps its id, vote and log ([`super::identity`],
 //! [`super::log_store`]): restarted, it is still a member (no `--join` needed), and it stays
 //! one on SIGTERM, expecting to come back; `ash-gen-server drain` still makes it leave.
@@ -495,6 +501,68 @@ pub async fn keep_voters(cluster: Arc<Cluster>) {
         } else {
             rejoin_if_removed(&cluster, &mailbox).await;
         }
+        hand_on_lead(&cluster, &mailbox).await;
+    }
+}
+
+/// How long a voter asked to stand for election may take to answer.
+const ELECT_CALL: Duration = Duration::from_secs(2);
+
+/// On a leader without a vote: asks the reachable voter whose copy of the log is furthest along
+/// to stand for election. The election ends this member's lead either way: the voter wins, or
+/// its newer term makes this member step down and the voters elect one of theirs once the
+/// leader's lease (`election_timeout_max`) has run out.
+async fn hand_on_lead(cluster: &Cluster, mailbox: &Mailbox) {
+    let voting = voters(cluster);
+    if voting.is_empty() || voting.contains(&cluster.id()) || !cluster.is_leader() {
+        return;
+    }
+    let all = members(cluster);
+    let metrics = cluster.raft().metrics().borrow().clone();
+    let matched = |id: &NodeId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .map(|m| m.index)
+    };
+    let Some((id, name)) = voting
+        .iter()
+        .filter_map(|id| Some((*id, all.get(id)?.clone())))
+        .filter(|(_, name)| cluster.node.conn(name).is_some())
+        .max_by_key(|(id, _)| matched(id))
+    else {
+        return;
+    };
+    let Ok(peer) = name.parse::<NodeName>() else {
+        return;
+    };
+    tracing::info!(voter = %name, "this member leads without a vote: asking a voter to stand for election");
+    let request = Value::pair(atom("elect"), Value::Int(id as i64));
+    match mailbox
+        .call_remote(&peer, &cluster.names.endpoint, request, ELECT_CALL)
+        .await
+    {
+        Ok(answer) if answer == ok() => {}
+        Ok(answer) => {
+            tracing::debug!(voter = %name, ?answer, "the voter did not stand for election")
+        }
+        Err(e) => tracing::debug!(voter = %name, error = %e, "the voter did not answer"),
+    }
+}
+
+/// The endpoint's answer to `{elect, Id}` (see [`hand_on_lead`]): `ok` once this member, a
+/// voter under id `Id`, stands for election.
+pub async fn elect(cluster: &Cluster, id: NodeId) -> Value {
+    if id != cluster.id() {
+        return error(format!("this member's id is {}, not {id}", cluster.id()));
+    }
+    if !voters(cluster).contains(&id) {
+        return error("this member does not vote".to_string());
+    }
+    match cluster.raft().trigger().elect().await {
+        Ok(()) => ok(),
+        Err(e) => error(e.to_string()),
     }
 }
 
@@ -696,8 +764,8 @@ async fn withdraw(cluster: &Cluster, mailbox: &Mailbox, deadline: tokio::time::I
     }
 }
 
-/// Whether the cluster has a leader and `min(replicas, members)` voters, all reachable from
-/// this member.
+/// Whether the cluster has a leader that votes and `min(replicas, members)` voters, all
+/// reachable from this member.
 pub fn healthy(cluster: &Cluster) -> bool {
     let all = members(cluster);
     let voting = voters(cluster);
@@ -709,7 +777,10 @@ pub fn healthy(cluster: &Cluster) -> bool {
     } else {
         cluster.options.replicas.min(all.len()).max(1)
     };
-    cluster.leader().is_some() && voting.len() == wanted && voting.iter().all(reachable)
+    // A leader without a vote hands the lead on first ([`hand_on_lead`]).
+    cluster.leader().is_some_and(|(id, _)| voting.contains(&id))
+        && voting.len() == wanted
+        && voting.iter().all(reachable)
 }
 
 /// `cluster`: `#{members, voters, leader, healthy, admitting, replicas, shards, self, log}`
