@@ -510,15 +510,7 @@ impl Cluster {
             Value::Atom(Atom::from_static("group_handed_over")),
         );
         let dropped = self.records.stop_all(self.records.store.all(), &reason);
-        let fresh = Instance::open(
-            &self.node,
-            &self.records,
-            &self.options,
-            &self.names,
-            &self.remembered,
-            true,
-        )
-        .await?;
+        let fresh = self.open_instance(true).await?;
         tracing::info!(
             group = self.options.group,
             old = old.id,
@@ -528,6 +520,20 @@ impl Cluster {
         );
         self.install(fresh);
         Ok(())
+    }
+
+    /// Opens an instance of the group on this member (`fresh`: a new one that knows nothing of
+    /// the group, its files in the data directory removed first), for [`Cluster::install`].
+    async fn open_instance(&self, fresh: bool) -> Result<Instance, ClusterError> {
+        Instance::open(
+            &self.node,
+            &self.records,
+            &self.options,
+            &self.names,
+            &self.remembered,
+            fresh,
+        )
+        .await
     }
 
     /// Stops the group's Raft core on this member for another instance to take its place

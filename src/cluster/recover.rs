@@ -160,16 +160,10 @@ async fn form_again(cluster: &Arc<Cluster>, lost_for_good: bool) -> Result<Forme
             Ok(to) => Some(to),
             Err(e) => {
                 // The files stay where they were: the member goes on as it was.
-                let again = super::Instance::open(
-                    &cluster.node,
-                    &cluster.records,
-                    &cluster.options,
-                    &cluster.names,
-                    &cluster.remembered,
-                    false,
-                )
-                .await
-                .map_err(|e| format!("could not start group {group} again: {e}"))?;
+                let again = cluster
+                    .open_instance(false)
+                    .await
+                    .map_err(|e| format!("could not start group {group} again: {e}"))?;
                 cluster.install(again);
                 cluster.admitting.store(true, Ordering::Release);
                 return Err(format!(
@@ -180,16 +174,10 @@ async fn form_again(cluster: &Arc<Cluster>, lost_for_good: bool) -> Result<Forme
         },
         None => None,
     };
-    let fresh = super::Instance::open(
-        &cluster.node,
-        &cluster.records,
-        &cluster.options,
-        &cluster.names,
-        &cluster.remembered,
-        false,
-    )
-    .await
-    .map_err(|e| format!("could not start a new instance of group {group}: {e}"))?;
+    let fresh = cluster
+        .open_instance(false)
+        .await
+        .map_err(|e| format!("could not start a new instance of group {group}: {e}"))?;
     let new = fresh.id;
     cluster.install(fresh);
     let mut alone = BTreeMap::new();
