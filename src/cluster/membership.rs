@@ -21,7 +21,7 @@
 //!
 //! A leader that the change of voters left without a vote (openraft lets a learner lead on:
 //! the member that formed the cluster, when others rank first) asks the voter furthest along
-//! its log to stand for election ([`hand_on_lead`], `{elect, Id}` to its endpoint): every
+//! its log to stand for election (`hand_on_lead`, `{elect, Id}` to its endpoint): every
 //! commit then counts the leader's own copy again, and the voters carry the leader's load. The
 //! cluster is not `healthy` until a voter leads.
 //!
@@ -551,7 +551,7 @@ async fn hand_on_lead(cluster: &Cluster, mailbox: &Mailbox) {
     }
 }
 
-/// The endpoint's answer to `{elect, Id}` (see [`hand_on_lead`]): `ok` once this member, a
+/// The endpoint's answer to `{elect, Id}` (see `hand_on_lead`): `ok` once this member, a
 /// voter under id `Id`, stands for election.
 pub async fn elect(cluster: &Cluster, id: NodeId) -> Value {
     if id != cluster.id() {
@@ -777,7 +777,7 @@ pub fn healthy(cluster: &Cluster) -> bool {
     } else {
         cluster.options.replicas.min(all.len()).max(1)
     };
-    // A leader without a vote hands the lead on first ([`hand_on_lead`]).
+    // A leader without a vote hands the lead on first (`hand_on_lead`).
     cluster.leader().is_some_and(|(id, _)| voting.contains(&id))
         && voting.len() == wanted
         && voting.iter().all(reachable)

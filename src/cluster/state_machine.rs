@@ -42,7 +42,7 @@ const REMEMBERED_IDS: usize = 100_000;
 /// How long applying one request may take before it is answered with a timeout.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The ids of the requests applied last, with their replies (at most [`REMEMBERED_IDS`]): a
+/// The ids of the requests applied last, with their replies (at most `REMEMBERED_IDS`): a
 /// request applied again under the same id gets its first reply. Kept beside the group's
 /// instances ([`super::Cluster`]): a group formed again from this member's copy
 /// ([`super::recover`]) keeps them with the records; a new instance that knows nothing of the
