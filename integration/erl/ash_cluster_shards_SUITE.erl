@@ -25,7 +25,8 @@ all() ->
      record_pids_and_expiry_handlers_in_every_group,
      a_member_joining_with_other_shards_exits, sigterm_leaves_every_group,
      a_killed_member_loses_no_record, a_groups_raft_core_stopping_stops_the_member,
-     a_group_its_only_member_lost_forms_again].
+     a_group_its_only_member_lost_forms_again,
+     every_group_of_a_lost_durable_majority_is_recovered].
 
 init_per_suite(Config) ->
     Base = lists:flatten(io_lib:format("sh_~s_~b", [os:getpid(), ash_node:uniq_int()])),
@@ -512,4 +513,68 @@ a_group_its_only_member_lost_forms_again(Config) ->
         ?assertEqual(Ids, lists:sort([I || #{id := I} <- All]))
     after
         ash_node:stop(M2)
+    end.
+
+%% Three durable members, 4 shards, every group on all three: two are SIGKILLed and their
+%% directories deleted, so every group lost its majority for good. `recover --lost-for-good`
+%% on the survivor, group 0 first, then each other group, forms each again from its copy (the
+%% old files of group G kept in DIR/group-G/recovered-<id>); the two join again with empty
+%% directories; then all three SIGKILLed and restarted from their directories: every record.
+every_group_of_a_lost_durable_majority_is_recovered(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("shr_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = fun(L) -> filename:join(?config(priv_dir, Config), Base ++ "_" ++ L) end,
+    Start = fun(L, Extra) ->
+                    ash_node:start(Config, #{name => Base ++ "_" ++ L,
+                                             args => ["--cluster", "--shards", "4",
+                                                      "--replicas", "3", "--data-dir", Dir(L),
+                                                      "--fsync", "always"] ++ Extra})
+            end,
+    Cookie = atom_to_list(erlang:get_cookie()),
+    First = Start("a", []),
+    Join = ["--join", atom_to_list(ash_node:node(First))],
+    Started = [First | [Start(L, Join) || L <- ["b", "c"]]],
+    put(shr_nodes, Started),
+    try
+        await_every_group(Started),
+        [_, Survivor, _] = Started,
+        S = ash_node:node(Survivor),
+        ok = call(S, {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 40),
+        [{ok, _} = call(S, {create, R, #{id => I, n => I}}) || I <- Ids],
+        Want = {ok, [#{id => I, n => I} || I <- Ids]},
+        [137 = ash_node:stop(M, "KILL") || M <- Started, M =/= Survivor],
+        [ok = file:del_dir_r(Dir(L)) || L <- ["a", "c"]],
+        Recover = fun(G) ->
+                          fun() ->
+                                  {Status, Out} =
+                                      ash_node:run_bin(["recover", "--node", atom_to_list(S),
+                                                        "--group", integer_to_list(G),
+                                                        "--lost-for-good", "--cookie", Cookie],
+                                                       90000),
+                                  ct:log("recover group ~b: ~p ~s", [G, Status, Out]),
+                                  Status =:= 0
+                          end
+                  end,
+        [?assert(ash_node:poll(Recover(G), ?WAIT, 1000)) || G <- [0, 1, 2, 3]],
+        ?assertEqual(Want, call(S, {query, R, #{sort => [{id, asc}]}})),
+        [?assertMatch([_], filelib:wildcard(filename:join([Dir("b"), Sub, "recovered-*",
+                                                           "raft.log"])))
+         || Sub <- [".", "group-1", "group-2", "group-3"]],
+        %% The lost two come back with empty directories and join.
+        Again = [Start(L, ["--join", atom_to_list(S)]) || L <- ["a", "c"]],
+        All = [Survivor | Again],
+        put(shr_nodes, All),
+        await_every_group(All),
+        [?assertEqual(Want, call(ash_node:node(M), {query, R, #{sort => [{id, asc}]}}))
+         || M <- Again],
+        %% Every group formed again is the one the directories hold.
+        [137 = ash_node:stop(M, "KILL") || M <- All],
+        Back = [Start(L, []) || L <- ["a", "b", "c"]],
+        put(shr_nodes, Back),
+        await_every_group(Back),
+        [?assertEqual(Want, call(ash_node:node(M), {query, R, #{sort => [{id, asc}]}}))
+         || M <- Back]
+    after
+        [ash_node:stop(M) || M <- get(shr_nodes)]
     end.
