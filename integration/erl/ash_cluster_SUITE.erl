@@ -35,6 +35,7 @@ all() ->
      nodes_started_together_with_join_form_one_cluster,
      a_lost_voter_gives_its_vote_to_a_spare,
      a_lost_learner_is_removed_and_joins_again_when_back,
+     a_durable_learner_removed_keeps_its_other_groups_files,
      the_last_voter_stops_in_time_when_its_heir_is_lost,
      a_joining_member_takes_the_clusters_replicas,
      a_leader_without_a_vote_hands_the_lead_to_a_voter,
@@ -775,6 +776,61 @@ a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
     after
         [catch Control(ash_node:node(M), heal) || M <- Started],
         [ash_node:stop(M) || M <- Started]
+    end.
+
+%% The same with data directories and `--shards 2`: the learner, removed from group 0 while
+%% cut off, drops only group 0's Raft files when it joins again (group 0's directory is the
+%% data directory, which also holds `shards` and `group-1`), so, SIGKILLed and started again
+%% with its directory and `--shards 2`, it comes back a member and the cluster is healthy.
+a_durable_learner_removed_keeps_its_other_groups_files(Config) ->
+    R = ?config(res, Config),
+    Base = lists:flatten(io_lib:format("rd_~s_~b", [os:getpid(), ash_node:uniq_int()])),
+    Dir = fun(L) -> filename:join(?config(priv_dir, Config), Base ++ "_" ++ L) end,
+    Args = fun(L) -> ["--shards", "2", "--replicas", "2", "--data-dir", Dir(L),
+                      "--remove-lost-after", "4", "--enable-fault-injection"] end,
+    Start = fun(L, Extra) ->
+                    ash_node:start(Config, #{name => Base ++ "_" ++ L, args => Extra ++ Args(L)})
+            end,
+    First = Start("a", []),
+    Started = [{"a", First} | [{L, Start(L, join_args(First))} || L <- ["b", "c"]]],
+    put(rd_nodes, [M || {_, M} <- Started]),
+    Control = fun(N, Request) -> gen_server:call({ash_gen_server_control, N}, Request, ?CALL) end,
+    try
+        await_healthy([M || {_, M} <- Started], 2),
+        Nodes = [ash_node:node(M) || {_, M} <- Started],
+        Voters = settled_voters(hd(Nodes)),
+        [Learner] = Nodes -- Voters,
+        [{LL, LearnerMember}] = [P || {_, M} = P <- Started, ash_node:node(M) =:= Learner],
+        ok = call(hd(Voters), {define, R, #{primary_key => [id]}}),
+        Ids = lists:seq(1, 20),
+        [{ok, _} = call(hd(Voters), {create, R, #{id => I}}) || I <- Ids],
+        ok = Control(Learner, {isolate, Voters}),
+        Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
+        Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
+        ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()),
+        ok = Control(Learner, heal),
+        Back = fun() ->
+                       lists:all(fun(V) ->
+                                         case info(V) of
+                                             #{healthy := true, members := Ms} ->
+                                                 lists:sort(Ms) =:= lists:sort(Nodes);
+                                             _ -> false
+                                         end
+                                 end, Voters)
+               end,
+        ?assert(ash_node:poll(Back, ?WAIT, 200) orelse [info(V) || V <- Voters]),
+        ?assertNotEqual([], ash_node:wait_log(LearnerMember, ["removed this member"], ?WAIT)),
+        ?assert(filelib:is_regular(filename:join(Dir(LL), "shards"))),
+        ?assert(filelib:is_dir(filename:join(Dir(LL), "group-1"))),
+        %% Started again from its directory, it is a member with --shards 2.
+        137 = ash_node:stop(LearnerMember, "KILL"),
+        Again = Start(LL, []),
+        put(rd_nodes, [Again | [M || {_, M} <- Started, M =/= LearnerMember]]),
+        await_healthy(get(rd_nodes), 2),
+        [?assertEqual({ok, #{id => I}}, call(Learner, {get, R, #{id => I}})) || I <- Ids]
+    after
+        [catch Control(ash_node:node(M), heal) || M <- get(rd_nodes)],
+        [ash_node:stop(M) || M <- get(rd_nodes)]
     end.
 
 %% One voter and one caught-up learner (`--replicas 1`): the learner is SIGKILLed and the voter
