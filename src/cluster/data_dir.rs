@@ -31,27 +31,30 @@ pub fn remove(dir: &Path) -> std::io::Result<bool> {
 }
 
 /// Moves the Raft files of `dir` into its new subdirectory `aside` (kept for the operator; the
-/// member starts a new instance in `dir`). Returns the subdirectory. On an error the files
-/// moved so far go back.
+/// member starts a new instance in `dir`). Returns the subdirectory. On an error (the
+/// directory not flushed after the moves included) the files moved so far go back.
 pub fn set_aside(dir: &Path, aside: &str) -> std::io::Result<PathBuf> {
     let to = dir.join(aside);
     std::fs::create_dir(&to)?;
     let mut moved = Vec::new();
-    for name in RAFT_FILES {
-        let from = dir.join(name);
-        match std::fs::rename(&from, to.join(name)) {
-            Ok(()) => moved.push(name),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                for name in moved {
-                    let _ = std::fs::rename(to.join(name), dir.join(name));
-                }
-                let _ = std::fs::remove_dir(&to);
-                return Err(e);
+    let done = (|| {
+        for name in RAFT_FILES {
+            match std::fs::rename(dir.join(name), to.join(name)) {
+                Ok(()) => moved.push(name),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = done {
+        // The caller goes on with the files where they were.
+        for name in moved {
+            let _ = std::fs::rename(to.join(name), dir.join(name));
+        }
+        let _ = std::fs::remove_dir(&to);
+        return Err(e);
     }
-    std::fs::File::open(dir)?.sync_all()?;
     Ok(to)
 }
 
