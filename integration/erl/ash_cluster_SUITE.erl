@@ -748,22 +748,11 @@ a_lost_learner_is_removed_and_joins_again_when_back(Config) ->
         Ids = lists:seq(1, 20),
         [{ok, _} = call(hd(Voters), {create, R, #{id => I, n => 0}}) || I <- Ids],
         ok = Control(Learner, {isolate, Voters}),
-        Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
-        Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
-        ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()),
+        await_removed(Learner, Voters),
         [{ok, _} = call(lists:nth(I rem 2 + 1, Voters), {update, R, #{id => I}, #{n => 1}})
          || I <- Ids],
         ok = Control(Learner, heal),
-        Back = fun() ->
-                       lists:all(fun(V) ->
-                                         case info(V) of
-                                             #{healthy := true, members := Ms} ->
-                                                 lists:sort(Ms) =:= lists:sort(Nodes);
-                                             _ -> false
-                                         end
-                                 end, Voters)
-               end,
-        ?assert(ash_node:poll(Back, ?WAIT, 200) orelse [info(V) || V <- Voters]),
+        await_back(Nodes, Voters),
         Own = fun() ->
                       case gen_server:call({ash_gen_server_records, Learner}, {query, R, #{}}, ?CALL) of
                           {ok, Rs} -> lists:sort([{I, N} || #{id := I, n := N} <- Rs]);
@@ -805,20 +794,9 @@ a_durable_learner_removed_keeps_its_other_groups_files(Config) ->
         Ids = lists:seq(1, 20),
         [{ok, _} = call(hd(Voters), {create, R, #{id => I}}) || I <- Ids],
         ok = Control(Learner, {isolate, Voters}),
-        Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
-        Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
-        ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()),
+        await_removed(Learner, Voters),
         ok = Control(Learner, heal),
-        Back = fun() ->
-                       lists:all(fun(V) ->
-                                         case info(V) of
-                                             #{healthy := true, members := Ms} ->
-                                                 lists:sort(Ms) =:= lists:sort(Nodes);
-                                             _ -> false
-                                         end
-                                 end, Voters)
-               end,
-        ?assert(ash_node:poll(Back, ?WAIT, 200) orelse [info(V) || V <- Voters]),
+        await_back(Nodes, Voters),
         ?assertNotEqual([], ash_node:wait_log(LearnerMember, ["removed this member"], ?WAIT)),
         ?assert(filelib:is_regular(filename:join(Dir(LL), "shards"))),
         ?assert(filelib:is_dir(filename:join(Dir(LL), "group-1"))),
@@ -832,6 +810,25 @@ a_durable_learner_removed_keeps_its_other_groups_files(Config) ->
         [catch Control(ash_node:node(M), heal) || M <- get(rd_nodes)],
         [ash_node:stop(M) || M <- get(rd_nodes)]
     end.
+
+%% Waits until every one of `Voters` no longer counts `Learner` as a member.
+await_removed(Learner, Voters) ->
+    Members = fun() -> [begin #{members := Ms} = info(V), lists:sort(Ms) end || V <- Voters] end,
+    Removed = fun() -> lists:all(fun(Ms) -> not lists:member(Learner, Ms) end, Members()) end,
+    ?assert(ash_node:poll(Removed, ?WAIT, 200) orelse Members()).
+
+%% Waits until every one of `Voters` is healthy and counts exactly `Nodes` as members.
+await_back(Nodes, Voters) ->
+    Back = fun() ->
+                   lists:all(fun(V) ->
+                                     case info(V) of
+                                         #{healthy := true, members := Ms} ->
+                                             lists:sort(Ms) =:= lists:sort(Nodes);
+                                         _ -> false
+                                     end
+                             end, Voters)
+           end,
+    ?assert(ash_node:poll(Back, ?WAIT, 200) orelse [info(V) || V <- Voters]).
 
 %% One voter and one caught-up learner (`--replicas 1`): the learner is SIGKILLed and the voter
 %% SIGTERMed at once. The voter would hand its vote to the learner before leaving, but a lost
